@@ -1,0 +1,76 @@
+"""``detbot detect IMAGE [IMAGE ...]``: detection from the command line, no Telegram, no queue."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from detector.errors import DetectorError, ModelLoadError
+from detector.render import format_text
+from detector.settings import DEFAULT_CONFIDENCE, DetectorSettings
+
+# Exit status when at least one file could not be processed (argparse uses 2 for usage errors too).
+EXIT_BAD_INPUT = 2
+# Exit status when the model itself cannot be loaded: nothing could be processed.
+EXIT_NO_MODEL = 3
+
+
+def confidence_arg(text: str) -> float:
+    """argparse type: a float in (0, 1]; ``40%`` is accepted too."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside (0, 1]")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    parser.add_argument("--confidence", "-c", type=confidence_arg, default=DEFAULT_CONFIDENCE)
+    parser.add_argument("--classes", help="comma-separated class names to keep, e.g. person,dog")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image")
+    parser.add_argument("--out", type=Path, help="write annotated JPEGs to this folder")
+    parser.add_argument("--model", help="weights path or ultralytics model name (default: $DETBOT_MODEL)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from detector.model import Detector
+
+    settings = DetectorSettings()
+    if args.model:
+        settings = settings.model_copy(update={"model": args.model})
+    try:
+        detector = Detector.from_settings(settings)
+    except ModelLoadError as exc:
+        print(f"detbot: {exc}", file=sys.stderr)
+        return EXIT_NO_MODEL
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    status = 0
+    for path in args.images:
+        try:
+            det, jpeg = detector.detect_annotated(path, args.confidence, classes)
+        except DetectorError as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            status = EXIT_BAD_INPUT
+            continue
+        if args.out:
+            (args.out / f"{path.stem}.jpg").write_bytes(jpeg)
+        if args.json:
+            print(json.dumps({"image": str(path), **det.to_dict()}, ensure_ascii=False))
+        else:
+            print(f"{path}: {format_text(det)}")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="detbot detect", description=__doc__)
+    add_arguments(parser)
+    logging.basicConfig(level=logging.WARNING)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,67 @@
+"""Every way a detection can fail, each with a message a person understands.
+
+Front ends (the CLI, the worker, the bot) show ``str(error)`` as it is; ``code`` is a stable,
+machine-readable reason that crosses process boundaries (the queue) and picks a friendly reply.
+"""
+
+from __future__ import annotations
+
+
+class DetectorError(Exception):
+    """Base of all detector errors."""
+
+    code = "detector_error"
+
+
+class ImageError(DetectorError):
+    """The input could not be used as an image."""
+
+    code = "bad_image"
+
+
+class EmptyImageError(ImageError):
+    """Zero bytes."""
+
+    code = "empty_image"
+
+
+class NotAnImageError(ImageError):
+    """Bytes that no supported image decoder recognises."""
+
+    code = "not_an_image"
+
+
+class UnsupportedFormatError(ImageError):
+    """A recognised image format that detbot does not accept."""
+
+    code = "unsupported_format"
+
+
+class CorruptImageError(ImageError):
+    """A recognised image whose data is truncated or damaged."""
+
+    code = "corrupt_image"
+
+
+class ImageTooLargeError(ImageError):
+    """More pixels than the configured limit (checked from the header, before decoding)."""
+
+    code = "image_too_large"
+
+
+class UnknownClassError(DetectorError):
+    """A class filter named a class the model does not know."""
+
+    code = "unknown_class"
+
+
+class InvalidConfidenceError(DetectorError):
+    """A confidence outside (0, 1]."""
+
+    code = "invalid_confidence"
+
+
+class ModelLoadError(DetectorError):
+    """The model weights could not be found, downloaded or loaded."""
+
+    code = "model_load_failed"

@@ -1,0 +1,109 @@
+"""Turn untrusted bytes into a BGR array, safely: size checked from the header before any decoding."""
+
+from __future__ import annotations
+
+import io
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from detector.errors import (
+    CorruptImageError,
+    EmptyImageError,
+    ImageTooLargeError,
+    NotAnImageError,
+    UnsupportedFormatError,
+)
+from detector.settings import DEFAULT_MAX_PIXELS
+
+# MPO is how many phone cameras label their JPEGs; the first frame is the ordinary photo.
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
+ImageInput = bytes | bytearray | memoryview | str | Path | np.ndarray
+
+
+def _pil_open(data: bytes) -> Image.Image:
+    """PIL's own ``Image.open``: ultralytics replaces it with one that tries to pip-install a HEIF plugin."""
+    patches = sys.modules.get("ultralytics.utils.patches")
+    opener = getattr(patches, "_image_open", None) or Image.open
+    return opener(io.BytesIO(data))  # type: ignore[no-any-return]
+
+
+def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open ``data`` lazily (header only) and reject what is empty, unknown, unsupported or too large."""
+    if not data:
+        raise EmptyImageError("The file is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = _pil_open(data)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"The image is too large (over {max_pixels / 1e6:.0f} megapixels).") from exc
+    except UnidentifiedImageError as exc:
+        raise NotAnImageError("This is not an image I can read (JPEG, PNG, WebP, BMP, TIFF or GIF).") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise CorruptImageError("The image is damaged and cannot be read.") from exc
+    if img.format not in ACCEPTED_FORMATS:
+        raise UnsupportedFormatError(
+            f"{img.format} images are not supported; send a JPEG, PNG, WebP, BMP, TIFF or GIF."
+        )
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageTooLargeError(
+            f"The image is too large: {w}×{h} is {w * h / 1e6:.0f} megapixels, "
+            f"the limit is {max_pixels / 1e6:.0f} megapixels."
+        )
+    if w < 1 or h < 1:
+        raise CorruptImageError("The image has no pixels.")
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode (grayscale, 16-bit, palette, RGBA, CMYK) to 8-bit RGB; transparency composited on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 / max(float(arr.max()), 1.0) if arr.max() > 255 else 1.0
+        return Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        rgba = img.convert("RGBA")
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file's bytes to a contiguous BGR uint8 array, EXIF orientation applied."""
+    img = read_header(bytes(data), max_pixels)
+    try:
+        img.seek(0)  # GIF/TIFF/MPO: the first frame
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+        rgb = _to_rgb(img)
+        arr = np.asarray(rgb, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise CorruptImageError("The image is damaged or truncated and cannot be read.") from exc
+    return np.ascontiguousarray(arr[:, :, ::-1])
+
+
+def load_image(image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Accept bytes, a path or an already decoded BGR array and return a BGR array."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise NotAnImageError("Expected an H×W×3 uint8 BGR array.")
+        if image.shape[0] * image.shape[1] > max_pixels:
+            raise ImageTooLargeError(f"The image is too large (over {max_pixels / 1e6:.0f} megapixels).")
+        return image
+    if isinstance(image, (str, Path)):
+        try:
+            data = Path(image).read_bytes()
+        except OSError as exc:
+            raise NotAnImageError(f"Cannot read {image}: {exc.strerror or exc}.") from exc
+        return decode_image(data, max_pixels)
+    return decode_image(bytes(image), max_pixels)

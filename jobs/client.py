@@ -1,0 +1,144 @@
+"""The producer's API: what ``bot/`` uses to submit photos and receive completions.
+
+No torch, no detector model: the job function is named by dotted path, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from jobs import store
+from jobs.defaults import (
+    DELIVERED_TTL,
+    EVENTS_GROUP,
+    EVENTS_STREAM,
+    IMAGE_TTL,
+    JOB_TIMEOUT,
+    MAX_QUEUED_JOBS,
+    QUEUE_NAME,
+    RESULT_TTL,
+)
+from jobs.exceptions import QueueFullError, QueueUnavailableError
+from jobs.store import Completion
+
+# The job function, by dotted path: the producer never imports it (it would pull in torch).
+DETECT_JOB = "jobs.tasks.detect_job"
+
+
+def make_queue(redis: Redis, name: str = QUEUE_NAME) -> Queue:
+    """The RQ queue, always with JSON serialization: pickle would let anyone who can write Redis run code."""
+    return Queue(name, connection=redis, serializer=JSONSerializer)
+
+
+@contextmanager
+def _redis_errors() -> Iterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise QueueUnavailableError("Redis is unreachable") from exc
+
+
+class DetectionClient:
+    """Submit images for detection and consume their completion events."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        queue_name: str = QUEUE_NAME,
+        max_queued: int = MAX_QUEUED_JOBS,
+        job_timeout: int = JOB_TIMEOUT,
+        consumer: str = "bot",
+    ) -> None:
+        self.redis = redis
+        self.queue = make_queue(redis, queue_name)
+        self.max_queued = max_queued
+        self.job_timeout = job_timeout
+        self.consumer = consumer
+        self._group_ready = False
+
+    def submit(
+        self,
+        image: bytes,
+        *,
+        confidence: float,
+        classes: list[str] | None = None,
+        routing: dict[str, Any] | None = None,
+    ) -> str:
+        """Queue one image; returns the job id. Raises QueueFullError or QueueUnavailableError."""
+        with _redis_errors():
+            if self.queue.count >= self.max_queued:
+                raise QueueFullError(f"{self.max_queued} jobs are already waiting")
+            job_id = uuid.uuid4().hex
+            store.save_job(self.redis, job_id, image, {"confidence": confidence, "classes": classes}, routing or {})
+            self.queue.enqueue(
+                DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RESULT_TTL,
+                failure_ttl=RESULT_TTL, ttl=IMAGE_TTL,
+            )
+        return job_id
+
+    def position(self, job_id: str) -> int | None:
+        """1-based position in the queue, or None once a worker has taken the job."""
+        with _redis_errors():
+            pos = self.queue.get_job_position(job_id)
+        return None if pos is None else pos + 1
+
+    def queued(self) -> int:
+        with _redis_errors():
+            return self.queue.count
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self.redis.xgroup_create(EVENTS_STREAM, EVENTS_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def pending(self, count: int = 100) -> list[Completion]:
+        """Completions delivered to this consumer before but never acknowledged (e.g. the bot restarted)."""
+        return self._read("0", count, None)
+
+    def wait(self, block_ms: int = 5000, count: int = 100) -> list[Completion]:
+        """New completions, waiting up to ``block_ms`` for the first one."""
+        return self._read(">", count, block_ms)
+
+    def _read(self, start: str, count: int, block_ms: int | None) -> list[Completion]:
+        with _redis_errors():
+            self._ensure_group()
+            reply = self.redis.xreadgroup(EVENTS_GROUP, self.consumer, {EVENTS_STREAM: start}, count, block_ms)
+            out: list[Completion] = []
+            for _stream, entries in reply or []:  # type: ignore[union-attr]
+                for event_id, fields in entries:
+                    out.append(self._completion(event_id.decode(), fields))
+        return out
+
+    def _completion(self, event_id: str, fields: dict[bytes, bytes]) -> Completion:
+        job_id = fields.get(b"job_id", b"").decode()
+        found = store.read_completion(self.redis, job_id, event_id)
+        # The record expired (bot down for longer than RESULT_TTL): still an answer, never a silent drop.
+        routing = json.loads(fields.get(b"routing") or b"{}")
+        return found or Completion(job_id, ok=False, routing=routing, code=store.CODE_EXPIRED, event_id=event_id)
+
+    def ack(self, completion: Completion) -> None:
+        """The answer was delivered: acknowledge the event and let the job's data expire soon."""
+        with _redis_errors():
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xack(EVENTS_STREAM, EVENTS_GROUP, completion.event_id)
+            pipe.xdel(EVENTS_STREAM, completion.event_id)
+            pipe.delete(store.annotated_key(completion.job_id))
+            pipe.expire(store.job_key(completion.job_id), DELIVERED_TTL)
+            pipe.execute()

@@ -1,0 +1,26 @@
+"""Every timeout, TTL and limit of the queue, each with the reason for its value."""
+
+from __future__ import annotations
+
+# One queue for all detection work; workers on any machine listen on it.
+QUEUE_NAME = "detbot"
+# Key prefix for everything detbot stores beside RQ's own keys.
+KEY_PREFIX = "detbot"
+# The stream of completion events the bot consumes (a stream, so events wait while the bot restarts).
+EVENTS_STREAM = f"{KEY_PREFIX}:events"
+# Consumer group of the bot on EVENTS_STREAM; unacknowledged events are redelivered after a restart.
+EVENTS_GROUP = "bot"
+# Jobs waiting beyond this are refused at once ("busy"): minutes of backlog helps nobody in a chat.
+MAX_QUEUED_JOBS = 100
+# A CPU inference takes well under a second; a minute means something is wrong with the worker.
+JOB_TIMEOUT = 60
+# A job whose worker died this many times is given up with an error event instead of looping.
+MAX_ATTEMPTS = 3
+# Image bytes wait for a worker at most this long; a person has given up on the answer by then.
+IMAGE_TTL = 60 * 60
+# Results wait this long for the bot to deliver them, long enough to cover a bot restart or outage.
+RESULT_TTL = 24 * 60 * 60
+# How long a completed job's record (and its done-marker) stays once delivered: guards against replays.
+DELIVERED_TTL = 10 * 60
+# Bounded stream: older acknowledged events are trimmed; far above any realistic backlog.
+EVENTS_MAXLEN = 10_000

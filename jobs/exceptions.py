@@ -1,0 +1,19 @@
+"""Errors the queue raises to its callers (the bot)."""
+
+from __future__ import annotations
+
+
+class JobsError(Exception):
+    """Base of the queue's errors."""
+
+
+class QueueFullError(JobsError):
+    """Too many jobs are waiting; try again in a minute."""
+
+
+class QueueUnavailableError(JobsError):
+    """Redis cannot be reached."""
+
+
+class ImageExpiredError(JobsError):
+    """A job's image bytes are gone (TTL passed before a worker took it)."""

@@ -1,0 +1,144 @@
+"""The Redis layout shared by the producer (bot side) and the workers.
+
+Per job ``{id}``:
+- ``detbot:image:{id}``      the image bytes (TTL ``IMAGE_TTL``), deleted when the job completes;
+- ``detbot:job:{id}``        a hash: routing (opaque JSON from the producer), confidence, classes, status
+                             (``queued`` → ``ok``/``error``), code, message, detection (JSON), attempts;
+- ``detbot:annotated:{id}``  the annotated JPEG of a successful job.
+Completion is announced on the stream ``detbot:events`` (fields ``job_id``, ``status``, ``routing``: the
+routing travels with the event so an answer can be sent even if the job's record has expired). ``complete()`` writes the
+result and the event in one Lua script guarded by the status field, so a job run twice (after a worker
+was killed) still yields exactly one completion event.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from jobs.defaults import EVENTS_MAXLEN, EVENTS_STREAM, IMAGE_TTL, KEY_PREFIX, RESULT_TTL
+
+STATUS_QUEUED = "queued"
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+# Reason codes of error completions; the bot maps each to a friendly reply.
+# Detector errors use their own ``DetectorError.code`` (bad_image, empty_image, not_an_image,
+# unsupported_format, corrupt_image, image_too_large, unknown_class, invalid_confidence).
+CODE_TIMEOUT = "timeout"
+CODE_RETRIES_EXHAUSTED = "failed_after_retries"
+CODE_IMAGE_EXPIRED = "image_expired"
+CODE_INTERNAL = "internal_error"
+# The result was stored but expired before the bot could deliver it.
+CODE_EXPIRED = "result_expired"
+
+_COMPLETE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'ok' or status == 'error' then return 0 end
+local routing = redis.call('HGET', KEYS[1], 'routing') or '{}'
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'code', ARGV[2], 'message', ARGV[3], 'detection', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+if ARGV[5] ~= '' then redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[6]) end
+redis.call('DEL', KEYS[3])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'job_id', ARGV[8], 'status', ARGV[1], 'routing', routing)
+return 1
+"""
+
+
+def job_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{job_id}"
+
+
+def image_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}:image:{job_id}"
+
+
+def annotated_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}:annotated:{job_id}"
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The outcome of one job as the bot sees it."""
+
+    job_id: str
+    ok: bool
+    routing: dict[str, Any]
+    code: str = ""
+    message: str = ""
+    detection: dict[str, Any] | None = None
+    annotated: bytes | None = None
+    event_id: str = ""
+
+
+def save_job(redis: Redis, job_id: str, image: bytes, params: dict[str, Any], routing: dict[str, Any]) -> None:
+    """Producer side: store the image and the job's record before it is enqueued."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.set(image_key(job_id), image, ex=IMAGE_TTL)
+    pipe.hset(job_key(job_id), mapping={
+        "status": STATUS_QUEUED,
+        "routing": json.dumps(routing),
+        "params": json.dumps(params),
+        "attempts": 0,
+    })
+    pipe.expire(job_key(job_id), RESULT_TTL)
+    pipe.execute()
+
+
+def load_image(redis: Redis, job_id: str) -> bytes | None:
+    """Worker side: the job's image bytes, or None when they expired."""
+    data = redis.get(image_key(job_id))
+    return bytes(data) if data is not None else None  # type: ignore[arg-type]
+
+
+def complete(
+    redis: Redis,
+    job_id: str,
+    *,
+    ok: bool,
+    code: str = "",
+    message: str = "",
+    detection: dict[str, Any] | None = None,
+    annotated: bytes | None = None,
+) -> bool:
+    """Worker side: record the outcome and announce it, once. Returns False if the job was already done."""
+    keys = [job_key(job_id), annotated_key(job_id), image_key(job_id), EVENTS_STREAM]
+    args = [
+        STATUS_OK if ok else STATUS_ERROR, code, message, json.dumps(detection) if detection else "",
+        annotated or b"", RESULT_TTL, EVENTS_MAXLEN, job_id,
+    ]
+    return bool(redis.eval(_COMPLETE, len(keys), *keys, *args))
+
+
+def incr_attempts(redis: Redis, job_id: str) -> int:
+    """Count one more start of a job (a worker that dies mid-job leaves its count behind)."""
+    return int(redis.hincrby(job_key(job_id), "attempts", 1))
+
+
+def read_completion(redis: Redis, job_id: str, event_id: str = "") -> Completion | None:
+    """The stored outcome of a job, or None if its record expired or it has not completed."""
+    data: dict[bytes, bytes] = redis.hgetall(job_key(job_id))  # type: ignore[assignment]
+    status = data.get(b"status", b"").decode()
+    if status not in (STATUS_OK, STATUS_ERROR):
+        return None
+    detection = data.get(b"detection") or b""
+    annotated = redis.get(annotated_key(job_id)) if status == STATUS_OK else None
+    return Completion(
+        job_id=job_id,
+        ok=status == STATUS_OK,
+        routing=json.loads(data.get(b"routing") or b"{}"),
+        code=data.get(b"code", b"").decode(),
+        message=data.get(b"message", b"").decode(),
+        detection=json.loads(detection) if detection else None,
+        annotated=bytes(annotated) if annotated is not None else None,  # type: ignore[arg-type]
+        event_id=event_id,
+    )
+
+
+def job_params(redis: Redis, job_id: str) -> dict[str, Any]:
+    """The parameters (confidence, classes) the producer stored with a job."""
+    raw = redis.hget(job_key(job_id), "params")
+    return json.loads(raw) if raw else {}  # type: ignore[arg-type]
