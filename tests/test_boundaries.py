@@ -1,0 +1,78 @@
+"""The package boundaries hold: detector/ knows no Telegram/RQ/Redis; bot/ and `detbot --help` load no torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, detbot_env
+
+FORBIDDEN_IN_DETECTOR = ("telegram", "rq", "redis", "bot", "jobs")
+FORBIDDEN_IN_BOT = ("torch", "torchvision", "ultralytics", "cv2", "detector.model", "jobs.tasks", "jobs.worker")
+
+
+def imported_modules(package: str) -> dict[str, set[str]]:
+    """Every module each file of a package imports, read from the source (lazy imports included)."""
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def offending(package: str, forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(
+        f"{file}: {name}"
+        for file, names in imported_modules(package).items()
+        for name in names
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    )
+
+
+def test_detector_source_imports_nothing_of_telegram_rq_redis() -> None:
+    assert offending("detector", FORBIDDEN_IN_DETECTOR) == []
+
+
+def test_bot_source_imports_no_torch_or_detector_model() -> None:
+    assert (ROOT / "bot").is_dir()
+    assert offending("bot", FORBIDDEN_IN_BOT) == []
+
+
+def loaded_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys; print('\\nMODULES', ' '.join(sys.modules))"],
+        capture_output=True, text=True, timeout=120, env=detbot_env(), cwd=ROOT, check=True,
+    ).stdout
+    return set(out.rsplit("\nMODULES ", 1)[1].split())
+
+
+def test_importing_every_bot_module_loads_no_torch() -> None:
+    modules = sorted(
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in (ROOT / "bot").rglob("*.py")
+    )
+    loaded = loaded_after("\n".join(f"import {m}" for m in modules))
+    assert "bot" in loaded
+    assert not {"torch", "ultralytics", "cv2"} & loaded
+
+
+def test_importing_detector_loads_no_telegram_rq_redis() -> None:
+    loaded = loaded_after("import detector, detector.model, detector.image, detector.render, detector.cli")
+    assert not {"telegram", "rq", "redis"} & loaded
+
+
+@pytest.mark.parametrize("args", [["--help"], ["detect", "--help"]])
+def test_detbot_help_loads_no_torch(args: list[str]) -> None:
+    code = f"import sys; sys.argv=['detbot', *{args!r}]\nfrom jobs.cli import main\ntry:\n    main()\nexcept SystemExit: pass"
+    loaded = loaded_after(code)
+    assert "jobs.cli" in loaded and "torch" not in loaded and "ultralytics" not in loaded
