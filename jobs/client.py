@@ -23,7 +23,6 @@ from jobs.defaults import (
     DELIVERED_TTL,
     EVENTS_GROUP,
     EVENTS_STREAM,
-    IMAGE_TTL,
     JOB_TIMEOUT,
     MAX_QUEUED_JOBS,
     QUEUE_NAME,
@@ -82,9 +81,10 @@ class DetectionClient:
                 raise QueueFullError(f"{self.max_queued} jobs are already waiting")
             job_id = uuid.uuid4().hex
             store.save_job(self.redis, job_id, image, {"confidence": confidence, "classes": classes}, routing or {})
+            # No RQ ttl on purpose: RQ silently drops an expired job; ours still runs and answers image_expired.
             self.queue.enqueue(
                 DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RESULT_TTL,
-                failure_ttl=RESULT_TTL, ttl=IMAGE_TTL,
+                failure_ttl=RESULT_TTL,
             )
         return job_id
 

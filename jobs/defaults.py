@@ -24,3 +24,13 @@ RESULT_TTL = 24 * 60 * 60
 DELIVERED_TTL = 10 * 60
 # Bounded stream: older acknowledged events are trimmed; far above any realistic backlog.
 EVENTS_MAXLEN = 10_000
+# A worker's liveness key lives this long after its last heartbeat: a SIGKILLed worker is noticed this fast.
+LIVENESS_TTL = 10
+# Heartbeats come this often: a live worker must miss several in a row before it looks dead.
+HEARTBEAT_INTERVAL = 2.0
+# The reaper (abandoned jobs) runs at most this often across all workers: detection within ~15 s of a kill.
+REAP_INTERVAL = 5
+# A job id left this long in RQ's intermediate list with no worker recording it was dropped mid-dequeue.
+ORPHAN_GRACE = 5
+# A job running this long past its timeout means the worker is stuck in native code: it exits, the job is retried.
+WEDGED_GRACE = 30

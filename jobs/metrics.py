@@ -1,0 +1,108 @@
+"""Prometheus metrics and a health endpoint for one worker process (off unless DETBOT_METRICS_PORT is set).
+
+``/metrics``: Prometheus text format. ``/healthz``: 200 once the model is loaded and one inference passed
+(the warm-up), 503 before. A registry of its own per worker, never the process-global default one.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from jobs.tasks import Outcome
+
+# Seconds: CPU inference of a small model is tens of ms, a big model on a busy CPU a few seconds.
+INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Seconds from submit to completion: includes waiting in the queue, which can reach minutes when busy.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class WorkerMetrics:
+    """Counters and histograms of one worker; ``serve()`` exposes them over HTTP."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.jobs = Counter("detbot_jobs", "Jobs finished, by outcome and reason code.", ["outcome", "reason"],
+                            registry=r)
+        self.job_seconds = Histogram("detbot_job_seconds", "Time a worker spent on one job.",
+                                     buckets=INFERENCE_BUCKETS, registry=r)
+        self.inference_seconds = Histogram("detbot_inference_seconds", "Model inference time per image.",
+                                           buckets=INFERENCE_BUCKETS, registry=r)
+        self.latency_seconds = Histogram("detbot_job_latency_seconds", "From enqueue to the end of the job.",
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.detections = Counter("detbot_detections", "Objects found, by class.", ["class_name"], registry=r)
+        self.recoveries = Counter("detbot_recovered_jobs", "Abandoned jobs handled by this worker's reaper.",
+                                  ["result"], registry=r)
+        self.refusals = Counter("detbot_refused_jobs", "Jobs refused unrun (not JSON, not detect_job).",
+                                registry=r)
+        self.queue_depth = Gauge("detbot_queue_depth", "Jobs waiting in the queue (sampled by the heartbeat).",
+                                 registry=r)
+        self.ready = Gauge("detbot_worker_ready", "1 once the model is loaded and one inference passed.",
+                           registry=r)
+        self._server: ThreadingHTTPServer | None = None
+
+    def set_ready(self, ready: bool) -> None:
+        self.ready.set(1 if ready else 0)
+
+    @property
+    def is_ready(self) -> bool:
+        return bool(self.ready._value.get())
+
+    def job_done(self, outcome: Outcome, seconds: float) -> None:
+        self.jobs.labels(outcome.status, outcome.code or "none").inc()
+        self.job_seconds.observe(seconds)
+        if outcome.inference_ms:
+            self.inference_seconds.observe(outcome.inference_ms / 1e3)
+        for name in outcome.classes:
+            self.detections.labels(name).inc()
+
+    def observe_latency(self, enqueued_at: datetime) -> None:
+        start = enqueued_at if enqueued_at.tzinfo else enqueued_at.replace(tzinfo=timezone.utc)
+        self.latency_seconds.observe(max(0.0, (datetime.now(timezone.utc) - start).total_seconds()))
+
+    def recovered(self, result: str) -> None:
+        self.recoveries.labels(result).inc()
+
+    def refused(self) -> None:
+        self.refusals.inc()
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics and /healthz from a daemon thread; returns the bound port (0 picks a free one)."""
+        metrics = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._reply(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+                elif path in ("/healthz", "/health"):
+                    ok = metrics.is_ready
+                    self._reply(200 if ok else 503, b"ok\n" if ok else b"loading\n", "text/plain")
+                else:
+                    self._reply(404, b"not found\n", "text/plain")
+
+            def _reply(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a log line
+                pass
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="detbot-metrics", daemon=True).start()
+        return int(self._server.server_address[1])
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

@@ -1,0 +1,137 @@
+"""The job function the queue runs: ``jobs.tasks.detect_job(job_id)``.
+
+It needs a :class:`WorkerContext` (the Redis connection and the loaded Detector) that ``detbot worker`` sets
+once, before it takes any job: the model is never loaded per job. Every path ends in exactly one call of
+``store.complete`` (the script makes a second call of a job run twice a no-op).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from redis import Redis
+from rq.timeouts import JobTimeoutException
+
+from detector.errors import DetectorError
+from detector.settings import DEFAULT_CONFIDENCE
+from jobs import store
+
+if TYPE_CHECKING:
+    from jobs.metrics import WorkerMetrics
+
+log = logging.getLogger("detbot.worker")
+
+OUTCOME_OK = "ok"
+OUTCOME_ERROR = "error"
+# A job run a second time (its first worker died after completing it): no event, nothing recorded.
+OUTCOME_DUPLICATE = "duplicate"
+
+
+class ContextMissingError(RuntimeError):
+    """The job ran in a process that is not ``detbot worker`` (e.g. a plain ``rq worker``)."""
+
+
+@dataclass
+class WorkerContext:
+    """What one worker process shares with its jobs: set once, read by every job (arq-style)."""
+
+    redis: Redis
+    detector: Any  # detector.model.Detector; typed loosely so importing this module never imports torch
+    metrics: WorkerMetrics | None = None
+    test_delay_ms: int = 0
+
+
+_context: WorkerContext | None = None
+
+
+def set_context(context: WorkerContext | None) -> None:
+    global _context
+    _context = context
+
+
+def get_context() -> WorkerContext:
+    if _context is None:
+        raise ContextMissingError("detect_job runs only inside `detbot worker` (the model is loaded there once)")
+    return _context
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one run of a job did, for the log line and the metrics."""
+
+    status: str
+    code: str = ""
+    boxes: int = 0
+    classes: tuple[str, ...] = ()
+    inference_ms: float = 0.0
+
+
+def _params(raw: dict[str, Any]) -> tuple[float, list[str] | None]:
+    """The producer's parameters, checked: they crossed Redis and are not trusted to be well-formed."""
+    confidence = raw.get("confidence", DEFAULT_CONFIDENCE)
+    classes = raw.get("classes")
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
+        confidence = -1.0  # the detector rejects it with invalid_confidence and a clear message
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        classes = [str(classes)]
+    return float(confidence), classes
+
+
+def _finish(redis: Redis, job_id: str, outcome: Outcome, **fields: Any) -> Outcome:
+    first = store.complete(redis, job_id, ok=outcome.status == OUTCOME_OK, code=outcome.code, **fields)
+    return outcome if first else Outcome(OUTCOME_DUPLICATE, outcome.code)
+
+
+def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
+    """Detect one stored image and record the outcome; raises only what the worker must see (timeouts)."""
+    image = store.load_image(ctx.redis, job_id)
+    if image is None:
+        return _finish(
+            ctx.redis, job_id, Outcome(OUTCOME_ERROR, store.CODE_IMAGE_EXPIRED),
+            message="The photo waited too long and expired; please send it again.",
+        )
+    confidence, classes = _params(store.job_params(ctx.redis, job_id))
+    if ctx.test_delay_ms:
+        time.sleep(ctx.test_delay_ms / 1000)
+    try:
+        det, jpeg = ctx.detector.detect_annotated(image, confidence, classes)
+    except DetectorError as exc:
+        return _finish(ctx.redis, job_id, Outcome(OUTCOME_ERROR, exc.code), message=str(exc))
+    outcome = Outcome(
+        OUTCOME_OK, boxes=len(det.boxes), classes=tuple(b.class_name for b in det.boxes),
+        inference_ms=det.timings.inference_ms,
+    )
+    return _finish(ctx.redis, job_id, outcome, detection=det.to_dict(), annotated=jpeg)
+
+
+def fail_job(redis: Redis, job_id: str, code: str, message: str) -> Outcome:
+    """An error completion for a job that could not run to its end (timeout, internal error)."""
+    return _finish(redis, job_id, Outcome(OUTCOME_ERROR, code), message=message)
+
+
+def _log(job_id: str, outcome: Outcome, started: float) -> None:
+    ms = (time.perf_counter() - started) * 1e3
+    detail = f"{outcome.boxes} boxes" if outcome.status == OUTCOME_OK else outcome.code
+    log.info("job %s %s %s %.0f ms", job_id, outcome.status, detail, ms)
+
+
+def detect_job(job_id: str) -> str:
+    """RQ entry point. Returns the outcome's status (the result RQ keeps is small and JSON-able)."""
+    started = time.perf_counter()
+    ctx = get_context()
+    try:
+        outcome = run_detection(ctx, job_id)
+    except JobTimeoutException:
+        outcome = fail_job(
+            ctx.redis, job_id, store.CODE_TIMEOUT, "Finding objects took too long; please try a smaller photo."
+        )
+    except Exception as exc:  # anything unexpected still answers the person, and never with a traceback
+        log.error("job %s internal error: %s: %s", job_id, type(exc).__name__, exc)
+        outcome = fail_job(ctx.redis, job_id, store.CODE_INTERNAL, "Something went wrong on our side; please retry.")
+    _log(job_id, outcome, started)
+    if ctx.metrics is not None:
+        ctx.metrics.job_done(outcome, time.perf_counter() - started)
+    return outcome.status
