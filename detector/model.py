@@ -1,8 +1,14 @@
-"""The Detector: one YOLO model, loaded and warmed once, used for every image."""
+"""The Detector: one YOLO model, loaded (or taken from the export cache) and warmed once, used for every image.
+
+On a CPU the model runs as an OpenVINO or ONNX Runtime export (see :mod:`detector.backends`) with a lean
+pre/post-processing path of our own; PyTorch through ultralytics' predictor is the fallback and the GPU path.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -12,10 +18,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from detector import backends
 from detector.errors import InvalidConfidenceError, ModelLoadError, UnknownClassError
 from detector.image import ImageInput, load_image
 from detector.result import Box, Detection, Timings
-from detector.runtime import disable_analytics, quiet_ultralytics
+from detector.runtime import configure_threads, disable_analytics, quiet_ultralytics
 from detector.settings import (
     DEFAULT_CONFIDENCE,
     DEFAULT_MAX_DETECTIONS,
@@ -29,6 +36,16 @@ log = logging.getLogger(__name__)
 
 # The size ultralytics' own detection models are trained at; used only when a checkpoint does not say.
 FALLBACK_IMGSZ = 640
+# One inference thread per worker process on a CPU: one worker per core then uses every core, none fight.
+DEFAULT_CPU_THREADS = 1
+# ultralytics' colour palette (BGR), so boxes look as they do in ultralytics' own plots.
+PALETTE = tuple(
+    (int(h[4:6], 16), int(h[2:4], 16), int(h[0:2], 16))
+    for h in (
+        "042AFF", "0BDBEB", "F3F3F3", "00DFB7", "111F68", "FF6FDD", "FF444F", "CCED00", "00F344", "BD00FF",
+        "00B4FF", "DD00BA", "00FFFF", "26C000", "01FFB3", "7D24FF", "7B0068", "FF1B6C", "FC6D2F", "A2FF0B",
+    )
+)
 
 
 def _model_imgsz(model: Any) -> int | None:
@@ -42,9 +59,16 @@ def _model_imgsz(model: Any) -> int | None:
     return None
 
 
+def _maybe_gpu() -> bool:
+    """Whether a GPU could be there at all, judged without importing torch (a second and 200 MB)."""
+    return sys.platform == "darwin" or os.path.exists("/dev/nvidia0") or os.path.exists("/dev/dxg")
+
+
 def _resolve_device(device: str) -> str:
     if device != "auto":
         return device
+    if not _maybe_gpu() and "torch" not in sys.modules:
+        return "cpu"
     import torch
 
     if torch.cuda.is_available():
@@ -74,9 +98,16 @@ def load_yolo(weights: str) -> Any:
 class Detector:
     """Loads a YOLO model once and runs it on one image at a time.
 
-    Not thread-safe by design: torch inference on one model from several threads is a classic crash.
+    Not thread-safe by design: inference on one model from several threads is a classic crash.
     Calls are serialised with a lock; run one Detector per process (or per thread) to scale.
+
+    ``backend``: ``auto`` (OpenVINO on CPU when installed, else ONNX Runtime, else PyTorch; PyTorch on a GPU),
+    ``torch``, ``onnx`` or ``openvino``. An export that fails falls back to PyTorch with one warning.
+    ``threads``: inference threads of this process; default one on a CPU (one worker per core).
     """
+
+    names: dict[int, str]
+    imgsz: int
 
     def __init__(
         self,
@@ -87,20 +118,58 @@ class Detector:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_detections: int = DEFAULT_MAX_DETECTIONS,
         warmup: bool = True,
+        backend: str = "auto",
+        threads: int | None = None,
+        export_dir: str | Path | None = None,
+        int8: bool = False,
     ) -> None:
         started = time.perf_counter()
         self.weights = model
         self.device = _resolve_device(device)
         self.max_pixels = max_pixels
         self.max_detections = max_detections
-        self._yolo = load_yolo(model)
-        self.names: dict[int, str] = {int(k): str(v) for k, v in self._yolo.names.items()}
-        self._ids_by_name = {v.lower(): k for k, v in self.names.items()}
-        self.imgsz = imgsz or _model_imgsz(self._yolo) or FALLBACK_IMGSZ
+        self.threads = threads or DEFAULT_CPU_THREADS
+        self.backend = backends.resolve_backend(backend, self.device)
+        self.export: backends.Export | None = None
+        self._engine: backends.Engine | None = None
+        self._yolo: Any = None
         self._lock = threading.Lock()
+        weights_path = Path(model)
+        if self.backend != "torch" and not (weights_path.is_file() and weights_path.suffix == ".pt"):
+            # A model name to download first, or an export already: ultralytics loads it as it is.
+            self._yolo = load_yolo(model)
+            weights_path = Path(getattr(self._yolo, "ckpt_path", None) or model)
+        if self.backend != "torch" and weights_path.is_file() and weights_path.suffix == ".pt":
+            self._load_export(weights_path, imgsz, export_dir, int8)
+        if self._engine is None:
+            self.backend = "torch"
+            self._load_torch(imgsz)
+        self._ids_by_name = {v.lower(): k for k, v in self.names.items()}
         if warmup:
             self.warmup()
         self.load_seconds = time.perf_counter() - started
+
+    def _load_export(self, weights: Path, imgsz: int | None, export_dir: str | Path | None, int8: bool) -> None:
+        cache = Path(export_dir) if export_dir else backends.default_export_dir()
+        spec = backends.ExportSpec(weights, self.backend, imgsz, int8)
+        try:
+            export = backends.ensure_export(spec, cache)
+            engine = backends.make_engine(export, self.threads)
+        except Exception as exc:  # export and runtimes fail in foreign ways; PyTorch still works
+            log.warning("%s backend unavailable for %s, using torch: %s: %s",
+                        self.backend, weights.name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            return
+        self.export, self._engine = export, engine
+        self.names = dict(export.names)
+        self.imgsz = export.imgsz
+
+    def _load_torch(self, imgsz: int | None) -> None:
+        if self._yolo is None:
+            self._yolo = load_yolo(self.weights)
+        if str(self.device) == "cpu":
+            configure_threads(self.threads)
+        self.names = {int(k): str(v) for k, v in self._yolo.names.items()}
+        self.imgsz = imgsz or _model_imgsz(self._yolo) or FALLBACK_IMGSZ
 
     @classmethod
     def from_settings(cls, settings: DetectorSettings, *, warmup: bool = True) -> Detector:
@@ -111,6 +180,10 @@ class Detector:
             max_pixels=settings.max_pixels,
             max_detections=settings.max_detections,
             warmup=warmup,
+            backend=settings.backend,
+            threads=settings.threads,
+            export_dir=settings.export_dir,
+            int8=settings.int8,
         )
 
     @property
@@ -131,26 +204,35 @@ class Detector:
             raise UnknownClassError(f"Unknown class {', '.join(unknown)}. This model knows: {known}.")
         return sorted({self._ids_by_name[c.lower()] for c in classes})
 
-    def _predict(self, image: np.ndarray, confidence: float, ids: list[int] | None, max_det: int) -> Any:
+    def _predict(self, image: np.ndarray, confidence: float, ids: list[int] | None, max_det: int) -> np.ndarray:
+        """``K×6`` rows (x1, y1, x2, y2, confidence, class) in pixels of ``image``, best first."""
         with self._lock:
-            return self._yolo.predict(
+            if self._engine is not None and self.export is not None:
+                blob, geometry = backends.letterbox(image, self.imgsz, self.export.stride, self.export.dynamic)
+                output = self._engine(blob)
+                return backends.postprocess(
+                    output, geometry, image.shape[:2], confidence, ids, max_det, self.export.end2end
+                )
+            result = self._yolo.predict(
                 image, conf=confidence, classes=ids, max_det=max_det, imgsz=self.imgsz,
                 device=self.device, verbose=False,
             )[0]
+        data = result.boxes.data.cpu().numpy() if result.boxes is not None else np.zeros((0, 6))
+        return np.asarray(data[:, :6], dtype=np.float32)
 
     def _run(
         self, image: ImageInput, confidence: float, classes: Sequence[str] | None, max_detections: int | None
-    ) -> tuple[np.ndarray, Any, Detection]:
+    ) -> tuple[np.ndarray, Detection]:
         if not 0.0 < confidence <= 1.0:
             raise InvalidConfidenceError(f"Confidence must be above 0 and at most 1, got {confidence}.")
         ids = self.class_ids(classes)
         t0 = time.perf_counter()
         array = load_image(image, self.max_pixels)
         t1 = time.perf_counter()
-        result = self._predict(array, confidence, ids, max_detections or self.max_detections)
+        rows = self._predict(array, confidence, ids, max_detections or self.max_detections)
         t2 = time.perf_counter()
         det = Detection(
-            boxes=self._boxes(result),
+            boxes=self._boxes(rows),
             width=int(array.shape[1]),
             height=int(array.shape[0]),
             confidence=confidence,
@@ -158,13 +240,12 @@ class Detector:
             model=self.model_name,
             timings=Timings(decode_ms=(t1 - t0) * 1e3, inference_ms=(t2 - t1) * 1e3),
         )
-        return array, result, det
+        return array, det
 
-    def _boxes(self, result: Any) -> tuple[Box, ...]:
-        data = result.boxes.data.cpu().numpy() if result.boxes is not None else np.zeros((0, 6))
+    def _boxes(self, rows: np.ndarray) -> tuple[Box, ...]:
         boxes = [
             Box(int(c), self.names[int(c)], round(float(p), 4), *(round(float(v), 1) for v in (x1, y1, x2, y2)))
-            for x1, y1, x2, y2, p, c in data[:, :6]
+            for x1, y1, x2, y2, p, c in rows[:, :6]
         ]
         return tuple(sorted(boxes, key=lambda b: -b.confidence))
 
@@ -176,7 +257,7 @@ class Detector:
         max_detections: int | None = None,
     ) -> Detection:
         """Find objects in one image (bytes, path or BGR array)."""
-        return self._run(image, confidence, classes, max_detections)[2]
+        return self._run(image, confidence, classes, max_detections)[1]
 
     def detect_annotated(
         self,
@@ -186,12 +267,33 @@ class Detector:
         max_detections: int | None = None,
     ) -> tuple[Detection, bytes]:
         """Like :meth:`detect`, plus the image with boxes and labels drawn, as JPEG bytes."""
-        _, result, det = self._run(image, confidence, classes, max_detections)
+        array, det = self._run(image, confidence, classes, max_detections)
         t0 = time.perf_counter()
-        jpeg = encode_jpeg(result.plot())
+        # The caller's own array is never drawn on; a freshly decoded one is ours to reuse.
+        canvas = array.copy() if isinstance(image, np.ndarray) else array
+        jpeg = encode_jpeg(draw_boxes(canvas, det.boxes))
         annotate_ms = (time.perf_counter() - t0) * 1e3
         timings = Timings(det.timings.decode_ms, det.timings.inference_ms, annotate_ms)
         return Detection(det.boxes, det.width, det.height, det.confidence, det.classes, det.model, timings), jpeg
+
+
+def draw_boxes(image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+    """Draw each box and its ``name 0.87`` label onto ``image`` (in place), as ultralytics' plots look."""
+    lw = max(round(sum(image.shape[:2]) / 2 * 0.003), 2)
+    thickness, scale = max(lw - 1, 1), lw / 3
+    for box in reversed(boxes):  # the most confident box is drawn last, on top
+        colour = PALETTE[box.class_id % len(PALETTE)]
+        text_colour = (0, 0, 0) if sum(colour) > 3 * 160 else (255, 255, 255)
+        p1 = (int(box.x1), int(box.y1))
+        cv2.rectangle(image, p1, (int(box.x2), int(box.y2)), colour, lw, cv2.LINE_AA)
+        label = f"{box.class_name} {box.confidence:.2f}"
+        (w, h), _ = cv2.getTextSize(label, 0, scale, thickness)
+        outside = p1[1] >= h + 3
+        corner = (p1[0] + w, p1[1] - h - 3 if outside else p1[1] + h + 3)
+        cv2.rectangle(image, p1, corner, colour, -1, cv2.LINE_AA)
+        origin = (p1[0], p1[1] - 2 if outside else p1[1] + h + 2)
+        cv2.putText(image, label, origin, 0, scale, text_colour, thickness, cv2.LINE_AA)
+    return image
 
 
 def encode_jpeg(image: np.ndarray, max_side: int = MAX_ANNOTATED_SIDE, quality: int = JPEG_QUALITY) -> bytes:

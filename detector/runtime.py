@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 
 def quiet_ultralytics() -> None:
@@ -20,21 +22,22 @@ def disable_analytics() -> None:
 
 
 def configure_threads(threads: int | None) -> int:
-    """Size torch's and OpenCV's thread pools for this process; returns the torch thread count used.
+    """Size OpenCV's and (when loaded) torch's thread pools for this process; returns the thread count used.
 
     One intra-op pool per process sized to the cores given to it: N worker processes on N cores never
     oversubscribe. OpenCV gets no pool of its own (``setNumThreads(0)``): its threads are what deadlock
-    after a fork and what fight torch for the same cores.
+    after a fork and what fight the inference runtime for the same cores. torch is not imported here: an
+    OpenVINO or ONNX worker never needs it, and the Detector calls this again once it has loaded torch.
+    The exported backends take their thread count from the Detector directly.
     """
     import cv2
-    import torch
 
     n = threads if threads and threads > 0 else 1
     cv2.setNumThreads(0)
-    torch.set_num_threads(n)
-    # The inter-op pool can only be sized once per process, before any parallel work has run.
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+        # The inter-op pool can only be sized once per process, before any parallel work has run.
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(1)
     return n

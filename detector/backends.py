@@ -1,0 +1,453 @@
+"""Fast CPU backends: export the weights once to OpenVINO or ONNX, cache the export on disk, run it lean.
+
+The export is made by ultralytics (``YOLO(weights).export``) and kept under a cache folder keyed by the
+weights' content hash, the image size, the backend and the library versions, so a restart or a second
+worker reuses it. Writers export into a temporary folder and publish it with one atomic ``rename``; a file
+lock keeps two workers from exporting the same model at once. Readers check every file's hash against the
+entry's manifest, so a partial or damaged entry is exported again rather than loaded.
+
+Running an export needs neither torch nor ultralytics: the image is letterboxed with OpenCV, the model
+runs once, boxes are scaled back to the image with NumPy. YOLO26's head is end-to-end (no NMS); other YOLO
+heads get a class-aware NMS here, the same as ultralytics' own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EXPORTED_BACKENDS = ("onnx", "openvino")
+# Bump when the layout of a cache entry or the way it is exported changes: old entries are then ignored.
+CACHE_FORMAT = 1
+MANIFEST = "detbot-export.json"
+# A worker waits this long for another worker's export of the same model, then exports without the cache;
+# a nano model exports in seconds, a large one in a few minutes on a slow CPU.
+EXPORT_LOCK_TIMEOUT = 600.0
+# How often a waiting worker retries the lock; short next to an export, long next to a syscall.
+LOCK_POLL_INTERVAL = 0.1
+# Grey of ultralytics' letterbox padding: the exported model was trained with it.
+PAD_VALUE = 114
+# ultralytics' NMS IoU for detection (its ``iou`` default); only for heads that are not end-to-end.
+NMS_IOU = 0.7
+# ultralytics hands at most this many candidates to NMS; more is only noise from a bad threshold.
+MAX_NMS_CANDIDATES = 30_000
+# Class offset for class-aware NMS in one pass: boxes of different classes never overlap.
+NMS_CLASS_OFFSET = 7680.0
+
+_export_count = 0
+
+
+class ExportError(Exception):
+    """An export could not be made or loaded; the caller falls back to PyTorch."""
+
+
+def export_count() -> int:
+    """How many exports this process has made (not reused from the cache)."""
+    return _export_count
+
+
+def installed(backend: str) -> bool:
+    """Whether the runtime a backend needs can be imported here."""
+    module = {"onnx": "onnxruntime", "openvino": "openvino", "torch": "torch"}.get(backend)
+    return module is not None and importlib.util.find_spec(module) is not None
+
+
+def resolve_backend(requested: str, device: str) -> str:
+    """``auto``: OpenVINO on CPU when installed, else ONNX Runtime, else PyTorch; PyTorch on a GPU."""
+    if requested == "auto":
+        if device != "cpu":
+            return "torch"
+        return next((b for b in EXPORTED_BACKENDS[::-1] if installed(b)), "torch")
+    if requested in EXPORTED_BACKENDS and not installed(requested):
+        log.warning("backend %s requested but its runtime is not installed; using torch", requested)
+        return "torch"
+    return requested
+
+
+def default_export_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "detbot" / "exports"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def runtime_versions(backend: str) -> dict[str, str]:
+    """What an export depends on: a new version of any of these may export or read differently."""
+    runtime = {"onnx": "onnxruntime", "openvino": "openvino"}[backend]
+    ultralytics = _version("ultralytics")
+    if ultralytics == "none":  # the headless build ships under its own distribution name
+        ultralytics = _version("ultralytics-opencv-headless")
+    return {"ultralytics": ultralytics, "torch": _version("torch"), runtime: _version(runtime)}
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What to export: the weights (by content), the backend, the size and the precision."""
+
+    weights: Path
+    backend: str
+    imgsz: int | None = None
+    int8: bool = False
+
+    def key(self, weights_sha256: str) -> str:
+        versions = json.dumps([CACHE_FORMAT, runtime_versions(self.backend)], sort_keys=True)
+        tag = hashlib.sha256(versions.encode()).hexdigest()[:8]
+        size = str(self.imgsz) if self.imgsz else "model"
+        return f"{weights_sha256[:20]}-{self.backend}-{size}{'-int8' if self.int8 else ''}-{tag}"
+
+
+@dataclass(frozen=True)
+class Export:
+    """A usable cache entry: the model file and what is needed to run it without ultralytics."""
+
+    path: Path
+    backend: str
+    names: dict[int, str]
+    imgsz: int
+    stride: int
+    end2end: bool
+    dynamic: bool
+    reused: bool
+    seconds: float
+
+
+def _manifest_export(entry: Path, manifest: dict[str, Any], reused: bool, seconds: float) -> Export:
+    return Export(
+        path=entry / manifest["model_file"],
+        backend=manifest["backend"],
+        names={int(k): str(v) for k, v in manifest["names"].items()},
+        imgsz=int(manifest["imgsz"]),
+        stride=int(manifest["stride"]),
+        end2end=bool(manifest["end2end"]),
+        dynamic=bool(manifest["dynamic"]),
+        reused=reused,
+        seconds=seconds,
+    )
+
+
+def read_entry(entry: Path) -> dict[str, Any] | None:
+    """The entry's manifest if the entry is complete and every file matches its hash; else None."""
+    try:
+        manifest: dict[str, Any] = json.loads((entry / MANIFEST).read_text())
+        files: dict[str, str] = manifest["files"]
+        if manifest.get("format") != CACHE_FORMAT or manifest["model_file"] not in files:
+            return None
+        for name, sha in files.items():
+            if file_sha256(entry / name) != sha:
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return manifest
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, timeout: float) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``path``; yields False when it could not be had within ``timeout``."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                    yield False
+                    return
+                time.sleep(LOCK_POLL_INTERVAL)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def ensure_export(spec: ExportSpec, cache_dir: Path) -> Export:
+    """The cached export of ``spec``, exporting it first when the cache has no valid entry."""
+    started = time.perf_counter()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    digest = file_sha256(spec.weights)
+    key = spec.key(digest)
+    entry = cache_dir / key
+    manifest = read_entry(entry)
+    if manifest is not None:
+        return _manifest_export(entry, manifest, True, time.perf_counter() - started)
+    with file_lock(cache_dir / f".{key}.lock", EXPORT_LOCK_TIMEOUT) as locked:
+        if not locked:
+            raise ExportError(f"the export cache entry {key} stayed locked for {EXPORT_LOCK_TIMEOUT:.0f} s")
+        manifest = read_entry(entry)  # another worker may have published it while this one waited
+        if manifest is not None:
+            return _manifest_export(entry, manifest, True, time.perf_counter() - started)
+        if entry.exists():
+            log.warning("export cache entry %s is incomplete or damaged; exporting it again", key)
+            shutil.rmtree(entry, ignore_errors=True)
+        for stale in cache_dir.glob(f".{key}.*"):  # left by an exporter that died; we hold the lock
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
+        try:
+            manifest = export_model(spec, staging, digest)
+            staging.chmod(0o755)  # mkdtemp makes it private; workers of another user read the cache too
+            os.rename(staging, entry)  # atomic publish: readers see no entry or a whole one
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return _manifest_export(entry, manifest, False, time.perf_counter() - started)
+
+
+def _checkpoint_imgsz(yolo: Any) -> int | None:
+    for source in (getattr(yolo, "overrides", None), (getattr(yolo, "ckpt", None) or {}).get("train_args")):
+        imgsz = (source or {}).get("imgsz")
+        if isinstance(imgsz, int):
+            return imgsz
+        if isinstance(imgsz, (list, tuple)) and imgsz:
+            return int(max(imgsz))
+    return None
+
+
+def export_model(spec: ExportSpec, out: Path, weights_sha256: str) -> dict[str, Any]:
+    """Export ``spec`` with ultralytics into the empty folder ``out``; writes and returns the manifest."""
+    global _export_count
+    from detector.runtime import disable_analytics, quiet_ultralytics
+
+    quiet_ultralytics()
+    from ultralytics import YOLO
+
+    disable_analytics()
+    work = out / "work"
+    work.mkdir()
+    source = work / "model.pt"  # ultralytics writes its export beside the weights: keep that inside ``out``
+    shutil.copyfile(spec.weights, source)
+    try:
+        yolo = YOLO(str(source), task="detect")
+        if yolo.task != "detect":
+            raise ExportError(f"{spec.weights.name} is a {yolo.task} model, not a detection model")
+        imgsz = spec.imgsz or _checkpoint_imgsz(yolo) or 640
+        end2end = bool(getattr(yolo.model, "end2end", False))
+        kwargs: dict[str, Any] = {
+            "format": spec.backend, "imgsz": imgsz, "half": False, "int8": spec.int8, "device": "cpu",
+            # Dynamic height and width: each photo runs at its own letterboxed shape, not a padded square.
+            "dynamic": True, "simplify": True, "verbose": False,
+            # nms=False keeps YOLO26's end-to-end head (no NMS needed); None lets other heads export raw.
+            "nms": False if end2end else None,
+        }
+        if spec.int8:
+            kwargs["data"] = _int8_data()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            produced = Path(str(yolo.export(**kwargs)))
+        names = {int(k): str(v) for k, v in yolo.names.items()}
+        stride = int(max(getattr(yolo.model, "stride", [32])))
+    except ExportError:
+        raise
+    except Exception as exc:  # ultralytics and the exporters raise anything; the caller falls back
+        raise ExportError(f"{type(exc).__name__}: {exc}") from exc
+    model_file = _collect(produced, out)
+    shutil.rmtree(work, ignore_errors=True)
+    files = {p.name: file_sha256(p) for p in sorted(out.iterdir()) if p.is_file()}
+    manifest = {
+        "format": CACHE_FORMAT, "backend": spec.backend, "model_file": model_file, "files": files,
+        "weights_sha256": weights_sha256, "weights_name": spec.weights.name, "imgsz": imgsz,
+        "stride": stride, "end2end": end2end, "dynamic": True, "int8": spec.int8, "names": names,
+        "versions": runtime_versions(spec.backend),
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    _export_count += 1
+    return manifest
+
+
+def _int8_data() -> str:
+    """Calibration data for INT8: ``DETBOT_INT8_DATA`` (a YOLO dataset YAML), read when exporting."""
+    data = os.environ.get("DETBOT_INT8_DATA")
+    if not data:
+        raise ExportError("INT8 needs calibration images: set DETBOT_INT8_DATA to a YOLO dataset YAML")
+    return data
+
+
+def _collect(produced: Path, out: Path) -> str:
+    """Move the exported model files into ``out``; returns the name of the file to load."""
+    if produced.is_dir():  # OpenVINO: a folder with model.xml, model.bin and metadata.yaml
+        for f in produced.iterdir():
+            if f.suffix in (".xml", ".bin"):
+                shutil.move(str(f), out / f"model{f.suffix}")
+        return "model.xml"
+    shutil.move(str(produced), out / "model.onnx")
+    return "model.onnx"
+
+
+# --- running an export ---------------------------------------------------------------------------------
+
+
+class Engine(Protocol):
+    """One compiled model: a float32 NCHW RGB blob in, the raw output array out."""
+
+    def __call__(self, blob: np.ndarray) -> np.ndarray: ...
+
+
+class OpenVINOEngine:
+    """OpenVINO on the CPU, one infer request, threads sized to this worker's share of the cores."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            # One stream and the latency hint: each worker answers one photo at a time, as fast as it can.
+            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        self._compiled = core.compile_model(core.read_model(path), "CPU", config)
+        self._request = self._compiled.create_infer_request()
+
+    def __call__(self, blob: np.ndarray) -> np.ndarray:
+        result = self._request.infer({0: blob})
+        return np.asarray(result[0])
+
+
+class OnnxEngine:
+    """ONNX Runtime on the CPU, one session, threads sized to this worker's share of the cores."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only: ORT's warnings are about graph details, not our input
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def __call__(self, blob: np.ndarray) -> np.ndarray:
+        return np.asarray(self._session.run(None, {self._input: blob})[0])
+
+
+def make_engine(export: Export, threads: int) -> Engine:
+    if export.backend == "openvino":
+        return OpenVINOEngine(export.path, threads)
+    if export.backend == "onnx":
+        return OnnxEngine(export.path, threads)
+    raise ExportError(f"no engine for backend {export.backend}")
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image was fitted into the model input: scale, then padding on the left and top."""
+
+    gain: float
+    pad_x: int
+    pad_y: int
+
+
+def letterbox(image: np.ndarray, imgsz: int, stride: int, rect: bool) -> tuple[np.ndarray, Letterbox]:
+    """ultralytics' letterbox (same rounding): a float32 1×3×H×W RGB blob in [0, 1] and the geometry.
+
+    ``rect``: pad only to a multiple of the stride (what ultralytics does for PyTorch models) instead of to
+    a full square, which saves up to half the compute on photos that are not square.
+    """
+    h, w = image.shape[:2]
+    gain = min(imgsz / h, imgsz / w)
+    new_w, new_h = max(round(w * gain), 1), max(round(h * gain), 1)
+    dw, dh = imgsz - new_w, imgsz - new_h
+    if rect:
+        dw, dh = dw % stride, dh % stride
+    top, bottom = round(dh / 2 - 0.1), round(dh / 2 + 0.1)
+    left, right = round(dw / 2 - 0.1), round(dw / 2 + 0.1)
+    if (new_w, new_h) != (w, h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    if top or bottom or left or right:
+        pad = (PAD_VALUE, PAD_VALUE, PAD_VALUE)
+        image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=pad)
+    blob = cv2.dnn.blobFromImage(image, 1 / 255.0, swapRB=True)
+    return blob, Letterbox(gain, left, top)
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS on xyxy boxes sorted by descending score; indices of the kept boxes."""
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1) * (y2 - y1)
+    order = np.arange(len(boxes))
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = w * h
+        order = rest[inter / (areas[i] + areas[rest] - inter + 1e-9) <= iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def decode_raw(output: np.ndarray, confidence: float) -> np.ndarray:
+    """A raw head's ``1×(4+nc)×N`` output to ``K×6`` rows (x1, y1, x2, y2, conf, class) after NMS."""
+    pred = output[0].T
+    scores = pred[:, 4:].max(axis=1)
+    pred = pred[scores > confidence]
+    if not len(pred):
+        return np.zeros((0, 6), np.float32)
+    cls = pred[:, 4:].argmax(axis=1)
+    conf = pred[:, 4:].max(axis=1)
+    xy, wh = pred[:, :2], pred[:, 2:4] / 2
+    rows = np.concatenate([xy - wh, xy + wh, conf[:, None], cls[:, None].astype(np.float32)], axis=1)
+    rows = rows[np.argsort(-conf, kind="stable")][:MAX_NMS_CANDIDATES]
+    keep = _nms(rows[:, :4] + rows[:, 5:6] * NMS_CLASS_OFFSET, rows[:, 4], NMS_IOU)
+    return rows[keep]
+
+
+def postprocess(
+    output: np.ndarray,
+    geometry: Letterbox,
+    shape: tuple[int, int],
+    confidence: float,
+    class_ids: Sequence[int] | None,
+    max_det: int,
+    end2end: bool,
+) -> np.ndarray:
+    """Model output to ``K×6`` rows in pixels of the original image, best first, at most ``max_det``."""
+    if end2end:
+        rows = output[0]
+        rows = rows[rows[:, 4] > confidence]
+    else:
+        rows = decode_raw(output, confidence)
+    if class_ids is not None:
+        rows = rows[np.isin(rows[:, 5].astype(np.int64), np.asarray(class_ids))]
+    rows = rows[np.argsort(-rows[:, 4], kind="stable")][:max_det].astype(np.float32)
+    h, w = shape
+    rows[:, [0, 2]] = np.clip((rows[:, [0, 2]] - geometry.pad_x) / geometry.gain, 0, w)
+    rows[:, [1, 3]] = np.clip((rows[:, [1, 3]] - geometry.pad_y) / geometry.gain, 0, h)
+    return rows
