@@ -1,0 +1,420 @@
+"""The PTB Application: every handler, one global error handler, Telegram's rate limits, the delivery loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import Redis
+from telegram import Bot, BotCommand, Message, Update
+from telegram.constants import ChatMemberStatus, ChatType
+from telegram.error import TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    ApplicationHandlerStop,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot import replies
+from bot.chat_settings import ChatSettings, ChatStore
+from bot.delivery import Delivery
+from bot.intake import ALBUM_COLLECT_DELAY, Intake, Request, image_of, thread_of
+from bot.limits import Limits
+from bot.metrics import BotMetrics
+from bot.parsing import (
+    DetectArgs,
+    UsageError,
+    parse_auto,
+    parse_caption,
+    parse_detect_args,
+    parse_threshold,
+    split_command,
+)
+from bot.settings import BotSettings
+from bot.status import StatusBoard
+from bot.telegram_io import describe, say
+from jobs.client import DetectionClient
+from jobs.exceptions import QueueUnavailableError
+
+log = logging.getLogger(__name__)
+
+# Telegram answers flood-limited calls with "retry after N s"; the limiter waits and retries this often.
+RATE_LIMIT_RETRIES = 3
+# Pause before the delivery loop starts over after an unexpected error (it must never stay down).
+DELIVERY_RESTART_DELAY = 2.0
+SERVICES = "detbot"
+
+PHOTO = filters.PHOTO | filters.Document.IMAGE
+OTHER_MEDIA = filters.Sticker.ALL | filters.ANIMATION | filters.VIDEO | filters.VIDEO_NOTE
+NEW_MESSAGE = filters.UpdateType.MESSAGE
+
+
+@dataclass
+class Album:
+    photos: list[Message] = field(default_factory=list)
+    explicit: bool = False
+    last_seen: float = 0.0
+
+
+@dataclass
+class Services:
+    """Everything the handlers share; built once per Application."""
+
+    settings: BotSettings
+    redis: Redis
+    client: DetectionClient
+    chats: ChatStore
+    limits: Limits
+    metrics: BotMetrics
+    intake: Intake
+    status: StatusBoard
+    delivery: Delivery
+    albums: dict[tuple[int, str], Album] = field(default_factory=dict)
+    delivery_task: asyncio.Task[None] | None = None
+
+
+def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
+    return context.application.bot_data[SERVICES]
+
+
+def _replied_to_bot(message: Message, bot: Bot) -> bool:
+    replied = message.reply_to_message
+    return bool(replied and replied.from_user and replied.from_user.id == bot.id)
+
+
+def _private(message: Message) -> bool:
+    return message.chat.type == ChatType.PRIVATE
+
+
+async def _reply(context: ContextTypes.DEFAULT_TYPE, message: Message, text: str) -> None:
+    await say(context.bot, message.chat_id, text, reply=message.message_id, thread=thread_of(message))
+
+
+# -- photos ---------------------------------------------------------------------------------------------
+
+async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A photo or image document: answered in private chats, in groups only when asked (or /auto on)."""
+    message = update.message
+    if message is None:
+        return
+    caption = message.caption or ""
+    command, _rest, other_bot = split_command(caption, context.bot.username)
+    if other_bot and command == "detect":
+        return
+    mentioned = f"@{context.bot.username}".lower() in caption.lower()
+    explicit = _private(message) or command == "detect" or mentioned or _replied_to_bot(message, context.bot)
+    if message.media_group_id:
+        _collect_album(context, message, explicit)
+        return
+    await _process(context, [message], message, explicit, None)
+
+
+def _collect_album(context: ContextTypes.DEFAULT_TYPE, message: Message, explicit: bool) -> None:
+    svc = services(context)
+    key = (message.chat_id, str(message.media_group_id))
+    album = svc.albums.get(key)
+    loop = asyncio.get_running_loop()
+    if album is None:
+        album = svc.albums[key] = Album()
+        context.application.create_task(_flush_album_later(context, key))
+    album.photos.append(message)
+    album.explicit = album.explicit or explicit
+    album.last_seen = loop.time()
+
+
+async def _flush_album_later(context: ContextTypes.DEFAULT_TYPE, key: tuple[int, str]) -> None:
+    svc = services(context)
+    loop = asyncio.get_running_loop()
+    while True:
+        album = svc.albums[key]
+        wait = album.last_seen + ALBUM_COLLECT_DELAY - loop.time()
+        if wait <= 0:
+            break
+        await asyncio.sleep(wait)
+    album = svc.albums.pop(key)
+    photos = sorted(album.photos, key=lambda m: m.message_id)
+    await _process(context, photos, photos[0], album.explicit, None)
+
+
+async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], asked_by: Message, explicit: bool,
+                   args: DetectArgs | None) -> None:
+    """Read the chat's settings, decide whether to answer, parse the arguments, hand over to the intake."""
+    svc = services(context)
+    try:
+        chat_settings = await asyncio.to_thread(svc.chats.get, asked_by.chat_id)
+    except QueueUnavailableError:
+        if explicit:
+            await svc.intake.refuse(photos[0], "redis unreachable", replies.UNAVAILABLE, len(photos))
+        else:
+            log.info("group photo in chat %s not checked for /auto: Redis unreachable", asked_by.chat_id)
+        return
+    if not (explicit or chat_settings.auto):
+        return
+    if args is None:
+        try:
+            args = _caption_args(photos, context.bot.username)
+        except UsageError as exc:
+            await svc.intake.refuse(photos[0], "usage", str(exc), len(photos))
+            return
+    user = asked_by.from_user
+    request = Request(asked_by.chat, user.id if user else asked_by.chat_id, photos, asked_by, args, chat_settings)
+    await svc.intake.handle(request)
+
+
+def _caption_args(photos: list[Message], username: str) -> DetectArgs:
+    for photo in photos:
+        if photo.caption:
+            return parse_caption(photo.caption, username).args
+    return DetectArgs()
+
+
+async def on_detect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """``/detect [classes] [confidence]`` sent as a reply to a photo (a caption /detect goes to on_image)."""
+    message = update.message
+    if message is None:
+        return
+    target = message.reply_to_message
+    if target is None or image_of(target) is None:
+        other_media = target is not None and bool(target.sticker or target.animation or target.video)
+        await _reply(context, message, replies.SEND_A_PHOTO if other_media else replies.DETECT_NEEDS_PHOTO)
+        return
+    try:
+        args = parse_detect_args(" ".join(context.args or []))
+    except UsageError as exc:
+        await _reply(context, message, str(exc))
+        return
+    await _process(context, [target], message, True, args)
+
+
+# -- other messages -------------------------------------------------------------------------------------
+
+async def on_other_media(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Stickers, GIFs, videos: a short hint in private chats, in groups only when addressed."""
+    message = update.message
+    if message is None:
+        return
+    caption = (message.caption or "").lower()
+    username = (context.bot.username or "").lower()
+    asked = caption.startswith("/detect") or f"@{username}" in caption or _replied_to_bot(message, context.bot)
+    if _private(message) or asked:
+        log.info("refused media chat=%s msg=%s: not a photo", message.chat_id, message.message_id)
+        services(context).metrics.refused.labels("not_a_photo").inc()
+        await _reply(context, message, replies.SEND_A_PHOTO)
+
+
+async def on_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A file that is not an image: refused politely where the bot was asked."""
+    message = update.message
+    if message is None:
+        return
+    caption = (message.caption or "").lower()
+    username = (context.bot.username or "").lower()
+    asked = caption.startswith("/detect") or f"@{username}" in caption or _replied_to_bot(message, context.bot)
+    if _private(message) or asked:
+        mime = message.document.mime_type if message.document else None
+        log.info("refused document chat=%s msg=%s: %s", message.chat_id, message.message_id, mime or "no type")
+        services(context).metrics.refused.labels("not_an_image").inc()
+        await _reply(context, message, replies.NOT_AN_IMAGE_FILE)
+
+
+async def on_private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    if update.message:
+        await _reply(context, update.message, replies.SEND_A_PHOTO_HINT)
+
+
+async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    if update.message:
+        await _reply(context, update.message, replies.HELP)
+
+
+# -- settings -------------------------------------------------------------------------------------------
+
+async def _is_admin(context: ContextTypes.DEFAULT_TYPE, message: Message) -> bool:
+    if _private(message):
+        return True
+    if message.sender_chat and message.sender_chat.id == message.chat_id:
+        return True  # an anonymous admin writes as the group itself
+    if message.from_user is None:
+        return False
+    member = await context.bot.get_chat_member(message.chat_id, message.from_user.id)
+    return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
+
+
+async def _settings_command(
+    update: Update, context: ContextTypes.DEFAULT_TYPE,
+    parse: Callable[[list[str]], Any],
+    act: Callable[[Services, Message, Any, ChatSettings], Awaitable[str]],
+) -> None:
+    message = update.message
+    if message is None:
+        return
+    svc = services(context)
+    try:
+        value = parse(list(context.args or []))
+        current = await asyncio.to_thread(svc.chats.get, message.chat_id)
+        if value is not None and not await _is_admin(context, message):
+            log.info("refused settings change chat=%s user=%s: not an admin", message.chat_id,
+                     message.from_user.id if message.from_user else None)
+            await _reply(context, message, replies.ADMINS_ONLY)
+            return
+        text = await act(svc, message, value, current)
+    except UsageError as exc:
+        text = str(exc)
+    except QueueUnavailableError:
+        text = replies.UNAVAILABLE
+    except TelegramError as exc:
+        log.warning("settings command in chat %s failed: %s", message.chat_id, describe(exc))
+        text = replies.SOMETHING_WRONG
+    await _reply(context, message, text)
+
+
+async def _threshold(svc: Services, message: Message, value: Any, current: ChatSettings) -> str:
+    default = svc.settings.default_confidence
+    if value is None:
+        return replies.threshold_status(current.threshold, default)
+    if value == "reset":
+        await asyncio.to_thread(svc.chats.set_threshold, message.chat_id, None)
+        log.info("threshold reset chat=%s", message.chat_id)
+        return replies.threshold_reset(default)
+    await asyncio.to_thread(svc.chats.set_threshold, message.chat_id, float(value))
+    log.info("threshold set chat=%s value=%.2f", message.chat_id, value)
+    return replies.threshold_set(float(value))
+
+
+async def _auto(svc: Services, message: Message, value: Any, current: ChatSettings) -> str:
+    if _private(message):
+        return replies.AUTO_PRIVATE
+    if value is None:
+        return replies.auto_status(bool(current.auto))
+    await asyncio.to_thread(svc.chats.set_auto, message.chat_id, bool(value))
+    log.info("auto %s chat=%s", "on" if value else "off", message.chat_id)
+    return replies.auto_status(bool(value))
+
+
+async def on_threshold(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await _settings_command(update, context, parse_threshold, _threshold)
+
+
+async def on_auto(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await _settings_command(update, context, parse_auto, _auto)
+
+
+# -- cross-cutting --------------------------------------------------------------------------------------
+
+async def check_allowed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The optional allow-list: other chats get one short line in private, nothing in groups."""
+    allowed = services(context).settings.allowed_chats
+    chat = update.effective_chat
+    if not allowed or chat is None or chat.id in allowed:
+        return
+    log.info("ignored update from chat %s: not in DETBOT_ALLOWED_CHATS", chat.id)
+    if update.message and chat.type == ChatType.PRIVATE:
+        await _reply(context, update.message, replies.NOT_ALLOWED)
+    raise ApplicationHandlerStop
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The last resort: one log line (no traceback), and a reply so the person is not left waiting."""
+    update_id = update.update_id if isinstance(update, Update) else None
+    log.error("update %s failed: %s", update_id, describe(context.error) if context.error else "unknown error")
+    if isinstance(update, Update) and update.message:
+        await _reply(context, update.message, replies.SOMETHING_WRONG)
+
+
+async def _run_delivery(svc: Services) -> None:
+    while True:
+        try:
+            await svc.delivery.run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("delivery loop failed: %s; restarting it", describe(exc))
+            await asyncio.sleep(DELIVERY_RESTART_DELAY)
+
+
+async def _post_init(application: Application) -> None:
+    svc: Services = application.bot_data[SERVICES]
+    try:
+        await application.bot.set_my_commands([BotCommand(name, text) for name, text in replies.COMMANDS])
+    except TelegramError as exc:
+        log.warning("could not register commands: %s", describe(exc))
+    svc.delivery_task = asyncio.create_task(_run_delivery(svc))
+    log.info("bot @%s started", application.bot.username)
+
+
+async def _post_stop(application: Application) -> None:
+    svc: Services = application.bot_data[SERVICES]
+    await svc.delivery.stop()
+    if svc.delivery_task is not None:
+        svc.delivery_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await svc.delivery_task
+
+
+def build_application(
+    settings: BotSettings,
+    redis: Redis,
+    *,
+    reader_redis: Callable[[], Redis] | None = None,
+    metrics: BotMetrics | None = None,
+) -> Application:
+    """The bot, ready for ``run_polling()``: handlers, error handler, rate limiter, delivery loop.
+
+    ``redis`` serves the handlers; ``reader_redis`` makes the connection of the blocking result reader.
+    """
+    application = (
+        ApplicationBuilder()
+        .token(settings.telegram_bot_token.get_secret_value())
+        .base_url(settings.api_url)
+        .base_file_url(settings.file_url)
+        .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+        .concurrent_updates(True)
+        .post_init(_post_init)
+        .post_stop(_post_stop)
+        .build()
+    )
+    metrics = metrics or BotMetrics()
+    client = DetectionClient(redis, queue_name=settings.queue, max_queued=settings.max_queued_jobs)
+    chats = ChatStore(redis)
+    status = StatusBoard(application.bot, client, chats)
+    limits = Limits(settings.rate_limit_user, settings.rate_limit_chat)
+
+    def make_reader() -> DetectionClient:
+        return DetectionClient(reader_redis() if reader_redis else redis, queue_name=settings.queue)
+
+    svc = Services(
+        settings=settings,
+        redis=redis,
+        client=client,
+        chats=chats,
+        limits=limits,
+        metrics=metrics,
+        intake=Intake(application.bot, settings, client, chats, limits, metrics, status, application.create_task),
+        status=status,
+        delivery=Delivery(application.bot, make_reader, chats, metrics, status),
+    )
+    metrics.watch_queue(client.queued)
+    application.bot_data[SERVICES] = svc
+
+    application.add_handler(TypeHandler(Update, check_allowed), group=-1)
+    application.add_handler(CommandHandler(["start", "help"], on_help, filters=NEW_MESSAGE))
+    application.add_handler(CommandHandler("threshold", on_threshold, filters=NEW_MESSAGE))
+    application.add_handler(CommandHandler("auto", on_auto, filters=NEW_MESSAGE))
+    application.add_handler(CommandHandler("detect", on_detect, filters=NEW_MESSAGE))
+    application.add_handler(MessageHandler(NEW_MESSAGE & PHOTO, on_image))
+    application.add_handler(MessageHandler(NEW_MESSAGE & OTHER_MEDIA, on_other_media))
+    application.add_handler(MessageHandler(NEW_MESSAGE & filters.Document.ALL, on_document))
+    application.add_handler(MessageHandler(NEW_MESSAGE & filters.ChatType.PRIVATE & filters.TEXT, on_private_text))
+    application.add_error_handler(on_error)
+    return application

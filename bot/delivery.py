@@ -1,0 +1,302 @@
+"""Delivering the workers' results: read completions from Redis, send them to Telegram, then acknowledge.
+
+An event is acknowledged only after Telegram accepted the answer (or refused it for good), so a bot
+that stops mid-way finds the answer again in ``pending()`` after its restart: every accepted photo gets
+exactly one answer. The one unavoidable gap: killed between Telegram's "ok" and the ack, an answer is
+sent twice rather than never.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import ResponseError
+from telegram import Bot, InputMediaPhoto, Message
+from telegram.error import ChatMigrated
+
+from bot import replies
+from bot.chat_settings import REDIS_ERRORS, ChatStore
+from bot.metrics import BotMetrics
+from bot.status import StatusBoard
+from bot.telegram_io import PermanentSendError, describe, reply_to, with_retry
+from bot.text import MESSAGE_LIMIT, detection_lines, pack_lines, split_caption
+from detector.render import summary_line
+from detector.result import Detection
+from jobs.client import DetectionClient
+from jobs.defaults import JOB_TIMEOUT, MAX_ATTEMPTS
+from jobs.exceptions import JobsError
+from jobs.store import Completion
+
+log = logging.getLogger(__name__)
+
+# The blocking read returns at least this often: it bounds how long a shutdown waits for the reader thread.
+WAIT_BLOCK_MS = 2000
+# Answers sent at once; AIORateLimiter still paces them to Telegram's limits.
+MAX_CONCURRENT_DELIVERIES = 8
+# An album whose photos have not all completed by then is answered with what is there; a worker gives
+# up on a job after MAX_ATTEMPTS timeouts, so all of them are done long before.
+ALBUM_WAIT = JOB_TIMEOUT * MAX_ATTEMPTS + 60
+# A graceful stop waits this long for answers being sent, so they are not sent again after the restart.
+DRAIN_TIMEOUT = 15.0
+# Pause before reading again after Redis was unreachable or lost the consumer group.
+REDIS_RETRY_DELAY = 2.0
+# Unacknowledged events read per call at start-up (an outage can leave many).
+PENDING_BATCH = 500
+# Media groups hold 2-10 items (Telegram's limit); Telegram albums never have more than 10 photos.
+MEDIA_GROUP_MAX = 10
+
+
+@dataclass
+class Target:
+    """Where an answer goes; ChatMigrated (group became a supergroup) re-targets it."""
+
+    chat_id: int
+    thread: int | None
+    reply: int | None
+
+
+@dataclass
+class AlbumState:
+    parts: dict[int, Completion] = field(default_factory=dict)
+    count: int = 0
+    first_seen: float = field(default_factory=time.monotonic)
+    checked_count: bool = False
+
+
+def _target(routing: dict[str, Any]) -> Target:
+    album = routing.get("album") or {}
+    return Target(int(routing["chat_id"]), routing.get("thread_id"), album.get("reply_to") or routing.get("message_id"))
+
+
+def _detection(c: Completion) -> Detection | None:
+    if not (c.ok and c.detection and c.annotated):
+        return None
+    try:
+        return Detection.from_dict(c.detection)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.error("job %s has an unreadable result: %s", c.job_id, describe(exc))
+        return None
+
+
+def _error_text(c: Completion) -> str:
+    return replies.error_reply(c.code or "internal_error", c.message)
+
+
+class Delivery:
+    """The loop that turns completion events into Telegram answers."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        make_reader: Callable[[], DetectionClient],
+        chats: ChatStore,
+        metrics: BotMetrics,
+        status: StatusBoard,
+    ) -> None:
+        self.bot = bot
+        self.make_reader = make_reader
+        self.chats = chats
+        self.metrics = metrics
+        self.status = status
+        self._reader: DetectionClient | None = None
+        self._known: set[str] = set()
+        self._albums: dict[str, AlbumState] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sem = asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES)
+        self._stopping = asyncio.Event()
+        self._redis_down = False
+
+    # -- the loop ---------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver what a previous run left unacknowledged, then new completions, until ``stop()``."""
+        self._reader = self.make_reader()
+        await self._read_pending()
+        while not self._stopping.is_set():
+            batch = await self._read(lambda r: r.wait(WAIT_BLOCK_MS))
+            for completion in batch or []:
+                self._accept(completion)
+            await self._check_albums()
+
+    async def stop(self) -> None:
+        """Stop reading, and give answers in flight a moment to finish (they are acked, not re-sent)."""
+        self._stopping.set()
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=DRAIN_TIMEOUT)
+            for task in pending:
+                task.cancel()
+
+    async def _read_pending(self) -> None:
+        while not self._stopping.is_set():
+            batch = await self._read(lambda r: r.pending(PENDING_BATCH))
+            if batch is None:
+                continue
+            fresh = [c for c in batch if c.event_id not in self._known]
+            if batch:
+                log.info("delivering %d answer(s) left from before the restart", len(fresh))
+            for completion in fresh:
+                self._accept(completion)
+            if len(batch) < PENDING_BATCH or not fresh:
+                return
+
+    async def _read(self, call: Callable[[DetectionClient], list[Completion]]) -> list[Completion] | None:
+        """One read; None (after a pause) while Redis is unreachable or was emptied."""
+        reader = self._reader or self.make_reader()
+        try:
+            batch = await asyncio.to_thread(call, reader)
+        except JobsError as exc:
+            if not self._redis_down:
+                log.warning("cannot read results: %s; retrying every %.0f s", describe(exc), REDIS_RETRY_DELAY)
+            self._redis_down = True
+            await asyncio.sleep(REDIS_RETRY_DELAY)
+            return None
+        except ResponseError as exc:
+            # Redis restarted without its data: the consumer group is gone, a fresh client re-creates it.
+            log.warning("results stream unusable (%s); reconnecting", describe(exc))
+            self._reader = self.make_reader()
+            await asyncio.sleep(REDIS_RETRY_DELAY)
+            return None
+        if self._redis_down:
+            log.info("results readable again")
+            self._redis_down = False
+        return batch
+
+    def _accept(self, completion: Completion) -> None:
+        if completion.event_id in self._known:
+            return
+        self._known.add(completion.event_id)
+        album = completion.routing.get("album")
+        if isinstance(album, dict) and album.get("id"):
+            state = self._albums.setdefault(str(album["id"]), AlbumState(count=int(album.get("count", 1))))
+            state.parts[int(album.get("index", len(state.parts) + 1))] = completion
+            return
+        self._spawn(self._deliver_single(completion))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def guarded() -> None:
+            async with self._sem:
+                await coro
+
+        task = asyncio.ensure_future(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _check_albums(self) -> None:
+        now = time.monotonic()
+        for album_id, state in list(self._albums.items()):
+            if len(state.parts) < state.count and not state.checked_count:
+                # The queue may have filled up midway through the album: fewer parts will ever come.
+                try:
+                    override = await asyncio.to_thread(self.chats.album_count, album_id)
+                except REDIS_ERRORS:
+                    override = None
+                if override is not None:
+                    state.count = override
+                    state.checked_count = True
+            if len(state.parts) >= state.count or now - state.first_seen > ALBUM_WAIT:
+                del self._albums[album_id]
+                self._spawn(self._deliver_album(album_id, state))
+
+    # -- answers ----------------------------------------------------------------------------------------
+
+    async def _deliver_single(self, c: Completion) -> None:
+        target = _target(c.routing)
+        det = _detection(c)
+        try:
+            if det is not None and c.annotated is not None:
+                await self._send_detection(target, det, c.annotated)
+            else:
+                await self._send_text(target, [_error_text(c)])
+            log.info("answered chat=%s msg=%s job=%s %s", target.chat_id, target.reply, c.job_id,
+                     "ok" if det else f"error={c.code}")
+        except PermanentSendError as exc:
+            self._dropped(target, c.job_id, exc)
+        self.metrics.answered.labels("ok" if det else "error").inc()
+        await self.status.clear(c.job_id)
+        await self._ack([c])
+
+    async def _deliver_album(self, album_id: str, state: AlbumState) -> None:
+        parts = [state.parts[i] for i in sorted(state.parts)]
+        target = _target(parts[0].routing)
+        good = [(i, c, d) for i, c in sorted(state.parts.items()) if (d := _detection(c)) is not None]
+        lines: list[str] = []
+        for i, c in sorted(state.parts.items()):
+            det = _detection(c)
+            if det is not None:
+                lines += [f"Photo {i}: {summary_line(det)}", *detection_lines(det)[1:]]
+            else:
+                lines.append(replies.album_item_failed(i, _error_text(c)))
+        try:
+            if len(good) == 1:
+                await self._send_photo(target, good[0][1].annotated or b"", f"Photo {good[0][0]}")
+            elif good:
+                media = [
+                    InputMediaPhoto(c.annotated or b"", caption=split_caption([f"Photo {i}: {summary_line(d)}"])[0])
+                    for i, c, d in good[:MEDIA_GROUP_MAX]
+                ]
+                await self._call(target, lambda t: self.bot.send_media_group(
+                    t.chat_id, media, reply_parameters=reply_to(t.reply), message_thread_id=t.thread), "album")
+            await self._send_text(target, lines)
+            log.info("answered album chat=%s msg=%s photos=%d ok=%d", target.chat_id, target.reply, len(parts),
+                     len(good))
+        except PermanentSendError as exc:
+            self._dropped(target, album_id, exc)
+        self.metrics.answered.labels("ok").inc(len(good))
+        self.metrics.answered.labels("error").inc(len(parts) - len(good))
+        await self.status.clear(album_id)
+        await self._ack(parts)
+
+    async def _send_detection(self, target: Target, det: Detection, photo: bytes) -> None:
+        caption, rest = split_caption(detection_lines(det))
+        try:
+            await self._send_photo(target, photo, caption)
+        except PermanentSendError as exc:
+            # The photo itself was refused (e.g. its dimensions): the boxes as text are still an answer.
+            log.warning("photo refused in chat %s (%s); sending the text alone", target.chat_id, exc)
+            rest = pack_lines(detection_lines(det), MESSAGE_LIMIT)
+        await self._send_chunks(target, rest)
+
+    async def _send_photo(self, target: Target, photo: bytes, caption: str) -> Message:
+        return await self._call(target, lambda t: self.bot.send_photo(
+            t.chat_id, photo, caption=caption, reply_parameters=reply_to(t.reply), message_thread_id=t.thread,
+        ), "photo")
+
+    async def _send_text(self, target: Target, lines: list[str]) -> None:
+        await self._send_chunks(target, pack_lines(lines, MESSAGE_LIMIT))
+
+    async def _send_chunks(self, target: Target, chunks: list[str]) -> None:
+        for chunk in chunks:
+            await self._call(target, lambda t, text=chunk: self.bot.send_message(  # type: ignore[misc]
+                t.chat_id, text, reply_parameters=reply_to(t.reply), message_thread_id=t.thread,
+            ), "message")
+
+    async def _call(self, target: Target, send: Callable[[Target], Awaitable[Any]], what: str) -> Any:
+        while True:
+            try:
+                return await with_retry(lambda: send(target), f"sending {what} to chat {target.chat_id}")
+            except ChatMigrated as exc:
+                log.info("chat %s moved to %s; answering there", target.chat_id, exc.new_chat_id)
+                target.chat_id, target.thread, target.reply = int(exc.new_chat_id), None, None
+
+    def _dropped(self, target: Target, job: str, exc: PermanentSendError) -> None:
+        log.warning("answer for %s in chat %s dropped: Telegram refused it (%s)", job, target.chat_id, exc)
+        self.metrics.delivery_failed.labels(str(exc).split(":", 1)[0]).inc()
+
+    async def _ack(self, completions: list[Completion]) -> None:
+        """Acknowledge after delivery; retried while Redis is away (else the answer would be sent again)."""
+        for c in completions:
+            while True:
+                try:
+                    await asyncio.to_thread((self._reader or self.make_reader()).ack, c)
+                    break
+                except JobsError as exc:
+                    if self._stopping.is_set():
+                        log.warning("could not acknowledge %s: %s", c.job_id, describe(exc))
+                        return
+                    await asyncio.sleep(REDIS_RETRY_DELAY)
+            self._known.discard(c.event_id)

@@ -1,0 +1,74 @@
+"""Requests-per-minute limits per user and per chat, kept in the bot's memory.
+
+In memory on purpose: one bot process polls Telegram, and a limit that needs Redis would stop working
+exactly when Redis is down. A restart forgets the counts, which only ever lets a person in earlier.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# The limits are "per minute", as people read them.
+WINDOW_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Which limit refused a request, its value, and when the next photo will be accepted."""
+
+    scope: str
+    limit: int
+    retry_in: float
+
+
+class RateLimiter:
+    """A sliding-window log: at most ``limit`` hits per key within ``window`` seconds; 0 means no limit."""
+
+    def __init__(self, limit: int, window: float = WINDOW_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._hits: dict[int, deque[float]] = {}
+
+    def _prune(self, key: int) -> deque[float]:
+        hits = self._hits.get(key, deque())
+        cutoff = self.clock() - self.window
+        while hits and hits[0] <= cutoff:
+            hits.popleft()
+        if not hits:
+            self._hits.pop(key, None)
+        return hits
+
+    def room(self, key: int) -> int:
+        """How many more hits ``key`` may make now."""
+        return self.limit - len(self._prune(key))
+
+    def retry_in(self, key: int) -> float:
+        hits = self._prune(key)
+        return max(0.0, hits[0] + self.window - self.clock()) if hits else 0.0
+
+    def hit(self, key: int, count: int = 1) -> None:
+        now = self.clock()
+        self._hits.setdefault(key, deque()).extend([now] * count)
+
+
+class Limits:
+    """The per-user and per-chat limiters together; photos count against both only if both allow them."""
+
+    def __init__(self, per_user: int, per_chat: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.user = RateLimiter(per_user, clock=clock)
+        self.chat = RateLimiter(per_chat, clock=clock)
+
+    def take(self, user_id: int, chat_id: int, count: int = 1) -> Refusal | None:
+        """Count ``count`` photos (an album counts each), or refuse them all without counting any."""
+        checks = (("user", self.user, user_id), ("chat", self.chat, chat_id))
+        for scope, limiter, key in checks:
+            if limiter.limit > 0 and limiter.room(key) < count:
+                return Refusal(scope, limiter.limit, limiter.retry_in(key))
+        for _scope, limiter, key in checks:
+            if limiter.limit > 0:
+                limiter.hit(key, count)
+        return None

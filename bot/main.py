@@ -1,0 +1,83 @@
+"""``detbot bot``: run the Telegram bot with long polling until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pydantic import ValidationError
+from redis import Redis
+from telegram import Update
+from telegram.error import InvalidToken, TelegramError
+
+from bot import logs
+from bot.app import build_application
+from bot.delivery import WAIT_BLOCK_MS
+from bot.metrics import BotMetrics, serve
+from bot.settings import BotSettings
+from bot.telegram_io import describe
+
+log = logging.getLogger("bot")
+
+# Redis calls from handlers fail fast when Redis is away, so a person hears "unavailable" promptly.
+REDIS_SOCKET_TIMEOUT = 5.0
+# Connecting to Redis: a healthy one answers in milliseconds.
+REDIS_CONNECT_TIMEOUT = 3.0
+# The result reader blocks in XREADGROUP for WAIT_BLOCK_MS; its socket must wait longer than that.
+READER_SOCKET_TIMEOUT = WAIT_BLOCK_MS / 1000 + 5.0
+# Telegram holds a long-polling getUpdates open this long when there is nothing new.
+POLL_TIMEOUT = 10
+
+
+def _redis(url: str, socket_timeout: float) -> Redis:
+    return Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+                          health_check_interval=30)
+
+
+def _settings_error(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err["loc"] else "settings"
+        env = name.upper() if name.startswith(("telegram", "redis")) else f"DETBOT_{name.upper()}"
+        problems.append(f"{env}: {'not set' if err['type'] == 'missing' else err['msg']}")
+    return "detbot bot: invalid settings: " + "; ".join(problems)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="detbot bot", description="Run the Telegram bot (long polling). "
+                                     "Settings come from the environment; see docs/bot.md.")
+    parser.parse_args(argv)
+    try:
+        settings = BotSettings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        print(_settings_error(exc), file=sys.stderr)
+        return 2
+    token = settings.telegram_bot_token.get_secret_value()
+    logs.configure(settings.log_level, [token])
+    redis = _redis(settings.redis_url, REDIS_SOCKET_TIMEOUT)
+    metrics = BotMetrics()
+    if settings.bot_metrics_port is not None:
+        def healthy() -> dict[str, bool]:
+            try:
+                return {"redis": bool(redis.ping())}
+            except Exception:
+                return {"redis": False}
+
+        serve(metrics, healthy, settings.bot_metrics_host, settings.bot_metrics_port)
+    application = build_application(
+        settings, redis, reader_redis=lambda: _redis(settings.redis_url, READER_SOCKET_TIMEOUT), metrics=metrics
+    )
+    try:
+        application.run_polling(allowed_updates=[Update.MESSAGE], timeout=POLL_TIMEOUT, close_loop=False)
+    except InvalidToken:
+        log.error("Telegram refused the token: check TELEGRAM_BOT_TOKEN")
+        return 1
+    except (TelegramError, OSError) as exc:
+        log.error("cannot talk to Telegram at %s: %s", settings.telegram_api_base_url, describe(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

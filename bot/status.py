@@ -1,0 +1,91 @@
+"""The "queued, position N" message shown while a person waits, and its removal once the answer is out.
+
+The status message's id lives in Redis (``chat_settings.status_key``) so a restarted bot still removes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+
+from telegram import Bot
+from telegram.constants import ChatAction
+from telegram.error import TelegramError
+
+from bot import replies
+from bot.chat_settings import REDIS_ERRORS, ChatStore
+from bot.telegram_io import describe, reply_to
+from jobs.client import DetectionClient
+from jobs.exceptions import JobsError
+
+log = logging.getLogger(__name__)
+
+# Most answers arrive within this; a status message only for those that take longer (issue 4: ~2 s).
+STATUS_DELAY = 2.0
+# Answered units remembered to tell a late status task not to post; far more than are ever in flight.
+ANSWERED_MEMORY = 10_000
+
+
+class StatusBoard:
+    """Chat actions and status messages for the answers in flight ("units": a job or an album)."""
+
+    def __init__(self, bot: Bot, client: DetectionClient, chats: ChatStore, delay: float = STATUS_DELAY) -> None:
+        self.bot = bot
+        self.client = client
+        self.chats = chats
+        self.delay = delay
+        self._answered: OrderedDict[str, None] = OrderedDict()
+
+    async def typing(self, chat_id: int, thread: int | None) -> None:
+        """The ``upload_photo`` action: a hint that an answer is coming; failure is harmless."""
+        try:
+            await self.bot.send_chat_action(chat_id, ChatAction.UPLOAD_PHOTO, message_thread_id=thread)
+        except TelegramError as exc:
+            log.info("chat action in chat %s failed: %s", chat_id, describe(exc))
+
+    def answered(self, unit: str) -> bool:
+        return unit in self._answered
+
+    async def show_later(self, unit: str, job_id: str, chat_id: int, thread: int | None, reply: int) -> None:
+        """After STATUS_DELAY, if no answer went out yet: one status message with the queue position."""
+        await asyncio.sleep(self.delay)
+        if self.answered(unit):
+            return
+        try:
+            position = await asyncio.to_thread(self.client.position, job_id)
+        except JobsError:
+            position = None
+        try:
+            sent = await self.bot.send_message(
+                chat_id, replies.queued(position), reply_parameters=reply_to(reply), message_thread_id=thread,
+                disable_notification=True,
+            )
+        except TelegramError as exc:
+            log.info("status message in chat %s failed: %s", chat_id, describe(exc))
+            return
+        try:
+            await asyncio.to_thread(self.chats.save_status, unit, chat_id, sent.message_id)
+        except REDIS_ERRORS as exc:
+            log.info("could not remember status message in chat %s: %s", chat_id, describe(exc))
+        if self.answered(unit):
+            # The answer went out while the status message was on its way: remove it now.
+            await self.clear(unit, fallback=(chat_id, sent.message_id))
+
+    async def clear(self, unit: str, fallback: tuple[int, int] | None = None) -> None:
+        """The answer is out: remember that, and delete the unit's status message if there is one."""
+        self._answered[unit] = None
+        while len(self._answered) > ANSWERED_MEMORY:
+            self._answered.popitem(last=False)
+        try:
+            found = await asyncio.to_thread(self.chats.pop_status, unit)
+        except REDIS_ERRORS as exc:
+            log.info("could not look up status message of %s: %s", unit, describe(exc))
+            found = None
+        target = found or fallback
+        if target is None:
+            return
+        try:
+            await self.bot.delete_message(target[0], target[1])
+        except TelegramError as exc:
+            log.info("could not delete status message in chat %s: %s", target[0], describe(exc))

@@ -1,0 +1,502 @@
+"""A stand-in for the Telegram Bot API: a real HTTP server on 127.0.0.1 that speaks the Bot API protocol.
+
+It implements what the bot calls (getMe, getUpdates long polling, getFile and file downloads, sendPhoto,
+sendDocument, sendMessage, sendMediaGroup, editMessageText, deleteMessage, sendChatAction, getChatMember,
+setMyCommands, ...), records every call, and lets a test push updates (photos, documents, commands) and
+make calls fail. Tests wait for what they expect by polling a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import io
+import itertools
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+
+from PIL import Image
+
+T = TypeVar("T")
+
+# The longest a getUpdates call is held open; the bot asks for its own (shorter or longer) timeout.
+MAX_LONG_POLL = 30.0
+# Telegram refuses to hand out files larger than this through getFile.
+FILE_SIZE_LIMIT = 20 * 1024 * 1024
+# Fields whose form values are plain text, never JSON (a caption "0.4" must stay a string).
+TEXT_FIELDS = frozenset({"text", "caption", "custom_title", "description", "short_description", "name"})
+
+
+@dataclass
+class Call:
+    """One request the bot made."""
+
+    method: str
+    params: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+    ok: bool = True
+    result: Any = None
+    at: float = field(default_factory=time.monotonic)
+
+    @property
+    def chat_id(self) -> int | None:
+        value = self.params.get("chat_id")
+        return int(value) if value is not None else None
+
+    @property
+    def reply_to(self) -> int | None:
+        rp = self.params.get("reply_parameters")
+        if isinstance(rp, dict):
+            return int(rp["message_id"])
+        value = self.params.get("reply_to_message_id")
+        return int(value) if value is not None else None
+
+    @property
+    def thread(self) -> int | None:
+        value = self.params.get("message_thread_id")
+        return int(value) if value is not None else None
+
+    @property
+    def text(self) -> str:
+        return str(self.params.get("text") or self.params.get("caption") or "")
+
+
+@dataclass
+class Failure:
+    method: str
+    status: int
+    description: str
+    remaining: int | None
+    chat_id: int | None
+    retry_after: int | None = None
+
+
+def _parse_value(key: str, raw: str) -> Any:
+    if key in TEXT_FIELDS:
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except Exception:
+        return 1, 1
+
+
+class TelegramStub:
+    """The Bot API on ``http://127.0.0.1:<port>``; point the bot's TELEGRAM_API_BASE_URL at :attr:`url`."""
+
+    def __init__(self, token: str, username: str = "detbot_test_bot", bot_id: int = 7_000_000_001) -> None:
+        self.token = token
+        self.username = username
+        self.bot_id = bot_id
+        self.calls: list[Call] = []
+        self.admins: dict[int, set[int]] = {}
+        self.files: dict[str, bytes] = {}
+        self.file_sizes: dict[str, int] = {}
+        self.messages: dict[tuple[int, int], dict[str, Any]] = {}
+        self.deleted: set[tuple[int, int]] = set()
+        self._updates: list[dict[str, Any]] = []
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(1000)
+        self._file_ids = itertools.count(1)
+        self._failures: list[Failure] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._polls = 0
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="telegram-stub", daemon=True)
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> TelegramStub:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- what tests use ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def user(user_id: int, name: str | None = None) -> dict[str, Any]:
+        return {"id": user_id, "is_bot": False, "first_name": name or f"user{user_id}"}
+
+    @staticmethod
+    def private_chat(user_id: int) -> dict[str, Any]:
+        return {"id": user_id, "type": "private", "first_name": f"user{user_id}"}
+
+    @staticmethod
+    def group_chat(chat_id: int, forum: bool = False) -> dict[str, Any]:
+        chat: dict[str, Any] = {"id": chat_id, "type": "supergroup", "title": f"group {chat_id}"}
+        if forum:
+            chat["is_forum"] = True
+        return chat
+
+    def add_file(self, data: bytes, file_size: int | None = None) -> str:
+        """Store bytes the bot can fetch with getFile; ``file_size`` may claim more than ``data`` holds."""
+        file_id = f"file{next(self._file_ids)}"
+        with self._cond:
+            self.files[file_id] = data
+            self.file_sizes[file_id] = len(data) if file_size is None else file_size
+        return file_id
+
+    def send(self, chat: dict[str, Any], user_id: int, *, reply_to: dict[str, Any] | None = None,
+             thread: int | None = None, **fields: Any) -> dict[str, Any]:
+        """Push an update with a new message from a person; returns the message as the bot will see it."""
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": self.user(user_id),
+            **fields,
+        }
+        if thread is not None:
+            message["message_thread_id"] = thread
+            message["is_topic_message"] = True
+        if reply_to is not None:
+            message["reply_to_message"] = {k: v for k, v in reply_to.items() if k != "reply_to_message"}
+        for key in ("text", "caption"):
+            value = fields.get(key)
+            if isinstance(value, str) and value.startswith("/"):
+                command = value.split()[0]
+                message["entities" if key == "text" else "caption_entities"] = [
+                    {"type": "bot_command", "offset": 0, "length": len(command)}
+                ]
+        with self._cond:
+            self.messages[(chat["id"], message["message_id"])] = message
+            self._updates.append({"update_id": next(self._update_ids), "message": message})
+            self._cond.notify_all()
+        return message
+
+    def photo(self, chat: dict[str, Any], user_id: int, data: bytes, caption: str | None = None,
+              file_size: int | None = None, **fields: Any) -> dict[str, Any]:
+        """A photo message: Telegram sends a thumbnail and the full size; the last is the largest."""
+        w, h = _image_size(data)
+        thumb = self.add_file(data)
+        full = self.add_file(data, file_size)
+        sizes = [
+            {"file_id": thumb, "file_unique_id": f"u{thumb}", "width": max(1, w // 4), "height": max(1, h // 4),
+             "file_size": max(1, len(data) // 8)},
+            {"file_id": full, "file_unique_id": f"u{full}", "width": w, "height": h,
+             "file_size": self.file_sizes[full]},
+        ]
+        if caption is not None:
+            fields["caption"] = caption
+        return self.send(chat, user_id, photo=sizes, **fields)
+
+    def document(self, chat: dict[str, Any], user_id: int, data: bytes, mime_type: str, file_name: str,
+                 caption: str | None = None, file_size: int | None = None, **fields: Any) -> dict[str, Any]:
+        file_id = self.add_file(data, file_size)
+        doc = {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_name": file_name,
+               "mime_type": mime_type, "file_size": self.file_sizes[file_id]}
+        if caption is not None:
+            fields["caption"] = caption
+        return self.send(chat, user_id, document=doc, **fields)
+
+    def text(self, chat: dict[str, Any], user_id: int, text: str, **fields: Any) -> dict[str, Any]:
+        return self.send(chat, user_id, text=text, **fields)
+
+    def fail(self, method: str, status: int = 502, description: str = "Bad Gateway", times: int | None = None,
+             chat_id: int | None = None, retry_after: int | None = None) -> None:
+        """Make ``method`` fail (for one chat, or all) ``times`` times, or until :meth:`clear_failures`."""
+        with self._cond:
+            self._failures.append(Failure(method, status, description, times, chat_id, retry_after))
+
+    def clear_failures(self) -> None:
+        with self._cond:
+            self._failures.clear()
+
+    def sent(self, method: str | None = None, chat_id: int | None = None, ok: bool | None = True) -> list[Call]:
+        """Recorded calls, filtered; by default only those the stub answered with success."""
+        with self._cond:
+            calls = list(self.calls)
+        return [
+            c for c in calls
+            if (method is None or c.method == method) and (chat_id is None or c.chat_id == chat_id)
+            and (ok is None or c.ok == ok)
+        ]
+
+    def answers(self, chat_id: int) -> list[Call]:
+        """What a person in ``chat_id`` saw: photos, albums and text messages, in order."""
+        return [c for c in self.sent(chat_id=chat_id) if c.method in ("sendPhoto", "sendMessage", "sendMediaGroup",
+                                                                       "sendDocument")]
+
+    def wait_for(self, condition: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+        """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = condition()
+            if result:
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            with self._cond:
+                self._cond.wait(min(remaining, 0.2))
+
+    def polling(self) -> bool:
+        """True once the bot is waiting for updates (it is up and listening)."""
+        with self._cond:
+            return self._polls > 0
+
+    # -- the protocol -----------------------------------------------------------------------------------
+
+    def _new_message(self, chat_id: int, **fields: Any) -> dict[str, Any]:
+        message = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+            "from": {"id": self.bot_id, "is_bot": True, "first_name": "detbot", "username": self.username},
+            **fields,
+        }
+        self.messages[(chat_id, message["message_id"])] = message
+        return message
+
+    def _photo_sizes(self, data: bytes) -> list[dict[str, Any]]:
+        w, h = _image_size(data)
+        file_id = self.add_file(data)
+        return [{"file_id": file_id, "file_unique_id": f"u{file_id}", "width": w, "height": h,
+                 "file_size": len(data)}]
+
+    def _failure(self, method: str, params: dict[str, Any]) -> Failure | None:
+        chat = params.get("chat_id")
+        for rule in self._failures:
+            if rule.method != method or (rule.chat_id is not None and rule.chat_id != chat):
+                continue
+            if rule.remaining is not None:
+                if rule.remaining <= 0:
+                    continue
+                rule.remaining -= 1
+            return rule
+        return None
+
+    def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        offset = int(params.get("offset") or 0)
+        limit = int(params.get("limit") or 100)
+        deadline = time.monotonic() + min(float(params.get("timeout") or 0), MAX_LONG_POLL)
+        with self._cond:
+            self._polls += 1
+            if offset:
+                self._updates = [u for u in self._updates if u["update_id"] >= offset]
+            while not self._updates and not self._closing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return list(self._updates[:limit])
+
+    def _dispatch(self, method: str, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        chat_id = params.get("chat_id")
+        reply = params.get("reply_parameters")
+        common: dict[str, Any] = {}
+        if isinstance(reply, dict) and (chat_id, reply.get("message_id")) in self.messages:
+            common["reply_to_message"] = self.messages[(chat_id, reply["message_id"])]
+        if params.get("message_thread_id") is not None:
+            common["message_thread_id"] = params["message_thread_id"]
+        if method == "getMe":
+            return {"id": self.bot_id, "is_bot": True, "first_name": "detbot", "username": self.username,
+                    "can_join_groups": True, "can_read_all_group_messages": False,
+                    "supports_inline_queries": False}
+        if method == "getUpdates":
+            return self._get_updates(params)
+        if method == "getFile":
+            file_id = str(params.get("file_id"))
+            if file_id not in self.files:
+                raise _ApiError(400, "Bad Request: invalid file_id")
+            if self.file_sizes[file_id] > FILE_SIZE_LIMIT:
+                raise _ApiError(400, "Bad Request: file is too big")
+            return {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_size": self.file_sizes[file_id],
+                    "file_path": f"photos/{file_id}.jpg"}
+        if method == "sendMessage":
+            return self._new_message(int(chat_id), text=params.get("text", ""), **common)  # type: ignore[arg-type]
+        if method == "sendPhoto":
+            photo = files.get("photo")
+            if photo is None:
+                raise _ApiError(400, "Bad Request: there is no photo in the request")
+            fields = {"caption": params["caption"]} if params.get("caption") else {}
+            return self._new_message(int(chat_id), photo=self._photo_sizes(photo), **fields, **common)  # type: ignore[arg-type]
+        if method == "sendDocument":
+            doc = files.get("document", b"")
+            file_id = self.add_file(doc)
+            return self._new_message(int(chat_id), document={"file_id": file_id, "file_unique_id": f"u{file_id}"},  # type: ignore[arg-type]
+                                     **common)
+        if method == "sendMediaGroup":
+            media = params.get("media") or []
+            if not 2 <= len(media) <= 10:
+                raise _ApiError(400, "Bad Request: media group must have 2-10 items")
+            group_id = str(next(self._message_ids))
+            out = []
+            for item in media:
+                name = str(item.get("media", "")).removeprefix("attach://")
+                if name not in files:
+                    raise _ApiError(400, "Bad Request: wrong file attachment")
+                fields = {"caption": item["caption"]} if item.get("caption") else {}
+                out.append(self._new_message(int(chat_id), photo=self._photo_sizes(files[name]),  # type: ignore[arg-type]
+                                             media_group_id=group_id, **fields, **common))
+            return out
+        if method == "editMessageText":
+            key = (int(chat_id), int(params["message_id"]))  # type: ignore[arg-type]
+            if key not in self.messages or key in self.deleted:
+                raise _ApiError(400, "Bad Request: message to edit not found")
+            self.messages[key] = {**self.messages[key], "text": params.get("text", "")}
+            return self.messages[key]
+        if method == "deleteMessage":
+            key = (int(chat_id), int(params["message_id"]))  # type: ignore[arg-type]
+            if key not in self.messages or key in self.deleted:
+                raise _ApiError(400, "Bad Request: message to delete not found")
+            self.deleted.add(key)
+            return True
+        if method == "getChatMember":
+            user_id = int(params["user_id"])
+            user = self.user(user_id)
+            if user_id in self.admins.get(int(chat_id), set()):  # type: ignore[arg-type]
+                flags = ("can_be_edited", "is_anonymous", "can_manage_chat", "can_delete_messages",
+                         "can_manage_video_chats", "can_restrict_members", "can_promote_members",
+                         "can_change_info", "can_invite_users", "can_post_stories", "can_edit_stories",
+                         "can_delete_stories")
+                return {"status": "administrator", "user": user, **{f: f == "can_manage_chat" for f in flags}}
+            return {"status": "member", "user": user}
+        if method in ("sendChatAction", "setMyCommands", "deleteMyCommands", "deleteWebhook", "close", "logOut",
+                      "setMyDescription", "setMyShortDescription"):
+            return True
+        if method == "getMyCommands":
+            return []
+        if method == "getWebhookInfo":
+            return {"url": "", "has_custom_certificate": False, "pending_update_count": 0}
+        raise _ApiError(404, "Not Found: method not found")
+
+    def _request(self, method: str, params: dict[str, Any], files: dict[str, bytes]) -> tuple[int, dict[str, Any]]:
+        call = Call(method, params, files)
+        with self._cond:
+            failure = self._failure(method, params)
+        if failure is not None:
+            call.ok = False
+            body: dict[str, Any] = {"ok": False, "error_code": failure.status, "description": failure.description}
+            if failure.retry_after is not None:
+                body["parameters"] = {"retry_after": failure.retry_after}
+            status = failure.status
+        else:
+            try:
+                if method == "getUpdates":
+                    result = self._dispatch(method, params, files)
+                else:
+                    with self._cond:
+                        result = self._dispatch(method, params, files)
+                call.result = result
+                body, status = {"ok": True, "result": result}, 200
+            except _ApiError as exc:
+                call.ok = False
+                body, status = {"ok": False, "error_code": exc.status, "description": exc.description}, exc.status
+        with self._cond:
+            self.calls.append(call)
+            self._cond.notify_all()
+        return status, body
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                prefix = f"/file/bot{stub.token}/"
+                path = urllib.parse.unquote(self.path)
+                if not path.startswith(prefix):
+                    self._api(b"")
+                    return
+                file_id = urllib.parse.unquote(path[len(prefix):]).rsplit("/", 1)[-1].rsplit(".", 1)[0]
+                with stub._cond:
+                    data = stub.files.get(file_id)
+                    stub.calls.append(Call("download", {"file_id": file_id}, ok=data is not None))
+                    stub._cond.notify_all()
+                if data is None:
+                    self._reply(404, b'{"ok":false,"error_code":404,"description":"Not Found"}')
+                else:
+                    self._reply(200, data, "application/octet-stream")
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self._api(self.rfile.read(length))
+
+            def _api(self, body: bytes) -> None:
+                prefix = f"/bot{stub.token}/"
+                path = urllib.parse.unquote(self.path)
+                if not path.startswith(prefix):
+                    self._reply(401, b'{"ok":false,"error_code":401,"description":"Unauthorized"}')
+                    return
+                method = path[len(prefix):].split("?", 1)[0]
+                params, files = _parse_body(self.headers.get("Content-Type", ""), body)
+                status, reply = stub._request(method, params, files)
+                self._reply(status, json.dumps(reply).encode())
+
+        return Handler
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up (a bot being stopped mid-poll) is normal here, not worth a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.description = description
+
+
+def _parse_body(content_type: str, body: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Form-encoded or multipart parameters (PTB's two encodings) and uploaded files."""
+    params: dict[str, Any] = {}
+    files: dict[str, bytes] = {}
+    if content_type.startswith("multipart/form-data"):
+        head = f"Content-Type: {content_type}\r\n\r\n".encode()
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+        for part in message.iter_parts():  # type: ignore[attr-defined]
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True) or b""
+            if part.get_filename() is not None:
+                files[name] = payload
+            else:
+                params[name] = _parse_value(name, payload.decode())
+    elif content_type.startswith("application/json") and body:
+        params = json.loads(body)
+    elif body:
+        for key, value in urllib.parse.parse_qsl(body.decode(), keep_blank_values=True):
+            params[key] = _parse_value(key, value)
+    return params, files
