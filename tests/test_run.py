@@ -1,0 +1,198 @@
+"""``detbot run`` as a person runs it: a real subprocess with an embedded redis-server and real workers.
+
+The embedded Redis's data folder persists between two runs, so "nothing lost" is checked the hard way:
+photos queued while no worker runs survive a SIGTERM of everything and are answered by the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from jobs.client import DetectionClient
+from jobs.store import Completion
+from jobs.worker import alive_key
+from tests.conftest import DETBOT, ROOT, detbot_env, free_port
+from tests.images import png_bytes
+from tests.shapes import make_images
+from tests.workers import READY_TIMEOUT, wait_for
+
+# Redis and the summary come up in a second or two; the rest is a cold worker on a busy CI box.
+START_TIMEOUT = READY_TIMEOUT
+# Workers finish the job in hand, then Redis flushes: seconds on the shapes model.
+STOP_TIMEOUT = 90.0
+# A photo on the shapes model takes well under a second once a worker is up.
+ANSWER_TIMEOUT = 120.0
+
+
+class Run:
+    """One ``detbot run`` subprocess; its output goes to a file, never a pipe that could fill up."""
+
+    def __init__(self, cwd: Path, args: list[str], env: dict[str, str]) -> None:
+        self.log_path = cwd / f"run-{len(list(cwd.glob('run-*.log')))}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen([*DETBOT, "run", *args], cwd=cwd, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_output(self, text: str, timeout: float = START_TIMEOUT) -> None:
+        def seen() -> bool:
+            if text in self.output():
+                return True
+            if self.proc.poll() is not None:
+                raise AssertionError(f"detbot run exited {self.proc.returncode} before {text!r}:\n{self.output()}")
+            return False
+
+        wait_for(seen, timeout, f"{text!r} from detbot run")
+
+    def children(self) -> list[int]:
+        """Pids of the processes this run started (Linux /proc)."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Iterator[list[Run]]:
+    started: list[Run] = []
+    yield started
+    for run in started:
+        run.kill()
+
+
+def start(runs: list[Run], cwd: Path, *args: str, **env: str) -> Run:
+    run = Run(cwd, list(args), detbot_env(PYTHONPATH=str(ROOT), **env))
+    runs.append(run)
+    return run
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def collect(client: DetectionClient, count: int) -> list[Completion]:
+    got: list[Completion] = []
+
+    def enough() -> bool:
+        for completion in client.wait(block_ms=500):
+            got.append(completion)
+            client.ack(completion)
+        return len(got) >= count
+
+    wait_for(enough, ANSWER_TIMEOUT, f"{count} completions")
+    return got
+
+
+def test_without_a_token_it_refuses_in_one_line_and_starts_nothing(tmp_path: Path, runs: list[Run]) -> None:
+    run = start(runs, tmp_path, "--workers", "1")
+    assert run.proc.wait(STOP_TIMEOUT) == 2
+    lines = run.output().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "TELEGRAM_BOT_TOKEN is not set" in lines[0] and "--no-bot" in lines[0]
+    assert not (tmp_path / ".detbot").exists()  # no Redis was started
+
+
+def test_queued_photos_survive_a_stop_and_a_crashed_worker_is_replaced(
+    tmp_path: Path, runs: list[Run], shapes_model: Path
+) -> None:
+    port = free_port()
+    data = tmp_path / "data"
+    images = make_images(1000, 3)
+
+    # 1. Redis only: photos are queued, then everything is stopped with SIGTERM.
+    first = start(runs, tmp_path, "--no-bot", "--workers", "0", "--data-dir", str(data), "--redis-port", str(port))
+    first.wait_output("ready: 0 worker(s)")
+    assert "append-only" in first.output() and f"redis://127.0.0.1:{port}/0" in first.output()
+    redis = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+    client = DetectionClient(redis, consumer="test")
+    job_ids = [client.submit(png_bytes(img), confidence=0.5, routing={"n": i}) for i, (img, _) in enumerate(images)]
+    redis.close()
+    assert first.stop() == 0
+    assert "3 photo(s) still queued" in first.output()
+    assert not port_open(port)
+    assert (data / "redis" / "appendonly.aof").is_file()
+
+    # 2. Same data folder, one worker: the queued photos are answered.
+    second = start(runs, tmp_path, "--no-bot", "--workers", "1", "--data-dir", str(data), "--redis-port", str(port))
+    second.wait_output("ready: 1 worker(s)")
+    redis = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+    client = DetectionClient(redis, consumer="test")
+    done = collect(client, 3)
+    assert sorted(c.job_id for c in done) == sorted(job_ids)
+    for completion in done:
+        assert completion.ok, completion
+        truth = {shape.name for shape in images[completion.routing["n"]][1]}
+        found = {box["name"] for box in (completion.detection or {}).get("boxes", [])}
+        assert found & truth, (found, truth)
+
+    # 3. A worker killed outright is replaced, and the replacement answers.
+    workers = [pid for pid in second.children() if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(workers) == 1
+    os.kill(workers[0], signal.SIGKILL)
+    second.wait_output("worker-1 exited (signal SIGKILL); restarting it")
+    replacement = alive_key(f"run-{socket.gethostname()}-{second.proc.pid}-1-1").encode()  # worker 1, restart 1
+    wait_for(lambda: redis.exists(replacement), START_TIMEOUT, "the replacement worker")
+    img, _ = make_images(1001, 1)[0]
+    client.submit(png_bytes(img), confidence=0.5, routing={"n": 99})
+    (again,) = collect(client, 1)
+    assert again.ok and again.routing == {"n": 99}
+    redis.close()
+
+    # 4. SIGTERM stops every child and Redis, with status 0.
+    children = second.children()
+    assert len(children) == 2  # redis-server and the worker
+    assert second.stop() == 0
+    assert not any(alive(pid) for pid in children)
+    assert not port_open(port)
+
+
+def test_a_worker_that_cannot_load_its_model_stops_everything_with_the_reason(
+    tmp_path: Path, runs: list[Run]
+) -> None:
+    port = free_port()
+    run = start(runs, tmp_path, "--no-bot", "--workers", "1", "--redis-port", str(port),
+                DETBOT_MODEL=str(tmp_path / "missing.pt"))
+    assert run.proc.wait(START_TIMEOUT) == 1
+    out = run.output()
+    assert "worker-1 exited with status 3: the model cannot be loaded" in out
+    assert "missing.pt" in out  # the worker's own one-line reason is relayed
+    assert "Traceback" not in out
+    assert not port_open(port)
