@@ -286,13 +286,32 @@ class DetbotWorker(SimpleWorker):
     # --- start and stop -------------------------------------------------------------------------------
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
-        # A predecessor with our name that died without a word leaves RQ's record for minutes; its
-        # liveness key tells us it is gone, so the name can be reused at once (a restarted container).
-        if not is_alive(self.connection, self.name):
-            self.connection.delete(self.key)
+        self._take_over_name()
         super().bootstrap(*args, **kwargs)
         self.heartbeat_thread.start()
         log.info("worker %s ready on queue %s", self.name, self.queues[0].name)
+
+    def _take_over_name(self) -> None:
+        """Reuse the name of a dead predecessor (a restarted container) and recover the job it held.
+
+        RQ keeps a dead worker's record for minutes; the liveness key says within LIVENESS_TTL whether the
+        name's owner is gone. If it stays alive, RQ refuses the name as before.
+        """
+        deadline = time.monotonic() + LIVENESS_TTL + HEARTBEAT_INTERVAL
+        while is_alive(self.connection, self.name) and time.monotonic() < deadline:
+            time.sleep(HEARTBEAT_INTERVAL / 4)
+        if is_alive(self.connection, self.name):
+            return
+        self.connection.delete(self.key)
+        queue = self.queues[0]
+        for job_id, worker in running_jobs(self.connection, queue.name).items():
+            if worker == self.name:  # our predecessor died holding it: the reaper cannot tell us apart
+                _settle(self.connection, _requeue(self.connection, queue, job_id, worker, self.settings.max_attempts))
+
+    def handle_warm_shutdown_request(self) -> None:
+        current = self.current
+        doing = f"finishing job {current.job_id}, then exiting" if current else "exiting"
+        log.info("worker %s: stop requested (SIGTERM/SIGINT), %s", self.name, doing)
 
     def teardown(self) -> None:
         self.heartbeat_thread.stop()

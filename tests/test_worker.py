@@ -1,0 +1,245 @@
+"""One real ``detbot worker`` on tests/assets/shapes.pt, shared by this module: results, bad input, safety."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from redis import Redis
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from jobs import store
+from jobs.client import DETECT_JOB, DetectionClient
+from jobs.defaults import EVENTS_STREAM, QUEUE_NAME
+from jobs.store import Completion
+from tests.conftest import RedisServer, free_port
+from tests.shapes import make_images
+from tests.workers import WorkerProcess, start_worker, wait_for
+
+# A completion on an idle worker takes well under a second; this only bounds a broken test.
+COMPLETION_TIMEOUT = 60.0
+# Seeds >= 1000: images the model never saw in training or validation.
+SEED = 1000
+
+
+@pytest.fixture(scope="module")
+def wredis(redis_server: RedisServer) -> Iterator[Redis]:
+    """A Redis client for this module; flushed once, as the worker shares the database across tests."""
+    client = Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def worker(redis_server: RedisServer, wredis: Redis, shapes_model: Path, metrics_port: int,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    w = start_worker(redis_server.url, env={"DETBOT_METRICS_PORT": str(metrics_port)},
+                     log_dir=tmp_path_factory.mktemp("worker"))
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def client(wredis: Redis, worker: WorkerProcess) -> DetectionClient:
+    return DetectionClient(wredis)
+
+
+def completion(redis: Redis, job_id: str) -> Completion:
+    found = wait_for(lambda: store.read_completion(redis, job_id), COMPLETION_TIMEOUT, f"job {job_id}")
+    assert found is not None
+    return found
+
+
+def events_for(redis: Redis, job_id: str) -> int:
+    return sum(1 for _id, f in redis.xrange(EVENTS_STREAM) if f[b"job_id"].decode() == job_id)
+
+
+def png(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", image)
+    assert ok
+    return buf.tobytes()
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    assert ok
+    return buf.tobytes()
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels and holds no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_every_drawn_shape_is_found_with_its_class(client: DetectionClient, wredis: Redis) -> None:
+    images = make_images(SEED, 4)
+    ids = [
+        client.submit(jpeg(img), confidence=0.25, routing={"chat": -100, "message": i, "thread": None})
+        for i, (img, _) in enumerate(images)
+    ]
+    for i, (job_id, (img, shapes)) in enumerate(zip(ids, images, strict=True)):
+        done = completion(wredis, job_id)
+        assert done.ok, done
+        assert done.routing == {"chat": -100, "message": i, "thread": None}
+        assert done.detection is not None
+        assert (done.detection["width"], done.detection["height"]) == (img.shape[1], img.shape[0])
+        boxes = done.detection["boxes"]
+        for shape in shapes:
+            best = max((iou(shape.box, (b["x1"], b["y1"], b["x2"], b["y2"])) for b in boxes
+                        if b["class_name"] == shape.name), default=0.0)
+            assert best >= 0.5, f"{shape} not found in image {i}: {boxes}"
+        assert done.annotated is not None
+        annotated = Image.open(io.BytesIO(done.annotated))
+        assert (annotated.format, annotated.size) == ("JPEG", (img.shape[1], img.shape[0]))
+        assert events_for(wredis, job_id) == 1
+        assert store.load_image(wredis, job_id) is None  # the photo's bytes are gone once answered
+
+
+def test_class_filter_and_parameters_reach_the_detector(client: DetectionClient, wredis: Redis) -> None:
+    img, shapes = make_images(SEED + 1, 1)[0]
+    wanted = shapes[0].name
+    only = completion(wredis, client.submit(png(img), confidence=0.25, classes=[wanted]))
+    assert only.ok and only.detection is not None
+    assert only.detection["classes"] == [wanted]
+    assert {b["class_name"] for b in only.detection["boxes"]} == {wanted}
+    assert only.detection["confidence"] == 0.25
+
+    unknown = completion(wredis, client.submit(png(img), confidence=0.25, classes=["giraffe"]))
+    assert (unknown.ok, unknown.code) == (False, "unknown_class")
+    assert "circle" in unknown.message  # the message lists what the model knows
+
+    bad_conf = completion(wredis, client.submit(png(img), confidence=1.5))
+    assert (bad_conf.ok, bad_conf.code) == (False, "invalid_confidence")
+
+
+def test_each_bad_image_gets_its_code_and_the_worker_goes_on(
+    client: DetectionClient, wredis: Redis, worker: WorkerProcess
+) -> None:
+    good = jpeg(make_images(SEED + 2, 1)[0][0])
+    bad = {
+        "empty_image": b"",
+        "not_an_image": b"%PDF-1.4 this is a document, not a photo",
+        "corrupt_image": good[: len(good) // 2],
+        "image_too_large": png_header_only(10_000, 10_000),
+        "unsupported_format": b"P6\n2 2\n255\n" + bytes(12),
+    }
+    ids = {code: client.submit(data, confidence=0.3, routing={"code": code}) for code, data in bad.items()}
+    after = client.submit(good, confidence=0.3)
+
+    for code, job_id in ids.items():
+        done = completion(wredis, job_id)
+        assert (done.ok, done.code, done.routing) == (False, code, {"code": code})
+        assert done.message and "Traceback" not in done.message
+        assert done.annotated is None
+    assert completion(wredis, after).ok
+    assert worker.proc.poll() is None
+    log = worker.output()
+    assert "Traceback" not in log
+    for job_id in ids.values():
+        lines = [line for line in log.splitlines() if job_id in line]
+        assert len(lines) == 1, lines  # one line per job, no stack trace
+
+
+def test_expired_image_is_answered_not_dropped(client: DetectionClient, wredis: Redis) -> None:
+    job_id = "expired0" * 4
+    store.save_job(wredis, job_id, b"bytes", {"confidence": 0.3, "classes": None}, {"chat": 5})
+    wredis.delete(store.image_key(job_id))  # what IMAGE_TTL does to a photo that waited too long
+    client.queue.enqueue(DETECT_JOB, job_id, job_id=job_id)
+
+    done = completion(wredis, job_id)
+    assert (done.ok, done.code, done.routing) == (False, store.CODE_IMAGE_EXPIRED, {"chat": 5})
+
+
+def test_a_job_run_twice_is_answered_once(client: DetectionClient, wredis: Redis, worker: WorkerProcess) -> None:
+    job_id = client.submit(jpeg(make_images(SEED + 3, 1)[0][0]), confidence=0.3)
+    assert completion(wredis, job_id).ok
+    client.queue.push_job_id(job_id)  # the same job again, as after a worker was wrongly presumed dead
+
+    wait_for(lambda: f"job {job_id} duplicate" in worker.output(), COMPLETION_TIMEOUT, "the second run")
+    assert events_for(wredis, job_id) == 1
+    done = store.read_completion(wredis, job_id)
+    assert done is not None and done.ok  # the first answer stands
+
+
+class _OpensAFile:
+    """Unpickling this creates a file: proof of code execution if a worker ever unpickled a payload."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
+def _refused(redis: Redis, job_id: str) -> bool:
+    return Job.fetch(job_id, connection=redis, serializer=JSONSerializer).get_status() == JobStatus.FAILED
+
+
+def test_only_json_detect_jobs_run(
+    client: DetectionClient, wredis: Redis, worker: WorkerProcess, tmp_path: Path
+) -> None:
+    marker, made_dir = tmp_path / "unpickled", tmp_path / "mkdir-ran"
+    assert pickle.loads(pickle.dumps(_OpensAFile(str(tmp_path / "probe")))) is not None  # the payload works
+    (tmp_path / "probe").unlink()
+    pickled = Queue(QUEUE_NAME, connection=wredis).enqueue(DETECT_JOB, _OpensAFile(str(marker)))
+    other = Queue(QUEUE_NAME, connection=wredis, serializer=JSONSerializer).enqueue("os.mkdir", str(made_dir))
+
+    for job in (pickled, other):
+        wait_for(lambda job=job: _refused(wredis, job.id), COMPLETION_TIMEOUT, f"job {job.id} to be refused")
+    assert not marker.exists()
+    assert not made_dir.exists()
+    log = worker.output()
+    assert f"job {pickled.id} refused unrun: its payload is not JSON" in log
+    assert f"job {other.id} refused unrun: function 'os.mkdir' is not allowed" in log
+    assert completion(wredis, client.submit(b"", confidence=0.3)).code == "empty_image"  # still working
+    assert worker.proc.poll() is None
+
+
+def test_health_and_metrics_endpoints(client: DetectionClient, wredis: Redis, metrics_port: int) -> None:
+    assert completion(wredis, client.submit(jpeg(make_images(SEED + 4, 1)[0][0]), confidence=0.25)).ok
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=10) as reply:
+        assert reply.status == 200
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines() if line and not line.startswith("#")
+    }
+    assert samples['detbot_jobs_total{outcome="ok",reason="none"}'] >= 1
+    assert samples["detbot_inference_seconds_count"] >= 1
+    assert samples["detbot_worker_ready"] == 1
+    assert sum(v for k, v in samples.items() if k.startswith("detbot_detections_total{")) >= 1
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/nope", timeout=10)
+    assert missing.value.code == 404
