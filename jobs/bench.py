@@ -1,0 +1,477 @@
+"""``detbot bench``: speed and memory of every inference backend against plain ultralytics, in one run.
+
+For each backend (and the baseline, ``YOLO(weights).predict(image)`` then ``.plot()`` then JPEG encoding):
+model load + export time with an empty cache, first answer after a worker starts with a warm cache,
+per-image latency p50/p95 of decode → detect → annotate → encode, images per second with one worker and
+with one worker per core (separate processes, as ``detbot worker`` runs), and peak RSS per worker. Every
+figure is also given as a ratio against the baseline. Prints a table and writes JSON.
+
+Offline by design: without real weights the COCO-sized model is built from its architecture
+(``yolo26n.yaml``, random weights, 80 classes); speed does not depend on the weights' values.
+``--accuracy`` checks, on the shapes test model, that every backend finds what PyTorch finds.
+
+``detbot bench queue ...`` measures the queue instead (see ``jobs.bench_queue``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import resource
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# A worker that has not answered its first image after this long (an export of a large model on a slow
+# CPU included) is broken, not slow.
+CHILD_START_TIMEOUT = 900.0
+# The timed images of one worker: a few seconds each on a CPU; far beyond that something hangs.
+CHILD_RUN_TIMEOUT = 900.0
+# Images timed per worker: enough for a stable p95 on a busy 2-core machine, short enough to run often.
+DEFAULT_RUNS = 30
+# Seed of the random COCO-sized model: the same architecture and weights in every bench run.
+RANDOM_MODEL_SEED = 0
+BASELINE = "baseline"
+ALL_BACKENDS = ("torch", "onnx", "openvino")
+# Shapes images for the agreement check: seeds the shapes model never saw (1 and 2 are its train/val).
+AGREEMENT_SEED = 1000
+AGREEMENT_IMAGES = 24
+# Boxes are compared down to this confidence, and must agree from AGREEMENT_CONFIDENCE up: a box at 0.26 in
+# one backend and 0.24 in another is the same answer, not a disagreement.
+AGREEMENT_FLOOR = 0.15
+AGREEMENT_CONFIDENCE = 0.3
+
+
+# --- the child: one worker process ---------------------------------------------------------------------
+
+
+@dataclass
+class ChildSpec:
+    backend: str
+    weights: str
+    image: str
+    runs: int
+    imgsz: int | None
+    export_dir: str
+    threads: int
+    spawned_at: float = 0.0
+
+
+def _baseline_runner(spec: ChildSpec) -> Any:
+    """Plain ultralytics, as its docs show it: predict, plot, encode. Its own thread defaults."""
+    import cv2
+    import numpy as np
+
+    from detector.runtime import disable_analytics, quiet_ultralytics
+
+    quiet_ultralytics()  # offline and silent; changes nothing about speed
+    from ultralytics import YOLO
+
+    disable_analytics()
+    model: Any = YOLO(spec.weights)
+    kwargs: dict[str, Any] = {"device": "cpu", "verbose": False}
+    if spec.imgsz:
+        kwargs["imgsz"] = spec.imgsz
+
+    def run(data: bytes) -> dict[str, float]:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        result = model.predict(image, **kwargs)[0]
+        ok, _ = cv2.imencode(".jpg", result.plot())
+        assert ok
+        return {}
+
+    return run, {}
+
+
+def _detbot_runner(spec: ChildSpec) -> Any:
+    from detector.model import Detector
+    from detector.runtime import configure_threads
+
+    configure_threads(spec.threads)
+    detector = Detector(
+        spec.weights, device="cpu", imgsz=spec.imgsz, backend=spec.backend, threads=spec.threads,
+        export_dir=spec.export_dir,
+    )
+
+    def run(data: bytes) -> dict[str, float]:
+        det, _ = detector.detect_annotated(data)
+        t = det.timings
+        return {"decode_ms": t.decode_ms, "inference_ms": t.inference_ms, "annotate_ms": t.annotate_ms}
+
+    export = detector.export
+    info = {
+        "backend": detector.backend,
+        "export_s": round(export.seconds, 3) if export else None,
+        "export_reused": export.reused if export else None,
+    }
+    return run, info
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process. VmHWM, not ru_maxrss: Linux carries ru_maxrss over ``exec`` from the
+    parent, so every worker would report at least the bench's own peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def child_main(spec: ChildSpec) -> None:
+    """Load, answer one image, say READY, wait for GO on stdin, time ``runs`` images, print RESULT."""
+    data = Path(spec.image).read_bytes()
+    t0 = time.perf_counter()
+    run, info = _baseline_runner(spec) if spec.backend == BASELINE else _detbot_runner(spec)
+    run(data)
+    load_s = time.perf_counter() - t0
+    first_answer_s = time.time() - spec.spawned_at
+    print("READY", flush=True)
+    sys.stdin.readline()
+    latencies, stages = [], []
+    start = time.time()
+    for _ in range(spec.runs):
+        t = time.perf_counter()
+        stages.append(run(data))
+        latencies.append((time.perf_counter() - t) * 1e3)
+    end = time.time()
+    result = {
+        **info, "load_s": load_s, "first_answer_s": first_answer_s, "latencies_ms": latencies,
+        "stages_ms": {k: statistics.median(s[k] for s in stages) for k in (stages[0] if stages else {})},
+        "start": start, "end": end, "peak_rss_mb": _peak_rss_mb(),
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# --- the parent: spawning workers and reading their results -------------------------------------------
+
+
+class BenchError(Exception):
+    """A worker process failed; the message is one line."""
+
+
+def _read_tagged(proc: subprocess.Popen[bytes], tag: str, deadline: float, buf: bytearray) -> str:
+    """The rest of the first stdout line starting with ``tag``; other lines (library noise) are skipped."""
+    assert proc.stdout is not None
+    prefix = tag.encode() + b" "
+    while True:
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf[:] = rest
+            if line == tag.encode() or line.startswith(prefix):
+                return line[len(prefix):].decode() if line.startswith(prefix) else ""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BenchError(f"worker gave no {tag} in time")
+        ready, _, _ = select.select([proc.stdout], [], [], remaining)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                raise BenchError(f"worker exited before {tag}")
+            buf += chunk
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("YOLO_OFFLINE", "1")
+    return env
+
+
+def run_workers(spec: ChildSpec, count: int, log_dir: Path) -> list[dict[str, Any]]:
+    """Start ``count`` workers at once, let them load, then time them all together."""
+    procs, bufs, errs = [], [], []
+    for i in range(count):
+        spec.spawned_at = time.time()
+        err = (log_dir / f"{spec.backend}-{count}w-{i}.log").open("wb")
+        cmd = [sys.executable, "-m", "jobs.bench", "--child", json.dumps(asdict(spec))]
+        procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=_child_env()))
+        bufs.append(bytearray())
+        errs.append(err)
+    try:
+        deadline = time.monotonic() + CHILD_START_TIMEOUT
+        for proc, buf in zip(procs, bufs, strict=True):
+            _read_tagged(proc, "READY", deadline, buf)
+        for proc in procs:  # all loaded: start the timed part together
+            assert proc.stdin is not None
+            proc.stdin.write(b"GO\n")
+            proc.stdin.flush()
+        deadline = time.monotonic() + CHILD_RUN_TIMEOUT
+        return [json.loads(_read_tagged(p, "RESULT", deadline, b)) for p, b in zip(procs, bufs, strict=True)]
+    except BenchError as exc:
+        raise BenchError(f"{spec.backend}: {exc}; {_last_line(log_dir / f'{spec.backend}-{count}w-0.log')}") from None
+    finally:
+        for proc, err in zip(procs, errs, strict=True):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            err.close()
+
+
+def _last_line(path: Path) -> str:
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()] if path.exists() else []
+    return lines[-1][:300] if lines else "no output"
+
+
+# --- figures -------------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def throughput(results: list[dict[str, Any]]) -> float:
+    """Images per second of workers that started together: all images over the span they took."""
+    images = sum(len(r["latencies_ms"]) for r in results)
+    span = max(r["end"] for r in results) - min(r["start"] for r in results)
+    return images / span if span > 0 else 0.0
+
+
+@dataclass
+class Row:
+    name: str
+    backend: str = ""
+    load_cold_s: float = 0.0
+    export_s: float | None = None
+    first_answer_warm_s: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    stages_ms: dict[str, float] = field(default_factory=dict)
+    ips_1: float = 0.0
+    ips_n: float = 0.0
+    rss_mb: float = 0.0
+    rss_cold_mb: float = 0.0
+    ratios: dict[str, float] = field(default_factory=dict)
+
+
+def measure(name: str, spec: ChildSpec, workers: int, log_dir: Path) -> Row:
+    """Cold cache: load + export, then one worker's latency. Warm cache: ``workers`` workers at once."""
+    cold = run_workers(spec, 1, log_dir)[0]
+    warm = run_workers(spec, workers, log_dir)
+    lat = cold["latencies_ms"]
+    return Row(
+        name=name,
+        backend=cold.get("backend", name),
+        load_cold_s=cold["load_s"],
+        export_s=cold.get("export_s"),
+        first_answer_warm_s=max(r["first_answer_s"] for r in warm),
+        p50_ms=statistics.median(lat),
+        p95_ms=percentile(lat, 0.95),
+        stages_ms=cold["stages_ms"],
+        ips_1=throughput([cold]),
+        ips_n=throughput(warm),
+        rss_mb=max(r["peak_rss_mb"] for r in warm),
+        rss_cold_mb=cold["peak_rss_mb"],
+    )
+
+
+def add_ratios(rows: list[Row]) -> None:
+    """Speed-up against the baseline: >1 is better (time ratios inverted so every ratio reads the same)."""
+    base = next((r for r in rows if r.name == BASELINE), None)
+    if base is None:
+        return
+    for r in rows:
+        r.ratios = {
+            "p50": base.p50_ms / r.p50_ms if r.p50_ms else 0.0,
+            "p95": base.p95_ms / r.p95_ms if r.p95_ms else 0.0,
+            "ips_1": r.ips_1 / base.ips_1 if base.ips_1 else 0.0,
+            "ips_n": r.ips_n / base.ips_n if base.ips_n else 0.0,
+            "load": base.load_cold_s / r.load_cold_s if r.load_cold_s else 0.0,
+            "rss": r.rss_mb / base.rss_mb if base.rss_mb else 0.0,
+        }
+
+
+def table(rows: list[Row], workers: int) -> str:
+    head = (
+        f"| backend | load+export s (cold) | first answer s (warm) | p50 ms | p95 ms | ×baseline p50 | img/s 1 worker "
+        f"| img/s {workers} workers | ×baseline {workers}w | peak RSS MB/worker |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        name = r.name if r.name == r.backend or r.name == BASELINE else f"{r.name} (→{r.backend})"
+        lines.append(
+            f"| {name} | {r.load_cold_s:.1f} | {r.first_answer_warm_s:.1f} | {r.p50_ms:.1f} | {r.p95_ms:.1f} "
+            f"| {r.ratios.get('p50', 0):.2f}× | {r.ips_1:.1f} | {r.ips_n:.1f} | {r.ratios.get('ips_n', 0):.2f}× "
+            f"| {r.rss_mb:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+# --- the model under test ------------------------------------------------------------------------------
+
+
+def random_coco_model(out: Path) -> Path:
+    """YOLO26n's architecture with seeded random weights (80 classes), saved as a .pt: no download needed."""
+    from detector.runtime import disable_analytics, quiet_ultralytics
+
+    quiet_ultralytics()
+    import torch
+    from ultralytics import YOLO
+
+    disable_analytics()
+    torch.manual_seed(RANDOM_MODEL_SEED)
+    path = out / "yolo26n-random.pt"
+    YOLO("yolo26n.yaml").save(str(path))
+    return path
+
+
+def resolve_model(requested: str | None, work: Path) -> tuple[Path, str]:
+    """The weights to time and how they were found: given, on disk, or built from the architecture."""
+    if requested:
+        path = Path(requested)
+        if not path.is_file():
+            raise BenchError(f"no weights at {requested}")
+        return path, "given"
+    for candidate in (Path("yolo26n.pt"), Path.home() / ".config" / "Ultralytics" / "weights" / "yolo26n.pt"):
+        if candidate.is_file():
+            return candidate, "yolo26n.pt on disk"
+    return random_coco_model(work), "yolo26n.yaml architecture, random weights (no yolo26n.pt on disk)"
+
+
+# --- accuracy: agreement across backends on the shapes model ------------------------------------------
+
+
+def agreement(model: Path, export_dir: str, backends: list[str]) -> dict[str, Any]:
+    """Every backend against PyTorch on fresh shapes images: same objects, IoU ≥ 0.9, confidence ± 0.05."""
+    from detector.model import Detector
+
+    try:
+        from tests.shapes import make_images
+    except ImportError:
+        return {"skipped": "tests.shapes is not importable (run from the repository root)"}
+    images = [img for img, _ in make_images(AGREEMENT_SEED, AGREEMENT_IMAGES)]
+    reference = Detector(str(model), backend="torch")
+    ref = [reference.detect(img, AGREEMENT_FLOOR) for img in images]
+    report: dict[str, Any] = {"images": len(images), "reference_boxes": sum(len(d.boxes) for d in ref)}
+    for backend in backends:
+        if backend == "torch":
+            continue
+        det = Detector(str(model), backend=backend, export_dir=export_dir)
+        got = [det.detect(img, AGREEMENT_FLOOR) for img in images]
+        report[det.backend] = compare(ref, got)
+    return report
+
+
+def compare(reference: list[Any], other: list[Any]) -> dict[str, Any]:
+    """Pair boxes of the same class by IoU. A box clearly above the threshold (≥ AGREEMENT_CONFIDENCE) in
+    either result must have a partner in the other; borderline ones may fall on either side."""
+    unmatched, worst_iou, worst_conf = 0, 1.0, 0.0
+    for ref, got in zip(reference, other, strict=True):
+        free = list(got.boxes)
+        for box in ref.boxes:
+            scored = [(box_iou(b.xyxy, box.xyxy), i) for i, b in enumerate(free) if b.class_id == box.class_id]
+            best_iou, best = max(scored, default=(0.0, -1))
+            if best_iou < 0.5:
+                unmatched += box.confidence >= AGREEMENT_CONFIDENCE
+                continue
+            match = free.pop(best)
+            worst_iou = min(worst_iou, best_iou)
+            worst_conf = max(worst_conf, abs(match.confidence - box.confidence))
+        unmatched += sum(b.confidence >= AGREEMENT_CONFIDENCE for b in free)
+    return {"unmatched": unmatched, "worst_iou": round(worst_iou, 4), "worst_conf_diff": round(worst_conf, 4)}
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+# --- the command ---------------------------------------------------------------------------------------
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="detbot bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="weights to time (default: yolo26n.pt if on disk, else yolo26n.yaml)")
+    parser.add_argument("--imgsz", type=int, default=640, help="inference size (default 640)")
+    parser.add_argument("--backends", default=",".join(ALL_BACKENDS),
+                        help="comma-separated, from torch,onnx,openvino,auto (default: all three)")
+    parser.add_argument("--image", type=Path, help="photo to time (default: ultralytics' bus.jpg)")
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed images per worker")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="workers for the many-worker run")
+    parser.add_argument("--json", type=Path, default=Path("detbot-bench.json"), help="where to write the results")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the plain-ultralytics baseline")
+    parser.add_argument("--accuracy", type=Path, nargs="?", const=Path("tests/assets/shapes.pt"),
+                        help="also check agreement across backends on this model (default: the shapes model)")
+    return parser.parse_args(argv)
+
+
+def _default_image() -> Path:
+    """ultralytics' bus.jpg, found without importing ultralytics (and torch) into the bench process."""
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.submodule_search_locations:
+        raise BenchError("ultralytics is not installed; pass --image")
+    return Path(next(iter(spec.submodule_search_locations))) / "assets" / "bus.jpg"
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in (*ALL_BACKENDS, "auto")]
+    if unknown:
+        print(f"detbot bench: unknown backend {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="detbot-bench-") as tmp:
+        work = Path(tmp)
+        weights, source = resolve_model(args.model, work)
+        image = args.image or _default_image()
+        print(f"model: {weights.name} ({source}), imgsz {args.imgsz}, image {image.name}, "
+              f"{os.cpu_count()} CPUs, {args.runs} images per worker, {args.workers} workers", flush=True)
+        rows = []
+        for name in ([] if args.no_baseline else [BASELINE]) + backends:
+            export_dir = work / f"cache-{name}"  # empty: the first worker exports, the others reuse
+            spec = ChildSpec(name, str(weights), str(image), args.runs, args.imgsz, str(export_dir), threads=1)
+            print(f"  timing {name} ...", flush=True)
+            rows.append(measure(name, spec, args.workers, work))
+        add_ratios(rows)
+        report: dict[str, Any] = {
+            "model": weights.name, "model_source": source, "imgsz": args.imgsz, "image": image.name,
+            "cpus": os.cpu_count(), "runs": args.runs, "workers": args.workers, "rows": [asdict(r) for r in rows],
+        }
+        if args.accuracy:
+            report["agreement"] = agreement(args.accuracy, str(work / "cache-accuracy"), backends)
+    print(table(rows, args.workers))
+    if "agreement" in report:
+        print("agreement with torch:", json.dumps(report["agreement"]))
+    args.json.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "queue":
+        try:
+            queue_bench = importlib.import_module("jobs.bench_queue")
+        except ImportError:
+            print("detbot bench: the queue benchmark is not available in this installation.", file=sys.stderr)
+            return 2
+        return int(queue_bench.main(argv[1:]) or 0)
+    if argv and argv[0] == "--child":
+        child_main(ChildSpec(**json.loads(argv[1])))
+        return 0
+    try:
+        return run_bench(_parse(argv))
+    except BenchError as exc:
+        print(f"detbot bench: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
