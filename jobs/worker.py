@@ -144,9 +144,9 @@ def _requeue(redis: Redis, queue: Queue, job_id: str, worker: str, max_attempts:
     return Recovered(job_id, worker, result, int(raw[1]))
 
 
-def _settle(redis: Redis, rec: Recovered) -> None:
+def _settle(redis: Redis, rec: Recovered, why: str = "") -> None:
     """Answer for jobs that will not run again; log one line per recovered job."""
-    who = f"worker {rec.worker} died" if rec.worker else "it was lost between dequeue and start"
+    who = why or (f"worker {rec.worker} died" if rec.worker else "it was lost between dequeue and start")
     if rec.result == "requeued":
         log.warning("job %s requeued at the front: %s (attempt %d)", rec.job_id, who, rec.attempts)
     elif rec.result == "exhausted":
@@ -240,6 +240,7 @@ class Heartbeat(threading.Thread):
         try:
             w.connection.set(alive_key(w.name), f"{os.getpid()}@{socket.gethostname()}", ex=LIVENESS_TTL)
             recovered = try_reap(w.connection, w.queues[0], max_attempts=w.settings.max_attempts, holder=w.name)
+            recovered = (recovered or []) + self.reclaim_own()
             if recovered and w.metrics is not None:
                 for rec in recovered:
                     w.metrics.recovered(rec.result)
@@ -253,6 +254,26 @@ class Heartbeat(threading.Thread):
                 log.error("heartbeat: Redis unreachable: %s: %s", type(exc).__name__, exc)
             self._failing = True
         self.watchdog()
+
+    def reclaim_own(self) -> list[Recovered]:
+        """Jobs recorded as ours that we are not running: the end of a job was lost in a Redis outage.
+
+        The reaper skips them (we are alive), so we hand them back ourselves. The record is released
+        before ``current`` moves on, so a job read here as not current has really been left behind.
+        """
+        w = self.worker
+        queue = w.queues[0]
+        mine = [job_id for job_id, name in running_jobs(w.connection, queue.name).items() if name == w.name]
+        out = []
+        for job_id in mine:
+            current = w.current
+            if current is not None and current.job_id == job_id:
+                continue
+            rec = _requeue(w.connection, queue, job_id, w.name, w.settings.max_attempts)
+            if rec.result != "gone":
+                _settle(w.connection, rec, f"worker {w.name} lost track of it")
+                out.append(rec)
+        return out
 
     def watchdog(self) -> None:
         current = self.worker.current

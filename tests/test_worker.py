@@ -24,6 +24,7 @@ from jobs import store
 from jobs.client import DETECT_JOB, DetectionClient
 from jobs.defaults import EVENTS_STREAM, QUEUE_NAME
 from jobs.store import Completion
+from jobs.worker import running_key
 from tests.conftest import RedisServer, free_port
 from tests.shapes import make_images
 from tests.workers import WorkerProcess, start_worker, wait_for
@@ -190,6 +191,22 @@ def test_a_job_run_twice_is_answered_once(client: DetectionClient, wredis: Redis
     assert events_for(wredis, job_id) == 1
     done = store.read_completion(wredis, job_id)
     assert done is not None and done.ok  # the first answer stands
+
+
+def test_a_job_the_worker_lost_track_of_is_run_again(
+    client: DetectionClient, wredis: Redis, worker: WorkerProcess
+) -> None:
+    """A Redis outage at the end of a job can leave it recorded as running on a live, idle worker."""
+    job_id = "stranded" * 4
+    store.save_job(wredis, job_id, jpeg(make_images(SEED + 5, 1)[0][0]), {"confidence": 0.25, "classes": None}, {})
+    client.queue.create_job(DETECT_JOB, args=[job_id], job_id=job_id).save()
+    wredis.hset(running_key(client.queue.name), job_id, worker.name)  # recorded, but never run, never queued
+
+    done = completion(wredis, job_id)
+
+    assert done.ok
+    assert f"job {job_id} requeued at the front: worker {worker.name} lost track of it" in worker.output()
+    assert events_for(wredis, job_id) == 1
 
 
 class _OpensAFile:
