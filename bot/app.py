@@ -271,6 +271,7 @@ async def _settings_command(
     except UsageError as exc:
         text = str(exc)
     except QueueUnavailableError:
+        log.warning("settings command in chat %s refused: Redis unreachable", message.chat_id)
         text = replies.UNAVAILABLE
     except TelegramError as exc:
         log.warning("settings command in chat %s failed: %s", message.chat_id, describe(exc))

@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 from telegram import Bot, InputMediaPhoto, Message
-from telegram.error import ChatMigrated
+from telegram.error import BadRequest, ChatMigrated
 
 from bot import replies
 from bot.chat_settings import REDIS_ERRORS, ChatStore
@@ -256,6 +256,8 @@ class Delivery:
         try:
             await self._send_photo(target, photo, caption)
         except PermanentSendError as exc:
+            if not isinstance(exc.__cause__, BadRequest):
+                raise
             # The photo itself was refused (e.g. its dimensions): the boxes as text are still an answer.
             log.warning("photo refused in chat %s (%s); sending the text alone", target.chat_id, exc)
             rest = pack_lines(detection_lines(det), MESSAGE_LIMIT)

@@ -127,6 +127,8 @@ def parse_caption(caption: str | None, username: str) -> Caption:
     rest, mentioned = _strip_mentions(text, username)
     confidence: float | None = None
     for token in rest.split():
+        if token.isdigit() and int(token) > 100:
+            continue  # a year or a count in free text ("party 2024"), not a confidence
         if looks_like_confidence(token):
             if confidence is not None:
                 raise UsageError(f"Give one confidence, not several.\n{DETECT_USAGE}")

@@ -27,7 +27,10 @@ class PermanentSendError(Exception):
 def describe(exc: BaseException) -> str:
     """``Type: message`` on one line: what goes into a log line instead of a traceback."""
     text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    name = type(exc).__name__
+    if not text or text == name:
+        return name
+    return text if text.startswith(f"{name}:") else f"{name}: {text}"
 
 
 def _seconds(value: float | dtm.timedelta) -> float:

@@ -215,6 +215,12 @@ class TelegramStub:
             fields["caption"] = caption
         return self.send(chat, user_id, document=doc, **fields)
 
+    def resend(self, message: dict[str, Any]) -> None:
+        """Deliver a message again in a new update, as Telegram does when a bot died before confirming it."""
+        with self._cond:
+            self._updates.append({"update_id": next(self._update_ids), "message": message})
+            self._cond.notify_all()
+
     def text(self, chat: dict[str, Any], user_id: int, text: str, **fields: Any) -> dict[str, Any]:
         return self.send(chat, user_id, text=text, **fields)
 
@@ -500,3 +506,119 @@ def _parse_body(content_type: str, body: bytes) -> tuple[dict[str, Any], dict[st
         for key, value in urllib.parse.parse_qsl(body.decode(), keep_blank_values=True):
             params[key] = _parse_value(key, value)
     return params, files
+
+
+class BotProcess:
+    """``detbot bot`` as a subprocess against a stub and a Redis; its log goes to a file, never a pipe."""
+
+    def __init__(self, stub: TelegramStub, redis_url: str, log_path: Any, **env: str) -> None:
+        self.stub = stub
+        self.redis_url = redis_url
+        self.log_path = log_path
+        self.env = env
+        self.proc: Any = None
+
+    def start(self, timeout: float = 60.0) -> BotProcess:
+        """Start and wait until the bot long-polls the stub (its handlers and delivery loop are up)."""
+        import subprocess
+
+        from tests.conftest import DETBOT, ROOT, detbot_env
+
+        env = detbot_env(TELEGRAM_BOT_TOKEN=self.stub.token, TELEGRAM_API_BASE_URL=self.stub.url,
+                         REDIS_URL=self.redis_url, **self.env)
+        with self.stub._cond:
+            polls_before = self.stub._polls
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([*DETBOT, "bot"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+        def polling() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bot exited with {self.proc.returncode}:\n{self.log()}")
+            with self.stub._cond:
+                return self.stub._polls > polls_before
+
+        self.stub.wait_for(polling, timeout, "the bot to poll for updates")
+        return self
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM: a graceful stop (answers being sent are finished)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+        return int(self.proc.wait(timeout)) if self.proc is not None else 0
+
+    def kill(self) -> None:
+        """SIGKILL: a crash; nothing is acknowledged or confirmed on the way out."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def rss_bytes(self) -> int:
+        import psutil
+
+        return int(psutil.Process(self.proc.pid).memory_info().rss)
+
+
+# -- helpers for the bot's tests -------------------------------------------------------------------------
+
+STATUS_PREFIX = "⏳"
+_BOX_LINE = r"^(\d+)\. (\w+) (\d\.\d\d) \[(-?\d+), (-?\d+), (-?\d+), (-?\d+)\]$"
+
+
+def encode(img: Any, ext: str = ".jpg") -> bytes:
+    """A BGR array as image-file bytes (JPEG quality 92, like the training images, or PNG)."""
+    import cv2
+
+    ok, buf = cv2.imencode(ext, img, [cv2.IMWRITE_JPEG_QUALITY, 92] if ext == ".jpg" else [])
+    assert ok
+    return bytes(buf.tobytes())
+
+
+def answers_to(stub: TelegramStub, chat_id: int, message_id: int) -> list[Call]:
+    """The bot's answers (photos, albums, texts; not status messages) replying to one message."""
+    return [c for c in stub.answers(chat_id) if c.reply_to == message_id and not c.text.startswith(STATUS_PREFIX)]
+
+
+def wait_answer(stub: TelegramStub, chat_id: int, message_id: int, timeout: float = 90.0) -> Call:
+    """The first answer to ``message_id`` in ``chat_id``."""
+    return stub.wait_for(lambda: answers_to(stub, chat_id, message_id), timeout,
+                         f"an answer to message {message_id} in chat {chat_id}")[0]
+
+
+def full_text(stub: TelegramStub, chat_id: int, message_id: int) -> str:
+    """Caption and follow-up messages of an answer, joined: the whole text a person reads."""
+    return "\n".join(c.text for c in answers_to(stub, chat_id, message_id))
+
+
+def box_lines(text: str) -> list[tuple[int, str, float, tuple[int, int, int, int]]]:
+    """``(index, class, confidence, (x1, y1, x2, y2))`` for every box line of an answer."""
+    import re
+
+    out = []
+    for line in text.splitlines():
+        m = re.match(_BOX_LINE, line)
+        if m:
+            x1, y1, x2, y2 = (int(v) for v in m.group(4, 5, 6, 7))
+            out.append((int(m.group(1)), m.group(2), float(m.group(3)), (x1, y1, x2, y2)))
+    return out
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """Width and height of a real, fully decodable image (fails on anything else)."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return img.size

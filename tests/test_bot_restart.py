@@ -1,0 +1,91 @@
+"""Exactly one answer per photo across bot crashes: queued while no worker runs, the bot killed mid-job,
+an answer Telegram would not take until after a restart, updates Telegram sends twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from redis import Redis
+
+from jobs.defaults import EVENTS_GROUP, EVENTS_STREAM
+from tests.conftest import RedisServer
+from tests.shapes import make_images
+from tests.telegram_stub import STATUS_PREFIX, BotProcess, TelegramStub, answers_to, encode, wait_answer
+from tests.workers import running_workers
+
+TOKEN = "111222333:RESTART-secret-token"
+# Three jobs may wait; the fourth photo is refused as "busy".
+MAX_QUEUED = 3
+# Long enough to catch the worker mid-job and restart the bot meanwhile; short enough for a quick test.
+JOB_DELAY_MS = 1500
+
+
+def _settled(redis: Redis) -> bool:
+    return redis.xlen(EVENTS_STREAM) == 0 and redis.xpending(EVENTS_STREAM, EVENTS_GROUP)["pending"] == 0
+
+
+def test_every_photo_answered_once_across_restarts(redis_server: RedisServer, shapes_model: Path,
+                                                   tmp_path: Path) -> None:
+    redis = Redis.from_url(redis_server.url)
+    redis.flushall()
+    stub = TelegramStub(TOKEN).start()
+    bot = BotProcess(stub, redis_server.url, tmp_path / "bot.log", DETBOT_MAX_QUEUED_JOBS=str(MAX_QUEUED))
+    images = [encode(img) for img, _ in make_images(2000, 5)]
+    users = [501, 502, 503, 504, 505]
+    chats = [stub.private_chat(u) for u in users]
+    try:
+        bot.start()
+        setting = stub.text(chats[0], users[0], "/threshold 0.6")
+        assert "0.60" in wait_answer(stub, users[0], setting["message_id"], 30).text
+
+        # No worker yet: three photos wait in the queue, each person gets one status message.
+        photos = [stub.photo(chats[i], users[i], images[i]) for i in range(3)]
+        statuses = stub.wait_for(
+            lambda: [c for c in stub.sent("sendMessage") if c.text.startswith(STATUS_PREFIX)]
+            if len([c for c in stub.sent("sendMessage") if c.text.startswith(STATUS_PREFIX)]) == 3 else None,
+            30, "three status messages",
+        )
+        assert sorted(c.text for c in statuses) == [f"{STATUS_PREFIX} Queued, position {n}…" for n in (1, 2, 3)]
+        asked = {(u, p["message_id"]) for u, p in zip(users[:3], photos, strict=True)}
+        assert {(c.chat_id, c.reply_to) for c in statuses} == asked
+        busy = stub.photo(chats[3], users[3], images[3])
+        assert "busy" in wait_answer(stub, users[3], busy["message_id"], 30).text
+
+        bot.kill()  # a crash: nothing confirmed, nothing cleaned up
+        with running_workers(redis_server.url, count=1, env={"DETBOT_TEST_JOB_DELAY_MS": str(JOB_DELAY_MS)}) as (w,):
+            w.wait_busy()  # a job runs while no bot is up...
+            bot.start()  # ...and the bot comes back mid-job
+            for user, photo in zip(users[:3], photos, strict=True):
+                answer = wait_answer(stub, user, photo["message_id"], 120)
+                assert answer.method == "sendPhoto"
+            assert "≥ 0.60" in answers_to(stub, users[0], photos[0]["message_id"])[0].text.splitlines()[0]
+            # Telegram sends unconfirmed updates again after a crash: they must not be queued twice.
+            stub.resend(photos[0])
+            stub.resend(busy)
+            kept = stub.text(chats[0], users[0], "/threshold")
+            assert "0.60 (set for this chat" in wait_answer(stub, users[0], kept["message_id"], 30).text
+            stub.wait_for(lambda: _settled(redis), 60, "all answers acknowledged")
+            for user, photo in zip(users[:3], photos, strict=True):
+                assert len(answers_to(stub, user, photo["message_id"])) == 1
+            assert len(answers_to(stub, users[3], busy["message_id"])) == 1
+            # The status messages (posted by the first bot) were removed by the second one.
+            assert {(c.chat_id, c.result["message_id"]) for c in statuses} <= stub.deleted
+
+            # An answer Telegram does not take (network errors) survives another crash.
+            stub.fail("sendPhoto", 502, "Bad Gateway", chat_id=users[4])
+            late = stub.photo(chats[4], users[4], images[4])
+            stub.wait_for(lambda: len(stub.sent("sendPhoto", users[4], ok=False)) >= 2, 120, "two failed sends")
+            bot.kill()
+            stub.clear_failures()
+            bot.start()
+            answer = wait_answer(stub, users[4], late["message_id"], 60)
+            assert answer.method == "sendPhoto"
+            stub.wait_for(lambda: _settled(redis), 60, "all answers acknowledged")
+            assert len(answers_to(stub, users[4], late["message_id"])) == 1
+        log = bot.log()
+        assert "left from before the restart" in log
+        assert TOKEN not in log and "Traceback" not in log
+    finally:
+        bot.kill()
+        stub.stop()
+        redis.close()

@@ -1,0 +1,186 @@
+"""The bot's pure parts: argument parsing, Telegram length limits, rate limits, replies, log redaction."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bot import replies
+from bot.limits import Limits, RateLimiter
+from bot.logs import REDACTED, RedactFilter
+from bot.parsing import (
+    DetectArgs,
+    UsageError,
+    parse_auto,
+    parse_caption,
+    parse_confidence,
+    parse_detect_args,
+    parse_threshold,
+)
+from bot.settings import BotSettings
+from bot.text import CAPTION_LIMIT, MESSAGE_LIMIT, detection_lines, pack_lines, split_caption, utf16_len
+from detector.result import Box, Detection
+
+BOT = "detbot_test_bot"
+
+
+@pytest.mark.parametrize(
+    ("token", "value"),
+    [("0.4", 0.4), (".4", 0.4), ("0,4", 0.4), ("40%", 0.4), ("conf=0.4", 0.4), ("confidence:35%", 0.35),
+     ("1", 1.0), ("100%", 1.0), ("0.05", 0.05)],
+)
+def test_confidence_forms(token: str, value: float) -> None:
+    assert parse_confidence(token) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("token", ["0", "0%", "-0.2", "1.5", "150%", "conf=abc", "0.4.5", "abc", "101"])
+def test_confidence_out_of_range_or_unparsable(token: str) -> None:
+    with pytest.raises(UsageError):
+        parse_confidence(token)
+
+
+def test_confidence_hint_for_percent_without_sign() -> None:
+    with pytest.raises(UsageError, match="40%"):
+        parse_confidence("40")
+
+
+def test_caption_forms() -> None:
+    assert parse_caption("0.4", BOT).args == DetectArgs(0.4)
+    assert parse_caption("my cat, 40%", BOT).args == DetectArgs(0.4)
+    assert parse_caption("just a holiday photo", BOT).args == DetectArgs()
+    assert parse_caption(None, BOT).args == DetectArgs()
+    cap = parse_caption("/detect person,dog 0.3", BOT)
+    assert cap.command and cap.args == DetectArgs(0.3, ("person", "dog"))
+    cap = parse_caption(f"/detect@{BOT.upper()} 0.3", BOT)
+    assert cap.command and cap.args.confidence == 0.3
+    assert parse_caption("/detect@some_other_bot 0.3", BOT).other_bot
+    cap = parse_caption(f"what is this @{BOT} conf=0.6", BOT)
+    assert cap.mentioned and not cap.command and cap.args.confidence == 0.6
+
+
+@pytest.mark.parametrize("caption", ["2.5", "0 please", "/detect blah!!", "/detect 0.3 0.4", "conf=", "my cat 0.4 0.5"])
+def test_bad_captions_are_usage_errors(caption: str) -> None:
+    with pytest.raises(UsageError):
+        parse_caption(caption, BOT)
+
+
+def test_detect_args_classes_any_order() -> None:
+    assert parse_detect_args("dog, Person 0.3 dog") == DetectArgs(0.3, ("dog", "person"))
+    assert parse_detect_args("") == DetectArgs()
+
+
+def test_threshold_and_auto_arguments() -> None:
+    assert parse_threshold([]) is None
+    assert parse_threshold(["reset"]) == "reset"
+    assert parse_threshold(["35%"]) == pytest.approx(0.35)
+    for bad in (["abc"], ["0"], ["0.3", "0.4"]):
+        with pytest.raises(UsageError, match="/threshold"):
+            parse_threshold(bad)
+    assert parse_auto([]) is None and parse_auto(["on"]) is True and parse_auto(["OFF"]) is False
+    with pytest.raises(UsageError):
+        parse_auto(["maybe"])
+
+
+def _detection(n: int, name: str = "circle") -> Detection:
+    boxes = tuple(Box(0, name, 0.9 - i * 0.001, 10.0 + i, 20.0, 110.0 + i, 220.0) for i in range(n))
+    return Detection(boxes=boxes, width=640, height=480, confidence=0.25)
+
+
+def test_long_box_list_split_without_losing_a_line() -> None:
+    lines = detection_lines(_detection(300))
+    caption, rest = split_caption(lines)
+    assert utf16_len(caption) <= CAPTION_LIMIT
+    assert rest and all(utf16_len(chunk) <= MESSAGE_LIMIT for chunk in rest)
+    assert "\n".join([caption, *rest]).split("\n") == lines
+
+
+def test_utf16_counting_splits_astral_characters_correctly() -> None:
+    # Each emoji is 2 UTF-16 units: 600 of them are 1200 units, over the caption limit though 600 chars.
+    name = "🐱" * 600
+    assert utf16_len(name) == 1200
+    caption, rest = split_caption([name, "next line"])
+    assert utf16_len(caption) <= CAPTION_LIMIT
+    assert caption + rest[0].split("\n")[0] == name
+    assert rest[-1].endswith("next line")
+
+
+def test_pack_lines_respects_limit_and_order() -> None:
+    lines = [f"line {i} " + "x" * (i % 50) for i in range(500)]
+    chunks = pack_lines(lines, 300)
+    assert all(utf16_len(c) <= 300 for c in chunks)
+    assert "\n".join(chunks).split("\n") == lines
+
+
+def test_short_answer_fits_caption() -> None:
+    caption, rest = split_caption(detection_lines(_detection(3)))
+    assert rest == [] and caption.startswith("3 objects at confidence ≥ 0.25: circle ×3")
+
+
+def test_rate_limiter_window() -> None:
+    now = [0.0]
+    limits = Limits(per_user=2, per_chat=3, clock=lambda: now[0])
+    assert limits.take(1, 100) is None and limits.take(1, 100) is None
+    refusal = limits.take(1, 100)
+    assert refusal is not None and refusal.scope == "user" and refusal.limit == 2
+    assert refusal.retry_in == pytest.approx(60.0)
+    assert limits.take(2, 100) is None
+    refusal = limits.take(3, 100)
+    assert refusal is not None and refusal.scope == "chat"
+    now[0] = 61.0
+    assert limits.take(1, 100) is None
+    assert limits.take(4, 200, count=3) is not None  # an album larger than the user's room: refused whole
+    assert limits.user.room(4) == 2
+
+
+def test_rate_limit_zero_means_off() -> None:
+    limiter = RateLimiter(0)
+    limits = Limits(0, 0)
+    assert all(limits.take(1, 1) is None for _ in range(1000))
+    assert limiter.limit == 0
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["timeout", "failed_after_retries", "image_expired", "internal_error", "result_expired", "empty_image",
+     "not_an_image", "unsupported_format", "corrupt_image", "image_too_large", "unknown_class", "bad_image",
+     "something_new"],
+)
+def test_every_error_code_has_a_friendly_reply(code: str) -> None:
+    text = replies.error_reply(code, "")
+    assert text and "Traceback" not in text and "_" not in text
+
+
+def test_worker_message_shown_only_for_detector_errors() -> None:
+    assert replies.error_reply("unknown_class", "Unknown class 'dog'; known: circle, square") .startswith("Unknown")
+    secret = 'Traceback (most recent call last):\n  File "/app/x.py"'
+    assert replies.error_reply("internal_error", secret) == replies.SOMETHING_WRONG
+
+
+def test_log_filter_redacts_token_and_folds_tracebacks() -> None:
+    token = "123456:ABC-secret"
+    record = logging.LogRecord("httpx", logging.INFO, __file__, 1, "GET %s\nnext", (f"https://x/bot{token}/getMe",),
+                               None)
+    try:
+        raise ValueError(f"bad url https://x/bot{token}/getFile")
+    except ValueError as exc:
+        record.exc_info = (type(exc), exc, exc.__traceback__)
+    assert RedactFilter([token]).filter(record)
+    line = logging.Formatter("%(message)s").format(record)
+    assert token not in line and REDACTED in line and "\n" not in line and "ValueError" in line
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "42:abc")
+    monkeypatch.setenv("TELEGRAM_API_BASE_URL", "http://127.0.0.1:8081/")
+    monkeypatch.setenv("DETBOT_ALLOWED_CHATS", "12, -100345")
+    monkeypatch.setenv("DETBOT_DEFAULT_CONFIDENCE", "0.3")
+    settings = BotSettings()  # type: ignore[call-arg]
+    assert settings.api_url == "http://127.0.0.1:8081/bot"
+    assert settings.file_url == "http://127.0.0.1:8081/file/bot"
+    assert settings.allowed_chats == frozenset({12, -100345})
+    assert settings.default_confidence == 0.3
+    assert "42:abc" not in repr(settings)
+    monkeypatch.setenv("DETBOT_DEFAULT_CONFIDENCE", "1.5")
+    with pytest.raises(ValueError):
+        BotSettings()  # type: ignore[call-arg]
