@@ -7,8 +7,9 @@ lock keeps two workers from exporting the same model at once. Readers check ever
 entry's manifest, so a partial or damaged entry is exported again rather than loaded.
 
 Running an export needs neither torch nor ultralytics: the image is letterboxed with OpenCV, the model
-runs once, boxes are scaled back to the image with NumPy. YOLO26's head is end-to-end (no NMS); other YOLO
-heads get a class-aware NMS here, the same as ultralytics' own.
+runs once, boxes are scaled back to the image with NumPy. The export keeps the head ultralytics' own
+``predict`` uses for the checkpoint (for YOLO26 by default the one-to-many head, followed by a class-aware
+NMS here, the same as ultralytics' own); an end-to-end head's output needs only a confidence filter.
 """
 
 from __future__ import annotations
@@ -121,10 +122,12 @@ class ExportSpec:
     backend: str
     imgsz: int | None = None
     int8: bool = False
+    # INT8 only: a YOLO dataset YAML whose images calibrate the quantisation.
+    calibration: str | None = None
 
     def key(self, weights_sha256: str) -> str:
-        versions = json.dumps([CACHE_FORMAT, runtime_versions(self.backend)], sort_keys=True)
-        tag = hashlib.sha256(versions.encode()).hexdigest()[:8]
+        inputs = [CACHE_FORMAT, runtime_versions(self.backend), self.calibration if self.int8 else None]
+        tag = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:8]
         size = str(self.imgsz) if self.imgsz else "model"
         return f"{weights_sha256[:20]}-{self.backend}-{size}{'-int8' if self.int8 else ''}-{tag}"
 
@@ -261,11 +264,13 @@ def export_model(spec: ExportSpec, out: Path, weights_sha256: str) -> dict[str, 
             "format": spec.backend, "imgsz": imgsz, "half": False, "int8": spec.int8, "device": "cpu",
             # Dynamic height and width: each photo runs at its own letterboxed shape, not a padded square.
             "dynamic": True, "simplify": True, "verbose": False,
-            # nms=False keeps YOLO26's end-to-end head (no NMS needed); None lets other heads export raw.
+            # The head predict() would use: end-to-end only where the checkpoint selects it, as ultralytics does.
             "nms": False if end2end else None,
         }
         if spec.int8:
-            kwargs["data"] = _int8_data()
+            if not spec.calibration:
+                raise ExportError("INT8 needs calibration images: set DETBOT_INT8_DATA to a YOLO dataset YAML")
+            kwargs["data"] = spec.calibration
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             produced = Path(str(yolo.export(**kwargs)))
@@ -287,14 +292,6 @@ def export_model(spec: ExportSpec, out: Path, weights_sha256: str) -> dict[str, 
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     _export_count += 1
     return manifest
-
-
-def _int8_data() -> str:
-    """Calibration data for INT8: ``DETBOT_INT8_DATA`` (a YOLO dataset YAML), read when exporting."""
-    data = os.environ.get("DETBOT_INT8_DATA")
-    if not data:
-        raise ExportError("INT8 needs calibration images: set DETBOT_INT8_DATA to a YOLO dataset YAML")
-    return data
 
 
 def _collect(produced: Path, out: Path) -> str:
@@ -415,18 +412,18 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
 
 def decode_raw(output: np.ndarray, confidence: float) -> np.ndarray:
     """A raw head's ``1×(4+nc)×N`` output to ``K×6`` rows (x1, y1, x2, y2, conf, class) after NMS."""
-    pred = output[0].T
-    scores = pred[:, 4:].max(axis=1)
-    pred = pred[scores > confidence]
-    if not len(pred):
+    pred = output[0]
+    scores = pred[4:].max(axis=0)  # along the contiguous axis: a fraction of a millisecond for 80×8400
+    keep = scores > confidence
+    if not keep.any():
         return np.zeros((0, 6), np.float32)
-    cls = pred[:, 4:].argmax(axis=1)
-    conf = pred[:, 4:].max(axis=1)
-    xy, wh = pred[:, :2], pred[:, 2:4] / 2
+    cand = pred[:, keep].T
+    conf, cls = scores[keep], cand[:, 4:].argmax(axis=1)
+    xy, wh = cand[:, :2], cand[:, 2:4] / 2
     rows = np.concatenate([xy - wh, xy + wh, conf[:, None], cls[:, None].astype(np.float32)], axis=1)
     rows = rows[np.argsort(-conf, kind="stable")][:MAX_NMS_CANDIDATES]
-    keep = _nms(rows[:, :4] + rows[:, 5:6] * NMS_CLASS_OFFSET, rows[:, 4], NMS_IOU)
-    return rows[keep]
+    keep_idx = _nms(rows[:, :4] + rows[:, 5:6] * NMS_CLASS_OFFSET, rows[:, 4], NMS_IOU)
+    return rows[keep_idx]
 
 
 def postprocess(

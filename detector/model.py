@@ -122,6 +122,7 @@ class Detector:
         threads: int | None = None,
         export_dir: str | Path | None = None,
         int8: bool = False,
+        int8_data: str | None = None,
     ) -> None:
         started = time.perf_counter()
         self.weights = model
@@ -140,7 +141,7 @@ class Detector:
             self._yolo = load_yolo(model)
             weights_path = Path(getattr(self._yolo, "ckpt_path", None) or model)
         if self.backend != "torch" and weights_path.is_file() and weights_path.suffix == ".pt":
-            self._load_export(weights_path, imgsz, export_dir, int8)
+            self._load_export(weights_path, imgsz, export_dir, int8, int8_data)
         if self._engine is None:
             self.backend = "torch"
             self._load_torch(imgsz)
@@ -149,9 +150,11 @@ class Detector:
             self.warmup()
         self.load_seconds = time.perf_counter() - started
 
-    def _load_export(self, weights: Path, imgsz: int | None, export_dir: str | Path | None, int8: bool) -> None:
+    def _load_export(
+        self, weights: Path, imgsz: int | None, export_dir: str | Path | None, int8: bool, int8_data: str | None
+    ) -> None:
         cache = Path(export_dir) if export_dir else backends.default_export_dir()
-        spec = backends.ExportSpec(weights, self.backend, imgsz, int8)
+        spec = backends.ExportSpec(weights, self.backend, imgsz, int8, int8_data)
         try:
             export = backends.ensure_export(spec, cache)
             engine = backends.make_engine(export, self.threads)
@@ -184,6 +187,7 @@ class Detector:
             threads=settings.threads,
             export_dir=settings.export_dir,
             int8=settings.int8,
+            int8_data=settings.int8_data,
         )
 
     @property

@@ -36,4 +36,7 @@ class DetectorSettings(BaseSettings):
     backend: Backend = Field("auto", description="auto, torch, onnx or openvino.")
     threads: int | None = Field(None, ge=1, description="Inference threads; default: 1 per worker on CPU.")
     export_dir: str | None = Field(None, description="Cache folder for exported models.")
-    int8: bool = Field(False, description="INT8-quantised OpenVINO export (see README for its accuracy).")
+    int8: bool = Field(False, description="INT8-quantised OpenVINO/ONNX export (see README for its accuracy).")
+    int8_data: str | None = Field(
+        None, description="YOLO dataset YAML whose 'val' images calibrate the INT8 export (needs nncf)."
+    )

@@ -49,6 +49,10 @@ AGREEMENT_IMAGES = 24
 # one backend and 0.24 in another is the same answer, not a disagreement.
 AGREEMENT_FLOOR = 0.15
 AGREEMENT_CONFIDENCE = 0.3
+# mAP is computed as ``yolo val`` does: every box down to this confidence, up to this many per image.
+MAP_CONFIDENCE = 0.001
+MAP_MAX_DETECTIONS = 300
+EXPORTED = ("onnx", "openvino")
 
 
 # --- the child: one worker process ---------------------------------------------------------------------
@@ -63,7 +67,13 @@ class ChildSpec:
     imgsz: int | None
     export_dir: str
     threads: int
+    int8: bool = False
+    int8_data: str | None = None
     spawned_at: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}-int8" if self.int8 else self.backend
 
 
 def _baseline_runner(spec: ChildSpec) -> Any:
@@ -99,7 +109,7 @@ def _detbot_runner(spec: ChildSpec) -> Any:
     configure_threads(spec.threads)
     detector = Detector(
         spec.weights, device="cpu", imgsz=spec.imgsz, backend=spec.backend, threads=spec.threads,
-        export_dir=spec.export_dir,
+        export_dir=spec.export_dir, int8=spec.int8, int8_data=spec.int8_data,
     )
 
     def run(data: bytes) -> dict[str, float]:
@@ -194,7 +204,7 @@ def run_workers(spec: ChildSpec, count: int, log_dir: Path) -> list[dict[str, An
     procs, bufs, errs = [], [], []
     for i in range(count):
         spec.spawned_at = time.time()
-        err = (log_dir / f"{spec.backend}-{count}w-{i}.log").open("wb")
+        err = (log_dir / f"{spec.label}-{count}w-{i}.log").open("wb")
         cmd = [sys.executable, "-m", "jobs.bench", "--child", json.dumps(asdict(spec))]
         procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=_child_env()))
         bufs.append(bytearray())
@@ -210,7 +220,7 @@ def run_workers(spec: ChildSpec, count: int, log_dir: Path) -> list[dict[str, An
         deadline = time.monotonic() + CHILD_RUN_TIMEOUT
         return [json.loads(_read_tagged(p, "RESULT", deadline, b)) for p, b in zip(procs, bufs, strict=True)]
     except BenchError as exc:
-        raise BenchError(f"{spec.backend}: {exc}; {_last_line(log_dir / f'{spec.backend}-{count}w-0.log')}") from None
+        raise BenchError(f"{spec.label}: {exc}; {_last_line(log_dir / f'{spec.label}-{count}w-0.log')}") from None
     finally:
         for proc, err in zip(procs, errs, strict=True):
             if proc.poll() is None:
@@ -345,25 +355,68 @@ def resolve_model(requested: str | None, work: Path) -> tuple[Path, str]:
 # --- accuracy: agreement across backends on the shapes model ------------------------------------------
 
 
-def agreement(model: Path, export_dir: str, backends: list[str]) -> dict[str, Any]:
-    """Every backend against PyTorch on fresh shapes images: same objects, IoU ≥ 0.9, confidence ± 0.05."""
+def accuracy(model: Path, work: Path, backends: list[str], calibration: str | None) -> dict[str, Any]:
+    """On the shapes model: every backend against PyTorch on fresh images (same objects, IoU, confidence),
+    and mAP50 on the shapes validation set for each backend (and INT8 when ``calibration`` is given)."""
     from detector.model import Detector
 
     try:
-        from tests.shapes import make_images
+        from tests.shapes import VAL_IMAGES, VAL_SEED, make_images
     except ImportError:
         return {"skipped": "tests.shapes is not importable (run from the repository root)"}
     images = [img for img, _ in make_images(AGREEMENT_SEED, AGREEMENT_IMAGES)]
-    reference = Detector(str(model), backend="torch")
+    val = make_images(VAL_SEED, VAL_IMAGES)
+    reference = Detector(str(model), backend="torch", device="cpu")
     ref = [reference.detect(img, AGREEMENT_FLOOR) for img in images]
-    report: dict[str, Any] = {"images": len(images), "reference_boxes": sum(len(d.boxes) for d in ref)}
-    for backend in backends:
-        if backend == "torch":
-            continue
-        det = Detector(str(model), backend=backend, export_dir=export_dir)
-        got = [det.detect(img, AGREEMENT_FLOOR) for img in images]
-        report[det.backend] = compare(ref, got)
+    report: dict[str, Any] = {
+        "agreement_images": len(images), "reference_boxes": sum(len(d.boxes) for d in ref),
+        "map50": {"torch": map50(reference, val)},
+    }
+    variants = [(b, False) for b in backends if b in EXPORTED] + ([("openvino", True)] if calibration else [])
+    for backend, int8 in variants:
+        det = Detector(str(model), backend=backend, device="cpu", export_dir=str(work / "cache-accuracy"),
+                       int8=int8, int8_data=calibration)
+        name = f"{det.backend}-int8" if int8 and det.backend != "torch" else det.backend
+        report[name] = compare(ref, [det.detect(img, AGREEMENT_FLOOR) for img in images])
+        report["map50"][name] = map50(det, val)
     return report
+
+
+def map50(detector: Any, dataset: list[tuple[Any, list[Any]]]) -> float:
+    """mAP at IoU 0.5 over the classes, COCO-style 101-point interpolation, as ``yolo val`` reports it."""
+    results = [detector.detect(img, MAP_CONFIDENCE, max_detections=MAP_MAX_DETECTIONS) for img, _ in dataset]
+    aps = []
+    for name in detector.names.values():
+        scores: list[float] = []
+        hits: list[bool] = []
+        truths = 0
+        for det, (_, shapes) in zip(results, dataset, strict=True):
+            free = [s.box for s in shapes if s.name == name]
+            truths += len(free)
+            for box in (b for b in det.boxes if b.class_name == name):  # best first
+                overlaps = [box_iou(truth, box.xyxy) for truth in free]
+                best = int(max(range(len(free)), key=overlaps.__getitem__)) if free else -1
+                hit = best >= 0 and overlaps[best] >= 0.5
+                if hit:
+                    free.pop(best)
+                scores.append(box.confidence)
+                hits.append(hit)
+        if truths:
+            aps.append(average_precision(scores, hits, truths))
+    return round(100 * sum(aps) / len(aps), 2) if aps else 0.0
+
+
+def average_precision(scores: list[float], hits: list[bool], truths: int) -> float:
+    import numpy as np
+
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    tp = np.cumsum(np.asarray(hits, dtype=float)[order])
+    fp = np.cumsum(1 - np.asarray(hits, dtype=float)[order])
+    recall = np.concatenate([[0.0], tp / truths, [1.0]])
+    precision = np.concatenate([[1.0], tp / np.maximum(tp + fp, 1e-9), [0.0]])
+    precision = np.flip(np.maximum.accumulate(np.flip(precision)))
+    x = np.linspace(0, 1, 101)
+    return float(np.trapezoid(np.interp(x, recall, precision), x))
 
 
 def compare(reference: list[Any], other: list[Any]) -> dict[str, Any]:
@@ -409,7 +462,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=Path("detbot-bench.json"), help="where to write the results")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain-ultralytics baseline")
     parser.add_argument("--accuracy", type=Path, nargs="?", const=Path("tests/assets/shapes.pt"),
-                        help="also check agreement across backends on this model (default: the shapes model)")
+                        help="also check agreement across backends and mAP50 on this model (default: shapes.pt)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also time (and with --accuracy, score) an INT8 OpenVINO export; needs nncf")
     return parser.parse_args(argv)
 
 
@@ -419,6 +474,21 @@ def _default_image() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BenchError("ultralytics is not installed; pass --image")
     return Path(next(iter(spec.submodule_search_locations))) / "assets" / "bus.jpg"
+
+
+def calibration_data(work: Path) -> str:
+    """A YOLO dataset YAML whose 'val' images are the shapes *training* images: INT8 is calibrated on
+    them and judged on the validation set, which it never saw."""
+    try:
+        from tests.shapes import CLASSES, write_dataset
+    except ImportError:
+        raise BenchError("--int8 calibrates on the shapes data: run from the repository root") from None
+    root = work / "shapes-data"
+    write_dataset(root)
+    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASSES))
+    path = root / "calibration.yaml"
+    path.write_text(f"path: {root}\ntrain: images/train\nval: images/train\nnames:\n{names}\n")
+    return str(path)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -431,24 +501,29 @@ def run_bench(args: argparse.Namespace) -> int:
         work = Path(tmp)
         weights, source = resolve_model(args.model, work)
         image = args.image or _default_image()
+        calibration = calibration_data(work) if args.int8 else None
         print(f"model: {weights.name} ({source}), imgsz {args.imgsz}, image {image.name}, "
               f"{os.cpu_count()} CPUs, {args.runs} images per worker, {args.workers} workers", flush=True)
+        variants = [(b, False) for b in ([] if args.no_baseline else [BASELINE]) + backends]
+        variants += [("openvino", True)] if calibration else []
         rows = []
-        for name in ([] if args.no_baseline else [BASELINE]) + backends:
-            export_dir = work / f"cache-{name}"  # empty: the first worker exports, the others reuse
-            spec = ChildSpec(name, str(weights), str(image), args.runs, args.imgsz, str(export_dir), threads=1)
-            print(f"  timing {name} ...", flush=True)
-            rows.append(measure(name, spec, args.workers, work))
+        for backend, int8 in variants:
+            spec = ChildSpec(backend, str(weights), str(image), args.runs, args.imgsz, "", threads=1, int8=int8,
+                             int8_data=calibration)
+            spec.export_dir = str(work / f"cache-{spec.label}")  # empty: the first worker exports, the rest reuse
+            print(f"  timing {spec.label} ...", flush=True)
+            rows.append(measure(spec.label, spec, args.workers, work))
         add_ratios(rows)
         report: dict[str, Any] = {
             "model": weights.name, "model_source": source, "imgsz": args.imgsz, "image": image.name,
             "cpus": os.cpu_count(), "runs": args.runs, "workers": args.workers, "rows": [asdict(r) for r in rows],
         }
         if args.accuracy:
-            report["agreement"] = agreement(args.accuracy, str(work / "cache-accuracy"), backends)
+            print(f"  accuracy on {args.accuracy} ...", flush=True)
+            report["accuracy"] = accuracy(args.accuracy, work, backends, calibration)
     print(table(rows, args.workers))
-    if "agreement" in report:
-        print("agreement with torch:", json.dumps(report["agreement"]))
+    if "accuracy" in report:
+        print("accuracy (shapes model):", json.dumps(report["accuracy"]))
     args.json.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.json}")
     return 0

@@ -1,0 +1,252 @@
+"""Exported backends on the real shapes model: export + cache, reuse, damage, failure, agreement, bench."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detector import Box, backends
+from detector.model import Detector
+from tests.conftest import DETBOT, ROOT, detbot_env
+from tests.shapes import make_images
+
+# Seeds the shapes model never saw (training used 1, validation 2).
+AGREEMENT_SEED = 1010
+AGREEMENT_IMAGES = 12
+# From this confidence up a box must be found by every backend; below it a box may fall on either side
+# of the 0.25 threshold in one backend and not in another without anything being wrong.
+SURE = 0.3
+# Two processes exporting at once finish well within this; far beyond it one of them hangs.
+PROCESS_TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One export cache for the module: each backend is exported once, by the first test that needs it."""
+    return tmp_path_factory.mktemp("exports")
+
+
+@pytest.fixture(scope="module")
+def torch_detector(shapes_model: Path) -> Detector:
+    return Detector(str(shapes_model), backend="torch", device="cpu")
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def best_partner(box: Box, boxes: Sequence[Box]) -> Box | None:
+    """The box of the same class that overlaps ``box`` most."""
+    same = [b for b in boxes if b.class_id == box.class_id]
+    return max(same, key=lambda b: iou(b.xyxy, box.xyxy)) if same else None
+
+
+def entry_files(cache_dir: Path) -> dict[str, float]:
+    """Every file of every published cache entry, with its modification time."""
+    return {
+        str(p.relative_to(cache_dir)): p.stat().st_mtime_ns
+        for p in cache_dir.glob("*/*")
+        if p.is_file() and not p.parent.name.startswith(".")
+    }
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_export_is_cached_and_reused(shapes_model: Path, cache: Path, backend: str) -> None:
+    before = backends.export_count()
+    first = Detector(str(shapes_model), backend=backend, device="cpu", export_dir=cache)
+    assert first.backend == backend and first.export is not None
+    assert first.imgsz == 256  # the checkpoint's own size, as with PyTorch
+    assert first.names == {0: "circle", 1: "square", 2: "triangle"}
+    files = entry_files(cache)
+    assert any(name.endswith((".onnx", ".xml")) for name in files)
+
+    second = Detector(str(shapes_model), backend=backend, device="cpu", export_dir=cache)
+    assert second.export is not None and second.export.reused
+    assert second.export.path == first.export.path
+    assert entry_files(cache) == files  # nothing rewritten
+    # At most one export for both Detectors (none if an earlier test already made this one).
+    assert backends.export_count() - before == (0 if first.export.reused else 1)
+    assert [p for p in cache.iterdir() if p.is_dir() and p.name.startswith(".")] == []  # no staging left
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_backends_agree_with_torch(
+    shapes_model: Path, cache: Path, torch_detector: Detector, backend: str
+) -> None:
+    fast = Detector(str(shapes_model), backend=backend, device="cpu", export_dir=cache)
+    assert fast.backend == backend
+    checked = 0
+    for img, shapes in make_images(AGREEMENT_SEED, AGREEMENT_IMAGES):
+        ref = torch_detector.detect(img, 0.25)
+        got = fast.detect(img, 0.25)
+        for a, b_list in ((ref, got.boxes), (got, ref.boxes)):
+            for box in a.boxes:
+                if box.confidence < SURE:
+                    continue
+                partner = best_partner(box, b_list)
+                assert partner is not None, f"{backend}: no {box.class_name} near {box.xyxy}"
+                assert iou(partner.xyxy, box.xyxy) >= 0.9, (box, partner)
+                assert abs(partner.confidence - box.confidence) <= 0.05, (box, partner)
+                checked += 1
+        assert len(got.boxes) >= len(shapes) - 1  # the model is good: the comparison is about real objects
+    assert checked >= 2 * 2 * AGREEMENT_IMAGES
+
+
+def test_annotated_output_from_an_exported_backend(shapes_model: Path, cache: Path) -> None:
+    import cv2
+
+    fast = Detector(str(shapes_model), backend="openvino", device="cpu", export_dir=cache)
+    img, _ = make_images(AGREEMENT_SEED, 1)[0]
+    original = img.copy()
+    det, jpeg = fast.detect_annotated(img, 0.25)
+    assert det.boxes and det.timings.annotate_ms > 0
+    np.testing.assert_array_equal(img, original)  # the caller's array is not drawn on
+    drawn = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert drawn is not None and drawn.shape == img.shape
+    b = det.boxes[0]
+    edge = drawn[int(b.y1) + 2 : int(b.y2) - 2, int(b.x1) : int(b.x1) + 2].astype(int)
+    assert np.abs(edge - img[int(b.y1) + 2 : int(b.y2) - 2, int(b.x1) : int(b.x1) + 2]).mean() > 30
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no_manifest", "garbage_manifest"])
+def test_damaged_cache_entry_is_exported_again(
+    shapes_model: Path, cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    Detector(str(shapes_model), backend="onnx", device="cpu", export_dir=cache)  # make sure it exists
+    local = tmp_path / "exports"
+    shutil.copytree(cache, local)
+    entry = next(p for p in local.iterdir() if p.is_dir() and "-onnx-" in p.name)
+    model = entry / "model.onnx"
+    if damage == "truncated":  # a worker killed mid-copy, or a full disk
+        model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    elif damage == "no_manifest":
+        (entry / backends.MANIFEST).unlink()
+    else:
+        (entry / backends.MANIFEST).write_text("{not json")
+    (local / f".{entry.name}.dead1234").mkdir()  # the staging folder of an exporter that died
+    before = backends.export_count()
+    with caplog.at_level(logging.WARNING):
+        det = Detector(str(shapes_model), backend="onnx", device="cpu", export_dir=local)
+    assert det.backend == "onnx" and det.export is not None and not det.export.reused
+    assert backends.export_count() == before + 1
+    assert backends.read_entry(entry) is not None  # whole again
+    assert not (local / f".{entry.name}.dead1234").exists()
+    img, shapes = make_images(AGREEMENT_SEED, 1)[0]
+    assert len(det.detect(img, 0.25).boxes) >= len(shapes) - 1
+    assert any("damaged" in r.getMessage() for r in caplog.records)
+
+
+def test_export_failure_falls_back_to_torch_with_one_warning(
+    shapes_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("a file where the cache folder should be")
+    cases = [
+        {"backend": "openvino", "export_dir": not_a_dir / "exports"},  # the cache cannot be created
+        {"backend": "openvino", "export_dir": tmp_path / "ok", "int8": True},  # INT8 without calibration data
+    ]
+    img, shapes = make_images(AGREEMENT_SEED, 1)[0]
+    for case in cases:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            det = Detector(str(shapes_model), device="cpu", **case)  # type: ignore[arg-type]
+        assert det.backend == "torch" and det.export is None
+        assert len(det.detect(img, 0.25).boxes) >= len(shapes) - 1
+        ours = [r for r in caplog.records if r.name == "detector.model"]
+        assert len(ours) == 1, [r.getMessage() for r in ours]
+        message = ours[0].getMessage()
+        assert "using torch" in message and "\n" not in message and ours[0].exc_info is None
+
+
+def test_two_workers_starting_together_export_once(shapes_model: Path, tmp_path: Path) -> None:
+    cache_dir = tmp_path / "exports"
+    code = (
+        "import json, sys\n"
+        "from detector import backends\n"
+        "from detector.model import Detector\n"
+        f"d = Detector({str(shapes_model)!r}, backend='onnx', device='cpu', export_dir={str(cache_dir)!r})\n"
+        "print(json.dumps({'backend': d.backend, 'exports': backends.export_count(), 'reused': d.export.reused}))\n"
+    )
+    env = detbot_env()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=PROCESS_TIMEOUT)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    assert [r["backend"] for r in results] == ["onnx", "onnx"]
+    assert sum(r["exports"] for r in results) == 1
+    assert sorted(r["reused"] for r in results) == [False, True]
+    entries = [p for p in cache_dir.iterdir() if p.is_dir()]
+    assert len(entries) == 1 and backends.read_entry(entries[0]) is not None
+
+
+def test_thread_budget_reaches_the_runtimes(shapes_model: Path, cache: Path) -> None:
+    for threads in (1, 2):
+        ov = Detector(str(shapes_model), backend="openvino", device="cpu", export_dir=cache, threads=threads)
+        assert ov._engine._compiled.get_property("INFERENCE_NUM_THREADS") == threads  # type: ignore[union-attr]
+        onnx = Detector(str(shapes_model), backend="onnx", device="cpu", export_dir=cache, threads=threads)
+        options = onnx._engine._session.get_session_options()  # type: ignore[union-attr]
+        assert options.intra_op_num_threads == threads
+
+
+def test_auto_backend_choice() -> None:
+    assert backends.resolve_backend("auto", "cpu") == "openvino"  # installed with detbot
+    assert backends.resolve_backend("auto", "cuda:0") == "torch"
+    assert backends.resolve_backend("onnx", "cpu") == "onnx"
+
+
+def test_nms_for_heads_that_are_not_end_to_end() -> None:
+    """Our NumPy NMS (for YOLO11/YOLOv8-style raw outputs) keeps what ultralytics' own NMS keeps."""
+    import torch
+    from ultralytics.utils.nms import non_max_suppression
+
+    rng = np.random.default_rng(1234)
+    n, nc = 400, 3
+    # Fifteen objects, each with a cluster of jittered candidate boxes around it, as a raw head gives.
+    objects = rng.integers(0, 15, n)
+    centres = rng.uniform(50, 600, (15, 2))[objects] + rng.normal(0, 4, (n, 2))
+    wh = rng.uniform(40, 120, (15, 2))[objects] * rng.uniform(0.9, 1.1, (n, 2))
+    scores = rng.uniform(0, 1, (n, nc)) ** 3
+    raw = np.concatenate([centres, wh, scores], axis=1).T[None].astype(np.float32)  # 1 × (4+nc) × n
+    ours = backends.decode_raw(raw, 0.25)
+    ref = non_max_suppression(torch.from_numpy(raw), 0.25, backends.NMS_IOU, max_det=1000)[0].numpy()
+    assert 10 < len(ref) < 0.5 * (raw[0, 4:].max(axis=0) > 0.25).sum()  # NMS really removed boxes
+    assert ours.shape == ref.shape
+    order = lambda rows: rows[np.argsort(-rows[:, 4])]  # noqa: E731
+    np.testing.assert_allclose(order(ours), order(ref), atol=1e-3)
+
+
+def test_bench_command_measures_every_figure(shapes_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cmd = [*DETBOT, "bench", "--model", str(shapes_model), "--imgsz", "256", "--backends", "openvino",
+           "--runs", "3", "--workers", "2", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=detbot_env(), capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| openvino |" in proc.stdout and "| baseline |" in proc.stdout
+    report = json.loads(out.read_text())
+    rows = {r["name"]: r for r in report["rows"]}
+    assert set(rows) == {"baseline", "openvino"}
+    ov = rows["openvino"]
+    assert ov["backend"] == "openvino" and ov["export_s"] is not None
+    assert 0 < ov["p50_ms"] <= ov["p95_ms"] and ov["ips_1"] > 0 and ov["ips_n"] > 0
+    assert ov["rss_mb"] > 0 and ov["first_answer_warm_s"] > 0
+    assert set(ov["stages_ms"]) == {"decode_ms", "inference_ms", "annotate_ms"}
+    assert rows["baseline"]["ratios"]["p50"] == pytest.approx(1.0)
+    assert ov["ratios"]["p50"] == pytest.approx(rows["baseline"]["p50_ms"] / ov["p50_ms"])
