@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +111,8 @@ class Delivery:
         self._sem = asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES)
         self._stopping = asyncio.Event()
         self._redis_down = False
+        # The blocking read gets a thread of its own: it must not hold one of the handlers' threads.
+        self._reader_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="results-reader")
 
     # -- the loop ---------------------------------------------------------------------------------------
 
@@ -126,6 +129,7 @@ class Delivery:
     async def stop(self) -> None:
         """Stop reading, and give answers in flight a moment to finish (they are acked, not re-sent)."""
         self._stopping.set()
+        self._reader_thread.shutdown(wait=False)
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=DRAIN_TIMEOUT)
             for task in pending:
@@ -148,7 +152,7 @@ class Delivery:
         """One read; None (after a pause) while Redis is unreachable or was emptied."""
         reader = self._reader or self.make_reader()
         try:
-            batch = await asyncio.to_thread(call, reader)
+            batch = await asyncio.get_running_loop().run_in_executor(self._reader_thread, call, reader)
         except JobsError as exc:
             if not self._redis_down:
                 log.warning("cannot read results: %s; retrying every %.0f s", describe(exc), REDIS_RETRY_DELAY)
