@@ -22,6 +22,7 @@ from jobs.worker import alive_key
 from tests.conftest import DETBOT, ROOT, detbot_env, free_port
 from tests.images import png_bytes
 from tests.shapes import make_images
+from tests.telegram_stub import TelegramStub, box_lines, encode, full_text, wait_answer
 from tests.workers import READY_TIMEOUT, wait_for
 
 # Redis and the summary come up in a second or two; the rest is a cold worker on a busy CI box.
@@ -196,3 +197,27 @@ def test_a_worker_that_cannot_load_its_model_stops_everything_with_the_reason(
     assert "missing.pt" in out  # the worker's own one-line reason is relayed
     assert "Traceback" not in out
     assert not port_open(port)
+
+
+def test_the_one_command_answers_a_photo_in_a_chat(tmp_path: Path, runs: list[Run], shapes_model: Path) -> None:
+    """`detbot run` with a token: embedded Redis, a worker and the bot; a person's photo gets its answer."""
+    token = "777000111:RUN-secret-token-value"
+    stub = TelegramStub(token).start()
+    try:
+        run = start(runs, tmp_path, "--workers", "1", "--redis-port", str(free_port()),
+                    TELEGRAM_BOT_TOKEN=token, TELEGRAM_API_BASE_URL=stub.url)
+        run.wait_output("ready: 1 worker(s) listening on queue 'detbot', bot started")
+        stub.wait_for(stub.polling, START_TIMEOUT, "the bot to poll Telegram")
+        img, shapes = make_images(1002, 1)[0]
+        chat = stub.private_chat(4242)
+        photo = stub.photo(chat, 4242, encode(img))
+        answer = wait_answer(stub, 4242, photo["message_id"], ANSWER_TIMEOUT)
+        assert answer.method == "sendPhoto"
+        found = {name for _, name, _, _ in box_lines(full_text(stub, 4242, photo["message_id"]))}
+        assert found & {shape.name for shape in shapes}
+        assert run.stop() == 0
+    finally:
+        stub.stop()
+    out = run.output()
+    assert "token 777000111:***" in out  # the summary names the bot, masked
+    assert "secret-token-value" not in out
