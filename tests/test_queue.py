@@ -13,6 +13,8 @@ import zlib
 
 import pytest
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -71,7 +73,7 @@ def test_full_queue_is_refused_at_once_and_stores_nothing(redis: Redis) -> None:
 
 
 def test_unreachable_redis_is_a_distinct_error() -> None:
-    client = DetectionClient(Redis(port=free_port(), socket_connect_timeout=1))
+    client = DetectionClient(Redis(port=free_port(), retry=Retry(NoBackoff(), 0)))
     with pytest.raises(QueueUnavailableError):
         client.submit(IMAGE, confidence=0.5)
 
