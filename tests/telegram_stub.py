@@ -124,7 +124,7 @@ class TelegramStub:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> TelegramStub:
         self._thread.start()
@@ -317,8 +317,9 @@ class TelegramStub:
         chat_id = params.get("chat_id")
         reply = params.get("reply_parameters")
         common: dict[str, Any] = {}
-        if isinstance(reply, dict) and (chat_id, reply.get("message_id")) in self.messages:
-            common["reply_to_message"] = self.messages[(chat_id, reply["message_id"])]
+        replied = (chat_id, reply.get("message_id")) if isinstance(reply, dict) else None
+        if replied in self.messages:
+            common["reply_to_message"] = self.messages[replied]
         if params.get("message_thread_id") is not None:
             common["message_thread_id"] = params["message_thread_id"]
         if method == "getMe":
@@ -493,13 +494,14 @@ def _parse_body(content_type: str, body: bytes) -> tuple[dict[str, Any], dict[st
     if content_type.startswith("multipart/form-data"):
         head = f"Content-Type: {content_type}\r\n\r\n".encode()
         message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-        for part in message.iter_parts():  # type: ignore[attr-defined]
-            name = part.get_param("name", header="content-disposition")
-            payload = part.get_payload(decode=True) or b""
+        for part in message.iter_parts():
+            name = str(part.get_param("name", header="content-disposition"))
+            payload = part.get_payload(decode=True)
+            data = payload if isinstance(payload, bytes) else b""
             if part.get_filename() is not None:
-                files[name] = payload
+                files[name] = data
             else:
-                params[name] = _parse_value(name, payload.decode())
+                params[name] = _parse_value(name, data.decode())
     elif content_type.startswith("application/json") and body:
         params = json.loads(body)
     elif body:

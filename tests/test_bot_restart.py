@@ -10,7 +10,7 @@ from redis import Redis
 from jobs.defaults import EVENTS_GROUP, EVENTS_STREAM
 from tests.conftest import RedisServer
 from tests.shapes import make_images
-from tests.telegram_stub import STATUS_PREFIX, BotProcess, TelegramStub, answers_to, encode, wait_answer
+from tests.telegram_stub import STATUS_PREFIX, BotProcess, Call, TelegramStub, answers_to, encode, wait_answer
 from tests.workers import running_workers
 
 TOKEN = "111222333:RESTART-secret-token"
@@ -40,11 +40,12 @@ def test_every_photo_answered_once_across_restarts(redis_server: RedisServer, sh
 
         # No worker yet: three photos wait in the queue, each person gets one status message.
         photos = [stub.photo(chats[i], users[i], images[i]) for i in range(3)]
-        statuses = stub.wait_for(
-            lambda: [c for c in stub.sent("sendMessage") if c.text.startswith(STATUS_PREFIX)]
-            if len([c for c in stub.sent("sendMessage") if c.text.startswith(STATUS_PREFIX)]) == 3 else None,
-            30, "three status messages",
-        )
+
+        def status_messages() -> list[Call]:
+            return [c for c in stub.sent("sendMessage") if c.text.startswith(STATUS_PREFIX)]
+
+        stub.wait_for(lambda: len(status_messages()) == 3, 30, "three status messages")
+        statuses = status_messages()
         assert sorted(c.text for c in statuses) == [f"{STATUS_PREFIX} Queued, position {n}…" for n in (1, 2, 3)]
         asked = {(u, p["message_id"]) for u, p in zip(users[:3], photos, strict=True)}
         assert {(c.chat_id, c.reply_to) for c in statuses} == asked
