@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from detector.result import Detection
 from jobs.client import DetectionClient
 from jobs.store import Completion
 from jobs.worker import alive_key
@@ -161,7 +162,8 @@ def test_queued_photos_survive_a_stop_and_a_crashed_worker_is_replaced(
     for completion in done:
         assert completion.ok, completion
         truth = {shape.name for shape in images[completion.routing["n"]][1]}
-        found = {box["name"] for box in (completion.detection or {}).get("boxes", [])}
+        assert completion.detection is not None
+        found = {box.class_name for box in Detection.from_dict(completion.detection).boxes}
         assert found & truth, (found, truth)
 
     # 3. A worker killed outright is replaced, and the replacement answers.
