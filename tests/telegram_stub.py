@@ -75,6 +75,7 @@ class Failure:
     remaining: int | None
     chat_id: int | None
     retry_after: int | None = None
+    migrate_to: int | None = None
 
 
 def _parse_value(key: str, raw: str) -> Any:
@@ -225,10 +226,13 @@ class TelegramStub:
         return self.send(chat, user_id, text=text, **fields)
 
     def fail(self, method: str, status: int = 502, description: str = "Bad Gateway", times: int | None = None,
-             chat_id: int | None = None, retry_after: int | None = None) -> None:
-        """Make ``method`` fail (for one chat, or all) ``times`` times, or until :meth:`clear_failures`."""
+             chat_id: int | None = None, retry_after: int | None = None, migrate_to: int | None = None) -> None:
+        """Make ``method`` fail (for one chat, or all) ``times`` times, or until :meth:`clear_failures`.
+
+        ``retry_after``: Telegram's flood control (429); ``migrate_to``: the group became a supergroup.
+        """
         with self._cond:
-            self._failures.append(Failure(method, status, description, times, chat_id, retry_after))
+            self._failures.append(Failure(method, status, description, times, chat_id, retry_after, migrate_to))
 
     def clear_failures(self) -> None:
         with self._cond:
@@ -403,6 +407,8 @@ class TelegramStub:
             body: dict[str, Any] = {"ok": False, "error_code": failure.status, "description": failure.description}
             if failure.retry_after is not None:
                 body["parameters"] = {"retry_after": failure.retry_after}
+            if failure.migrate_to is not None:
+                body["parameters"] = {"migrate_to_chat_id": failure.migrate_to}
             status = failure.status
         else:
             try:

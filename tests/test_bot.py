@@ -38,7 +38,7 @@ TOKEN = "987654321:AAH-test-SECRET-token_xyz"
 BOT = "detbot_test_bot"
 # Small limits so the test of them stays cheap; every other test keeps under them with fresh chats/users.
 USER_LIMIT = 4
-CHAT_LIMIT = 6
+CHAT_LIMIT = 5
 _ids = itertools.count(1)
 
 
@@ -446,6 +446,21 @@ def test_network_errors_are_retried(world: World) -> None:
     assert len(stub.sent("sendPhoto", user, ok=False)) == 2
     stub.wait_for(lambda: settled(world), 60, "all answers acknowledged")
     assert len(answers_to(stub, user, msg["message_id"])) == 1
+
+
+def test_flood_control_and_migrated_group(world: World) -> None:
+    stub = world.stub
+    user = new_user()
+    stub.fail("sendPhoto", 429, "Too Many Requests: retry after 1", times=1, chat_id=user, retry_after=1)
+    msg = stub.photo(stub.private_chat(user), user, encode(world.images[37][0]))
+    assert wait_answer(stub, user, msg["message_id"]).method == "sendPhoto"
+    # A group upgraded to a supergroup while its photo was being detected: the answer follows it.
+    old, new = new_group(stub), new_group(stub)
+    stub.fail("sendPhoto", 400, "Bad Request: group chat was upgraded to a supergroup chat", chat_id=old["id"],
+              migrate_to=new["id"])
+    stub.photo(old, user, encode(world.images[38][0]), caption="/detect")
+    moved = stub.wait_for(lambda: stub.sent("sendPhoto", new["id"]), 90, "the answer in the new supergroup")
+    assert moved[0].text.split(" ", 1)[0].isdigit() or moved[0].text.startswith("No objects")
 
 
 def test_update_sent_twice_is_answered_once(world: World) -> None:

@@ -83,6 +83,7 @@ def test_every_photo_answered_once_across_restarts(redis_server: RedisServer, sh
             assert answer.method == "sendPhoto"
             stub.wait_for(lambda: _settled(redis), 60, "all answers acknowledged")
             assert len(answers_to(stub, users[4], late["message_id"])) == 1
+        assert bot.stop() == 0  # SIGTERM: a clean stop
         log = bot.log()
         assert "left from before the restart" in log
         assert TOKEN not in log and "Traceback" not in log
