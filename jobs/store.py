@@ -115,7 +115,7 @@ def complete(
 ) -> bool:
     """Worker side: record the outcome and announce it, once. Returns False if the job was already done."""
     keys = [job_key(job_id), annotated_key(job_id), image_key(job_id), EVENTS_STREAM]
-    args = [
+    args: list[str | bytes | int] = [
         STATUS_OK if ok else STATUS_ERROR, code, message, json.dumps(detection) if detection else "",
         annotated or b"", RESULT_TTL, EVENTS_MAXLEN, job_id,
     ]
@@ -129,12 +129,16 @@ def incr_attempts(redis: Redis, job_id: str) -> int:
 
 def read_completion(redis: Redis, job_id: str, event_id: str = "") -> Completion | None:
     """The stored outcome of a job, or None if its record expired or it has not completed."""
-    data: dict[bytes, bytes] = redis.hgetall(job_key(job_id))  # type: ignore[assignment]
+    pipe = redis.pipeline(transaction=False)  # one round trip: the bot reads every completion this way
+    pipe.hgetall(job_key(job_id))
+    pipe.get(annotated_key(job_id))
+    data, annotated = pipe.execute()
     status = data.get(b"status", b"").decode()
     if status not in (STATUS_OK, STATUS_ERROR):
         return None
     detection = data.get(b"detection") or b""
-    annotated = redis.get(annotated_key(job_id)) if status == STATUS_OK else None
+    if status != STATUS_OK:
+        annotated = None
     return Completion(
         job_id=job_id,
         ok=status == STATUS_OK,
@@ -142,7 +146,7 @@ def read_completion(redis: Redis, job_id: str, event_id: str = "") -> Completion
         code=data.get(b"code", b"").decode(),
         message=data.get(b"message", b"").decode(),
         detection=json.loads(detection) if detection else None,
-        annotated=bytes(annotated) if annotated is not None else None,  # type: ignore[arg-type]
+        annotated=bytes(annotated) if annotated is not None else None,
         event_id=event_id,
     )
 
@@ -150,4 +154,4 @@ def read_completion(redis: Redis, job_id: str, event_id: str = "") -> Completion
 def job_params(redis: Redis, job_id: str) -> dict[str, Any]:
     """The parameters (confidence, classes) the producer stored with a job."""
     raw = redis.hget(job_key(job_id), "params")
-    return json.loads(raw) if raw else {}  # type: ignore[arg-type]
+    return json.loads(raw) if raw else {}

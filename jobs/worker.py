@@ -30,6 +30,7 @@ from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
+from rq.utils import now
 from rq.worker import SimpleWorker
 
 from jobs import store, tasks
@@ -52,6 +53,8 @@ EXIT_CONFIG = 2  # bad settings or Redis unreachable at start
 EXIT_NO_MODEL = 3  # the model cannot be loaded: nothing could ever be processed
 EXIT_WEDGED = 70  # stuck in native code past the job timeout: exit so a supervisor restarts us
 
+# RQ's own worker heartbeat (its worker key lives worker_ttl + 60 s): once a second is plenty.
+RQ_HEARTBEAT_MIN_INTERVAL = 1.0
 # How long an orphan marker lives: long enough to be seen by two reaper passes, short enough not to pile up.
 ORPHAN_MARK_TTL = 4 * ORPHAN_GRACE
 
@@ -405,13 +408,27 @@ class DetbotWorker(SimpleWorker):
             conn.eval(_RELEASE, 1, running_key(self.queues[0].name), self.current.job_id, self.name)
             self._released = True
 
+    # Round trips to Redis are most of the queue's cost per job, and on a busy machine each one waits for
+    # redis-server to be scheduled. RQ's bookkeeping is kept; only its redundant writes are dropped.
+
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         if pipeline is not None:
             super().heartbeat(timeout, pipeline)
             return
-        with self.connection.pipeline() as pipe:  # RQ sends its two commands one by one, three times a job
+        last = self.last_heartbeat
+        if last is not None and timeout is None and (now() - last).total_seconds() < RQ_HEARTBEAT_MIN_INTERVAL:
+            return  # RQ beats three times a job; its worker key lives for minutes
+        with self.connection.pipeline() as pipe:  # RQ sends its two commands one by one
             super().heartbeat(timeout, pipe)
             pipe.execute()
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        if pipeline is None and state == self._state:
+            return  # RQ sets IDLE twice between two jobs
+        super().set_state(state, pipeline)
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        job.ended_at = now()  # RQ also beats the job here, for success callbacks; detbot has none
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
         try:
