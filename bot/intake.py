@@ -175,7 +175,6 @@ class Intake:
         first = images[0][0]
         chat_id = request.chat.id
         album = uuid.uuid4().hex if len(images) > 1 else None
-        unit = album
         job_ids: list[str] = []
         for index, (message, data) in enumerate(images, 1):
             routing: dict[str, Any] = {
@@ -195,10 +194,11 @@ class Intake:
                     self.client.submit, data, confidence=confidence, classes=classes, routing=routing
                 )
             except QueueFullError:
-                await self._refuse_rest(images[index - 1:], "queue full", replies.BUSY, album)
+                # One reply for the photos left out (of an album: the rest is still answered).
+                await self.refuse(message, "queue full", replies.BUSY, len(images) - index + 1)
                 break
             except QueueUnavailableError:
-                await self._refuse_rest(images[index - 1:], "redis unreachable", replies.UNAVAILABLE, album)
+                await self.refuse(message, "redis unreachable", replies.UNAVAILABLE, len(images) - index + 1)
                 break
             job_ids.append(job_id)
             self.metrics.received.inc()
@@ -209,10 +209,5 @@ class Intake:
             log.warning("album in chat %s: %d of %d photos queued", chat_id, len(job_ids), len(images))
             await asyncio.to_thread(self.chats.save_album_count, album, len(job_ids))
         if job_ids:
-            self.spawn(self.status.show_later(unit or job_ids[0], job_ids[0], chat_id, thread_of(first),
+            self.spawn(self.status.show_later(album or job_ids[0], job_ids[0], chat_id, thread_of(first),
                                               first.message_id))
-
-    async def _refuse_rest(self, rest: list[tuple[Message, bytes]], reason: str, text: str,
-                           album: str | None) -> None:
-        # One reply for the photos left out of an album, one per photo otherwise (there is only one).
-        await self.refuse(rest[0][0], reason, text, len(rest))
