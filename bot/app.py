@@ -34,6 +34,7 @@ from bot.metrics import BotMetrics
 from bot.parsing import (
     DetectArgs,
     UsageError,
+    mentions,
     parse_auto,
     parse_caption,
     parse_detect_args,
@@ -92,6 +93,13 @@ def _replied_to_bot(message: Message, bot: Bot) -> bool:
     return bool(replied and replied.from_user and replied.from_user.id == bot.id)
 
 
+def _addressed(message: Message, bot: Bot) -> bool:
+    """A message other than a photo counts as meant for the bot: /detect caption, mention, reply to it."""
+    command, _rest, other_bot = split_command(message.caption or "", bot.username)
+    return (command == "detect" and not other_bot) or mentions(message.caption, bot.username) \
+        or _replied_to_bot(message, bot)
+
+
 def _private(message: Message) -> bool:
     return message.chat.type == ChatType.PRIVATE
 
@@ -111,7 +119,7 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     command, _rest, other_bot = split_command(caption, context.bot.username)
     if other_bot and command == "detect":
         return
-    mentioned = f"@{context.bot.username}".lower() in caption.lower()
+    mentioned = mentions(caption, context.bot.username)
     explicit = _private(message) or command == "detect" or mentioned or _replied_to_bot(message, context.bot)
     if message.media_group_id:
         _collect_album(context, message, explicit)
@@ -203,9 +211,7 @@ async def on_other_media(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     message = update.message
     if message is None:
         return
-    caption = (message.caption or "").lower()
-    username = (context.bot.username or "").lower()
-    asked = caption.startswith("/detect") or f"@{username}" in caption or _replied_to_bot(message, context.bot)
+    asked = _addressed(message, context.bot)
     if _private(message) or asked:
         log.info("refused media chat=%s msg=%s: not a photo", message.chat_id, message.message_id)
         services(context).metrics.refused.labels("not_a_photo").inc()
@@ -217,9 +223,7 @@ async def on_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     message = update.message
     if message is None:
         return
-    caption = (message.caption or "").lower()
-    username = (context.bot.username or "").lower()
-    asked = caption.startswith("/detect") or f"@{username}" in caption or _replied_to_bot(message, context.bot)
+    asked = _addressed(message, context.bot)
     if _private(message) or asked:
         mime = message.document.mime_type if message.document else None
         log.info("refused document chat=%s msg=%s: %s", message.chat_id, message.message_id, mime or "no type")

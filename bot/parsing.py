@@ -102,6 +102,11 @@ def _strip_mentions(text: str, username: str) -> tuple[str, bool]:
     return stripped, count > 0
 
 
+def mentions(text: str | None, username: str) -> bool:
+    """True if ``text`` mentions ``@username`` (whole name, any case)."""
+    return _strip_mentions(text or "", username)[1]
+
+
 def split_command(text: str, username: str) -> tuple[str | None, str, bool]:
     """``/cmd@bot args`` -> (command, args, for another bot). No command: (None, text, False)."""
     m = _COMMAND.match(text.strip())

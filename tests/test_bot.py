@@ -373,9 +373,13 @@ def test_stickers_videos_and_nonsense(world: World) -> None:
     # A sticker in a group nobody addressed to the bot: ignored (checked after a later answer arrives).
     group = new_group(stub)
     quiet = stub.send(group, user, sticker=sticker)
+    quiet_pdf = stub.document(group, user, b"%PDF-1.4", "application/pdf", "minutes.pdf")
+    asked_pdf = stub.document(group, user, b"%PDF-1.4", "application/pdf", "a.pdf", caption=f"@{BOT} boxes?")
+    assert "not an image" in wait_answer(stub, group["id"], asked_pdf["message_id"], 30).text
     asked = stub.text(group, user, "/threshold")
     wait_answer(stub, group["id"], asked["message_id"], 30)
     assert not answers_to(stub, group["id"], quiet["message_id"])
+    assert not answers_to(stub, group["id"], quiet_pdf["message_id"])
 
 
 def test_rate_limits_per_user_and_chat(world: World) -> None:

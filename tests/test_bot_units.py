@@ -12,6 +12,7 @@ from bot.logs import REDACTED, RedactFilter
 from bot.parsing import (
     DetectArgs,
     UsageError,
+    mentions,
     parse_auto,
     parse_caption,
     parse_confidence,
@@ -57,6 +58,15 @@ def test_caption_forms() -> None:
     assert parse_caption("/detect@some_other_bot 0.3", BOT).other_bot
     cap = parse_caption(f"what is this @{BOT} conf=0.6", BOT)
     assert cap.mentioned and not cap.command and cap.args.confidence == 0.6
+
+
+def test_mentions_match_the_whole_name_only() -> None:
+    assert mentions(f"look @{BOT.upper()}!", BOT)
+    assert not mentions(f"look @{BOT}2", BOT) and not mentions(None, BOT) and not mentions("@", "")
+
+
+def test_free_text_numbers_are_not_confidences() -> None:
+    assert parse_caption("party 2024", BOT).args == DetectArgs()
 
 
 @pytest.mark.parametrize("caption", ["2.5", "0 please", "/detect blah!!", "/detect 0.3 0.4", "conf=", "my cat 0.4 0.5"])
