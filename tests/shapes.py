@@ -65,7 +65,9 @@ def _overlaps(box: tuple[float, float, float, float], others: list[Shape], margi
     )
 
 
-def _draw(img: np.ndarray, name: str, cx: float, cy: float, size: float, angle: float, colour: tuple[int, int, int]) -> tuple[float, float, float, float]:
+def _draw(
+    img: np.ndarray, name: str, cx: float, cy: float, size: float, angle: float, colour: tuple[int, int, int]
+) -> tuple[float, float, float, float]:
     """Draw one filled shape and return its tight box."""
     if name == "circle":
         r = size / 2
@@ -74,7 +76,8 @@ def _draw(img: np.ndarray, name: str, cx: float, cy: float, size: float, angle: 
     n = 4 if name == "square" else 3
     r = size / 2 if n == 3 else size / 2 * math.sqrt(2) * 0.8
     start = angle + (math.pi / 4 if n == 4 else -math.pi / 2)
-    pts = np.array([[cx + r * math.cos(start + 2 * math.pi * k / n), cy + r * math.sin(start + 2 * math.pi * k / n)] for k in range(n)])
+    angles = [start + 2 * math.pi * k / n for k in range(n)]
+    pts = np.array([[cx + r * math.cos(a), cy + r * math.sin(a)] for a in angles])
     cv2.fillPoly(img, [np.round(pts).astype(np.int32)], colour, cv2.LINE_AA)
     return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
 
@@ -94,7 +97,8 @@ def make_image(rng: np.random.Generator) -> tuple[np.ndarray, list[Shape]]:
             cx, cy = float(rng.uniform(size, w - size)), float(rng.uniform(size, h - size))
             probe = (cx - size * 0.6, cy - size * 0.6, cx + size * 0.6, cy + size * 0.6)
             if not _overlaps(probe, shapes, 4):
-                box = _draw(img, name, cx, cy, size, angle, _colour(rng, img[int(probe[1]):int(probe[3]), int(probe[0]):int(probe[2])]))
+                local = img[int(probe[1]) : int(probe[3]), int(probe[0]) : int(probe[2])]
+                box = _draw(img, name, cx, cy, size, angle, _colour(rng, local))
                 shapes.append(Shape(name, box))
                 break
     return img, shapes

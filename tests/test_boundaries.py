@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -73,6 +72,9 @@ def test_importing_detector_loads_no_telegram_rq_redis() -> None:
 
 @pytest.mark.parametrize("args", [["--help"], ["detect", "--help"]])
 def test_detbot_help_loads_no_torch(args: list[str]) -> None:
-    code = f"import sys; sys.argv=['detbot', *{args!r}]\nfrom jobs.cli import main\ntry:\n    main()\nexcept SystemExit: pass"
+    code = (
+        f"import sys; sys.argv=['detbot', *{args!r}]\n"
+        "from jobs.cli import main\ntry:\n    main()\nexcept SystemExit: pass"
+    )
     loaded = loaded_after(code)
     assert "jobs.cli" in loaded and "torch" not in loaded and "ultralytics" not in loaded

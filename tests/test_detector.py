@@ -107,13 +107,24 @@ def test_higher_threshold_never_adds_boxes(detector) -> None:  # type: ignore[no
     assert high.confidence == 0.9
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "BMP", "TIFF"])
+def test_lossless_formats_decode_to_the_exact_pixels(fmt: str) -> None:
+    img = make_images(FRESH_SEED + 4, 1)[0][0]
+    assert np.array_equal(decode_image(encode(img, fmt)), img)
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"])
-def test_every_supported_format_is_detected(detector, fmt: str) -> None:  # type: ignore[no-untyped-def]
-    img, shapes = make_images(FRESH_SEED + 4, 1)[0]
+def test_every_supported_format_gives_the_same_detections(detector, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    img, shapes = make_images(FRESH_SEED, 1)[0]
+    reference = detector.detect(img, 0.25)
+    assert unmatched(reference, shapes) == []
     data = encode(img, fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
     det = detector.detect(data, 0.25)
     assert (det.width, det.height) == (img.shape[1], img.shape[0])
+    # Lossy formats (JPEG, WebP, GIF's 256 colours) may move a box a little, never lose a shape.
     assert unmatched(det, shapes) == [], f"{fmt}: {format_text(det)}"
+    if fmt in ("PNG", "BMP", "TIFF"):
+        assert det.boxes == reference.boxes  # same pixels, same answer
 
 
 def test_modes_grayscale_rgba_palette_16bit_decode_to_bgr() -> None:
