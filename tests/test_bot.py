@@ -288,6 +288,25 @@ def test_album_answered_as_one_media_group_and_one_summary(world: World) -> None
     assert len(stub.sent("sendMediaGroup", user)) == 1
 
 
+def test_album_with_a_broken_file_still_answers_the_rest(world: World) -> None:
+    stub = world.stub
+    user = new_user()
+    chat = stub.private_chat(user)
+    good = [world.images[i][0] for i in (20, 21)]
+    broken = encode(world.images[22][0])[:2000]
+    msgs = [stub.document(chat, user, encode(img, ".png"), "image/png", f"{i}.png", media_group_id="docs-1")
+            for i, img in enumerate(good)]
+    msgs.append(stub.document(chat, user, broken, "image/jpeg", "cut.jpg", media_group_id="docs-1"))
+    first = msgs[0]["message_id"]
+    group = stub.wait_for(lambda: stub.sent("sendMediaGroup", user), 90, "the album")[0]
+    assert len(group.params["media"]) == 2 and group.reply_to == first
+    summary = stub.wait_for(lambda: [c for c in stub.sent("sendMessage", user) if c.reply_to == first], 30,
+                            "the album's summary")
+    text = "\n".join(c.text for c in summary)
+    assert "Photo 1: " in text and "Photo 2: " in text
+    assert "Photo 3: The image is damaged" in text
+
+
 def test_long_box_list_continues_in_messages(world: World) -> None:
     stub = world.stub
     user = new_user()
