@@ -174,6 +174,11 @@ class Delivery:
         if completion.event_id in self._known:
             return
         self._known.add(completion.event_id)
+        if not isinstance(completion.routing.get("chat_id"), int):
+            # Not one of the bot's jobs (no chat to answer): nothing to deliver, acknowledge it away.
+            log.warning("result %s has no chat to answer; dropped", completion.job_id)
+            self._spawn(self._ack([completion]))
+            return
         album = completion.routing.get("album")
         if isinstance(album, dict) and album.get("id"):
             state = self._albums.setdefault(str(album["id"]), AlbumState(count=int(album.get("count", 1))))
@@ -184,7 +189,13 @@ class Delivery:
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def guarded() -> None:
             async with self._sem:
-                await coro
+                try:
+                    await coro
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # Left unacknowledged: the next start tries it again; one line, no traceback.
+                    log.error("delivering an answer failed: %s", describe(exc))
 
         task = asyncio.ensure_future(guarded())
         self._tasks.add(task)
@@ -299,6 +310,9 @@ class Delivery:
             while True:
                 try:
                     await asyncio.to_thread((self._reader or self.make_reader()).ack, c)
+                    break
+                except ResponseError as exc:
+                    log.warning("could not acknowledge %s: %s", c.job_id, describe(exc))  # its event is gone
                     break
                 except JobsError as exc:
                     if self._stopping.is_set():

@@ -498,6 +498,12 @@ def test_update_sent_twice_is_answered_once(world: World) -> None:
     assert len(answers_to(stub, user, msg["message_id"])) == 1
 
 
+def test_result_without_a_chat_is_dropped_not_looped(world: World) -> None:
+    world.redis.xadd(EVENTS_STREAM, {"job_id": "not-ours", "status": "ok", "routing": "{}"})
+    world.stub.wait_for(lambda: settled(world), 30, "the foreign result acknowledged")
+    assert "result not-ours has no chat to answer; dropped" in world.bot.log()
+
+
 def test_process_health_token_and_memory(world: World) -> None:
     """Runs last: after all the traffic above, the bot is alive, small, torch-free, and never logged the token."""
     stub = world.stub
