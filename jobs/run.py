@@ -17,7 +17,6 @@ order (Redis last); on Linux each child also gets SIGTERM if the supervisor itse
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import os
 import signal
@@ -26,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -144,10 +144,21 @@ def mask_url(url: str) -> str:
     return mask(url)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the supervisor dies (Linux), so nothing is orphaned."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A pre-exec hook that makes the child get SIGTERM when the supervisor dies (Linux), so nothing is
+    orphaned. ``prctl`` is looked up here, in the parent: the child, forked from a process with threads,
+    must do no more than one plain call before exec."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return hook
 
 
 # --------------------------------------------------------------------------------------------- supervisor
@@ -164,8 +175,11 @@ class Output:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         with self._lock:
-            sys.stdout.write(f"{prefix:<9}| {text}\n")
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(f"{prefix:<9}| {text}\n")
+                sys.stdout.flush()
+            except (OSError, ValueError):  # our stdout is gone (a closed pipe): keep draining the children
+                pass
 
     def say(self, text: str) -> None:
         self.line("detbot", text)
@@ -207,6 +221,7 @@ class Supervisor:
 
     def __init__(self, out: Output) -> None:
         self.out = out
+        self.pre_exec = _parent_death_signal()
         self.children: list[Child] = []
         self.stop_requested = threading.Event()
         self.signals = 0
@@ -216,7 +231,7 @@ class Supervisor:
         child.proc = subprocess.Popen(
             child.command(), env=child.env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, errors="replace",
-            start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            start_new_session=True, preexec_fn=self.pre_exec,
         )
         child.started_at = time.monotonic()
         child.restart_at = None

@@ -6,6 +6,7 @@ photos queued while no worker runs survive a SIGTERM of everything and are answe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -77,9 +78,14 @@ class Run:
             self._log.close()
 
     def kill(self) -> None:
+        """Teardown: SIGKILL the supervisor and whatever it started, so a failed test leaves no process."""
+        children = self.children() if self.proc.poll() is None else []
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self._log.close()
 
 
@@ -108,6 +114,14 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def zombie(pid: int) -> bool:
+    """Exited but not yet reaped (by init, once its parent is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def collect(client: DetectionClient, count: int) -> list[Completion]:
@@ -184,6 +198,17 @@ def test_queued_photos_survive_a_stop_and_a_crashed_worker_is_replaced(
     assert len(children) == 2  # redis-server and the worker
     assert second.stop() == 0
     assert not any(alive(pid) for pid in children)
+    assert not port_open(port)
+
+
+def test_killing_the_supervisor_outright_leaves_no_orphans(tmp_path: Path, runs: list[Run]) -> None:
+    port = free_port()
+    run = start(runs, tmp_path, "--no-bot", "--workers", "0", "--redis-port", str(port))
+    run.wait_output("ready: 0 worker(s)")
+    (redis_pid,) = run.children()
+    run.proc.kill()  # SIGKILL: no handler runs; the kernel tells the children (PR_SET_PDEATHSIG)
+    run.proc.wait()
+    wait_for(lambda: not alive(redis_pid) or zombie(redis_pid), STOP_TIMEOUT, "the orphaned redis-server to stop")
     assert not port_open(port)
 
 
