@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         application.run_polling(allowed_updates=[Update.MESSAGE], timeout=POLL_TIMEOUT, close_loop=False)
     except InvalidToken:
         log.error("Telegram refused the token: check TELEGRAM_BOT_TOKEN")
-        return 1
+        return 2  # a setting to fix: restarting cannot help
     except (TelegramError, OSError) as exc:
         log.error("cannot talk to Telegram at %s: %s", settings.telegram_api_base_url, describe(exc))
         return 1

@@ -34,6 +34,19 @@ def test_missing_token_is_one_clear_line() -> None:
     assert "TELEGRAM_BOT_TOKEN: not set" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_token_refused_by_telegram_exits_2_without_leaking_it() -> None:
+    stub = TelegramStub(TOKEN).start()
+    wrong = "999:WRONG-token-value"
+    try:
+        env = detbot_env(TELEGRAM_BOT_TOKEN=wrong, TELEGRAM_API_BASE_URL=stub.url, REDIS_URL="redis://127.0.0.1:9/0")
+        out = subprocess.run([*DETBOT, "bot"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        stub.stop()
+    assert out.returncode == 2
+    assert "Telegram refused the token" in out.stderr
+    assert "WRONG-token-value" not in out.stderr + out.stdout and "Traceback" not in out.stderr
+
+
 def _get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:
