@@ -172,6 +172,11 @@ def test_redis_persists_is_private_and_takes_the_password(config: dict[str, Any]
         assert (url.hostname, url.port, url.password) == ("redis", 6379, PASSWORD), name
 
 
+def test_only_the_bot_holds_the_telegram_token(config: dict[str, Any]) -> None:
+    assert config["services"]["bot"]["environment"]["TELEGRAM_BOT_TOKEN"] == TOKEN
+    assert not config["services"]["worker"]["environment"]["TELEGRAM_BOT_TOKEN"]  # .env's value is blanked
+
+
 def test_workers_scale_and_share_the_weight_and_export_caches(config: dict[str, Any]) -> None:
     worker = config["services"]["worker"]
     # `--scale worker=N` needs no fixed container name and no host port.
@@ -207,6 +212,7 @@ def test_the_gpu_override_builds_cuda_torch_and_reserves_a_gpu(tmp_path: Path) -
     worker = json.loads(result.stdout)["services"]["worker"]
     assert "/whl/cu" in worker["build"]["args"]["TORCH_INDEX"]
     assert worker["environment"]["DETBOT_DEVICE"] == "cuda"
+    assert urlsplit(worker["environment"]["REDIS_URL"]).hostname == "redis"  # the base file's settings stay
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"] and devices[0]["driver"] == "nvidia"
 
