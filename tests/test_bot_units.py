@@ -194,3 +194,19 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DETBOT_DEFAULT_CONFIDENCE", "1.5")
     with pytest.raises(ValueError):
         BotSettings()  # type: ignore[call-arg]
+
+
+def test_application_has_rate_limiter_error_handler_and_commands() -> None:
+    from redis import Redis
+    from telegram.ext import AIORateLimiter, CommandHandler
+
+    from bot.app import build_application
+
+    settings = BotSettings.model_validate({"telegram_bot_token": "1:abc", "telegram_api_base_url": "http://127.0.0.1:9"})
+    app = build_application(settings, Redis.from_url("redis://127.0.0.1:9/0"))
+    assert isinstance(app.bot.rate_limiter, AIORateLimiter)
+    assert len(app.error_handlers) == 1
+    commands = {c for handlers in app.handlers.values() for h in handlers if isinstance(h, CommandHandler)
+                for c in h.commands}
+    assert commands == {"start", "help", "threshold", "auto", "detect"}
+    assert app.bot.base_url == "http://127.0.0.1:9/bot1:abc"
