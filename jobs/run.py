@@ -52,7 +52,7 @@ MAX_FAST_FAILURES = 3
 # First start may download the model; after this the summary says workers are still loading.
 WORKER_READY_TIMEOUT = 300.0
 # Exit statuses of `detbot worker`/`detbot bot` that restarting cannot fix: bad settings, no model.
-FATAL_EXIT_CODES = {2: "invalid settings or Redis unreachable", 3: "the model cannot be loaded"}
+FATAL_EXIT_CODES = {2: "a setting must be fixed", 3: "the model cannot be loaded"}
 # The embedded Redis's port when none is set: the port workers and bots use by default, so a
 # `detbot worker` started by hand on this machine finds it without any setting.
 DEFAULT_REDIS_PORT = 6379

@@ -201,6 +201,20 @@ def test_queued_photos_survive_a_stop_and_a_crashed_worker_is_replaced(
     assert not port_open(port)
 
 
+def test_a_token_telegram_refuses_stops_everything_with_the_reason(tmp_path: Path, runs: list[Run]) -> None:
+    stub = TelegramStub("777000111:the-right-token").start()
+    try:
+        run = start(runs, tmp_path, "--workers", "0", "--redis-port", str(free_port()),
+                    TELEGRAM_BOT_TOKEN="777000111:WRONG-secret-token-value", TELEGRAM_API_BASE_URL=stub.url)
+        assert run.proc.wait(START_TIMEOUT) == 1
+    finally:
+        stub.stop()
+    out = run.output()
+    assert "bot exited with status 2: a setting must be fixed" in out
+    assert "TELEGRAM_BOT_TOKEN" in out  # the bot's own line says which setting
+    assert "secret-token-value" not in out and "Traceback" not in out
+
+
 def test_killing_the_supervisor_outright_leaves_no_orphans(tmp_path: Path, runs: list[Run]) -> None:
     port = free_port()
     run = start(runs, tmp_path, "--no-bot", "--workers", "0", "--redis-port", str(port))
