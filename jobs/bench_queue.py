@@ -9,6 +9,8 @@
      completion event received) minus the detector's own time in the worker (decode + inference +
      annotate), p50/p95; end-to-end minus inference alone is reported too;
    - worker RSS (current and peak) after the run.
+The workers of every mode run side by side (idle when it is not their turn); rounds interleave the modes
+and the best round of each is reported, so load from other processes on a shared machine hits them alike.
 Redis is a fresh embedded ``redis-server`` on a free port unless ``--redis-url`` is given (a queue of its
 own is used there, and left empty). Prints a table; ``--json FILE`` writes every figure.
 """
@@ -42,6 +44,8 @@ REDIS_START_TIMEOUT = 20.0
 POLL_INTERVAL = 0.02
 # Images per phase by default: enough for a stable p95, a couple of minutes on a busy 2-core machine.
 DEFAULT_IMAGES = 60
+# Interleaved rounds: on a shared machine the best round is the one least disturbed by others.
+DEFAULT_ROUNDS = 3
 # Untimed jobs per worker first: the first inferences of a fresh process are slower (allocator, caches).
 WARMUP_JOBS = 3
 # Confidence of every bench job: the default a chat would use.
@@ -65,23 +69,28 @@ class Stats:
 
 @dataclass
 class DetectorRun:
-    images_per_s: float
+    images_per_s: float  # best round
     latency: Stats
     inference: Stats
     backend: str
     imgsz: int
+    rounds_images_per_s: list[float] = field(default_factory=list)
+    cpu_ms_per_image: float = 0.0  # CPU time of this process per image: immune to other load on the machine
 
 
 @dataclass
 class QueueRun:
     workers: int
-    images_per_s: float
-    vs_detector: float  # throughput ratio against detector-only
+    images_per_s: float  # best round
+    vs_detector: float  # best round against detector-only's best round
     end_to_end: Stats | None = None
     overhead: Stats | None = None  # end-to-end minus detector time (decode + inference + annotate)
     overhead_vs_inference: Stats | None = None  # end-to-end minus inference only
     worker_rss_mb: list[float] = field(default_factory=list)
     worker_peak_rss_mb: list[float] = field(default_factory=list)
+    rounds_images_per_s: list[float] = field(default_factory=list)
+    cpu_ms_per_image: float = 0.0  # the workers' CPU time per image in the bursts (all their threads)
+    cpu_vs_detector: float = 0.0  # detector-only CPU per image / workers' CPU per image
 
 
 # --- inputs -------------------------------------------------------------------------------------------
@@ -112,7 +121,7 @@ def default_model() -> str:
 # --- detector only ------------------------------------------------------------------------------------
 
 
-def bench_detector(model: str, threads: int, images: list[bytes]) -> DetectorRun:
+def load_detector(model: str, threads: int, warmup: list[bytes]) -> Any:
     import cv2
 
     from detector.model import Detector
@@ -123,18 +132,21 @@ def bench_detector(model: str, threads: int, images: list[bytes]) -> DetectorRun
     cv2.setNumThreads(0)
     settings = DetectorSettings(model=model, threads=threads)  # type: ignore[call-arg]
     detector = Detector.from_settings(settings)
-    for data in images[:WARMUP_JOBS]:
+    for data in warmup:
         detector.detect_annotated(data, BENCH_CONFIDENCE)
+    return detector
+
+
+def detector_pass(detector: Any, images: list[bytes]) -> tuple[float, float, list[float], list[float]]:
+    """One pass over the images: images/s, CPU seconds, latencies and inference times (ms)."""
     latencies, inference = [], []
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for data in images:
         t0 = time.perf_counter()
         det, _jpeg = detector.detect_annotated(data, BENCH_CONFIDENCE)
         latencies.append((time.perf_counter() - t0) * 1e3)
         inference.append(det.timings.inference_ms)
-    wall = time.perf_counter() - started
-    return DetectorRun(len(images) / wall, Stats.of(latencies), Stats.of(inference),
-                       str(getattr(detector, "backend", "torch")), int(detector.imgsz))
+    return len(images) / (time.perf_counter() - started), time.process_time() - cpu, latencies, inference
 
 
 # --- Redis and workers --------------------------------------------------------------------------------
@@ -186,16 +198,13 @@ class Workers:
     logs: list[Path]
 
 
-def start_workers(url: str, queue: str, count: int, model: str, threads: int, log_dir: Path) -> Workers:
-    from redis import Redis
-
-    from jobs.worker import is_alive
-
+def start_workers(url: str, queue: str, count: int, model: str, threads: int, log_dir: Path,
+                  wait: bool = True) -> Workers:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DETBOT_REDIS_URL")}
     env.update({"REDIS_URL": url, "DETBOT_QUEUE": queue, "DETBOT_MODEL": model, "DETBOT_THREADS": str(threads),
                 "PYTHONUNBUFFERED": "1"})
     env.pop("DETBOT_TEST_JOB_DELAY_MS", None)
-    names = [f"bench-{uuid.uuid4().hex[:6]}-{i + 1}" for i in range(count)]
+    names = [f"{queue}-{i + 1}" for i in range(count)]
     logs = [log_dir / f"{name}.log" for name in names]
     procs = []
     for name, log in zip(names, logs, strict=True):
@@ -203,10 +212,21 @@ def start_workers(url: str, queue: str, count: int, model: str, threads: int, lo
             procs.append(subprocess.Popen([*DETBOT, "worker", "--name", name], env=env, stdout=out,
                                           stderr=subprocess.STDOUT))
     workers = Workers(procs, names, logs)
+    if wait:
+        wait_ready(url, workers)
+    return workers
+
+
+def wait_ready(url: str, workers: Workers) -> None:
+    """Poll the workers' readiness keys (set after model load and warm-up); fail if one exits."""
+    from redis import Redis
+
+    from jobs.worker import is_alive
+
     client = Redis.from_url(url)
     deadline = time.monotonic() + WORKER_READY_TIMEOUT
-    while not all(is_alive(client, n) for n in names):
-        for proc, log in zip(procs, logs, strict=True):
+    while not all(is_alive(client, n) for n in workers.names):
+        for proc, log in zip(workers.procs, workers.logs, strict=True):
             if proc.poll() is not None:
                 stop_workers(workers)
                 raise SystemExit(f"detbot bench queue: a worker exited:\n{log.read_text(errors='replace')[-2000:]}")
@@ -215,7 +235,6 @@ def start_workers(url: str, queue: str, count: int, model: str, threads: int, lo
             raise SystemExit("detbot bench queue: workers not ready in time")
         time.sleep(POLL_INTERVAL)
     client.close()
-    return workers
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -229,6 +248,15 @@ def rss_mb(pid: int) -> tuple[float, float]:
         return 0.0, 0.0
     kb = lambda key: float(fields.get(key, "0 kB").split()[0])  # noqa: E731
     return kb("VmRSS") / 1024, kb("VmHWM") / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc (Linux); 0 elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop_workers(workers: Workers) -> None:
@@ -267,53 +295,114 @@ class Collector:
             raise SystemExit(f"detbot bench queue: {len(failed)} jobs failed, e.g. {failed[0].code}")
 
 
-def bench_queue(url: str, count: int, images: list[bytes], model: str, threads: int, detector_ips: float,
-                sequential: int, log_dir: Path) -> QueueRun:
-    from redis import Redis
+@dataclass
+class Lane:
+    """One queue with its own workers and its own client (consumer group)."""
 
+    count: int
+    queue: str
+    client: Any
+    collector: Collector
+    workers: Workers | None = None
+    rounds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # workers' CPU seconds per burst
+    e2e: list[float] = field(default_factory=list)
+    overhead: list[float] = field(default_factory=list)
+    over_inf: list[float] = field(default_factory=list)
+
+    def burst(self, images: list[bytes]) -> None:
+        """Everything submitted at once: images/s from the first submit to the last completion."""
+        pids = [p.pid for p in self.workers.procs] if self.workers else []
+        cpu = sum(cpu_seconds(pid) for pid in pids)
+        started = time.perf_counter()
+        ids = [self.client.submit(data, confidence=BENCH_CONFIDENCE) for data in images]
+        self.collector.until(ids)
+        self.rounds.append(len(ids) / (max(self.collector.done[i][0] for i in ids) - started))
+        self.cpu.append(sum(cpu_seconds(pid) for pid in pids) - cpu)
+
+    def one_at_a_time(self, images: list[bytes]) -> None:
+        for data in images:
+            t0 = time.perf_counter()
+            job_id = self.client.submit(data, confidence=BENCH_CONFIDENCE)
+            self.collector.until([job_id])
+            arrived, completion = self.collector.done[job_id]
+            total = (arrived - t0) * 1e3
+            t = completion.detection["timings"]
+            self.e2e.append(total)
+            self.overhead.append(total - t["decode_ms"] - t["inference_ms"] - t["annotate_ms"])
+            self.over_inf.append(total - t["inference_ms"])
+
+    def result(self, detector_best: float, detector_cpu_ms: float, images: int) -> QueueRun:
+        best = max(self.rounds)
+        run = QueueRun(self.count, best, best / detector_best, rounds_images_per_s=[round(r, 1) for r in self.rounds])
+        run.cpu_ms_per_image = min(self.cpu) / images * 1e3
+        run.cpu_vs_detector = detector_cpu_ms / run.cpu_ms_per_image if run.cpu_ms_per_image else 0.0
+        if self.e2e:
+            run.end_to_end, run.overhead = Stats.of(self.e2e), Stats.of(self.overhead)
+            run.overhead_vs_inference = Stats.of(self.over_inf)
+        for proc in self.workers.procs if self.workers else []:
+            current, peak = rss_mb(proc.pid)
+            run.worker_rss_mb.append(round(current, 1))
+            run.worker_peak_rss_mb.append(round(peak, 1))
+        return run
+
+
+def make_lane(redis: Any, count: int, max_queued: int) -> Lane:
     from jobs.client import DetectionClient
     from jobs.defaults import EVENTS_STREAM
 
-    queue = f"bench-{uuid.uuid4().hex[:8]}"
-    redis = Redis.from_url(url)
+    queue = f"bench-{count}-{uuid.uuid4().hex[:8]}"
     # A consumer group of its own: a bot reading the same Redis keeps its own completions.
-    client = DetectionClient(redis, queue_name=queue, max_queued=len(images) + 100, consumer=queue, group=queue)
+    client = DetectionClient(redis, queue_name=queue, max_queued=max_queued, consumer=queue, group=queue)
     redis.xgroup_create(EVENTS_STREAM, queue, id="$", mkstream=True)
-    collector = Collector(client)
-    workers = start_workers(url, queue, count, model, threads, log_dir)
+    return Lane(count, queue, client, Collector(client))
+
+
+def run_bench(url: str, model: str, threads: int, counts: list[int], images: list[bytes], rounds: int,
+              sequential: int, log_dir: Path) -> tuple[DetectorRun, list[QueueRun]]:
+    """All lanes' workers run side by side; rounds interleave detector-only and every lane, so a burst of
+    load from another process on the machine hits all modes alike; the best round of each is reported."""
+    from redis import Redis
+
+    from jobs.defaults import EVENTS_STREAM
+
+    # Loaded first: an export it makes (OpenVINO/ONNX backends) is then cached for the workers.
+    detector = load_detector(model, threads, images[:WARMUP_JOBS])
+    redis = Redis.from_url(url)
+    lanes = [make_lane(redis, count, len(images) + 100) for count in counts]
     try:
-        warm = [client.submit(images[i % len(images)], confidence=BENCH_CONFIDENCE)
-                for i in range(WARMUP_JOBS * count)]
-        collector.until(warm)
-
-        started = time.perf_counter()
-        ids = [client.submit(data, confidence=BENCH_CONFIDENCE) for data in images]
-        collector.until(ids)
-        wall = max(collector.done[i][0] for i in ids) - started
-        run = QueueRun(count, len(ids) / wall, len(ids) / wall / detector_ips)
-
-        e2e, overhead, over_inf = [], [], []
-        for data in images[:sequential]:
-            t0 = time.perf_counter()
-            job_id = client.submit(data, confidence=BENCH_CONFIDENCE)
-            collector.until([job_id])
-            arrived, completion = collector.done[job_id]
-            total = (arrived - t0) * 1e3
-            timings = completion.detection["timings"]
-            e2e.append(total)
-            overhead.append(total - timings["decode_ms"] - timings["inference_ms"] - timings["annotate_ms"])
-            over_inf.append(total - timings["inference_ms"])
-        if e2e:
-            run.end_to_end, run.overhead, run.overhead_vs_inference = Stats.of(e2e), Stats.of(overhead), Stats.of(
-                over_inf)
-        for proc in workers.procs:
-            now, peak = rss_mb(proc.pid)
-            run.worker_rss_mb.append(round(now, 1))
-            run.worker_peak_rss_mb.append(round(peak, 1))
-        return run
+        for lane in lanes:  # started together, they load their models in parallel
+            lane.workers = start_workers(url, lane.queue, lane.count, model, threads, log_dir, wait=False)
+        for lane in lanes:
+            assert lane.workers is not None
+            wait_ready(url, lane.workers)
+            warm = [lane.client.submit(images[i % len(images)], confidence=BENCH_CONFIDENCE)
+                    for i in range(WARMUP_JOBS * lane.count)]
+            lane.collector.until(warm)
+        det_rounds: list[float] = []
+        det_cpu: list[float] = []
+        latencies: list[float] = []
+        inference: list[float] = []
+        for r in range(rounds):
+            ips, cpu, lat, inf = detector_pass(detector, images)
+            det_rounds.append(ips)
+            det_cpu.append(cpu)
+            latencies += lat
+            inference += inf
+            for lane in lanes:
+                lane.burst(images)
+                lane.one_at_a_time(images[:sequential])
+            print(f"round {r + 1}/{rounds}: detector {ips:.1f} images/s, "
+                  + ", ".join(f"{lane.count} worker(s) {lane.rounds[-1]:.1f}" for lane in lanes), flush=True)
+        det = DetectorRun(max(det_rounds), Stats.of(latencies), Stats.of(inference),
+                          str(getattr(detector, "backend", "torch")), int(detector.imgsz),
+                          [round(x, 1) for x in det_rounds], min(det_cpu) / len(images) * 1e3)
+        return det, [lane.result(det.images_per_s, det.cpu_ms_per_image, len(images)) for lane in lanes]
     finally:
-        stop_workers(workers)
-        redis.xgroup_destroy(EVENTS_STREAM, queue)
+        for lane in lanes:
+            if lane.workers is not None:
+                stop_workers(lane.workers)
+            redis.xgroup_destroy(EVENTS_STREAM, lane.queue)
         redis.close()
 
 
@@ -324,17 +413,22 @@ def _fmt(s: Stats | None) -> str:
     return "-" if s is None else f"p50 {s.p50_ms:6.1f} ms  p95 {s.p95_ms:6.1f} ms"
 
 
-def report(model: str, det: DetectorRun, runs: list[QueueRun], image_names: list[str], n: int) -> list[str]:
+def report(model: str, det: DetectorRun, runs: list[QueueRun], image_names: list[str], n: int,
+           rounds: int) -> list[str]:
     lines = [
-        f"model {model} (backend {det.backend}, imgsz {det.imgsz}), {n} images cycled from "
-        f"{', '.join(image_names)}, 1 inference thread per process, {os.cpu_count()} CPUs",
+        f"model {model} (backend {det.backend}, imgsz {det.imgsz}); {n} images per round cycled from "
+        f"{', '.join(image_names)}; 1 inference thread per process; {os.cpu_count()} CPUs; best of {rounds} "
+        f"interleaved rounds",
         f"detector only      {det.images_per_s:6.1f} images/s   latency {_fmt(det.latency)}"
-        f"   (inference {_fmt(det.inference)})",
+        f"   (inference {_fmt(det.inference)})   rounds {det.rounds_images_per_s}",
+        f"                   CPU {det.cpu_ms_per_image:.1f} ms per image",
     ]
     for r in runs:
         lines.append(f"queue, {r.workers} worker{'s' if r.workers > 1 else ' '}   {r.images_per_s:6.1f} images/s"
-                     f"   {100 * r.vs_detector:5.1f}% of detector only   RSS per worker "
-                     f"{', '.join(f'{m:.0f}' for m in r.worker_rss_mb)} MB (peak "
+                     f"   {100 * r.vs_detector:5.1f}% of detector only   rounds {r.rounds_images_per_s}")
+        lines.append(f"  worker CPU {r.cpu_ms_per_image:.1f} ms per image: detector only needs "
+                     f"{100 * r.cpu_vs_detector:.1f}% of it")
+        lines.append(f"  worker RSS {', '.join(f'{m:.0f}' for m in r.worker_rss_mb)} MB (peak "
                      f"{', '.join(f'{m:.0f}' for m in r.worker_peak_rss_mb)} MB)")
         if r.overhead is not None:
             lines.append(f"  one at a time:   end-to-end {_fmt(r.end_to_end)}")
@@ -348,12 +442,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="weights or ultralytics model (default: $DETBOT_MODEL, else the shapes "
                                         "test model); e.g. yolo26n.yaml for an untrained COCO-sized model")
-    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="images per phase")
+    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="images per round and mode")
     parser.add_argument("--images-dir", type=Path, help="folder of photos (default: ultralytics' bus.jpg, zidane.jpg)")
-    parser.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated")
+    parser.add_argument("--workers", default="1,2", help="worker counts to compare, comma-separated")
     parser.add_argument("--threads", type=int, default=1, help="inference threads per process")
-    parser.add_argument("--sequential", type=int, default=None, help="one-at-a-time jobs for the overhead "
-                                                                       "(default: --images)")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="interleaved rounds; the best is kept")
+    parser.add_argument("--sequential", type=int, default=None,
+                        help="one-at-a-time jobs per round and queue, for the overhead (default: --images / 2)")
     parser.add_argument("--redis-url", help="use this Redis instead of a throwaway embedded one")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     args = parser.parse_args(argv)
@@ -361,19 +456,13 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or default_model()
     images, names = load_images(args.images_dir, args.images)
     counts = [int(c) for c in args.workers.split(",") if c.strip()]
-    sequential = args.images if args.sequential is None else args.sequential
+    sequential = args.images // 2 if args.sequential is None else args.sequential
 
-    det = bench_detector(model, args.threads, images)
-    print(report(model, det, [], names, len(images))[1], flush=True)
-    runs = []
     with redis_url(args.redis_url) as url, tempfile.TemporaryDirectory(prefix="detbot-bench-") as logs:
-        for count in counts:
-            runs.append(bench_queue(url, count, images, model, args.threads, det.images_per_s, sequential,
-                                    Path(logs)))
-            print(report(model, det, runs[-1:], names, len(images))[2], flush=True)
+        det, runs = run_bench(url, model, args.threads, counts, images, args.rounds, sequential, Path(logs))
     print()
-    print("\n".join(report(model, det, runs, names, len(images))))
+    print("\n".join(report(model, det, runs, names, len(images), args.rounds)))
     if args.json:
-        args.json.write_text(json.dumps({"model": model, "images": len(images), "detector": asdict(det),
-                                         "queue": [asdict(r) for r in runs]}, indent=2))
+        args.json.write_text(json.dumps({"model": model, "images": len(images), "rounds": args.rounds,
+                                         "detector": asdict(det), "queue": [asdict(r) for r in runs]}, indent=2))
     return 0

@@ -31,7 +31,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 from rq.utils import now
-from rq.worker import SimpleWorker
+from rq.worker import SimpleWorker, WorkerStatus
 
 from jobs import store, tasks
 from jobs.client import DETECT_JOB, make_queue
@@ -55,6 +55,8 @@ EXIT_WEDGED = 70  # stuck in native code past the job timeout: exit so a supervi
 
 # RQ's own worker heartbeat (its worker key lives worker_ttl + 60 s): once a second is plenty.
 RQ_HEARTBEAT_MIN_INTERVAL = 1.0
+# `rq suspend` takes effect within this long (RQ checks before every job, one round trip each time).
+RQ_SUSPENSION_CHECK_INTERVAL = 1.0
 # How long an orphan marker lives: long enough to be seen by two reaper passes, short enough not to pile up.
 ORPHAN_MARK_TTL = 4 * ORPHAN_GRACE
 
@@ -307,6 +309,7 @@ class DetbotWorker(SimpleWorker):
         self.heartbeat_thread = Heartbeat(self)
         self._interrupted: str | None = None
         self._released = False
+        self._suspension_checked = float("-inf")
 
     # --- start and stop -------------------------------------------------------------------------------
 
@@ -407,6 +410,8 @@ class DetbotWorker(SimpleWorker):
         elif self.current is not None and self._interrupted != self.current.job_id:
             conn.eval(_RELEASE, 1, running_key(self.queues[0].name), self.current.job_id, self.name)
             self._released = True
+            if pipeline is not None:  # RQ sets IDLE right after, in a round trip of its own
+                super().set_state(WorkerStatus.IDLE, pipeline)
 
     # Round trips to Redis are most of the queue's cost per job, and on a busy machine each one waits for
     # redis-server to be scheduled. RQ's bookkeeping is kept; only its redundant writes are dropped.
@@ -426,6 +431,13 @@ class DetbotWorker(SimpleWorker):
         if pipeline is None and state == self._state:
             return  # RQ sets IDLE twice between two jobs
         super().set_state(state, pipeline)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        now_ = time.monotonic()
+        if now_ - self._suspension_checked < RQ_SUSPENSION_CHECK_INTERVAL:
+            return  # RQ checks `rq suspend` before every job, in a round trip of its own
+        self._suspension_checked = now_
+        super().check_for_suspension(burst)
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         job.ended_at = now()  # RQ also beats the job here, for success callbacks; detbot has none
