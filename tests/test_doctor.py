@@ -88,21 +88,25 @@ def test_a_healthy_installation_passes_every_check(tmp_path: Path, shapes_model:
         assert secret not in out.stdout + out.stderr
 
 
-def test_a_second_opencv_a_missing_model_and_an_unreachable_redis_are_each_named(tmp_path: Path) -> None:
+def test_an_opencv_clash_a_missing_gpu_a_missing_model_and_an_unreachable_redis_are_each_named(
+    tmp_path: Path,
+) -> None:
     extra = fake_opencv(tmp_path / "site")
     missing = tmp_path / "weights" / "best.pt"
     url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
-    out = doctor("--check", "opencv", "--check", "model", "--check", "redis", cwd=tmp_path,
-                 PYTHONPATH=with_path(extra), DETBOT_MODEL=str(missing), REDIS_URL=url)
+    out = doctor("--check", "opencv", "--check", "device", "--check", "model", "--check", "redis", cwd=tmp_path,
+                 PYTHONPATH=with_path(extra), DETBOT_MODEL=str(missing), REDIS_URL=url, DETBOT_DEVICE="cuda:99")
     assert out.returncode == 1
     opencv = line(out.stdout, "opencv")
     assert opencv.startswith("FAIL") and "opencv-python 4.10.0.84" in opencv and "opencv-python-headless" in opencv
     assert "fix: pip uninstall -y opencv-python opencv-python-headless" in opencv
+    device = line(out.stdout, "device")  # no machine has a hundred GPUs
+    assert device.startswith("FAIL") and "DETBOT_DEVICE=cuda:99" in device and "fix: set DETBOT_DEVICE=auto" in device
     model = line(out.stdout, "model")
     assert model.startswith("FAIL") and str(missing) in model and "fix: set DETBOT_MODEL" in model
     redis = line(out.stdout, "redis")
     assert redis.startswith("FAIL") and "unreachable" in redis and "fix:" in redis
-    assert "3 problem(s): opencv, model, redis" in out.stdout
+    assert "4 problem(s): opencv, device, model, redis" in out.stdout
     assert PASSWORD not in out.stdout + out.stderr and "Traceback" not in out.stdout + out.stderr
 
 
@@ -112,13 +116,6 @@ def test_a_torchvision_that_does_not_match_torch_is_named(tmp_path: Path) -> Non
     torch = line(out.stdout, "torch")
     assert torch.startswith("FAIL") and "operator torchvision::nms does not exist" in torch
     assert "fix: install both in one command" in torch
-
-
-def test_a_device_that_does_not_exist_is_named(tmp_path: Path) -> None:
-    out = doctor("--check", "device", cwd=tmp_path, DETBOT_DEVICE="cuda:99")
-    assert out.returncode == 1
-    device = line(out.stdout, "device")
-    assert device.startswith("FAIL") and "DETBOT_DEVICE=cuda:99" in device and "fix: set DETBOT_DEVICE=auto" in device
 
 
 def test_redis_without_persistence_is_a_warning_not_a_failure(tmp_path: Path, redis_server: RedisServer) -> None:
