@@ -17,6 +17,7 @@ order (Redis last); on Linux each child also gets SIGTERM if the supervisor itse
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import signal
@@ -216,6 +217,13 @@ class Child:
         return [*self.argv, "--name", self.worker_name] if self.worker_name else list(self.argv)
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
 class Supervisor:
     """Starts, watches, restarts and finally stops the children."""
 
@@ -254,7 +262,7 @@ class Supervisor:
         if child.proc is None or child.running or child.restart_at is not None:
             return
         code = child.proc.returncode
-        what = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
+        what = f"signal {_signal_name(-code)}" if code < 0 else f"status {code}"
         if child.name == "redis":
             self.fatal = f"redis-server exited unexpectedly ({what}); its log is in the data folder"
         elif code in FATAL_EXIT_CODES:
@@ -509,6 +517,16 @@ def log_tail(path: Path, lines: int = 5) -> list[str]:
         return []
 
 
+def _secrets(settings: RunSettings, plan: Plan) -> list[str]:
+    """What must never be printed: the bot token and a Redis password."""
+    from urllib.parse import urlsplit
+
+    found = [settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""]
+    with contextlib.suppress(ValueError):  # an unparsable URL has no password to hide
+        found.append(urlsplit(plan.redis_url).password or "")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     load_dotenv()
@@ -521,8 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(plan, str):
         print(f"detbot run: {plan}", file=sys.stderr)
         return EXIT_USAGE
-    token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""
-    sup = Supervisor(Output([token]))
+    sup = Supervisor(Output(_secrets(settings, plan)))
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, sup.on_signal)
     env = child_env(plan, settings)

@@ -21,7 +21,7 @@ from detector.result import Detection
 from jobs.client import DetectionClient
 from jobs.store import Completion
 from jobs.worker import alive_key
-from tests.conftest import DETBOT, ROOT, detbot_env, free_port
+from tests.conftest import DETBOT, ROOT, RedisServer, detbot_env, free_port
 from tests.images import png_bytes
 from tests.shapes import make_images
 from tests.telegram_stub import TelegramStub, box_lines, encode, full_text, wait_answer
@@ -213,6 +213,27 @@ def test_a_token_telegram_refuses_stops_everything_with_the_reason(tmp_path: Pat
     assert "bot exited with status 2: a setting must be fixed" in out
     assert "TELEGRAM_BOT_TOKEN" in out  # the bot's own line says which setting
     assert "secret-token-value" not in out and "Traceback" not in out
+
+
+def test_an_existing_redis_is_used_as_it_is_and_left_running(tmp_path: Path, runs: list[Run]) -> None:
+    redis = RedisServer(tmp_path / "external")
+    redis.start()
+    try:
+        admin = Redis.from_url(redis.url)
+        admin.config_set("requirepass", "run-redis-password-77")
+        url = f"redis://:run-redis-password-77@127.0.0.1:{redis.port}/0"
+        run = start(runs, tmp_path, "--no-bot", "--workers", "0", REDIS_URL=url)
+        run.wait_output("ready: 0 worker(s)")
+        assert run.children() == []  # no embedded redis-server
+        assert run.stop() == 0
+        assert Redis.from_url(url).ping()  # someone else's Redis is not ours to stop
+        admin.close()
+    finally:
+        redis.stop()
+    out = run.output()
+    assert f"redis://:***@127.0.0.1:{redis.port}/0 (REDIS_URL)" in out
+    assert "run-redis-password-77" not in out
+    assert not (tmp_path / ".detbot").exists()
 
 
 def test_killing_the_supervisor_outright_leaves_no_orphans(tmp_path: Path, runs: list[Run]) -> None:
