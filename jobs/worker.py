@@ -27,6 +27,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import DeserializationError
+from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
@@ -393,12 +394,25 @@ class DetbotWorker(SimpleWorker):
             return
         # Both sides may tighten the timeout: the producer per job, the worker for its hardware.
         job.timeout = min(job.timeout or self.settings.job_timeout, self.settings.job_timeout)
-        super().execute_job(job, queue)
+        # SimpleWorker.execute_job minus prepare_execution, which moves into prepare_job_execution.
+        self.perform_job(job, queue)
+        self.set_state(WorkerStatus.IDLE)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """RQ's prepare_execution and prepare_job_execution, in one transaction instead of two."""
         self.current = CurrentJob(job.id, time.monotonic(), float(job.timeout or self.settings.job_timeout))
         self._released = False
-        super().prepare_job_execution(job, remove_from_intermediate_queue)
+        ttl = self.get_heartbeat_ttl(job)
+        with self.connection.pipeline() as pipe:
+            self.execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            self.set_current_job_id(job.id, pipeline=pipe)  # also records the job in detbot:running
+            self.set_current_job_working_time(0, pipeline=pipe)
+            self.heartbeat(ttl, pipeline=pipe)
+            job.heartbeat(now(), ttl, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.lrem(self.queues[0].intermediate_queue_key, 1, job.id)
+            pipe.execute()
 
     def set_current_job_id(self, job_id: str | None = None, pipeline: Any = None) -> None:
         """RQ calls this in the transaction that starts a job and in the one that ends it: the running-job
@@ -438,6 +452,25 @@ class DetbotWorker(SimpleWorker):
             return  # RQ checks `rq suspend` before every job, in a round trip of its own
         self._suspension_checked = now_
         super().check_for_suspension(burst)
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any) -> None:
+        """RQ's version without job dependencies (detbot jobs have none): no WATCH, no SMEMBERS, one round trip."""
+        execution = self.execution
+        with self.connection.pipeline() as pipe:
+            self.increment_successful_job_count(pipeline=pipe)
+            if job.started_at and job.ended_at:
+                self.increment_total_working_time(job.ended_at - job.started_at, pipe)
+            result_ttl = job.get_result_ttl(self.default_result_ttl)
+            if result_ttl != 0:
+                job._handle_success(
+                    result_ttl, pipeline=pipe, worker_name=self.name,
+                    execution_id=execution.id if execution else None,
+                    execution_started_at=execution.created_at if execution else None,
+                    execution_ended_at=job.ended_at,
+                )
+            job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+            self.cleanup_execution(job, pipeline=pipe)
+            pipe.execute()
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         job.ended_at = now()  # RQ also beats the job here, for success callbacks; detbot has none
