@@ -259,6 +259,8 @@ class Heartbeat(threading.Thread):
             if not self._failing:  # one line per outage, not one per beat
                 log.error("heartbeat: Redis unreachable: %s: %s", type(exc).__name__, exc)
             self._failing = True
+        except Exception as exc:  # the thread must outlive any surprise, or the worker would look dead
+            log.error("heartbeat: %s: %s", type(exc).__name__, exc)
         self.watchdog()
 
     def reclaim_own(self) -> list[Recovered]:
