@@ -83,12 +83,16 @@ class DetectionClient:
             if self.queue.count >= self.max_queued:
                 raise QueueFullError(f"{self.max_queued} jobs are already waiting")
             job_id = uuid.uuid4().hex
-            store.save_job(self.redis, job_id, image, {"confidence": confidence, "classes": classes}, routing or {})
+            # The photo, its record and the RQ job in one transaction: all of them or none.
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.multi()  # explicit, as RQ's enqueue expects of a pipeline handed to it
+            store.queue_save_job(pipe, job_id, image, {"confidence": confidence, "classes": classes}, routing or {})
             # No RQ ttl on purpose: RQ silently drops an expired job; ours still runs and answers image_expired.
             self.queue.enqueue(
                 DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RESULT_TTL,
-                failure_ttl=RESULT_TTL,
+                failure_ttl=RESULT_TTL, pipeline=pipe,
             )
+            pipe.execute()
         return job_id
 
     def position(self, job_id: str) -> int | None:
@@ -122,9 +126,9 @@ class DetectionClient:
     def _read(self, start: str, count: int, block_ms: int | None) -> list[Completion]:
         with _redis_errors():
             self._ensure_group()
-            reply = self.redis.xreadgroup(self.group, self.consumer, {EVENTS_STREAM: start}, count, block_ms)
+            reply: Any = self.redis.xreadgroup(self.group, self.consumer, {EVENTS_STREAM: start}, count, block_ms)
             out: list[Completion] = []
-            for _stream, entries in reply or []:  # type: ignore[union-attr]
+            for _stream, entries in reply or []:
                 for event_id, fields in entries:
                     out.append(self._completion(event_id.decode(), fields))
         return out

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 
 from jobs.defaults import EVENTS_MAXLEN, EVENTS_STREAM, IMAGE_TTL, KEY_PREFIX, RESULT_TTL
 
@@ -77,6 +78,14 @@ class Completion:
 def save_job(redis: Redis, job_id: str, image: bytes, params: dict[str, Any], routing: dict[str, Any]) -> None:
     """Producer side: store the image and the job's record before it is enqueued."""
     pipe = redis.pipeline(transaction=True)
+    queue_save_job(pipe, job_id, image, params, routing)
+    pipe.execute()
+
+
+def queue_save_job(
+    pipe: Pipeline, job_id: str, image: bytes, params: dict[str, Any], routing: dict[str, Any]
+) -> None:
+    """:func:`save_job`'s commands on the caller's pipeline (to enqueue in the same transaction)."""
     pipe.set(image_key(job_id), image, ex=IMAGE_TTL)
     pipe.hset(job_key(job_id), mapping={
         "status": STATUS_QUEUED,
@@ -85,7 +94,6 @@ def save_job(redis: Redis, job_id: str, image: bytes, params: dict[str, Any], ro
         "attempts": 0,
     })
     pipe.expire(job_key(job_id), RESULT_TTL)
-    pipe.execute()
 
 
 def load_image(redis: Redis, job_id: str) -> bytes | None:
