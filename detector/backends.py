@@ -7,9 +7,10 @@ lock keeps two workers from exporting the same model at once. Readers check ever
 entry's manifest, so a partial or damaged entry is exported again rather than loaded.
 
 Running an export needs neither torch nor ultralytics: the image is letterboxed with OpenCV, the model
-runs once, boxes are scaled back to the image with NumPy. The export keeps the head ultralytics' own
-``predict`` uses for the checkpoint (for YOLO26 by default the one-to-many head, followed by a class-aware
-NMS here, the same as ultralytics' own); an end-to-end head's output needs only a confidence filter.
+runs once, boxes are scaled back to the image with NumPy. A model with an end-to-end (one-to-one) head,
+such as YOLO26, is exported and run end to end: no NMS, and its answers stay stable under bf16 rounding
+(with the one-to-many head plus NMS, a rounding difference can let a neighbouring candidate box win).
+Other heads (YOLOv8, YOLO11) are exported raw and get a class-aware NMS here, the same as ultralytics' own.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 EXPORTED_BACKENDS = ("onnx", "openvino")
 # Bump when the layout of a cache entry or the way it is exported changes: old entries are then ignored.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 MANIFEST = "detbot-export.json"
 # A worker waits this long for another worker's export of the same model, then exports without the cache;
 # a nano model exports in seconds, a large one in a few minutes on a slow CPU.
@@ -241,6 +242,14 @@ def _checkpoint_imgsz(yolo: Any) -> int | None:
     return None
 
 
+def has_end2end_head(model: Any) -> bool:
+    """Whether a loaded ultralytics model has a one-to-one (NMS-free) detection head, as YOLO26 does."""
+    try:
+        return getattr(model.model[-1], "one2one_cv2", None) is not None
+    except (AttributeError, IndexError, TypeError):  # not a DetectionModel (an export, a foreign module)
+        return False
+
+
 def export_model(spec: ExportSpec, out: Path, weights_sha256: str) -> dict[str, Any]:
     """Export ``spec`` with ultralytics into the empty folder ``out``; writes and returns the manifest."""
     global _export_count
@@ -259,18 +268,21 @@ def export_model(spec: ExportSpec, out: Path, weights_sha256: str) -> dict[str, 
         if yolo.task != "detect":
             raise ExportError(f"{spec.weights.name} is a {yolo.task} model, not a detection model")
         imgsz = spec.imgsz or _checkpoint_imgsz(yolo) or 640
-        end2end = bool(getattr(yolo.model, "end2end", False))
+        end2end = has_end2end_head(yolo.model)
         kwargs: dict[str, Any] = {
             "format": spec.backend, "imgsz": imgsz, "half": False, "int8": spec.int8, "device": "cpu",
             # Dynamic height and width: each photo runs at its own letterboxed shape, not a padded square.
             "dynamic": True, "simplify": True, "verbose": False,
-            # The head predict() would use: end-to-end only where the checkpoint selects it, as ultralytics does.
+            # nms=False: the NMS-free one-to-one head where the model has one; None: a raw head for our NMS.
             "nms": False if end2end else None,
         }
         if spec.int8:
             if not spec.calibration:
                 raise ExportError("INT8 needs calibration images: set DETBOT_INT8_DATA to a YOLO dataset YAML")
+            if spec.backend == "openvino" and importlib.util.find_spec("nncf") is None:
+                raise ExportError("INT8 with OpenVINO needs the nncf package (pip install nncf)")
             kwargs["data"] = spec.calibration
+            logging.getLogger("nncf").setLevel(logging.WARNING)  # one INFO line per layer otherwise
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             produced = Path(str(yolo.export(**kwargs)))

@@ -173,6 +173,8 @@ class Detector:
             configure_threads(self.threads)
         self.names = {int(k): str(v) for k, v in self._yolo.names.items()}
         self.imgsz = imgsz or _model_imgsz(self._yolo) or FALLBACK_IMGSZ
+        # The same head as the exported backends: NMS-free where the model has one (nms=False), else NMS.
+        self._predict_nms: bool | None = False if backends.has_end2end_head(self._yolo.model) else None
 
     @classmethod
     def from_settings(cls, settings: DetectorSettings, *, warmup: bool = True) -> Detector:
@@ -219,7 +221,7 @@ class Detector:
                 )
             result = self._yolo.predict(
                 image, conf=confidence, classes=ids, max_det=max_det, imgsz=self.imgsz,
-                device=self.device, verbose=False,
+                device=self.device, nms=self._predict_nms, verbose=False,
             )[0]
         data = result.boxes.data.cpu().numpy() if result.boxes is not None else np.zeros((0, 6))
         return np.asarray(data[:, :6], dtype=np.float32)

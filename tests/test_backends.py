@@ -19,8 +19,8 @@ from tests.conftest import DETBOT, ROOT, detbot_env
 from tests.shapes import make_images
 
 # Seeds the shapes model never saw (training used 1, validation 2).
-AGREEMENT_SEED = 1010
-AGREEMENT_IMAGES = 12
+AGREEMENT_SEED = 1000
+AGREEMENT_IMAGES = 24
 # From this confidence up a box must be found by every backend; below it a box may fall on either side
 # of the 0.25 threshold in one backend and not in another without anything being wrong.
 SURE = 0.3
