@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
@@ -200,7 +201,7 @@ def test_two_workers_starting_together_export_once(shapes_model: Path, tmp_path:
 def test_thread_budget_reaches_the_runtimes(shapes_model: Path, cache: Path) -> None:
     for threads in (1, 2):
         ov = Detector(str(shapes_model), backend="openvino", device="cpu", export_dir=cache, threads=threads)
-        assert ov._engine._compiled.get_property("INFERENCE_NUM_THREADS") == threads  # type: ignore[union-attr]
+        assert ov._engine.compiled.get_property("INFERENCE_NUM_THREADS") == threads  # type: ignore[union-attr]
         onnx = Detector(str(shapes_model), backend="onnx", device="cpu", export_dir=cache, threads=threads)
         options = onnx._engine._session.get_session_options()  # type: ignore[union-attr]
         assert options.intra_op_num_threads == threads
@@ -250,3 +251,25 @@ def test_bench_command_measures_every_figure(shapes_model: Path, tmp_path: Path)
     assert set(ov["stages_ms"]) == {"decode_ms", "inference_ms", "annotate_ms"}
     assert rows["baseline"]["ratios"]["p50"] == pytest.approx(1.0)
     assert ov["ratios"]["p50"] == pytest.approx(rows["baseline"]["p50_ms"] / ov["p50_ms"])
+
+
+def test_jpeg_fast_path_decodes_as_pil_does() -> None:
+    from PIL import Image
+
+    from detector import CorruptImageError
+    from detector.image import decode_image
+    from detector.model import decode
+    from tests.images import BUS
+
+    bus = BUS.read_bytes()
+    fast = decode(bus, 10**8)
+    assert fast.shape == (1080, 810, 3)
+    assert np.abs(fast.astype(int) - decode_image(bus)).mean() < 1.0  # same photo, same colour order
+    with pytest.raises(CorruptImageError):
+        decode(bus[: len(bus) // 2], 10**8)  # truncated: no end marker, so the strict PIL path decides
+    rotated = io.BytesIO()
+    im = Image.fromarray(np.zeros((100, 200, 3), np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    im.save(rotated, format="JPEG", exif=exif.tobytes())
+    assert decode(rotated.getvalue(), 10**8).shape == (200, 100, 3)
