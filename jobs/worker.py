@@ -405,7 +405,8 @@ class DetbotWorker(SimpleWorker):
         self.current = CurrentJob(job.id, time.monotonic(), float(job.timeout or self.settings.job_timeout))
         self._released = False
         ttl = self.get_heartbeat_ttl(job)
-        with self.connection.pipeline() as pipe:
+        # No MULTI: half the replies to parse. Any prefix of these writes is a state the reaper handles.
+        with self.connection.pipeline(transaction=False) as pipe:
             self.execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
             self.set_current_job_id(job.id, pipeline=pipe)  # also records the job in detbot:running
@@ -458,7 +459,7 @@ class DetbotWorker(SimpleWorker):
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any) -> None:
         """RQ's version without job dependencies (detbot jobs have none): no WATCH, no SMEMBERS, one round trip."""
         execution = self.execution
-        with self.connection.pipeline() as pipe:
+        with self.connection.pipeline(transaction=False) as pipe:  # as above: no MULTI needed
             self.increment_successful_job_count(pipeline=pipe)
             if job.started_at and job.ended_at:
                 self.increment_total_working_time(job.ended_at - job.started_at, pipe)
