@@ -220,8 +220,8 @@ class Detector:
         """``K×6`` rows (x1, y1, x2, y2, confidence, class) in pixels of ``image``, best first."""
         with self._lock:
             if self._engine is not None and self.export is not None:
-                blob, geometry = backends.letterbox(image, self.imgsz, self.export.stride, self.export.dynamic)
-                output = self._engine(blob)
+                fitted, geometry = backends.letterbox(image, self.imgsz, self.export.stride, self.export.dynamic)
+                output = self._engine(fitted)
                 return backends.postprocess(
                     output, geometry, image.shape[:2], confidence, ids, max_det, self.export.end2end
                 )
