@@ -165,6 +165,8 @@ class Detector:
                         self.backend, weights.name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             return
         self.export, self._engine = export, engine
+        how = "reused from" if export.reused else "exported into"
+        log.info("%s: %s model %s %s in %.1f s", weights.name, self.backend, how, cache, export.seconds)
         self.names = dict(export.names)
         self.imgsz = export.imgsz
 
