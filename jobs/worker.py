@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -343,6 +344,16 @@ class DetbotWorker(SimpleWorker):
         current = self.current
         doing = f"finishing job {current.job_id}, then exiting" if current else "exiting"
         log.info("worker %s: stop requested (SIGTERM/SIGINT), %s", self.name, doing)
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        try:
+            super().request_force_stop(signum, frame)
+        except SystemExit:
+            # Stopping now: further signals would only interrupt the clean-up (or, once the interpreter
+            # shuts down, kill it outright); SIGKILL still works.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            raise
 
     def teardown(self) -> None:
         self.heartbeat_thread.stop()

@@ -6,6 +6,7 @@ a test can act while a job is certainly running: the worker records the job in R
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from rq import Queue
 from jobs import store
 from jobs.client import DetectionClient
 from jobs.defaults import EVENTS_STREAM
-from jobs.worker import is_alive, running_jobs
+from jobs.worker import is_alive, reap, running_jobs
 from tests.conftest import RedisServer
 from tests.shapes import make_images
 from tests.workers import STOP_TIMEOUT, WorkerProcess, start_worker, wait_for
@@ -88,6 +89,35 @@ def test_sigterm_mid_job_finishes_that_job_then_exits_0(
         assert client.queue.get_job_ids() == [second]  # nothing new taken after the signal
         assert not is_alive(redis, worker.name)
         assert running_jobs(redis, client.queue.name) == {}
+
+
+def test_second_sigterm_stops_mid_job_and_the_job_is_requeued_not_lost(
+    redis: Redis, redis_server: RedisServer, shapes_model: Path, tmp_path: Path
+) -> None:
+    with workers(redis_server, tmp_path, {"DETBOT_TEST_JOB_DELAY_MS": FOREVER_MS}) as (worker,):
+        client = DetectionClient(redis)
+        job_id = client.submit(photo(), confidence=0.25)
+        assert worker.wait_busy() == job_id
+
+        worker.proc.send_signal(signal.SIGTERM)  # warm: would wait for the job, which sleeps "forever"
+        wait_for(lambda: "stop requested" in worker.output(), 30, "the first signal to be handled")
+
+        def stopped() -> bool:  # RQ ignores a repeat within 1 s of the first: repeat until it takes
+            if worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGTERM)
+            return worker.proc.poll() is not None
+
+        wait_for(stopped, 30, "the cold stop", interval=0.2)
+        assert worker.proc.wait() == 0
+        assert store.read_completion(redis, job_id) is None  # not answered, not failed
+        assert running_jobs(redis, client.queue.name) == {job_id: worker.name}  # left for the reaper
+        assert not is_alive(redis, worker.name)
+
+        recovered = reap(redis, client.queue, max_attempts=3)  # what any live worker's reaper does
+
+        assert [(r.job_id, r.result) for r in recovered] == [(job_id, "requeued")]
+        assert client.queue.get_job_ids() == [job_id]
+        assert "Traceback" not in worker.output()
 
 
 def test_job_timeout_is_answered_and_the_worker_goes_on(
