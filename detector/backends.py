@@ -7,10 +7,12 @@ lock keeps two workers from exporting the same model at once. Readers check ever
 entry's manifest, so a partial or damaged entry is exported again rather than loaded.
 
 Running an export needs neither torch nor ultralytics: the image is letterboxed with OpenCV, the model
-runs once, boxes are scaled back to the image with NumPy. A model with an end-to-end (one-to-one) head,
-such as YOLO26, is exported and run end to end: no NMS, and its answers stay stable under bf16 rounding
-(with the one-to-many head plus NMS, a rounding difference can let a neighbouring candidate box win).
-Other heads (YOLOv8, YOLO11) are exported raw and get a class-aware NMS here, the same as ultralytics' own.
+runs once, and its raw candidates go through one NumPy post-processing shared by every backend (PyTorch
+included, see :class:`TorchEngine`): ultralytics' class-aware NMS, with each kept box replaced by the
+score-weighted mean of the candidates it suppressed ("merge NMS"). Merging makes the answer a smooth
+function of the scores: with plain NMS a bf16 rounding difference (OpenVINO on CPUs with AVX512-BF16) can
+let a neighbouring candidate win and move a box by several pixels; merged, the backends agree.
+The head used is the one-to-many head plus NMS, as ultralytics' own ``predict`` does by default.
 """
 
 from __future__ import annotations
@@ -40,14 +42,18 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 EXPORTED_BACKENDS = ("onnx", "openvino")
+# What ``auto`` picks on a CPU, best first: OpenVINO was the fastest on every CPU measured (docs/performance.md).
+AUTO_ORDER = ("openvino", "onnx")
 # Bump when the layout of a cache entry or the way it is exported changes: old entries are then ignored.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 MANIFEST = "detbot-export.json"
-# A worker waits this long for another worker's export of the same model, then exports without the cache;
+# A worker waits this long for another worker's export of the same model, then gives up and runs PyTorch;
 # a nano model exports in seconds, a large one in a few minutes on a slow CPU.
 EXPORT_LOCK_TIMEOUT = 600.0
 # How often a waiting worker retries the lock; short next to an export, long next to a syscall.
 LOCK_POLL_INTERVAL = 0.1
+# The size ultralytics' own detection models are trained at; used only when a checkpoint does not say.
+FALLBACK_IMGSZ = 640
 # Grey of ultralytics' letterbox padding: the exported model was trained with it.
 PAD_VALUE = 114
 # ultralytics' NMS IoU for detection (its ``iou`` default); only for heads that are not end-to-end.
@@ -83,7 +89,7 @@ def resolve_backend(requested: str, device: str) -> str:
     if requested == "auto":
         if device != "cpu":
             return "torch"
-        return next((b for b in EXPORTED_BACKENDS[::-1] if installed(b)), "torch")
+        return next((b for b in AUTO_ORDER if installed(b)), "torch")
     if requested in EXPORTED_BACKENDS and not installed(requested):
         log.warning("backend %s requested but its runtime is not installed; using torch", requested)
         return "torch"
@@ -146,8 +152,6 @@ class Export:
     names: dict[int, str]
     imgsz: int
     stride: int
-    end2end: bool
-    dynamic: bool
     reused: bool
     seconds: float
 
@@ -159,8 +163,6 @@ def _manifest_export(entry: Path, manifest: dict[str, Any], reused: bool, second
         names={int(k): str(v) for k, v in manifest["names"].items()},
         imgsz=int(manifest["imgsz"]),
         stride=int(manifest["stride"]),
-        end2end=bool(manifest["end2end"]),
-        dynamic=bool(manifest["dynamic"]),
         reused=reused,
         seconds=seconds,
     )
@@ -236,7 +238,8 @@ def ensure_export(spec: ExportSpec, cache_dir: Path) -> Export:
     return _manifest_export(entry, manifest, False, time.perf_counter() - started)
 
 
-def _checkpoint_imgsz(yolo: Any) -> int | None:
+def checkpoint_imgsz(yolo: Any) -> int | None:
+    """The training size stored in the checkpoint or export metadata, if any."""
     for source in (getattr(yolo, "overrides", None), (getattr(yolo, "ckpt", None) or {}).get("train_args")):
         imgsz = (source or {}).get("imgsz")
         if isinstance(imgsz, int):
@@ -244,14 +247,6 @@ def _checkpoint_imgsz(yolo: Any) -> int | None:
         if isinstance(imgsz, (list, tuple)) and imgsz:
             return int(max(imgsz))
     return None
-
-
-def has_end2end_head(model: Any) -> bool:
-    """Whether a loaded ultralytics model has a one-to-one (NMS-free) detection head, as YOLO26 does."""
-    try:
-        return getattr(model.model[-1], "one2one_cv2", None) is not None
-    except (AttributeError, IndexError, TypeError):  # not a DetectionModel (an export, a foreign module)
-        return False
 
 
 def export_model(spec: ExportSpec, out: Path, weights_sha256: str) -> dict[str, Any]:
@@ -271,14 +266,13 @@ def export_model(spec: ExportSpec, out: Path, weights_sha256: str) -> dict[str, 
         yolo = YOLO(str(source), task="detect")
         if yolo.task != "detect":
             raise ExportError(f"{spec.weights.name} is a {yolo.task} model, not a detection model")
-        imgsz = spec.imgsz or _checkpoint_imgsz(yolo) or 640
-        end2end = has_end2end_head(yolo.model)
+        imgsz = spec.imgsz or checkpoint_imgsz(yolo) or FALLBACK_IMGSZ
         kwargs: dict[str, Any] = {
             "format": spec.backend, "imgsz": imgsz, "half": False, "int8": spec.int8, "device": "cpu",
             # Dynamic height and width: each photo runs at its own letterboxed shape, not a padded square.
             "dynamic": True, "simplify": True, "verbose": False,
-            # nms=False: the NMS-free one-to-one head where the model has one; None: a raw head for our NMS.
-            "nms": False if end2end else None,
+            # The raw one-to-many head (ultralytics' default for predict too); NMS is ours, in postprocess.
+            "nms": None,
         }
         if spec.int8:
             if not spec.calibration:
@@ -289,20 +283,22 @@ def export_model(spec: ExportSpec, out: Path, weights_sha256: str) -> dict[str, 
             logging.getLogger("nncf").setLevel(logging.WARNING)  # one INFO line per layer otherwise
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            produced = Path(str(yolo.export(**kwargs)))
+            produced = yolo.export(**kwargs)
+        if not produced or not Path(str(produced)).exists():
+            raise ExportError(f"ultralytics made no {spec.backend} export of {spec.weights.name}")
         names = {int(k): str(v) for k, v in yolo.names.items()}
         stride = int(max(getattr(yolo.model, "stride", [32])))
+        model_file = _collect(Path(str(produced)), out)
     except ExportError:
         raise
     except Exception as exc:  # ultralytics and the exporters raise anything; the caller falls back
         raise ExportError(f"{type(exc).__name__}: {exc}") from exc
-    model_file = _collect(produced, out)
     shutil.rmtree(work, ignore_errors=True)
     files = {p.name: file_sha256(p) for p in sorted(out.iterdir()) if p.is_file()}
     manifest = {
         "format": CACHE_FORMAT, "backend": spec.backend, "model_file": model_file, "files": files,
         "weights_sha256": weights_sha256, "weights_name": spec.weights.name, "imgsz": imgsz,
-        "stride": stride, "end2end": end2end, "dynamic": True, "int8": spec.int8, "names": names,
+        "stride": stride, "int8": spec.int8, "names": names,
         "versions": runtime_versions(spec.backend),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -397,6 +393,37 @@ class OnnxEngine:
         return np.asarray(self._session.run(None, {self._input: blob})[0])
 
 
+class TorchEngine:
+    """The PyTorch model itself behind the same interface, so all backends share pre- and post-processing
+    (and agree to the pixel where their arithmetic does). Runs on any torch device."""
+
+    def __init__(self, yolo: Any, device: str) -> None:
+        import torch
+
+        self._torch = torch
+        self._device = torch.device(device)
+        model = yolo.model
+        if hasattr(model, "end2end"):
+            model.end2end = False  # the one-to-many head, as the exports; before fuse(), which may drop it
+        self._model = model.fuse(verbose=False).to(self._device).eval()
+        self.stride = int(max(getattr(model, "stride", [32])))
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        blob = self._torch.from_numpy(cv2.dnn.blobFromImage(image, 1 / 255.0, swapRB=True)).to(self._device)
+        with self._torch.inference_mode():
+            out = self._model(blob)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        return np.asarray(out.float().cpu().numpy())
+
+
+def torch_engine(yolo: Any, device: str) -> TorchEngine | None:
+    """A TorchEngine for a PyTorch detection model; None for anything else (an export given as weights)."""
+    model = getattr(yolo, "model", None)
+    if getattr(yolo, "task", None) != "detect" or not hasattr(model, "fuse") or not hasattr(model, "stride"):
+        return None
+    return TorchEngine(yolo, device)
+
+
 def make_engine(export: Export, threads: int) -> Engine:
     if export.backend == "openvino":
         return OpenVINOEngine(export.path, threads)
@@ -436,25 +463,30 @@ def letterbox(image: np.ndarray, imgsz: int, stride: int, rect: bool) -> tuple[n
     return np.ascontiguousarray(image), Letterbox(gain, left, top)
 
 
-def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy NMS on xyxy boxes sorted by descending score; indices of the kept boxes."""
+def merge_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy NMS on xyxy boxes sorted by descending score, as ultralytics/torchvision do it; returns the
+    kept indices and, for each, the score-weighted mean box of it and the candidates it suppressed."""
     x1, y1, x2, y2 = boxes.T
     areas = (x2 - x1) * (y2 - y1)
     order = np.arange(len(boxes))
-    keep = []
+    keep, merged = [], []
     while order.size:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
+        i, rest = order[0], order[1:]
         w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
         h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
         inter = w * h
-        order = rest[inter / (areas[i] + areas[rest] - inter + 1e-9) <= iou]
-    return np.asarray(keep, dtype=np.int64)
+        overlap = inter / (areas[i] + areas[rest] - inter + 1e-9) > iou
+        group = np.concatenate([[i], rest[overlap]])
+        weights = scores[group, None]
+        keep.append(i)
+        merged.append((boxes[group] * weights).sum(axis=0) / weights.sum())
+        order = rest[~overlap]
+    return np.asarray(keep, dtype=np.int64), np.asarray(merged, dtype=np.float32).reshape(-1, 4)
 
 
 def decode_raw(output: np.ndarray, confidence: float) -> np.ndarray:
-    """A raw head's ``1×(4+nc)×N`` output to ``K×6`` rows (x1, y1, x2, y2, conf, class) after NMS."""
+    """A raw head's ``1×(4+nc)×N`` output (xywh, class scores) to ``K×6`` rows (x1, y1, x2, y2, conf,
+    class) after merge NMS, best first."""
     pred = output[0]
     scores = pred[4:].max(axis=0)  # along the contiguous axis: a fraction of a millisecond for 80×8400
     keep = scores > confidence
@@ -465,8 +497,10 @@ def decode_raw(output: np.ndarray, confidence: float) -> np.ndarray:
     xy, wh = cand[:, :2], cand[:, 2:4] / 2
     rows = np.concatenate([xy - wh, xy + wh, conf[:, None], cls[:, None].astype(np.float32)], axis=1)
     rows = rows[np.argsort(-conf, kind="stable")][:MAX_NMS_CANDIDATES]
-    keep_idx = _nms(rows[:, :4] + rows[:, 5:6] * NMS_CLASS_OFFSET, rows[:, 4], NMS_IOU)
-    return rows[keep_idx]
+    kept, merged = merge_nms(rows[:, :4] + rows[:, 5:6] * NMS_CLASS_OFFSET, rows[:, 4], NMS_IOU)
+    out = rows[kept]
+    out[:, :4] = merged - out[:, 5:6] * NMS_CLASS_OFFSET
+    return out
 
 
 def postprocess(
@@ -476,14 +510,9 @@ def postprocess(
     confidence: float,
     class_ids: Sequence[int] | None,
     max_det: int,
-    end2end: bool,
 ) -> np.ndarray:
-    """Model output to ``K×6`` rows in pixels of the original image, best first, at most ``max_det``."""
-    if end2end:
-        rows = output[0]
-        rows = rows[rows[:, 4] > confidence]
-    else:
-        rows = decode_raw(output, confidence)
+    """Raw model output to ``K×6`` rows in pixels of the original image, best first, at most ``max_det``."""
+    rows = decode_raw(output, confidence)
     if class_ids is not None:
         rows = rows[np.isin(rows[:, 5].astype(np.int64), np.asarray(class_ids))]
     rows = rows[np.argsort(-rows[:, 4], kind="stable")][:max_det].astype(np.float32)

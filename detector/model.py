@@ -34,8 +34,6 @@ from detector.settings import (
 
 log = logging.getLogger(__name__)
 
-# The size ultralytics' own detection models are trained at; used only when a checkpoint does not say.
-FALLBACK_IMGSZ = 640
 # The EXIF tag saying how a camera held the photo; anything but 1 (upright) needs a turn when decoded.
 EXIF_ORIENTATION = 0x0112
 # One inference thread per worker process on a CPU: one worker per core then uses every core, none fight.
@@ -48,17 +46,6 @@ PALETTE = tuple(
         "00B4FF", "DD00BA", "00FFFF", "26C000", "01FFB3", "7D24FF", "7B0068", "FF1B6C", "FC6D2F", "A2FF0B",
     )
 )
-
-
-def _model_imgsz(model: Any) -> int | None:
-    """The training size stored in the checkpoint or export metadata, if any."""
-    for source in (getattr(model, "overrides", None), (getattr(model, "ckpt", None) or {}).get("train_args")):
-        imgsz = (source or {}).get("imgsz")
-        if isinstance(imgsz, int):
-            return imgsz
-        if isinstance(imgsz, (list, tuple)) and imgsz:
-            return int(max(imgsz))
-    return None
 
 
 def _maybe_gpu() -> bool:
@@ -135,6 +122,7 @@ class Detector:
         self.backend = backends.resolve_backend(backend, self.device)
         self.export: backends.Export | None = None
         self._engine: backends.Engine | None = None
+        self._stride = 32
         self._yolo: Any = None
         self._lock = threading.Lock()
         weights_path = Path(model)
@@ -144,7 +132,7 @@ class Detector:
             weights_path = Path(getattr(self._yolo, "ckpt_path", None) or model)
         if self.backend != "torch" and weights_path.is_file() and weights_path.suffix == ".pt":
             self._load_export(weights_path, imgsz, export_dir, int8, int8_data)
-        if self._engine is None:
+        if self.export is None:
             self.backend = "torch"
             self._load_torch(imgsz)
         self._ids_by_name = {v.lower(): k for k, v in self.names.items()}
@@ -164,7 +152,7 @@ class Detector:
             log.warning("%s backend unavailable for %s, using torch: %s: %s",
                         self.backend, weights.name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             return
-        self.export, self._engine = export, engine
+        self.export, self._engine, self._stride = export, engine, export.stride
         how = "reused from" if export.reused else "exported into"
         log.info("%s: %s model %s %s in %.1f s", weights.name, self.backend, how, cache, export.seconds)
         self.names = dict(export.names)
@@ -176,9 +164,10 @@ class Detector:
         if str(self.device) == "cpu":
             configure_threads(self.threads)
         self.names = {int(k): str(v) for k, v in self._yolo.names.items()}
-        self.imgsz = imgsz or _model_imgsz(self._yolo) or FALLBACK_IMGSZ
-        # The same head as the exported backends: NMS-free where the model has one (nms=False), else NMS.
-        self._predict_nms: bool | None = False if backends.has_end2end_head(self._yolo.model) else None
+        self.imgsz = imgsz or backends.checkpoint_imgsz(self._yolo) or backends.FALLBACK_IMGSZ
+        engine = backends.torch_engine(self._yolo, self.device)
+        if engine is not None:  # else (an exported file given as weights) ultralytics' predictor runs it
+            self._engine, self._stride = engine, engine.stride
 
     @classmethod
     def from_settings(cls, settings: DetectorSettings, *, warmup: bool = True) -> Detector:
@@ -204,7 +193,7 @@ class Detector:
         """Inference on blank images so the first real photos do not pay for lazy initialisation: a square
         one, and for an exported model also 4:3 and 3:4 ones (each input shape is compiled once)."""
         side, short = self.imgsz, self.imgsz * 3 // 4
-        shapes = [(side, side), (short, side), (side, short)] if self._engine is not None else [(side, side)]
+        shapes = [(side, side), (short, side), (side, short)] if self.export is not None else [(side, side)]
         for h, w in shapes:
             self._predict(np.full((h, w, 3), 114, np.uint8), 0.5, None, 1)
 
@@ -221,15 +210,13 @@ class Detector:
     def _predict(self, image: np.ndarray, confidence: float, ids: list[int] | None, max_det: int) -> np.ndarray:
         """``K×6`` rows (x1, y1, x2, y2, confidence, class) in pixels of ``image``, best first."""
         with self._lock:
-            if self._engine is not None and self.export is not None:
-                fitted, geometry = backends.letterbox(image, self.imgsz, self.export.stride, self.export.dynamic)
+            if self._engine is not None:
+                fitted, geometry = backends.letterbox(image, self.imgsz, self._stride, rect=True)
                 output = self._engine(fitted)
-                return backends.postprocess(
-                    output, geometry, image.shape[:2], confidence, ids, max_det, self.export.end2end
-                )
+                return backends.postprocess(output, geometry, image.shape[:2], confidence, ids, max_det)
             result = self._yolo.predict(
                 image, conf=confidence, classes=ids, max_det=max_det, imgsz=self.imgsz,
-                device=self.device, nms=self._predict_nms, verbose=False,
+                device=self.device, verbose=False,
             )[0]
         data = result.boxes.data.cpu().numpy() if result.boxes is not None else np.zeros((0, 6))
         return np.asarray(data[:, :6], dtype=np.float32)

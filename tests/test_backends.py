@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -86,23 +87,32 @@ def test_export_is_cached_and_reused(shapes_model: Path, cache: Path, backend: s
 def test_backends_agree_with_torch(
     shapes_model: Path, cache: Path, torch_detector: Detector, backend: str
 ) -> None:
+    """Every backend finds the same objects as PyTorch: each drawn shape that one of them finds clearly
+    (confidence >= SURE) the other finds too, same class, boxes at IoU >= 0.9, confidences within 0.05.
+    An object's box is the most confident box of its class on it (IoU >= 0.5): a duplicate next to it that
+    one backend merges and the other keeps is not another object."""
     fast = Detector(str(shapes_model), backend=backend, device="cpu", export_dir=cache)
     assert fast.backend == backend
     checked = 0
     for img, shapes in make_images(AGREEMENT_SEED, AGREEMENT_IMAGES):
         ref = torch_detector.detect(img, 0.25)
         got = fast.detect(img, 0.25)
-        for a, b_list in ((ref, got.boxes), (got, ref.boxes)):
-            for box in a.boxes:
-                if box.confidence < SURE:
-                    continue
-                partner = best_partner(box, b_list)
-                assert partner is not None, f"{backend}: no {box.class_name} near {box.xyxy}"
-                assert iou(partner.xyxy, box.xyxy) >= 0.9, (box, partner)
-                assert abs(partner.confidence - box.confidence) <= 0.05, (box, partner)
-                checked += 1
-        assert len(got.boxes) >= len(shapes) - 1  # the model is good: the comparison is about real objects
-    assert checked >= 2 * 2 * AGREEMENT_IMAGES
+        for shape in shapes:
+            a, b = object_box(ref.boxes, shape), object_box(got.boxes, shape)
+            sure = max(x.confidence for x in (a, b) if x is not None) if (a or b) else 0.0
+            if sure < SURE:
+                continue
+            assert a is not None and b is not None, f"{backend}: {shape} found by one only: {a} {b}"
+            assert iou(a.xyxy, b.xyxy) >= 0.9, (a, b)
+            assert abs(a.confidence - b.confidence) <= 0.05, (a, b)
+            checked += 1
+    assert checked >= 2 * AGREEMENT_IMAGES  # several objects per image: the comparison means something
+
+
+def object_box(boxes: Sequence[Box], shape: Any) -> Box | None:
+    """The most confident box of the shape's class lying on it (IoU >= 0.5), if any."""
+    on_it = [b for b in boxes if b.class_name == shape.name and iou(b.xyxy, shape.box) >= 0.5]
+    return max(on_it, key=lambda b: b.confidence) if on_it else None
 
 
 def test_annotated_output_from_an_exported_backend(shapes_model: Path, cache: Path) -> None:
@@ -213,8 +223,9 @@ def test_auto_backend_choice() -> None:
     assert backends.resolve_backend("onnx", "cpu") == "onnx"
 
 
-def test_nms_for_heads_that_are_not_end_to_end() -> None:
-    """Our NumPy NMS (for YOLO11/YOLOv8-style raw outputs) keeps what ultralytics' own NMS keeps."""
+def test_merge_nms_keeps_what_ultralytics_keeps() -> None:
+    """Our NumPy NMS keeps the candidates ultralytics' own NMS keeps; each box is then the score-weighted
+    mean of the candidates it suppressed, so it moves a little, towards its neighbours, never far."""
     import torch
     from ultralytics.utils.nms import non_max_suppression
 
@@ -230,8 +241,10 @@ def test_nms_for_heads_that_are_not_end_to_end() -> None:
     ref = non_max_suppression(torch.from_numpy(raw), 0.25, backends.NMS_IOU, max_det=1000)[0].numpy()
     assert 10 < len(ref) < 0.5 * (raw[0, 4:].max(axis=0) > 0.25).sum()  # NMS really removed boxes
     assert ours.shape == ref.shape
-    order = lambda rows: rows[np.argsort(-rows[:, 4])]  # noqa: E731
-    np.testing.assert_allclose(order(ours), order(ref), atol=1e-3)
+    ours, ref = ours[np.argsort(-ours[:, 4])], ref[np.argsort(-ref[:, 4])]
+    np.testing.assert_allclose(ours[:, 4:], ref[:, 4:], atol=1e-6)  # same candidates kept, same classes
+    moved = [iou(tuple(a[:4]), tuple(b[:4])) for a, b in zip(ours, ref, strict=True)]
+    assert min(moved) > 0.8 and sum(m < 0.999 for m in moved) > 5  # merged: moved, but only a little
 
 
 def test_bench_command_measures_every_figure(shapes_model: Path, tmp_path: Path) -> None:
