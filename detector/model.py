@@ -153,6 +153,7 @@ class Detector:
                         self.backend, weights.name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             return
         self.export, self._engine, self._stride = export, engine, export.stride
+        self._yolo = None  # a model ultralytics downloaded for the export is not needed any more
         how = "reused from" if export.reused else "exported into"
         log.info("%s: %s model %s %s in %.1f s", weights.name, self.backend, how, cache, export.seconds)
         self.names = dict(export.names)
