@@ -132,6 +132,8 @@ class Detector:
             weights_path = Path(getattr(self._yolo, "ckpt_path", None) or model)
         if self.backend != "torch" and weights_path.is_file() and weights_path.suffix == ".pt":
             self._load_export(weights_path, imgsz, export_dir, int8, int8_data)
+        elif self.backend != "torch":
+            log.info("%s is not a .pt checkpoint, so it is not exported: PyTorch/ultralytics runs it", model)
         if self.export is None:
             self.backend = "torch"
             self._load_torch(imgsz)
