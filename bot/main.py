@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "Settings come from the environment; see docs/bot.md.")
     parser.parse_args(argv)
     try:
-        settings = BotSettings()  # type: ignore[call-arg]
+        settings = BotSettings()
     except ValidationError as exc:
         print(_settings_error(exc), file=sys.stderr)
         return 2

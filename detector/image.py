@@ -28,7 +28,7 @@ def _pil_open(data: bytes) -> Image.Image:
     """PIL's own ``Image.open``: ultralytics replaces it with one that tries to pip-install a HEIF plugin."""
     patches = sys.modules.get("ultralytics.utils.patches")
     opener = getattr(patches, "_image_open", None) or Image.open
-    return opener(io.BytesIO(data))  # type: ignore[no-any-return]
+    return opener(io.BytesIO(data))
 
 
 def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

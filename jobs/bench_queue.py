@@ -115,7 +115,7 @@ def default_model() -> str:
     shapes = Path(__file__).resolve().parent.parent / "tests" / "assets" / "shapes.pt"
     if "DETBOT_MODEL" not in os.environ and shapes.exists():
         return str(shapes)
-    return DetectorSettings().model  # type: ignore[call-arg]  # filled from the environment
+    return DetectorSettings().model
 
 
 # --- detector only ------------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def load_detector(model: str, threads: int, warmup: list[bytes]) -> Any:
 
     configure_threads(threads)
     cv2.setNumThreads(0)
-    settings = DetectorSettings(model=model, threads=threads)  # type: ignore[call-arg]
+    settings = DetectorSettings(model=model, threads=threads)
     detector = Detector.from_settings(settings)
     for data in warmup:
         detector.detect_annotated(data, BENCH_CONFIDENCE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
 
 # name -> (module:function taking argv, one-line help). Dotted paths keep this module free of heavy imports.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -17,7 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _load(target: str):  # type: ignore[no-untyped-def]
+def _load(target: str) -> Callable[[list[str]], int | None]:
     module, _, func = target.partition(":")
     return getattr(importlib.import_module(module), func)
 

@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     load_dotenv()
     try:
-        settings = DoctorSettings()  # type: ignore[call-arg]  # pydantic-settings fills the fields from the environment
+        settings = DoctorSettings()
     except ValueError as exc:  # pydantic's ValidationError: a malformed DETBOT_* value
         print(f"FAIL  settings  {_error(exc)}\n{'':<15} fix: correct the variable named above", flush=True)
         return 1

@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     load_dotenv()
     try:
-        settings = RunSettings()  # type: ignore[call-arg]  # pydantic-settings fills the fields from the environment
+        settings = RunSettings()
     except ValueError as exc:  # pydantic's ValidationError
         print(f"detbot run: invalid settings: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_USAGE

@@ -49,4 +49,4 @@ class WorkerSettings(DetectorSettings):
 
 def load_settings() -> WorkerSettings:
     """Read the settings from the environment (``main()`` calls this once; never at import time)."""
-    return WorkerSettings()  # type: ignore[call-arg]  # pydantic-settings fills the fields from the environment
+    return WorkerSettings()

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from redis import Redis
 from tests.shapes import MODEL_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
+# Exported OpenVINO/ONNX models of the test model: one cache for every test process, outside the home folder.
+TEST_EXPORT_DIR = Path(tempfile.gettempdir()) / "detbot-test-exports"
 # A redis-server that is not ready after this long is broken, not slow.
 REDIS_START_TIMEOUT = 20.0
 
@@ -110,13 +113,16 @@ def detector(shapes_model: Path):  # type: ignore[no-untyped-def]
     """One Detector on the shapes model for the whole session (loading is the slow part)."""
     from detector.model import Detector
 
-    return Detector(str(shapes_model))
+    return Detector(str(shapes_model), export_dir=TEST_EXPORT_DIR)
 
 
 def detbot_env(**extra: str) -> dict[str, str]:
     """Environment for detbot subprocesses: the shapes model, offline ultralytics, this interpreter's path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DETBOT_", "TELEGRAM_", "REDIS_"))}
-    env.update({"DETBOT_MODEL": str(MODEL_PATH), "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    env.update({
+        "DETBOT_MODEL": str(MODEL_PATH), "DETBOT_EXPORT_DIR": str(TEST_EXPORT_DIR),
+        "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+    })
     env.update(extra)
     return env
 
