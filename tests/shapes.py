@@ -37,6 +37,15 @@ class Shape:
     box: tuple[float, float, float, float]
 
 
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two x1, y1, x2, y2 boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A noisy background: a random colour gradient plus Gaussian noise."""
     c0 = rng.integers(0, 256, 3).astype(np.float32)

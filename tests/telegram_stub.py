@@ -617,14 +617,6 @@ def box_lines(text: str) -> list[tuple[int, str, float, tuple[int, int, int, int
     return out
 
 
-def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def image_size(data: bytes) -> tuple[int, int]:
     """Width and height of a real, fully decodable image (fails on anything else)."""
     with Image.open(io.BytesIO(data)) as img:

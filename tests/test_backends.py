@@ -18,7 +18,7 @@ import pytest
 from detector import Box, backends
 from detector.model import Detector
 from tests.conftest import DETBOT, ROOT, detbot_env
-from tests.shapes import make_images
+from tests.shapes import iou, make_images
 
 # Seeds the shapes model never saw (training used 1, validation 2).
 AGREEMENT_SEED = 1000
@@ -39,14 +39,6 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def torch_detector(shapes_model: Path) -> Detector:
     return Detector(str(shapes_model), backend="torch", device="cpu")
-
-
-def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def best_partner(box: Box, boxes: Sequence[Box]) -> Box | None:

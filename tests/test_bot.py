@@ -20,7 +20,7 @@ from redis import Redis
 
 from jobs.defaults import EVENTS_GROUP, EVENTS_STREAM
 from tests.conftest import RedisServer
-from tests.shapes import Shape, make_images
+from tests.shapes import Shape, iou, make_images
 from tests.telegram_stub import (
     BotProcess,
     TelegramStub,
@@ -29,7 +29,6 @@ from tests.telegram_stub import (
     encode,
     full_text,
     image_size,
-    iou,
     wait_answer,
 )
 from tests.workers import running_workers

@@ -24,19 +24,11 @@ from detector.image import decode_image
 from detector.model import encode_jpeg
 from detector.settings import MAX_ANNOTATED_SIDE
 from tests.images import BUS, encode, huge_png, png_bytes
-from tests.shapes import make_images
+from tests.shapes import iou, make_images
 
 # Seeds the model never saw (training used 1, validation 2).
 FRESH_SEED = 1001
 FRESH_IMAGES = 12
-
-
-def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def unmatched(det: Detection, shapes: list) -> list:  # type: ignore[type-arg]

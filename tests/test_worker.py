@@ -26,7 +26,7 @@ from jobs.defaults import EVENTS_STREAM, QUEUE_NAME
 from jobs.store import Completion
 from jobs.worker import running_key
 from tests.conftest import RedisServer, free_port
-from tests.shapes import make_images
+from tests.shapes import iou, make_images
 from tests.workers import WorkerProcess, start_worker, wait_for
 
 # A completion on an idle worker takes well under a second; this only bounds a broken test.
@@ -83,14 +83,6 @@ def jpeg(image: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
     assert ok
     return buf.tobytes()
-
-
-def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def png_header_only(width: int, height: int) -> bytes:
