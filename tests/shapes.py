@@ -23,10 +23,10 @@ MODEL_PATH = ASSETS / "shapes.pt"
 # Seeds: training and validation images come from these; tests use other seeds so the model never saw them.
 TRAIN_SEED = 1
 VAL_SEED = 2
-TRAIN_IMAGES = 600
+TRAIN_IMAGES = 900
 VAL_IMAGES = 120
 IMGSZ = 256
-EPOCHS = 20
+EPOCHS = 30
 
 
 @dataclass(frozen=True)

@@ -82,13 +82,13 @@ def settled(world: World) -> bool:
 
 def assert_matches_truth(text: str, shapes: list[Shape], confidence: float) -> None:
     """The answer lists the drawn shapes: all boxes at the threshold, the count in the summary line, and
-    at least 3 in 4 shapes found with their class (IoU > 0.5; the small test model is good, not perfect)."""
+    every drawn shape found with its class (IoU > 0.5)."""
     boxes = box_lines(text)
     assert boxes, text
     assert all(conf >= confidence for _, _, conf, _ in boxes)
     assert text.startswith(f"{len(boxes)} object")
     found = [s for s in shapes if any(n == s.name and iou(b, s.box) > 0.5 for _, n, _, b in boxes)]
-    assert 4 * len(found) >= 3 * len(shapes), (shapes, text)
+    assert len(found) == len(shapes), (shapes, text)
 
 
 # -- private chats --------------------------------------------------------------------------------------
