@@ -75,9 +75,13 @@ def load_yolo(weights: str) -> Any:
     try:
         return YOLO(weights, task="detect")
     except Exception as exc:  # ultralytics raises anything from FileNotFoundError to ConnectionError
-        where = "a file that does not exist" if "/" in weights or Path(weights).suffix not in (".pt", "") else (
-            "not on disk and could not be downloaded (no internet?)"
-        )
+        path = Path(weights)
+        if path.exists():
+            where = f"the file is not loadable YOLO weights ({type(exc).__name__})"
+        elif "/" in weights or path.suffix not in (".pt", ""):
+            where = "a file that does not exist"
+        else:
+            where = "not on disk and could not be downloaded (no internet?)"
         raise ModelLoadError(
             f"Cannot load the YOLO model {weights!r}: {where}. Set DETBOT_MODEL to the path of YOLO weights "
             f"(e.g. DETBOT_MODEL=/models/best.pt) or to an ultralytics model name such as yolo26n.pt."

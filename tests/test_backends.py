@@ -204,6 +204,8 @@ def test_thread_budget_reaches_the_runtimes(shapes_model: Path, cache: Path) -> 
     for threads in (1, 2):
         ov = Detector(str(shapes_model), backend="openvino", device="cpu", export_dir=cache, threads=threads)
         assert ov._engine.compiled.get_property("INFERENCE_NUM_THREADS") == threads  # type: ignore[union-attr]
+        # Unpinned: pinned workers all land on the same first core and two workers run at the speed of one.
+        assert ov._engine.compiled.get_property("ENABLE_CPU_PINNING") is False  # type: ignore[union-attr]
         onnx = Detector(str(shapes_model), backend="onnx", device="cpu", export_dir=cache, threads=threads)
         options = onnx._engine._session.get_session_options()  # type: ignore[union-attr]
         assert options.intra_op_num_threads == threads

@@ -240,3 +240,19 @@ def test_real_photo_runs(detector) -> None:  # type: ignore[no-untyped-def]
 
 def test_inference_size_is_the_models_own(detector) -> None:  # type: ignore[no-untyped-def]
     assert detector.imgsz == 256  # trained at 256 px; running it at 640 would miss large shapes
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [("missing.pt", None, "does not exist"), ("broken.pt", b"not a checkpoint", "not loadable YOLO weights")],
+)
+def test_unloadable_model_is_one_clear_error(tmp_path, name: str, content: bytes | None, reason: str) -> None:  # type: ignore[no-untyped-def]
+    from detector import ModelLoadError
+    from detector.model import Detector
+
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ModelLoadError, match=reason) as info:
+        Detector(str(path), backend="torch")
+    assert "DETBOT_MODEL" in str(info.value) and "\n" not in str(info.value)
