@@ -23,7 +23,7 @@ from jobs.defaults import EVENTS_STREAM
 from jobs.worker import is_alive, reap, running_jobs
 from tests.conftest import RedisServer
 from tests.shapes import make_images
-from tests.workers import STOP_TIMEOUT, WorkerProcess, start_worker, wait_for
+from tests.workers import STOP_TIMEOUT, WorkerProcess, running_workers, wait_for
 
 # The issue's promise: a job whose worker was SIGKILLed is answered within a minute of the kill.
 RECOVERY_DEADLINE = 60.0
@@ -59,14 +59,8 @@ def workers(
     redis_server: RedisServer, tmp_path: Path, *envs: dict[str, str], **kw: str
 ) -> Iterator[list[WorkerProcess]]:
     """Start one worker per ``envs`` entry together (they load the model in parallel) and wait all READY."""
-    started = [start_worker(redis_server.url, env=env, log_dir=tmp_path, wait=False, **kw) for env in envs]
-    try:
-        for w in started:
-            w.wait_ready()
+    with running_workers(redis_server.url, envs=list(envs), log_dir=tmp_path, **kw) as started:
         yield started
-    finally:
-        for w in started:
-            w.close()
 
 
 def test_sigterm_mid_job_finishes_that_job_then_exits_0(

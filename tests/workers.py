@@ -160,10 +160,14 @@ def start_worker(
 
 
 @contextlib.contextmanager
-def running_workers(redis_url: str, count: int = 1, **kwargs: object) -> Iterator[list[WorkerProcess]]:
-    """``count`` workers started together (they load their models in parallel), all READY; stopped on exit."""
+def running_workers(
+    redis_url: str, count: int = 1, *, envs: list[dict[str, str]] | None = None, **kwargs: object
+) -> Iterator[list[WorkerProcess]]:
+    """``count`` workers (or one per ``envs`` entry, each with its own extra environment) started together
+    (they load their models in parallel), all READY; stopped on exit."""
     kwargs = {**kwargs, "wait": False}
-    workers = [start_worker(redis_url, **kwargs) for _ in range(count)]  # type: ignore[arg-type]
+    envs = envs if envs is not None else [{} for _ in range(count)]
+    workers = [start_worker(redis_url, env=env, **kwargs) for env in envs]  # type: ignore[arg-type]
     try:
         for w in workers:
             w.wait_ready()
