@@ -161,12 +161,17 @@ def start_worker(
 
 @contextlib.contextmanager
 def running_workers(
-    redis_url: str, count: int = 1, *, envs: list[dict[str, str]] | None = None, **kwargs: object
+    redis_url: str,
+    count: int = 1,
+    *,
+    env: dict[str, str] | None = None,
+    envs: list[dict[str, str]] | None = None,
+    **kwargs: object,
 ) -> Iterator[list[WorkerProcess]]:
-    """``count`` workers (or one per ``envs`` entry, each with its own extra environment) started together
-    (they load their models in parallel), all READY; stopped on exit."""
+    """``count`` workers with the extra environment ``env`` (or one worker per ``envs`` entry, each with its
+    own) started together (they load their models in parallel), all READY; stopped on exit."""
     kwargs = {**kwargs, "wait": False}
-    envs = envs if envs is not None else [{} for _ in range(count)]
+    envs = envs if envs is not None else [dict(env or {}) for _ in range(count)]
     workers = [start_worker(redis_url, env=env, **kwargs) for env in envs]  # type: ignore[arg-type]
     try:
         for w in workers:
