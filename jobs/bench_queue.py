@@ -22,7 +22,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -31,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from jobs.cli import DETBOT
 
 # A worker not READY after this long (torch import + model load + export on a slow CPU) is broken.
 WORKER_READY_TIMEOUT = 600.0
@@ -50,7 +51,6 @@ DEFAULT_ROUNDS = 3
 WARMUP_JOBS = 3
 # Confidence of every bench job: the default a chat would use.
 BENCH_CONFIDENCE = 0.25
-DETBOT = [sys.executable, "-m", "jobs.cli"]
 
 
 @dataclass

@@ -7,6 +7,9 @@ import importlib
 import sys
 from collections.abc import Callable
 
+# How detbot starts its own subcommands as child processes: this interpreter, this code, no PATH lookup.
+DETBOT = [sys.executable, "-m", "jobs.cli"]
+
 # name -> (module:function taking argv, one-line help). Dotted paths keep this module free of heavy imports.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("detector.cli:main", "detect objects in image files and print the boxes"),

@@ -34,6 +34,7 @@ from typing import IO
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobs.cli import DETBOT
 from jobs.defaults import JOB_TIMEOUT, QUEUE_NAME
 
 # A redis-server that is not answering after this long is broken, not slow.
@@ -64,7 +65,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-DETBOT = [sys.executable, "-m", "jobs.cli"]
 
 
 class RunSettings(BaseSettings):

@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from jobs.cli import DETBOT as DETBOT  # re-exported: the tests start detbot subcommands with it
 from tests.shapes import MODEL_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,4 +127,3 @@ def detbot_env(**extra: str) -> dict[str, str]:
     return env
 
 
-DETBOT = [sys.executable, "-m", "jobs.cli"]
