@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from jobs.metrics import Health, serve_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -48,35 +49,14 @@ class BotMetrics:
         self.queue_depth.set_function(read)
 
 
-def _handler(metrics: BotMetrics, healthy: Callable[[], dict[str, bool]]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] == "/metrics":
-                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
-            elif self.path.split("?")[0] == "/healthz":
-                checks = healthy()
-                body = json.dumps({"ok": all(checks.values()), **checks}).encode()
-                self._send(200 if all(checks.values()) else 503, body, "application/json")
-            else:
-                self._send(404, b"not found\n", "text/plain")
-
-        def _send(self, code: int, body: bytes, content_type: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # a scrape every few seconds is not worth a log line
-
-    return Handler
-
-
 def serve(metrics: BotMetrics, healthy: Callable[[], dict[str, bool]], host: str, port: int) -> ThreadingHTTPServer:
     """Start the endpoint in a daemon thread; returns the server (``server_address`` has the real port)."""
-    server = ThreadingHTTPServer((host, port), _handler(metrics, healthy))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+
+    def health() -> Health:
+        checks = healthy()
+        body = json.dumps({"ok": all(checks.values()), **checks}).encode()
+        return 200 if all(checks.values()) else 503, body, "application/json"
+
+    server = serve_endpoints(metrics.registry, health, host, port, "metrics")
     log.info("metrics and health on http://%s:%d/metrics and /healthz", *server.server_address[:2])
     return server

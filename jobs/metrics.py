@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -20,6 +21,44 @@ if TYPE_CHECKING:
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Seconds from submit to completion: includes waiting in the queue, which can reach minutes when busy.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+# What a health check answers: HTTP status, body, content type.
+Health = tuple[int, bytes, str]
+
+
+def serve_endpoints(
+    registry: CollectorRegistry, health: Callable[[], Health], host: str, port: int, name: str
+) -> ThreadingHTTPServer:
+    """``/metrics`` (Prometheus text) and ``/healthz`` from a daemon thread; bot and worker both use it.
+
+    Returns the server; ``server_address`` has the bound port (``port`` 0 picks a free one).
+    """
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/health"):
+                self._reply(*health())
+            else:
+                self._reply(404, b"not found\n", "text/plain")
+
+        def _reply(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # scrapes are not worth a log line
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+    return server
 
 
 class WorkerMetrics:
@@ -74,33 +113,11 @@ class WorkerMetrics:
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics and /healthz from a daemon thread; returns the bound port (0 picks a free one)."""
-        metrics = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._reply(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
-                elif path in ("/healthz", "/health"):
-                    ok = metrics.is_ready
-                    self._reply(200 if ok else 503, b"ok\n" if ok else b"loading\n", "text/plain")
-                else:
-                    self._reply(404, b"not found\n", "text/plain")
-
-            def _reply(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a log line
-                pass
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="detbot-metrics", daemon=True).start()
+        self._server = serve_endpoints(self.registry, self._health, host, port, "detbot-metrics")
         return int(self._server.server_address[1])
+
+    def _health(self) -> Health:
+        return (200, b"ok\n", "text/plain") if self.is_ready else (503, b"loading\n", "text/plain")
 
     def close(self) -> None:
         if self._server is not None:
