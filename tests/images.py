@@ -32,6 +32,16 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG of a few dozen bytes whose header claims width×height 8-bit RGB pixels (the data is a token):
+    refused from the header alone when the size is over the limit."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + _chunk(b"IEND", b"")
+    )
+
+
 def huge_png(width: int = 20000, height: int = 20000) -> bytes:
     """A valid 1-bit PNG of width×height pixels that is only tens of kilobytes on disk.
 

@@ -7,8 +7,6 @@ other's messages. Fresh shapes images (seeds >= 1000) have known boxes.
 from __future__ import annotations
 
 import itertools
-import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from redis import Redis
 
 from jobs.defaults import EVENTS_GROUP, EVENTS_STREAM
 from tests.conftest import RedisServer
+from tests.images import png_header
 from tests.shapes import Shape, iou, make_images
 from tests.telegram_stub import (
     BotProcess,
@@ -326,16 +325,6 @@ def test_long_box_list_continues_in_messages(world: World) -> None:
 
 # -- bad input ------------------------------------------------------------------------------------------
 
-def _png_header(width: int, height: int) -> bytes:
-    """A small PNG file whose header claims ``width`` x ``height`` (the pixel data is a token few bytes)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
 def test_bad_input_gets_clear_replies(world: World) -> None:
     stub = world.stub
     user = new_user()
@@ -345,7 +334,7 @@ def test_bad_input_gets_clear_replies(world: World) -> None:
         "pdf": (stub.document(chat, user, b"%PDF-1.4 hello", "application/pdf", "a.pdf"), "not an image"),
         "huge": (stub.document(chat, user, jpeg, "image/jpeg", "big.jpg", file_size=25 * 1024 * 1024), "too big"),
         "fake": (stub.document(chat, user, b"this is not a png", "image/png", "x.png"), "not an image"),
-        "pixels": (stub.document(chat, user, _png_header(20_000, 20_000), "image/png", "p.png"), "too large"),
+        "pixels": (stub.document(chat, user, png_header(20_000, 20_000), "image/png", "p.png"), "too large"),
     }
     for msg, expected in sent.values():
         answer = wait_answer(stub, user, msg["message_id"], 30)

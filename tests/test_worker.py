@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import pickle
-import struct
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from jobs.defaults import EVENTS_STREAM, QUEUE_NAME
 from jobs.store import Completion
 from jobs.worker import running_key
 from tests.conftest import RedisServer, free_port
+from tests.images import png_header
 from tests.shapes import iou, make_images
 from tests.workers import WorkerProcess, start_worker, wait_for
 
@@ -85,16 +84,6 @@ def jpeg(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width`` x ``height`` pixels and holds no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
-
-
 def test_every_drawn_shape_is_found_with_its_class(client: DetectionClient, wredis: Redis) -> None:
     images = make_images(SEED, 4)
     ids = [
@@ -144,7 +133,7 @@ def test_each_bad_image_gets_its_code_and_the_worker_goes_on(
         "empty_image": b"",
         "not_an_image": b"%PDF-1.4 this is a document, not a photo",
         "corrupt_image": good[: len(good) // 2],
-        "image_too_large": png_header_only(10_000, 10_000),
+        "image_too_large": png_header(10_000, 10_000),
         "unsupported_format": b"P6\n2 2\n255\n" + bytes(12),
     }
     ids = {code: client.submit(data, confidence=0.3, routing={"code": code}) for code, data in bad.items()}
