@@ -6,6 +6,7 @@ pre/post-processing path of our own; PyTorch through ultralytics' predictor is t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 
 from detector import backends
+from detector.cores import CoreLocks, open_core_locks, usable_cores
 from detector.errors import InvalidConfidenceError, ModelLoadError, UnknownClassError
 from detector.image import ImageInput, load_image, read_header
 from detector.result import Box, Detection, Timings
@@ -97,6 +99,9 @@ class Detector:
     ``backend``: ``auto`` (OpenVINO on CPU when installed, else ONNX Runtime, else PyTorch; PyTorch on a GPU),
     ``torch``, ``onnx`` or ``openvino``. An export that fails falls back to PyTorch with one warning.
     ``threads``: inference threads of this process; default one on a CPU (one worker per core).
+    ``use_idle_cores``: on a CPU, run an inference on every core of the machine when no other process using
+    the same core locks (``cores_dir``, default ``<export_dir>/cores``) has a photo in hand; see
+    :mod:`detector.cores`. ``last_threads`` says how many threads the latest inference ran on.
     """
 
     names: dict[int, str]
@@ -116,6 +121,8 @@ class Detector:
         export_dir: str | Path | None = None,
         int8: bool = False,
         int8_data: str | None = None,
+        use_idle_cores: bool = True,
+        cores_dir: str | Path | None = None,
     ) -> None:
         started = time.perf_counter()
         self.weights = model
@@ -126,9 +133,13 @@ class Detector:
         self.backend = backends.resolve_backend(backend, self.device)
         self.export: backends.Export | None = None
         self._engine: backends.Engine | None = None
+        # The same model compiled for every core of the machine, run when no other worker is busy.
+        self._wide_engine: backends.Engine | None = None
+        self._cores: CoreLocks | None = None
+        self.last_threads = self.threads
         self._stride = 32
         self._yolo: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         weights_path = Path(model)
         if self.backend != "torch" and not (weights_path.is_file() and weights_path.suffix == ".pt"):
             # A model name to download first, or an export already: ultralytics loads it as it is.
@@ -142,6 +153,9 @@ class Detector:
             self.backend = "torch"
             self._load_torch(imgsz)
         self._ids_by_name = {v.lower(): k for k, v in self.names.items()}
+        if use_idle_cores:  # the core locks live beside the export cache, which every local worker shares
+            cache = Path(export_dir) if export_dir else backends.default_export_dir()
+            self._share_idle_cores(Path(cores_dir) if cores_dir else cache / "cores")
         if warmup:
             self.warmup()
         self.load_seconds = time.perf_counter() - started
@@ -176,6 +190,14 @@ class Detector:
         if engine is not None:  # else (an exported file given as weights) ultralytics' predictor runs it
             self._engine, self._stride = engine, engine.stride
 
+    def _share_idle_cores(self, folder: Path) -> None:
+        cores = usable_cores()
+        if self._engine is None or self.device != "cpu" or cores <= self.threads:
+            return
+        self._cores = open_core_locks(folder, cores)
+        if self._cores is not None:
+            self._wide_engine = backends.with_threads(self._engine, self.export, cores)
+
     @classmethod
     def from_settings(cls, settings: DetectorSettings, *, warmup: bool = True) -> Detector:
         return cls(
@@ -190,6 +212,7 @@ class Detector:
             export_dir=settings.export_dir,
             int8=settings.int8,
             int8_data=settings.int8_data,
+            use_idle_cores=settings.use_idle_cores,
         )
 
     @property
@@ -203,6 +226,9 @@ class Detector:
         shapes = [(side, side), (short, side), (side, short)] if self.export is not None else [(side, side)]
         for h, w in shapes:
             self._predict(np.full((h, w, 3), 114, np.uint8), 0.5, None, 1)
+            if self._wide_engine is not None:  # compiled now too, whether or not the neighbours were busy
+                fitted, _ = backends.letterbox(np.full((h, w, 3), 114, np.uint8), self.imgsz, self._stride, True)
+                self._wide_engine(fitted)
 
     def class_ids(self, classes: Sequence[str] | None) -> list[int] | None:
         """Class names (case-insensitive) to ids; an unknown name is an error listing the known ones."""
@@ -219,7 +245,7 @@ class Detector:
         with self._lock:
             if self._engine is not None:
                 fitted, geometry = backends.letterbox(image, self.imgsz, self._stride, rect=True)
-                output = self._engine(fitted)
+                output = self._infer(fitted)
                 return backends.postprocess(output, geometry, image.shape[:2], confidence, ids, max_det)
             result = self._yolo.predict(
                 image, conf=confidence, classes=ids, max_det=max_det, imgsz=self.imgsz,
@@ -227,6 +253,20 @@ class Detector:
             )[0]
         data = result.boxes.data.cpu().numpy() if result.boxes is not None else np.zeros((0, 6))
         return np.asarray(data[:, :6], dtype=np.float32)
+
+    def _own_core(self) -> contextlib.AbstractContextManager[object]:
+        """One core of the machine held for a whole photo, when cores are shared (see :mod:`detector.cores`)."""
+        return self._cores.own() if self._cores is not None else contextlib.nullcontext()
+
+    def _infer(self, fitted: np.ndarray) -> np.ndarray:
+        """The model on one letterboxed image: on every core when the machine is otherwise idle, else on
+        this worker's own share (see :mod:`detector.cores`)."""
+        assert self._engine is not None
+        if self._cores is None or self._wide_engine is None:
+            return self._engine(fitted)
+        with self._cores.borrow() as wide:
+            self.last_threads = self._cores.cores if wide else self.threads
+            return (self._wide_engine if wide else self._engine)(fitted)
 
     def _run(
         self, image: ImageInput, confidence: float, classes: Sequence[str] | None, max_detections: int | None
@@ -265,7 +305,8 @@ class Detector:
         max_detections: int | None = None,
     ) -> Detection:
         """Find objects in one image (bytes, path or BGR array)."""
-        return self._run(image, confidence, classes, max_detections)[1]
+        with self._lock, self._own_core():
+            return self._run(image, confidence, classes, max_detections)[1]
 
     def detect_annotated(
         self,
@@ -275,12 +316,13 @@ class Detector:
         max_detections: int | None = None,
     ) -> tuple[Detection, bytes]:
         """Like :meth:`detect`, plus the image with boxes and labels drawn, as JPEG bytes."""
-        array, det = self._run(image, confidence, classes, max_detections)
-        t0 = time.perf_counter()
-        # The caller's own array is never drawn on; a freshly decoded one is ours to reuse.
-        canvas = array.copy() if isinstance(image, np.ndarray) else array
-        jpeg = encode_jpeg(draw_boxes(canvas, det.boxes))
-        annotate_ms = (time.perf_counter() - t0) * 1e3
+        with self._lock, self._own_core():
+            array, det = self._run(image, confidence, classes, max_detections)
+            t0 = time.perf_counter()
+            # The caller's own array is never drawn on; a freshly decoded one is ours to reuse.
+            canvas = array.copy() if isinstance(image, np.ndarray) else array
+            jpeg = encode_jpeg(draw_boxes(canvas, det.boxes))
+            annotate_ms = (time.perf_counter() - t0) * 1e3
         timings = Timings(det.timings.decode_ms, det.timings.inference_ms, annotate_ms)
         return Detection(det.boxes, det.width, det.height, det.confidence, det.classes, det.model, timings), jpeg
 

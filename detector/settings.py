@@ -35,6 +35,9 @@ class DetectorSettings(BaseSettings):
     max_detections: int = Field(DEFAULT_MAX_DETECTIONS, gt=0, le=1000)
     backend: Backend = Field("auto", description="auto, torch, onnx or openvino.")
     threads: int | None = Field(None, ge=1, description="Inference threads; default: 1 per worker on CPU.")
+    use_idle_cores: bool = Field(
+        True, description="Run a photo on all cores when no other worker on this machine is busy (CPU only)."
+    )
     export_dir: str | None = Field(None, description="Cache folder for exported models.")
     int8: bool = Field(False, description="INT8-quantised OpenVINO/ONNX export (see README for its accuracy).")
     int8_data: str | None = Field(

@@ -1,0 +1,225 @@
+"""Idle cores: a lone photo runs on every core, a busy neighbour keeps its own, and no core is lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detector import cores
+from detector.cores import CoreLocks
+from detector.model import Detector
+from tests.conftest import TEST_EXPORT_DIR
+from tests.shapes import iou, make_images
+
+# A holder process answers within this; far beyond it something hangs.
+HOLDER_TIMEOUT = 30
+CORES = 2
+# Holds the named core locks until a line arrives on stdin; prints the (system-wide) monotonic clock just
+# before letting go, so the test can tell whether its own lock was taken only afterwards.
+HOLDER = """
+import fcntl, os, sys, time
+folder, indices = sys.argv[1], [int(i) for i in sys.argv[2:]]
+fds = [os.open(os.path.join(folder, f"core-{i}"), os.O_RDWR | os.O_CREAT) for i in indices]
+for fd in fds:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.readline()
+print(time.monotonic(), flush=True)
+for fd in fds:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+"""
+
+
+class Holder:
+    """Another process holding some cores, as a busy worker does."""
+
+    def __init__(self, folder: Path, indices: list[int]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(folder), *map(str, indices)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "held"
+
+    def release(self) -> float:
+        """Let go; returns the monotonic time just before the locks were dropped."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        released = float(self.proc.stdout.readline())
+        assert self.proc.wait(HOLDER_TIMEOUT) == 0
+        return released
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(HOLDER_TIMEOUT)
+
+
+@pytest.fixture
+def locks(tmp_path: Path) -> Iterator[CoreLocks]:
+    pool = CoreLocks(tmp_path / "cores", CORES, wait_s=HOLDER_TIMEOUT)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def detector(shapes_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Detector:
+    """An OpenVINO detector that sees two cores (the CI machine's count, whatever this one has)."""
+    monkeypatch.setattr("detector.model.usable_cores", lambda: CORES)
+    return Detector(str(shapes_model), backend="openvino", device="cpu", export_dir=TEST_EXPORT_DIR,
+                    cores_dir=tmp_path / "cores")
+
+
+def test_lone_photo_takes_every_core(locks: CoreLocks, tmp_path: Path) -> None:
+    neighbour = CoreLocks(tmp_path / "cores", CORES, wait_s=0)  # another worker, one that will not wait
+    try:
+        with locks.own() as mine:
+            assert mine is not None
+            with locks.borrow() as wide:
+                assert wide
+                with neighbour.own() as theirs:
+                    assert theirs is None  # every core is taken while the lone photo runs
+            with locks.borrow() as wide_again:  # given back after the inference, taken again for the next
+                assert wide_again
+            with neighbour.own() as theirs, locks.borrow() as wide_now:
+                assert theirs is not None and theirs != mine and not wide_now  # the neighbour got the other
+    finally:
+        neighbour.close()
+
+
+def test_busy_neighbour_keeps_its_core(locks: CoreLocks, tmp_path: Path) -> None:
+    holder = Holder(tmp_path / "cores", [1])
+    try:
+        with locks.own() as mine:
+            assert mine == 0  # the free one, without waiting
+            with locks.borrow() as wide:
+                assert not wide
+    finally:
+        holder.release()
+    with locks.own(), locks.borrow() as wide:
+        assert wide
+
+
+def test_all_cores_busy_waits_for_one(locks: CoreLocks, tmp_path: Path) -> None:
+    holder = Holder(tmp_path / "cores", [0, 1])
+    taken: list[float] = []
+
+    def photo() -> None:
+        with locks.own() as mine:
+            assert mine is not None
+            taken.append(time.monotonic())
+
+    thread = threading.Thread(target=photo)
+    thread.start()
+    released = holder.release()
+    thread.join(HOLDER_TIMEOUT)
+    assert taken and taken[0] >= released  # it waited for the neighbour, then ran
+
+
+def test_stuck_neighbour_does_not_stall_forever(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    holder = Holder(tmp_path / "cores", [0, 1])
+    pool = CoreLocks(tmp_path / "cores", CORES, wait_s=0.05)
+    try:
+        with pool.own() as mine, pool.borrow() as wide:
+            assert mine is None and not wide  # runs anyway, on no borrowed core
+        assert "no free CPU core" in caplog.text
+    finally:
+        pool.close()
+        holder.release()
+
+
+def test_killed_neighbour_frees_its_cores(tmp_path: Path) -> None:
+    holder = Holder(tmp_path / "cores", [0, 1])
+    holder.kill()  # SIGKILL: no clean-up in the holder, the kernel drops its locks
+    pool = CoreLocks(tmp_path / "cores", CORES, wait_s=0)
+    try:
+        with pool.own() as mine, pool.borrow() as wide:
+            assert mine is not None and wide
+    finally:
+        pool.close()
+
+
+def test_detector_uses_idle_cores_and_answers_the_same(detector: Detector, tmp_path: Path) -> None:
+    images = make_images(seed=3100, count=4)
+    wide = [detector.detect(img, confidence=0.3) for img, _ in images]
+    assert detector.last_threads == CORES
+    holder = Holder(tmp_path / "cores", [0])
+    try:
+        narrow = [detector.detect(img, confidence=0.3) for img, _ in images]
+        assert detector.last_threads == 1
+    finally:
+        holder.release()
+    _, jpeg = detector.detect_annotated(images[0][0], confidence=0.3)
+    assert detector.last_threads == CORES and jpeg[:2] == b"\xff\xd8"
+    for a, b in zip(wide, narrow, strict=True):
+        assert [x.class_name for x in a.boxes] == [x.class_name for x in b.boxes]
+        assert all(iou(x.xyxy, y.xyxy) > 0.99 for x, y in zip(a.boxes, b.boxes, strict=True))
+    assert sum(len(d.boxes) for d in wide) >= sum(len(s) for _, s in images)  # really found the shapes
+
+
+def test_wide_engine_is_compiled_for_every_core(detector: Detector) -> None:
+    assert detector._engine.compiled.get_property("INFERENCE_NUM_THREADS") == 1  # type: ignore[union-attr]
+    assert detector._wide_engine.compiled.get_property("INFERENCE_NUM_THREADS") == CORES  # type: ignore[union-attr]
+
+
+def test_idle_cores_can_be_turned_off(shapes_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("detector.model.usable_cores", lambda: CORES)
+    d = Detector(str(shapes_model), backend="openvino", device="cpu", export_dir=TEST_EXPORT_DIR,
+                 cores_dir=tmp_path / "cores", use_idle_cores=False)
+    d.detect(np.full((64, 64, 3), 255, np.uint8))
+    assert d._wide_engine is None and d.last_threads == 1
+    assert not (tmp_path / "cores").exists()
+
+
+def test_torch_runs_wide_and_gives_its_threads_back(
+    shapes_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr("detector.model.usable_cores", lambda: CORES)
+    d = Detector(str(shapes_model), backend="torch", device="cpu", cores_dir=tmp_path / "cores")
+    seen: list[int] = []
+    inner = d._wide_engine._engine  # type: ignore[union-attr]
+    model = inner._model
+
+    def counting_model(blob: torch.Tensor) -> object:
+        seen.append(torch.get_num_threads())
+        return model(blob)
+
+    monkeypatch.setattr(inner, "_model", counting_model)
+    torch.set_num_threads(1)
+    d.detect(make_images(seed=3101, count=1)[0][0])
+    assert seen == [CORES] and torch.get_num_threads() == 1 and d.last_threads == CORES
+
+
+def test_onnx_sessions_do_not_spin(shapes_model: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A spinning ORT pool thread burns the core a neighbouring worker is inferring on."""
+    monkeypatch.setattr("detector.model.usable_cores", lambda: CORES)
+    d = Detector(str(shapes_model), backend="onnx", device="cpu", export_dir=TEST_EXPORT_DIR,
+                 cores_dir=tmp_path / "cores")
+    for engine, threads in ((d._engine, 1), (d._wide_engine, CORES)):
+        options = engine._session.get_session_options()  # type: ignore[union-attr]
+        assert options.intra_op_num_threads == threads
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+@pytest.mark.parametrize(("cpu_max", "expected"), [("max 100000", None), ("150000 100000", 2), ("50000 100000", 1)])
+def test_cgroup_cpu_limit_in_whole_cores(tmp_path: Path, cpu_max: str, expected: int | None) -> None:
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max + "\n")
+    assert cores._cgroup_quota(path) == expected
+
+
+def test_usable_cores_follows_the_cgroup_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    affinity = len(cores.os.sched_getaffinity(0))
+    monkeypatch.setattr(cores, "_cgroup_quota", lambda: 1)
+    assert cores.usable_cores() == 1
+    monkeypatch.setattr(cores, "_cgroup_quota", lambda: None)
+    assert cores.usable_cores() == affinity
