@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,7 @@ class Detector:
         self._wide_engine: backends.Engine | None = None
         self._cores: CoreLocks | None = None
         self.last_threads = self.threads
+        self._widen = False
         self._stride = 32
         self._yolo: Any = None
         self._lock = threading.RLock()
@@ -254,15 +255,23 @@ class Detector:
         data = result.boxes.data.cpu().numpy() if result.boxes is not None else np.zeros((0, 6))
         return np.asarray(data[:, :6], dtype=np.float32)
 
-    def _own_core(self) -> contextlib.AbstractContextManager[object]:
-        """One core of the machine held for a whole photo, when cores are shared (see :mod:`detector.cores`)."""
-        return self._cores.own() if self._cores is not None else contextlib.nullcontext()
+    @contextlib.contextmanager
+    def _own_core(self, widen: bool) -> Iterator[None]:
+        """One core of the machine held for a whole photo, when cores are shared (see :mod:`detector.cores`);
+        ``widen``: the inference may take the idle ones too."""
+        self._widen = widen
+        try:
+            with self._cores.own() if self._cores is not None else contextlib.nullcontext():
+                yield
+        finally:
+            self._widen = False
 
     def _infer(self, fitted: np.ndarray) -> np.ndarray:
         """The model on one letterboxed image: on every core when the machine is otherwise idle, else on
         this worker's own share (see :mod:`detector.cores`)."""
         assert self._engine is not None
-        if self._cores is None or self._wide_engine is None:
+        if self._cores is None or self._wide_engine is None or not self._widen:
+            self.last_threads = self.threads
             return self._engine(fitted)
         with self._cores.borrow() as wide:
             self.last_threads = self._cores.cores if wide else self.threads
@@ -286,7 +295,7 @@ class Detector:
             confidence=confidence,
             classes=tuple(self.names[i] for i in ids) if ids else None,
             model=self.model_name,
-            timings=Timings(decode_ms=(t1 - t0) * 1e3, inference_ms=(t2 - t1) * 1e3),
+            timings=Timings(decode_ms=(t1 - t0) * 1e3, inference_ms=(t2 - t1) * 1e3, threads=self.last_threads),
         )
         return array, det
 
@@ -303,9 +312,12 @@ class Detector:
         confidence: float = DEFAULT_CONFIDENCE,
         classes: Sequence[str] | None = None,
         max_detections: int | None = None,
+        *,
+        use_idle_cores: bool = True,
     ) -> Detection:
-        """Find objects in one image (bytes, path or BGR array)."""
-        with self._lock, self._own_core():
+        """Find objects in one image (bytes, path or BGR array); ``use_idle_cores=False`` keeps the
+        inference on this process's own share even when other cores are idle (more photos are waiting)."""
+        with self._lock, self._own_core(use_idle_cores):
             return self._run(image, confidence, classes, max_detections)[1]
 
     def detect_annotated(
@@ -314,16 +326,18 @@ class Detector:
         confidence: float = DEFAULT_CONFIDENCE,
         classes: Sequence[str] | None = None,
         max_detections: int | None = None,
+        *,
+        use_idle_cores: bool = True,
     ) -> tuple[Detection, bytes]:
         """Like :meth:`detect`, plus the image with boxes and labels drawn, as JPEG bytes."""
-        with self._lock, self._own_core():
+        with self._lock, self._own_core(use_idle_cores):
             array, det = self._run(image, confidence, classes, max_detections)
             t0 = time.perf_counter()
             # The caller's own array is never drawn on; a freshly decoded one is ours to reuse.
             canvas = array.copy() if isinstance(image, np.ndarray) else array
             jpeg = encode_jpeg(draw_boxes(canvas, det.boxes))
             annotate_ms = (time.perf_counter() - t0) * 1e3
-        timings = Timings(det.timings.decode_ms, det.timings.inference_ms, annotate_ms)
+        timings = Timings(det.timings.decode_ms, det.timings.inference_ms, annotate_ms, det.timings.threads)
         return Detection(det.boxes, det.width, det.height, det.confidence, det.classes, det.model, timings), jpeg
 
 

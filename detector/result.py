@@ -25,11 +25,13 @@ class Box:
 
 @dataclass(frozen=True)
 class Timings:
-    """Milliseconds spent in each stage; ``annotate_ms`` is 0 when no image was drawn."""
+    """Milliseconds spent in each stage; ``annotate_ms`` is 0 when no image was drawn. ``threads``: how many
+    the inference ran on (more than the worker's own share when idle cores were borrowed; 0: not known)."""
 
     decode_ms: float = 0.0
     inference_ms: float = 0.0
     annotate_ms: float = 0.0
+    threads: int = 0
 
     @property
     def total_ms(self) -> float:

@@ -102,13 +102,16 @@ def load_image(redis: Redis, job_id: str) -> bytes | None:
     return bytes(data) if data is not None else None  # type: ignore[arg-type]
 
 
-def load_job(redis: Redis, job_id: str) -> tuple[bytes | None, dict[str, Any]]:
-    """Worker side: the image bytes (None when expired) and the parameters, in one round trip."""
+def load_job(redis: Redis, job_id: str, queue_key: str | None = None) -> tuple[bytes | None, dict[str, Any], int]:
+    """Worker side: the image bytes (None when expired), the parameters and how many jobs still wait in
+    ``queue_key`` (0 without one), in one round trip."""
     pipe = redis.pipeline(transaction=False)
     pipe.get(image_key(job_id))
     pipe.hget(job_key(job_id), "params")
-    data, raw = pipe.execute()
-    return (bytes(data) if data is not None else None), (json.loads(raw) if raw else {})
+    if queue_key:
+        pipe.llen(queue_key)
+    data, raw, *waiting = pipe.execute()
+    return (bytes(data) if data is not None else None), (json.loads(raw) if raw else {}), int(sum(waiting))
 
 
 def complete(

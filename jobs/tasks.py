@@ -42,6 +42,9 @@ class WorkerContext:
     detector: Any  # detector.model.Detector; typed loosely so importing this module never imports torch
     metrics: WorkerMetrics | None = None
     test_delay_ms: int = 0
+    # The RQ list of the worker's queue: a photo with others waiting behind it keeps to the worker's own
+    # core, so the other workers find theirs free; only a lone photo spreads over idle cores.
+    queue_key: str | None = None
 
 
 _context: WorkerContext | None = None
@@ -87,7 +90,7 @@ def _finish(redis: Redis, job_id: str, outcome: Outcome, **fields: Any) -> Outco
 
 def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
     """Detect one stored image and record the outcome; raises only what the worker must see (timeouts)."""
-    image, params = store.load_job(ctx.redis, job_id)
+    image, params, waiting = store.load_job(ctx.redis, job_id, ctx.queue_key)
     if image is None:
         return _finish(
             ctx.redis, job_id, Outcome(OUTCOME_ERROR, store.CODE_IMAGE_EXPIRED),
@@ -97,7 +100,7 @@ def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
     if ctx.test_delay_ms:
         time.sleep(ctx.test_delay_ms / 1000)
     try:
-        det, jpeg = ctx.detector.detect_annotated(image, confidence, classes)
+        det, jpeg = ctx.detector.detect_annotated(image, confidence, classes, use_idle_cores=waiting == 0)
     except DetectorError as exc:
         return _finish(ctx.redis, job_id, Outcome(OUTCOME_ERROR, exc.code), message=str(exc))
     outcome = Outcome(

@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     if metrics is not None:
         metrics.set_ready(True)
     queue = make_queue(redis, settings.queue)
-    tasks.set_context(tasks.WorkerContext(redis, detector, metrics, settings.test_job_delay_ms))
+    tasks.set_context(tasks.WorkerContext(redis, detector, metrics, settings.test_job_delay_ms, queue.key))
     try:
         worker = DetbotWorker(queue, settings=settings, metrics=metrics)
         worker.work(burst=args.burst, logging_level="WARNING")

@@ -11,15 +11,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from redis import Redis
 
 from detector import cores
-from detector.cores import CoreLocks
+from detector.cores import CoreLocks, usable_cores
 from detector.model import Detector
-from tests.conftest import TEST_EXPORT_DIR
+from jobs import store
+from jobs.client import DetectionClient
+from tests.conftest import TEST_EXPORT_DIR, RedisServer
+from tests.images import encode
 from tests.shapes import iou, make_images
+from tests.workers import start_worker, wait_for
 
 # A holder process answers within this; far beyond it something hangs.
 HOLDER_TIMEOUT = 30
+# A job on the shapes model takes well under a second; this only bounds a broken test.
+COMPLETION_TIMEOUT = 60
 CORES = 2
 # Holds the named core locks until a line arrives on stdin; prints the (system-wide) monotonic clock just
 # before letting go, so the test can tell whether its own lock was taken only afterwards.
@@ -162,6 +169,38 @@ def test_detector_uses_idle_cores_and_answers_the_same(detector: Detector, tmp_p
         assert [x.class_name for x in a.boxes] == [x.class_name for x in b.boxes]
         assert all(iou(x.xyxy, y.xyxy) > 0.99 for x, y in zip(a.boxes, b.boxes, strict=True))
     assert sum(len(d.boxes) for d in wide) >= sum(len(s) for _, s in images)  # really found the shapes
+
+
+def test_a_photo_with_others_waiting_keeps_to_its_own_core(detector: Detector) -> None:
+    img = make_images(seed=3102, count=1)[0][0]
+    narrow = detector.detect(img, confidence=0.3, use_idle_cores=False)
+    assert detector.last_threads == 1 and narrow.timings.threads == 1
+    wide, _ = detector.detect_annotated(img, confidence=0.3)
+    assert detector.last_threads == CORES and wide.timings.threads == CORES
+    assert [b.class_name for b in wide.boxes] == [b.class_name for b in narrow.boxes]
+
+
+def test_worker_spreads_only_a_lone_photo(redis: Redis, redis_server: RedisServer, tmp_path: Path) -> None:
+    """Queued photos each keep to the worker's own core (other workers will want theirs); the last of the
+    backlog, and a photo that arrives alone, run on every idle core of the machine."""
+    client = DetectionClient(redis)
+    photos = [encode(img, "JPEG") for img, _ in make_images(seed=3103, count=3)]
+    backlog = [client.submit(p, confidence=0.3) for p in photos]  # all queued before the worker starts
+    worker = start_worker(redis_server.url, log_dir=tmp_path)
+    try:
+        threads = []
+        for job_id in backlog:
+            done = wait_for(lambda j=job_id: store.read_completion(redis, j), COMPLETION_TIMEOUT, job_id)
+            assert done.ok and done.detection is not None, done
+            threads.append(done.detection["timings"]["threads"])
+        lone_id = client.submit(photos[0], confidence=0.3)
+        lone = wait_for(lambda: store.read_completion(redis, lone_id), COMPLETION_TIMEOUT, "the lone photo")
+        assert lone.detection is not None
+        threads.append(lone.detection["timings"]["threads"])
+    finally:
+        worker.close()
+    machine = usable_cores()  # the worker's own view of this machine
+    assert threads == [1, 1, machine, machine]
 
 
 def test_wide_engine_is_compiled_for_every_core(detector: Detector) -> None:
