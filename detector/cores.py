@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import time
@@ -29,6 +30,8 @@ CORE_WAIT_S = 10.0
 # How often a worker with no free core looks again: a fraction of the shortest inference.
 CORE_POLL_S = 0.001
 LOCK_PREFIX = "core-"
+# One such file per process using the locks, held for its lifetime: who else shares this machine's cores.
+PRESENCE_PREFIX = "worker-"
 # A container's CPU limit (cgroup v2), e.g. ``docker run --cpus 2``: "max 100000" when there is none.
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
@@ -59,17 +62,50 @@ class CoreLocks:
 
     def __init__(self, folder: Path, cores: int, wait_s: float = CORE_WAIT_S) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
         self.cores = cores
         self.wait_s = wait_s
         self._fds = [os.open(folder / f"{LOCK_PREFIX}{i}", os.O_RDWR | os.O_CREAT, 0o666) for i in range(cores)]
         # Each process starts looking at a different core, so workers rarely try the same lock first.
         self._first = os.getpid() % cores
         self._own: int | None = None
+        self._presence, self._presence_name = self._join()
+
+    def _join(self) -> tuple[int, str]:
+        """Hold the first free presence file for as long as this object lives."""
+        for slot in itertools.count():
+            name = f"{PRESENCE_PREFIX}{slot}"
+            fd = os.open(self.folder / name, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return fd, name
+        raise AssertionError("unreachable")
+
+    def neighbours(self) -> int:
+        """How many other processes use these cores now (each holds a presence file; a dead one holds none)."""
+        count = 0
+        for name in os.listdir(self.folder):
+            if not name.startswith(PRESENCE_PREFIX) or name == self._presence_name:
+                continue
+            try:
+                fd = os.open(self.folder / name, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                count += 1
+            finally:
+                os.close(fd)  # closing also drops the lock if the probe took it
+        return count
 
     def close(self) -> None:
-        for fd in self._fds:
+        for fd in [*self._fds, self._presence]:
             os.close(fd)
-        self._fds = []
+        self._fds, self._presence = [], -1
 
     def _try(self, index: int) -> bool:
         try:

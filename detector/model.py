@@ -255,6 +255,10 @@ class Detector:
         data = result.boxes.data.cpu().numpy() if result.boxes is not None else np.zeros((0, 6))
         return np.asarray(data[:, :6], dtype=np.float32)
 
+    def neighbours(self) -> int:
+        """Other processes on this machine sharing its cores with this one (0 when cores are not shared)."""
+        return self._cores.neighbours() if self._cores is not None else 0
+
     @contextlib.contextmanager
     def _own_core(self, widen: bool) -> Iterator[None]:
         """One core of the machine held for a whole photo, when cores are shared (see :mod:`detector.cores`);

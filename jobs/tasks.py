@@ -43,7 +43,8 @@ class WorkerContext:
     metrics: WorkerMetrics | None = None
     test_delay_ms: int = 0
     # The RQ list of the worker's queue: a photo with others waiting behind it keeps to the worker's own
-    # core, so the other workers find theirs free; only a lone photo spreads over idle cores.
+    # core when other workers share the machine (they will want theirs for the backlog); a lone photo, or
+    # the backlog of the machine's only worker, spreads over idle cores.
     queue_key: str | None = None
 
 
@@ -100,7 +101,8 @@ def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
     if ctx.test_delay_ms:
         time.sleep(ctx.test_delay_ms / 1000)
     try:
-        det, jpeg = ctx.detector.detect_annotated(image, confidence, classes, use_idle_cores=waiting == 0)
+        spread = waiting == 0 or ctx.detector.neighbours() == 0
+        det, jpeg = ctx.detector.detect_annotated(image, confidence, classes, use_idle_cores=spread)
     except DetectorError as exc:
         return _finish(ctx.redis, job_id, Outcome(OUTCOME_ERROR, exc.code), message=str(exc))
     outcome = Outcome(

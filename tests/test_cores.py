@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from detector.cores import CoreLocks, usable_cores
 from detector.model import Detector
 from jobs import store
 from jobs.client import DetectionClient
-from tests.conftest import TEST_EXPORT_DIR, RedisServer
+from tests.conftest import ROOT, TEST_EXPORT_DIR, RedisServer
 from tests.images import encode
 from tests.shapes import iou, make_images
 from tests.workers import start_worker, wait_for
@@ -180,27 +181,72 @@ def test_a_photo_with_others_waiting_keeps_to_its_own_core(detector: Detector) -
     assert [b.class_name for b in wide.boxes] == [b.class_name for b in narrow.boxes]
 
 
-def test_worker_spreads_only_a_lone_photo(redis: Redis, redis_server: RedisServer, tmp_path: Path) -> None:
-    """Queued photos each keep to the worker's own core (other workers will want theirs); the last of the
-    backlog, and a photo that arrives alone, run on every idle core of the machine."""
+def private_export_dir(tmp_path: Path) -> Path:
+    """A copy of the warm export cache whose core locks no other test process uses."""
+    folder = tmp_path / "exports"
+    shutil.copytree(TEST_EXPORT_DIR, folder, ignore=shutil.ignore_patterns("cores", ".*"))
+    return folder
+
+
+def run_jobs(redis: Redis, redis_server: RedisServer, exports: Path, log_dir: Path, count: int) -> list[int]:
+    """``count`` photos queued before one worker starts, then one more alone: the threads each ran on."""
     client = DetectionClient(redis)
-    photos = [encode(img, "JPEG") for img, _ in make_images(seed=3103, count=3)]
-    backlog = [client.submit(p, confidence=0.3) for p in photos]  # all queued before the worker starts
-    worker = start_worker(redis_server.url, log_dir=tmp_path)
+    photos = [encode(img, "JPEG") for img, _ in make_images(seed=3103, count=count)]
+    job_ids = [client.submit(p, confidence=0.3) for p in photos]  # all queued before the worker starts
+    worker = start_worker(redis_server.url, log_dir=log_dir, env={"DETBOT_EXPORT_DIR": str(exports)})
     try:
         threads = []
-        for job_id in backlog:
+        for job_id in [*job_ids, None]:
+            if job_id is None:  # the backlog is done: now a photo that arrives alone
+                job_id = client.submit(photos[0], confidence=0.3)
             done = wait_for(lambda j=job_id: store.read_completion(redis, j), COMPLETION_TIMEOUT, job_id)
             assert done.ok and done.detection is not None, done
             threads.append(done.detection["timings"]["threads"])
-        lone_id = client.submit(photos[0], confidence=0.3)
-        lone = wait_for(lambda: store.read_completion(redis, lone_id), COMPLETION_TIMEOUT, "the lone photo")
-        assert lone.detection is not None
-        threads.append(lone.detection["timings"]["threads"])
+        return threads
     finally:
         worker.close()
+
+
+def test_worker_with_neighbours_spreads_only_a_lone_photo(
+    redis: Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Queued photos each keep to the worker's own core (the other workers will want theirs); the last of
+    the backlog, and a photo that arrives alone, run on every idle core of the machine."""
+    exports = private_export_dir(tmp_path)
+    neighbour = CoreLocks(exports / "cores", usable_cores())  # another worker of this machine, idle
+    try:
+        threads = run_jobs(redis, redis_server, exports, tmp_path, 3)
+    finally:
+        neighbour.close()
     machine = usable_cores()  # the worker's own view of this machine
     assert threads == [1, 1, machine, machine]
+
+
+def test_only_worker_of_the_machine_spreads_its_backlog_too(
+    redis: Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Alone on the machine, nobody else will use the idle cores: every photo runs on all of them."""
+    threads = run_jobs(redis, redis_server, private_export_dir(tmp_path), tmp_path, 3)
+    assert threads == [usable_cores()] * 4
+
+
+def test_neighbours_are_the_live_processes_sharing_the_cores(locks: CoreLocks, tmp_path: Path) -> None:
+    assert locks.neighbours() == 0
+    other = CoreLocks(tmp_path / "cores", CORES)
+    assert locks.neighbours() == 1 and other.neighbours() == 1
+    other.close()
+    assert locks.neighbours() == 0
+    code = ("import sys; from pathlib import Path; from detector.cores import CoreLocks; "
+            f"c = CoreLocks(Path({str(tmp_path / 'cores')!r}), {CORES}); print('ready', flush=True); sys.stdin.read()")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert locks.neighbours() == 1
+    finally:
+        proc.kill()  # SIGKILL: the kernel drops its presence with its locks
+        proc.wait(HOLDER_TIMEOUT)
+    assert locks.neighbours() == 0
 
 
 def test_wide_engine_is_compiled_for_every_core(detector: Detector) -> None:
