@@ -52,7 +52,7 @@ def entry_files(cache_dir: Path) -> dict[str, float]:
     return {
         str(p.relative_to(cache_dir)): p.stat().st_mtime_ns
         for p in cache_dir.glob("*/*")
-        if p.is_file() and not p.parent.name.startswith(".")
+        if p.is_file() and not p.parent.name.startswith(".") and p.parent.name != "cores"  # cores: detector.cores
     }
 
 
