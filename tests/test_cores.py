@@ -308,3 +308,16 @@ def test_usable_cores_follows_the_cgroup_limit(monkeypatch: pytest.MonkeyPatch) 
     assert cores.usable_cores() == 1
     monkeypatch.setattr(cores, "_cgroup_quota", lambda: None)
     assert cores.usable_cores() == affinity
+
+
+def test_unusable_lock_folder_means_own_share_only(
+    shapes_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("detector.model.usable_cores", lambda: CORES)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the lock folder should be")
+    d = Detector(str(shapes_model), backend="openvino", device="cpu", export_dir=TEST_EXPORT_DIR,
+                 cores_dir=blocker / "cores")
+    det = d.detect(make_images(seed=3104, count=1)[0][0], confidence=0.3)
+    assert det.boxes and det.timings.threads == 1 and d._wide_engine is None
+    assert "cannot share idle cores" in caplog.text
