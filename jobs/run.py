@@ -34,6 +34,7 @@ from typing import IO
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from detector.cores import usable_cores
 from jobs.cli import DETBOT
 from jobs.defaults import JOB_TIMEOUT, QUEUE_NAME
 
@@ -99,14 +100,6 @@ def load_dotenv(path: Path = Path(".env")) -> None:
     for key, value in dotenv_values(path).items():
         if value is not None:
             os.environ.setdefault(key, value)
-
-
-def cpu_count() -> int:
-    """Cores this process may use (a container's or taskset's limit, not the machine's)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 def redis_server_binary() -> str | None:
@@ -332,7 +325,7 @@ def make_plan(settings: RunSettings, args: argparse.Namespace) -> Plan | str:
     elif settings.workers is not None:
         workers, source = settings.workers, "DETBOT_WORKERS"
     else:
-        workers, source = cpu_count(), "one per CPU core; change with --workers"
+        workers, source = usable_cores(), "one per CPU core; change with --workers"
     prefix = f"run-{socket.gethostname()}-{os.getpid()}"
     if settings.redis_url:
         return Plan(settings.redis_url, None, None, workers, bot, prefix, source)
@@ -396,7 +389,7 @@ def summary(plan: Plan, settings: RunSettings, redis_version: str) -> list[str]:
     else:
         lines.append(f"redis    {mask_url(plan.redis_url)} (REDIS_URL), Redis {redis_version}")
     model = os.environ.get("DETBOT_MODEL", "yolo26n.pt (default)")
-    lines.append(f"workers  {plan.workers} x `detbot worker` ({plan.workers_from}; {cpu_count()} CPU cores), "
+    lines.append(f"workers  {plan.workers} x `detbot worker` ({plan.workers_from}; {usable_cores()} CPU cores), "
                  f"model {model}")
     if settings.metrics_port is not None and plan.workers:
         last = settings.metrics_port + plan.workers - 1
