@@ -75,6 +75,8 @@ class WorkerMetrics:
                                            buckets=INFERENCE_BUCKETS, registry=r)
         self.latency_seconds = Histogram("detbot_job_latency_seconds", "From enqueue to the end of the job.",
                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.inferences = Counter("detbot_inferences", "Inferences by threads used (above 1: idle cores borrowed).",
+                                  ["threads"], registry=r)
         self.detections = Counter("detbot_detections", "Objects found, by class.", ["class_name"], registry=r)
         self.recoveries = Counter("detbot_recovered_jobs", "Abandoned jobs handled by this worker's reaper.",
                                   ["result"], registry=r)
@@ -98,6 +100,8 @@ class WorkerMetrics:
         self.job_seconds.observe(seconds)
         if outcome.inference_ms:
             self.inference_seconds.observe(outcome.inference_ms / 1e3)
+        if outcome.threads:
+            self.inferences.labels(str(outcome.threads)).inc()
         for name in outcome.classes:
             self.detections.labels(name).inc()
 

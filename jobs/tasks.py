@@ -71,6 +71,7 @@ class Outcome:
     boxes: int = 0
     classes: tuple[str, ...] = ()
     inference_ms: float = 0.0
+    threads: int = 0
 
 
 def _params(raw: dict[str, Any]) -> tuple[float, list[str] | None]:
@@ -107,7 +108,7 @@ def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
         return _finish(ctx.redis, job_id, Outcome(OUTCOME_ERROR, exc.code), message=str(exc))
     outcome = Outcome(
         OUTCOME_OK, boxes=len(det.boxes), classes=tuple(b.class_name for b in det.boxes),
-        inference_ms=det.timings.inference_ms,
+        inference_ms=det.timings.inference_ms, threads=det.timings.threads,
     )
     return _finish(ctx.redis, job_id, outcome, detection=det.to_dict(), annotated=jpeg)
 

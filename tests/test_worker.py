@@ -18,6 +18,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from detector.cores import usable_cores
 from jobs import store
 from jobs.client import DETECT_JOB, DetectionClient
 from jobs.defaults import EVENTS_STREAM, QUEUE_NAME
@@ -236,6 +237,8 @@ def test_health_and_metrics_endpoints(client: DetectionClient, wredis: Redis, me
     }
     assert samples['detbot_jobs_total{outcome="ok",reason="none"}'] >= 1
     assert samples["detbot_inference_seconds_count"] >= 1
+    # A lone photo on an otherwise idle machine ran on every core (see detector.cores).
+    assert samples[f'detbot_inferences_total{{threads="{usable_cores()}"}}'] >= 1
     assert samples["detbot_worker_ready"] == 1
     assert sum(v for k, v in samples.items() if k.startswith("detbot_detections_total{")) >= 1
     with pytest.raises(urllib.error.HTTPError) as missing:
