@@ -7,8 +7,9 @@ holds one core for the whole of a photo (decode, inference, drawing); for the in
 other core if none of them is held at that moment, and then runs the model compiled for that many threads.
 A neighbour with a photo in hand, even one still decoding it, keeps its core: busy workers each stay on one.
 
-Locks are ``flock``\\ s: the kernel drops them when a process dies, even by SIGKILL, so a crashed worker
-never keeps a core.
+Each process also holds a presence file there for its lifetime, so a worker can tell whether it is alone on
+the machine (:meth:`CoreLocks.neighbours`). Locks are ``flock``\\ s: the kernel drops them when a process
+dies, even by SIGKILL, so a crashed worker never keeps a core or seems present.
 """
 
 from __future__ import annotations

@@ -226,10 +226,10 @@ class Detector:
         side, short = self.imgsz, self.imgsz * 3 // 4
         shapes = [(side, side), (short, side), (side, short)] if self.export is not None else [(side, side)]
         for h, w in shapes:
-            self._predict(np.full((h, w, 3), 114, np.uint8), 0.5, None, 1)
+            blank = np.full((h, w, 3), 114, np.uint8)
+            self._predict(blank, 0.5, None, 1)
             if self._wide_engine is not None:  # compiled now too, whether or not the neighbours were busy
-                fitted, _ = backends.letterbox(np.full((h, w, 3), 114, np.uint8), self.imgsz, self._stride, True)
-                self._wide_engine(fitted)
+                self._wide_engine(backends.letterbox(blank, self.imgsz, self._stride, rect=True)[0])
 
     def class_ids(self, classes: Sequence[str] | None) -> list[int] | None:
         """Class names (case-insensitive) to ids; an unknown name is an error listing the known ones."""
