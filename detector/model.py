@@ -260,10 +260,10 @@ class Detector:
         return self._cores.neighbours() if self._cores is not None else 0
 
     @contextlib.contextmanager
-    def _own_core(self, widen: bool) -> Iterator[None]:
+    def _own_core(self, waiting: int) -> Iterator[None]:
         """One core of the machine held for a whole photo, when cores are shared (see :mod:`detector.cores`);
-        ``widen``: the inference may take the idle ones too."""
-        self._widen = widen
+        the inference may take the idle ones too unless a backlog waits and other workers could use them."""
+        self._widen = waiting == 0 or self.neighbours() == 0
         try:
             with self._cores.own() if self._cores is not None else contextlib.nullcontext():
                 yield
@@ -317,11 +317,12 @@ class Detector:
         classes: Sequence[str] | None = None,
         max_detections: int | None = None,
         *,
-        use_idle_cores: bool = True,
+        waiting: int = 0,
     ) -> Detection:
-        """Find objects in one image (bytes, path or BGR array); ``use_idle_cores=False`` keeps the
-        inference on this process's own share even when other cores are idle (more photos are waiting)."""
-        with self._lock, self._own_core(use_idle_cores):
+        """Find objects in one image (bytes, path or BGR array). ``waiting``: photos queued behind this one;
+        with a backlog and other workers on this machine, the inference keeps to this process's own share,
+        so they find their cores free (otherwise it may take every idle core)."""
+        with self._lock, self._own_core(waiting):
             return self._run(image, confidence, classes, max_detections)[1]
 
     def detect_annotated(
@@ -331,10 +332,10 @@ class Detector:
         classes: Sequence[str] | None = None,
         max_detections: int | None = None,
         *,
-        use_idle_cores: bool = True,
+        waiting: int = 0,
     ) -> tuple[Detection, bytes]:
         """Like :meth:`detect`, plus the image with boxes and labels drawn, as JPEG bytes."""
-        with self._lock, self._own_core(use_idle_cores):
+        with self._lock, self._own_core(waiting):
             array, det = self._run(image, confidence, classes, max_detections)
             t0 = time.perf_counter()
             # The caller's own array is never drawn on; a freshly decoded one is ours to reuse.

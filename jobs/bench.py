@@ -117,8 +117,7 @@ def _detbot_runner(spec: ChildSpec) -> Any:
     )
 
     def run(data: bytes, waiting: int) -> dict[str, float]:
-        # As a worker decides (jobs.tasks): a photo with a backlog spreads only if no other worker is around.
-        det, _ = detector.detect_annotated(data, use_idle_cores=waiting == 0 or detector.neighbours() == 0)
+        det, _ = detector.detect_annotated(data, waiting=waiting)  # as detbot worker tells it (jobs.tasks)
         t = det.timings
         return {"decode_ms": t.decode_ms, "inference_ms": t.inference_ms, "annotate_ms": t.annotate_ms}
 

@@ -144,8 +144,7 @@ def detector_pass(detector: Any, images: list[bytes]) -> tuple[float, float, lis
     started, cpu = time.perf_counter(), time.process_time()
     for i, data in enumerate(images):
         t0 = time.perf_counter()
-        spread = i == len(images) - 1 or detector.neighbours() == 0
-        det, _jpeg = detector.detect_annotated(data, BENCH_CONFIDENCE, use_idle_cores=spread)
+        det, _jpeg = detector.detect_annotated(data, BENCH_CONFIDENCE, waiting=len(images) - 1 - i)
         latencies.append((time.perf_counter() - t0) * 1e3)
         inference.append(det.timings.inference_ms)
     return len(images) / (time.perf_counter() - started), time.process_time() - cpu, latencies, inference

@@ -102,8 +102,7 @@ def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
     if ctx.test_delay_ms:
         time.sleep(ctx.test_delay_ms / 1000)
     try:
-        spread = waiting == 0 or ctx.detector.neighbours() == 0
-        det, jpeg = ctx.detector.detect_annotated(image, confidence, classes, use_idle_cores=spread)
+        det, jpeg = ctx.detector.detect_annotated(image, confidence, classes, waiting=waiting)
     except DetectorError as exc:
         return _finish(ctx.redis, job_id, Outcome(OUTCOME_ERROR, exc.code), message=str(exc))
     outcome = Outcome(

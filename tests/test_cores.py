@@ -172,12 +172,18 @@ def test_detector_uses_idle_cores_and_answers_the_same(detector: Detector, tmp_p
     assert sum(len(d.boxes) for d in wide) >= sum(len(s) for _, s in images)  # really found the shapes
 
 
-def test_a_photo_with_others_waiting_keeps_to_its_own_core(detector: Detector) -> None:
+def test_a_photo_with_others_waiting_keeps_to_its_own_core(detector: Detector, tmp_path: Path) -> None:
     img = make_images(seed=3102, count=1)[0][0]
-    narrow = detector.detect(img, confidence=0.3, use_idle_cores=False)
-    assert detector.last_threads == 1 and narrow.timings.threads == 1
-    wide, _ = detector.detect_annotated(img, confidence=0.3)
-    assert detector.last_threads == CORES and wide.timings.threads == CORES
+    alone = detector.detect(img, confidence=0.3, waiting=2)  # the machine's only worker: its backlog spreads
+    assert alone.timings.threads == CORES
+    neighbour = CoreLocks(tmp_path / "cores", CORES)  # another worker of this machine, idle
+    try:
+        narrow = detector.detect(img, confidence=0.3, waiting=2)
+        assert detector.last_threads == 1 and narrow.timings.threads == 1
+        wide, _ = detector.detect_annotated(img, confidence=0.3)
+        assert detector.last_threads == CORES and wide.timings.threads == CORES
+    finally:
+        neighbour.close()
     assert [b.class_name for b in wide.boxes] == [b.class_name for b in narrow.boxes]
 
 
