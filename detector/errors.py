@@ -61,6 +61,12 @@ class InvalidConfidenceError(DetectorError):
     code = "invalid_confidence"
 
 
+class InvalidParamsError(DetectorError):
+    """Detection parameters that are not well-formed (a class filter that is not a list of names, ...)."""
+
+    code = "invalid_params"
+
+
 class ModelLoadError(DetectorError):
     """The model weights could not be found, downloaded or loaded."""
 

@@ -1,0 +1,68 @@
+"""Every Redis key detbot writes beside RQ's own, named in one place.
+
+The queue's keys (jobs, images, results, events, worker liveness and recovery) and the bot's (chat
+settings, bookkeeping) share the ``detbot:`` prefix, so ``redis-cli --scan --pattern 'detbot:*'`` shows
+all of detbot's state and nothing else. Lifetimes are in :mod:`jobs.defaults` and where each key is written.
+"""
+
+from __future__ import annotations
+
+from jobs.defaults import KEY_PREFIX
+
+# The stream of completion events the bot consumes (a stream, so events wait while the bot restarts).
+EVENTS_STREAM = f"{KEY_PREFIX}:events"
+
+
+# -- one job ---------------------------------------------------------------------------------------------
+
+def job(job_id: str) -> str:
+    """Hash: routing, params, status, code, message, detection, attempts."""
+    return f"{KEY_PREFIX}:job:{job_id}"
+
+
+def image(job_id: str) -> str:
+    """The photo's bytes while the job waits or runs."""
+    return f"{KEY_PREFIX}:image:{job_id}"
+
+
+def annotated(job_id: str) -> str:
+    """The annotated JPEG of a successful job, until the bot delivered it."""
+    return f"{KEY_PREFIX}:annotated:{job_id}"
+
+
+# -- workers and recovery -------------------------------------------------------------------------------
+
+def alive(worker_name: str) -> str:
+    """A worker's liveness (short TTL, renewed by its heartbeat)."""
+    return f"{KEY_PREFIX}:alive:{worker_name}"
+
+
+def running(queue_name: str) -> str:
+    """Hash job id -> name of the worker running it."""
+    return f"{KEY_PREFIX}:running:{queue_name}"
+
+
+def reaper_lock(queue_name: str) -> str:
+    return f"{KEY_PREFIX}:reaper:{queue_name}"
+
+
+def orphan(queue_name: str, job_id: str) -> str:
+    """First sighting of a job id left in RQ's intermediate list."""
+    return f"{KEY_PREFIX}:orphan:{queue_name}:{job_id}"
+
+
+# -- the bot ---------------------------------------------------------------------------------------------
+
+def chat(chat_id: int) -> str:
+    """Hash of a chat's settings (threshold, auto, ...)."""
+    return f"{KEY_PREFIX}:chat:{chat_id}"
+
+
+def handled(chat_id: int, message_id: int) -> str:
+    """A message already queued or answered (Telegram may deliver an update twice)."""
+    return f"{KEY_PREFIX}:bot:handled:{chat_id}:{message_id}"
+
+
+def status(unit: str) -> str:
+    """Chat and message id of the "queued" status message of a job or album."""
+    return f"{KEY_PREFIX}:bot:status:{unit}"
