@@ -32,7 +32,6 @@ from bot.intake import ALBUM_COLLECT_DELAY, Intake, Request, image_of, thread_of
 from bot.limits import Limits
 from bot.metrics import BotMetrics
 from bot.parsing import (
-    DetectArgs,
     UsageError,
     mentions,
     parse_auto,
@@ -44,6 +43,7 @@ from bot.parsing import (
 from bot.settings import BotSettings
 from bot.status import StatusBoard
 from bot.telegram_io import describe, say
+from detector.params import DetectParams
 from jobs.client import DetectionClient
 from jobs.exceptions import QueueUnavailableError
 
@@ -155,7 +155,7 @@ async def _flush_album_later(context: ContextTypes.DEFAULT_TYPE, key: tuple[int,
 
 
 async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], asked_by: Message, explicit: bool,
-                   args: DetectArgs | None) -> None:
+                   args: DetectParams | None) -> None:
     """Read the chat's settings, decide whether to answer, parse the arguments, hand over to the intake."""
     svc = services(context)
     try:
@@ -179,11 +179,11 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
     await svc.intake.handle(request)
 
 
-def _caption_args(photos: list[Message], username: str) -> DetectArgs:
+def _caption_args(photos: list[Message], username: str) -> DetectParams:
     for photo in photos:
         if photo.caption:
             return parse_caption(photo.caption, username).args
-    return DetectArgs()
+    return DetectParams()
 
 
 async def on_detect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

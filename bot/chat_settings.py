@@ -12,6 +12,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from detector.params import DetectParams
 from jobs.defaults import KEY_PREFIX, RESULT_TTL
 from jobs.exceptions import QueueUnavailableError
 
@@ -45,6 +46,11 @@ class ChatSettings:
 
     threshold: float | None = None
     auto: bool | None = None
+
+    @property
+    def params(self) -> DetectParams:
+        """The chat's layer of the detection parameters (see DetectParams.layered)."""
+        return DetectParams(self.threshold)
 
 
 class ChatStore:

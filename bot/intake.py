@@ -21,12 +21,12 @@ from bot import replies
 from bot.chat_settings import ChatSettings, ChatStore
 from bot.limits import Limits
 from bot.metrics import BotMetrics
-from bot.parsing import DetectArgs
 from bot.settings import BotSettings
 from bot.status import StatusBoard
 from bot.telegram_io import describe, say
 from detector.errors import ImageError
 from detector.image import read_header
+from detector.params import DetectParams
 from jobs.client import DetectionClient
 from jobs.exceptions import QueueFullError, QueueUnavailableError
 
@@ -69,7 +69,7 @@ class Request:
     user_id: int
     photos: list[Message]
     asked_by: Message
-    args: DetectArgs
+    args: DetectParams
     settings: ChatSettings = field(default_factory=ChatSettings)
 
 
@@ -95,6 +95,7 @@ class Intake:
         self.metrics = metrics
         self.status = status
         self.spawn = spawn
+        self.default_params = DetectParams(settings.default_confidence)
 
     async def refuse(self, message: Message, reason: str, text: str, count: int = 1) -> None:
         log.info("refused photo chat=%s msg=%s: %s", message.chat_id, message.message_id, reason)
@@ -128,8 +129,9 @@ class Intake:
         if not images:
             await asyncio.to_thread(self.chats.mark_handled, chat_id, ids)
             return
-        confidence = request.args.confidence or request.settings.threshold or self.settings.default_confidence
-        await self._submit(request, images, confidence)
+        # Precedence: caption > chat > global default.
+        params = DetectParams.layered(request.args, request.settings.params, self.default_params)
+        await self._submit(request, images, params)
         await asyncio.to_thread(self.chats.mark_handled, chat_id, ids)
 
     async def _fetch_all(self, request: Request) -> list[tuple[Message, bytes]]:
@@ -171,7 +173,7 @@ class Intake:
             return None
         return data
 
-    async def _submit(self, request: Request, images: list[tuple[Message, bytes]], confidence: float) -> None:
+    async def _submit(self, request: Request, images: list[tuple[Message, bytes]], params: DetectParams) -> None:
         first = images[0][0]
         chat_id = request.chat.id
         album = uuid.uuid4().hex if len(images) > 1 else None
@@ -188,11 +190,8 @@ class Intake:
             if album:
                 routing["album"] = {"id": album, "index": index, "count": len(images),
                                     "reply_to": first.message_id}
-            classes = list(request.args.classes) if request.args.classes else None
             try:
-                job_id = await asyncio.to_thread(
-                    self.client.submit, data, confidence=confidence, classes=classes, routing=routing
-                )
+                job_id = await asyncio.to_thread(self.client.submit, data, params, routing=routing)
             except QueueFullError:
                 # One reply for the photos left out (of an album: the rest is still answered).
                 await self.refuse(message, "queue full", replies.BUSY, len(images) - index + 1)
@@ -203,7 +202,7 @@ class Intake:
             job_ids.append(job_id)
             self.metrics.received.inc()
             log.info("queued photo chat=%s msg=%s job=%s conf=%.2f classes=%s", chat_id, message.message_id,
-                     job_id, confidence, ",".join(classes or []) or "all")
+                     job_id, params.threshold, ",".join(params.classes or []) or "all")
         if album and 0 < len(job_ids) < len(images):
             # Some album photos never made it into the queue: the rest is still answered as a smaller album.
             log.warning("album in chat %s: %d of %d photos queued", chat_id, len(job_ids), len(images))

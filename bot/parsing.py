@@ -6,7 +6,10 @@ Pure functions; every refusal is a :class:`UsageError` whose message is shown to
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from detector.errors import DetectorError, InvalidConfidenceError
+from detector.params import DetectParams, check_confidence
 
 # `0.4`, `.4`, `0,4`, `40%`, `conf=0.4`, `confidence:40%`: one confidence token.
 _CONF_TOKEN = re.compile(r"^(?:conf(?:idence)?[=:])?([-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+))(%?)$", re.IGNORECASE)
@@ -14,8 +17,6 @@ _CONF_TOKEN = re.compile(r"^(?:conf(?:idence)?[=:])?([-+]?(?:\d+(?:[.,]\d*)?|[.,
 _CONF_LIKE = re.compile(r"^(?:conf(?:idence)?[=:].*|[-+]?[\d.,]+%?)$", re.IGNORECASE)
 _COMMAND = re.compile(r"^/(\w+)(?:@(\w+))?(?=\s|$)", re.IGNORECASE)
 _CLASS_NAME = re.compile(r"^\w[\w\-]*$")
-# A class filter longer than this is a paste accident, not a filter.
-MAX_CLASSES = 20
 
 DETECT_USAGE = (
     "Send a photo, optionally with a confidence in the caption: 0.4, 40% or conf=0.4.\n"
@@ -34,21 +35,13 @@ class UsageError(ValueError):
 
 
 @dataclass(frozen=True)
-class DetectArgs:
-    """What one photo's caption or /detect asked for; None means 'not given'."""
-
-    confidence: float | None = None
-    classes: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
 class Caption:
     """A photo caption, read for group triggers and arguments."""
 
     command: bool = False
     mentioned: bool = False
     other_bot: bool = False
-    args: DetectArgs = DetectArgs()
+    args: DetectParams = field(default_factory=DetectParams)
 
 
 def parse_confidence(token: str) -> float:
@@ -61,16 +54,17 @@ def parse_confidence(token: str) -> float:
         value /= 100
     elif 1 < value <= 100:
         raise UsageError(f"The confidence must be between 0 and 1: did you mean {value:g}%?")
-    if not 0 < value <= 1:
-        raise UsageError(f"The confidence must be above 0 and at most 1, not {token}.")
-    return round(value, 4)
+    try:
+        return check_confidence(value)
+    except InvalidConfidenceError:
+        raise UsageError(f"The confidence must be above 0 and at most 1, not {token}.") from None
 
 
 def looks_like_confidence(token: str) -> bool:
     return bool(_CONF_LIKE.match(token))
 
 
-def parse_detect_args(text: str) -> DetectArgs:
+def parse_detect_args(text: str) -> DetectParams:
     """``/detect`` arguments: at most one confidence and a comma-separated class filter, in any order."""
     confidence: float | None = None
     names: list[str] = []
@@ -87,11 +81,11 @@ def parse_detect_args(text: str) -> DetectArgs:
             continue
         if not _CLASS_NAME.match(name):
             raise UsageError(f"'{name}' is not a class name.\n{DETECT_USAGE}")
-        if name not in classes:
-            classes.append(name)
-    if len(classes) > MAX_CLASSES:
-        raise UsageError(f"At most {MAX_CLASSES} classes at once, please.")
-    return DetectArgs(confidence, tuple(classes) or None)
+        classes.append(name)
+    try:
+        return DetectParams(confidence, classes or None)
+    except DetectorError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _strip_mentions(text: str, username: str) -> tuple[str, bool]:
@@ -138,7 +132,7 @@ def parse_caption(caption: str | None, username: str) -> Caption:
             if confidence is not None:
                 raise UsageError(f"Give one confidence, not several.\n{DETECT_USAGE}")
             confidence = parse_confidence(token)
-    return Caption(mentioned=mentioned, args=DetectArgs(confidence))
+    return Caption(mentioned=mentioned, args=DetectParams(confidence))
 
 
 def parse_threshold(args: list[str]) -> float | str | None:

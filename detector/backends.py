@@ -31,7 +31,7 @@ import tempfile
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -540,14 +540,13 @@ def postprocess(
     output: np.ndarray,
     geometry: Letterbox,
     shape: tuple[int, int],
-    confidence: float,
-    class_ids: Sequence[int] | None,
+    thresholds: np.ndarray,
     max_det: int,
 ) -> np.ndarray:
-    """Raw model output to ``K×6`` rows in pixels of the original image, best first, at most ``max_det``."""
-    rows = decode_raw(output, confidence)
-    if class_ids is not None:
-        rows = rows[np.isin(rows[:, 5].astype(np.int64), np.asarray(class_ids))]
+    """Raw model output to ``K×6`` rows in pixels of the original image, best first, at most ``max_det``:
+    the boxes whose confidence reaches their class's threshold (``thresholds[class id]``; +inf: left out)."""
+    rows = decode_raw(output, float(thresholds.min()))
+    rows = rows[rows[:, 4] >= thresholds[rows[:, 5].astype(np.int64)]]
     rows = rows[np.argsort(-rows[:, 4], kind="stable")][:max_det].astype(np.float32)
     h, w = shape
     rows[:, [0, 2]] = np.clip((rows[:, [0, 2]] - geometry.pad_x) / geometry.gain, 0, w)

@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from detector.errors import DetectorError, ModelLoadError
+from detector.errors import DetectorError, InvalidConfidenceError, ModelLoadError
+from detector.params import DetectParams, check_confidence
 from detector.render import format_text
 from detector.settings import DEFAULT_CONFIDENCE, DetectorSettings
 
@@ -24,9 +25,10 @@ def confidence_arg(text: str) -> float:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside (0, 1]")
-    return value
+    try:
+        return check_confidence(value)
+    except InvalidConfidenceError:
+        raise argparse.ArgumentTypeError(f"{text} is outside (0, 1]") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,13 +51,18 @@ def run(args: argparse.Namespace) -> int:
     except ModelLoadError as exc:
         print(f"detbot: {exc}", file=sys.stderr)
         return EXIT_NO_MODEL
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    try:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+        params = DetectParams(args.confidence, classes)
+    except DetectorError as exc:
+        print(f"detbot: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     status = 0
     for path in args.images:
         try:
-            det, jpeg = detector.detect_annotated(path, args.confidence, classes)
+            det, jpeg = detector.detect_annotated(path, params)
         except DetectorError as exc:
             print(f"{path}: {exc}", file=sys.stderr)
             status = EXIT_BAD_INPUT

@@ -7,6 +7,7 @@ pre/post-processing path of our own; PyTorch through ultralytics' predictor is t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -21,12 +22,12 @@ import numpy as np
 
 from detector import backends
 from detector.cores import CoreLocks, open_core_locks, usable_cores
-from detector.errors import InvalidConfidenceError, ModelLoadError, UnknownClassError
+from detector.errors import ModelLoadError, UnknownClassError
 from detector.image import ImageInput, load_image, read_header
+from detector.params import DetectParams, class_key
 from detector.result import Box, Detection, Timings
 from detector.runtime import configure_threads, disable_analytics, quiet_ultralytics
 from detector.settings import (
-    DEFAULT_CONFIDENCE,
     DEFAULT_MAX_DETECTIONS,
     DEFAULT_MAX_PIXELS,
     JPEG_QUALITY,
@@ -153,7 +154,7 @@ class Detector:
         if self.export is None:
             self.backend = "torch"
             self._load_torch(imgsz)
-        self._ids_by_name = {v.lower(): k for k, v in self.names.items()}
+        self._ids_by_name = {class_key(v): k for k, v in self.names.items()}
         if use_idle_cores:  # the core locks live beside the export cache, which every local worker shares
             cache = Path(export_dir) if export_dir else backends.default_export_dir()
             self._share_idle_cores(Path(cores_dir) if cores_dir else cache / "cores")
@@ -227,33 +228,47 @@ class Detector:
         shapes = [(side, side), (short, side), (side, short)] if self.export is not None else [(side, side)]
         for h, w in shapes:
             blank = np.full((h, w, 3), 114, np.uint8)
-            self._predict(blank, 0.5, None, 1)
+            self._predict(blank, np.full(len(self.names), 0.5, np.float32), 1)
             if self._wide_engine is not None:  # compiled now too, whether or not the neighbours were busy
                 self._wide_engine(backends.letterbox(blank, self.imgsz, self._stride, rect=True)[0])
 
-    def class_ids(self, classes: Sequence[str] | None) -> list[int] | None:
-        """Class names (case-insensitive) to ids; an unknown name is an error listing the known ones."""
-        if not classes:
+    def class_ids(self, names: Sequence[str] | None) -> list[int] | None:
+        """Class names (compared as :func:`class_key` does) to ids; an unknown name is an error listing the
+        known ones."""
+        if not names:
             return None
-        unknown = [c for c in classes if c.lower() not in self._ids_by_name]
+        unknown = [n for n in names if class_key(n) not in self._ids_by_name]
         if unknown:
             known = ", ".join(sorted(self.names.values()))
             raise UnknownClassError(f"Unknown class {', '.join(unknown)}. This model knows: {known}.")
-        return sorted({self._ids_by_name[c.lower()] for c in classes})
+        return sorted({self._ids_by_name[class_key(n)] for n in names})
 
-    def _predict(self, image: np.ndarray, confidence: float, ids: list[int] | None, max_det: int) -> np.ndarray:
-        """``K×6`` rows (x1, y1, x2, y2, confidence, class) in pixels of ``image``, best first."""
+    def thresholds(self, params: DetectParams) -> np.ndarray:
+        """The confidence each class id needs under ``params``; classes the filter leaves out get +inf."""
+        out = np.full(len(self.names), params.threshold, np.float32)
+        for name, value in params.class_confidence:
+            out[self.class_ids([name])] = value
+        wanted = self.class_ids(params.classes)
+        if wanted is not None:
+            out[np.setdiff1d(np.arange(len(self.names)), wanted)] = np.inf
+        return out
+
+    def _predict(self, image: np.ndarray, thresholds: np.ndarray, max_det: int) -> np.ndarray:
+        """``K×6`` rows (x1, y1, x2, y2, confidence, class) in pixels of ``image``, best first: boxes at or
+        above their class's threshold (``thresholds[class id]``), at most ``max_det``."""
         with self._lock:
             if self._engine is not None:
                 fitted, geometry = backends.letterbox(image, self.imgsz, self._stride, rect=True)
                 output = self._infer(fitted)
-                return backends.postprocess(output, geometry, image.shape[:2], confidence, ids, max_det)
+                return backends.postprocess(output, geometry, image.shape[:2], thresholds, max_det)
+            ids = np.flatnonzero(np.isfinite(thresholds)).tolist()
             result = self._yolo.predict(
-                image, conf=confidence, classes=ids, max_det=max_det, imgsz=self.imgsz,
-                device=self.device, verbose=False,
+                image, conf=float(thresholds.min()), classes=ids, max_det=len(self.names) * max_det,
+                imgsz=self.imgsz, device=self.device, verbose=False,
             )[0]
         data = result.boxes.data.cpu().numpy() if result.boxes is not None else np.zeros((0, 6))
-        return np.asarray(data[:, :6], dtype=np.float32)
+        rows = np.asarray(data[:, :6], dtype=np.float32)
+        return rows[rows[:, 4] >= thresholds[rows[:, 5].astype(np.int64)]][:max_det]
 
     def neighbours(self) -> int:
         """Other processes on this machine sharing its cores with this one (0 when cores are not shared)."""
@@ -282,24 +297,24 @@ class Detector:
             return (self._wide_engine if wide else self._engine)(fitted)
 
     def _run(
-        self, image: ImageInput, confidence: float, classes: Sequence[str] | None, max_detections: int | None
+        self, image: ImageInput, params: DetectParams, max_detections: int | None
     ) -> tuple[np.ndarray, Detection]:
-        if not 0.0 < confidence <= 1.0:
-            raise InvalidConfidenceError(f"Confidence must be above 0 and at most 1, got {confidence}.")
-        ids = self.class_ids(classes)
+        thresholds = self.thresholds(params)
         t0 = time.perf_counter()
         array = decode(image, self.max_pixels)
         t1 = time.perf_counter()
-        rows = self._predict(array, confidence, ids, max_detections or self.max_detections)
+        rows = self._predict(array, thresholds, max_detections or self.max_detections)
         t2 = time.perf_counter()
+        ids = self.class_ids(params.classes)
         det = Detection(
             boxes=self._boxes(rows),
             width=int(array.shape[1]),
             height=int(array.shape[0]),
-            confidence=confidence,
+            confidence=params.threshold,
             classes=tuple(self.names[i] for i in ids) if ids else None,
             model=self.model_name,
             timings=Timings(decode_ms=(t1 - t0) * 1e3, inference_ms=(t2 - t1) * 1e3, threads=self.last_threads),
+            class_confidence=params.per_class,
         )
         return array, det
 
@@ -313,37 +328,36 @@ class Detector:
     def detect(
         self,
         image: ImageInput,
-        confidence: float = DEFAULT_CONFIDENCE,
-        classes: Sequence[str] | None = None,
-        max_detections: int | None = None,
+        params: DetectParams | None = None,
         *,
+        max_detections: int | None = None,
         waiting: int = 0,
     ) -> Detection:
-        """Find objects in one image (bytes, path or BGR array). ``waiting``: photos queued behind this one;
-        with a backlog and other workers on this machine, the inference keeps to this process's own share,
-        so they find their cores free (otherwise it may take every idle core)."""
+        """Find objects in one image (bytes, path or BGR array), as ``params`` asks (default: every class at
+        the default confidence). ``waiting``: photos queued behind this one; with a backlog and other workers
+        on this machine, the inference keeps to this process's own share, so they find their cores free
+        (otherwise it may take every idle core)."""
         with self._lock, self._own_core(waiting):
-            return self._run(image, confidence, classes, max_detections)[1]
+            return self._run(image, params or DetectParams(), max_detections)[1]
 
     def detect_annotated(
         self,
         image: ImageInput,
-        confidence: float = DEFAULT_CONFIDENCE,
-        classes: Sequence[str] | None = None,
-        max_detections: int | None = None,
+        params: DetectParams | None = None,
         *,
+        max_detections: int | None = None,
         waiting: int = 0,
     ) -> tuple[Detection, bytes]:
         """Like :meth:`detect`, plus the image with boxes and labels drawn, as JPEG bytes."""
         with self._lock, self._own_core(waiting):
-            array, det = self._run(image, confidence, classes, max_detections)
+            array, det = self._run(image, params or DetectParams(), max_detections)
             t0 = time.perf_counter()
             # The caller's own array is never drawn on; a freshly decoded one is ours to reuse.
             canvas = array.copy() if isinstance(image, np.ndarray) else array
             jpeg = encode_jpeg(draw_boxes(canvas, det.boxes))
             annotate_ms = (time.perf_counter() - t0) * 1e3
         timings = Timings(det.timings.decode_ms, det.timings.inference_ms, annotate_ms, det.timings.threads)
-        return Detection(det.boxes, det.width, det.height, det.confidence, det.classes, det.model, timings), jpeg
+        return dataclasses.replace(det, timings=timings), jpeg
 
 
 def decode(image: ImageInput, max_pixels: int) -> np.ndarray:

@@ -8,7 +8,7 @@ Validation and the default confidence live here and nowhere else.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,8 @@ class DetectParams:
     """
 
     confidence: float | None = None
-    classes: tuple[str, ...] | None = None
+    # Stored as a tuple of compared names; any sequence of names is accepted.
+    classes: Sequence[str] | None = None
     # (class, threshold) pairs, sorted by class: a tuple keeps the value hashable and its JSON stable.
     class_confidence: tuple[tuple[str, float], ...] = field(default=())
 

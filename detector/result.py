@@ -49,6 +49,8 @@ class Detection:
     classes: tuple[str, ...] | None = None
     model: str = ""
     timings: Timings = field(default_factory=Timings)
+    # Per-class thresholds that differed from ``confidence`` (class name as compared -> threshold).
+    class_confidence: dict[str, float] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         """Boxes per class name, most frequent first (ties by name)."""
@@ -76,4 +78,5 @@ class Detection:
             classes=tuple(classes) if classes is not None else None,
             model=str(data.get("model", "")),
             timings=Timings(**timings),
+            class_confidence={str(k): float(v) for k, v in (data.get("class_confidence") or {}).items()},
         )

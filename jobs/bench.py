@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detector.params import DetectParams
+
 # A worker that has not answered its first image after this long (an export of a large model on a slow
 # CPU included) is broken, not slow.
 CHILD_START_TIMEOUT = 900.0
@@ -439,7 +441,7 @@ def accuracy(model: Path, work: Path, backends: list[str], calibration: str | No
     images, truths = [img for img, _ in fresh], [shapes for _, shapes in fresh]
     val = make_images(VAL_SEED, VAL_IMAGES)
     reference = Detector(str(model), backend="torch", device="cpu")
-    ref = [reference.detect(img, AGREEMENT_FLOOR) for img in images]
+    ref = [reference.detect(img, DetectParams(AGREEMENT_FLOOR)) for img in images]
     report: dict[str, Any] = {
         "agreement_images": len(images), "objects": sum(len(t) for t in truths),
         "map50": {"torch": map50(reference, val)},
@@ -449,14 +451,15 @@ def accuracy(model: Path, work: Path, backends: list[str], calibration: str | No
         det = Detector(str(model), backend=backend, device="cpu", export_dir=str(work / "cache-accuracy"),
                        int8=int8, int8_data=calibration)
         name = f"{det.backend}-int8" if int8 and det.backend != "torch" else det.backend
-        report[name] = compare(ref, [det.detect(img, AGREEMENT_FLOOR) for img in images], truths)
+        report[name] = compare(ref, [det.detect(img, DetectParams(AGREEMENT_FLOOR)) for img in images], truths)
         report["map50"][name] = map50(det, val)
     return report
 
 
 def map50(detector: Any, dataset: list[tuple[Any, list[Any]]]) -> float:
     """mAP at IoU 0.5 over the classes, COCO-style 101-point interpolation, as ``yolo val`` reports it."""
-    results = [detector.detect(img, MAP_CONFIDENCE, max_detections=MAP_MAX_DETECTIONS) for img, _ in dataset]
+    params = DetectParams(MAP_CONFIDENCE)
+    results = [detector.detect(img, params, max_detections=MAP_MAX_DETECTIONS) for img, _ in dataset]
     aps = []
     for name in detector.names.values():
         scores: list[float] = []

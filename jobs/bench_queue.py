@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detector.params import DetectParams
 from jobs.cli import DETBOT
 
 # A worker not READY after this long (torch import + model load + export on a slow CPU) is broken.
@@ -133,7 +134,7 @@ def load_detector(model: str, threads: int, warmup: list[bytes]) -> Any:
     settings = DetectorSettings(model=model, threads=threads)
     detector = Detector.from_settings(settings)
     for data in warmup:
-        detector.detect_annotated(data, BENCH_CONFIDENCE)
+        detector.detect_annotated(data, DetectParams(BENCH_CONFIDENCE))
     return detector
 
 
@@ -144,7 +145,7 @@ def detector_pass(detector: Any, images: list[bytes]) -> tuple[float, float, lis
     started, cpu = time.perf_counter(), time.process_time()
     for i, data in enumerate(images):
         t0 = time.perf_counter()
-        det, _jpeg = detector.detect_annotated(data, BENCH_CONFIDENCE, waiting=len(images) - 1 - i)
+        det, _jpeg = detector.detect_annotated(data, DetectParams(BENCH_CONFIDENCE), waiting=len(images) - 1 - i)
         latencies.append((time.perf_counter() - t0) * 1e3)
         inference.append(det.timings.inference_ms)
     return len(images) / (time.perf_counter() - started), time.process_time() - cpu, latencies, inference
@@ -316,7 +317,7 @@ class Lane:
         pids = [p.pid for p in self.workers.procs] if self.workers else []
         cpu = sum(cpu_seconds(pid) for pid in pids)
         started = time.perf_counter()
-        ids = [self.client.submit(data, confidence=BENCH_CONFIDENCE) for data in images]
+        ids = [self.client.submit(data, DetectParams(BENCH_CONFIDENCE)) for data in images]
         self.collector.until(ids)
         self.rounds.append(len(ids) / (max(self.collector.done[i][0] for i in ids) - started))
         self.cpu.append(sum(cpu_seconds(pid) for pid in pids) - cpu)
@@ -324,7 +325,7 @@ class Lane:
     def one_at_a_time(self, images: list[bytes]) -> None:
         for data in images:
             t0 = time.perf_counter()
-            job_id = self.client.submit(data, confidence=BENCH_CONFIDENCE)
+            job_id = self.client.submit(data, DetectParams(BENCH_CONFIDENCE))
             self.collector.until([job_id])
             arrived, completion = self.collector.done[job_id]
             total = (arrived - t0) * 1e3
@@ -377,7 +378,7 @@ def run_bench(url: str, model: str, threads: int, counts: list[int], images: lis
         for lane in lanes:
             assert lane.workers is not None
             wait_ready(url, lane.workers)
-            warm = [lane.client.submit(images[i % len(images)], confidence=BENCH_CONFIDENCE)
+            warm = [lane.client.submit(images[i % len(images)], DetectParams(BENCH_CONFIDENCE))
                     for i in range(WARMUP_JOBS * lane.count)]
             lane.collector.until(warm)
         det_rounds: list[float] = []

@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from detector.params import DetectParams
 from jobs import store
 from jobs.defaults import (
     DELIVERED_TTL,
@@ -70,15 +71,11 @@ class DetectionClient:
         self.group = group
         self._group_ready = False
 
-    def submit(
-        self,
-        image: bytes,
-        *,
-        confidence: float,
-        classes: list[str] | None = None,
-        routing: dict[str, Any] | None = None,
-    ) -> str:
-        """Queue one image; returns the job id. Raises QueueFullError or QueueUnavailableError."""
+    def submit(self, image: bytes, params: DetectParams, *, routing: dict[str, Any] | None = None) -> str:
+        """Queue one image with what the person asked for; returns the job id.
+
+        Raises QueueFullError or QueueUnavailableError.
+        """
         with _redis_errors():
             if self.queue.count >= self.max_queued:
                 raise QueueFullError(f"{self.max_queued} jobs are already waiting")
@@ -86,7 +83,7 @@ class DetectionClient:
             # The photo, its record and the RQ job in one transaction: all of them or none.
             pipe = self.redis.pipeline(transaction=True)
             pipe.multi()  # explicit, as RQ's enqueue expects of a pipeline handed to it
-            store.queue_save_job(pipe, job_id, image, {"confidence": confidence, "classes": classes}, routing or {})
+            store.queue_save_job(pipe, job_id, image, params.to_dict(), routing or {})
             # No RQ ttl on purpose: RQ silently drops an expired job; ours still runs and answers image_expired.
             self.queue.enqueue(
                 DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RESULT_TTL,

@@ -16,7 +16,7 @@ from redis import Redis
 from rq.timeouts import JobTimeoutException
 
 from detector.errors import DetectorError
-from detector.settings import DEFAULT_CONFIDENCE
+from detector.params import DetectParams
 from jobs import store
 
 if TYPE_CHECKING:
@@ -74,17 +74,6 @@ class Outcome:
     threads: int = 0
 
 
-def _params(raw: dict[str, Any]) -> tuple[float, list[str] | None]:
-    """The producer's parameters, checked: they crossed Redis and are not trusted to be well-formed."""
-    confidence = raw.get("confidence", DEFAULT_CONFIDENCE)
-    classes = raw.get("classes")
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
-        confidence = -1.0  # the detector rejects it with invalid_confidence and a clear message
-    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
-        classes = [str(classes)]
-    return float(confidence), classes
-
-
 def _finish(redis: Redis, job_id: str, outcome: Outcome, **fields: Any) -> Outcome:
     first = store.complete(redis, job_id, ok=outcome.status == OUTCOME_OK, code=outcome.code, **fields)
     return outcome if first else Outcome(OUTCOME_DUPLICATE, outcome.code)
@@ -98,11 +87,11 @@ def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
             ctx.redis, job_id, Outcome(OUTCOME_ERROR, store.CODE_IMAGE_EXPIRED),
             message="The photo waited too long and expired; please send it again.",
         )
-    confidence, classes = _params(params)
     if ctx.test_delay_ms:
         time.sleep(ctx.test_delay_ms / 1000)
     try:
-        det, jpeg = ctx.detector.detect_annotated(image, confidence, classes, waiting=waiting)
+        # The parameters crossed Redis: DetectParams checks them like any other input.
+        det, jpeg = ctx.detector.detect_annotated(image, DetectParams.from_dict(params), waiting=waiting)
     except DetectorError as exc:
         return _finish(ctx.redis, job_id, Outcome(OUTCOME_ERROR, exc.code), message=str(exc))
     outcome = Outcome(

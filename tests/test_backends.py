@@ -17,6 +17,7 @@ import pytest
 
 from detector import Box, backends
 from detector.model import Detector
+from detector.params import DetectParams
 from tests.conftest import DETBOT, ROOT, detbot_env
 from tests.shapes import iou, make_images
 
@@ -87,8 +88,8 @@ def test_backends_agree_with_torch(
     assert fast.backend == backend
     checked = 0
     for img, shapes in make_images(AGREEMENT_SEED, AGREEMENT_IMAGES):
-        ref = torch_detector.detect(img, 0.25)
-        got = fast.detect(img, 0.25)
+        ref = torch_detector.detect(img, DetectParams(0.25))
+        got = fast.detect(img, DetectParams(0.25))
         for shape in shapes:
             a, b = object_box(ref.boxes, shape), object_box(got.boxes, shape)
             sure = max(x.confidence for x in (a, b) if x is not None) if (a or b) else 0.0
@@ -113,7 +114,7 @@ def test_annotated_output_from_an_exported_backend(shapes_model: Path, cache: Pa
     fast = Detector(str(shapes_model), backend="openvino", device="cpu", export_dir=cache)
     img, _ = make_images(AGREEMENT_SEED, 1)[0]
     original = img.copy()
-    det, jpeg = fast.detect_annotated(img, 0.25)
+    det, jpeg = fast.detect_annotated(img, DetectParams(0.25))
     assert det.boxes and det.timings.annotate_ms > 0
     np.testing.assert_array_equal(img, original)  # the caller's array is not drawn on
     drawn = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -147,7 +148,7 @@ def test_damaged_cache_entry_is_exported_again(
     assert backends.read_entry(entry) is not None  # whole again
     assert not (local / f".{entry.name}.dead1234").exists()
     img, shapes = make_images(AGREEMENT_SEED, 1)[0]
-    assert len(det.detect(img, 0.25).boxes) >= len(shapes) - 1
+    assert len(det.detect(img, DetectParams(0.25)).boxes) >= len(shapes) - 1
     assert any("damaged" in r.getMessage() for r in caplog.records)
 
 
@@ -166,7 +167,7 @@ def test_export_failure_falls_back_to_torch_with_one_warning(
         with caplog.at_level(logging.WARNING):
             det = Detector(str(shapes_model), device="cpu", **case)  # type: ignore[arg-type]
         assert det.backend == "torch" and det.export is None
-        assert len(det.detect(img, 0.25).boxes) >= len(shapes) - 1
+        assert len(det.detect(img, DetectParams(0.25)).boxes) >= len(shapes) - 1
         ours = [r for r in caplog.records if r.name == "detector.model"]
         assert len(ours) == 1, [r.getMessage() for r in ours]
         message = ours[0].getMessage()

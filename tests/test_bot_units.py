@@ -10,7 +10,6 @@ from bot import replies
 from bot.limits import Limits, RateLimiter
 from bot.logs import REDACTED, RedactFilter
 from bot.parsing import (
-    DetectArgs,
     UsageError,
     mentions,
     parse_auto,
@@ -21,6 +20,7 @@ from bot.parsing import (
 )
 from bot.settings import BotSettings
 from bot.text import CAPTION_LIMIT, MESSAGE_LIMIT, detection_lines, pack_lines, split_caption, utf16_len
+from detector.params import DetectParams
 from detector.result import Box, Detection
 
 BOT = "detbot_test_bot"
@@ -47,12 +47,12 @@ def test_confidence_hint_for_percent_without_sign() -> None:
 
 
 def test_caption_forms() -> None:
-    assert parse_caption("0.4", BOT).args == DetectArgs(0.4)
-    assert parse_caption("my cat, 40%", BOT).args == DetectArgs(0.4)
-    assert parse_caption("just a holiday photo", BOT).args == DetectArgs()
-    assert parse_caption(None, BOT).args == DetectArgs()
+    assert parse_caption("0.4", BOT).args == DetectParams(0.4)
+    assert parse_caption("my cat, 40%", BOT).args == DetectParams(0.4)
+    assert parse_caption("just a holiday photo", BOT).args == DetectParams()
+    assert parse_caption(None, BOT).args == DetectParams()
     cap = parse_caption("/detect person,dog 0.3", BOT)
-    assert cap.command and cap.args == DetectArgs(0.3, ("person", "dog"))
+    assert cap.command and cap.args == DetectParams(0.3, ("person", "dog"))
     cap = parse_caption(f"/detect@{BOT.upper()} 0.3", BOT)
     assert cap.command and cap.args.confidence == 0.3
     assert parse_caption("/detect@some_other_bot 0.3", BOT).other_bot
@@ -66,7 +66,7 @@ def test_mentions_match_the_whole_name_only() -> None:
 
 
 def test_free_text_numbers_are_not_confidences() -> None:
-    assert parse_caption("party 2024", BOT).args == DetectArgs()
+    assert parse_caption("party 2024", BOT).args == DetectParams()
 
 
 @pytest.mark.parametrize("caption", ["2.5", "0 please", "/detect blah!!", "/detect 0.3 0.4", "conf=", "my cat 0.4 0.5"])
@@ -76,8 +76,8 @@ def test_bad_captions_are_usage_errors(caption: str) -> None:
 
 
 def test_detect_args_classes_any_order() -> None:
-    assert parse_detect_args("dog, Person 0.3 dog") == DetectArgs(0.3, ("dog", "person"))
-    assert parse_detect_args("") == DetectArgs()
+    assert parse_detect_args("dog, Person 0.3 dog") == DetectParams(0.3, ("dog", "person"))
+    assert parse_detect_args("") == DetectParams()
 
 
 def test_threshold_and_auto_arguments() -> None:

@@ -17,6 +17,7 @@ from redis import Redis
 from detector import cores
 from detector.cores import CoreLocks, usable_cores
 from detector.model import Detector
+from detector.params import DetectParams
 from jobs import store
 from jobs.client import DetectionClient
 from tests.conftest import ROOT, TEST_EXPORT_DIR, RedisServer
@@ -156,15 +157,15 @@ def test_killed_neighbour_frees_its_cores(tmp_path: Path) -> None:
 
 def test_detector_uses_idle_cores_and_answers_the_same(detector: Detector, tmp_path: Path) -> None:
     images = make_images(seed=3100, count=4)
-    wide = [detector.detect(img, confidence=0.3) for img, _ in images]
+    wide = [detector.detect(img, DetectParams(0.3)) for img, _ in images]
     assert detector.last_threads == CORES
     holder = Holder(tmp_path / "cores", [0])
     try:
-        narrow = [detector.detect(img, confidence=0.3) for img, _ in images]
+        narrow = [detector.detect(img, DetectParams(0.3)) for img, _ in images]
         assert detector.last_threads == 1
     finally:
         holder.release()
-    _, jpeg = detector.detect_annotated(images[0][0], confidence=0.3)
+    _, jpeg = detector.detect_annotated(images[0][0], DetectParams(0.3))
     assert detector.last_threads == CORES and jpeg[:2] == b"\xff\xd8"
     for a, b in zip(wide, narrow, strict=True):
         assert [x.class_name for x in a.boxes] == [x.class_name for x in b.boxes]
@@ -174,13 +175,13 @@ def test_detector_uses_idle_cores_and_answers_the_same(detector: Detector, tmp_p
 
 def test_a_photo_with_others_waiting_keeps_to_its_own_core(detector: Detector, tmp_path: Path) -> None:
     img = make_images(seed=3102, count=1)[0][0]
-    alone = detector.detect(img, confidence=0.3, waiting=2)  # the machine's only worker: its backlog spreads
+    alone = detector.detect(img, DetectParams(0.3), waiting=2)  # the machine's only worker: its backlog spreads
     assert alone.timings.threads == CORES
     neighbour = CoreLocks(tmp_path / "cores", CORES)  # another worker of this machine, idle
     try:
-        narrow = detector.detect(img, confidence=0.3, waiting=2)
+        narrow = detector.detect(img, DetectParams(0.3), waiting=2)
         assert detector.last_threads == 1 and narrow.timings.threads == 1
-        wide, _ = detector.detect_annotated(img, confidence=0.3)
+        wide, _ = detector.detect_annotated(img, DetectParams(0.3))
         assert detector.last_threads == CORES and wide.timings.threads == CORES
     finally:
         neighbour.close()
@@ -198,13 +199,13 @@ def run_jobs(redis: Redis, redis_server: RedisServer, exports: Path, log_dir: Pa
     """``count`` photos queued before one worker starts, then one more alone: the threads each ran on."""
     client = DetectionClient(redis)
     photos = [encode(img, "JPEG") for img, _ in make_images(seed=3103, count=count)]
-    job_ids = [client.submit(p, confidence=0.3) for p in photos]  # all queued before the worker starts
+    job_ids = [client.submit(p, DetectParams(0.3)) for p in photos]  # all queued before the worker starts
     worker = start_worker(redis_server.url, log_dir=log_dir, env={"DETBOT_EXPORT_DIR": str(exports)})
     try:
         threads = []
         for job_id in [*job_ids, None]:
             if job_id is None:  # the backlog is done: now a photo that arrives alone
-                job_id = client.submit(photos[0], confidence=0.3)
+                job_id = client.submit(photos[0], DetectParams(0.3))
             done = wait_for(lambda j=job_id: store.read_completion(redis, j), COMPLETION_TIMEOUT, job_id)
             assert done.ok and done.detection is not None, done
             threads.append(done.detection["timings"]["threads"])
@@ -324,6 +325,6 @@ def test_unusable_lock_folder_means_own_share_only(
     blocker.write_text("a file where the lock folder should be")
     d = Detector(str(shapes_model), backend="openvino", device="cpu", export_dir=TEST_EXPORT_DIR,
                  cores_dir=blocker / "cores")
-    det = d.detect(make_images(seed=3104, count=1)[0][0], confidence=0.3)
+    det = d.detect(make_images(seed=3104, count=1)[0][0], DetectParams(0.3))
     assert det.boxes and det.timings.threads == 1 and d._wide_engine is None
     assert "cannot share idle cores" in caplog.text

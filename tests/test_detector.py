@@ -22,6 +22,7 @@ from detector import (
 )
 from detector.image import decode_image
 from detector.model import encode_jpeg
+from detector.params import DetectParams
 from detector.settings import MAX_ANNOTATED_SIDE
 from tests.images import BUS, encode, huge_png, png_bytes
 from tests.shapes import iou, make_images
@@ -51,7 +52,7 @@ def test_finds_every_shape_in_unseen_images(detector) -> None:  # type: ignore[n
     images = make_images(FRESH_SEED, FRESH_IMAGES)
     total = 0
     for img, shapes in images:
-        det = detector.detect(png_bytes(img), confidence=RECALL_CONFIDENCE)
+        det = detector.detect(png_bytes(img), DetectParams(RECALL_CONFIDENCE))
         assert unmatched(det, shapes) == [], format_text(det)
         assert (det.width, det.height) == (img.shape[1], img.shape[0])
         total += len(shapes)
@@ -60,7 +61,7 @@ def test_finds_every_shape_in_unseen_images(detector) -> None:  # type: ignore[n
 
 def test_boxes_sorted_by_confidence_and_typed(detector) -> None:  # type: ignore[no-untyped-def]
     img, shapes = make_images(FRESH_SEED + 1, 1)[0]
-    det = detector.detect(img, confidence=0.05)
+    det = detector.detect(img, DetectParams(0.05))
     confs = [b.confidence for b in det.boxes]
     assert confs == sorted(confs, reverse=True)
     assert len(det.boxes) >= len(shapes)
@@ -77,7 +78,7 @@ def test_class_filter_by_name(detector) -> None:  # type: ignore[no-untyped-def]
         if len(names) < 2:
             continue
         keep = sorted(names)[0]
-        det = detector.detect(img, confidence=0.25, classes=[keep.upper()])
+        det = detector.detect(img, DetectParams(0.25, [keep.upper()]))
         assert {b.class_name for b in det.boxes} == {keep}
         assert det.classes == (keep,)
         assert unmatched(det, [s for s in shapes if s.name == keep]) == []
@@ -88,15 +89,15 @@ def test_class_filter_by_name(detector) -> None:  # type: ignore[no-untyped-def]
 def test_unknown_class_and_bad_confidence_are_clear(detector) -> None:  # type: ignore[no-untyped-def]
     img = make_images(FRESH_SEED, 1)[0][0]
     with pytest.raises(UnknownClassError, match="circle, square, triangle"):
-        detector.detect(img, classes=["dog"])
+        detector.detect(img, DetectParams(classes=["dog"]))
     for bad in (0.0, -0.1, 1.5):
         with pytest.raises(InvalidConfidenceError):
-            detector.detect(img, confidence=bad)
+            DetectParams(bad)
 
 
 def test_higher_threshold_never_adds_boxes(detector) -> None:  # type: ignore[no-untyped-def]
     img = make_images(FRESH_SEED + 3, 1)[0][0]
-    low, high = detector.detect(img, 0.05), detector.detect(img, 0.9)
+    low, high = detector.detect(img, DetectParams(0.05)), detector.detect(img, DetectParams(0.9))
     assert len(high.boxes) <= len(low.boxes)
     assert all(b.confidence >= 0.9 for b in high.boxes)
     assert high.confidence == 0.9
@@ -111,10 +112,10 @@ def test_lossless_formats_decode_to_the_exact_pixels(fmt: str) -> None:
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"])
 def test_every_supported_format_gives_the_same_detections(detector, fmt: str) -> None:  # type: ignore[no-untyped-def]
     img, shapes = make_images(FRESH_SEED, 1)[0]
-    reference = detector.detect(img, 0.25)
+    reference = detector.detect(img, DetectParams(0.25))
     assert unmatched(reference, shapes) == []
     data = encode(img, fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
-    det = detector.detect(data, 0.25)
+    det = detector.detect(data, DetectParams(0.25))
     assert (det.width, det.height) == (img.shape[1], img.shape[0])
     # Lossy formats (JPEG, WebP, GIF's 256 colours) may move a box a little, never lose a shape.
     assert unmatched(det, shapes) == [], f"{fmt}: {format_text(det)}"
@@ -217,7 +218,7 @@ def test_detector_rejects_bad_input_and_keeps_working(detector) -> None:  # type
 
 def test_annotated_jpeg_is_real_and_capped(detector) -> None:  # type: ignore[no-untyped-def]
     img, _ = make_images(FRESH_SEED, 1)[0]
-    det, jpeg = detector.detect_annotated(png_bytes(img), 0.25)
+    det, jpeg = detector.detect_annotated(png_bytes(img), DetectParams(0.25))
     out = Image.open(io.BytesIO(jpeg))
     assert out.format == "JPEG" and out.size == (det.width, det.height)
     assert det.timings.annotate_ms > 0
@@ -233,7 +234,7 @@ def test_annotated_jpeg_is_real_and_capped(detector) -> None:  # type: ignore[no
 
 
 def test_real_photo_runs(detector) -> None:  # type: ignore[no-untyped-def]
-    det = detector.detect(BUS.read_bytes(), 0.25)
+    det = detector.detect(BUS.read_bytes(), DetectParams(0.25))
     assert (det.width, det.height) == (810, 1080)
     assert det.model == "shapes.pt"
 

@@ -19,6 +19,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from detector.params import DetectParams
 from jobs import store
 from jobs.client import DETECT_JOB, DetectionClient
 from jobs.defaults import EVENTS_STREAM, LIVENESS_TTL
@@ -32,7 +33,7 @@ IMAGE = b"\x89PNG not really, the reaper never looks"
 
 
 def submit(client: DetectionClient, n: int = 1) -> list[str]:
-    return [client.submit(IMAGE, confidence=0.5, routing={"chat": 7, "n": i}) for i in range(n)]
+    return [client.submit(IMAGE, DetectParams(0.5), routing={"chat": 7, "n": i}) for i in range(n)]
 
 
 def take_and_die(redis: Redis, queue: Queue, name: str) -> Job:
@@ -58,7 +59,7 @@ def test_submitted_job_payload_is_json_not_pickle(redis: Redis) -> None:
     func, instance, args, kwargs = json.loads(zlib.decompress(raw))
     assert (func, instance, args, kwargs) == (DETECT_JOB, None, [job_id], {})
     assert store.load_image(redis, job_id) == IMAGE
-    assert store.job_params(redis, job_id) == {"confidence": 0.5, "classes": None}
+    assert store.job_params(redis, job_id) == {"confidence": 0.5, "classes": None, "class_confidence": {}}
 
 
 def test_full_queue_is_refused_at_once_and_stores_nothing(redis: Redis) -> None:
@@ -66,7 +67,7 @@ def test_full_queue_is_refused_at_once_and_stores_nothing(redis: Redis) -> None:
     accepted = submit(client, 3)
     keys_before = set(redis.keys("detbot:*"))
     with pytest.raises(QueueFullError):
-        client.submit(IMAGE, confidence=0.5)
+        client.submit(IMAGE, DetectParams(0.5))
     assert set(redis.keys("detbot:*")) == keys_before  # no image bytes left behind for the refused photo
     assert client.queued() == 3
     assert client.position(accepted[2]) == 3
@@ -75,7 +76,7 @@ def test_full_queue_is_refused_at_once_and_stores_nothing(redis: Redis) -> None:
 def test_unreachable_redis_is_a_distinct_error() -> None:
     client = DetectionClient(Redis(port=free_port(), retry=Retry(NoBackoff(), 0)))
     with pytest.raises(QueueUnavailableError):
-        client.submit(IMAGE, confidence=0.5)
+        client.submit(IMAGE, DetectParams(0.5))
 
 
 def test_reaper_requeues_the_job_of_a_dead_worker_at_the_front(redis: Redis) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from detector.params import DetectParams
 from detector.result import Detection
 from jobs.client import DetectionClient
 from jobs.store import Completion
@@ -159,7 +160,7 @@ def test_queued_photos_survive_a_stop_and_a_crashed_worker_is_replaced(
     assert "append-only" in first.output() and f"redis://127.0.0.1:{port}/0" in first.output()
     redis = Redis.from_url(f"redis://127.0.0.1:{port}/0")
     client = DetectionClient(redis, consumer="test")
-    job_ids = [client.submit(png_bytes(img), confidence=0.5, routing={"n": i}) for i, (img, _) in enumerate(images)]
+    job_ids = [client.submit(png_bytes(img), DetectParams(0.5), routing={"n": i}) for i, (img, _) in enumerate(images)]
     redis.close()
     assert first.stop() == 0
     assert "3 photo(s) still queued" in first.output()
@@ -188,7 +189,7 @@ def test_queued_photos_survive_a_stop_and_a_crashed_worker_is_replaced(
     replacement = alive_key(f"run-{socket.gethostname()}-{second.proc.pid}-1-1").encode()  # worker 1, restart 1
     wait_for(lambda: redis.exists(replacement), START_TIMEOUT, "the replacement worker")
     img, _ = make_images(1001, 1)[0]
-    client.submit(png_bytes(img), confidence=0.5, routing={"n": 99})
+    client.submit(png_bytes(img), DetectParams(0.5), routing={"n": 99})
     (again,) = collect(client, 1)
     assert again.ok and again.routing == {"n": 99}
     redis.close()

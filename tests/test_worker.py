@@ -6,6 +6,7 @@ import io
 import pickle
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from detector.cores import usable_cores
+from detector.params import DetectParams
 from jobs import store
 from jobs.client import DETECT_JOB, DetectionClient
 from jobs.defaults import EVENTS_STREAM, QUEUE_NAME
@@ -73,6 +75,14 @@ def events_for(redis: Redis, job_id: str) -> int:
     return sum(1 for _id, f in redis.xrange(EVENTS_STREAM) if f[b"job_id"].decode() == job_id)
 
 
+def submit_raw(client: DetectionClient, image: bytes, params: dict[str, object]) -> str:
+    """A job stored with raw parameters, as a producer other than the bot could store it."""
+    job_id = uuid.uuid4().hex
+    store.save_job(client.redis, job_id, image, params, {})
+    client.queue.enqueue(DETECT_JOB, job_id, job_id=job_id)
+    return job_id
+
+
 def png(image: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", image)
     assert ok
@@ -88,7 +98,7 @@ def jpeg(image: np.ndarray) -> bytes:
 def test_every_drawn_shape_is_found_with_its_class(client: DetectionClient, wredis: Redis) -> None:
     images = make_images(SEED, 4)
     ids = [
-        client.submit(jpeg(img), confidence=0.25, routing={"chat": -100, "message": i, "thread": None})
+        client.submit(jpeg(img), DetectParams(0.25), routing={"chat": -100, "message": i, "thread": None})
         for i, (img, _) in enumerate(images)
     ]
     for i, (job_id, (img, shapes)) in enumerate(zip(ids, images, strict=True)):
@@ -112,18 +122,21 @@ def test_every_drawn_shape_is_found_with_its_class(client: DetectionClient, wred
 def test_class_filter_and_parameters_reach_the_detector(client: DetectionClient, wredis: Redis) -> None:
     img, shapes = make_images(SEED + 1, 1)[0]
     wanted = shapes[0].name
-    only = completion(wredis, client.submit(png(img), confidence=0.25, classes=[wanted]))
+    only = completion(wredis, client.submit(png(img), DetectParams(0.25, [wanted])))
     assert only.ok and only.detection is not None
     assert only.detection["classes"] == [wanted]
     assert {b["class_name"] for b in only.detection["boxes"]} == {wanted}
     assert only.detection["confidence"] == 0.25
 
-    unknown = completion(wredis, client.submit(png(img), confidence=0.25, classes=["giraffe"]))
+    unknown = completion(wredis, client.submit(png(img), DetectParams(0.25, ["giraffe"])))
     assert (unknown.ok, unknown.code) == (False, "unknown_class")
     assert "circle" in unknown.message  # the message lists what the model knows
 
-    bad_conf = completion(wredis, client.submit(png(img), confidence=1.5))
+    # Parameters cross Redis: whatever a producer stored, the worker checks them like any other input.
+    bad_conf = completion(wredis, submit_raw(client, png(img), {"confidence": 1.5, "classes": None}))
     assert (bad_conf.ok, bad_conf.code) == (False, "invalid_confidence")
+    bad_classes = completion(wredis, submit_raw(client, png(img), {"confidence": 0.3, "classes": "circle"}))
+    assert (bad_classes.ok, bad_classes.code) == (False, "invalid_params")
 
 
 def test_each_bad_image_gets_its_code_and_the_worker_goes_on(
@@ -137,8 +150,8 @@ def test_each_bad_image_gets_its_code_and_the_worker_goes_on(
         "image_too_large": png_header(10_000, 10_000),
         "unsupported_format": b"P6\n2 2\n255\n" + bytes(12),
     }
-    ids = {code: client.submit(data, confidence=0.3, routing={"code": code}) for code, data in bad.items()}
-    after = client.submit(good, confidence=0.3)
+    ids = {code: client.submit(data, DetectParams(0.3), routing={"code": code}) for code, data in bad.items()}
+    after = client.submit(good, DetectParams(0.3))
 
     for code, job_id in ids.items():
         done = completion(wredis, job_id)
@@ -165,7 +178,7 @@ def test_expired_image_is_answered_not_dropped(client: DetectionClient, wredis: 
 
 
 def test_a_job_run_twice_is_answered_once(client: DetectionClient, wredis: Redis, worker: WorkerProcess) -> None:
-    job_id = client.submit(jpeg(make_images(SEED + 3, 1)[0][0]), confidence=0.3)
+    job_id = client.submit(jpeg(make_images(SEED + 3, 1)[0][0]), DetectParams(0.3))
     assert completion(wredis, job_id).ok
     client.queue.push_job_id(job_id)  # the same job again, as after a worker was wrongly presumed dead
 
@@ -221,12 +234,12 @@ def test_only_json_detect_jobs_run(
     log = worker.output()
     assert f"job {pickled.id} refused unrun: its payload is not JSON" in log
     assert f"job {other.id} refused unrun: function 'os.mkdir' is not allowed" in log
-    assert completion(wredis, client.submit(b"", confidence=0.3)).code == "empty_image"  # still working
+    assert completion(wredis, client.submit(b"", DetectParams(0.3))).code == "empty_image"  # still working
     assert worker.proc.poll() is None
 
 
 def test_health_and_metrics_endpoints(client: DetectionClient, wredis: Redis, metrics_port: int) -> None:
-    assert completion(wredis, client.submit(jpeg(make_images(SEED + 4, 1)[0][0]), confidence=0.25)).ok
+    assert completion(wredis, client.submit(jpeg(make_images(SEED + 4, 1)[0][0]), DetectParams(0.25))).ok
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=10) as reply:
         assert reply.status == 200
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:

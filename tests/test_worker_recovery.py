@@ -17,6 +17,7 @@ import cv2
 from redis import Redis
 from rq import Queue
 
+from detector.params import DetectParams
 from jobs import store
 from jobs.client import DetectionClient
 from jobs.defaults import EVENTS_STREAM
@@ -68,8 +69,8 @@ def test_sigterm_mid_job_finishes_that_job_then_exits_0(
 ) -> None:
     with workers(redis_server, tmp_path, {"DETBOT_TEST_JOB_DELAY_MS": "3000"}) as (worker,):
         client = DetectionClient(redis)
-        first = client.submit(photo(), confidence=0.25)
-        second = client.submit(photo(), confidence=0.25)
+        first = client.submit(photo(), DetectParams(0.25))
+        second = client.submit(photo(), DetectParams(0.25))
         assert worker.wait_busy() == first
 
         assert worker.terminate() == 0
@@ -90,7 +91,7 @@ def test_second_sigterm_stops_mid_job_and_the_job_is_requeued_not_lost(
 ) -> None:
     with workers(redis_server, tmp_path, {"DETBOT_TEST_JOB_DELAY_MS": FOREVER_MS}) as (worker,):
         client = DetectionClient(redis)
-        job_id = client.submit(photo(), confidence=0.25)
+        job_id = client.submit(photo(), DetectParams(0.25))
         assert worker.wait_busy() == job_id
 
         worker.proc.send_signal(signal.SIGTERM)  # warm: would wait for the job, which sleeps "forever"
@@ -120,7 +121,7 @@ def test_job_timeout_is_answered_and_the_worker_goes_on(
     env = {"DETBOT_TEST_JOB_DELAY_MS": "4000", "DETBOT_JOB_TIMEOUT": "1"}
     with workers(redis_server, tmp_path, env) as (worker,):
         client = DetectionClient(redis)
-        job_id = client.submit(photo(), confidence=0.25, routing={"chat": 1})
+        job_id = client.submit(photo(), DetectParams(0.25), routing={"chat": 1})
 
         done = wait_for(lambda: store.read_completion(redis, job_id), 60, "the timeout")
 
@@ -139,7 +140,7 @@ def test_sigkill_mid_job_with_two_workers_every_job_answered_exactly_once(
     with workers(redis_server, tmp_path, stuck, slow) as (victim, survivor):
         client = DetectionClient(redis)
         image = photo()
-        ids = [client.submit(image, confidence=0.25, routing={"n": i}) for i in range(30)]
+        ids = [client.submit(image, DetectParams(0.25), routing={"n": i}) for i in range(30)]
         lost = victim.wait_busy()
 
         victim.kill()
@@ -164,7 +165,7 @@ def test_restarted_worker_takes_over_the_killed_job_and_the_queued_ones(
     name = "worker-1"  # the restarted container keeps its name
     with workers(redis_server, tmp_path, {"DETBOT_TEST_JOB_DELAY_MS": FOREVER_MS}, name=name) as (first,):
         client = DetectionClient(redis)
-        ids = [client.submit(photo(1200 + i), confidence=0.25) for i in range(4)]
+        ids = [client.submit(photo(1200 + i), DetectParams(0.25)) for i in range(4)]
         lost = first.wait_busy()
         first.kill()
         assert client.queue.count == 3  # queued behind the killed job, no worker running
