@@ -32,9 +32,11 @@ def check_confidence(value: object, what: str = "The confidence") -> float:
     """A confidence in (0, 1], rounded; anything else raises InvalidConfidenceError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise InvalidConfidenceError(f"{what} must be a number above 0 and at most 1, got {value!r}.")
-    if not 0.0 < float(value) <= 1.0:
+    rounded = round(float(value), CONFIDENCE_DECIMALS)
+    # Checked after rounding: 0.00001 must be refused, not become a threshold of 0 that keeps every box.
+    if not 0.0 < rounded <= 1.0:
         raise InvalidConfidenceError(f"{what} must be above 0 and at most 1, got {value}.")
-    return round(float(value), CONFIDENCE_DECIMALS)
+    return rounded
 
 
 def _check_name(name: object) -> str:

@@ -29,7 +29,7 @@ def test_default_confidence_applies_in_one_place() -> None:
     assert DetectParams(0.5, class_confidence=(("cat", 0.1),)).min_confidence == 0.1
 
 
-@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, math.nan, "0.4", True])
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, 0.00001, math.nan, "0.4", True])
 def test_bad_confidences_are_refused(bad: object) -> None:
     with pytest.raises(InvalidConfidenceError):
         DetectParams(bad)  # type: ignore[arg-type]
