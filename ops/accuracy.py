@@ -196,6 +196,9 @@ def score_variant(model: str, backend: str, int8: bool, data: str, truths: list[
 def run(model: str, data: str, backends: list[str], imgsz: int | None, cache: Path) -> list[Score]:
     """The reference rows (ultralytics val() and predict()), then one row per detbot backend, each with
     its difference to val()."""
+    from detector.runtime import quiet_ultralytics
+
+    quiet_ultralytics()  # before ultralytics is first imported: no banner or progress bars in the table
     truths, _names = load_dataset(data)
     int8 = importlib.util.find_spec("nncf") is not None
     rows = [reference(model, data, imgsz, len(truths))]
