@@ -223,7 +223,7 @@ def wait_ready(url: str, workers: Workers) -> None:
     """Poll the workers' readiness keys (set after model load and warm-up); fail if one exits."""
     from redis import Redis
 
-    from jobs.worker import is_alive
+    from jobs.recovery import is_alive
 
     client = Redis.from_url(url)
     deadline = time.monotonic() + WORKER_READY_TIMEOUT
@@ -351,7 +351,7 @@ class Lane:
 
 def make_lane(redis: Any, count: int, max_queued: int) -> Lane:
     from jobs.client import DetectionClient
-    from jobs.defaults import EVENTS_STREAM
+    from jobs.keys import EVENTS_STREAM
 
     queue = f"bench-{count}-{uuid.uuid4().hex[:8]}"
     # A consumer group of its own: a bot reading the same Redis keeps its own completions.
@@ -366,7 +366,7 @@ def run_bench(url: str, model: str, threads: int, counts: list[int], images: lis
     load from another process on the machine hits all modes alike; the best round of each is reported."""
     from redis import Redis
 
-    from jobs.defaults import EVENTS_STREAM
+    from jobs.keys import EVENTS_STREAM
 
     # Loaded first: an export it makes (OpenVINO/ONNX backends) is then cached for the workers.
     detector = load_detector(model, threads, images[:WARMUP_JOBS])

@@ -19,17 +19,17 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from detector.params import DetectParams
-from jobs import store
+from jobs import keys, store
 from jobs.defaults import (
     DELIVERED_TTL,
     EVENTS_GROUP,
-    EVENTS_STREAM,
     JOB_TIMEOUT,
     MAX_QUEUED_JOBS,
     QUEUE_NAME,
     RESULT_TTL,
 )
 from jobs.exceptions import QueueFullError, QueueUnavailableError
+from jobs.keys import EVENTS_STREAM
 from jobs.store import Completion
 
 # The job function, by dotted path: the producer never imports it (it would pull in torch).
@@ -143,6 +143,6 @@ class DetectionClient:
             pipe = self.redis.pipeline(transaction=True)
             pipe.xack(EVENTS_STREAM, self.group, completion.event_id)
             pipe.xdel(EVENTS_STREAM, completion.event_id)
-            pipe.delete(store.annotated_key(completion.job_id))
-            pipe.expire(store.job_key(completion.job_id), DELIVERED_TTL)
+            pipe.delete(keys.annotated(completion.job_id))
+            pipe.expire(keys.job(completion.job_id), DELIVERED_TTL)
             pipe.execute()

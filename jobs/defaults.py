@@ -6,9 +6,7 @@ from __future__ import annotations
 QUEUE_NAME = "detbot"
 # Key prefix for everything detbot stores beside RQ's own keys.
 KEY_PREFIX = "detbot"
-# The stream of completion events the bot consumes (a stream, so events wait while the bot restarts).
-EVENTS_STREAM = f"{KEY_PREFIX}:events"
-# Consumer group of the bot on EVENTS_STREAM; unacknowledged events are redelivered after a restart.
+# The bot's consumer group on jobs.keys.EVENTS_STREAM; unacknowledged events are redelivered after a restart.
 EVENTS_GROUP = "bot"
 # Jobs waiting beyond this are refused at once ("busy"): minutes of backlog helps nobody in a chat.
 MAX_QUEUED_JOBS = 100

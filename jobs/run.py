@@ -410,7 +410,7 @@ def ready_workers(url: str, names: list[str]) -> int:
     from redis import Redis
     from redis.exceptions import RedisError
 
-    from jobs.worker import is_alive
+    from jobs.recovery import is_alive
 
     client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
     try:

@@ -1,6 +1,6 @@
 """The Redis layout shared by the producer (bot side) and the workers.
 
-Per job ``{id}``:
+Per job ``{id}`` (the names come from :mod:`jobs.keys`):
 - ``detbot:image:{id}``      the image bytes (TTL ``IMAGE_TTL``), deleted when the job completes;
 - ``detbot:job:{id}``        a hash: routing (opaque JSON from the producer), confidence, classes, status
                              (``queued`` → ``ok``/``error``), code, message, detection (JSON), attempts;
@@ -20,7 +20,8 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from jobs.defaults import EVENTS_MAXLEN, EVENTS_STREAM, IMAGE_TTL, KEY_PREFIX, RESULT_TTL
+from jobs import keys
+from jobs.defaults import EVENTS_MAXLEN, IMAGE_TTL, RESULT_TTL
 
 STATUS_QUEUED = "queued"
 STATUS_OK = "ok"
@@ -49,18 +50,6 @@ return 1
 """
 
 
-def job_key(job_id: str) -> str:
-    return f"{KEY_PREFIX}:job:{job_id}"
-
-
-def image_key(job_id: str) -> str:
-    return f"{KEY_PREFIX}:image:{job_id}"
-
-
-def annotated_key(job_id: str) -> str:
-    return f"{KEY_PREFIX}:annotated:{job_id}"
-
-
 @dataclass(frozen=True)
 class Completion:
     """The outcome of one job as the bot sees it."""
@@ -86,19 +75,19 @@ def queue_save_job(
     pipe: Pipeline, job_id: str, image: bytes, params: dict[str, Any], routing: dict[str, Any]
 ) -> None:
     """:func:`save_job`'s commands on the caller's pipeline (to enqueue in the same transaction)."""
-    pipe.set(image_key(job_id), image, ex=IMAGE_TTL)
-    pipe.hset(job_key(job_id), mapping={
+    pipe.set(keys.image(job_id), image, ex=IMAGE_TTL)
+    pipe.hset(keys.job(job_id), mapping={
         "status": STATUS_QUEUED,
         "routing": json.dumps(routing),
         "params": json.dumps(params),
         "attempts": 0,
     })
-    pipe.expire(job_key(job_id), RESULT_TTL)
+    pipe.expire(keys.job(job_id), RESULT_TTL)
 
 
 def load_image(redis: Redis, job_id: str) -> bytes | None:
     """Worker side: the job's image bytes, or None when they expired."""
-    data = redis.get(image_key(job_id))
+    data = redis.get(keys.image(job_id))
     return bytes(data) if data is not None else None  # type: ignore[arg-type]
 
 
@@ -106,8 +95,8 @@ def load_job(redis: Redis, job_id: str, queue_key: str | None = None) -> tuple[b
     """Worker side: the image bytes (None when expired), the parameters and how many jobs still wait in
     ``queue_key`` (0 without one), in one round trip."""
     pipe = redis.pipeline(transaction=False)
-    pipe.get(image_key(job_id))
-    pipe.hget(job_key(job_id), "params")
+    pipe.get(keys.image(job_id))
+    pipe.hget(keys.job(job_id), "params")
     if queue_key:
         pipe.llen(queue_key)
     data, raw, *waiting = pipe.execute()
@@ -125,24 +114,24 @@ def complete(
     annotated: bytes | None = None,
 ) -> bool:
     """Worker side: record the outcome and announce it, once. Returns False if the job was already done."""
-    keys = [job_key(job_id), annotated_key(job_id), image_key(job_id), EVENTS_STREAM]
+    script_keys = [keys.job(job_id), keys.annotated(job_id), keys.image(job_id), keys.EVENTS_STREAM]
     args: list[str | bytes | int] = [
         STATUS_OK if ok else STATUS_ERROR, code, message, json.dumps(detection) if detection else "",
         annotated or b"", RESULT_TTL, EVENTS_MAXLEN, job_id,
     ]
-    return bool(redis.eval(_COMPLETE, len(keys), *keys, *args))
+    return bool(redis.eval(_COMPLETE, len(script_keys), *script_keys, *args))
 
 
 def incr_attempts(redis: Redis, job_id: str) -> int:
     """Count one more start of a job (a worker that dies mid-job leaves its count behind)."""
-    return int(redis.hincrby(job_key(job_id), "attempts", 1))
+    return int(redis.hincrby(keys.job(job_id), "attempts", 1))
 
 
 def read_completion(redis: Redis, job_id: str, event_id: str = "") -> Completion | None:
     """The stored outcome of a job, or None if its record expired or it has not completed."""
     pipe = redis.pipeline(transaction=False)  # one round trip: the bot reads every completion this way
-    pipe.hgetall(job_key(job_id))
-    pipe.get(annotated_key(job_id))
+    pipe.hgetall(keys.job(job_id))
+    pipe.get(keys.annotated(job_id))
     data, annotated = pipe.execute()
     status = data.get(b"status", b"").decode()
     if status not in (STATUS_OK, STATUS_ERROR):
@@ -164,5 +153,5 @@ def read_completion(redis: Redis, job_id: str, event_id: str = "") -> Completion
 
 def job_params(redis: Redis, job_id: str) -> dict[str, Any]:
     """The parameters (confidence, classes) the producer stored with a job."""
-    raw = redis.hget(job_key(job_id), "params")
+    raw = redis.hget(keys.job(job_id), "params")
     return json.loads(raw) if raw else {}

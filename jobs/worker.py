@@ -1,11 +1,13 @@
 """``detbot worker``: one process, one model loaded and warmed once, jobs from the Redis queue.
 
+This module holds the RQ worker subclass and the command that starts it; what lets another worker take
+over a dead one's job (liveness, running-job records, the reaper, the heartbeat thread) is in
+:mod:`jobs.recovery`, and the job function in :mod:`jobs.tasks`.
+
 - An RQ ``SimpleWorker`` (no fork per job: no reloaded model, no OpenMP/OpenCV state broken by fork), with
   JSON serialization, and only ``jobs.tasks.detect_job`` allowed to run (anything else is refused unrun).
-- A heartbeat thread (Redis only, never torch) keeps a short-TTL liveness key per worker; each worker records
-  the job it runs in ``detbot:running:{queue}``. The reaper, run by whichever worker holds a Redis lock,
-  requeues at the front the jobs of workers whose liveness key is gone (SIGKILL, OOM, power loss) within
-  about ``LIVENESS_TTL + REAP_INTERVAL`` seconds, or ends them with ``failed_after_retries``.
+- Each job's running-job record rides in the Redis round trips in which RQ starts and ends the job; RQ's
+  redundant round trips per job are dropped (they are most of the queue's cost).
 - SIGTERM: the current job finishes, then the worker exits 0 (RQ's warm shutdown). A second SIGTERM stops at
   once; the interrupted job is left for the reaper to requeue.
 """
@@ -13,16 +15,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
 import signal
-import socket
 import sys
-import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -35,266 +32,26 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
-from jobs import store, tasks
+from jobs import recovery, store, tasks
 from jobs.client import DETECT_JOB, make_queue
-from jobs.defaults import (
-    HEARTBEAT_INTERVAL,
-    KEY_PREFIX,
-    LIVENESS_TTL,
-    ORPHAN_GRACE,
-    REAP_INTERVAL,
-    RESULT_TTL,
-    WEDGED_GRACE,
-)
+from jobs.defaults import RESULT_TTL
+from jobs.recovery import CurrentJob, Heartbeat
 from jobs.settings import WorkerSettings, load_settings
+
+if TYPE_CHECKING:
+    from jobs.metrics import WorkerMetrics
 
 log = logging.getLogger("detbot.worker")
 
-# Exit statuses of `detbot worker` besides 0 (stopped on request).
+# Exit statuses of `detbot worker` besides 0 (stopped on request); 70, stuck in native code, is
+# recovery.EXIT_WEDGED, where the watchdog exits.
 EXIT_CONFIG = 2  # bad settings or Redis unreachable at start
 EXIT_NO_MODEL = 3  # the model cannot be loaded: nothing could ever be processed
-EXIT_WEDGED = 70  # stuck in native code past the job timeout: exit so a supervisor restarts us
 
 # RQ's own worker heartbeat (its worker key lives worker_ttl + 60 s): once a second is plenty.
 RQ_HEARTBEAT_MIN_INTERVAL = 1.0
 # `rq suspend` takes effect within this long (RQ checks before every job, one round trip each time).
 RQ_SUSPENSION_CHECK_INTERVAL = 1.0
-# How long an orphan marker lives: long enough to be seen by two reaper passes, short enough not to pile up.
-ORPHAN_MARK_TTL = 4 * ORPHAN_GRACE
-
-
-def alive_key(worker_name: str) -> str:
-    return f"{KEY_PREFIX}:alive:{worker_name}"
-
-
-def running_key(queue_name: str) -> str:
-    """Hash job id -> name of the worker running it."""
-    return f"{KEY_PREFIX}:running:{queue_name}"
-
-
-def reaper_lock_key(queue_name: str) -> str:
-    return f"{KEY_PREFIX}:reaper:{queue_name}"
-
-
-def orphan_key(queue_name: str, job_id: str) -> str:
-    return f"{KEY_PREFIX}:orphan:{queue_name}:{job_id}"
-
-
-def is_alive(redis: Redis, worker_name: str) -> bool:
-    """True while the worker's heartbeat is fresh; also its readiness (the key appears after warm-up)."""
-    return bool(redis.exists(alive_key(worker_name)))
-
-
-def running_jobs(redis: Redis, queue_name: str) -> dict[str, str]:
-    """Job id -> worker name, for every job a worker has started and not yet finished."""
-    raw: dict[bytes, bytes] = redis.hgetall(running_key(queue_name))  # type: ignore[assignment]
-    return {k.decode(): v.decode() for k, v in raw.items()}
-
-
-# Forget a running-job record only if it is still ours (the reaper may have handed the job to another worker).
-_RELEASE = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0
-"""
-
-# Take an abandoned job back, atomically: only if it is still abandoned (a second reaper finds 'gone').
-# KEYS: running, queue, intermediate, started registry, failed registry, detbot job hash, RQ job hash.
-# ARGV: job id, dead worker ('' for an orphan of the dequeue window), max attempts.
-_REQUEUE = """
-local id = ARGV[1]
-if ARGV[2] ~= '' then
-  if redis.call('HGET', KEYS[1], id) ~= ARGV[2] then return {'gone', 0} end
-  redis.call('HDEL', KEYS[1], id)
-  redis.call('LREM', KEYS[3], 0, id)
-else
-  if redis.call('HEXISTS', KEYS[1], id) == 1 then return {'gone', 0} end
-  if redis.call('LREM', KEYS[3], 0, id) == 0 then return {'gone', 0} end
-end
-local prefix = id .. ':'
-for _, member in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-  if string.sub(member, 1, #prefix) == prefix then redis.call('ZREM', KEYS[4], member) end
-end
-redis.call('ZREM', KEYS[5], id)
-local status = redis.call('HGET', KEYS[6], 'status')
-if status == 'ok' or status == 'error' then return {'done', 0} end
-if not status then return {'unknown', 0} end
-if redis.call('EXISTS', KEYS[7]) == 0 then return {'lost', 0} end
-local attempts = redis.call('HINCRBY', KEYS[6], 'attempts', 1)
-if attempts >= tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[7], 'status', 'failed')
-  return {'exhausted', attempts}
-end
-redis.call('HSET', KEYS[7], 'status', 'queued')
-redis.call('LREM', KEYS[2], 0, id)
-redis.call('LPUSH', KEYS[2], id)
-return {'requeued', attempts}
-"""
-
-
-@dataclass(frozen=True)
-class Recovered:
-    """One abandoned job the reaper dealt with."""
-
-    job_id: str
-    worker: str  # '' when the job was lost between dequeue and start
-    result: str  # requeued, exhausted, done, lost, unknown
-    attempts: int
-
-
-def _requeue(redis: Redis, queue: Queue, job_id: str, worker: str, max_attempts: int) -> Recovered:
-    keys = [
-        running_key(queue.name), queue.key, queue.intermediate_queue_key, queue.started_job_registry.key,
-        queue.failed_job_registry.key, store.job_key(job_id), Job.key_for(job_id),
-    ]
-    raw: Any = redis.eval(_REQUEUE, len(keys), *keys, job_id, worker, max_attempts)
-    result = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
-    return Recovered(job_id, worker, result, int(raw[1]))
-
-
-def _settle(redis: Redis, rec: Recovered, why: str = "") -> None:
-    """Answer for jobs that will not run again; log one line per recovered job."""
-    who = why or (f"worker {rec.worker} died" if rec.worker else "it was lost between dequeue and start")
-    if rec.result == "requeued":
-        log.warning("job %s requeued at the front: %s (attempt %d)", rec.job_id, who, rec.attempts)
-    elif rec.result == "exhausted":
-        tasks.fail_job(
-            redis, rec.job_id, store.CODE_RETRIES_EXHAUSTED,
-            "This photo could not be processed: the workers handling it stopped several times.",
-        )
-        log.error("job %s failed_after_retries: %s (attempt %d)", rec.job_id, who, rec.attempts)
-    elif rec.result == "lost":
-        tasks.fail_job(redis, rec.job_id, store.CODE_INTERNAL, "Something went wrong on our side; please retry.")
-        log.error("job %s internal_error: %s and its queue entry is gone", rec.job_id, who)
-    elif rec.result == "done":
-        log.info("job %s was already complete when %s; cleaned up", rec.job_id, who)
-    elif rec.result == "unknown":
-        log.warning("job %s is not a detbot job (or its record expired); dropped after %s", rec.job_id, who)
-
-
-def _orphans(redis: Redis, queue: Queue, running: dict[str, str]) -> list[str]:
-    """Job ids sitting in RQ's intermediate list, unclaimed by any worker, for at least ORPHAN_GRACE."""
-    found = []
-    ids: list[bytes] = redis.lrange(queue.intermediate_queue_key, 0, -1)  # type: ignore[assignment]
-    for raw in ids:
-        job_id = raw.decode()
-        if job_id in running:
-            continue
-        key = orphan_key(queue.name, job_id)
-        if redis.set(key, 1, nx=True, ex=ORPHAN_MARK_TTL):
-            continue  # first sighting: a live worker may be between dequeue and start
-        ttl: int = redis.ttl(key)
-        age = ORPHAN_MARK_TTL - ttl
-        if age >= ORPHAN_GRACE:
-            found.append(job_id)
-    return found
-
-
-def reap(redis: Redis, queue: Queue, *, max_attempts: int) -> list[Recovered]:
-    """Requeue (or give up) the jobs of dead workers on ``queue``. Safe to run anywhere, any number of times."""
-    running = running_jobs(redis, queue.name)
-    workers = sorted(set(running.values()))
-    pipe = redis.pipeline(transaction=False)
-    for name in workers:
-        pipe.exists(alive_key(name))
-    dead = {name for name, alive in zip(workers, pipe.execute(), strict=True) if not alive}
-    abandoned = [(job_id, w) for job_id, w in running.items() if w in dead]
-    abandoned += [(job_id, "") for job_id in _orphans(redis, queue, running)]
-    recovered = []
-    for job_id, worker in abandoned:
-        rec = _requeue(redis, queue, job_id, worker, max_attempts)
-        if rec.result != "gone":
-            _settle(redis, rec)
-            recovered.append(rec)
-    return recovered
-
-
-def try_reap(redis: Redis, queue: Queue, *, max_attempts: int, holder: str) -> list[Recovered] | None:
-    """Run :func:`reap` if no worker did in the last REAP_INTERVAL (the lock is also the rate limit)."""
-    if not redis.set(reaper_lock_key(queue.name), holder, nx=True, ex=REAP_INTERVAL):
-        return None
-    return reap(redis, queue, max_attempts=max_attempts)
-
-
-@dataclass
-class CurrentJob:
-    job_id: str
-    started: float  # time.monotonic()
-    timeout: float
-
-
-class Heartbeat(threading.Thread):
-    """Liveness, reaping and the wedge watchdog; touches Redis only, never the model."""
-
-    def __init__(self, worker: DetbotWorker) -> None:
-        super().__init__(name="detbot-heartbeat", daemon=True)
-        self.worker = worker
-        self.stopped = threading.Event()
-        self._failing = False
-
-    def stop(self) -> None:
-        self.stopped.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(HEARTBEAT_INTERVAL * 2)
-
-    def run(self) -> None:
-        while True:
-            self.tick()
-            if self.stopped.wait(HEARTBEAT_INTERVAL):
-                return
-
-    def tick(self) -> None:
-        w = self.worker
-        try:
-            w.connection.set(alive_key(w.name), f"{os.getpid()}@{socket.gethostname()}", ex=LIVENESS_TTL)
-            recovered = try_reap(w.connection, w.queues[0], max_attempts=w.settings.max_attempts, holder=w.name)
-            recovered = (recovered or []) + self.reclaim_own()
-            if recovered and w.metrics is not None:
-                for rec in recovered:
-                    w.metrics.recovered(rec.result)
-            if w.metrics is not None:
-                w.metrics.queue_depth.set(w.queues[0].count)
-            if self._failing:
-                log.info("heartbeat: Redis reachable again")
-            self._failing = False
-        except RedisError as exc:
-            if not self._failing:  # one line per outage, not one per beat
-                log.error("heartbeat: Redis unreachable: %s: %s", type(exc).__name__, exc)
-            self._failing = True
-        except Exception as exc:  # the thread must outlive any surprise, or the worker would look dead
-            log.error("heartbeat: %s: %s", type(exc).__name__, exc)
-        self.watchdog()
-
-    def reclaim_own(self) -> list[Recovered]:
-        """Jobs recorded as ours that we are not running: the end of a job was lost in a Redis outage.
-
-        The reaper skips them (we are alive), so we hand them back ourselves. The record is released
-        before ``current`` moves on, so a job read here as not current has really been left behind.
-        """
-        w = self.worker
-        queue = w.queues[0]
-        mine = [job_id for job_id, name in running_jobs(w.connection, queue.name).items() if name == w.name]
-        out = []
-        for job_id in mine:
-            current = w.current
-            if current is not None and current.job_id == job_id:
-                continue
-            rec = _requeue(w.connection, queue, job_id, w.name, w.settings.max_attempts)
-            if rec.result != "gone":
-                _settle(w.connection, rec, f"worker {w.name} lost track of it")
-                out.append(rec)
-        return out
-
-    def watchdog(self) -> None:
-        current = self.worker.current
-        if current is None or time.monotonic() - current.started < current.timeout + WEDGED_GRACE:
-            return
-        log.error(
-            "job %s still running %.0f s past its %.0f s timeout: worker stuck, exiting so it is retried",
-            current.job_id, time.monotonic() - current.started - current.timeout, current.timeout,
-        )
-        with contextlib.suppress(RedisError):
-            self.worker.connection.delete(alive_key(self.worker.name))
-        os._exit(EXIT_WEDGED)
 
 
 class DetbotWorker(SimpleWorker):
@@ -310,7 +67,10 @@ class DetbotWorker(SimpleWorker):
         self.settings = settings
         self.metrics = metrics
         self.current: CurrentJob | None = None
-        self.heartbeat_thread = Heartbeat(self)
+        self.heartbeat_thread = Heartbeat(
+            self.connection, queue, self.name, max_attempts=settings.max_attempts, metrics=metrics,
+            current=lambda: self.current,
+        )
         self._interrupted: str | None = None
         self._released = False
         self._suspension_checked = float("-inf")
@@ -329,16 +89,12 @@ class DetbotWorker(SimpleWorker):
         RQ keeps a dead worker's record for minutes; the liveness key says within LIVENESS_TTL whether the
         name's owner is gone. If it stays alive, RQ refuses the name as before.
         """
-        deadline = time.monotonic() + LIVENESS_TTL + HEARTBEAT_INTERVAL
-        while is_alive(self.connection, self.name) and time.monotonic() < deadline:
-            time.sleep(HEARTBEAT_INTERVAL / 4)
-        if is_alive(self.connection, self.name):
+        if not recovery.wait_until_gone(self.connection, self.name):
             return
         self.connection.delete(self.key)
-        queue = self.queues[0]
-        for job_id, worker in running_jobs(self.connection, queue.name).items():
-            if worker == self.name:  # our predecessor died holding it: the reaper cannot tell us apart
-                _settle(self.connection, _requeue(self.connection, queue, job_id, worker, self.settings.max_attempts))
+        recovery.reclaim_predecessor(
+            self.connection, self.queues[0], self.name, max_attempts=self.settings.max_attempts
+        )
 
     def handle_warm_shutdown_request(self) -> None:
         current = self.current
@@ -357,8 +113,7 @@ class DetbotWorker(SimpleWorker):
 
     def teardown(self) -> None:
         self.heartbeat_thread.stop()
-        with contextlib.suppress(RedisError):
-            self.connection.delete(alive_key(self.name))
+        recovery.mark_gone(self.connection, self.name)
         super().teardown()
 
     # --- taking jobs ----------------------------------------------------------------------------------
@@ -434,9 +189,9 @@ class DetbotWorker(SimpleWorker):
         super().set_current_job_id(job_id, pipeline)
         conn = pipeline if pipeline is not None else self.connection
         if job_id is not None:
-            conn.hset(running_key(self.queues[0].name), job_id, self.name)
+            recovery.record(conn, self.queues[0].name, job_id, self.name)
         elif self.current is not None and self._interrupted != self.current.job_id:
-            conn.eval(_RELEASE, 1, running_key(self.queues[0].name), self.current.job_id, self.name)
+            recovery.release(conn, self.queues[0].name, self.current.job_id, self.name)
             self._released = True
             if pipeline is not None:  # RQ sets IDLE right after, in a round trip of its own
                 super().set_state(WorkerStatus.IDLE, pipeline)
@@ -494,7 +249,7 @@ class DetbotWorker(SimpleWorker):
             return super().perform_job(job, queue)
         finally:
             if not self._released and self._interrupted != job.id:  # RQ's bookkeeping failed half-way
-                self.connection.eval(_RELEASE, 1, running_key(queue.name), job.id, self.name)
+                recovery.release(self.connection, queue.name, job.id, self.name)
             self.current = None
             if self.metrics is not None and job.enqueued_at is not None:
                 self.metrics.observe_latency(job.enqueued_at)
@@ -536,6 +291,41 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _settings(args: argparse.Namespace) -> WorkerSettings | None:
+    """The environment's settings with the command line's overrides; None (one line said why) if invalid."""
+    from pydantic import ValidationError
+
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        print(f"detbot worker: invalid settings: {exc}", file=sys.stderr)
+        return None
+    overrides = {k: v for k, v in (("worker_name", args.name), ("queue", args.queue)) if v}
+    return settings.model_copy(update=overrides)
+
+
+def _connect(url: str) -> Redis | None:
+    """A connection known to work, or None (one line said why): a worker that cannot reach Redis is useless."""
+    redis = Redis.from_url(url)
+    try:
+        redis.ping()
+    except RedisError as exc:
+        log.error("cannot reach Redis at REDIS_URL: %s: %s", type(exc).__name__, exc)
+        return None
+    return redis
+
+
+def _start_metrics(settings: WorkerSettings) -> WorkerMetrics | None:
+    """The worker's /metrics and /healthz server, when a port is set (off by default: one port per worker)."""
+    if not settings.metrics_port:
+        return None
+    from jobs.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    metrics.serve(settings.metrics_host, settings.metrics_port)
+    return metrics
+
+
 def _load_detector(settings: WorkerSettings) -> Any:
     import cv2
 
@@ -547,50 +337,50 @@ def _load_detector(settings: WorkerSettings) -> Any:
     return Detector.from_settings(settings)  # loads and runs one warm-up inference
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pydantic import ValidationError
-
+def _warm_detector(settings: WorkerSettings) -> Any | None:
+    """The detector, loaded and warmed; None (one line said how to set DETBOT_MODEL) if the model cannot load."""
     from detector.errors import ModelLoadError
 
-    args = _parse(argv)
-    try:
-        settings = load_settings()
-    except ValidationError as exc:
-        print(f"detbot worker: invalid settings: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    overrides = {k: v for k, v in (("worker_name", args.name), ("queue", args.queue)) if v}
-    settings = settings.model_copy(update=overrides)
-    _configure_logging(settings.log_level)
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        redis.ping()
-    except RedisError as exc:
-        log.error("cannot reach Redis at REDIS_URL: %s: %s", type(exc).__name__, exc)
-        return EXIT_CONFIG
-    metrics = None
-    if settings.metrics_port:
-        from jobs.metrics import WorkerMetrics
-
-        metrics = WorkerMetrics()
-        metrics.serve(settings.metrics_host, settings.metrics_port)
     started = time.perf_counter()
     try:
         detector = _load_detector(settings)
     except ModelLoadError as exc:
         log.error("%s", exc)
-        return EXIT_NO_MODEL
+        return None
     log.info("model %s loaded and warmed on %s in %.1f s", detector.model_name, detector.device,
              time.perf_counter() - started)
-    if metrics is not None:
-        metrics.set_ready(True)
+    return detector
+
+
+def _work(redis: Redis, settings: WorkerSettings, detector: Any, metrics: WorkerMetrics | None, burst: bool) -> int:
+    """Take jobs until stopped; the job function finds the model in the context set here."""
     queue = make_queue(redis, settings.queue)
     tasks.set_context(tasks.WorkerContext(redis, detector, metrics, settings.test_job_delay_ms, queue.key))
     try:
         worker = DetbotWorker(queue, settings=settings, metrics=metrics)
-        worker.work(burst=args.burst, logging_level="WARNING")
+        worker.work(burst=burst, logging_level="WARNING")
     except ValueError as exc:  # RQ: a live worker already has this name
         log.error("%s", exc)
         return EXIT_CONFIG
     finally:
         tasks.set_context(None)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``detbot worker``: 0 once stopped on request, EXIT_CONFIG or EXIT_NO_MODEL if it cannot start."""
+    args = _parse(argv)
+    settings = _settings(args)
+    if settings is None:
+        return EXIT_CONFIG
+    _configure_logging(settings.log_level)
+    redis = _connect(settings.redis_url)
+    if redis is None:
+        return EXIT_CONFIG
+    metrics = _start_metrics(settings)
+    detector = _warm_detector(settings)
+    if detector is None:
+        return EXIT_NO_MODEL
+    if metrics is not None:
+        metrics.set_ready(True)
+    return _work(redis, settings, detector, metrics, args.burst)

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from redis import Redis
 
-from jobs.defaults import EVENTS_GROUP, EVENTS_STREAM
+from jobs.defaults import EVENTS_GROUP
+from jobs.keys import EVENTS_STREAM
 from tests.conftest import RedisServer
 from tests.images import png_header
 from tests.shapes import Shape, iou, make_images

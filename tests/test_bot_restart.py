@@ -7,7 +7,8 @@ from pathlib import Path
 
 from redis import Redis
 
-from jobs.defaults import EVENTS_GROUP, EVENTS_STREAM
+from jobs.defaults import EVENTS_GROUP
+from jobs.keys import EVENTS_STREAM
 from tests.conftest import RedisServer
 from tests.shapes import make_images
 from tests.telegram_stub import STATUS_PREFIX, BotProcess, Call, TelegramStub, answers_to, encode, wait_answer

@@ -11,7 +11,8 @@ import pytest
 from tests.conftest import ROOT, detbot_env
 
 FORBIDDEN_IN_DETECTOR = ("telegram", "rq", "redis", "bot", "jobs")
-FORBIDDEN_IN_BOT = ("torch", "torchvision", "ultralytics", "cv2", "detector.model", "jobs.tasks", "jobs.worker")
+FORBIDDEN_IN_BOT = ("torch", "torchvision", "ultralytics", "cv2", "detector.model", "jobs.tasks", "jobs.worker",
+                    "jobs.recovery")
 
 
 def imported_modules(package: str) -> dict[str, set[str]]:

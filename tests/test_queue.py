@@ -20,12 +20,14 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from detector.params import DetectParams
-from jobs import store
+from jobs import keys, store
 from jobs.client import DETECT_JOB, DetectionClient
-from jobs.defaults import EVENTS_STREAM, LIVENESS_TTL
+from jobs.defaults import LIVENESS_TTL
 from jobs.exceptions import QueueFullError, QueueUnavailableError
+from jobs.keys import EVENTS_STREAM
+from jobs.recovery import reap, running_jobs
 from jobs.settings import WorkerSettings
-from jobs.worker import DetbotWorker, alive_key, reap, running_jobs
+from jobs.worker import DetbotWorker
 from tests.conftest import free_port
 from tests.workers import wait_for
 
@@ -104,7 +106,7 @@ def test_reaper_leaves_the_jobs_of_live_workers_alone(redis: Redis) -> None:
     client = DetectionClient(redis)
     (job_id,) = submit(client)
     take_and_die(redis, client.queue, "busy")
-    redis.set(alive_key("busy"), "1", ex=LIVENESS_TTL)  # its heartbeat is fresh: it is alive and working
+    redis.set(keys.alive("busy"), "1", ex=LIVENESS_TTL)  # its heartbeat is fresh: it is alive and working
 
     assert reap(redis, client.queue, max_attempts=3) == []
     assert running_jobs(redis, client.queue.name) == {job_id: "busy"}

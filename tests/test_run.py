@@ -19,9 +19,9 @@ from redis import Redis
 
 from detector.params import DetectParams
 from detector.result import Detection
+from jobs import keys
 from jobs.client import DetectionClient
 from jobs.store import Completion
-from jobs.worker import alive_key
 from tests.conftest import DETBOT, ROOT, RedisServer, detbot_env, free_port
 from tests.images import png_bytes
 from tests.shapes import make_images
@@ -186,7 +186,7 @@ def test_queued_photos_survive_a_stop_and_a_crashed_worker_is_replaced(
     assert len(workers) == 1
     os.kill(workers[0], signal.SIGKILL)
     second.wait_output("worker-1 exited (signal SIGKILL); restarting it")
-    replacement = alive_key(f"run-{socket.gethostname()}-{second.proc.pid}-1-1").encode()  # worker 1, restart 1
+    replacement = keys.alive(f"run-{socket.gethostname()}-{second.proc.pid}-1-1").encode()  # worker 1, restart 1
     wait_for(lambda: redis.exists(replacement), START_TIMEOUT, "the replacement worker")
     img, _ = make_images(1001, 1)[0]
     client.submit(png_bytes(img), DetectParams(0.5), routing={"n": 99})

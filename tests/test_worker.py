@@ -21,11 +21,11 @@ from rq.serializers import JSONSerializer
 
 from detector.cores import usable_cores
 from detector.params import DetectParams
-from jobs import store
+from jobs import keys, store
 from jobs.client import DETECT_JOB, DetectionClient
-from jobs.defaults import EVENTS_STREAM, QUEUE_NAME
+from jobs.defaults import QUEUE_NAME
+from jobs.keys import EVENTS_STREAM
 from jobs.store import Completion
-from jobs.worker import running_key
 from tests.conftest import RedisServer, free_port
 from tests.images import png_header
 from tests.shapes import iou, make_images
@@ -170,7 +170,7 @@ def test_each_bad_image_gets_its_code_and_the_worker_goes_on(
 def test_expired_image_is_answered_not_dropped(client: DetectionClient, wredis: Redis) -> None:
     job_id = "expired0" * 4
     store.save_job(wredis, job_id, b"bytes", {"confidence": 0.3, "classes": None}, {"chat": 5})
-    wredis.delete(store.image_key(job_id))  # what IMAGE_TTL does to a photo that waited too long
+    wredis.delete(keys.image(job_id))  # what IMAGE_TTL does to a photo that waited too long
     client.queue.enqueue(DETECT_JOB, job_id, job_id=job_id)
 
     done = completion(wredis, job_id)
@@ -195,7 +195,7 @@ def test_a_job_the_worker_lost_track_of_is_run_again(
     job_id = "stranded" * 4
     store.save_job(wredis, job_id, jpeg(make_images(SEED + 5, 1)[0][0]), {"confidence": 0.25, "classes": None}, {})
     client.queue.create_job(DETECT_JOB, args=[job_id], job_id=job_id).save()
-    wredis.hset(running_key(client.queue.name), job_id, worker.name)  # recorded, but never run, never queued
+    wredis.hset(keys.running(client.queue.name), job_id, worker.name)  # recorded, but never run, never queued
 
     done = completion(wredis, job_id)
 

@@ -18,10 +18,10 @@ from redis import Redis
 from rq import Queue
 
 from detector.params import DetectParams
-from jobs import store
+from jobs import keys, store
 from jobs.client import DetectionClient
-from jobs.defaults import EVENTS_STREAM
-from jobs.worker import is_alive, reap, running_jobs
+from jobs.keys import EVENTS_STREAM
+from jobs.recovery import is_alive, reap, running_jobs
 from tests.conftest import RedisServer
 from tests.shapes import make_images
 from tests.workers import STOP_TIMEOUT, WorkerProcess, running_workers, wait_for
@@ -45,7 +45,7 @@ def event_counts(redis: Redis) -> Counter[str]:
 
 
 def attempts(redis: Redis, job_id: str) -> int:
-    return int(redis.hget(store.job_key(job_id), "attempts") or 0)
+    return int(redis.hget(keys.job(job_id), "attempts") or 0)
 
 
 def assert_nothing_left_running(redis: Redis, queue: Queue) -> None:

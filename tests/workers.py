@@ -28,8 +28,9 @@ from typing import TypeVar
 
 from redis import Redis
 
+from jobs import keys
 from jobs.defaults import QUEUE_NAME
-from jobs.worker import alive_key, running_jobs
+from jobs.recovery import running_jobs
 from tests.conftest import DETBOT, ROOT, detbot_env
 
 T = TypeVar("T")
@@ -74,7 +75,7 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def is_ready(self) -> bool:
-        return bool(self.redis.exists(alive_key(self.name)))
+        return bool(self.redis.exists(keys.alive(self.name)))
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> WorkerProcess:
         """Block until READY; fails at once (with the worker's output) if the process exits first."""
