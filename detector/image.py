@@ -1,4 +1,8 @@
-"""Turn untrusted bytes into a BGR array, safely: size checked from the header before any decoding."""
+"""Turn untrusted bytes into a BGR array, safely: size checked from the header before any decoding.
+
+OpenCV is imported inside the decoding functions, never at the top: the bot imports this module for
+:func:`read_header` and must not load OpenCV.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from detector.settings import DEFAULT_MAX_PIXELS
 # MPO is how many phone cameras label their JPEGs; the first frame is the ordinary photo.
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
 ImageInput = bytes | bytearray | memoryview | str | Path | np.ndarray
+# The EXIF tag saying how a camera held the photo; anything but 1 (upright) needs a turn when decoded.
+EXIF_ORIENTATION = 0x0112
 
 
 def _pil_open(data: bytes) -> Image.Image:
@@ -89,8 +95,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
         arr = np.asarray(rgb, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise CorruptImageError("The image is damaged or truncated and cannot be read.") from exc
-    # cvtColor: a tenth of the time of NumPy's strided [:, :, ::-1] copy (several ms per photo). Imported
-    # here, not at the top: the bot imports this module for read_header and must not load OpenCV.
+    # cvtColor: a tenth of the time of NumPy's strided [:, :, ::-1] copy (several ms per photo).
     import cv2
 
     return cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
@@ -111,3 +116,32 @@ def load_image(image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
             raise NotAnImageError(f"Cannot read {image}: {exc.strerror or exc}.") from exc
         return decode_image(data, max_pixels)
     return decode_image(bytes(image), max_pixels)
+
+
+def decode(image: ImageInput, max_pixels: int) -> np.ndarray:
+    """:func:`load_image`, with a fast path for the common case of a plain JPEG photo."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        array = _fast_jpeg(bytes(image), max_pixels)
+        if array is not None:
+            return array
+    return load_image(image, max_pixels)
+
+
+def _fast_jpeg(data: bytes, max_pixels: int) -> np.ndarray | None:
+    """A complete, upright, RGB JPEG decoded by OpenCV (half the time of PIL); None for anything else.
+
+    The header is checked first by :func:`read_header` (size limit, format), so every rejection and its
+    message stay those of the PIL path. Rotated (EXIF), CMYK, greyscale or truncated files (no end marker)
+    go the PIL way, which handles each of them.
+    """
+    header = read_header(data, max_pixels)
+    if header.format not in ("JPEG", "MPO") or header.mode != "RGB" or not data.endswith(b"\xff\xd9"):
+        return None
+    if header.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        return None
+    import cv2
+
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if array is None or array.shape[:2] != (header.height, header.width):
+        return None
+    return array

@@ -1,7 +1,9 @@
 """The Detector: one YOLO model, loaded (or taken from the export cache) and warmed once, used for every image.
 
-On a CPU the model runs as an OpenVINO or ONNX Runtime export (see :mod:`detector.backends`) with a lean
-pre/post-processing path of our own; PyTorch through ultralytics' predictor is the fallback and the GPU path.
+On a CPU the model runs as an OpenVINO or ONNX Runtime export (:mod:`detector.export_cache`,
+:mod:`detector.engines`) with a lean pre/post-processing path of our own (:mod:`detector.processing`);
+PyTorch through ultralytics' predictor is the fallback and the GPU path. Decoding is :mod:`detector.image`'s,
+drawing and encoding :mod:`detector.draw`'s.
 """
 
 from __future__ import annotations
@@ -17,38 +19,23 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from detector import backends
+from detector import engines, export_cache
 from detector.cores import CoreLocks, open_core_locks, usable_cores
+from detector.draw import draw_boxes, encode_jpeg
 from detector.errors import ModelLoadError, UnknownClassError
-from detector.image import ImageInput, load_image, read_header
+from detector.image import ImageInput, decode
 from detector.params import DetectParams, class_key
+from detector.processing import letterbox, postprocess
 from detector.result import Box, Detection, Timings
 from detector.runtime import configure_threads, disable_analytics, quiet_ultralytics
-from detector.settings import (
-    DEFAULT_MAX_DETECTIONS,
-    DEFAULT_MAX_PIXELS,
-    JPEG_QUALITY,
-    MAX_ANNOTATED_SIDE,
-    DetectorSettings,
-)
+from detector.settings import DEFAULT_MAX_DETECTIONS, DEFAULT_MAX_PIXELS, DetectorSettings
 
 log = logging.getLogger(__name__)
 
-# The EXIF tag saying how a camera held the photo; anything but 1 (upright) needs a turn when decoded.
-EXIF_ORIENTATION = 0x0112
 # One inference thread per worker process on a CPU: one worker per core then uses every core, none fight.
 DEFAULT_CPU_THREADS = 1
-# ultralytics' colour palette (BGR), so boxes look as they do in ultralytics' own plots.
-PALETTE = tuple(
-    (int(h[4:6], 16), int(h[2:4], 16), int(h[0:2], 16))
-    for h in (
-        "042AFF", "0BDBEB", "F3F3F3", "00DFB7", "111F68", "FF6FDD", "FF444F", "CCED00", "00F344", "BD00FF",
-        "00B4FF", "DD00BA", "00FFFF", "26C000", "01FFB3", "7D24FF", "7B0068", "FF1B6C", "FC6D2F", "A2FF0B",
-    )
-)
 
 
 def _maybe_gpu() -> bool:
@@ -131,17 +118,30 @@ class Detector:
         self.max_pixels = max_pixels
         self.max_detections = max_detections
         self.threads = threads or DEFAULT_CPU_THREADS
-        self.backend = backends.resolve_backend(backend, self.device)
-        self.export: backends.Export | None = None
-        self._engine: backends.Engine | None = None
+        self.backend = engines.resolve_backend(backend, self.device)
+        self.export: export_cache.Export | None = None
+        self._engine: engines.Engine | None = None
         # The same model compiled for every core of the machine, run when no other worker is busy.
-        self._wide_engine: backends.Engine | None = None
+        self._wide_engine: engines.Engine | None = None
         self._cores: CoreLocks | None = None
         self.last_threads = self.threads
         self._widen = False
         self._stride = 32
         self._yolo: Any = None
         self._lock = threading.RLock()
+        self._load(imgsz, export_dir, int8, int8_data)
+        self._ids_by_name = {class_key(v): k for k, v in self.names.items()}
+        if use_idle_cores:  # the core locks live beside the export cache, which every local worker shares
+            cache = Path(export_dir) if export_dir else export_cache.default_export_dir()
+            self._share_idle_cores(Path(cores_dir) if cores_dir else cache / "cores")
+        if warmup:
+            self.warmup()
+        self.load_seconds = time.perf_counter() - started
+
+    def _load(self, imgsz: int | None, export_dir: str | Path | None, int8: bool, int8_data: str | None) -> None:
+        """The exported model when the backend is an export and the weights a ``.pt`` checkpoint (downloaded
+        first when named), else PyTorch; an export that fails falls back to PyTorch too."""
+        model = self.weights
         weights_path = Path(model)
         if self.backend != "torch" and not (weights_path.is_file() and weights_path.suffix == ".pt"):
             # A model name to download first, or an export already: ultralytics loads it as it is.
@@ -154,22 +154,15 @@ class Detector:
         if self.export is None:
             self.backend = "torch"
             self._load_torch(imgsz)
-        self._ids_by_name = {class_key(v): k for k, v in self.names.items()}
-        if use_idle_cores:  # the core locks live beside the export cache, which every local worker shares
-            cache = Path(export_dir) if export_dir else backends.default_export_dir()
-            self._share_idle_cores(Path(cores_dir) if cores_dir else cache / "cores")
-        if warmup:
-            self.warmup()
-        self.load_seconds = time.perf_counter() - started
 
     def _load_export(
         self, weights: Path, imgsz: int | None, export_dir: str | Path | None, int8: bool, int8_data: str | None
     ) -> None:
-        cache = Path(export_dir) if export_dir else backends.default_export_dir()
-        spec = backends.ExportSpec(weights, self.backend, imgsz, int8, int8_data)
+        cache = Path(export_dir) if export_dir else export_cache.default_export_dir()
+        spec = export_cache.ExportSpec(weights, self.backend, imgsz, int8, int8_data)
         try:
-            export = backends.ensure_export(spec, cache)
-            engine = backends.make_engine(export, self.threads)
+            export = export_cache.ensure_export(spec, cache)
+            engine = engines.make_engine(export, self.threads)
         except Exception as exc:  # export and runtimes fail in foreign ways; PyTorch still works
             log.warning("%s backend unavailable for %s, using torch: %s: %s",
                         self.backend, weights.name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
@@ -187,8 +180,8 @@ class Detector:
         if str(self.device) == "cpu":
             configure_threads(self.threads)
         self.names = {int(k): str(v) for k, v in self._yolo.names.items()}
-        self.imgsz = imgsz or backends.checkpoint_imgsz(self._yolo) or backends.FALLBACK_IMGSZ
-        engine = backends.torch_engine(self._yolo, self.device)
+        self.imgsz = imgsz or export_cache.checkpoint_imgsz(self._yolo) or export_cache.FALLBACK_IMGSZ
+        engine = engines.torch_engine(self._yolo, self.device)
         if engine is not None:  # else (an exported file given as weights) ultralytics' predictor runs it
             self._engine, self._stride = engine, engine.stride
 
@@ -198,7 +191,7 @@ class Detector:
             return
         self._cores = open_core_locks(folder, cores)
         if self._cores is not None:
-            self._wide_engine = backends.with_threads(self._engine, self.export, cores)
+            self._wide_engine = engines.with_threads(self._engine, self.export, cores)
 
     @classmethod
     def from_settings(cls, settings: DetectorSettings, *, warmup: bool = True) -> Detector:
@@ -230,7 +223,7 @@ class Detector:
             blank = np.full((h, w, 3), 114, np.uint8)
             self._predict(blank, np.full(len(self.names), 0.5, np.float32), 1)
             if self._wide_engine is not None:  # compiled now too, whether or not the neighbours were busy
-                self._wide_engine(backends.letterbox(blank, self.imgsz, self._stride, rect=True)[0])
+                self._wide_engine(letterbox(blank, self.imgsz, self._stride, rect=True)[0])
 
     def class_ids(self, names: Sequence[str] | None) -> list[int] | None:
         """Class names (compared as :func:`class_key` does) to ids; an unknown name is an error listing the
@@ -258,9 +251,9 @@ class Detector:
         above their class's threshold (``thresholds[class id]``), at most ``max_det``."""
         with self._lock:
             if self._engine is not None:
-                fitted, geometry = backends.letterbox(image, self.imgsz, self._stride, rect=True)
+                fitted, geometry = letterbox(image, self.imgsz, self._stride, rect=True)
                 output = self._infer(fitted)
-                return backends.postprocess(output, geometry, image.shape[:2], thresholds, max_det)
+                return postprocess(output, geometry, image.shape[:2], thresholds, max_det)
             ids = np.flatnonzero(np.isfinite(thresholds)).tolist()
             result = self._yolo.predict(
                 image, conf=float(thresholds.min()), classes=ids, max_det=len(self.names) * max_det,
@@ -359,60 +352,3 @@ class Detector:
         timings = Timings(det.timings.decode_ms, det.timings.inference_ms, annotate_ms, det.timings.threads)
         return dataclasses.replace(det, timings=timings), jpeg
 
-
-def decode(image: ImageInput, max_pixels: int) -> np.ndarray:
-    """:func:`detector.image.load_image`, with a fast path for the common case of a plain JPEG photo."""
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        array = _fast_jpeg(bytes(image), max_pixels)
-        if array is not None:
-            return array
-    return load_image(image, max_pixels)
-
-
-def _fast_jpeg(data: bytes, max_pixels: int) -> np.ndarray | None:
-    """A complete, upright, RGB JPEG decoded by OpenCV (half the time of PIL); None for anything else.
-
-    The header is checked first by :func:`read_header` (size limit, format), so every rejection and its
-    message stay those of the PIL path. Rotated (EXIF), CMYK, greyscale or truncated files (no end marker)
-    go the PIL way, which handles each of them.
-    """
-    header = read_header(data, max_pixels)
-    if header.format not in ("JPEG", "MPO") or header.mode != "RGB" or not data.endswith(b"\xff\xd9"):
-        return None
-    if header.getexif().get(EXIF_ORIENTATION, 1) != 1:
-        return None
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if array is None or array.shape[:2] != (header.height, header.width):
-        return None
-    return array
-
-
-def draw_boxes(image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-    """Draw each box and its ``name 0.87`` label onto ``image`` (in place), as ultralytics' plots look."""
-    lw = max(round(sum(image.shape[:2]) / 2 * 0.003), 2)
-    thickness, scale = max(lw - 1, 1), lw / 3
-    for box in reversed(boxes):  # the most confident box is drawn last, on top
-        colour = PALETTE[box.class_id % len(PALETTE)]
-        text_colour = (0, 0, 0) if sum(colour) > 3 * 160 else (255, 255, 255)
-        p1 = (int(box.x1), int(box.y1))
-        cv2.rectangle(image, p1, (int(box.x2), int(box.y2)), colour, lw, cv2.LINE_AA)
-        label = f"{box.class_name} {box.confidence:.2f}"
-        (w, h), _ = cv2.getTextSize(label, 0, scale, thickness)
-        outside = p1[1] >= h + 3
-        corner = (p1[0] + w, p1[1] - h - 3 if outside else p1[1] + h + 3)
-        cv2.rectangle(image, p1, corner, colour, -1, cv2.LINE_AA)
-        origin = (p1[0], p1[1] - 2 if outside else p1[1] + h + 2)
-        cv2.putText(image, label, origin, 0, scale, text_colour, thickness, cv2.LINE_AA)
-    return image
-
-
-def encode_jpeg(image: np.ndarray, max_side: int = MAX_ANNOTATED_SIDE, quality: int = JPEG_QUALITY) -> bytes:
-    """BGR array to JPEG bytes, the long side capped so Telegram accepts it as a photo."""
-    h, w = image.shape[:2]
-    if max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()

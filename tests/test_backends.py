@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detector import Box, backends
+from detector import Box, engines, export_cache, processing
 from detector.model import Detector
 from detector.params import DetectParams
 from tests.conftest import DETBOT, ROOT, detbot_env
@@ -59,7 +59,7 @@ def entry_files(cache_dir: Path) -> dict[str, float]:
 
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
 def test_export_is_cached_and_reused(shapes_model: Path, cache: Path, backend: str) -> None:
-    before = backends.export_count()
+    before = export_cache.export_count()
     first = Detector(str(shapes_model), backend=backend, device="cpu", export_dir=cache)
     assert first.backend == backend and first.export is not None
     assert first.imgsz == 256  # the checkpoint's own size, as with PyTorch
@@ -72,7 +72,7 @@ def test_export_is_cached_and_reused(shapes_model: Path, cache: Path, backend: s
     assert second.export.path == first.export.path
     assert entry_files(cache) == files  # nothing rewritten
     # At most one export for both Detectors (none if an earlier test already made this one).
-    assert backends.export_count() - before == (0 if first.export.reused else 1)
+    assert export_cache.export_count() - before == (0 if first.export.reused else 1)
     assert [p for p in cache.iterdir() if p.is_dir() and p.name.startswith(".")] == []  # no staging left
 
 
@@ -136,16 +136,16 @@ def test_damaged_cache_entry_is_exported_again(
     if damage == "truncated":  # a worker killed mid-copy, or a full disk
         model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
     elif damage == "no_manifest":
-        (entry / backends.MANIFEST).unlink()
+        (entry / export_cache.MANIFEST).unlink()
     else:
-        (entry / backends.MANIFEST).write_text("{not json")
+        (entry / export_cache.MANIFEST).write_text("{not json")
     (local / f".{entry.name}.dead1234").mkdir()  # the staging folder of an exporter that died
-    before = backends.export_count()
+    before = export_cache.export_count()
     with caplog.at_level(logging.WARNING):
         det = Detector(str(shapes_model), backend="onnx", device="cpu", export_dir=local)
     assert det.backend == "onnx" and det.export is not None and not det.export.reused
-    assert backends.export_count() == before + 1
-    assert backends.read_entry(entry) is not None  # whole again
+    assert export_cache.export_count() == before + 1
+    assert export_cache.read_entry(entry) is not None  # whole again
     assert not (local / f".{entry.name}.dead1234").exists()
     img, shapes = make_images(AGREEMENT_SEED, 1)[0]
     assert len(det.detect(img, DetectParams(0.25)).boxes) >= len(shapes) - 1
@@ -178,10 +178,10 @@ def test_two_workers_starting_together_export_once(shapes_model: Path, tmp_path:
     cache_dir = tmp_path / "exports"
     code = (
         "import json, sys\n"
-        "from detector import backends\n"
+        "from detector import export_cache\n"
         "from detector.model import Detector\n"
         f"d = Detector({str(shapes_model)!r}, backend='onnx', device='cpu', export_dir={str(cache_dir)!r})\n"
-        "print(json.dumps({'backend': d.backend, 'exports': backends.export_count(), 'reused': d.export.reused}))\n"
+        "print(json.dumps({'backend': d.backend, 'exports': export_cache.export_count(), 'reused': d.export.reused}))\n"
     )
     env = detbot_env()
     procs = [
@@ -198,7 +198,7 @@ def test_two_workers_starting_together_export_once(shapes_model: Path, tmp_path:
     assert sum(r["exports"] for r in results) == 1
     assert sorted(r["reused"] for r in results) == [False, True]
     entries = [p for p in cache_dir.iterdir() if p.is_dir() and p.name != "cores"]  # cores: detector.cores
-    assert len(entries) == 1 and backends.read_entry(entries[0]) is not None
+    assert len(entries) == 1 and export_cache.read_entry(entries[0]) is not None
 
 
 def test_thread_budget_reaches_the_runtimes(shapes_model: Path, cache: Path) -> None:
@@ -213,9 +213,9 @@ def test_thread_budget_reaches_the_runtimes(shapes_model: Path, cache: Path) -> 
 
 
 def test_auto_backend_choice() -> None:
-    assert backends.resolve_backend("auto", "cpu") == "openvino"  # installed with detbot
-    assert backends.resolve_backend("auto", "cuda:0") == "torch"
-    assert backends.resolve_backend("onnx", "cpu") == "onnx"
+    assert engines.resolve_backend("auto", "cpu") == "openvino"  # installed with detbot
+    assert engines.resolve_backend("auto", "cuda:0") == "torch"
+    assert engines.resolve_backend("onnx", "cpu") == "onnx"
 
 
 def test_merge_nms_keeps_what_ultralytics_keeps() -> None:
@@ -232,8 +232,8 @@ def test_merge_nms_keeps_what_ultralytics_keeps() -> None:
     wh = rng.uniform(40, 120, (15, 2))[objects] * rng.uniform(0.9, 1.1, (n, 2))
     scores = rng.uniform(0, 1, (n, nc)) ** 3
     raw = np.concatenate([centres, wh, scores], axis=1).T[None].astype(np.float32)  # 1 × (4+nc) × n
-    ours = backends.decode_raw(raw, 0.25)
-    ref = non_max_suppression(torch.from_numpy(raw), 0.25, backends.NMS_IOU, max_det=1000)[0].numpy()
+    ours = processing.decode_raw(raw, 0.25)
+    ref = non_max_suppression(torch.from_numpy(raw), 0.25, processing.NMS_IOU, max_det=1000)[0].numpy()
     assert 10 < len(ref) < 0.5 * (raw[0, 4:].max(axis=0) > 0.25).sum()  # NMS really removed boxes
     assert ours.shape == ref.shape
     ours, ref = ours[np.argsort(-ours[:, 4])], ref[np.argsort(-ref[:, 4])]
@@ -265,8 +265,7 @@ def test_jpeg_fast_path_decodes_as_pil_does() -> None:
     from PIL import Image
 
     from detector import CorruptImageError
-    from detector.image import decode_image
-    from detector.model import decode
+    from detector.image import decode, decode_image
     from tests.images import BUS
 
     bus = BUS.read_bytes()

@@ -20,8 +20,8 @@ from detector import (
     UnsupportedFormatError,
     format_text,
 )
+from detector.draw import encode_jpeg
 from detector.image import decode_image
-from detector.model import encode_jpeg
 from detector.params import DetectParams
 from detector.settings import MAX_ANNOTATED_SIDE
 from tests.images import BUS, encode, huge_png, png_bytes
