@@ -377,7 +377,7 @@ def build_application(
         metrics=metrics,
         intake=Intake(application.bot, settings, client, chats, limits, metrics, status, application.create_task),
         status=status,
-        delivery=Delivery(application.bot, make_reader, chats, metrics, status),
+        delivery=Delivery(application.bot, make_reader, metrics, status),
     )
     metrics.watch_queue(client.queued)
     application.bot_data[SERVICES] = svc

@@ -3,7 +3,8 @@
 An event is acknowledged only after Telegram accepted the answer (or refused it for good), so a bot
 that stops mid-way finds the answer again in ``pending()`` after its restart: every accepted photo gets
 exactly one answer. The one unavoidable gap: killed between Telegram's "ok" and the ack, an answer is
-sent twice rather than never.
+sent twice rather than never. An album's results wait in :class:`bot.albums.PendingAlbums` until the album
+is complete, then go out as one answer.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from telegram import Bot, InputMediaPhoto, Message
 from telegram.error import BadRequest, ChatMigrated
 
 from bot.albums import AssembledAlbum, PendingAlbums, album_answer, album_reply_to
-from bot.chat_settings import ChatStore
 from bot.metrics import BotMetrics
 from bot.outcome import detection_of, error_text
 from bot.status import StatusBoard
@@ -66,13 +66,11 @@ class Delivery:
         self,
         bot: Bot,
         make_reader: Callable[[], DetectionClient],
-        chats: ChatStore,
         metrics: BotMetrics,
         status: StatusBoard,
     ) -> None:
         self.bot = bot
         self.make_reader = make_reader
-        self.chats = chats
         self.metrics = metrics
         self.status = status
         self._reader: DetectionClient | None = None
