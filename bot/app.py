@@ -26,9 +26,10 @@ from telegram.ext import (
 )
 
 from bot import replies
+from bot.albums import AlbumCollector
 from bot.chat_settings import ChatSettings, ChatStore
 from bot.delivery import Delivery
-from bot.intake import ALBUM_COLLECT_DELAY, Intake, Request, image_of, thread_of
+from bot.intake import Intake, Request, image_of, thread_of
 from bot.limits import Limits
 from bot.metrics import BotMetrics
 from bot.parsing import (
@@ -61,13 +62,6 @@ NEW_MESSAGE = filters.UpdateType.MESSAGE
 
 
 @dataclass
-class Album:
-    photos: list[Message] = field(default_factory=list)
-    explicit: bool = False
-    last_seen: float = 0.0
-
-
-@dataclass
 class Services:
     """Everything the handlers share; built once per Application."""
 
@@ -80,7 +74,7 @@ class Services:
     intake: Intake
     status: StatusBoard
     delivery: Delivery
-    albums: dict[tuple[int, str], Album] = field(default_factory=dict)
+    albums: AlbumCollector = field(default_factory=AlbumCollector)
     delivery_task: asyncio.Task[None] | None = None
 
 
@@ -122,36 +116,12 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     mentioned = mentions(caption, context.bot.username)
     explicit = _private(message) or command == "detect" or mentioned or _replied_to_bot(message, context.bot)
     if message.media_group_id:
-        _collect_album(context, message, explicit)
+        # The album's first update answers the whole album once it is complete; the others stop here.
+        album = await services(context).albums.collect(message, explicit)
+        if album is not None:
+            await _process(context, album.photos, album.photos[0], album.explicit, None)
         return
     await _process(context, [message], message, explicit, None)
-
-
-def _collect_album(context: ContextTypes.DEFAULT_TYPE, message: Message, explicit: bool) -> None:
-    svc = services(context)
-    key = (message.chat_id, str(message.media_group_id))
-    album = svc.albums.get(key)
-    loop = asyncio.get_running_loop()
-    if album is None:
-        album = svc.albums[key] = Album()
-        context.application.create_task(_flush_album_later(context, key))
-    album.photos.append(message)
-    album.explicit = album.explicit or explicit
-    album.last_seen = loop.time()
-
-
-async def _flush_album_later(context: ContextTypes.DEFAULT_TYPE, key: tuple[int, str]) -> None:
-    svc = services(context)
-    loop = asyncio.get_running_loop()
-    while True:
-        album = svc.albums[key]
-        wait = album.last_seen + ALBUM_COLLECT_DELAY - loop.time()
-        if wait <= 0:
-            break
-        await asyncio.sleep(wait)
-    album = svc.albums.pop(key)
-    photos = sorted(album.photos, key=lambda m: m.message_id)
-    await _process(context, photos, photos[0], album.explicit, None)
 
 
 async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], asked_by: Message, explicit: bool,
@@ -407,7 +377,7 @@ def build_application(
         metrics=metrics,
         intake=Intake(application.bot, settings, client, chats, limits, metrics, status, application.create_task),
         status=status,
-        delivery=Delivery(application.bot, make_reader, chats, metrics, status),
+        delivery=Delivery(application.bot, make_reader, metrics, status),
     )
     metrics.watch_queue(client.queued)
     application.bot_data[SERVICES] = svc

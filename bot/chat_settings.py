@@ -1,11 +1,11 @@
-"""Per-chat settings (default threshold, auto mode) and the bot's own bookkeeping keys, in Redis.
+"""Per-chat settings (default threshold, auto mode) and the bot's own bookkeeping, in Redis.
 
-Sync redis-py: callers on the event loop run these through ``asyncio.to_thread``.
+The keys are named in :mod:`jobs.keys`, with every other key detbot writes. Sync redis-py: callers on the
+event loop run these through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 from redis import Redis
@@ -13,7 +13,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from detector.params import DetectParams
-from jobs.defaults import KEY_PREFIX, RESULT_TTL
+from jobs import keys
+from jobs.defaults import RESULT_TTL
 from jobs.exceptions import QueueUnavailableError
 
 # A message id is remembered as handled this long: covers Telegram re-sending updates after a bot crash.
@@ -21,23 +22,8 @@ HANDLED_TTL = 24 * 60 * 60
 # A status message can only be waiting as long as its result can.
 STATUS_TTL = RESULT_TTL
 
+# What a Redis that went away raises through redis-py.
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
-
-
-def chat_key(chat_id: int) -> str:
-    return f"{KEY_PREFIX}:chat:{chat_id}"
-
-
-def handled_key(chat_id: int, message_id: int) -> str:
-    return f"{KEY_PREFIX}:bot:handled:{chat_id}:{message_id}"
-
-
-def album_key(album_id: str) -> str:
-    return f"{KEY_PREFIX}:bot:album:{album_id}"
-
-
-def status_key(unit: str) -> str:
-    return f"{KEY_PREFIX}:bot:status:{unit}"
 
 
 @dataclass(frozen=True)
@@ -61,7 +47,7 @@ class ChatStore:
 
     def get(self, chat_id: int) -> ChatSettings:
         try:
-            data: dict[bytes, bytes] = self.redis.hgetall(chat_key(chat_id))  # type: ignore[assignment]
+            data: dict[bytes, bytes] = self.redis.hgetall(keys.chat(chat_id))  # type: ignore[assignment]
         except REDIS_ERRORS as exc:
             raise QueueUnavailableError("Redis is unreachable") from exc
         threshold = data.get(b"threshold")
@@ -74,9 +60,9 @@ class ChatStore:
     def _set(self, chat_id: int, field: str, value: str | None) -> None:
         try:
             if value is None:
-                self.redis.hdel(chat_key(chat_id), field)
+                self.redis.hdel(keys.chat(chat_id), field)
             else:
-                self.redis.hset(chat_key(chat_id), field, value)
+                self.redis.hset(keys.chat(chat_id), field, value)
         except REDIS_ERRORS as exc:
             raise QueueUnavailableError("Redis is unreachable") from exc
 
@@ -89,7 +75,7 @@ class ChatStore:
     def was_handled(self, chat_id: int, message_id: int) -> bool:
         """True if this message was answered or queued before (the update is a redelivery)."""
         try:
-            return bool(self.redis.exists(handled_key(chat_id, message_id)))
+            return bool(self.redis.exists(keys.handled(chat_id, message_id)))
         except REDIS_ERRORS:
             return False
 
@@ -97,27 +83,17 @@ class ChatStore:
         try:
             pipe = self.redis.pipeline(transaction=False)
             for message_id in message_ids:
-                pipe.set(handled_key(chat_id, message_id), 1, ex=HANDLED_TTL)
+                pipe.set(keys.handled(chat_id, message_id), 1, ex=HANDLED_TTL)
             pipe.execute()
         except REDIS_ERRORS:
             pass  # Redis is down: nothing was queued either, and a redelivery gets the same reply.
 
     def save_status(self, unit: str, chat_id: int, message_id: int) -> None:
-        self.redis.set(status_key(unit), f"{chat_id}:{message_id}", ex=STATUS_TTL)
+        self.redis.set(keys.status(unit), f"{chat_id}:{message_id}", ex=STATUS_TTL)
 
     def pop_status(self, unit: str) -> tuple[int, int] | None:
-        raw = self.redis.getdel(status_key(unit))
+        raw = self.redis.getdel(keys.status(unit))
         if not raw:
             return None
         chat, _, message = bytes(raw).decode().partition(":")  # type: ignore[arg-type]
         return int(chat), int(message)
-
-    def save_album_count(self, album_id: str, count: int) -> None:
-        """An album of which only ``count`` photos were queued (the queue filled up midway)."""
-        # If Redis is away, the delivery side answers the album once its wait runs out.
-        with contextlib.suppress(*REDIS_ERRORS):
-            self.redis.set(album_key(album_id), count, ex=STATUS_TTL)
-
-    def album_count(self, album_id: str) -> int | None:
-        raw = self.redis.get(album_key(album_id))
-        return int(raw) if raw else None

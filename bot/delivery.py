@@ -3,33 +3,31 @@
 An event is acknowledged only after Telegram accepted the answer (or refused it for good), so a bot
 that stops mid-way finds the answer again in ``pending()`` after its restart: every accepted photo gets
 exactly one answer. The one unavoidable gap: killed between Telegram's "ok" and the ack, an answer is
-sent twice rather than never.
+sent twice rather than never. An album's results wait in :class:`bot.albums.PendingAlbums` until the album
+is complete, then go out as one answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ResponseError
 from telegram import Bot, InputMediaPhoto, Message
 from telegram.error import BadRequest, ChatMigrated
 
-from bot import replies
-from bot.chat_settings import REDIS_ERRORS, ChatStore
+from bot.albums import AssembledAlbum, PendingAlbums, album_answer, album_reply_to
 from bot.metrics import BotMetrics
+from bot.outcome import detection_of, error_text
 from bot.status import StatusBoard
 from bot.telegram_io import PermanentSendError, describe, reply_to, with_retry
 from bot.text import MESSAGE_LIMIT, detection_lines, pack_lines, split_caption
-from detector.render import summary_line
 from detector.result import Detection
 from jobs.client import DetectionClient
-from jobs.defaults import JOB_TIMEOUT, MAX_ATTEMPTS
 from jobs.exceptions import JobsError
 from jobs.store import Completion
 
@@ -39,17 +37,12 @@ log = logging.getLogger(__name__)
 WAIT_BLOCK_MS = 2000
 # Answers sent at once; AIORateLimiter still paces them to Telegram's limits.
 MAX_CONCURRENT_DELIVERIES = 8
-# An album whose photos have not all completed by then is answered with what is there; a worker gives
-# up on a job after MAX_ATTEMPTS timeouts, so all of them are done long before.
-ALBUM_WAIT = JOB_TIMEOUT * MAX_ATTEMPTS + 60
 # A graceful stop waits this long for answers being sent, so they are not sent again after the restart.
 DRAIN_TIMEOUT = 15.0
 # Pause before reading again after Redis was unreachable or lost the consumer group.
 REDIS_RETRY_DELAY = 2.0
 # Unacknowledged events read per call at start-up (an outage can leave many).
 PENDING_BATCH = 500
-# Media groups hold 2-10 items (Telegram's limit); Telegram albums never have more than 10 photos.
-MEDIA_GROUP_MAX = 10
 
 
 @dataclass
@@ -61,31 +54,9 @@ class Target:
     reply: int | None
 
 
-@dataclass
-class AlbumState:
-    parts: dict[int, Completion] = field(default_factory=dict)
-    count: int = 0
-    first_seen: float = field(default_factory=time.monotonic)
-    checked_count: bool = False
-
-
 def _target(routing: dict[str, Any]) -> Target:
-    album = routing.get("album") or {}
-    return Target(int(routing["chat_id"]), routing.get("thread_id"), album.get("reply_to") or routing.get("message_id"))
-
-
-def _detection(c: Completion) -> Detection | None:
-    if not (c.ok and c.detection and c.annotated):
-        return None
-    try:
-        return Detection.from_dict(c.detection)
-    except (KeyError, TypeError, ValueError) as exc:
-        log.error("job %s has an unreadable result: %s", c.job_id, describe(exc))
-        return None
-
-
-def _error_text(c: Completion) -> str:
-    return replies.error_reply(c.code or "internal_error", c.message)
+    reply = album_reply_to(routing) or routing.get("message_id")
+    return Target(int(routing["chat_id"]), routing.get("thread_id"), reply)
 
 
 class Delivery:
@@ -95,18 +66,16 @@ class Delivery:
         self,
         bot: Bot,
         make_reader: Callable[[], DetectionClient],
-        chats: ChatStore,
         metrics: BotMetrics,
         status: StatusBoard,
     ) -> None:
         self.bot = bot
         self.make_reader = make_reader
-        self.chats = chats
         self.metrics = metrics
         self.status = status
         self._reader: DetectionClient | None = None
         self._known: set[str] = set()
-        self._albums: dict[str, AlbumState] = {}
+        self._albums = PendingAlbums()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sem = asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES)
         self._stopping = asyncio.Event()
@@ -124,7 +93,8 @@ class Delivery:
             batch = await self._read(lambda r: r.wait(WAIT_BLOCK_MS))
             for completion in batch or []:
                 self._accept(completion)
-            await self._check_albums()
+            for album in self._albums.ready():
+                self._spawn(self._deliver_album(album))
 
     async def stop(self) -> None:
         """Stop reading, and give answers in flight a moment to finish (they are acked, not re-sent)."""
@@ -179,12 +149,8 @@ class Delivery:
             log.warning("result %s has no chat to answer; dropped", completion.job_id)
             self._spawn(self._ack([completion]))
             return
-        album = completion.routing.get("album")
-        if isinstance(album, dict) and album.get("id"):
-            state = self._albums.setdefault(str(album["id"]), AlbumState(count=int(album.get("count", 1))))
-            state.parts[int(album.get("index", len(state.parts) + 1))] = completion
-            return
-        self._spawn(self._deliver_single(completion))
+        if not self._albums.add(completion):
+            self._spawn(self._deliver_single(completion))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def guarded() -> None:
@@ -201,32 +167,16 @@ class Delivery:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _check_albums(self) -> None:
-        now = time.monotonic()
-        for album_id, state in list(self._albums.items()):
-            if len(state.parts) < state.count and not state.checked_count:
-                # The queue may have filled up midway through the album: fewer parts will ever come.
-                try:
-                    override = await asyncio.to_thread(self.chats.album_count, album_id)
-                except REDIS_ERRORS:
-                    override = None
-                if override is not None:
-                    state.count = override
-                    state.checked_count = True
-            if len(state.parts) >= state.count or now - state.first_seen > ALBUM_WAIT:
-                del self._albums[album_id]
-                self._spawn(self._deliver_album(album_id, state))
-
     # -- answers ----------------------------------------------------------------------------------------
 
     async def _deliver_single(self, c: Completion) -> None:
         target = _target(c.routing)
-        det = _detection(c)
+        det = detection_of(c)
         try:
             if det is not None and c.annotated is not None:
                 await self._send_detection(target, det, c.annotated)
             else:
-                await self._send_text(target, [_error_text(c)])
+                await self._send_text(target, [error_text(c)])
             log.info("answered chat=%s msg=%s job=%s %s", target.chat_id, target.reply, c.job_id,
                      "ok" if det else f"error={c.code}")
         except PermanentSendError as exc:
@@ -235,36 +185,30 @@ class Delivery:
         await self.status.clear(c.job_id)
         await self._ack([c])
 
-    async def _deliver_album(self, album_id: str, state: AlbumState) -> None:
-        parts = [state.parts[i] for i in sorted(state.parts)]
-        target = _target(parts[0].routing)
-        good = [(i, c, d) for i, c in sorted(state.parts.items()) if (d := _detection(c)) is not None]
-        lines: list[str] = []
-        for i, c in sorted(state.parts.items()):
-            det = _detection(c)
-            if det is not None:
-                lines += [f"Photo {i}: {summary_line(det)}", *detection_lines(det)[1:]]
-            else:
-                lines.append(replies.album_item_failed(i, _error_text(c)))
+    async def _deliver_album(self, album: AssembledAlbum) -> None:
+        answer = album_answer(album)
+        completions = album.completions
+        target = _target(completions[0].routing)
         try:
-            if len(good) == 1:
-                await self._send_photo(target, good[0][1].annotated or b"", f"Photo {good[0][0]}")
-            elif good:
-                media = [
-                    InputMediaPhoto(c.annotated or b"", caption=split_caption([f"Photo {i}: {summary_line(d)}"])[0])
-                    for i, c, d in good[:MEDIA_GROUP_MAX]
-                ]
-                await self._call(target, lambda t: self.bot.send_media_group(
-                    t.chat_id, media, reply_parameters=reply_to(t.reply), message_thread_id=t.thread), "album")
-            await self._send_text(target, lines)
-            log.info("answered album chat=%s msg=%s photos=%d ok=%d", target.chat_id, target.reply, len(parts),
-                     len(good))
+            await self._send_album_photos(target, answer.photos)
+            await self._send_text(target, answer.lines)
+            log.info("answered album chat=%s msg=%s photos=%d ok=%d", target.chat_id, target.reply,
+                     len(completions), answer.ok)
         except PermanentSendError as exc:
-            self._dropped(target, album_id, exc)
-        self.metrics.answered.labels("ok").inc(len(good))
-        self.metrics.answered.labels("error").inc(len(parts) - len(good))
-        await self.status.clear(album_id)
-        await self._ack(parts)
+            self._dropped(target, album.album_id, exc)
+        self.metrics.answered.labels("ok").inc(answer.ok)
+        self.metrics.answered.labels("error").inc(answer.failed)
+        await self.status.clear(album.album_id)
+        await self._ack(completions)
+
+    async def _send_album_photos(self, target: Target, photos: list[tuple[bytes, str]]) -> None:
+        """One photo as a photo, more as one media group (Telegram refuses a media group of one)."""
+        if len(photos) == 1:
+            await self._send_photo(target, *photos[0])
+        elif photos:
+            media = [InputMediaPhoto(image, caption=caption) for image, caption in photos]
+            await self._call(target, lambda t: self.bot.send_media_group(
+                t.chat_id, media, reply_parameters=reply_to(t.reply), message_thread_id=t.thread), "album")
 
     async def _send_detection(self, target: Target, det: Detection, photo: bytes) -> None:
         caption, rest = split_caption(detection_lines(det))

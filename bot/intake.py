@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ from telegram import Bot, Chat, Message
 from telegram.error import BadRequest, TelegramError
 
 from bot import replies
+from bot.albums import queued_album
 from bot.chat_settings import ChatSettings, ChatStore
 from bot.limits import Limits
 from bot.metrics import BotMetrics
@@ -31,9 +31,6 @@ from jobs.client import DetectionClient
 from jobs.exceptions import QueueFullError, QueueUnavailableError
 
 log = logging.getLogger(__name__)
-
-# Telegram sends an album's photos as separate updates within a moment; wait this long for stragglers.
-ALBUM_COLLECT_DELAY = 1.0
 
 
 @dataclass(frozen=True)
@@ -174,39 +171,53 @@ class Intake:
         return data
 
     async def _submit(self, request: Request, images: list[tuple[Message, bytes]], params: DetectParams) -> None:
+        """Queue the photos the queue has room for, together; those beyond its room get the "busy" reply."""
         first = images[0][0]
-        chat_id = request.chat.id
-        album = uuid.uuid4().hex if len(images) > 1 else None
-        job_ids: list[str] = []
-        for index, (message, data) in enumerate(images, 1):
-            routing: dict[str, Any] = {
-                "chat_id": chat_id,
-                "chat_type": request.chat.type,
-                "message_id": message.message_id,
-                "thread_id": thread_of(message),
-                "user_id": request.user_id,
-                "accepted_at": time.time(),
-            }
-            if album:
-                routing["album"] = {"id": album, "index": index, "count": len(images),
-                                    "reply_to": first.message_id}
-            try:
-                job_id = await asyncio.to_thread(self.client.submit, data, params, routing=routing)
-            except QueueFullError:
-                # One reply for the photos left out (of an album: the rest is still answered).
-                await self.refuse(message, "queue full", replies.BUSY, len(images) - index + 1)
-                break
-            except QueueUnavailableError:
-                await self.refuse(message, "redis unreachable", replies.UNAVAILABLE, len(images) - index + 1)
-                break
-            job_ids.append(job_id)
-            self.metrics.received.inc()
-            log.info("queued photo chat=%s msg=%s job=%s conf=%.2f classes=%s", chat_id, message.message_id,
-                     job_id, params.threshold, ",".join(params.classes or []) or "all")
-        if album and 0 < len(job_ids) < len(images):
-            # Some album photos never made it into the queue: the rest is still answered as a smaller album.
-            log.warning("album in chat %s: %d of %d photos queued", chat_id, len(job_ids), len(images))
-            await asyncio.to_thread(self.chats.save_album_count, album, len(job_ids))
+        try:
+            room = await asyncio.to_thread(self.client.room)
+            fits, left_out = images[:room], images[room:]
+            unit, job_ids = await self._queue(request, fits, params, len(images) > 1) if fits else ("", [])
+        except QueueFullError:
+            # Other photos took the room between the check and the submit: nothing of these was queued.
+            await self.refuse(first, "queue full", replies.BUSY, len(images))
+            return
+        except QueueUnavailableError:
+            await self.refuse(first, "redis unreachable", replies.UNAVAILABLE, len(images))
+            return
+        if left_out:
+            # One reply for the photos left out; an album's queued photos are answered as a smaller album.
+            if job_ids:
+                log.warning("album in chat %s: %d of %d photos queued", request.chat.id, len(job_ids), len(images))
+            await self.refuse(left_out[0][0], "queue full", replies.BUSY, len(left_out))
         if job_ids:
-            self.spawn(self.status.show_later(album or job_ids[0], job_ids[0], chat_id, thread_of(first),
+            self.spawn(self.status.show_later(unit, job_ids[0], request.chat.id, thread_of(first),
                                               first.message_id))
+
+    async def _queue(self, request: Request, images: list[tuple[Message, bytes]], params: DetectParams,
+                     album: bool) -> tuple[str, list[str]]:
+        """Submit ``images`` in one transaction; returns the unit its status message follows, and the job ids.
+
+        An album's size is decided here, before submitting: it is the number of photos queued.
+        """
+        routings = [self._routing(request, message) for message, _ in images]
+        album_id = ""
+        if album:
+            album_id, routings = queued_album(routings, reply_to=images[0][0].message_id)
+        job_ids = await asyncio.to_thread(self.client.submit_many, [data for _, data in images], params, routings)
+        for (message, _), job_id in zip(images, job_ids, strict=True):
+            self.metrics.received.inc()
+            log.info("queued photo chat=%s msg=%s job=%s conf=%.2f classes=%s", request.chat.id, message.message_id,
+                     job_id, params.threshold, ",".join(params.classes or []) or "all")
+        return album_id or job_ids[0], job_ids
+
+    @staticmethod
+    def _routing(request: Request, message: Message) -> dict[str, Any]:
+        """Where the answer goes; it travels with the job, so any bot process can deliver it."""
+        return {
+            "chat_id": request.chat.id,
+            "chat_type": request.chat.type,
+            "message_id": message.message_id,
+            "thread_id": thread_of(message),
+            "user_id": request.user_id,
+            "accepted_at": time.time(),
+        }

@@ -1,6 +1,6 @@
 """The "queued, position N" message shown while a person waits, and its removal once the answer is out.
 
-The status message's id lives in Redis (``chat_settings.status_key``) so a restarted bot still removes it.
+The status message's id lives in Redis (``jobs.keys.status``) so a restarted bot still removes it.
 """
 
 from __future__ import annotations

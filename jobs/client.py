@@ -76,21 +76,42 @@ class DetectionClient:
 
         Raises QueueFullError or QueueUnavailableError.
         """
+        return self.submit_many([image], params, [routing or {}])[0]
+
+    def submit_many(self, images: list[bytes], params: DetectParams, routings: list[dict[str, Any]]) -> list[str]:
+        """Queue several images in one transaction, all of them or none; returns their job ids in order.
+
+        All or none, so a producer that writes the number of photos into each routing (an album) writes
+        exactly the number of jobs that exist. Raises QueueFullError when they do not all fit under
+        ``max_queued``, or QueueUnavailableError.
+        """
+        if len(images) != len(routings):
+            raise ValueError(f"{len(images)} images but {len(routings)} routings")
+        if not images:
+            return []
         with _redis_errors():
-            if self.queue.count >= self.max_queued:
-                raise QueueFullError(f"{self.max_queued} jobs are already waiting")
-            job_id = uuid.uuid4().hex
-            # The photo, its record and the RQ job in one transaction: all of them or none.
+            waiting = self.queue.count
+            if waiting + len(images) > self.max_queued:
+                raise QueueFullError(f"{waiting} jobs are already waiting; {len(images)} more would pass "
+                                     f"the limit of {self.max_queued}")
+            job_ids = [uuid.uuid4().hex for _ in images]
+            # The photos, their records and the RQ jobs in one transaction: all of them or none.
             pipe = self.redis.pipeline(transaction=True)
             pipe.multi()  # explicit, as RQ's enqueue expects of a pipeline handed to it
-            store.queue_save_job(pipe, job_id, image, params.to_dict(), routing or {})
-            # No RQ ttl on purpose: RQ silently drops an expired job; ours still runs and answers image_expired.
-            self.queue.enqueue(
-                DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RESULT_TTL,
-                failure_ttl=RESULT_TTL, pipeline=pipe,
-            )
+            for job_id, image, routing in zip(job_ids, images, routings, strict=True):
+                store.queue_save_job(pipe, job_id, image, params.to_dict(), routing)
+                # No RQ ttl on purpose: RQ silently drops an expired job; ours still runs and answers
+                # image_expired.
+                self.queue.enqueue(
+                    DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RESULT_TTL,
+                    failure_ttl=RESULT_TTL, pipeline=pipe,
+                )
             pipe.execute()
-        return job_id
+        return job_ids
+
+    def room(self) -> int:
+        """How many more photos the queue takes now (``max_queued`` less those waiting)."""
+        return max(0, self.max_queued - self.queued())
 
     def position(self, job_id: str) -> int | None:
         """1-based position in the queue, or None once a worker has taken the job."""

@@ -23,6 +23,7 @@ from tests.images import png_header
 from tests.shapes import Shape, iou, make_images
 from tests.telegram_stub import (
     BotProcess,
+    Call,
     TelegramStub,
     answers_to,
     box_lines,
@@ -258,6 +259,11 @@ def test_group_settings_admins_only(world: World) -> None:
 
 # -- albums and long answers ----------------------------------------------------------------------------
 
+def album_summary(stub: TelegramStub, chat_id: int, first: int) -> list[Call]:
+    """The text messages of an album's answer (not the "queued" status message, which replies there too)."""
+    return [c for c in answers_to(stub, chat_id, first) if c.method == "sendMessage"]
+
+
 def test_album_answered_as_one_media_group_and_one_summary(world: World) -> None:
     stub = world.stub
     user = new_user()
@@ -275,8 +281,7 @@ def test_album_answered_as_one_media_group_and_one_summary(world: World) -> None
     for item, (img, _) in zip(media, items, strict=True):
         photo = group.files[item["media"].removeprefix("attach://")]
         assert image_size(photo) == (img.shape[1], img.shape[0])
-    summary = stub.wait_for(lambda: [c for c in stub.sent("sendMessage", user) if c.reply_to == first], 30,
-                            "the album's summary")
+    summary = stub.wait_for(lambda: album_summary(stub, user, first), 30, "the album's summary")
     text = "\n".join(c.text for c in summary)
     for i in range(1, len(items) + 1):
         assert f"Photo {i}: " in text
@@ -299,8 +304,7 @@ def test_album_with_a_broken_file_still_answers_the_rest(world: World) -> None:
     first = msgs[0]["message_id"]
     group = stub.wait_for(lambda: stub.sent("sendMediaGroup", user), 90, "the album")[0]
     assert len(group.params["media"]) == 2 and group.reply_to == first
-    summary = stub.wait_for(lambda: [c for c in stub.sent("sendMessage", user) if c.reply_to == first], 30,
-                            "the album's summary")
+    summary = stub.wait_for(lambda: album_summary(stub, user, first), 30, "the album's summary")
     text = "\n".join(c.text for c in summary)
     assert "Photo 1: " in text and "Photo 2: " in text
     assert "Photo 3: The image is damaged" in text

@@ -1,5 +1,6 @@
 """Exactly one answer per photo across bot crashes: queued while no worker runs, the bot killed mid-job,
-an answer Telegram would not take until after a restart, updates Telegram sends twice."""
+an answer Telegram would not take until after a restart, updates Telegram sends twice; an album the full
+queue took only part of."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from redis import Redis
 
+from jobs.client import DetectionClient
 from jobs.defaults import EVENTS_GROUP
 from jobs.keys import EVENTS_STREAM
 from tests.conftest import RedisServer
@@ -91,4 +93,51 @@ def test_every_photo_answered_once_across_restarts(redis_server: RedisServer, sh
     finally:
         bot.kill()
         stub.stop()
+        redis.close()
+
+
+def test_album_partly_queued_is_answered_as_a_smaller_album(redis_server: RedisServer, shapes_model: Path,
+                                                             tmp_path: Path) -> None:
+    """The queue fills up midway through an album: the photos it took are answered as an album of that
+    size, the others get one "busy" reply, and the album's size is never written to Redis (every routing
+    carries it)."""
+    redis = Redis.from_url(redis_server.url)
+    redis.flushall()
+    redis.config_set("notify-keyspace-events", "KA")
+    writes = redis.pubsub()
+    writes.psubscribe("__keyspace@*__:detbot:bot:album:*")
+    assert writes.get_message(timeout=10)["type"] == "psubscribe"  # listening before the bot writes anything
+    stub = TelegramStub(TOKEN).start()
+    bot = BotProcess(stub, redis_server.url, tmp_path / "bot.log", DETBOT_MAX_QUEUED_JOBS=str(MAX_QUEUED))
+    images = [encode(img) for img, _ in make_images(2100, 5)]
+    user, other = 601, 602
+    try:
+        bot.start()
+        # No worker yet: someone else's photo waits, so the queue has room for two of the album's four.
+        waiting = stub.photo(stub.private_chat(other), other, images[0])
+        stub.wait_for(lambda: DetectionClient(redis).queued() == 1, 30, "the first photo queued")
+        chat = stub.private_chat(user)
+        album = [stub.photo(chat, user, image, media_group_id="full-1") for image in images[1:]]
+        busy = wait_answer(stub, user, album[2]["message_id"], 30)
+        assert busy.method == "sendMessage" and "busy" in busy.text
+        first = album[0]["message_id"]
+        with running_workers(redis_server.url, count=1):
+            group = stub.wait_for(lambda: stub.sent("sendMediaGroup", user), 120, "the smaller album")[0]
+            assert group.reply_to == first and len(group.params["media"]) == 2
+            summary = stub.wait_for(lambda: [c for c in answers_to(stub, user, first) if c.method == "sendMessage"],
+                                    30, "the album's summary")
+            text = "\n".join(c.text for c in summary)
+            assert "Photo 1: " in text and "Photo 2: " in text and "Photo 3" not in text
+            assert wait_answer(stub, other, waiting["message_id"], 60).method == "sendPhoto"
+            stub.wait_for(lambda: _settled(redis), 60, "all answers acknowledged")
+        assert [c.text for c in stub.sent("sendMessage", user) if "busy" in c.text] == [busy.text]  # one reply
+        assert not answers_to(stub, user, album[3]["message_id"])
+        assert len(stub.sent("sendMediaGroup", user)) == 1 and not stub.sent("sendPhoto", user)
+        assert "album in chat 601: 2 of 4 photos queued" in bot.log()
+        assert writes.get_message(timeout=0) is None  # no detbot:bot:album:* key was ever written
+    finally:
+        bot.kill()
+        stub.stop()
+        writes.close()
+        redis.config_set("notify-keyspace-events", "")
         redis.close()

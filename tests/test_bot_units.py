@@ -1,12 +1,26 @@
-"""The bot's pure parts: argument parsing, Telegram length limits, rate limits, replies, log redaction."""
+"""The bot's pure parts: argument parsing, Telegram length limits, rate limits, replies, log redaction, albums."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import datetime, timezone
+from typing import Any
 
 import pytest
+from telegram import Chat, Message
 
 from bot import replies
+from bot.albums import (
+    ALBUM_WAIT,
+    AlbumCollector,
+    AssembledAlbum,
+    Collected,
+    PendingAlbums,
+    album_answer,
+    album_reply_to,
+    queued_album,
+)
 from bot.limits import Limits, RateLimiter
 from bot.logs import REDACTED, RedactFilter
 from bot.parsing import (
@@ -22,6 +36,7 @@ from bot.settings import BotSettings
 from bot.text import CAPTION_LIMIT, MESSAGE_LIMIT, detection_lines, pack_lines, split_caption, utf16_len
 from detector.params import DetectParams
 from detector.result import Box, Detection
+from jobs.store import Completion
 
 BOT = "detbot_test_bot"
 
@@ -210,3 +225,79 @@ def test_application_has_rate_limiter_error_handler_and_commands() -> None:
                 for c in h.commands}
     assert commands == {"start", "help", "threshold", "auto", "detect"}
     assert app.bot.base_url == "http://127.0.0.1:9/bot1:abc"
+
+
+# -- albums ---------------------------------------------------------------------------------------------
+
+def _album_message(message_id: int, chat_id: int = 77, group: str = "g1") -> Message:
+    return Message(message_id, datetime.now(timezone.utc), Chat(chat_id, "private"), media_group_id=group)
+
+
+def test_album_collector_hands_the_whole_album_to_its_first_update() -> None:
+    async def scenario() -> tuple[Collected | None, list[Collected | None], Collected | None]:
+        collector = AlbumCollector(delay=0.01)
+        first = asyncio.create_task(collector.collect(_album_message(12), explicit=False))
+        await asyncio.sleep(0)  # let the first update open the album
+        # No await between these: they arrive while the first update still waits for stragglers.
+        others = [await collector.collect(_album_message(11), explicit=True),
+                  await collector.collect(_album_message(13), explicit=False)]
+        other_chat = await collector.collect(_album_message(11, chat_id=78), explicit=False)
+        return await first, others, other_chat
+
+    whole, others, other_chat = asyncio.run(scenario())
+    assert others == [None, None]
+    assert whole is not None and whole.explicit  # one photo that asked the bot makes the album asked
+    assert [m.message_id for m in whole.photos] == [11, 12, 13]  # in the order they were sent
+    # The same media_group_id in another chat is another album.
+    assert other_chat is not None and [m.message_id for m in other_chat.photos] == [11]
+
+
+def test_queued_album_knows_its_size_from_every_routing() -> None:
+    album_id, routings = queued_album([{"chat_id": 5, "message_id": m} for m in (21, 22, 23)], reply_to=21)
+    assert [r["album"] for r in routings] == [
+        {"id": album_id, "index": i, "count": 3, "reply_to": 21} for i in (1, 2, 3)]
+    assert [r["message_id"] for r in routings] == [21, 22, 23]
+    assert album_reply_to(routings[2]) == 21 and album_reply_to({"chat_id": 5}) is None
+
+
+def _album_result(routing: dict[str, Any], job: str, det: Detection | None) -> Completion:
+    if det is None:
+        return Completion(job, ok=False, routing=routing, code="corrupt_image", message="damaged")
+    return Completion(job, ok=True, routing=routing, detection=det.to_dict(), annotated=b"jpeg-" + job.encode())
+
+
+def test_pending_albums_answer_when_complete_or_after_the_wait() -> None:
+    now = [0.0]
+    pending = PendingAlbums(wait=ALBUM_WAIT, clock=lambda: now[0])
+    _, full = queued_album([{"chat_id": 5, "message_id": m} for m in (1, 2)], reply_to=1)
+    _, short = queued_album([{"chat_id": 6, "message_id": m} for m in (1, 2, 3)], reply_to=1)
+    assert not pending.add(_album_result({"chat_id": 5, "message_id": 9}, "single", _detection(1)))
+    assert pending.add(_album_result(full[1], "f2", _detection(1)))
+    assert pending.add(_album_result(short[0], "s1", _detection(2)))
+    assert pending.ready() == []
+    assert pending.add(_album_result(full[0], "f1", None))
+    (done,) = pending.ready()
+    assert [(i, c.job_id) for i, c in done.parts] == [(1, "f1"), (2, "f2")]
+    now[0] += ALBUM_WAIT / 2
+    assert pending.ready() == []  # a result of the short album is still on its way
+    now[0] += ALBUM_WAIT
+    (late,) = pending.ready()
+    assert [c.job_id for c in late.completions] == ["s1"]
+    assert pending.ready() == []
+
+
+def test_album_answer_lists_every_photo_and_its_failures() -> None:
+    _, routings = queued_album([{"chat_id": 5, "message_id": m} for m in (1, 2, 3)], reply_to=1)
+    parts = [_album_result(routings[0], "a", _detection(2)), _album_result(routings[1], "b", None),
+             _album_result(routings[2], "c", _detection(1, "square"))]
+    answer = album_answer(AssembledAlbum("x", list(enumerate(parts, 1))))
+    assert (answer.ok, answer.failed) == (2, 1)
+    assert [image for image, _ in answer.photos] == [b"jpeg-a", b"jpeg-c"]
+    assert [caption for _, caption in answer.photos] == [
+        "Photo 1: 2 objects at confidence ≥ 0.25: circle ×2", "Photo 3: 1 object at confidence ≥ 0.25: square ×1"]
+    assert answer.lines[0] == "Photo 1: 2 objects at confidence ≥ 0.25: circle ×2"
+    assert answer.lines[3] == replies.album_item_failed(2, replies.error_reply("corrupt_image", "damaged"))
+    assert answer.lines[4].startswith("Photo 3: 1 object")
+    # One good photo goes out as a photo of its own, captioned with its place in the album.
+    lone = album_answer(AssembledAlbum("y", [(1, parts[1]), (2, parts[2])]))
+    assert lone.photos == [(b"jpeg-c", "Photo 2")] and (lone.ok, lone.failed) == (1, 1)

@@ -75,6 +75,35 @@ def test_full_queue_is_refused_at_once_and_stores_nothing(redis: Redis) -> None:
     assert client.position(accepted[2]) == 3
 
 
+def test_submit_many_queues_all_or_none_against_the_limit(redis: Redis) -> None:
+    client = DetectionClient(redis, queue_name="few", max_queued=3)
+    submit(client)
+    assert client.room() == 2
+    keys_before = set(redis.keys("*"))
+    with pytest.raises(QueueFullError):
+        client.submit_many([IMAGE] * 3, DetectParams(0.5), [{"n": i} for i in range(3)])
+    assert set(redis.keys("*")) == keys_before  # not the two that would have fitted either
+    job_ids = client.submit_many([b"one", b"two"], DetectParams(0.4), [{"n": 1}, {"n": 2}])
+    assert client.queue.get_job_ids()[1:] == job_ids and client.room() == 0
+    assert [store.load_image(redis, j) for j in job_ids] == [b"one", b"two"]
+    assert [json.loads(redis.hget(store.job_key(j), "routing") or b"") for j in job_ids] == [{"n": 1}, {"n": 2}]
+
+
+def test_submit_many_transaction_that_fails_midway_leaves_nothing(redis: Redis) -> None:
+    """Redis drops the connection at the second photo (bigger than it accepts in one command), after the
+    first one's commands were already sent: the transaction never reaches EXEC, nothing of it exists."""
+    client = DetectionClient(redis, queue_name="midway")
+    limit = redis.config_get("proto-max-bulk-len")["proto-max-bulk-len"]
+    redis.config_set("proto-max-bulk-len", 1024 * 1024)
+    try:
+        with pytest.raises(QueueUnavailableError):
+            client.submit_many([IMAGE, b"x" * (2 * 1024 * 1024)], DetectParams(0.5), [{"n": 1}, {"n": 2}])
+    finally:
+        redis.config_set("proto-max-bulk-len", limit)
+    assert redis.keys("detbot:*") == [] and redis.keys("rq:job:*") == []
+    assert client.queued() == 0
+
+
 def test_unreachable_redis_is_a_distinct_error() -> None:
     client = DetectionClient(Redis(port=free_port(), retry=Retry(NoBackoff(), 0)))
     with pytest.raises(QueueUnavailableError):
