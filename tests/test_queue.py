@@ -86,7 +86,7 @@ def test_submit_many_queues_all_or_none_against_the_limit(redis: Redis) -> None:
     job_ids = client.submit_many([b"one", b"two"], DetectParams(0.4), [{"n": 1}, {"n": 2}])
     assert client.queue.get_job_ids()[1:] == job_ids and client.room() == 0
     assert [store.load_image(redis, j) for j in job_ids] == [b"one", b"two"]
-    assert [json.loads(redis.hget(store.job_key(j), "routing") or b"") for j in job_ids] == [{"n": 1}, {"n": 2}]
+    assert [json.loads(redis.hget(keys.job(j), "routing") or b"") for j in job_ids] == [{"n": 1}, {"n": 2}]
 
 
 def test_submit_many_transaction_that_fails_midway_leaves_nothing(redis: Redis) -> None:
