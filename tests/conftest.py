@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from jobs.cli import DETBOT as DETBOT  # re-exported: the tests start detbot subcommands with it
+from ops.cli import DETBOT as DETBOT  # re-exported: the tests start detbot subcommands with it
 from tests.shapes import MODEL_PATH
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,8 +8,8 @@ from pathlib import Path
 from redis import Redis
 
 from jobs.defaults import EVENTS_GROUP, EVENTS_STREAM
+from ops.shapes import make_images
 from tests.conftest import RedisServer
-from tests.shapes import make_images
 from tests.telegram_stub import STATUS_PREFIX, BotProcess, Call, TelegramStub, answers_to, encode, wait_answer
 from tests.workers import running_workers
 
