@@ -21,6 +21,7 @@ COPY pyproject.toml README.md /src/
 COPY bot /src/bot
 COPY detector /src/detector
 COPY jobs /src/jobs
+COPY ops /src/ops
 RUN pip install /src
 
 FROM python:${PYTHON_VERSION}-slim

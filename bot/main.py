@@ -17,6 +17,7 @@ from bot.delivery import WAIT_BLOCK_MS
 from bot.metrics import BotMetrics, serve
 from bot.settings import BotSettings
 from bot.telegram_io import describe
+from jobs.settings import env_names
 
 log = logging.getLogger("bot")
 
@@ -36,10 +37,12 @@ def _redis(url: str, socket_timeout: float) -> Redis:
 
 
 def _settings_error(exc: ValidationError) -> str:
+    """One line naming each wrong variable as a person sets it (pydantic reports a field or its alias)."""
+    names = env_names(BotSettings)
     problems = []
     for err in exc.errors():
-        name = str(err["loc"][0]) if err["loc"] else "settings"
-        env = name.upper() if name.startswith(("telegram", "redis")) else f"DETBOT_{name.upper()}"
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        env = names.get(loc, loc.upper() or "settings")
         problems.append(f"{env}: {'not set' if err['type'] == 'missing' else err['msg']}")
     return "detbot bot: invalid settings: " + "; ".join(problems)
 

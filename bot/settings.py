@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from detector.settings import DEFAULT_CONFIDENCE, DEFAULT_MAX_PIXELS
-from jobs.defaults import MAX_QUEUED_JOBS, QUEUE_NAME
+from detector.settings import DEFAULT_CONFIDENCE, ImageLimitSettings
+from jobs.defaults import MAX_QUEUED_JOBS
+from jobs.settings import ENV_PREFIX, QueueSettings
 
 # Telegram's own default: the public Bot API; a local Bot API server or a test stand-in can replace it.
 DEFAULT_API_BASE_URL = "https://api.telegram.org"
@@ -18,49 +19,19 @@ DEFAULT_USER_RATE = 10
 DEFAULT_CHAT_RATE = 30
 
 
-class BotSettings(BaseSettings):
-    """Everything ``detbot bot`` can be configured with; see docs/bot.md for the table."""
+class TelegramSettings(BaseSettings):
+    """How to reach Telegram as the bot: the token and the Bot API server. ``detbot doctor`` and
+    ``detbot run`` read them too (where the token is optional)."""
 
-    model_config = SettingsConfigDict(env_prefix="DETBOT_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     telegram_bot_token: SecretStr = Field(
-        validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN", "telegram_bot_token"),
-        description="The token from @BotFather (required; never logged).",
+        validation_alias="TELEGRAM_BOT_TOKEN", description="The token from @BotFather (required; never logged)."
     )
     telegram_api_base_url: str = Field(
-        DEFAULT_API_BASE_URL,
-        validation_alias=AliasChoices("TELEGRAM_API_BASE_URL", "telegram_api_base_url"),
+        DEFAULT_API_BASE_URL, validation_alias="TELEGRAM_API_BASE_URL",
         description="Bot API server; the bot uses {base}/bot<token> and {base}/file/bot<token>.",
     )
-    redis_url: str = Field(
-        "redis://localhost:6379/0",
-        validation_alias=AliasChoices("REDIS_URL", "redis_url"),
-        description="The Redis that holds the queue, results and per-chat settings.",
-    )
-    queue: str = Field(QUEUE_NAME, min_length=1, description="The RQ queue the workers listen on.")
-    default_confidence: float = Field(
-        DEFAULT_CONFIDENCE, gt=0, le=1, description="Threshold when neither caption nor chat sets one."
-    )
-    rate_limit_user: int = Field(DEFAULT_USER_RATE, ge=0, description="Photos per user per minute; 0: no limit.")
-    rate_limit_chat: int = Field(DEFAULT_CHAT_RATE, ge=0, description="Photos per chat per minute; 0: no limit.")
-    allowed_chats: Annotated[frozenset[int], NoDecode] = Field(
-        frozenset(), description="Comma-separated chat ids; empty: every chat may use the bot."
-    )
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Largest accepted image, in pixels.")
-    max_queued_jobs: int = Field(MAX_QUEUED_JOBS, ge=0, description="Jobs waiting beyond this get 'busy'.")
-    bot_metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="Port of /metrics and /healthz on 127.0.0.1; unset: off."
-    )
-    bot_metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint listens on.")
-    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
-
-    @field_validator("allowed_chats", mode="before")
-    @classmethod
-    def _split_ids(cls, value: object) -> object:
-        if isinstance(value, str):
-            parts = [p.strip() for p in value.replace(";", ",").split(",")]
-            return frozenset(int(p) for p in parts if p)
-        return value
 
     @property
     def api_url(self) -> str:
@@ -69,3 +40,31 @@ class BotSettings(BaseSettings):
     @property
     def file_url(self) -> str:
         return f"{self.telegram_api_base_url.rstrip('/')}/file/bot"
+
+
+class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings):
+    """Everything ``detbot bot`` can be configured with; see docs/bot.md for the table."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
+
+    default_confidence: float = Field(
+        DEFAULT_CONFIDENCE, gt=0, le=1, description="Threshold when neither caption nor chat sets one."
+    )
+    rate_limit_user: int = Field(DEFAULT_USER_RATE, ge=0, description="Photos per user per minute; 0: no limit.")
+    rate_limit_chat: int = Field(DEFAULT_CHAT_RATE, ge=0, description="Photos per chat per minute; 0: no limit.")
+    allowed_chats: Annotated[frozenset[int], NoDecode] = Field(
+        frozenset(), description="Comma-separated chat ids; empty: every chat may use the bot."
+    )
+    max_queued_jobs: int = Field(MAX_QUEUED_JOBS, ge=0, description="Jobs waiting beyond this get 'busy'.")
+    bot_metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Port of /metrics and /healthz on 127.0.0.1; unset: off."
+    )
+    bot_metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint listens on.")
+
+    @field_validator("allowed_chats", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.replace(";", ",").split(",")]
+            return frozenset(int(p) for p in parts if p)
+        return value

@@ -23,7 +23,15 @@ JPEG_QUALITY = 85
 Backend = Literal["auto", "torch", "onnx", "openvino"]
 
 
-class DetectorSettings(BaseSettings):
+class ImageLimitSettings(BaseSettings):
+    """The largest image detbot accepts: the bot refuses bigger ones from their header, the detector too."""
+
+    model_config = SettingsConfigDict(env_prefix="DETBOT_", extra="ignore")
+
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Largest accepted image, in pixels.")
+
+
+class DetectorSettings(ImageLimitSettings):
     """Which model to load, where, and the limits applied to every image."""
 
     model_config = SettingsConfigDict(env_prefix="DETBOT_", extra="ignore")
@@ -31,7 +39,6 @@ class DetectorSettings(BaseSettings):
     model: str = Field(DEFAULT_MODEL, description="Path to YOLO weights, or an ultralytics model name.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     imgsz: int | None = Field(None, ge=32, le=4096, description="Inference size; default: the model's own.")
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Largest accepted image, in pixels.")
     max_detections: int = Field(DEFAULT_MAX_DETECTIONS, gt=0, le=1000)
     backend: Backend = Field("auto", description="auto, torch, onnx or openvino.")
     threads: int | None = Field(None, ge=1, description="Inference threads; default: 1 per worker on CPU.")

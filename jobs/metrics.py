@@ -10,12 +10,9 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
-if TYPE_CHECKING:
-    from jobs.tasks import Outcome
 
 # Seconds: CPU inference of a small model is tens of ms, a big model on a busy CPU a few seconds.
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -25,6 +22,22 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 
 # What a health check answers: HTTP status, body, content type.
 Health = tuple[int, bytes, str]
+
+
+class JobOutcome(Protocol):
+    """What the metrics read of one finished job (``jobs.tasks.Outcome`` is one). Described here rather than
+    imported, so the job code may import the metrics and never the other way round."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def code(self) -> str: ...
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+    @property
+    def inference_ms(self) -> float: ...
+    @property
+    def threads(self) -> int: ...
 
 
 def serve_endpoints(
@@ -95,7 +108,7 @@ class WorkerMetrics:
     def is_ready(self) -> bool:
         return bool(self.ready._value.get())
 
-    def job_done(self, outcome: Outcome, seconds: float) -> None:
+    def job_done(self, outcome: JobOutcome, seconds: float) -> None:
         self.jobs.labels(outcome.status, outcome.code or "none").inc()
         self.job_seconds.observe(seconds)
         if outcome.inference_ms:

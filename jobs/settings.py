@@ -1,35 +1,64 @@
-"""Settings of ``detbot worker``: the detector's own ``DETBOT_*`` settings plus the queue's.
+"""Settings shared by every process on the queue (``QueueSettings``) and those of ``detbot worker``.
 
-Built once in ``jobs.worker.main()``; nothing here reads the environment at import time.
+Each environment variable is declared once, in one class, and reused by composition: ``WorkerSettings`` is
+``QueueSettings`` + the detector's own ``DetectorSettings`` + the worker's fields; the bot's settings add
+``QueueSettings`` to its Telegram ones. Built once in a ``main()``; nothing here reads the environment at
+import time.
 """
 
 from __future__ import annotations
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.settings import DetectorSettings
 from jobs.defaults import JOB_TIMEOUT, MAX_ATTEMPTS, QUEUE_NAME
 
-# Where a worker looks for Redis when REDIS_URL is not set: a Redis on the same machine.
+# Where a process looks for Redis when REDIS_URL is not set: a Redis on the same machine.
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+# Where prefixed settings come from: DETBOT_QUEUE, DETBOT_LOG_LEVEL, ... (the few without it name an alias).
+ENV_PREFIX = "DETBOT_"
 
 
-class WorkerSettings(DetectorSettings):
-    """Everything one worker process needs: which model (inherited ``DETBOT_*``), which Redis and queue, limits.
+class QueueSettings(BaseSettings):
+    """What the bot, the workers and the ``detbot`` tools share: which Redis, which queue, how much logging."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
+
+    redis_url: str = Field(
+        DEFAULT_REDIS_URL, validation_alias="REDIS_URL",
+        description="Redis holding the queue, images, results and per-chat settings.",
+    )
+    queue: str = Field(QUEUE_NAME, min_length=1, description="Name of the RQ queue (bot and workers must agree).")
+    log_level: str = Field("INFO", description="Python logging level: DEBUG, INFO, WARNING or ERROR.")
+
+    @property
+    def redis_url_set(self) -> bool:
+        """Whether REDIS_URL was given at all (unset means ``detbot run`` starts an embedded Redis)."""
+        return "redis_url" in self.model_fields_set
+
+
+class WorkerMetricsSettings(BaseSettings):
+    """Where a worker serves /metrics and /healthz; ``detbot run`` gives worker *i* the port + *i*."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="Serve /metrics and /healthz on this port; off when unset (`detbot run`: worker i on port + i).",
+    )
+    metrics_host: str = Field("0.0.0.0", description="Address the metrics server binds to (a container needs 0.0.0.0).")
+
+
+class WorkerSettings(QueueSettings, WorkerMetricsSettings, DetectorSettings):
+    """Everything one worker process needs: which model (the detector's ``DETBOT_*``), Redis and queue, limits.
 
     A subclass of :class:`DetectorSettings`, so ``Detector.from_settings(settings)`` takes it as it is and
     every detector setting (model, device, backend, threads, limits) is a worker setting too.
     """
 
-    model_config = SettingsConfigDict(env_prefix="DETBOT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
 
-    redis_url: str = Field(
-        DEFAULT_REDIS_URL,
-        validation_alias=AliasChoices("REDIS_URL", "DETBOT_REDIS_URL"),
-        description="Redis holding the queue, images and results.",
-    )
-    queue: str = Field(QUEUE_NAME, min_length=1, description="Name of the RQ queue to take jobs from.")
     job_timeout: int = Field(
         JOB_TIMEOUT, ge=1, description="Seconds one job may run; the producer's own timeout applies if shorter."
     )
@@ -37,11 +66,6 @@ class WorkerSettings(DetectorSettings):
         MAX_ATTEMPTS, ge=1, description="A job whose worker died this many times ends with failed_after_retries."
     )
     worker_name: str | None = Field(None, description="Unique worker name; default: a random one.")
-    metrics_port: int | None = Field(
-        None, ge=1, le=65535, description="Serve /metrics and /healthz on this port; off when unset."
-    )
-    metrics_host: str = Field("0.0.0.0", description="Address the metrics server binds to (a container needs 0.0.0.0).")
-    log_level: str = Field("INFO", description="Python logging level of the worker.")
     test_job_delay_ms: int = Field(
         0, ge=0, description="FOR TESTS ONLY: sleep this long inside every job, to catch a worker mid-job."
     )
@@ -50,3 +74,17 @@ class WorkerSettings(DetectorSettings):
 def load_settings() -> WorkerSettings:
     """Read the settings from the environment (``main()`` calls this once; never at import time)."""
     return WorkerSettings()
+
+
+def env_names(cls: type[BaseSettings]) -> dict[str, str]:
+    """Field name -> the one environment variable it is read from (its alias, else prefix + name, upper-case:
+    pydantic-settings matches names case-insensitively). A field with several aliases is an error: every
+    setting has exactly one name."""
+    prefix = str(cls.model_config.get("env_prefix") or "")
+    names = {}
+    for field_name, info in cls.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            raise TypeError(f"{cls.__name__}.{field_name} has several names: {alias.choices}")
+        names[field_name] = (alias if isinstance(alias, str) else prefix + field_name).upper()
+    return names

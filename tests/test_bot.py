@@ -18,9 +18,9 @@ from redis import Redis
 
 from jobs.defaults import EVENTS_GROUP
 from jobs.keys import EVENTS_STREAM
+from ops.shapes import Shape, iou, make_images
 from tests.conftest import RedisServer
 from tests.images import png_header
-from tests.shapes import Shape, iou, make_images
 from tests.telegram_stub import (
     BotProcess,
     Call,

@@ -9,8 +9,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ops.shapes import make_images
 from tests.conftest import DETBOT, ROOT, RedisServer, detbot_env, free_port
-from tests.shapes import make_images
 from tests.telegram_stub import STATUS_PREFIX, BotProcess, TelegramStub, encode, wait_answer
 
 TOKEN = "555666777:PROCESS-secret-token"

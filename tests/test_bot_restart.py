@@ -11,8 +11,8 @@ from redis import Redis
 from jobs.client import DetectionClient
 from jobs.defaults import EVENTS_GROUP
 from jobs.keys import EVENTS_STREAM
+from ops.shapes import make_images
 from tests.conftest import RedisServer
-from tests.shapes import make_images
 from tests.telegram_stub import STATUS_PREFIX, BotProcess, Call, TelegramStub, answers_to, encode, wait_answer
 from tests.workers import running_workers
 

@@ -1,4 +1,5 @@
-"""The package boundaries hold: detector/ knows no Telegram/RQ/Redis; bot/ and `detbot --help` load no torch."""
+"""The package boundaries hold: detector/ knows no Telegram/RQ/Redis; bot/ and `detbot --help` load no torch;
+jobs/ (the queue) knows neither the bot nor the ops tools, which sit on top of everything."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import pytest
 
 from tests.conftest import ROOT, detbot_env
 
-FORBIDDEN_IN_DETECTOR = ("telegram", "rq", "redis", "bot", "jobs")
-FORBIDDEN_IN_BOT = ("torch", "torchvision", "ultralytics", "cv2", "detector.model", "jobs.tasks", "jobs.worker",
-                    "jobs.recovery")
+FORBIDDEN_IN_DETECTOR = ("telegram", "rq", "redis", "bot", "jobs", "ops")
+FORBIDDEN_IN_BOT = (
+    "torch", "torchvision", "ultralytics", "cv2", "detector.model", "jobs.tasks", "jobs.worker", "jobs.recovery", "ops",
+)
+FORBIDDEN_IN_JOBS = ("bot", "ops", "telegram")
 
 
 def imported_modules(package: str) -> dict[str, set[str]]:
@@ -48,6 +51,10 @@ def test_bot_source_imports_no_torch_or_detector_model() -> None:
     assert offending("bot", FORBIDDEN_IN_BOT) == []
 
 
+def test_jobs_source_imports_neither_the_bot_nor_ops() -> None:
+    assert offending("jobs", FORBIDDEN_IN_JOBS) == []
+
+
 def loaded_after(code: str) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys; print('\\nMODULES', ' '.join(sys.modules))"],
@@ -75,7 +82,7 @@ def test_importing_detector_loads_no_telegram_rq_redis() -> None:
 def test_detbot_help_loads_no_torch(args: list[str]) -> None:
     code = (
         f"import sys; sys.argv=['detbot', *{args!r}]\n"
-        "from jobs.cli import main\ntry:\n    main()\nexcept SystemExit: pass"
+        "from ops.cli import main\ntry:\n    main()\nexcept SystemExit: pass"
     )
     loaded = loaded_after(code)
-    assert "jobs.cli" in loaded and "torch" not in loaded and "ultralytics" not in loaded
+    assert "ops.cli" in loaded and "torch" not in loaded and "ultralytics" not in loaded

@@ -9,8 +9,8 @@ from pathlib import Path
 import cv2
 from PIL import Image
 
+from ops.shapes import make_images
 from tests.conftest import DETBOT, detbot_env
-from tests.shapes import make_images
 
 # Loading torch and the model takes seconds; a minute means it hangs.
 CLI_TIMEOUT = 120

@@ -19,14 +19,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from pydantic import AliasChoices
-from pydantic_settings import BaseSettings
 
 from bot.settings import BotSettings
-from detector.settings import DetectorSettings
-from jobs.doctor import DoctorSettings
-from jobs.run import RunSettings
-from jobs.settings import WorkerSettings
+from jobs.settings import WorkerSettings, env_names
+from ops.settings import ALL_SETTINGS
 from tests.conftest import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -36,9 +32,6 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 # `docker compose config` parses and resolves a few files: seconds at most.
 COMPOSE_TIMEOUT = 60
-SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
-    DetectorSettings, WorkerSettings, BotSettings, RunSettings, DoctorSettings,
-)
 # Variables that only compose itself reads (interpolation, build args, third-party images), each with its use.
 COMPOSE_ONLY = {
     "REDIS_PASSWORD": "password of the compose Redis; REDIS_URL of the bot and workers is built from it",
@@ -53,31 +46,20 @@ TOKEN = "123456789:TEST-token-not-real"
 PASSWORD = "0123456789abcdef"
 
 
-def env_names(cls: type[BaseSettings]) -> list[tuple[list[str], str]]:
-    """Per field: the environment variables pydantic-settings reads it from (the documented one first), and
-    its description. Names are upper-case: pydantic-settings matches them case-insensitively."""
-    prefix = str(cls.model_config.get("env_prefix") or "")
-    fields = []
-    for field_name, info in cls.model_fields.items():
-        alias = info.validation_alias
-        if isinstance(alias, AliasChoices):
-            choices = [c for c in alias.choices if isinstance(c, str)]
-        elif isinstance(alias, str):
-            choices = [alias]
-        else:
-            choices = [prefix + field_name]
-        fields.append(([c.upper() for c in choices], info.description or ""))
-    return fields
+def settings_fields() -> list[tuple[str, str]]:
+    """Per field of every settings class: the environment variable it is read from, and its description."""
+    return [(env_names(cls)[name], info.description or "") for cls in ALL_SETTINGS
+            for name, info in cls.model_fields.items()]
 
 
 def accepted_settings() -> set[str]:
     """Every variable some detbot process reads."""
-    return {name for cls in SETTINGS_CLASSES for names, _ in env_names(cls) for name in names}
+    return {name for name, _ in settings_fields()}
 
 
 def documented_settings() -> set[str]:
-    """The variable each setting is documented under (the first alias), test-only knobs left out."""
-    return {names[0] for cls in SETTINGS_CLASSES for names, why in env_names(cls) if TEST_ONLY_MARK not in why}
+    """Every variable a user may set, test-only knobs left out."""
+    return {name for name, why in settings_fields() if TEST_ONLY_MARK not in why}
 
 
 def example_keys() -> list[str]:

@@ -20,9 +20,9 @@ from detector.model import Detector
 from detector.params import DetectParams
 from jobs import store
 from jobs.client import DetectionClient
+from ops.shapes import iou, make_images
 from tests.conftest import ROOT, TEST_EXPORT_DIR, RedisServer
 from tests.images import encode
-from tests.shapes import iou, make_images
 from tests.workers import start_worker, wait_for
 
 # A holder process answers within this; far beyond it something hangs.

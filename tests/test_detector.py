@@ -24,8 +24,8 @@ from detector.draw import encode_jpeg
 from detector.image import decode_image
 from detector.params import DetectParams
 from detector.settings import MAX_ANNOTATED_SIDE
+from ops.shapes import iou, make_images
 from tests.images import BUS, encode, huge_png, png_bytes
-from tests.shapes import iou, make_images
 
 # Seeds the model never saw (training used 1, validation 2).
 FRESH_SEED = 1001

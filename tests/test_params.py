@@ -9,7 +9,7 @@ import pytest
 from detector.errors import InvalidConfidenceError, InvalidParamsError, UnknownClassError
 from detector.params import MAX_CLASSES, DetectParams, class_key
 from detector.settings import DEFAULT_CONFIDENCE
-from tests.shapes import make_images
+from ops.shapes import make_images
 
 # Seeds the model never saw (training used 1, validation 2).
 FRESH_SEED = 1201

@@ -22,9 +22,9 @@ from detector.result import Detection
 from jobs import keys
 from jobs.client import DetectionClient
 from jobs.store import Completion
+from ops.shapes import make_images
 from tests.conftest import DETBOT, ROOT, RedisServer, detbot_env, free_port
 from tests.images import png_bytes
-from tests.shapes import make_images
 from tests.telegram_stub import TelegramStub, box_lines, encode, full_text, wait_answer
 from tests.workers import READY_TIMEOUT, wait_for
 

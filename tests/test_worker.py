@@ -26,9 +26,9 @@ from jobs.client import DETECT_JOB, DetectionClient
 from jobs.defaults import QUEUE_NAME
 from jobs.keys import EVENTS_STREAM
 from jobs.store import Completion
+from ops.shapes import iou, make_images
 from tests.conftest import RedisServer, free_port
 from tests.images import png_header
-from tests.shapes import iou, make_images
 from tests.workers import WorkerProcess, start_worker, wait_for
 
 # A completion on an idle worker takes well under a second; this only bounds a broken test.

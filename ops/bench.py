@@ -10,7 +10,7 @@ Offline by design: without real weights the COCO-sized model is built from its a
 (``yolo26n.yaml``, random weights, 80 classes); speed does not depend on the weights' values.
 ``--accuracy`` checks, on the shapes test model, that every backend finds what PyTorch finds.
 
-``detbot bench queue ...`` measures the queue instead (see ``jobs.bench_queue``).
+``detbot bench queue ...`` measures the queue instead (see ``ops.bench_queue``).
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detector.params import DetectParams
-
 # A worker that has not answered its first image after this long (an export of a large model on a slow
 # CPU included) is broken, not slow.
 CHILD_START_TIMEOUT = 900.0
@@ -46,19 +44,6 @@ WARM_BLOCKS = 5
 RANDOM_MODEL_SEED = 0
 BASELINE = "baseline"
 ALL_BACKENDS = ("torch", "onnx", "openvino")
-# Shapes images for the agreement check: seeds the shapes model never saw (1 and 2 are its train/val).
-AGREEMENT_SEED = 1000
-AGREEMENT_IMAGES = 96
-# Boxes are compared down to this confidence, and must agree from AGREEMENT_CONFIDENCE up: a box at 0.26 in
-# one backend and 0.24 in another is the same answer, not a disagreement.
-AGREEMENT_FLOOR = 0.15
-AGREEMENT_CONFIDENCE = 0.3
-# mAP is computed as ``yolo val`` does: every box down to this confidence, up to this many per image.
-MAP_CONFIDENCE = 0.001
-MAP_MAX_DETECTIONS = 300
-EXPORTED = ("onnx", "openvino")
-# INT8 calibration images: NNCF's statistics settle well before this; more only makes the export slower.
-CALIBRATION_IMAGES = 128
 
 
 # --- the child: one worker process ---------------------------------------------------------------------
@@ -190,7 +175,7 @@ class Worker:
         self.label, self.log = spec.label, log
         spec.spawned_at = time.time()
         self._err = log.open("wb")
-        cmd = [sys.executable, "-m", "jobs.bench", "--child", json.dumps(asdict(spec))]
+        cmd = [sys.executable, "-m", "ops.bench", "--child", json.dumps(asdict(spec))]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
                                      env=_child_env())
         self._buf = bytearray()
@@ -425,109 +410,6 @@ def resolve_model(requested: str | None, work: Path) -> tuple[Path, str]:
     return random_coco_model(work), "yolo26n.yaml architecture, random weights (no yolo26n.pt on disk)"
 
 
-# --- accuracy: agreement across backends on the shapes model ------------------------------------------
-
-
-def accuracy(model: Path, work: Path, backends: list[str], calibration: str | None) -> dict[str, Any]:
-    """On the shapes model: every backend against PyTorch on fresh images (same objects, IoU, confidence),
-    and mAP50 on the shapes validation set for each backend (and INT8 when ``calibration`` is given)."""
-    from detector.model import Detector
-
-    try:
-        from tests.shapes import VAL_IMAGES, VAL_SEED, make_images
-    except ImportError:
-        return {"skipped": "tests.shapes is not importable (run from the repository root)"}
-    fresh = make_images(AGREEMENT_SEED, AGREEMENT_IMAGES)
-    images, truths = [img for img, _ in fresh], [shapes for _, shapes in fresh]
-    val = make_images(VAL_SEED, VAL_IMAGES)
-    reference = Detector(str(model), backend="torch", device="cpu")
-    ref = [reference.detect(img, DetectParams(AGREEMENT_FLOOR)) for img in images]
-    report: dict[str, Any] = {
-        "agreement_images": len(images), "objects": sum(len(t) for t in truths),
-        "map50": {"torch": map50(reference, val)},
-    }
-    variants = [(b, False) for b in backends if b in EXPORTED] + ([("openvino", True)] if calibration else [])
-    for backend, int8 in variants:
-        det = Detector(str(model), backend=backend, device="cpu", export_dir=str(work / "cache-accuracy"),
-                       int8=int8, int8_data=calibration)
-        name = f"{det.backend}-int8" if int8 and det.backend != "torch" else det.backend
-        report[name] = compare(ref, [det.detect(img, DetectParams(AGREEMENT_FLOOR)) for img in images], truths)
-        report["map50"][name] = map50(det, val)
-    return report
-
-
-def map50(detector: Any, dataset: list[tuple[Any, list[Any]]]) -> float:
-    """mAP at IoU 0.5 over the classes, COCO-style 101-point interpolation, as ``yolo val`` reports it."""
-    params = DetectParams(MAP_CONFIDENCE)
-    results = [detector.detect(img, params, max_detections=MAP_MAX_DETECTIONS) for img, _ in dataset]
-    aps = []
-    for name in detector.names.values():
-        scores: list[float] = []
-        hits: list[bool] = []
-        truths = 0
-        for det, (_, shapes) in zip(results, dataset, strict=True):
-            free = [s.box for s in shapes if s.name == name]
-            truths += len(free)
-            for box in (b for b in det.boxes if b.class_name == name):  # best first
-                overlaps = [box_iou(truth, box.xyxy) for truth in free]
-                best = int(max(range(len(free)), key=overlaps.__getitem__)) if free else -1
-                hit = best >= 0 and overlaps[best] >= 0.5
-                if hit:
-                    free.pop(best)
-                scores.append(box.confidence)
-                hits.append(hit)
-        if truths:
-            aps.append(average_precision(scores, hits, truths))
-    return round(100 * sum(aps) / len(aps), 2) if aps else 0.0
-
-
-def average_precision(scores: list[float], hits: list[bool], truths: int) -> float:
-    import numpy as np
-
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    tp = np.cumsum(np.asarray(hits, dtype=float)[order])
-    fp = np.cumsum(1 - np.asarray(hits, dtype=float)[order])
-    recall = np.concatenate([[0.0], tp / truths, [1.0]])
-    precision = np.concatenate([[1.0], tp / np.maximum(tp + fp, 1e-9), [0.0]])
-    precision = np.flip(np.maximum.accumulate(np.flip(precision)))
-    x = np.linspace(0, 1, 101)
-    return float(np.trapezoid(np.interp(x, recall, precision), x))
-
-
-def compare(reference: list[Any], other: list[Any], truths: list[list[Any]]) -> dict[str, Any]:
-    """Per drawn object: the most confident box of its class on it (IoU >= 0.5) in each result. An object
-    clearly found (>= AGREEMENT_CONFIDENCE) by one must be found by the other; then their boxes' IoU and
-    confidence difference are the figures. A duplicate box one backend merges and another keeps is not an
-    object, and a box near the threshold may fall on either side of it."""
-    unmatched, worst_iou, worst_conf, objects = 0, 1.0, 0.0, 0
-    for ref, got, shapes in zip(reference, other, truths, strict=True):
-        for shape in shapes:
-            a, b = _object_box(ref.boxes, shape), _object_box(got.boxes, shape)
-            if max((x.confidence for x in (a, b) if x is not None), default=0.0) < AGREEMENT_CONFIDENCE:
-                continue
-            objects += 1
-            if a is None or b is None:
-                unmatched += 1
-                continue
-            worst_iou = min(worst_iou, box_iou(a.xyxy, b.xyxy))
-            worst_conf = max(worst_conf, abs(a.confidence - b.confidence))
-    return {"objects": objects, "unmatched": unmatched, "worst_iou": round(worst_iou, 4),
-            "worst_conf_diff": round(worst_conf, 4)}
-
-
-def _object_box(boxes: Any, shape: Any) -> Any:
-    on_it = [b for b in boxes if b.class_name == shape.name and box_iou(b.xyxy, shape.box) >= 0.5]
-    return max(on_it, key=lambda b: b.confidence) if on_it else None
-
-
-def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 # --- the command ---------------------------------------------------------------------------------------
 
 
@@ -558,21 +440,18 @@ def _default_image() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "assets" / "bus.jpg"
 
 
-def calibration_data(work: Path) -> str:
-    """A YOLO dataset YAML whose 'val' images are the shapes *training* images: INT8 is calibrated on
-    them and judged on the validation set, which it never saw."""
-    try:
-        from tests.shapes import CLASSES, write_dataset
-    except ImportError:
-        raise BenchError("--int8 calibrates on the shapes data: run from the repository root") from None
-    root = work / "shapes-data"
-    write_dataset(root)
-    images = sorted((root / "images" / "train").glob("*.jpg"))[:CALIBRATION_IMAGES]
-    (root / "calibration.txt").write_text("".join(f"{p}\n" for p in images))
-    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASSES))
-    path = root / "calibration.yaml"
-    path.write_text(f"path: {root}\ntrain: calibration.txt\nval: calibration.txt\nnames:\n{names}\n")
-    return str(path)
+def _specs(args: argparse.Namespace, backends: list[str], weights: Path, image: Path, work: Path,
+           calibration: str | None) -> list[ChildSpec]:
+    """One worker spec per variant: the baseline (unless skipped), each backend, INT8 when calibrated."""
+    variants = [(b, False) for b in ([] if args.no_baseline else [BASELINE]) + backends]
+    variants += [("openvino", True)] if calibration else []
+    specs = []
+    for backend, int8 in variants:
+        spec = ChildSpec(backend, str(weights), str(image), args.runs, args.imgsz, "", threads=1, int8=int8,
+                         int8_data=calibration)
+        spec.export_dir = str(work / f"cache-{spec.label}")  # empty: the first worker exports, the rest reuse
+        specs.append(spec)
+    return specs
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -585,17 +464,14 @@ def run_bench(args: argparse.Namespace) -> int:
         work = Path(tmp)
         weights, source = resolve_model(args.model, work)
         image = args.image or _default_image()
-        calibration = calibration_data(work) if args.int8 else None
+        calibration = None
+        if args.int8:
+            from ops.agreement import calibration_data
+
+            calibration = calibration_data(work)
         print(f"model: {weights.name} ({source}), imgsz {args.imgsz}, image {image.name}, "
               f"{os.cpu_count()} CPUs, {args.runs} images per worker, {args.workers} workers", flush=True)
-        variants = [(b, False) for b in ([] if args.no_baseline else [BASELINE]) + backends]
-        variants += [("openvino", True)] if calibration else []
-        specs = []
-        for backend, int8 in variants:
-            spec = ChildSpec(backend, str(weights), str(image), args.runs, args.imgsz, "", threads=1, int8=int8,
-                             int8_data=calibration)
-            spec.export_dir = str(work / f"cache-{spec.label}")  # empty: the first worker exports, the rest reuse
-            specs.append(spec)
+        specs = _specs(args, backends, weights, image, work, calibration)
         by_label = measure_cold(specs, args.runs, work)
         measure_warm(specs, by_label, args.workers, args.runs, work)
         rows = list(by_label.values())
@@ -605,6 +481,8 @@ def run_bench(args: argparse.Namespace) -> int:
             "cpus": os.cpu_count(), "runs": args.runs, "workers": args.workers, "rows": [asdict(r) for r in rows],
         }
         if args.accuracy:
+            from ops.agreement import accuracy
+
             print(f"  accuracy on {args.accuracy} ...", flush=True)
             report["accuracy"] = accuracy(args.accuracy, work, backends, calibration)
     print(table(rows, args.workers))
@@ -619,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "queue":
         try:
-            queue_bench = importlib.import_module("jobs.bench_queue")
+            queue_bench = importlib.import_module("ops.bench_queue")
         except ImportError:
             print("detbot bench: the queue benchmark is not available in this installation.", file=sys.stderr)
             return 2

@@ -1,0 +1,53 @@
+"""Settings of the ``detbot`` tools, composed from those of the processes they run and inspect.
+
+``detbot run`` reads ``QueueSettings`` (which Redis, which queue) and the worker's metrics port, plus its own
+``DETBOT_WORKERS``/``DETBOT_DATA_DIR``/``DETBOT_REDIS_PORT``; ``detbot doctor`` reads ``WorkerSettings``.
+Both read the bot's ``TelegramSettings`` when a token is set: neither needs one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.settings import BotSettings, TelegramSettings
+from detector.settings import DetectorSettings
+from jobs.settings import ENV_PREFIX, QueueSettings, WorkerMetricsSettings, WorkerSettings
+
+# The embedded Redis's port when none is set: the port workers and bots use by default, so a
+# `detbot worker` started by hand on this machine finds it without any setting.
+DEFAULT_REDIS_PORT = 6379
+
+
+class RunSettings(QueueSettings, WorkerMetricsSettings):
+    """What ``detbot run`` itself needs; the children read their own settings from the same environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
+
+    workers: int | None = Field(None, ge=0, description="Worker processes; default: one per CPU core.")
+    data_dir: Path = Field(Path(".detbot"), description="Folder of the embedded Redis's data.")
+    redis_port: int = Field(DEFAULT_REDIS_PORT, ge=0, le=65535,
+                            description="Port of the embedded Redis (127.0.0.1); 0: any free port.")
+
+    @property
+    def external_redis(self) -> str | None:
+        """REDIS_URL when it is set and not empty; None: ``detbot run`` starts an embedded redis-server."""
+        return self.redis_url if self.redis_url_set and self.redis_url else None
+
+
+# Every settings class of a detbot process: together they read every environment variable detbot knows.
+ALL_SETTINGS: tuple[type[BaseSettings], ...] = (DetectorSettings, WorkerSettings, BotSettings, RunSettings)
+
+
+def telegram_if_set() -> TelegramSettings | None:
+    """The bot's Telegram settings when TELEGRAM_BOT_TOKEN is set and not empty, else None (the doctor and
+    ``detbot run --no-bot`` work without a token)."""
+    try:
+        settings = TelegramSettings()
+    except ValidationError as exc:
+        if all(err["type"] == "missing" for err in exc.errors()):
+            return None
+        raise
+    return settings if settings.telegram_bot_token.get_secret_value() else None
