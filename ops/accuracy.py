@@ -84,13 +84,13 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
 
 
-def match(truth: Truth, boxes: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def match(true_boxes: np.ndarray, true_classes: np.ndarray, boxes: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """N×10 hits: each prediction (best first) claims the best unclaimed truth of its class per threshold."""
     correct = np.zeros((len(boxes), len(IOU_THRESHOLDS)), bool)
-    if not len(boxes) or not len(truth.boxes):
+    if not len(boxes) or not len(true_boxes):
         return correct
-    iou = iou_matrix(truth.boxes, boxes) * (truth.classes[:, None] == classes[None, :])
-    claimed = np.zeros((len(truth.boxes), len(IOU_THRESHOLDS)), bool)
+    iou = iou_matrix(true_boxes, boxes) * (true_classes[:, None] == classes[None, :])
+    claimed = np.zeros((len(true_boxes), len(IOU_THRESHOLDS)), bool)
     for j in np.flatnonzero((iou >= IOU_THRESHOLDS[0]).any(axis=0)):
         free = np.where(claimed, 0.0, iou[:, j, None])
         best = free.argmax(axis=0)
@@ -99,7 +99,16 @@ def match(truth: Truth, boxes: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return correct
 
 
-def mean_ap(stats: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> tuple[float, float]:
+Stats = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def image_stats(true_boxes: np.ndarray, true_classes: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
+                conf: np.ndarray) -> Stats:
+    """One image's contribution to :func:`mean_ap`: its hits, confidences, predicted and true classes."""
+    return match(true_boxes, true_classes, boxes, classes), conf, classes, true_classes
+
+
+def mean_ap(stats: list[Stats]) -> tuple[float, float]:
     """mAP50 and mAP50-95 in points, from (hits, confidences, predicted classes, true classes) per image."""
     from ultralytics.utils.metrics import ap_per_class
 
@@ -118,7 +127,7 @@ def evaluate(predict: Predict, truths: list[Truth]) -> tuple[float, float]:
     stats = []
     for truth in truths:
         boxes, classes, conf = predict(truth.path)
-        stats.append((match(truth, boxes, classes), conf, classes, truth.classes))
+        stats.append(image_stats(truth.boxes, truth.classes, boxes, classes, conf))
     return mean_ap(stats)
 
 

@@ -21,9 +21,6 @@ AGREEMENT_IMAGES = 96
 # one backend and 0.24 in another is the same answer, not a disagreement.
 AGREEMENT_FLOOR = 0.15
 AGREEMENT_CONFIDENCE = 0.3
-# mAP is computed as ``yolo val`` does: every box down to this confidence, up to this many per image.
-MAP_CONFIDENCE = 0.001
-MAP_MAX_DETECTIONS = 300
 EXPORTED = ("onnx", "openvino")
 # INT8 calibration images: NNCF's statistics settle well before this; more only makes the export slower.
 CALIBRATION_IMAGES = 128
@@ -54,41 +51,22 @@ def accuracy(model: Path, work: Path, backends: list[str], calibration: str | No
 
 
 def map50(detector: Any, dataset: list[tuple[Any, list[Any]]]) -> float:
-    """mAP at IoU 0.5 over the classes, COCO-style 101-point interpolation, as ``yolo val`` reports it."""
-    params = DetectParams(MAP_CONFIDENCE)
-    results = [detector.detect(img, params, max_detections=MAP_MAX_DETECTIONS) for img, _ in dataset]
-    aps = []
-    for name in detector.names.values():
-        scores: list[float] = []
-        hits: list[bool] = []
-        truths = 0
-        for det, (_, shapes) in zip(results, dataset, strict=True):
-            free = [s.box for s in shapes if s.name == name]
-            truths += len(free)
-            for box in (b for b in det.boxes if b.class_name == name):  # best first
-                overlaps = [iou(truth, box.xyxy) for truth in free]
-                best = int(max(range(len(free)), key=overlaps.__getitem__)) if free else -1
-                hit = best >= 0 and overlaps[best] >= 0.5
-                if hit:
-                    free.pop(best)
-                scores.append(box.confidence)
-                hits.append(hit)
-        if truths:
-            aps.append(average_precision(scores, hits, truths))
-    return round(100 * sum(aps) / len(aps), 2) if aps else 0.0
-
-
-def average_precision(scores: list[float], hits: list[bool], truths: int) -> float:
+    """mAP50 over the classes at ``yolo val``'s floor: the matching and AP of ``detbot bench accuracy``
+    (:mod:`ops.accuracy`), so the shapes figure and the real-data figures are one computation."""
     import numpy as np
 
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    tp = np.cumsum(np.asarray(hits, dtype=float)[order])
-    fp = np.cumsum(1 - np.asarray(hits, dtype=float)[order])
-    recall = np.concatenate([[0.0], tp / truths, [1.0]])
-    precision = np.concatenate([[1.0], tp / np.maximum(tp + fp, 1e-9), [0.0]])
-    precision = np.flip(np.maximum.accumulate(np.flip(precision)))
-    x = np.linspace(0, 1, 101)
-    return float(np.trapezoid(np.interp(x, recall, precision), x))
+    from ops.accuracy import EVAL_CONFIDENCE, EVAL_MAX_DETECTIONS, image_stats, mean_ap
+
+    ids = {name: i for i, name in detector.names.items()}
+    stats = []
+    for img, shapes in dataset:
+        det = detector.detect(img, DetectParams(EVAL_CONFIDENCE), max_detections=EVAL_MAX_DETECTIONS)
+        boxes = np.array([b.xyxy for b in det.boxes], np.float64).reshape(-1, 4)
+        true_boxes = np.array([s.box for s in shapes], np.float64).reshape(-1, 4)
+        stats.append(image_stats(true_boxes, np.array([ids[s.name] for s in shapes], int), boxes,
+                                 np.array([b.class_id for b in det.boxes], int),
+                                 np.array([b.confidence for b in det.boxes])))
+    return mean_ap(stats)[0]
 
 
 def compare(reference: list[Any], other: list[Any], truths: list[list[Any]]) -> dict[str, Any]:

@@ -10,7 +10,8 @@ Offline by design: without real weights the COCO-sized model is built from its a
 (``yolo26n.yaml``, random weights, 80 classes); speed does not depend on the weights' values.
 ``--accuracy`` checks, on the shapes test model, that every backend finds what PyTorch finds.
 
-``detbot bench queue ...`` measures the queue instead (see ``ops.bench_queue``).
+``detbot bench queue ...`` measures the queue instead (see ``ops.bench_queue``), ``detbot bench accuracy
+--model M --data DATASET.yaml`` mAP50 and mAP50-95 per backend on a dataset (see ``ops.accuracy``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ WARM_BLOCKS = 5
 RANDOM_MODEL_SEED = 0
 BASELINE = "baseline"
 ALL_BACKENDS = ("torch", "onnx", "openvino")
+# ``detbot bench NAME ...``: the benchmarks with their own arguments, imported only when asked for.
+SUBBENCHES = {"queue": "ops.bench_queue", "accuracy": "ops.accuracy"}
 
 
 # --- the child: one worker process ---------------------------------------------------------------------
@@ -495,13 +498,13 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "queue":
+    if argv and argv[0] in SUBBENCHES:
         try:
-            queue_bench = importlib.import_module("ops.bench_queue")
+            sub = importlib.import_module(SUBBENCHES[argv[0]])
         except ImportError:
-            print("detbot bench: the queue benchmark is not available in this installation.", file=sys.stderr)
+            print(f"detbot bench: the {argv[0]} benchmark is not available in this installation.", file=sys.stderr)
             return 2
-        return int(queue_bench.main(argv[1:]) or 0)
+        return int(sub.main(argv[1:]) or 0)
     if argv and argv[0] == "--child":
         child_main(ChildSpec(**json.loads(argv[1])))
         return 0

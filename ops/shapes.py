@@ -113,21 +113,31 @@ def make_images(seed: int, count: int) -> list[tuple[np.ndarray, list[Shape]]]:
     return [make_image(rng) for _ in range(count)]
 
 
-def write_dataset(root: Path) -> Path:
-    """Write the YOLO-format train/val sets under ``root`` and return the data YAML's path."""
-    for split, seed, count in (("train", TRAIN_SEED, TRAIN_IMAGES), ("val", VAL_SEED, VAL_IMAGES)):
-        (root / "images" / split).mkdir(parents=True, exist_ok=True)
-        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-        for i, (img, shapes) in enumerate(make_images(seed, count)):
-            h, w = img.shape[:2]
-            cv2.imwrite(str(root / "images" / split / f"{i:04d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
-            lines = [
-                f"{CLASSES.index(s.name)} {(s.box[0] + s.box[2]) / 2 / w:.6f} {(s.box[1] + s.box[3]) / 2 / h:.6f} "
-                f"{(s.box[2] - s.box[0]) / w:.6f} {(s.box[3] - s.box[1]) / h:.6f}"
-                for s in shapes
-            ]
-            (root / "labels" / split / f"{i:04d}.txt").write_text("\n".join(lines) + "\n")
+def write_split(root: Path, split: str, seed: int, count: int) -> None:
+    """``count`` images of ``seed`` with their YOLO labels under ``root/images/split`` and ``root/labels/split``."""
+    (root / "images" / split).mkdir(parents=True, exist_ok=True)
+    (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+    for i, (img, shapes) in enumerate(make_images(seed, count)):
+        h, w = img.shape[:2]
+        cv2.imwrite(str(root / "images" / split / f"{i:04d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        lines = [
+            f"{CLASSES.index(s.name)} {(s.box[0] + s.box[2]) / 2 / w:.6f} {(s.box[1] + s.box[3]) / 2 / h:.6f} "
+            f"{(s.box[2] - s.box[0]) / w:.6f} {(s.box[3] - s.box[1]) / h:.6f}"
+            for s in shapes
+        ]
+        (root / "labels" / split / f"{i:04d}.txt").write_text("\n".join(lines) + "\n")
+
+
+def write_yaml(root: Path, train: str = "images/train", val: str = "images/val") -> Path:
+    """The dataset YAML ultralytics reads for the folders under ``root``."""
     data = root / "shapes.yaml"
     names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASSES))
-    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    data.write_text(f"path: {root}\ntrain: {train}\nval: {val}\nnames:\n{names}\n")
     return data
+
+
+def write_dataset(root: Path) -> Path:
+    """Write the YOLO-format train/val sets under ``root`` and return the data YAML's path."""
+    write_split(root, "train", TRAIN_SEED, TRAIN_IMAGES)
+    write_split(root, "val", VAL_SEED, VAL_IMAGES)
+    return write_yaml(root)
