@@ -45,6 +45,8 @@ WARM_BLOCKS = 5
 RANDOM_MODEL_SEED = 0
 BASELINE = "baseline"
 ALL_BACKENDS = ("torch", "onnx", "openvino")
+# What ``--images FOLDER`` times: the photo formats people send.
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # ``detbot bench NAME ...``: the benchmarks with their own arguments, imported only when asked for.
 SUBBENCHES = {"queue": "ops.bench_queue", "accuracy": "ops.accuracy"}
 
@@ -132,14 +134,23 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def photos(source: Path) -> list[Path]:
+    """The photo itself, or every photo of a folder in name order (each variant sees the same sequence)."""
+    if source.is_dir():
+        return sorted(p for p in source.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    return [source]
+
+
 def child_main(spec: ChildSpec) -> None:
-    """Load and answer one image, say READY; then ``RUN n`` times n images (DONE), anything else ends (RESULT)."""
-    data = Path(spec.image).read_bytes()
+    """Load and answer one image, say READY; then ``RUN n`` times n images (DONE), anything else ends (RESULT).
+    With a folder, the images are its photos in turn, continuing across blocks."""
+    datas = [p.read_bytes() for p in photos(Path(spec.image))]
     t0 = time.perf_counter()
     run, info = _baseline_runner(spec) if spec.backend == BASELINE else _detbot_runner(spec)
-    run(data, 0)
+    run(datas[0], 0)
     ready = {**info, "load_s": time.perf_counter() - t0, "first_answer_s": time.time() - spec.spawned_at}
     print("READY " + json.dumps(ready), flush=True)
+    served = 0
     for line in sys.stdin:
         command = line.split()
         if len(command) != 2 or command[0] != "RUN":
@@ -148,6 +159,8 @@ def child_main(spec: ChildSpec) -> None:
         start = time.time()
         count = int(command[1])
         for i in range(count):
+            data = datas[served % len(datas)]
+            served += 1
             t = time.perf_counter()
             stages.append(run(data, count - 1 - i))  # the rest of the block waits behind this image
             latencies.append((time.perf_counter() - t) * 1e3)
@@ -277,6 +290,8 @@ class Row:
     load_cold_s: float = 0.0
     export_s: float | None = None
     first_answer_warm_s: float = 0.0
+    # Process start to the first annotated JPEG on an empty export cache (the export included).
+    first_answer_cold_s: float = 0.0
     p50_ms: float = 0.0
     p95_ms: float = 0.0
     # Latency while every worker of the many-worker run is busy: each photo on its worker's own core.
@@ -309,6 +324,7 @@ def measure_cold(specs: list[ChildSpec], runs: int, log_dir: Path) -> dict[str, 
                 name=worker.label,
                 backend=worker.ready.get("backend", worker.label),
                 load_cold_s=worker.ready["load_s"],
+                first_answer_cold_s=worker.ready["first_answer_s"],
                 export_s=worker.ready.get("export_s"),
                 p50_ms=statistics.median(lat),
                 p95_ms=percentile(lat, 0.95),
@@ -366,7 +382,8 @@ def add_ratios(rows: list[Row]) -> None:
 
 def table(rows: list[Row], workers: int) -> str:
     head = (
-        f"| backend | load+export s (cold) | first answer s (warm) | p50 ms | p95 ms | ×baseline p50 "
+        f"| backend | load+export s (cold) | first answer s (cold) | first answer s (warm) | p50 ms | p95 ms "
+        f"| ×baseline p50 "
         f"| p50 ms, {workers} busy | ×baseline busy | img/s 1 worker | img/s {workers} workers | ×baseline {workers}w "
         f"| peak RSS MB/worker |"
     )
@@ -374,7 +391,8 @@ def table(rows: list[Row], workers: int) -> str:
     for r in rows:
         name = r.name if r.name == r.backend or r.name == BASELINE else f"{r.name} (→{r.backend})"
         lines.append(
-            f"| {name} | {r.load_cold_s:.1f} | {r.first_answer_warm_s:.1f} | {r.p50_ms:.1f} | {r.p95_ms:.1f} "
+            f"| {name} | {r.load_cold_s:.1f} | {r.first_answer_cold_s:.1f} | {r.first_answer_warm_s:.1f} "
+            f"| {r.p50_ms:.1f} | {r.p95_ms:.1f} "
             f"| {r.ratios.get('p50', 0):.2f}× | {r.p50_busy_ms:.1f} | {r.ratios.get('p50_busy', 0):.2f}× "
             f"| {r.ips_1:.1f} | {r.ips_n:.1f} | {r.ratios.get('ips_n', 0):.2f}× "
             f"| {r.rss_mb:.0f} |"
@@ -423,8 +441,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--imgsz", type=int, default=640, help="inference size (default 640)")
     parser.add_argument("--backends", default=",".join(ALL_BACKENDS),
                         help="comma-separated, from torch,onnx,openvino,auto (default: all three)")
-    parser.add_argument("--image", type=Path, help="photo to time (default: ultralytics' bus.jpg)")
-    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed images per worker")
+    photo = parser.add_mutually_exclusive_group()
+    photo.add_argument("--image", type=Path, help="photo to time (default: ultralytics' bus.jpg)")
+    photo.add_argument("--images", type=Path, metavar="FOLDER",
+                       help="time every photo of this folder in turn (per-image p50/p95 over all of them)")
+    parser.add_argument("--runs", type=int,
+                        help=f"timed images per worker (default {DEFAULT_RUNS}; with --images, the folder's count)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="workers for the many-worker run")
     parser.add_argument("--json", type=Path, default=Path("detbot-bench.json"), help="where to write the results")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain-ultralytics baseline")
@@ -432,6 +454,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                         help="also check agreement across backends and mAP50 on this model (default: shapes.pt)")
     parser.add_argument("--int8", action="store_true",
                         help="also time (and with --accuracy, score) an INT8 OpenVINO export; needs nncf")
+    parser.add_argument("--int8-data", metavar="DATASET.yaml",
+                        help="INT8 calibration images (default: the shapes training images, for the shapes model)")
+    parser.add_argument("--export-dir", type=Path,
+                        help="reuse this export cache (an INT8 calibration takes minutes) instead of empty ones; "
+                             "the load column then times loading, not exporting")
     return parser.parse_args(argv)
 
 
@@ -452,9 +479,54 @@ def _specs(args: argparse.Namespace, backends: list[str], weights: Path, image: 
     for backend, int8 in variants:
         spec = ChildSpec(backend, str(weights), str(image), args.runs, args.imgsz, "", threads=1, int8=int8,
                          int8_data=calibration)
-        spec.export_dir = str(work / f"cache-{spec.label}")  # empty: the first worker exports, the rest reuse
+        # Empty unless given: the first worker exports, the rest reuse.
+        spec.export_dir = str(args.export_dir or work / f"cache-{spec.label}")
         specs.append(spec)
     return specs
+
+
+def openvino_precision() -> str | None:
+    """The precision OpenVINO's CPU plugin infers in by default on this machine (bf16 where the CPU has
+    AVX512-BF16 or AMX, else f32); None without OpenVINO."""
+    if importlib.util.find_spec("openvino") is None:
+        return None
+    import openvino as ov
+
+    return str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+
+
+def auto_choice(rows: list[Row], precision: str | None) -> str:
+    """One line: what ``DETBOT_BACKEND=auto`` runs on this CPU and why not INT8, from this run's figures."""
+    from detector.engines import resolve_backend
+
+    picked = resolve_backend("auto", "cpu")
+    line = f"auto picks: {picked}" + (f" ({precision} inference precision on this CPU)" if picked == "openvino"
+                                      and precision else "")
+    by_name = {r.name: r for r in rows}
+    fp, q = by_name.get("openvino"), by_name.get("openvino-int8")
+    if fp is None or q is None or not q.p50_ms or not fp.ips_n:
+        return line + "; never INT8 on its own (opt-in: DETBOT_INT8=true with DETBOT_INT8_DATA)"
+    speed, throughput = fp.p50_ms / q.p50_ms, q.ips_n / fp.ips_n
+    verdict = "slower" if min(speed, throughput) < 1 else "faster here, yet still opt-in"
+    return (f"{line}; not INT8: it ran at {speed:.2f}× the speed of {fp.name} per photo (p50) and "
+            f"{throughput:.2f}× its img/s with every worker busy — {verdict} (INT8 also has to stay within "
+            f"1 mAP50-95 point: detbot bench accuracy)")
+
+
+def _setup(args: argparse.Namespace, work: Path) -> tuple[Path, str, Path, str | None]:
+    """The weights (and how they were found), the photo or folder, the INT8 calibration data if asked."""
+    weights, source = resolve_model(args.model, work)
+    image = args.images or args.image or _default_image()
+    if args.images and not photos(args.images):
+        raise BenchError(f"no photos ({', '.join(PHOTO_SUFFIXES)}) in {args.images}")
+    if args.runs is None:
+        args.runs = len(photos(args.images)) if args.images else DEFAULT_RUNS
+    calibration = None
+    if args.int8:
+        from ops.agreement import calibration_data
+
+        calibration = args.int8_data or calibration_data(work)
+    return weights, source, image, calibration
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -465,23 +537,20 @@ def run_bench(args: argparse.Namespace) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="detbot-bench-") as tmp:
         work = Path(tmp)
-        weights, source = resolve_model(args.model, work)
-        image = args.image or _default_image()
-        calibration = None
-        if args.int8:
-            from ops.agreement import calibration_data
-
-            calibration = calibration_data(work)
-        print(f"model: {weights.name} ({source}), imgsz {args.imgsz}, image {image.name}, "
-              f"{os.cpu_count()} CPUs, {args.runs} images per worker, {args.workers} workers", flush=True)
+        weights, source, image, calibration = _setup(args, work)
+        what = f"{len(photos(image))} photos of {image}" if image.is_dir() else f"image {image.name}"
+        print(f"model: {weights.name} ({source}), imgsz {args.imgsz}, {what}, {os.cpu_count()} CPUs, "
+              f"load {os.getloadavg()[0]:.2f}, {args.runs} images per worker, {args.workers} workers", flush=True)
         specs = _specs(args, backends, weights, image, work, calibration)
         by_label = measure_cold(specs, args.runs, work)
         measure_warm(specs, by_label, args.workers, args.runs, work)
         rows = list(by_label.values())
         add_ratios(rows)
+        choice = auto_choice(rows, openvino_precision())
         report: dict[str, Any] = {
-            "model": weights.name, "model_source": source, "imgsz": args.imgsz, "image": image.name,
-            "cpus": os.cpu_count(), "runs": args.runs, "workers": args.workers, "rows": [asdict(r) for r in rows],
+            "model": weights.name, "model_source": source, "imgsz": args.imgsz, "image": str(image),
+            "cpus": os.cpu_count(), "load_after": os.getloadavg()[0], "runs": args.runs, "workers": args.workers,
+            "auto": choice, "rows": [asdict(r) for r in rows],
         }
         if args.accuracy:
             from ops.agreement import accuracy
@@ -489,6 +558,7 @@ def run_bench(args: argparse.Namespace) -> int:
             print(f"  accuracy on {args.accuracy} ...", flush=True)
             report["accuracy"] = accuracy(args.accuracy, work, backends, calibration)
     print(table(rows, args.workers))
+    print(choice)
     if "accuracy" in report:
         print("accuracy (shapes model):", json.dumps(report["accuracy"]))
     args.json.write_text(json.dumps(report, indent=1))

@@ -20,6 +20,7 @@ from detector.model import Detector
 from detector.params import DetectParams
 from ops.shapes import iou, make_images
 from tests.conftest import DETBOT, ROOT, detbot_env
+from tests.images import BUS, ZIDANE
 
 # Seeds the shapes model never saw (training used 1, validation 2).
 AGREEMENT_SEED = 1000
@@ -243,9 +244,12 @@ def test_merge_nms_keeps_what_ultralytics_keeps() -> None:
 
 
 def test_bench_command_measures_every_figure(shapes_model: Path, tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+    out, folder = tmp_path / "bench.json", tmp_path / "photos"
+    folder.mkdir()
+    for photo in (BUS, ZIDANE):  # a folder of photos: each worker takes them in turn
+        shutil.copyfile(photo, folder / photo.name)
     cmd = [*DETBOT, "bench", "--model", str(shapes_model), "--imgsz", "256", "--backends", "openvino",
-           "--runs", "3", "--workers", "2", "--json", str(out)]
+           "--images", str(folder), "--runs", "3", "--workers", "2", "--json", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, env=detbot_env(), capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| openvino |" in proc.stdout and "| baseline |" in proc.stdout
@@ -255,7 +259,9 @@ def test_bench_command_measures_every_figure(shapes_model: Path, tmp_path: Path)
     ov = rows["openvino"]
     assert ov["backend"] == "openvino" and ov["export_s"] is not None
     assert 0 < ov["p50_ms"] <= ov["p95_ms"] and ov["ips_1"] > 0 and ov["ips_n"] > 0 and ov["p50_busy_ms"] > 0
-    assert ov["rss_mb"] > 0 and ov["first_answer_warm_s"] > 0
+    assert ov["rss_mb"] > 0 and ov["first_answer_warm_s"] > 0 and ov["first_answer_cold_s"] > 0
+    assert report["image"] == str(folder) and "photos" in proc.stdout
+    assert report["auto"].startswith("auto picks: openvino") and report["auto"] in proc.stdout
     assert set(ov["stages_ms"]) == {"decode_ms", "inference_ms", "annotate_ms"}
     assert rows["baseline"]["ratios"]["p50"] == pytest.approx(1.0)
     assert ov["ratios"]["p50"] == pytest.approx(rows["baseline"]["p50_ms"] / ov["p50_ms"])
@@ -266,7 +272,6 @@ def test_jpeg_fast_path_decodes_as_pil_does() -> None:
 
     from detector import CorruptImageError
     from detector.image import decode, decode_image
-    from tests.images import BUS
 
     bus = BUS.read_bytes()
     fast = decode(bus, 10**8)
