@@ -166,6 +166,16 @@ def file_lock(path: Path, timeout: float) -> Iterator[bool]:
         os.close(fd)
 
 
+def cached_export(spec: ExportSpec, cache_dir: Path) -> Export | None:
+    """The valid cache entry of ``spec`` if there is one, without exporting or waiting on any lock."""
+    try:
+        key = spec.key(file_sha256(spec.weights))
+    except OSError:
+        return None
+    manifest = read_entry(cache_dir / key)
+    return _manifest_export(cache_dir / key, manifest, True, 0.0) if manifest is not None else None
+
+
 def ensure_export(spec: ExportSpec, cache_dir: Path) -> Export:
     """The cached export of ``spec``, exporting it first when the cache has no valid entry."""
     started = time.perf_counter()

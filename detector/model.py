@@ -78,6 +78,20 @@ def load_yolo(weights: str) -> Any:
         ) from exc
 
 
+def _export_failed(spec: export_cache.ExportSpec, exc: Exception) -> None:
+    log.warning("%s backend unavailable for %s, using torch: %s: %s",
+                spec.backend, spec.weights.name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+
+
+def _compile_shapes(compiled: list[engines.Engine], imgsz: int, stride: int) -> None:
+    """Run each engine once on the warm-up shapes (square, 4:3, 3:4), so that no photo pays for compiling."""
+    side, short = imgsz, imgsz * 3 // 4
+    for h, w in ((side, side), (short, side), (side, short)):
+        fitted = letterbox(np.full((h, w, 3), 114, np.uint8), imgsz, stride, rect=True)[0]
+        for engine in compiled:
+            engine(fitted)
+
+
 class Detector:
     """Loads a YOLO model once and runs it on one image at a time.
 
@@ -90,6 +104,9 @@ class Detector:
     ``use_idle_cores``: on a CPU, run an inference on every core of the machine when no other process using
     the same core locks (``cores_dir``, default ``<export_dir>/cores``) has a photo in hand; see
     :mod:`detector.cores`. ``last_threads`` says how many threads the latest inference ran on.
+    ``background_export``: when the export cache has no entry for the model yet, start on PyTorch at once and
+    make the export in a background thread, then switch to it (``export_done`` is set when that is over,
+    switched or not): a cold start answers its first photos in seconds instead of after the export.
     """
 
     names: dict[int, str]
@@ -111,6 +128,7 @@ class Detector:
         int8_data: str | None = None,
         use_idle_cores: bool = True,
         cores_dir: str | Path | None = None,
+        background_export: bool = False,
     ) -> None:
         started = time.perf_counter()
         self.weights = model
@@ -129,18 +147,26 @@ class Detector:
         self._stride = 32
         self._yolo: Any = None
         self._lock = threading.RLock()
-        self._load(imgsz, export_dir, int8, int8_data)
+        self.export_done = threading.Event()
+        self._pending: export_cache.ExportSpec | None = None  # exported in the background after start-up
+        self._cache = Path(export_dir) if export_dir else export_cache.default_export_dir()
+        self._load(imgsz, int8, int8_data, background_export)
         self._ids_by_name = {class_key(v): k for k, v in self.names.items()}
         if use_idle_cores:  # the core locks live beside the export cache, which every local worker shares
-            cache = Path(export_dir) if export_dir else export_cache.default_export_dir()
-            self._share_idle_cores(Path(cores_dir) if cores_dir else cache / "cores")
+            self._share_idle_cores(Path(cores_dir) if cores_dir else self._cache / "cores")
         if warmup:
             self.warmup()
         self.load_seconds = time.perf_counter() - started
+        if self._pending is None:
+            self.export_done.set()
+        else:
+            threading.Thread(target=self._export_in_background, args=(self._pending,), daemon=True,
+                             name="detbot-export").start()
 
-    def _load(self, imgsz: int | None, export_dir: str | Path | None, int8: bool, int8_data: str | None) -> None:
+    def _load(self, imgsz: int | None, int8: bool, int8_data: str | None, background: bool) -> None:
         """The exported model when the backend is an export and the weights a ``.pt`` checkpoint (downloaded
-        first when named), else PyTorch; an export that fails falls back to PyTorch too."""
+        first when named), else PyTorch; an export that fails falls back to PyTorch too. With ``background``
+        and no export cached yet, PyTorch now and the export later (:meth:`_export_in_background`)."""
         model = self.weights
         weights_path = Path(model)
         if self.backend != "torch" and not (weights_path.is_file() and weights_path.suffix == ".pt"):
@@ -148,31 +174,50 @@ class Detector:
             self._yolo = load_yolo(model)
             weights_path = Path(getattr(self._yolo, "ckpt_path", None) or model)
         if self.backend != "torch" and weights_path.is_file() and weights_path.suffix == ".pt":
-            self._load_export(weights_path, imgsz, export_dir, int8, int8_data)
+            spec = export_cache.ExportSpec(weights_path, self.backend, imgsz, int8, int8_data)
+            if background and export_cache.cached_export(spec, self._cache) is None:
+                self._pending = spec
+            else:
+                self._load_export(spec)
         elif self.backend != "torch":
             log.info("%s is not a .pt checkpoint, so it is not exported: PyTorch/ultralytics runs it", model)
         if self.export is None:
             self.backend = "torch"
             self._load_torch(imgsz)
 
-    def _load_export(
-        self, weights: Path, imgsz: int | None, export_dir: str | Path | None, int8: bool, int8_data: str | None
-    ) -> None:
-        cache = Path(export_dir) if export_dir else export_cache.default_export_dir()
-        spec = export_cache.ExportSpec(weights, self.backend, imgsz, int8, int8_data)
+    def _load_export(self, spec: export_cache.ExportSpec) -> None:
         try:
-            export = export_cache.ensure_export(spec, cache)
+            export = export_cache.ensure_export(spec, self._cache)
             engine = engines.make_engine(export, self.threads)
         except Exception as exc:  # export and runtimes fail in foreign ways; PyTorch still works
-            log.warning("%s backend unavailable for %s, using torch: %s: %s",
-                        self.backend, weights.name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            _export_failed(spec, exc)
             return
         self.export, self._engine, self._stride = export, engine, export.stride
         self._yolo = None  # a model ultralytics downloaded for the export is not needed any more
         how = "reused from" if export.reused else "exported into"
-        log.info("%s: %s model %s %s in %.1f s", weights.name, self.backend, how, cache, export.seconds)
+        log.info("%s: %s model %s %s in %.1f s", spec.weights.name, self.backend, how, self._cache, export.seconds)
         self.names = dict(export.names)
         self.imgsz = export.imgsz
+
+    def _export_in_background(self, spec: export_cache.ExportSpec) -> None:
+        """Export, compile and warm the exported model while PyTorch answers, then switch to it under the
+        lock, between two photos. A failure leaves PyTorch in place, as a failed export at start-up does."""
+        try:
+            export = export_cache.ensure_export(spec, self._cache)
+            engine = engines.make_engine(export, self.threads)
+            wide = engines.with_threads(engine, export, self._cores.cores) if self._cores is not None else None
+            _compile_shapes([e for e in (engine, wide) if e is not None], export.imgsz, export.stride)
+        except Exception as exc:
+            _export_failed(spec, exc)
+            self.export_done.set()
+            return
+        with self._lock:
+            self.export, self._engine, self._wide_engine = export, engine, wide
+            self._stride, self.imgsz, self.backend = export.stride, export.imgsz, spec.backend
+            self._yolo = None
+        log.info("%s: switched to the %s model, exported into %s in %.1f s", spec.weights.name, spec.backend,
+                 self._cache, export.seconds)
+        self.export_done.set()
 
     def _load_torch(self, imgsz: int | None) -> None:
         if self._yolo is None:
@@ -194,7 +239,9 @@ class Detector:
             self._wide_engine = engines.with_threads(self._engine, self.export, cores)
 
     @classmethod
-    def from_settings(cls, settings: DetectorSettings, *, warmup: bool = True) -> Detector:
+    def from_settings(
+        cls, settings: DetectorSettings, *, warmup: bool = True, background_export: bool = False
+    ) -> Detector:
         return cls(
             settings.model,
             device=settings.device,
@@ -208,6 +255,7 @@ class Detector:
             int8=settings.int8,
             int8_data=settings.int8_data,
             use_idle_cores=settings.use_idle_cores,
+            background_export=background_export,
         )
 
     @property

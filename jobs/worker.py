@@ -334,7 +334,8 @@ def _load_detector(settings: WorkerSettings) -> Any:
 
     configure_threads(settings.threads)
     cv2.setNumThreads(0)
-    return Detector.from_settings(settings)  # loads and runs one warm-up inference
+    # On an empty export cache PyTorch answers the first photos while the export is made (docs/performance.md).
+    return Detector.from_settings(settings, background_export=True)  # loads and runs one warm-up inference
 
 
 def _warm_detector(settings: WorkerSettings) -> Any | None:
