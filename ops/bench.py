@@ -492,7 +492,8 @@ def openvino_precision() -> str | None:
         return None
     import openvino as ov
 
-    return str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    hint = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+    return str(hint.to_string() if hasattr(hint, "to_string") else hint)  # an ov.Type: "f32", "bf16"
 
 
 def auto_choice(rows: list[Row], precision: str | None) -> str:
