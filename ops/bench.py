@@ -310,7 +310,8 @@ def measure_cold(specs: list[ChildSpec], runs: int, log_dir: Path) -> dict[str, 
     workers: list[Worker] = []
     try:
         for spec in specs:
-            print(f"  loading {spec.label} (empty cache) ...", flush=True)
+            cache = "export cache given" if Path(spec.export_dir).exists() else "empty cache"
+            print(f"  loading {spec.label} ({cache}) ...", flush=True)
             workers += start_pool(spec, 1, log_dir)
         blocks: dict[str, list[Block]] = {w.label: [] for w in workers}
         for _ in range(runs):
