@@ -10,7 +10,7 @@ speaker. Placeholders are ``str.format`` fields (``{position}``); plural forms f
 from __future__ import annotations
 
 import gettext
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 # The gettext domain: the catalogs' file name.
@@ -50,10 +50,10 @@ class Catalog:
 
 def _load(language: str) -> gettext.GNUTranslations:
     # fallback=False: a missing compiled catalog is an installation error, not a reason to speak ids.
-    return gettext.translation(DOMAIN, LOCALE_DIR, languages=[language], fallback=False)  # type: ignore[return-value]
+    return gettext.translation(DOMAIN, LOCALE_DIR, languages=[language], fallback=False)
 
 
-@lru_cache(maxsize=None)
+@cache
 def catalog(language: str) -> Catalog:
     """The catalog of a supported language (an unknown one gets English)."""
     language = language if language in LANGUAGES else ENGLISH

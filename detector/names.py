@@ -159,13 +159,14 @@ class ClassNames:
                 reverse.update({lookup_key(a): self.originals.get(key, key) for a in aliases})
         object.__setattr__(self, "_reverse", reverse)
 
-    def display(self, class_id: int, name: str, language: str) -> str:
-        """The name a person reading ``language`` sees for the model's class ``class_id`` named ``name``."""
+    def display(self, class_id: int | None, name: str, language: str) -> str:
+        """The name a person reading ``language`` sees for the model's class ``class_id`` named ``name``
+        (``class_id`` None: a name without its box, as in a class filter)."""
         entry = self.tables.get(language, {}).get(class_key(name))
         if entry:
             return entry[0]
-        if language == COCO_LANGUAGE and 0 <= class_id < len(COCO_CLASSES) and COCO_CLASSES[class_id] == name:
-            return COCO_RU[name][0]
+        if language == COCO_LANGUAGE and _is_coco(class_id, name):
+            return COCO_RU[class_key(name)][0]
         return name
 
     def labels(self, names: Mapping[int, str], language: str) -> dict[int, str]:
@@ -181,6 +182,12 @@ class ClassNames:
 
     def model_names(self, written: Iterable[str]) -> list[str]:
         return [self.model_name(w) for w in written]
+
+
+def _is_coco(class_id: int | None, name: str) -> bool:
+    if class_id is None:
+        return class_key(name) in COCO_RU
+    return 0 <= class_id < len(COCO_CLASSES) and COCO_CLASSES[class_id] == name
 
 
 def _entry(value: object, where: str) -> tuple[str, ...]:
