@@ -16,7 +16,7 @@ import importlib.util
 import math
 import threading
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ PIECE_CACHE_SIZE = 4096
 # Smallest font size used, in pixels: below it labels stop being readable on a phone.
 MIN_FONT_PX = 11
 # Font size per pixel of box line width (ultralytics' line width: ~0.3 % of the image's mean side).
-FONT_PX_PER_LINE_WIDTH = 7
+FONT_PX_PER_LINE_WIDTH = 8
 # Pixels of label background around the text, per side (as a fraction of the font size).
 PAD_FRACTION = 0.15
 Colour = tuple[int, int, int]
@@ -58,6 +58,12 @@ def default_font_path() -> Path:
     raise FontNotFoundError(
         "No font to draw labels with: DejaVuSans.ttf comes with matplotlib (pip install matplotlib)."
     )
+
+
+@cache
+def default_font() -> LabelFont:
+    """The process's label font (DejaVu Sans), opened once; its rendered pieces are shared by every photo."""
+    return LabelFont()
 
 
 def text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
