@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from detector.draw import colour_of, draw_boxes, line_width
 from detector.labels import (
     BLACK,
     WHITE,
@@ -22,6 +23,7 @@ from detector.labels import (
     place,
     text_colour,
 )
+from detector.result import Box
 from tests.conftest import ROOT, detbot_env
 
 RUSSIAN_ALPHABET = "абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ«»"
@@ -140,3 +142,24 @@ def test_font_comes_from_matplotlib_without_importing_it() -> None:
 def test_a_missing_font_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FontNotFoundError, match="does not exist"):
         LabelFont(tmp_path / "nope.ttf")
+
+
+# -- the annotated image --------------------------------------------------------------------------------
+
+def test_boxes_are_labelled_number_name_confidence_in_the_given_language(font: LabelFont) -> None:
+    boxes = [Box(0, "circle", 0.91, 40, 60, 140, 160), Box(1, "square", 0.55, 200, 100, 300, 190)]
+    russian = draw_boxes(canvas(), boxes, {0: "круг", 1: "квадрат"}, font)
+    english = draw_boxes(canvas(), boxes, None, font)
+    size = font_size_for(line_width(russian))
+    for number, box, name in ((1, boxes[0], "круг"), (2, boxes[1], "квадрат")):
+        # Exactly the label of these pieces (each checked against the font's glyphs above), above the box.
+        label = np.hstack(font.parts([str(number), name, f"{box.confidence:.2f}"], size, colour_of(box.class_id)))
+        x, y = int(box.x1), int(box.y1) - label.shape[0]
+        assert (russian[y: y + label.shape[0], x: x + label.shape[1]] == label).all(), name
+    assert (russian != english).any()
+
+
+def test_a_class_keeps_its_colour(font: LabelFont) -> None:
+    image = draw_boxes(canvas(), [Box(7, "x", 0.9, 50, 80, 150, 180), Box(7, "x", 0.8, 200, 80, 300, 180)],
+                       None, font)
+    assert (image[130, 50] == colour_of(7)).all() and (image[130, 200] == colour_of(7)).all()
