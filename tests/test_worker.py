@@ -131,6 +131,8 @@ def test_class_filter_and_parameters_reach_the_detector(client: DetectionClient,
     unknown = completion(wredis, client.submit(png(img), DetectParams(0.25, ["giraffe"])))
     assert (unknown.ok, unknown.code) == (False, "unknown_class")
     assert "circle" in unknown.message  # the message lists what the model knows
+    # ... and says it as data too, for the bot to word in the chat's language.
+    assert unknown.details == {"unknown": ["giraffe"], "known": ["circle", "square", "triangle"]}
 
     # Parameters cross Redis: whatever a producer stored, the worker checks them like any other input.
     bad_conf = completion(wredis, submit_raw(client, png(img), {"confidence": 1.5, "classes": None}))
@@ -257,3 +259,9 @@ def test_health_and_metrics_endpoints(client: DetectionClient, wredis: Redis, me
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/nope", timeout=10)
     assert missing.value.code == 404
+
+
+def test_the_worker_publishes_its_model_class_names(client: DetectionClient, wredis: Redis) -> None:
+    """The bot checks filters against these before queueing (issue 12): they come from the model itself."""
+    assert store.class_names(wredis, client.queue.name) == ["circle", "square", "triangle"]
+    assert store.class_names(wredis, "no-such-queue") is None
