@@ -41,8 +41,11 @@ MAX_CONCURRENT_DELIVERIES = 8
 DRAIN_TIMEOUT = 15.0
 # Pause before reading again after Redis was unreachable or lost the consumer group.
 REDIS_RETRY_DELAY = 2.0
-# Unacknowledged events read per call at start-up (an outage can leave many).
-PENDING_BATCH = 500
+# Unacknowledged events read per page at start-up; an outage can leave thousands, paged through by id.
+PENDING_BATCH = 100
+# Answers read from Redis and not yet acknowledged: reading waits below this, so a backlog of thousands
+# of annotated photos never sits in the bot's memory at once (~200 KB each).
+MAX_OUTSTANDING = 200
 
 
 @dataclass
@@ -90,6 +93,7 @@ class Delivery:
         self._reader = self.make_reader()
         await self._read_pending()
         while not self._stopping.is_set():
+            await self._room()
             batch = await self._read(lambda r: r.wait(WAIT_BLOCK_MS))
             for completion in batch or []:
                 self._accept(completion)
@@ -106,17 +110,28 @@ class Delivery:
                 task.cancel()
 
     async def _read_pending(self) -> None:
+        """Page through every unacknowledged completion by event id: each is read, hence sent, once."""
+        cursor, total = "0", 0
         while not self._stopping.is_set():
-            batch = await self._read(lambda r: r.pending(PENDING_BATCH))
+            await self._room()
+            batch = await self._read(lambda r, after=cursor: r.pending(PENDING_BATCH, after))  # type: ignore[misc]
             if batch is None:
                 continue
-            fresh = [c for c in batch if c.event_id not in self._known]
-            if batch:
-                log.info("delivering %d answer(s) left from before the restart", len(fresh))
-            for completion in fresh:
+            if not batch:
+                break
+            for completion in batch:
                 self._accept(completion)
-            if len(batch) < PENDING_BATCH or not fresh:
-                return
+            for album in self._albums.ready():
+                self._spawn(self._deliver_album(album))
+            total += len(batch)
+            cursor = batch[-1].event_id
+        if total:
+            log.info("delivering %d answer(s) left from before the restart", total)
+
+    async def _room(self) -> None:
+        """Wait until fewer than MAX_OUTSTANDING answers are on their way (a backlog is read as it drains)."""
+        while len(self._tasks) >= MAX_OUTSTANDING and not self._stopping.is_set():
+            await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
 
     async def _read(self, call: Callable[[DetectionClient], list[Completion]]) -> list[Completion] | None:
         """One read; None (after a pause) while Redis is unreachable or was emptied."""

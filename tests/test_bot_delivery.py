@@ -1,0 +1,128 @@
+"""Delivery under load and Telegram's faults (issue 11): the real bot (``detbot bot``) against the Bot API
+stand-in and a real Redis, with no worker: results are written straight into Redis as a worker writes them
+(``jobs.store.complete``), so each test decides exactly which answers wait, and when.
+
+Assertions are on what the stand-in received and in which order, never on durations.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from redis import Redis
+
+from bot.albums import queued_album
+from jobs import store
+from jobs.client import DetectionClient
+from jobs.defaults import EVENTS_GROUP
+from jobs.keys import EVENTS_STREAM
+from tests.conftest import RedisServer
+from tests.telegram_stub import BotProcess, TelegramStub, answers_to
+
+TOKEN = "555666777:DELIVERY-secret-token"
+_ids = itertools.count(1)
+
+
+def settled(redis: Redis) -> bool:
+    """Every completion delivered and acknowledged (acknowledged events are deleted from the stream)."""
+    return redis.xlen(EVENTS_STREAM) == 0 and redis.xpending(EVENTS_STREAM, EVENTS_GROUP)["pending"] == 0
+
+
+def new_user() -> int:
+    return 20_000 + next(_ids)
+
+
+def new_group() -> int:
+    return -1_002_000_000_000 - next(_ids)
+
+
+def complete(redis: Redis, chat_id: int, message_id: int, *, code: str = "timeout",
+             routing: dict[str, Any] | None = None, photo: bytes | None = None) -> str:
+    """A finished job as a worker leaves it: an error answer (text), or with ``photo`` a detection."""
+    job_id = uuid.uuid4().hex
+    store.save_job(redis, job_id, b"", {}, {"chat_id": chat_id, "message_id": message_id, **(routing or {})})
+    if photo is None:
+        store.complete(redis, job_id, ok=False, code=code)
+    else:
+        detection = {"boxes": [{"class_id": 0, "class_name": "circle", "confidence": 0.9, "x1": 1, "y1": 2,
+                                "x2": 30, "y2": 40}], "width": 64, "height": 48, "confidence": 0.25}
+        store.complete(redis, job_id, ok=True, detection=detection, annotated=photo)
+    return job_id
+
+
+def jpeg(width: int = 64, height: int = 48) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (40, 120, 200)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def complete_album(redis: Redis, chat_id: int, first_message: int, count: int) -> list[str]:
+    """An album of ``count`` photos, every one detected, its answer replying to ``first_message``."""
+    routings = [{"chat_id": chat_id, "message_id": first_message + n} for n in range(count)]
+    _album_id, routings = queued_album(routings, first_message)
+    return [complete(redis, chat_id, first_message + n, routing=r, photo=jpeg()) for n, r in enumerate(routings)]
+
+
+def read_as_the_bot(redis: Redis) -> int:
+    """Hand every new completion to the bot's consumer without acknowledging it: what a bot killed while
+    Telegram failed leaves behind (pending entries)."""
+    client, total = DetectionClient(redis), 0
+    while batch := client.wait(block_ms=10, count=500):
+        total += len(batch)
+    return total
+
+
+@dataclass
+class Setup:
+    stub: TelegramStub
+    redis: Redis
+    url: str
+    log: Path
+
+    def bot(self, **env: str) -> BotProcess:
+        return BotProcess(self.stub, self.url, self.log, **env)
+
+
+@pytest.fixture
+def setup(redis_server: RedisServer, tmp_path: Path) -> Iterator[Setup]:
+    redis = Redis.from_url(redis_server.url)
+    redis.flushall()
+    stub = TelegramStub(TOKEN).start()
+    try:
+        yield Setup(stub, redis, redis_server.url, tmp_path / "bot.log")
+    finally:
+        stub.stop()
+        redis.close()
+
+
+# -- a backlog of any size ------------------------------------------------------------------------------
+
+def test_a_backlog_of_thousands_is_delivered_once_after_a_restart(setup: Setup) -> None:
+    """1,200 answers left unacknowledged (pending) by a bot that died, 30 never read: each answered once."""
+    stub, redis = setup.stub, setup.redis
+    chats = [new_user() for _ in range(100)]
+    backlog = [(chat, 100 + n) for n in range(12) for chat in chats]
+    for chat, message in backlog:
+        complete(redis, chat, message)
+    assert read_as_the_bot(redis) == len(backlog)
+    fresh = [(chat, 900) for chat in chats[:30]]
+    for chat, message in fresh:
+        complete(redis, chat, message)
+    bot = setup.bot().start()
+    try:
+        stub.wait_for(lambda: settled(redis), 300, "every answer acknowledged")
+        for chat, message in backlog + fresh:
+            assert len(answers_to(stub, chat, message)) == 1, (chat, message)
+        assert len(stub.sent("sendMessage")) == len(backlog) + len(fresh)
+        assert "delivering 1200 answer(s) left from before the restart" in bot.log()
+    finally:
+        bot.kill()
+
