@@ -205,7 +205,8 @@ class Delivery:
         completions = album.completions
         target = _target(completions[0].routing)
         try:
-            await self._send_album_photos(target, answer.photos)
+            await self._send_album_photos(target, album.album_id, answer.photos)
+            # The summary goes out whatever became of the photos: it alone lists every photo's boxes.
             await self._send_text(target, answer.lines)
             log.info("answered album chat=%s msg=%s photos=%d ok=%d", target.chat_id, target.reply,
                      len(completions), answer.ok)
@@ -216,14 +217,34 @@ class Delivery:
         await self.status.clear(album.album_id)
         await self._ack(completions)
 
-    async def _send_album_photos(self, target: Target, photos: list[tuple[bytes, str]]) -> None:
-        """One photo as a photo, more as one media group (Telegram refuses a media group of one)."""
-        if len(photos) == 1:
-            await self._send_photo(target, *photos[0])
-        elif photos:
+    async def _send_album_photos(self, target: Target, album_id: str, photos: list[tuple[bytes, str]]) -> None:
+        """More than one photo as one media group (Telegram refuses a media group of one); a media group
+        Telegram refuses goes out as single photos, and photos refused even so are left to the summary.
+
+        Raises PermanentSendError only when the chat itself refused (blocked, gone): then nothing can arrive.
+        """
+        if len(photos) > 1:
             media = [InputMediaPhoto(image, caption=caption) for image, caption in photos]
-            await self._call(target, lambda t: self.bot.send_media_group(
-                t.chat_id, media, reply_parameters=reply_to(t.reply), message_thread_id=t.thread), "album")
+            try:
+                await self._call(target, lambda t: self.bot.send_media_group(
+                    t.chat_id, media, reply_parameters=reply_to(t.reply), message_thread_id=t.thread), "album")
+                return
+            except PermanentSendError as exc:
+                if not isinstance(exc.__cause__, BadRequest):
+                    raise
+                log.warning("album %s refused as a media group in chat %s (%s); sending its photos one by one",
+                            album_id, target.chat_id, exc)
+        refused = 0
+        for image, caption in photos:
+            try:
+                await self._send_photo(target, image, caption)
+            except PermanentSendError as exc:
+                if not isinstance(exc.__cause__, BadRequest):
+                    raise
+                refused += 1
+        if refused:
+            log.warning("album %s: %d of %d photo(s) refused in chat %s; its summary lists their boxes",
+                        album_id, refused, len(photos), target.chat_id)
 
     async def _send_detection(self, target: Target, det: Detection, photo: bytes) -> None:
         caption, rest = split_caption(detection_lines(det))

@@ -126,3 +126,59 @@ def test_a_backlog_of_thousands_is_delivered_once_after_a_restart(setup: Setup) 
     finally:
         bot.kill()
 
+
+# -- one bot for the rest of the module -----------------------------------------------------------------
+
+@dataclass
+class World:
+    stub: TelegramStub
+    redis: Redis
+    bot: BotProcess
+
+
+@pytest.fixture(scope="module")
+def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """Started after the backlog test above (which runs a bot of its own on the same Redis)."""
+    redis = Redis.from_url(redis_server.url)
+    redis.flushall()
+    stub = TelegramStub(TOKEN).start()
+    bot = BotProcess(stub, redis_server.url, tmp_path_factory.mktemp("bot") / "bot.log").start()
+    try:
+        yield World(stub, redis, bot)
+    finally:
+        bot.stop()
+        stub.stop()
+        redis.close()
+
+
+def methods(stub: TelegramStub, chat_id: int) -> list[tuple[str, bool]]:
+    """What the bot asked of Telegram in a chat, in order, and whether Telegram took it."""
+    return [(c.method, c.ok) for c in stub.sent(chat_id=chat_id, ok=None)]
+
+
+# -- albums ---------------------------------------------------------------------------------------------
+
+def test_album_refused_as_a_media_group_goes_out_as_single_photos(world: World) -> None:
+    stub, user = world.stub, new_user()
+    stub.fail("sendMediaGroup", 400, 'Bad Request: failed to send message #2 with the error message '
+              '"PHOTO_INVALID_DIMENSIONS"', chat_id=user)
+    complete_album(world.redis, user, 500, 3)
+    stub.wait_for(lambda: settled(world.redis), 60, "the album acknowledged")
+    assert methods(stub, user) == [("sendMediaGroup", False)] + [("sendPhoto", True)] * 3 + [("sendMessage", True)]
+    assert [c.text for c in stub.sent("sendPhoto", user)] == [f"Photo {n}: 1 object at confidence ≥ 0.25: circle ×1"
+                                                               for n in (1, 2, 3)]
+    summary = stub.sent("sendMessage", user)[0]
+    assert summary.reply_to == 500 and "Photo 1:" in summary.text and "Photo 3:" in summary.text
+    assert "refused as a media group in chat" in world.bot.log()
+
+
+def test_album_whose_photos_are_all_refused_still_gets_its_text_list(world: World) -> None:
+    stub, user = world.stub, new_user()
+    stub.fail("sendMediaGroup", 400, "Bad Request: PHOTO_INVALID_DIMENSIONS", chat_id=user)
+    stub.fail("sendPhoto", 400, "Bad Request: PHOTO_INVALID_DIMENSIONS", chat_id=user)
+    complete_album(world.redis, user, 600, 2)
+    stub.wait_for(lambda: settled(world.redis), 60, "the album acknowledged")
+    assert methods(stub, user) == [("sendMediaGroup", False), ("sendPhoto", False), ("sendPhoto", False),
+                                   ("sendMessage", True)]
+    summary = stub.sent("sendMessage", user)[0].text
+    assert "Photo 1: 1 object" in summary and "Photo 2: 1 object" in summary and "1. circle 0.90" in summary
