@@ -14,7 +14,6 @@ from telegram import Bot, BotCommand, Message, Update
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     ApplicationHandlerStop,
@@ -41,6 +40,7 @@ from bot.parsing import (
     parse_threshold,
     split_command,
 )
+from bot.ratelimit import ChatRateLimiter
 from bot.settings import BotSettings
 from bot.status import StatusBoard
 from bot.telegram_io import describe, say
@@ -50,8 +50,6 @@ from jobs.exceptions import QueueUnavailableError
 
 log = logging.getLogger(__name__)
 
-# Telegram answers flood-limited calls with "retry after N s"; the limiter waits and retries this often.
-RATE_LIMIT_RETRIES = 3
 # Pause before the delivery loop starts over after an unexpected error (it must never stay down).
 DELIVERY_RESTART_DELAY = 2.0
 SERVICES = "detbot"
@@ -353,7 +351,7 @@ def build_application(
         .token(settings.telegram_bot_token.get_secret_value())
         .base_url(settings.api_url)
         .base_file_url(settings.file_url)
-        .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+        .rate_limiter(ChatRateLimiter())
         .concurrent_updates(True)
         .post_init(_post_init)
         .post_stop(_post_stop)

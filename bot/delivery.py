@@ -21,6 +21,7 @@ from telegram import Bot, InputMediaPhoto, Message
 from telegram.error import BadRequest, ChatMigrated
 
 from bot.albums import AssembledAlbum, PendingAlbums, album_answer, album_reply_to
+from bot.lanes import Lanes
 from bot.metrics import BotMetrics
 from bot.outcome import detection_of, error_text
 from bot.status import StatusBoard
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 
 # The blocking read returns at least this often: it bounds how long a shutdown waits for the reader thread.
 WAIT_BLOCK_MS = 2000
-# Answers sent at once; AIORateLimiter still paces them to Telegram's limits.
-MAX_CONCURRENT_DELIVERIES = 8
 # A graceful stop waits this long for answers being sent, so they are not sent again after the restart.
 DRAIN_TIMEOUT = 15.0
 # Pause before reading again after Redis was unreachable or lost the consumer group.
@@ -46,6 +45,14 @@ PENDING_BATCH = 100
 # Answers read from Redis and not yet acknowledged: reading waits below this, so a backlog of thousands
 # of annotated photos never sits in the bot's memory at once (~200 KB each).
 MAX_OUTSTANDING = 200
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """What one lane item answers: a job's result, or an album's (``album`` set)."""
+
+    completions: list[Completion]
+    album: AssembledAlbum | None = None
 
 
 @dataclass
@@ -79,8 +86,8 @@ class Delivery:
         self._reader: DetectionClient | None = None
         self._known: set[str] = set()
         self._albums = PendingAlbums()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._sem = asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES)
+        # One lane per chat: a chat waiting out a "retry after" never delays another chat's answers.
+        self._lanes: Lanes[_Unit] = Lanes(self._deliver)
         self._stopping = asyncio.Event()
         self._redis_down = False
         # The blocking read gets a thread of its own: it must not hold one of the handlers' threads.
@@ -97,17 +104,13 @@ class Delivery:
             batch = await self._read(lambda r: r.wait(WAIT_BLOCK_MS))
             for completion in batch or []:
                 self._accept(completion)
-            for album in self._albums.ready():
-                self._spawn(self._deliver_album(album))
+            self._queue_albums()
 
     async def stop(self) -> None:
         """Stop reading, and give answers in flight a moment to finish (they are acked, not re-sent)."""
         self._stopping.set()
         self._reader_thread.shutdown(wait=False)
-        if self._tasks:
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=DRAIN_TIMEOUT)
-            for task in pending:
-                task.cancel()
+        await self._lanes.close(DRAIN_TIMEOUT)
 
     async def _read_pending(self) -> None:
         """Page through every unacknowledged completion by event id: each is read, hence sent, once."""
@@ -121,8 +124,7 @@ class Delivery:
                 break
             for completion in batch:
                 self._accept(completion)
-            for album in self._albums.ready():
-                self._spawn(self._deliver_album(album))
+            self._queue_albums()
             total += len(batch)
             cursor = batch[-1].event_id
         if total:
@@ -130,8 +132,7 @@ class Delivery:
 
     async def _room(self) -> None:
         """Wait until fewer than MAX_OUTSTANDING answers are on their way (a backlog is read as it drains)."""
-        while len(self._tasks) >= MAX_OUTSTANDING and not self._stopping.is_set():
-            await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+        await self._lanes.room(MAX_OUTSTANDING)
 
     async def _read(self, call: Callable[[DetectionClient], list[Completion]]) -> list[Completion] | None:
         """One read; None (after a pause) while Redis is unreachable or was emptied."""
@@ -162,25 +163,22 @@ class Delivery:
         if not isinstance(completion.routing.get("chat_id"), int):
             # Not one of the bot's jobs (no chat to answer): nothing to deliver, acknowledge it away.
             log.warning("result %s has no chat to answer; dropped", completion.job_id)
-            self._spawn(self._ack([completion]))
+            self._lanes.add(0, _Unit([completion]))
             return
         if not self._albums.add(completion):
-            self._spawn(self._deliver_single(completion))
+            self._lanes.add(int(completion.routing["chat_id"]), _Unit([completion]))
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        async def guarded() -> None:
-            async with self._sem:
-                try:
-                    await coro
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    # Left unacknowledged: the next start tries it again; one line, no traceback.
-                    log.error("delivering an answer failed: %s", describe(exc))
+    def _queue_albums(self) -> None:
+        for album in self._albums.ready():
+            self._lanes.add(int(album.completions[0].routing["chat_id"]), _Unit(album.completions, album))
 
-        task = asyncio.ensure_future(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _deliver(self, unit: _Unit) -> None:
+        if unit.album is not None:
+            await self._deliver_album(unit.album)
+        elif isinstance(unit.completions[0].routing.get("chat_id"), int):
+            await self._deliver_single(unit.completions[0])
+        else:
+            await self._ack(unit.completions)
 
     # -- answers ----------------------------------------------------------------------------------------
 

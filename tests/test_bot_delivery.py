@@ -182,3 +182,28 @@ def test_album_whose_photos_are_all_refused_still_gets_its_text_list(world: Worl
                                    ("sendMessage", True)]
     summary = stub.sent("sendMessage", user)[0].text
     assert "Photo 1: 1 object" in summary and "Photo 2: 1 object" in summary and "1. circle 0.90" in summary
+
+
+# -- flood control --------------------------------------------------------------------------------------
+
+# Telegram's "retry after" for the flooded chat; the other chat's answer goes out long before it ends.
+FLOOD_SECONDS = 5
+
+
+def test_one_chats_flood_control_delays_only_that_chat(world: World) -> None:
+    """Another chat's photo is answered while the flooded chat waits, and so is a second one, written only
+    after the first was seen answered: a limiter that held every chat would have released the flooded
+    chat's retry together with the first and before the second."""
+    stub, flooded, other = world.stub, new_user(), new_user()
+    stub.fail("sendPhoto", 429, f"Too Many Requests: retry after {FLOOD_SECONDS}", times=1, chat_id=flooded,
+              retry_after=FLOOD_SECONDS)
+    complete(world.redis, flooded, 700, photo=jpeg())
+    stub.wait_for(lambda: stub.sent("sendPhoto", flooded, ok=False), 30, "the flooded chat's 429")
+    complete(world.redis, other, 701, photo=jpeg())
+    stub.wait_for(lambda: answers_to(stub, other, 701), 30, "the other chat's first answer")
+    complete(world.redis, other, 702, photo=jpeg())
+    stub.wait_for(lambda: settled(world.redis), 60, "every answer acknowledged")
+    log = [(c.method, c.chat_id, c.reply_to, c.ok) for c in stub.sent(ok=None) if c.chat_id in (flooded, other)]
+    assert log == [("sendPhoto", flooded, 700, False), ("sendPhoto", other, 701, True),
+                   ("sendPhoto", other, 702, True), ("sendPhoto", flooded, 700, True)]
+    assert "Rate limit hit" not in world.bot.log()  # PTB's AIORateLimiter, which paused every chat, is gone
