@@ -17,6 +17,7 @@ from telegram.ext import (
     Application,
     ApplicationBuilder,
     ApplicationHandlerStop,
+    ChatMemberHandler,
     CommandHandler,
     ContextTypes,
     MessageHandler,
@@ -46,7 +47,7 @@ from bot.status import StatusBoard
 from bot.telegram_io import describe, say
 from detector.params import DetectParams
 from jobs.client import DetectionClient
-from jobs.exceptions import QueueUnavailableError
+from jobs.exceptions import JobsError, QueueUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class Services:
     status: StatusBoard
     delivery: Delivery
     albums: AlbumCollector = field(default_factory=AlbumCollector)
+    # Supergroups accepted by the allow-list because the group they were is in it (see ChatStore.migrate).
+    migrated_allowed: set[int] = field(default_factory=set)
     delivery_task: asyncio.Task[None] | None = None
 
 
@@ -286,14 +289,63 @@ async def on_auto(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def check_allowed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The optional allow-list: other chats get one short line in private, nothing in groups."""
-    allowed = services(context).settings.allowed_chats
+    svc = services(context)
+    allowed = svc.settings.allowed_chats
     chat = update.effective_chat
-    if not allowed or chat is None or chat.id in allowed:
+    if not allowed or chat is None or chat.id in allowed or chat.id in svc.migrated_allowed:
+        return
+    if await asyncio.to_thread(svc.chats.migrated_from, chat.id) in allowed:
+        svc.migrated_allowed.add(chat.id)  # an allowed group that became a supergroup
         return
     log.info("ignored update from chat %s: not in DETBOT_ALLOWED_CHATS", chat.id)
     if update.message and chat.type == ChatType.PRIVATE:
         await _reply(context, update.message, replies.NOT_ALLOWED)
     raise ApplicationHandlerStop
+
+
+async def note_chat(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Before the allow-list: a group migrating to a supergroup, and chats talking to the bot again."""
+    message = update.message
+    if message is None:
+        return
+    svc = services(context)
+    svc.delivery.chat_back(message.chat_id)
+    if message.migrate_to_chat_id:
+        await _migrated(svc, message.chat_id, message.migrate_to_chat_id)
+    elif message.migrate_from_chat_id:
+        await _migrated(svc, message.migrate_from_chat_id, message.chat_id)
+
+
+async def _migrated(svc: Services, old: int, new: int) -> None:
+    """A group became a supergroup: settings, allow-list entry and pending answers follow it."""
+    if new in svc.migrated_allowed:
+        return  # both service messages (old and new chat) announce the same migration
+    svc.delivery.moved(old, new)
+    try:
+        await asyncio.to_thread(svc.chats.migrate, old, new)
+    except JobsError as exc:
+        log.warning("group %s became supergroup %s; its settings could not be copied: %s", old, new,
+                    describe(exc))
+    allowed = svc.settings.allowed_chats
+    if allowed and old in allowed and new not in allowed:
+        svc.migrated_allowed.add(new)
+        log.warning("group %s became supergroup %s: answering it; add %s to DETBOT_ALLOWED_CHATS", old, new, new)
+    elif not allowed or new in allowed:
+        svc.migrated_allowed.add(new)
+        log.info("group %s became supergroup %s; its settings follow it", old, new)
+
+
+async def on_my_member(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The bot was blocked, kicked or left: that chat's waiting answers are dropped at once."""
+    change = update.my_chat_member
+    if change is None:
+        return
+    status = change.new_chat_member.status
+    delivery = services(context).delivery
+    if status in (ChatMemberStatus.BANNED, ChatMemberStatus.LEFT):
+        await delivery.chat_gone(change.chat.id, f"bot {status}")
+    else:
+        delivery.chat_back(change.chat.id)
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -375,12 +427,20 @@ def build_application(
         metrics=metrics,
         intake=Intake(application.bot, settings, client, chats, limits, metrics, status, application.create_task),
         status=status,
-        delivery=Delivery(application.bot, make_reader, metrics, status),
+        delivery=Delivery(application.bot, make_reader, metrics, status,
+                          retry_delay=settings.test_retry_delay_ms / 1000),
     )
+
+    async def migrated(old: int, new: int) -> None:
+        await _migrated(svc, old, new)
+
+    svc.delivery.migrated = migrated
     metrics.watch_queue(client.queued)
     application.bot_data[SERVICES] = svc
 
+    application.add_handler(TypeHandler(Update, note_chat), group=-2)
     application.add_handler(TypeHandler(Update, check_allowed), group=-1)
+    application.add_handler(ChatMemberHandler(on_my_member, ChatMemberHandler.MY_CHAT_MEMBER))
     application.add_handler(CommandHandler(["start", "help"], on_help, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("threshold", on_threshold, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("auto", on_auto, filters=NEW_MESSAGE))

@@ -18,14 +18,22 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 from telegram import Bot, InputMediaPhoto, Message
-from telegram.error import BadRequest, ChatMigrated
+from telegram.error import BadRequest, ChatMigrated, Forbidden
 
 from bot.albums import AssembledAlbum, PendingAlbums, album_answer, album_reply_to
 from bot.lanes import Lanes
 from bot.metrics import BotMetrics
 from bot.outcome import detection_of, error_text
 from bot.status import StatusBoard
-from bot.telegram_io import PermanentSendError, describe, reply_to, with_retry
+from bot.telegram_io import (
+    RETRY_FIRST_DELAY,
+    GaveUpError,
+    PermanentSendError,
+    UncertainSendError,
+    describe,
+    reply_to,
+    with_retry,
+)
 from bot.text import MESSAGE_LIMIT, detection_lines, pack_lines, split_caption
 from detector.result import Detection
 from jobs.client import DetectionClient
@@ -64,9 +72,13 @@ class Target:
     reply: int | None
 
 
-def _target(routing: dict[str, Any]) -> Target:
-    reply = album_reply_to(routing) or routing.get("message_id")
-    return Target(int(routing["chat_id"]), routing.get("thread_id"), reply)
+def _reply_missing(exc: PermanentSendError) -> bool:
+    """Telegram's "message to be replied not found": the person deleted the photo meanwhile."""
+    return isinstance(exc.__cause__, BadRequest) and "replied" in str(exc).lower()
+
+
+# Chats that blocked or removed the bot, remembered until they come back; a bound for a bot in many chats.
+GONE_MEMORY = 10_000
 
 
 class Delivery:
@@ -78,8 +90,17 @@ class Delivery:
         make_reader: Callable[[], DetectionClient],
         metrics: BotMetrics,
         status: StatusBoard,
+        *,
+        migrated: Callable[[int, int], Awaitable[None]] | None = None,
+        retry_delay: float = RETRY_FIRST_DELAY,
     ) -> None:
+        """``migrated(old, new)`` is told of a group that became a supergroup; ``retry_delay`` is the first
+        pause between attempts of a send that failed with a network error or a 5xx."""
         self.bot = bot
+        self.migrated = migrated
+        self.retry_delay = retry_delay
+        self._moved: dict[int, int] = {}
+        self._gone: dict[int, None] = {}
         self.make_reader = make_reader
         self.metrics = metrics
         self.status = status
@@ -173,7 +194,12 @@ class Delivery:
             self._lanes.add(int(album.completions[0].routing["chat_id"]), _Unit(album.completions, album))
 
     async def _deliver(self, unit: _Unit) -> None:
-        if unit.album is not None:
+        chat = unit.completions[0].routing.get("chat_id")
+        if chat in self._gone:
+            log.info("answer for %s in chat %s dropped: the chat blocked or removed the bot",
+                     unit.completions[0].job_id, chat)
+            await self._discard([unit])
+        elif unit.album is not None:
             await self._deliver_album(unit.album)
         elif isinstance(unit.completions[0].routing.get("chat_id"), int):
             await self._deliver_single(unit.completions[0])
@@ -183,7 +209,7 @@ class Delivery:
     # -- answers ----------------------------------------------------------------------------------------
 
     async def _deliver_single(self, c: Completion) -> None:
-        target = _target(c.routing)
+        target = self._target(c.routing)
         det = detection_of(c)
         try:
             if det is not None and c.annotated is not None:
@@ -193,15 +219,15 @@ class Delivery:
             log.info("answered chat=%s msg=%s job=%s %s", target.chat_id, target.reply, c.job_id,
                      "ok" if det else f"error={c.code}")
         except PermanentSendError as exc:
-            self._dropped(target, c.job_id, exc)
+            await self._dropped(target, c.job_id, exc)
         self.metrics.answered.labels("ok" if det else "error").inc()
-        await self.status.clear(c.job_id)
+        await self._status_done(target, c.job_id)
         await self._ack([c])
 
     async def _deliver_album(self, album: AssembledAlbum) -> None:
         answer = album_answer(album)
         completions = album.completions
-        target = _target(completions[0].routing)
+        target = self._target(completions[0].routing)
         try:
             await self._send_album_photos(target, album.album_id, answer.photos)
             # The summary goes out whatever became of the photos: it alone lists every photo's boxes.
@@ -209,10 +235,10 @@ class Delivery:
             log.info("answered album chat=%s msg=%s photos=%d ok=%d", target.chat_id, target.reply,
                      len(completions), answer.ok)
         except PermanentSendError as exc:
-            self._dropped(target, album.album_id, exc)
+            await self._dropped(target, album.album_id, exc)
         self.metrics.answered.labels("ok").inc(answer.ok)
         self.metrics.answered.labels("error").inc(answer.failed)
-        await self.status.clear(album.album_id)
+        await self._status_done(target, album.album_id)
         await self._ack(completions)
 
     async def _send_album_photos(self, target: Target, album_id: str, photos: list[tuple[bytes, str]]) -> None:
@@ -226,6 +252,10 @@ class Delivery:
             try:
                 await self._call(target, lambda t: self.bot.send_media_group(
                     t.chat_id, media, reply_parameters=reply_to(t.reply), message_thread_id=t.thread), "album")
+                return
+            except UncertainSendError as exc:
+                # It may be in the chat already: not sent again, and the summary below follows it.
+                self._uncertain(target, album_id, exc)
                 return
             except PermanentSendError as exc:
                 if not isinstance(exc.__cause__, BadRequest):
@@ -273,14 +303,89 @@ class Delivery:
     async def _call(self, target: Target, send: Callable[[Target], Awaitable[Any]], what: str) -> Any:
         while True:
             try:
-                return await with_retry(lambda: send(target), f"sending {what} to chat {target.chat_id}")
+                return await with_retry(lambda: send(target), f"sending {what} to chat {target.chat_id}",
+                                        first_delay=self.retry_delay)
             except ChatMigrated as exc:
-                log.info("chat %s moved to %s; answering there", target.chat_id, exc.new_chat_id)
+                await self._migrate(target.chat_id, int(exc.new_chat_id))
                 target.chat_id, target.thread, target.reply = int(exc.new_chat_id), None, None
+            except PermanentSendError as exc:
+                if target.reply is None or not _reply_missing(exc):
+                    raise
+                # allow_sending_without_reply should prevent it; should Telegram still refuse, answer anyway.
+                log.info("message %s in chat %s is gone; answering without replying to it", target.reply,
+                         target.chat_id)
+                target.reply = None
 
-    def _dropped(self, target: Target, job: str, exc: PermanentSendError) -> None:
+    def _target(self, routing: dict[str, Any]) -> Target:
+        reply = album_reply_to(routing) or routing.get("message_id")
+        chat = int(routing["chat_id"])
+        if chat in self._moved:  # a group that became a supergroup: its old messages are not there
+            return Target(self._moved[chat], None, None)
+        return Target(chat, routing.get("thread_id"), reply)
+
+    def moved(self, old: int, new: int) -> None:
+        """A group became a supergroup: its answers, waiting or to come, go to the supergroup."""
+        self._moved[old] = new
+
+    async def _migrate(self, old: int, new: int) -> None:
+        """Telegram refused a send with ChatMigrated: follow the group, and tell the app (settings)."""
+        if self._moved.get(old) == new:
+            return
+        log.info("chat %s moved to %s; answering there", old, new)
+        self.moved(old, new)
+        if self.migrated is not None:
+            await self.migrated(old, new)
+
+    async def _dropped(self, target: Target, job: str, exc: PermanentSendError) -> None:
+        """One log line and a metric for an answer that will not arrive; a chat that is gone is forgotten."""
+        if isinstance(exc, UncertainSendError):
+            self._uncertain(target, job, exc)
+            return
+        if isinstance(exc, GaveUpError):
+            log.warning("answer for %s in chat %s dropped: Telegram failed every attempt (%s)", job,
+                        target.chat_id, exc)
+            self.metrics.delivery_failed.labels("gave_up").inc()
+            return
         log.warning("answer for %s in chat %s dropped: Telegram refused it (%s)", job, target.chat_id, exc)
         self.metrics.delivery_failed.labels(str(exc).split(":", 1)[0]).inc()
+        if isinstance(exc.__cause__, Forbidden):
+            await self.chat_gone(target.chat_id, "Telegram refused it")
+
+    def _uncertain(self, target: Target, unit: str, exc: PermanentSendError) -> None:
+        log.warning("answer for %s in chat %s may have reached Telegram (%s); not sent again", unit,
+                    target.chat_id, exc)
+        self.metrics.delivery_failed.labels("uncertain").inc()
+
+    async def _status_done(self, target: Target, unit: str) -> None:
+        """The answer is out (or never will be): its status message goes, unless the chat itself is gone."""
+        if target.chat_id in self._gone:
+            await self.status.forget(unit)
+        else:
+            await self.status.clear(unit)
+
+    # -- chats that blocked or removed the bot --------------------------------------------------------
+
+    async def chat_gone(self, chat_id: int, why: str) -> None:
+        """The bot was blocked, kicked or left: the chat's waiting answers are dropped at once (acknowledged
+        unsent), its status messages forgotten, and answers that come later are dropped too, until
+        :meth:`chat_back`."""
+        self._gone[chat_id] = None
+        while len(self._gone) > GONE_MEMORY:
+            del self._gone[next(iter(self._gone))]
+        units = self._lanes.take(chat_id)
+        log.info("chat %s is gone (%s): %d waiting answer(s) dropped", chat_id, why,
+                 sum(len(u.completions) for u in units))
+        await self._discard(units)
+
+    def chat_back(self, chat_id: int) -> None:
+        """The chat talks to the bot again (a message, or the bot added back): answer it again."""
+        self._gone.pop(chat_id, None)
+
+    async def _discard(self, units: list[_Unit]) -> None:
+        for unit in units:
+            self.metrics.delivery_failed.labels("chat_gone").inc(len(unit.completions))
+            await self.status.forget(unit.album.album_id if unit.album else unit.completions[0].job_id)
+            await self._ack(unit.completions)
 
     async def _ack(self, completions: list[Completion]) -> None:
         """Acknowledge after delivery; retried while Redis is away (else the answer would be sent again)."""

@@ -60,6 +60,10 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings):
         None, ge=0, le=65535, description="Port of /metrics and /healthz on 127.0.0.1; unset: off."
     )
     bot_metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint listens on.")
+    test_retry_delay_ms: int = Field(
+        1000, ge=1, description="FOR TESTS ONLY: first pause before sending an answer again after a network "
+        "error or a 5xx (doubled each time), so a test reaches the bound on attempts quickly.",
+    )
 
     @field_validator("allowed_chats", mode="before")
     @classmethod

@@ -20,7 +20,9 @@ from PIL import Image
 from redis import Redis
 
 from bot.albums import queued_album
-from jobs import store
+from bot.chat_settings import ChatStore
+from bot.telegram_io import SEND_ATTEMPTS
+from jobs import keys, store
 from jobs.client import DetectionClient
 from jobs.defaults import EVENTS_GROUP
 from jobs.keys import EVENTS_STREAM
@@ -28,6 +30,12 @@ from tests.conftest import RedisServer
 from tests.telegram_stub import BotProcess, TelegramStub, answers_to
 
 TOKEN = "555666777:DELIVERY-secret-token"
+# Groups the module's bot is told to serve (DETBOT_ALLOWED_CHATS): one that becomes a supergroup, one that
+# removes the bot. Results are delivered to any chat; the allow-list filters updates only.
+OLD_GROUP = -4_000_001
+KICKING_GROUP = -1_003_000_000_002
+# The bot's first pause between attempts of a failing send: the bound on attempts is reached at once.
+RETRY_DELAY_MS = 10
 _ids = itertools.count(1)
 
 
@@ -142,7 +150,9 @@ def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     redis = Redis.from_url(redis_server.url)
     redis.flushall()
     stub = TelegramStub(TOKEN).start()
-    bot = BotProcess(stub, redis_server.url, tmp_path_factory.mktemp("bot") / "bot.log").start()
+    bot = BotProcess(stub, redis_server.url, tmp_path_factory.mktemp("bot") / "bot.log",
+                     DETBOT_TEST_RETRY_DELAY_MS=str(RETRY_DELAY_MS),
+                     DETBOT_ALLOWED_CHATS=f"{OLD_GROUP},{KICKING_GROUP}").start()
     try:
         yield World(stub, redis, bot)
     finally:
@@ -207,3 +217,95 @@ def test_one_chats_flood_control_delays_only_that_chat(world: World) -> None:
     assert log == [("sendPhoto", flooded, 700, False), ("sendPhoto", other, 701, True),
                    ("sendPhoto", other, 702, True), ("sendPhoto", flooded, 700, True)]
     assert "Rate limit hit" not in world.bot.log()  # PTB's AIORateLimiter, which paused every chat, is gone
+
+
+# -- network errors, timeouts, chats that are gone ------------------------------------------------------
+
+def test_network_errors_are_retried_a_bounded_number_of_times_then_dropped(world: World) -> None:
+    stub, user = world.stub, new_user()
+    stub.fail("sendPhoto", 502, "Bad Gateway", chat_id=user)
+    complete(world.redis, user, 800, photo=jpeg())
+    stub.wait_for(lambda: settled(world.redis), 60, "the answer given up and acknowledged")
+    assert methods(stub, user) == [("sendPhoto", False)] * SEND_ATTEMPTS
+    assert stub.wait_for(lambda: "dropped: Telegram failed every attempt (NetworkError: Bad Gateway (7 attempts))"
+                         in world.bot.log(), 10, "one log line")
+
+
+def test_a_send_that_may_have_reached_telegram_is_not_sent_again(world: World) -> None:
+    """Telegram takes the photo but its answer comes after the bot's read timeout: at most once."""
+    stub, user = world.stub, new_user()
+    stub.hang("sendPhoto", chat_id=user)
+    try:
+        complete(world.redis, user, 810, photo=jpeg())
+        stub.wait_for(lambda: settled(world.redis), 60, "the uncertain answer acknowledged")
+    finally:
+        stub.release()
+    assert methods(stub, user) == [("sendPhoto", True)]
+    assert "may have reached Telegram (TimedOut" in world.bot.log()
+
+
+def test_a_blocked_bot_drops_the_chats_waiting_answers_at_once(world: World) -> None:
+    stub, redis, user = world.stub, world.redis, new_user()
+    stub.fail("sendPhoto", 403, "Forbidden: bot was blocked by the user", chat_id=user)
+    stub.fail("sendMessage", 403, "Forbidden: bot was blocked by the user", chat_id=user)
+    chats = ChatStore(redis)
+    pipe = redis.pipeline()  # five results at once: they wait in the chat's lane behind the first
+    jobs = []
+    for n in range(5):
+        job = uuid.uuid4().hex
+        store.queue_save_job(pipe, job, b"", {}, {"chat_id": user, "message_id": 820 + n})
+        jobs.append(job)
+    pipe.execute()
+    for job in jobs:
+        chats.save_status(job, user, 900)  # a "queued" message each, whose ids must not stay behind
+        store.complete(redis, job, ok=False, code="timeout")
+    stub.wait_for(lambda: settled(redis), 60, "every answer acknowledged")
+    assert methods(stub, user) == [("sendMessage", False)]  # one try; the others are not even attempted
+    assert not [job for job in jobs if redis.exists(keys.status(job))]
+    log = world.bot.log()
+    assert f"in chat {user} dropped: Telegram refused it (Forbidden" in log and f"chat {user} is gone" in log
+
+
+def test_removed_from_a_group_its_answers_are_dropped_until_added_back(world: World) -> None:
+    stub, redis = world.stub, world.redis
+    group = stub.group_chat(KICKING_GROUP)
+    stub.member_update(group, 1, "kicked")
+    stub.wait_for(lambda: f"chat {KICKING_GROUP} is gone (bot kicked)" in world.bot.log(), 30, "the removal")
+    complete(redis, KICKING_GROUP, 830)
+    stub.wait_for(lambda: settled(redis), 30, "the answer dropped")
+    assert methods(stub, KICKING_GROUP) == []
+    stub.member_update(group, 1, "member", old_status="left")
+    later = stub.text(group, 1, "/help")  # handled after the member update: the bot knows it is back
+    stub.wait_for(lambda: answers_to(stub, KICKING_GROUP, later["message_id"]), 30, "the reply to /help")
+    complete(redis, KICKING_GROUP, 831)
+    stub.wait_for(lambda: answers_to(stub, KICKING_GROUP, 831), 30, "the answer in the group again")
+
+
+def test_an_answer_to_a_deleted_photo_is_still_sent(world: World) -> None:
+    """The photo's message is gone (never known to the stand-in): allow_sending_without_reply covers it,
+    and should Telegram still answer "message to be replied not found", the answer goes without the reply."""
+    stub, user, other = world.stub, new_user(), new_user()
+    complete(world.redis, user, 840, photo=jpeg())
+    stub.fail("sendPhoto", 400, "Bad Request: message to be replied not found", times=1, chat_id=other)
+    complete(world.redis, other, 841, photo=jpeg())
+    stub.wait_for(lambda: settled(world.redis), 60, "both answers acknowledged")
+    assert methods(stub, user) == [("sendPhoto", True)]
+    assert "reply_to_message" not in stub.sent("sendPhoto", user)[0].result
+    assert methods(stub, other) == [("sendPhoto", False), ("sendPhoto", True)]
+    assert "reply_parameters" not in stub.sent("sendPhoto", other)[0].params
+
+
+def test_a_group_that_becomes_a_supergroup_keeps_settings_allow_list_and_answers(world: World) -> None:
+    stub, redis = world.stub, world.redis
+    new = new_group()
+    ChatStore(redis).set_threshold(OLD_GROUP, 0.6)
+    old_chat = {"id": OLD_GROUP, "type": "group", "title": "old"}
+    stub.send(old_chat, 1, migrate_to_chat_id=new)
+    stub.send(stub.group_chat(new), 1, migrate_from_chat_id=OLD_GROUP)
+    asked = stub.text(stub.group_chat(new), 1, "/threshold")
+    assert "0.60 (set for this chat" in stub.wait_for(lambda: answers_to(stub, new, asked["message_id"]), 30,
+                                                      "the supergroup's threshold")[0].text
+    complete(redis, OLD_GROUP, 850, photo=jpeg())  # a photo of the old group, detected after the move
+    stub.wait_for(lambda: settled(redis), 60, "the answer acknowledged")
+    assert methods(stub, OLD_GROUP) == [] and ("sendPhoto", True) in methods(stub, new)
+    assert f"add {new} to DETBOT_ALLOWED_CHATS" in world.bot.log()
