@@ -438,6 +438,12 @@ def build_application(
     metrics.watch_queue(client.queued)
     application.bot_data[SERVICES] = svc
 
+    _add_handlers(application)
+    return application
+
+
+def _add_handlers(application: Application) -> None:
+    """Every handler, in the order PTB tries them (negative groups first: before any answer)."""
     application.add_handler(TypeHandler(Update, note_chat), group=-2)
     application.add_handler(TypeHandler(Update, check_allowed), group=-1)
     application.add_handler(ChatMemberHandler(on_my_member, ChatMemberHandler.MY_CHAT_MEMBER))
@@ -450,4 +456,3 @@ def build_application(
     application.add_handler(MessageHandler(NEW_MESSAGE & filters.Document.ALL, on_document))
     application.add_handler(MessageHandler(NEW_MESSAGE & filters.ChatType.PRIVATE & filters.TEXT, on_private_text))
     application.add_error_handler(on_error)
-    return application

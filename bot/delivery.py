@@ -5,6 +5,11 @@ that stops mid-way finds the answer again in ``pending()`` after its restart: ev
 exactly one answer. The one unavoidable gap: killed between Telegram's "ok" and the ack, an answer is
 sent twice rather than never. An album's results wait in :class:`bot.albums.PendingAlbums` until the album
 is complete, then go out as one answer.
+
+Answers go out in per-chat lanes (:mod:`bot.lanes`): a chat waiting out Telegram's "retry after" delays
+no other chat. What Telegram does not take is given up after a bounded number of attempts, a send that may
+have arrived (read timeout) is not repeated, and a chat that blocked or removed the bot has its waiting
+answers dropped at once: each of these acknowledges the result with one log line and a metric.
 """
 
 from __future__ import annotations
