@@ -206,7 +206,7 @@ class Delivery:
             await self._discard([unit])
         elif unit.album is not None:
             await self._deliver_album(unit.album)
-        elif isinstance(unit.completions[0].routing.get("chat_id"), int):
+        elif isinstance(chat, int):
             await self._deliver_single(unit.completions[0])
         else:
             await self._ack(unit.completions)
@@ -351,10 +351,11 @@ class Delivery:
                         target.chat_id, exc)
             self.metrics.delivery_failed.labels("gave_up").inc()
             return
-        log.warning("answer for %s in chat %s dropped: Telegram refused it (%s)", job, target.chat_id, exc)
         self.metrics.delivery_failed.labels(str(exc).split(":", 1)[0]).inc()
         if isinstance(exc.__cause__, Forbidden):
-            await self.chat_gone(target.chat_id, "Telegram refused it")
+            await self.chat_gone(target.chat_id, f"answer for {job} refused: {exc}")
+        else:
+            log.warning("answer for %s in chat %s dropped: Telegram refused it (%s)", job, target.chat_id, exc)
 
     def _uncertain(self, target: Target, unit: str, exc: PermanentSendError) -> None:
         log.warning("answer for %s in chat %s may have reached Telegram (%s); not sent again", unit,
@@ -378,8 +379,8 @@ class Delivery:
         while len(self._gone) > GONE_MEMORY:
             del self._gone[next(iter(self._gone))]
         units = self._lanes.take(chat_id)
-        log.info("chat %s is gone (%s): %d waiting answer(s) dropped", chat_id, why,
-                 sum(len(u.completions) for u in units))
+        log.warning("chat %s is gone (%s): %d other waiting answer(s) dropped", chat_id, why,
+                    sum(len(u.completions) for u in units))
         await self._discard(units)
 
     def chat_back(self, chat_id: int) -> None:

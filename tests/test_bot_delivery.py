@@ -263,7 +263,7 @@ def test_a_blocked_bot_drops_the_chats_waiting_answers_at_once(world: World) -> 
     assert methods(stub, user) == [("sendMessage", False)]  # one try; the others are not even attempted
     assert not [job for job in jobs if redis.exists(keys.status(job))]
     log = world.bot.log()
-    assert f"in chat {user} dropped: Telegram refused it (Forbidden" in log and f"chat {user} is gone" in log
+    assert f"chat {user} is gone (answer for {jobs[0]} refused: Forbidden: bot was blocked" in log
 
 
 def test_removed_from_a_group_its_answers_are_dropped_until_added_back(world: World) -> None:
