@@ -28,6 +28,7 @@ from telegram.ext import (
 from bot import replies
 from bot.albums import AlbumCollector
 from bot.chat_settings import ChatSettings, ChatStore
+from bot.classes import PublishedClasses, Unknown
 from bot.delivery import Delivery
 from bot.i18n import LANGUAGES, Catalog, catalog, language_for
 from bot.intake import Intake, Request, image_of, thread_of
@@ -47,6 +48,7 @@ from bot.ratelimit import ChatRateLimiter
 from bot.settings import BotSettings
 from bot.status import StatusBoard
 from bot.telegram_io import describe, say
+from bot.text import MESSAGE_LIMIT, pack_lines
 from detector.names import ClassNames, load_class_names
 from detector.params import DetectParams
 from jobs.client import DetectionClient
@@ -77,6 +79,7 @@ class Services:
     status: StatusBoard
     delivery: Delivery
     names: ClassNames
+    classes: PublishedClasses
     albums: AlbumCollector = field(default_factory=AlbumCollector)
     # Supergroups accepted by the allow-list because the group they were is in it (see ChatStore.migrate).
     migrated_allowed: set[int] = field(default_factory=set)
@@ -167,10 +170,30 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
         except UsageError as exc:
             await svc.intake.refuse(photos[0], "usage", exc.text(tr), len(photos))
             return
+    params, unknown = await _model_params(svc, args)
+    if unknown:
+        text = replies.no_such_class(tr, unknown[0].name, unknown[0].suggestions, svc.names)
+        await svc.intake.refuse(photos[0], "unknown class", text, len(photos))
+        return
     user = asked_by.from_user
-    request = Request(asked_by.chat, user.id if user else asked_by.chat_id, photos, asked_by,
-                      _model_names(args, svc.names), chat_settings, tr)
+    request = Request(asked_by.chat, user.id if user else asked_by.chat_id, photos, asked_by, params,
+                      chat_settings, tr)
     await svc.intake.handle(request)
+
+
+async def _model_params(svc: Services, args: DetectParams) -> tuple[DetectParams, list[Unknown]]:
+    """The class names of ``args`` as the model writes them, checked against the names its workers
+    published (multi-word names, either language, a suggestion for a typo). Before any worker has
+    published them, or with Redis away, the names are only translated and the worker checks them."""
+    if not (args.classes or args.class_confidence):
+        return args, []
+    try:
+        index = await asyncio.to_thread(svc.classes.index)
+    except QueueUnavailableError:
+        index = None
+    if index is None:
+        return _model_names(args, svc.names), []
+    return index.params(args)
 
 
 def _model_names(args: DetectParams, names: ClassNames) -> DetectParams:
@@ -238,6 +261,25 @@ async def on_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
 async def on_private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if update.message:
         await _reply(context, update.message, (await _tr(context, update.message)).gettext(replies.SEND_A_PHOTO_HINT))
+
+
+async def on_classes(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """``/classes``: every class the model knows, in the chat's language, in as many messages as it takes."""
+    message = update.message
+    if message is None:
+        return
+    svc = services(context)
+    tr = await _tr(context, message)
+    try:
+        index = await asyncio.to_thread(svc.classes.index)
+    except QueueUnavailableError:
+        await _reply(context, message, tr.gettext(replies.UNAVAILABLE))
+        return
+    if index is None:
+        await _reply(context, message, tr.gettext(replies.CLASSES_UNKNOWN))
+        return
+    for chunk in pack_lines(replies.class_list(tr, index.names, svc.names), MESSAGE_LIMIT):
+        await _reply(context, message, chunk)
 
 
 async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -498,6 +540,7 @@ def build_application(
         delivery=Delivery(application.bot, make_reader, metrics, status, names, settings.default_language,
                           retry_delay=settings.test_retry_delay_ms / 1000),
         names=names,
+        classes=PublishedClasses(client.class_names, names.aliases()),
     )
 
     async def migrated(old: int, new: int) -> None:
@@ -521,6 +564,7 @@ def _add_handlers(application: Application) -> None:
     application.add_handler(CommandHandler("auto", on_auto, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("language", on_language, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("detect", on_detect, filters=NEW_MESSAGE))
+    application.add_handler(CommandHandler("classes", on_classes, filters=NEW_MESSAGE))
     application.add_handler(MessageHandler(NEW_MESSAGE & PHOTO, on_image))
     application.add_handler(MessageHandler(NEW_MESSAGE & OTHER_MEDIA, on_other_media))
     application.add_handler(MessageHandler(NEW_MESSAGE & filters.Document.ALL, on_document))

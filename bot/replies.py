@@ -41,6 +41,7 @@ NOT_ALLOWED = N_("reply.not_allowed")
 ADMINS_ONLY = N_("reply.admins_only")
 SOMETHING_WRONG = N_("reply.something_wrong")
 AUTO_PRIVATE = N_("reply.auto_private")
+CLASSES_UNKNOWN = N_("reply.classes_unknown")
 
 # The command menu (setMyCommands), registered once per language.
 COMMANDS = (
@@ -48,6 +49,7 @@ COMMANDS = (
     ("threshold", N_("command.threshold")),
     ("auto", N_("command.auto")),
     ("language", N_("command.language")),
+    ("classes", N_("command.classes")),
     ("help", N_("command.help")),
 )
 LANGUAGE_NAMES = {ENGLISH: N_("language.name.en"), RUSSIAN: N_("language.name.ru")}
@@ -87,6 +89,24 @@ def unknown_class(tr: Catalog, unknown: Iterable[str], known: Iterable[str]) -> 
     """A class filter named classes the model does not have: which, and the ones it has (both already in
     the chat's language)."""
     return tr.gettext("error.unknown_class_list", unknown=", ".join(unknown), known=", ".join(sorted(known)))
+
+
+def no_such_class(tr: Catalog, name: str, suggestions: Iterable[str], names: ClassNames) -> str:
+    """A filter named a class the model does not have (checked at intake): the closest one, if any."""
+    shown = [names.display(None, s, tr.language) for s in suggestions]
+    if shown:
+        return tr.gettext(N_("error.no_such_class_suggest"), name=name, suggestion=shown[0])
+    return tr.gettext(N_("error.no_such_class"), name=name)
+
+
+def class_list(tr: Catalog, model_names: list[str], names: ClassNames) -> list[str]:
+    """``/classes``: a header, then one class per line in the chat's language (the model's name beside a
+    translation, so either can be written in a filter)."""
+    lines = [tr.ngettext("reply.classes", "reply.classes.plural", len(model_names))]
+    for name in model_names:
+        shown = names.display(None, name, tr.language)
+        lines.append(f"• {shown}" if shown == name else f"• {shown} ({name})")
+    return lines
 
 
 def rate_limited(tr: Catalog, limit: int, retry_in: float, scope: str) -> str:

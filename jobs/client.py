@@ -122,6 +122,11 @@ class DetectionClient:
             pos = self.queue.get_job_position(job_id)
         return None if pos is None else pos + 1
 
+    def class_names(self) -> list[str] | None:
+        """The class names the queue's workers published at start (None before any worker ran)."""
+        with _redis_errors():
+            return store.class_names(self.redis, self.queue.name)
+
     def queued(self) -> int:
         with _redis_errors():
             return self.queue.count

@@ -142,6 +142,21 @@ def test_unknown_class_gets_friendly_error(world: World) -> None:
     assert "giraffe" in answer.text and "Traceback" not in answer.text
 
 
+def test_class_names_are_checked_before_queueing_with_a_suggestion(world: World) -> None:
+    """A typo is answered at once with the closest class, and nothing is queued; /classes lists every class."""
+    stub = world.stub
+    user = new_user()
+    chat = stub.private_chat(user)
+    jobs_before = len(world.redis.keys("detbot:job:*"))
+    msg = stub.photo(chat, user, encode(world.images[3][0]), caption="/detect circel 0.3")
+    answer = wait_answer(stub, user, msg["message_id"])
+    assert answer.method == "sendMessage" and "did you mean “circle”" in answer.text
+    assert len(world.redis.keys("detbot:job:*")) == jobs_before
+    listing = stub.text(chat, user, "/classes")
+    reply = wait_answer(stub, user, listing["message_id"])
+    assert reply.text.splitlines() == ["I know 3 classes:", "• circle", "• square", "• triangle"]
+
+
 def test_document_image(world: World) -> None:
     stub = world.stub
     img, shapes = world.images[3]

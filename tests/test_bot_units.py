@@ -239,7 +239,7 @@ def test_application_has_rate_limiter_error_handler_and_commands() -> None:
     assert len(app.error_handlers) == 1
     commands = {c for handlers in app.handlers.values() for h in handlers if isinstance(h, CommandHandler)
                 for c in h.commands}
-    assert commands == {"start", "help", "threshold", "auto", "detect", "language"}
+    assert commands == {"start", "help", "threshold", "auto", "detect", "language", "classes"}
     assert app.bot.base_url == "http://127.0.0.1:9/bot1:abc"
 
 
@@ -331,6 +331,25 @@ def test_class_index_finds_multi_word_names_in_any_spelling() -> None:
     assert index.lookup("Teddy_Bear") == "teddy bear" and index.lookup("TRAFFIC-light") == "traffic light"
     found, unknown = index.resolve(["cell", "phone", "traffic", "light", "dog", "hot", "dog", "Person"])
     assert found == ["cell phone", "traffic light", "dog", "hot dog", "person"] and unknown == []
+
+
+def test_class_index_reads_translations_and_checks_per_class_names() -> None:
+    from bot.classes import ClassIndex, PublishedClasses
+
+    aliases = parse_class_names({}).aliases()  # the built-in Russian COCO names
+    index = ClassIndex(COCO_SOME, aliases)
+    assert index.resolve(["мобильный", "телефон", "собака"]) == (["cell phone", "dog"], [])
+    params, unknown = index.params(DetectParams(0.4, ["Cell", "Phone"], (("Собака", 0.3), ("dgo", 0.5))))
+    assert params == DetectParams(0.4, ["cell phone"], (("dog", 0.3),))
+    assert [u.name for u in unknown] == ["dgo"] and unknown[0].suggestions[0] == "dog"
+    assert ClassIndex(["circle"], aliases).lookup("собака") is None  # another model's translation: not ours
+    reads: list[int] = []
+    clock = [0.0]
+    published = PublishedClasses(lambda: reads.append(1) or COCO_SOME, aliases, clock=lambda: clock[0])
+    assert published.index() is not None and published.index() is not None and len(reads) == 1
+    clock[0] = 61.0
+    published.index()
+    assert len(reads) == 2  # read again after a minute: a worker restarted with another model is seen
 
 
 def test_class_index_suggests_the_closest_name_for_a_typo() -> None:
