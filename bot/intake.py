@@ -164,9 +164,12 @@ class Intake:
             await self.refuse(message, f"download: {describe(exc)}", replies.DOWNLOAD_FAILED)
             return None
         try:
-            read_header(data, self.settings.max_pixels)
+            # Off the event loop: the structural checks bound PIL's work, but even milliseconds per file
+            # belong in a thread, not in every other chat's latency.
+            await asyncio.to_thread(read_header, data, self.settings.max_pixels)
         except ImageError as exc:
-            await self.refuse(message, f"{exc.code}: {exc}", str(exc))
+            detail = getattr(exc, "detail", "") or str(exc)
+            await self.refuse(message, f"{exc.code}: {detail}", replies.error_reply(exc.code, str(exc)))
             return None
         return data
 

@@ -8,6 +8,7 @@ from detector.errors import (
     ImageTooLargeError,
     InvalidConfidenceError,
     NotAnImageError,
+    TooComplexImageError,
     UnknownClassError,
     UnsupportedFormatError,
 )
@@ -47,6 +48,10 @@ NOT_ALLOWED = "Sorry, this is a private bot."
 ADMINS_ONLY = "Sorry, only this group's admins can change that."
 SOMETHING_WRONG = "Sorry, something went wrong on my side. Please try again."
 AUTO_PRIVATE = "In private chats I answer every photo."
+TOO_COMPLEX_IMAGE = (
+    "This image file is built in a way I won't read (it would take far too long). "
+    "Please send a normal photo, or save it again as JPEG or PNG."
+)
 
 _DETECTOR_DEFAULTS = {
     EmptyImageError.code: "The file is empty.",
@@ -58,6 +63,8 @@ _DETECTOR_DEFAULTS = {
     InvalidConfidenceError.code: "The confidence must be above 0 and at most 1.",
     "bad_image": "I couldn't read that image.",
 }
+# Codes whose reply is always the bot's own sentence, never the worker's words.
+_OWN_WORDS = {TooComplexImageError.code: TOO_COMPLEX_IMAGE}
 _QUEUE_ERRORS = {
     store.CODE_TIMEOUT: "Detection took too long and was stopped. Please try again, perhaps with a smaller image.",
     store.CODE_RETRIES_EXHAUSTED: "Sorry, detection failed on this image several times. Please try another image.",
@@ -69,6 +76,8 @@ _QUEUE_ERRORS = {
 
 def error_reply(code: str, message: str = "") -> str:
     """A friendly reply for an error completion; the worker's own words only for detector errors."""
+    if code in _OWN_WORDS:
+        return _OWN_WORDS[code]
     if code in _DETECTOR_DEFAULTS:
         detail = message.strip().splitlines()[0][:MAX_DETAIL_CHARS] if message.strip() else ""
         return detail or _DETECTOR_DEFAULTS[code]
