@@ -40,6 +40,10 @@ MAX_JPEG_SCANS = 512
 MAX_PNG_CHUNKS = 8_192
 # Chunks of a WebP's RIFF container (an animation's frames are chunks; VP8X files have a few more).
 MAX_RIFF_CHUNKS = 4 * MAX_FRAMES + 16
+# Text chunks of a PNG: PIL inflates each (up to 1 MB) and keeps them; editors write a handful.
+MAX_PNG_TEXT_CHUNKS = 32
+# GIF blocks before the first frame, each a Python call in PIL's opener; real files have a few extensions.
+MAX_GIF_BLOCKS_BEFORE_FRAME = 4096
 # Blocks of a GIF walked looking for frames; beyond this the walk stops (PIL reads only the first frame,
 # so a long walk would be all cost and no protection).
 MAX_GIF_BLOCKS = 200_000
@@ -174,12 +178,13 @@ def check_exif(blob: bytes) -> None:
 
 def check_png(data: bytes) -> None:
     """Chunk count, APNG frame count, EXIF; the walk stops at IEND or after the cap."""
-    at, chunks = 8, 0
+    at, chunks, texts = 8, 0, 0
     while at + 8 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, at)
         chunks += 1
-        if chunks > MAX_PNG_CHUNKS:
-            raise _refuse(f"PNG with over {MAX_PNG_CHUNKS} chunks")
+        texts += kind in (b"tEXt", b"zTXt", b"iTXt")
+        if chunks > MAX_PNG_CHUNKS or texts > MAX_PNG_TEXT_CHUNKS:
+            raise _refuse(f"PNG with over {chunks} chunks, {texts} of them text")
         if kind == b"acTL" and length >= 4 and struct.unpack_from(">I", data, at + 8)[0] > MAX_FRAMES:
             raise _refuse("APNG with too many frames")
         if kind == b"eXIf":
@@ -213,6 +218,8 @@ def _jpeg_segments(data: bytes) -> None:
         length = struct.unpack_from(">H", data, at + 2)[0]
         if marker == 0xE1 and data[at + 4:at + 10] == b"Exif\x00\x00":
             check_exif(data[at + 4:at + 2 + length])
+        elif marker == 0xE2 and data[at + 4:at + 8] == b"MPF\x00":  # MPO's image index: a TIFF structure too
+            check_exif(data[at + 8:at + 2 + length])
         at += 2 + length
 
 
@@ -255,6 +262,8 @@ def check_gif(data: bytes) -> None:
             return  # trailer (0x3B) or garbage: nothing more PIL would read
         at, steps = _skip_sub_blocks(data, at)
         blocks += steps
+        if not frames and blocks > MAX_GIF_BLOCKS_BEFORE_FRAME:
+            raise _refuse(f"GIF with over {MAX_GIF_BLOCKS_BEFORE_FRAME} blocks before its first frame")
 
 
 def check_webp(data: bytes) -> None:

@@ -144,6 +144,19 @@ def gif_many_frames(frames: int = 5_000) -> bytes:
     return head + frame * frames + b"\x3b"
 
 
+def gif_many_extensions(extensions: int = 3_000_000) -> bytes:
+    """A 1×1 GIF with ``extensions`` empty comment extensions (3 bytes each) before its only frame."""
+    one = gif_many_frames(1)
+    return one[:19] + b"\x21\xfe\x00" * extensions + one[19:]
+
+
+def png_many_texts(texts: int = 5_000) -> bytes:
+    """A 1×1 PNG with ``texts`` compressed text chunks, each inflating to 1 MB: 5 GB of text from ~5 MB."""
+    bomb = _chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b" " * 1_000_000, 9))
+    plain = png_many_chunks(0)
+    return plain[:33] + bomb * texts + plain[33:]
+
+
 def webp_many_chunks(webp: bytes, chunks: int = 100_000) -> bytes:
     """``webp`` with ``chunks`` empty unknown chunks after its image chunk, the RIFF size fixed up."""
     body = webp[12:] + b"XXXX\x00\x00\x00\x00" * chunks
