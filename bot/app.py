@@ -29,7 +29,7 @@ from bot import replies
 from bot.albums import AlbumCollector
 from bot.chat_settings import ChatSettings, ChatStore
 from bot.delivery import Delivery
-from bot.intake import Intake, Request, image_of, thread_of
+from bot.intake import Intake, Request, image_of, sender_of, thread_of
 from bot.limits import Limits
 from bot.metrics import BotMetrics
 from bot.parsing import (
@@ -144,8 +144,7 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
         except UsageError as exc:
             await svc.intake.refuse(photos[0], "usage", str(exc), len(photos))
             return
-    user = asked_by.from_user
-    request = Request(asked_by.chat, user.id if user else asked_by.chat_id, photos, asked_by, args, chat_settings)
+    request = Request(asked_by.chat, sender_of(asked_by), photos, asked_by, args, chat_settings)
     await svc.intake.handle(request)
 
 

@@ -53,6 +53,14 @@ def image_of(message: Message | None) -> ImageRef | None:
     return None
 
 
+def sender_of(message: Message) -> int:
+    """Whom the per-person rate limit counts. Anonymous admins and channels post as a chat: their
+    ``from_user`` is one Telegram service account shared by every group, so their chat is the sender."""
+    if message.sender_chat is not None:
+        return message.sender_chat.id
+    return message.from_user.id if message.from_user else message.chat_id
+
+
 def thread_of(message: Message) -> int | None:
     """The forum topic to answer in (only real topics: a plain reply thread is not a topic)."""
     return message.message_thread_id if message.is_topic_message else None

@@ -88,6 +88,10 @@ def rate_limited(limit: int, retry_in: float, per: str) -> str:
     return f"Slow down a little: {limit} photos per minute {per}. Try again in {max(1, round(retry_in))} s."
 
 
+def confidence_too_small(token: str, smallest: float) -> str:
+    return f"{token} is too small a confidence: the smallest I use is {smallest:g}."
+
+
 def threshold_status(chat_value: float | None, default: float) -> str:
     if chat_value is None:
         return (
