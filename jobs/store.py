@@ -5,7 +5,8 @@ Per job ``{id}`` (the names come from :mod:`jobs.keys`):
 - ``detbot:job:{id}``        a hash: routing (opaque JSON from the producer), confidence, classes, status
                              (``queued`` → ``ok``/``error``), code, message, detection (JSON), attempts;
 - ``detbot:annotated:{id}``  the annotated JPEG of a successful job.
-Completion is announced on the stream ``detbot:events`` (fields ``job_id``, ``status``, ``routing``: the
+Completion is announced on the stream of the job's queue, ``detbot:events`` for the default one (named in
+the job's record as ``events`` by the producer; fields ``job_id``, ``status``, ``routing``: the
 routing travels with the event so an answer can be sent even if the job's record has expired). ``complete()`` writes the
 result and the event in one Lua script guarded by the status field, so a job run twice (after a worker
 was killed) still yields exactly one completion event.
@@ -64,23 +65,29 @@ class Completion:
     event_id: str = ""
 
 
-def save_job(redis: Redis, job_id: str, image: bytes, params: dict[str, Any], routing: dict[str, Any]) -> None:
+def save_job(redis: Redis, job_id: str, image: bytes, params: dict[str, Any], routing: dict[str, Any],
+             events: str = keys.EVENTS_STREAM) -> None:
     """Producer side: store the image and the job's record before it is enqueued."""
     pipe = redis.pipeline(transaction=True)
-    queue_save_job(pipe, job_id, image, params, routing)
+    queue_save_job(pipe, job_id, image, params, routing, events)
     pipe.execute()
 
 
 def queue_save_job(
-    pipe: Pipeline, job_id: str, image: bytes, params: dict[str, Any], routing: dict[str, Any]
+    pipe: Pipeline, job_id: str, image: bytes, params: dict[str, Any], routing: dict[str, Any],
+    events: str = keys.EVENTS_STREAM,
 ) -> None:
-    """:func:`save_job`'s commands on the caller's pipeline (to enqueue in the same transaction)."""
+    """:func:`save_job`'s commands on the caller's pipeline (to enqueue in the same transaction).
+
+    ``events`` is the stream the completion goes to: the producer's queue's, wherever the job runs.
+    """
     pipe.set(keys.image(job_id), image, ex=IMAGE_TTL)
     pipe.hset(keys.job(job_id), mapping={
         "status": STATUS_QUEUED,
         "routing": json.dumps(routing),
         "params": json.dumps(params),
         "attempts": 0,
+        "events": events,
     })
     pipe.expire(keys.job(job_id), RESULT_TTL)
 
@@ -114,7 +121,11 @@ def complete(
     annotated: bytes | None = None,
 ) -> bool:
     """Worker side: record the outcome and announce it, once. Returns False if the job was already done."""
-    script_keys = [keys.job(job_id), keys.annotated(job_id), keys.image(job_id), keys.EVENTS_STREAM]
+    # The stream is read first (declared to the script as a key): a record from before per-queue streams,
+    # or one already expired, has none and goes to the default stream.
+    stream = redis.hget(keys.job(job_id), "events")
+    events = stream.decode() if isinstance(stream, bytes) else keys.EVENTS_STREAM
+    script_keys = [keys.job(job_id), keys.annotated(job_id), keys.image(job_id), events]
     args: list[str | bytes | int] = [
         STATUS_OK if ok else STATUS_ERROR, code, message, json.dumps(detection) if detection else "",
         annotated or b"", RESULT_TTL, EVENTS_MAXLEN, job_id,
