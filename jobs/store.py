@@ -28,7 +28,8 @@ STATUS_QUEUED = "queued"
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
-# Reason codes of error completions; the bot maps each to a friendly reply.
+# Reason codes of error completions; the bot maps each to a friendly reply. The ``message`` stored with
+# them is an operator's note: only a detector error's message is written for people (the bot may show it).
 # Detector errors use their own ``DetectorError.code`` (bad_image, empty_image, not_an_image,
 # unsupported_format, corrupt_image, image_too_large, unknown_class, invalid_confidence).
 CODE_TIMEOUT = "timeout"

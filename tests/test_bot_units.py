@@ -229,6 +229,14 @@ def test_worker_message_shown_only_for_detector_errors() -> None:
     assert replies.error_reply("internal_error", secret) == replies.SOMETHING_WRONG
 
 
+@pytest.mark.parametrize("code", ["timeout", "failed_after_retries", "image_expired", "internal_error"])
+def test_queue_errors_are_answered_in_the_bots_words(code: str) -> None:
+    """The worker stored sentences for these that no one ever saw; now it stores an operator's note, and
+    the reply (translatable, in bot.replies) depends on the code alone."""
+    note = "detection ran past the job timeout"
+    assert replies.error_reply(code, note) == replies.error_reply(code, "") != note
+
+
 def test_log_filter_redacts_token_and_folds_tracebacks() -> None:
     token = "123456:ABC-secret"
     record = logging.LogRecord("httpx", logging.INFO, __file__, 1, "GET %s\nnext", (f"https://x/bot{token}/getMe",),
