@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 from detector.errors import TooComplexImageError
 
-# Frames (TIFF pages, GIF images, APNG/WebP animation frames) of a photo: we decode only the first one, and
-# no camera writes more than a handful; an animation of hundreds is a video, not a photo.
-MAX_FRAMES = 256
+# Frames (TIFF pages, GIF images, APNG/WebP animation frames): only the first is decoded, but a screencast
+# GIF sent as a file runs to several hundred (one here: 783); thousands are a flood, not a picture.
+MAX_FRAMES = 1024
 # Tags in one TIFF/EXIF directory: real ones hold 10–100; the format allows 65 535, each a Python call in PIL.
 MAX_IFD_ENTRIES = 1024
 # Numbers PIL unpacks into Python tuples for one directory (~40 bytes each): strip tables of a
