@@ -44,9 +44,9 @@ MAX_RIFF_CHUNKS = 4 * MAX_FRAMES + 16
 MAX_PNG_TEXT_CHUNKS = 32
 # GIF blocks before the first frame, each a Python call in PIL's opener; real files have a few extensions.
 MAX_GIF_BLOCKS_BEFORE_FRAME = 4096
-# Blocks of a GIF walked looking for frames; beyond this the walk stops (PIL reads only the first frame,
-# so a long walk would be all cost and no protection).
-MAX_GIF_BLOCKS = 200_000
+# Blocks of a GIF walked looking for frames (~40 ms at most); beyond this the walk stops and accepts: PIL
+# reads only the first frame, so a longer walk would be all cost and no protection.
+MAX_GIF_BLOCKS = 50_000
 
 TOO_COMPLEX = "This image file is built in a way I won't read (it would take far too long). Please send a " \
     "normal photo, or save it again as JPEG or PNG."
@@ -120,14 +120,14 @@ class _Tiff:
 
     def chain(self, start: int, limit: int) -> list[int]:
         """Directory offsets following ``start``'s next-pointers; refuses more than ``limit`` of them."""
-        seen: list[int] = []
+        seen: dict[int, None] = {}  # ordered, and a loop is noticed in O(1)
         ifd = start
         while 0 < ifd < len(self.buf) and ifd not in seen:
-            seen.append(ifd)
+            seen[ifd] = None
             if len(seen) > limit:
                 raise _refuse(f"TIFF with over {limit} frames")
             ifd = self.next_ifd(ifd)
-        return seen
+        return list(seen)
 
 
 def _check_strips(tags: dict[int, tuple[int, int, int]]) -> None:
@@ -230,10 +230,11 @@ def check_jpeg(data: bytes) -> None:
         raise _refuse(f"JPEG with over {MAX_JPEG_SCANS} scans")
 
 
-def _skip_sub_blocks(data: bytes, at: int) -> tuple[int, int]:
-    """Past a chain of GIF data sub-blocks; returns the new position and how many blocks were stepped."""
+def _skip_sub_blocks(data: bytes, at: int, budget: int) -> tuple[int, int]:
+    """Past a chain of GIF data sub-blocks, stepping at most ``budget`` of them (one chain may hold
+    millions); returns the new position and how many were stepped."""
     steps = 0
-    while at < len(data) and data[at]:
+    while at < len(data) and data[at] and steps < budget:
         at += data[at] + 1
         steps += 1
     return at + 1, steps + 1
@@ -260,7 +261,8 @@ def check_gif(data: bytes) -> None:
             at += 2
         else:
             return  # trailer (0x3B) or garbage: nothing more PIL would read
-        at, steps = _skip_sub_blocks(data, at)
+        budget = (MAX_GIF_BLOCKS_BEFORE_FRAME + 1 if not frames else MAX_GIF_BLOCKS) - blocks
+        at, steps = _skip_sub_blocks(data, at, budget)
         blocks += steps
         if not frames and blocks > MAX_GIF_BLOCKS_BEFORE_FRAME:
             raise _refuse(f"GIF with over {MAX_GIF_BLOCKS_BEFORE_FRAME} blocks before its first frame")

@@ -150,6 +150,12 @@ def gif_many_extensions(extensions: int = 3_000_000) -> bytes:
     return one[:19] + b"\x21\xfe\x00" * extensions + one[19:]
 
 
+def gif_one_long_comment(sub_blocks: int = 8_000_000) -> bytes:
+    """A 1×1 GIF whose single comment, before the frame, is ``sub_blocks`` 1-byte sub-blocks (2 bytes each)."""
+    one = gif_many_frames(1)
+    return one[:19] + b"\x21\xfe" + b"\x01 " * sub_blocks + b"\x00" + one[19:]
+
+
 def png_many_texts(texts: int = 5_000) -> bytes:
     """A 1×1 PNG with ``texts`` compressed text chunks, each inflating to 1 MB: 5 GB of text from ~5 MB."""
     bomb = _chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b" " * 1_000_000, 9))

@@ -44,6 +44,7 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
     "png_exif_garbage": lambda: images.png_with_exif(images.png_bytes(_SMALL), images.exif_garbage()),
     "gif_thousands_of_frames": images.gif_many_frames,
     "gif_millions_of_extensions": images.gif_many_extensions,
+    "gif_comment_of_millions_of_sub_blocks": images.gif_one_long_comment,
     "png_thousands_of_text_bombs": images.png_many_texts,
     "webp_100k_chunks": lambda: images.webp_many_chunks(images.encode(_SMALL, "WEBP")),
 }
