@@ -61,6 +61,15 @@ def orphan(queue_name: str, job_id: str) -> str:
     return f"{KEY_PREFIX}:orphan:{queue_name}:{job_id}"
 
 
+def class_names(queue_name: str) -> str:
+    """JSON list of the class names of the model the queue's workers run, written by each worker at start.
+
+    One key per queue, no TTL: bounded, and it must outlive a restart of every worker so the bot can
+    still check the names people write. All workers of one queue run the same model.
+    """
+    return f"{KEY_PREFIX}:classes:{queue_name}"
+
+
 # -- the bot ---------------------------------------------------------------------------------------------
 
 def chat(chat_id: int) -> str:

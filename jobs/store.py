@@ -167,3 +167,14 @@ def job_params(redis: Redis, job_id: str) -> dict[str, Any]:
     """The parameters (confidence, classes) the producer stored with a job."""
     raw = redis.hget(keys.job(job_id), "params")
     return json.loads(raw) if raw else {}
+
+
+def publish_class_names(redis: Redis, queue_name: str, names: dict[int, str]) -> None:
+    """Worker side, at start: the model's class names in id order, for the bot to check filters against."""
+    redis.set(keys.class_names(queue_name), json.dumps([names[i] for i in sorted(names)]))
+
+
+def class_names(redis: Redis, queue_name: str) -> list[str] | None:
+    """The class names the queue's workers published, or None before any worker started."""
+    raw = redis.get(keys.class_names(queue_name))
+    return [str(n) for n in json.loads(raw)] if raw else None

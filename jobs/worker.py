@@ -355,6 +355,7 @@ def _warm_detector(settings: WorkerSettings) -> Any | None:
 def _work(redis: Redis, settings: WorkerSettings, detector: Any, metrics: WorkerMetrics | None, burst: bool) -> int:
     """Take jobs until stopped; the job function finds the model in the context set here."""
     queue = make_queue(redis, settings.queue)
+    store.publish_class_names(redis, queue.name, detector.names)
     tasks.set_context(tasks.WorkerContext(redis, detector, metrics, settings.test_job_delay_ms, queue.key))
     try:
         worker = DetbotWorker(queue, settings=settings, metrics=metrics)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from detector.params import DetectParams
 from ops.agreement import AGREEMENT_FLOOR, compare, map50
 from ops.shapes import iou, make_images
 
@@ -20,7 +21,7 @@ def test_map50_of_the_shapes_model_is_high(detector: Any) -> None:
 
 def test_a_backend_compared_with_itself_agrees_on_every_object(detector: Any) -> None:
     data = make_images(SEED, IMAGES)
-    results = [detector.detect(img, AGREEMENT_FLOOR) for img, _ in data]
+    results = [detector.detect(img, DetectParams(AGREEMENT_FLOOR)) for img, _ in data]
     same = compare(results, results, [shapes for _, shapes in data])
     assert same["objects"] > IMAGES and same["unmatched"] == 0
     assert same["worst_iou"] == 1.0 and same["worst_conf_diff"] == 0.0

@@ -356,3 +356,26 @@ def test_album_answer_lists_every_photo_and_its_failures() -> None:
     # One good photo goes out as a photo of its own, captioned with its place in the album.
     lone = album_answer(AssembledAlbum("y", [(1, parts[1]), (2, parts[2])]))
     assert lone.photos == [(b"jpeg-c", "Photo 2")] and (lone.ok, lone.failed) == (1, 1)
+
+
+# -- class names as people write them (issue 12) ----------------------------------------------------------
+
+COCO_SOME = ["person", "dog", "cell phone", "traffic light", "teddy bear", "hot dog", "car", "cat"]
+
+
+def test_class_index_finds_multi_word_names_in_any_spelling() -> None:
+    from bot.classes import ClassIndex
+
+    index = ClassIndex(COCO_SOME)
+    assert index.lookup("Teddy_Bear") == "teddy bear" and index.lookup("TRAFFIC-light") == "traffic light"
+    found, unknown = index.resolve(["cell", "phone", "traffic", "light", "dog", "hot", "dog", "Person"])
+    assert found == ["cell phone", "traffic light", "dog", "hot dog", "person"] and unknown == []
+
+
+def test_class_index_suggests_the_closest_name_for_a_typo() -> None:
+    from bot.classes import ClassIndex, Unknown
+
+    found, unknown = ClassIndex(COCO_SOME).resolve(["dgo", "person", "zzzz"])
+    assert found == ["person"]
+    assert unknown[0] == Unknown("dgo", unknown[0].suggestions) and unknown[0].suggestions[0] == "dog"
+    assert unknown[1] == Unknown("zzzz", ())

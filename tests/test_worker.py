@@ -259,3 +259,9 @@ def test_health_and_metrics_endpoints(client: DetectionClient, wredis: Redis, me
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/nope", timeout=10)
     assert missing.value.code == 404
+
+
+def test_the_worker_publishes_its_model_class_names(client: DetectionClient, wredis: Redis) -> None:
+    """The bot checks filters against these before queueing (issue 12): they come from the model itself."""
+    assert store.class_names(wredis, client.queue.name) == ["circle", "square", "triangle"]
+    assert store.class_names(wredis, "no-such-queue") is None
