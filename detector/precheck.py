@@ -72,7 +72,7 @@ class _Tiff:
         self.buf = buf
         self.endian = "<" if buf[:2] == b"II" else ">"
         self.big = self.u16(2) == 43  # BigTIFF: 8-byte offsets, 20-byte entries
-        self.entry_size, self.count_fmt = (20, "Q") if self.big else (12, "I")
+        self.entry_size = 20 if self.big else 12
 
     def u16(self, at: int) -> int:
         return int(struct.unpack_from(self.endian + "H", self.buf, at)[0]) if at + 2 <= len(self.buf) else 0
@@ -118,14 +118,17 @@ class _Tiff:
             raise _refuse(f"TIFF directory declaring {numbers} numbers, {declared} bytes")
         return out
 
-    def chain(self, start: int, limit: int) -> list[int]:
-        """Directory offsets following ``start``'s next-pointers; refuses more than ``limit`` of them."""
+    def chain(self, start: int, limit: int, strict: bool = True) -> list[int]:
+        """Directory offsets following ``start``'s next-pointers, at most ``limit``; more refuse the file
+        when ``strict`` (pages of a TIFF), else are ignored (EXIF, where cameras leave odd next-pointers)."""
         seen: dict[int, None] = {}  # ordered, and a loop is noticed in O(1)
         ifd = start
         while 0 < ifd < len(self.buf) and ifd not in seen:
+            if len(seen) == limit:
+                if strict:
+                    raise _refuse(f"TIFF with over {limit} frames")
+                break
             seen[ifd] = None
-            if len(seen) > limit:
-                raise _refuse(f"TIFF with over {limit} frames")
             ifd = self.next_ifd(ifd)
         return list(seen)
 
@@ -151,20 +154,21 @@ def _check_strips(tags: dict[int, tuple[int, int, int]]) -> None:
         raise _refuse(f"TIFF {width}×{height} with {declared} strips/tiles declared, {needed} needed")
 
 
-def check_tiff(buf: bytes, frames: int = MAX_FRAMES) -> None:
-    """A TIFF file, or an EXIF block (``frames`` small): every directory PIL may load, bounded."""
+def check_tiff(buf: bytes, exif: bool = False) -> None:
+    """A TIFF file (its pages counted), or an EXIF block: every directory PIL may load, bounded."""
     tiff = _Tiff(buf)
-    ifds = tiff.chain(tiff.first_ifd(), frames)
+    # An EXIF block's IFD0 and IFD1 (the thumbnail's); a file's pages, all of them up to the cap.
+    ifds = tiff.chain(tiff.first_ifd(), 2 if exif else MAX_FRAMES, strict=not exif)
     if not ifds:
         return
     first = tiff.tags(ifds[0])
-    if _TAG_WIDTH in first:
+    if _TAG_WIDTH in first and not exif:
         _check_strips(first)
     for tag in _SUB_IFD_TAGS:
         if tag in first and first[tag][1] == 1:
-            for sub in tiff.chain(first[tag][2], 1):
+            for sub in tiff.chain(first[tag][2], 1, strict=False):
                 tiff.tags(sub)
-    for ifd in ifds[1:2]:  # an EXIF block's IFD1 (the thumbnail), loaded for its orientation by some code
+    for ifd in ifds[1:2]:  # the next directory: a page, or the thumbnail's, which PIL may load too
         tiff.tags(ifd)
 
 
@@ -173,7 +177,7 @@ def check_exif(blob: bytes) -> None:
     if blob.startswith(b"Exif\x00\x00"):
         blob = blob[6:]
     if blob[:4] in (b"II*\x00", b"MM\x00*"):
-        check_tiff(blob, frames=2)
+        check_tiff(blob, exif=True)
 
 
 def check_png(data: bytes) -> None:

@@ -133,6 +133,22 @@ def test_ordinary_multi_strip_tiled_and_exif_files_still_accepted() -> None:
         assert decode_image(data).shape[2] == 3
 
 
+def test_odd_but_harmless_exif_still_accepted() -> None:
+    """Cameras leave odd next-pointers in EXIF (a third directory, a chained EXIF sub-directory): PIL never
+    loads those, so they are no reason to refuse a photo."""
+    import struct
+
+    # IFD0 (orientation, EXIF pointer) -> IFD1 -> IFD2; the EXIF sub-directory points on to IFD1.
+    at0, size = 8, 2 + 2 * 12 + 4
+    at1, at2, sub = at0 + size, at0 + 2 * size, at0 + 3 * size
+    blob = (b"II*\x00" + struct.pack("<I", at0) + images._ifd([(0x0112, 3, 1, 1), (34665, 4, 1, sub)], at1)
+            + images._ifd([(0x0112, 3, 1, 1), (0x0100, 4, 1, 1)], at2)
+            + images._ifd([(0x0112, 3, 1, 1), (0x0100, 4, 1, 1)], at1)
+            + images._ifd([(0x9000, 7, 4, 0x30333230), (0x9003, 7, 4, 0)], at1))
+    jpeg = images.jpeg_with_app1(images.encode(_SMALL, "JPEG"), b"Exif\x00\x00" + blob)
+    assert decode_image(jpeg).shape == (32, 32, 3)
+
+
 def test_wide_images_decode_without_ballooning(tmp_path: Path) -> None:
     """A 16-bit PNG and a float TIFF of 36 megapixels: decoded, scaled to 8 bits, within a worker's budget."""
     wide, floats = tmp_path / "wide.png", tmp_path / "float.tif"
