@@ -24,10 +24,9 @@ from typing import Any
 from telegram import Message
 
 from bot import replies
-from bot.outcome import detection_of, error_text
-from bot.text import detection_lines, split_caption
-from detector.render import summary_line
-from detector.result import Detection
+from bot.i18n import Catalog
+from bot.outcome import Wording, detection_of
+from bot.text import split_caption
 from jobs.defaults import JOB_TIMEOUT, MAX_ATTEMPTS
 from jobs.store import Completion
 
@@ -168,23 +167,26 @@ class AlbumAnswer:
     failed: int
 
 
-def album_answer(album: AssembledAlbum) -> AlbumAnswer:
-    good: list[tuple[int, bytes, Detection]] = []
+def album_answer(album: AssembledAlbum, wording: Wording) -> AlbumAnswer:
+    """In the language of the album's routing (all its photos share one)."""
+    tr = wording.catalog(album.parts[0][1])
+    good: list[tuple[int, bytes, str]] = []
     lines: list[str] = []
     for index, c in album.parts:
         det = detection_of(c)
         if det is None:
-            lines.append(replies.album_item_failed(index, error_text(c)))
+            lines.append(replies.album_item(tr, index, wording.error_text(c)))
             continue
-        good.append((index, c.annotated or b"", det))
-        lines += [f"Photo {index}: {summary_line(det)}", *detection_lines(det)[1:]]
-    return AlbumAnswer(_captioned(good), lines, ok=len(good), failed=len(album.parts) - len(good))
+        summary, *boxes = wording.detection_lines(c, det)
+        good.append((index, c.annotated or b"", summary))
+        lines += [replies.album_item(tr, index, summary), *boxes]
+    return AlbumAnswer(_captioned(good, tr), lines, ok=len(good), failed=len(album.parts) - len(good))
 
 
-def _captioned(good: list[tuple[int, bytes, Detection]]) -> list[tuple[bytes, str]]:
+def _captioned(good: list[tuple[int, bytes, str]], tr: Catalog) -> list[tuple[bytes, str]]:
     if len(good) == 1:
         # A lone photo goes out as a photo of its own; the summary below it tells what it holds.
-        index, image, _det = good[0]
-        return [(image, f"Photo {index}")]
-    return [(image, split_caption([f"Photo {index}: {summary_line(det)}"])[0])
-            for index, image, det in good[:MEDIA_GROUP_MAX]]
+        index, image, _summary = good[0]
+        return [(image, replies.album_photo(tr, index))]
+    return [(image, split_caption([replies.album_item(tr, index, summary)])[0])
+            for index, image, summary in good[:MEDIA_GROUP_MAX]]

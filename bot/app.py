@@ -29,6 +29,7 @@ from bot import replies
 from bot.albums import AlbumCollector
 from bot.chat_settings import ChatSettings, ChatStore
 from bot.delivery import Delivery
+from bot.i18n import LANGUAGES, Catalog, catalog, language_for
 from bot.intake import Intake, Request, image_of, sender_of, thread_of
 from bot.limits import Limits
 from bot.metrics import BotMetrics
@@ -38,12 +39,14 @@ from bot.parsing import (
     parse_auto,
     parse_caption,
     parse_detect_args,
+    parse_language,
     parse_threshold,
     split_command,
 )
 from bot.settings import BotSettings
 from bot.status import StatusBoard
 from bot.telegram_io import describe, say
+from detector.names import ClassNames, load_class_names
 from detector.params import DetectParams
 from jobs.client import DetectionClient
 from jobs.exceptions import QueueUnavailableError
@@ -74,6 +77,7 @@ class Services:
     intake: Intake
     status: StatusBoard
     delivery: Delivery
+    names: ClassNames
     albums: AlbumCollector = field(default_factory=AlbumCollector)
     delivery_task: asyncio.Task[None] | None = None
 
@@ -100,6 +104,22 @@ def _private(message: Message) -> bool:
 
 async def _reply(context: ContextTypes.DEFAULT_TYPE, message: Message, text: str) -> None:
     await say(context.bot, message.chat_id, text, reply=message.message_id, thread=thread_of(message))
+
+
+def _catalog(svc: Services, message: Message, chat: ChatSettings) -> Catalog:
+    """The language to answer ``message`` in: the chat's choice, else its sender's, else the default."""
+    person = message.from_user.language_code if message.from_user else None
+    return catalog(language_for(chat.language, person, svc.settings.default_language))
+
+
+async def _tr(context: ContextTypes.DEFAULT_TYPE, message: Message) -> Catalog:
+    """:func:`_catalog` after reading the chat's settings; with Redis away, the sender's language."""
+    svc = services(context)
+    try:
+        chat = await asyncio.to_thread(svc.chats.get, message.chat_id)
+    except QueueUnavailableError:
+        chat = ChatSettings()
+    return _catalog(svc, message, chat)
 
 
 # -- photos ---------------------------------------------------------------------------------------------
@@ -132,20 +152,32 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
         chat_settings = await asyncio.to_thread(svc.chats.get, asked_by.chat_id)
     except QueueUnavailableError:
         if explicit:
-            await svc.intake.refuse(photos[0], "redis unreachable", replies.UNAVAILABLE, len(photos))
+            tr = _catalog(svc, asked_by, ChatSettings())
+            await svc.intake.refuse(photos[0], "redis unreachable", tr.gettext(replies.UNAVAILABLE), len(photos))
         else:
             log.info("group photo in chat %s not checked for /auto: Redis unreachable", asked_by.chat_id)
         return
     if not (explicit or chat_settings.auto):
         return
+    tr = _catalog(svc, asked_by, chat_settings)
     if args is None:
         try:
             args = _caption_args(photos, context.bot.username)
         except UsageError as exc:
-            await svc.intake.refuse(photos[0], "usage", str(exc), len(photos))
+            await svc.intake.refuse(photos[0], "usage", exc.text(tr), len(photos))
             return
-    request = Request(asked_by.chat, sender_of(asked_by), photos, asked_by, args, chat_settings)
+    request = Request(asked_by.chat, sender_of(asked_by), photos, asked_by, _model_names(args, svc.names),
+                      chat_settings, tr)
     await svc.intake.handle(request)
+
+
+def _model_names(args: DetectParams, names: ClassNames) -> DetectParams:
+    """A class filter written in any language (``/detect человек``), in the model's own names."""
+    if not (args.classes or args.class_confidence):
+        return args
+    classes = names.model_names(args.classes) if args.classes else None
+    per_class = tuple((names.model_name(name), value) for name, value in args.class_confidence)
+    return DetectParams(args.confidence, classes, per_class)
 
 
 def _caption_args(photos: list[Message], username: str) -> DetectParams:
@@ -163,12 +195,13 @@ async def on_detect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     target = message.reply_to_message
     if target is None or image_of(target) is None:
         other_media = target is not None and bool(target.sticker or target.animation or target.video)
-        await _reply(context, message, replies.SEND_A_PHOTO if other_media else replies.DETECT_NEEDS_PHOTO)
+        tr = await _tr(context, message)
+        await _reply(context, message, tr.gettext(replies.SEND_A_PHOTO if other_media else replies.DETECT_NEEDS_PHOTO))
         return
     try:
         args = parse_detect_args(" ".join(context.args or []))
     except UsageError as exc:
-        await _reply(context, message, str(exc))
+        await _reply(context, message, exc.text(await _tr(context, message)))
         return
     await _process(context, [target], message, True, args)
 
@@ -184,7 +217,7 @@ async def on_other_media(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     if _private(message) or asked:
         log.info("refused media chat=%s msg=%s: not a photo", message.chat_id, message.message_id)
         services(context).metrics.refused.labels("not_a_photo").inc()
-        await _reply(context, message, replies.SEND_A_PHOTO)
+        await _reply(context, message, (await _tr(context, message)).gettext(replies.SEND_A_PHOTO))
 
 
 async def on_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -197,17 +230,17 @@ async def on_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         mime = message.document.mime_type if message.document else None
         log.info("refused document chat=%s msg=%s: %s", message.chat_id, message.message_id, mime or "no type")
         services(context).metrics.refused.labels("not_an_image").inc()
-        await _reply(context, message, replies.NOT_AN_IMAGE_FILE)
+        await _reply(context, message, (await _tr(context, message)).gettext(replies.NOT_AN_IMAGE_FILE))
 
 
 async def on_private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if update.message:
-        await _reply(context, update.message, replies.SEND_A_PHOTO_HINT)
+        await _reply(context, update.message, (await _tr(context, update.message)).gettext(replies.SEND_A_PHOTO_HINT))
 
 
 async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if update.message:
-        await _reply(context, update.message, replies.HELP)
+        await _reply(context, update.message, (await _tr(context, update.message)).gettext(replies.HELP))
 
 
 # -- settings -------------------------------------------------------------------------------------------
@@ -223,56 +256,70 @@ async def _is_admin(context: ContextTypes.DEFAULT_TYPE, message: Message) -> boo
     return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
 
 
-async def _settings_command(
-    update: Update, context: ContextTypes.DEFAULT_TYPE,
-    parse: Callable[[list[str]], Any],
-    act: Callable[[Services, Message, Any, ChatSettings], Awaitable[str]],
-) -> None:
+# A settings command's action: (services, message, parsed value, chat's settings, reply language) -> reply.
+SettingsAction = Callable[[Services, Message, Any, ChatSettings, Catalog], Awaitable[str]]
+
+
+async def _settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE,
+                            parse: Callable[[list[str]], Any], act: SettingsAction) -> None:
     message = update.message
     if message is None:
         return
     svc = services(context)
+    tr = _catalog(svc, message, ChatSettings())
     try:
-        value = parse(list(context.args or []))
         current = await asyncio.to_thread(svc.chats.get, message.chat_id)
+        tr = _catalog(svc, message, current)
+        value = parse(list(context.args or []))
         if value is not None and not await _is_admin(context, message):
             log.info("refused settings change chat=%s user=%s: not an admin", message.chat_id,
                      message.from_user.id if message.from_user else None)
-            await _reply(context, message, replies.ADMINS_ONLY)
+            await _reply(context, message, tr.gettext(replies.ADMINS_ONLY))
             return
-        text = await act(svc, message, value, current)
+        text = await act(svc, message, value, current, tr)
     except UsageError as exc:
-        text = str(exc)
+        text = exc.text(tr)
     except QueueUnavailableError:
         log.warning("settings command in chat %s refused: Redis unreachable", message.chat_id)
-        text = replies.UNAVAILABLE
+        text = tr.gettext(replies.UNAVAILABLE)
     except TelegramError as exc:
         log.warning("settings command in chat %s failed: %s", message.chat_id, describe(exc))
-        text = replies.SOMETHING_WRONG
+        text = tr.gettext(replies.SOMETHING_WRONG)
     await _reply(context, message, text)
 
 
-async def _threshold(svc: Services, message: Message, value: Any, current: ChatSettings) -> str:
+async def _threshold(svc: Services, message: Message, value: Any, current: ChatSettings, tr: Catalog) -> str:
     default = svc.settings.default_confidence
     if value is None:
-        return replies.threshold_status(current.threshold, default)
+        return replies.threshold_status(tr, current.threshold, default)
     if value == "reset":
         await asyncio.to_thread(svc.chats.set_threshold, message.chat_id, None)
         log.info("threshold reset chat=%s", message.chat_id)
-        return replies.threshold_reset(default)
+        return replies.threshold_reset(tr, default)
     await asyncio.to_thread(svc.chats.set_threshold, message.chat_id, float(value))
     log.info("threshold set chat=%s value=%.2f", message.chat_id, value)
-    return replies.threshold_set(float(value))
+    return replies.threshold_set(tr, float(value))
 
 
-async def _auto(svc: Services, message: Message, value: Any, current: ChatSettings) -> str:
+async def _auto(svc: Services, message: Message, value: Any, current: ChatSettings, tr: Catalog) -> str:
     if _private(message):
-        return replies.AUTO_PRIVATE
+        return tr.gettext(replies.AUTO_PRIVATE)
     if value is None:
-        return replies.auto_status(bool(current.auto))
+        return replies.auto_status(tr, bool(current.auto))
     await asyncio.to_thread(svc.chats.set_auto, message.chat_id, bool(value))
     log.info("auto %s chat=%s", "on" if value else "off", message.chat_id)
-    return replies.auto_status(bool(value))
+    return replies.auto_status(tr, bool(value))
+
+
+async def _language(svc: Services, message: Message, value: Any, current: ChatSettings, tr: Catalog) -> str:
+    """Show, set or reset the chat's language; a change is confirmed in the language now in use."""
+    if value is None:
+        return replies.language_status(tr, current.language)
+    chosen = None if value == "reset" else str(value)
+    await asyncio.to_thread(svc.chats.set_language, message.chat_id, chosen)
+    log.info("language %s chat=%s", chosen or "reset", message.chat_id)
+    now = _catalog(svc, message, ChatSettings(language=chosen))
+    return replies.language_set(now) if chosen else replies.language_reset(now)
 
 
 async def on_threshold(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -281,6 +328,10 @@ async def on_threshold(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
 
 async def on_auto(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await _settings_command(update, context, parse_auto, _auto)
+
+
+async def on_language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await _settings_command(update, context, parse_language, _language)
 
 
 # -- cross-cutting --------------------------------------------------------------------------------------
@@ -293,7 +344,9 @@ async def check_allowed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         return
     log.info("ignored update from chat %s: not in DETBOT_ALLOWED_CHATS", chat.id)
     if update.message and chat.type == ChatType.PRIVATE:
-        await _reply(context, update.message, replies.NOT_ALLOWED)
+        # No Redis read for a chat that is not served: the sender's own language.
+        tr = _catalog(services(context), update.message, ChatSettings())
+        await _reply(context, update.message, tr.gettext(replies.NOT_ALLOWED))
     raise ApplicationHandlerStop
 
 
@@ -302,7 +355,9 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     update_id = update.update_id if isinstance(update, Update) else None
     log.error("update %s failed: %s", update_id, describe(context.error) if context.error else "unknown error")
     if isinstance(update, Update) and update.message:
-        await _reply(context, update.message, replies.SOMETHING_WRONG)
+        # Nothing more that could fail: the sender's own language, without reading the chat's settings.
+        tr = _catalog(services(context), update.message, ChatSettings())
+        await _reply(context, update.message, tr.gettext(replies.SOMETHING_WRONG))
 
 
 async def _run_delivery(svc: Services) -> None:
@@ -317,12 +372,21 @@ async def _run_delivery(svc: Services) -> None:
             await asyncio.sleep(DELIVERY_RESTART_DELAY)
 
 
+async def _register_commands(bot: Bot, default_language: str) -> None:
+    """The command menu in every language: the default for everyone, the others for Telegram apps set to
+    them (``language_code`` scope), so the menu reads in each person's language."""
+    for language in sorted(LANGUAGES, key=lambda lang: lang != default_language):
+        tr = catalog(language)
+        commands = [BotCommand(name, tr.gettext(key)) for name, key in replies.COMMANDS]
+        try:
+            await bot.set_my_commands(commands, language_code=None if language == default_language else language)
+        except TelegramError as exc:
+            log.warning("could not register the %s commands: %s", language, describe(exc))
+
+
 async def _post_init(application: Application) -> None:
     svc: Services = application.bot_data[SERVICES]
-    try:
-        await application.bot.set_my_commands([BotCommand(name, text) for name, text in replies.COMMANDS])
-    except TelegramError as exc:
-        log.warning("could not register commands: %s", describe(exc))
+    await _register_commands(application.bot, svc.settings.default_language)
     svc.delivery_task = asyncio.create_task(_run_delivery(svc))
     log.info("bot @%s started", application.bot.username)
 
@@ -342,10 +406,12 @@ def build_application(
     *,
     reader_redis: Callable[[], Redis] | None = None,
     metrics: BotMetrics | None = None,
+    names: ClassNames | None = None,
 ) -> Application:
     """The bot, ready for ``run_polling()``: handlers, error handler, rate limiter, delivery loop.
 
-    ``redis`` serves the handlers; ``reader_redis`` makes the connection of the blocking result reader.
+    ``redis`` serves the handlers; ``reader_redis`` makes the connection of the blocking result reader;
+    ``names``: the class names in people's languages (default: read from ``settings.class_names``).
     """
     application = (
         ApplicationBuilder()
@@ -361,6 +427,8 @@ def build_application(
     metrics = metrics or BotMetrics()
     client = DetectionClient(redis, queue_name=settings.queue, max_queued=settings.max_queued_jobs)
     chats = ChatStore(redis)
+    if names is None:
+        names = load_class_names(settings.class_names)
     status = StatusBoard(application.bot, client, chats)
     limits = Limits(settings.rate_limit_user, settings.rate_limit_chat)
 
@@ -376,7 +444,8 @@ def build_application(
         metrics=metrics,
         intake=Intake(application.bot, settings, client, chats, limits, metrics, status, application.create_task),
         status=status,
-        delivery=Delivery(application.bot, make_reader, metrics, status),
+        delivery=Delivery(application.bot, make_reader, metrics, status, names, settings.default_language),
+        names=names,
     )
     metrics.watch_queue(client.queued)
     application.bot_data[SERVICES] = svc
@@ -385,6 +454,7 @@ def build_application(
     application.add_handler(CommandHandler(["start", "help"], on_help, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("threshold", on_threshold, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("auto", on_auto, filters=NEW_MESSAGE))
+    application.add_handler(CommandHandler("language", on_language, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("detect", on_detect, filters=NEW_MESSAGE))
     application.add_handler(MessageHandler(NEW_MESSAGE & PHOTO, on_image))
     application.add_handler(MessageHandler(NEW_MESSAGE & OTHER_MEDIA, on_other_media))

@@ -1,4 +1,4 @@
-"""Per-chat settings (default threshold, auto mode) and the bot's own bookkeeping, in Redis.
+"""Per-chat settings (default threshold, auto mode, language) and the bot's own bookkeeping, in Redis.
 
 The keys are named in :mod:`jobs.keys`, with every other key detbot writes. Sync redis-py: callers on the
 event loop run these through ``asyncio.to_thread``.
@@ -32,6 +32,8 @@ class ChatSettings:
 
     threshold: float | None = None
     auto: bool | None = None
+    # "en"/"ru" chosen with /language; None: each person's Telegram language (bot.i18n.language_for).
+    language: str | None = None
 
     @property
     def params(self) -> DetectParams:
@@ -52,9 +54,11 @@ class ChatStore:
             raise QueueUnavailableError("Redis is unreachable") from exc
         threshold = data.get(b"threshold")
         auto = data.get(b"auto")
+        language = data.get(b"language")
         return ChatSettings(
             threshold=float(threshold) if threshold else None,
             auto=auto == b"1" if auto is not None else None,
+            language=language.decode() if language else None,
         )
 
     def _set(self, chat_id: int, field: str, value: str | None) -> None:
@@ -71,6 +75,10 @@ class ChatStore:
 
     def set_auto(self, chat_id: int, on: bool) -> None:
         self._set(chat_id, "auto", "1" if on else "0")
+
+    def set_language(self, chat_id: int, language: str | None) -> None:
+        """None: back to each person's own language."""
+        self._set(chat_id, "language", language)
 
     def was_handled(self, chat_id: int, message_id: int) -> bool:
         """True if this message was answered or queued before (the update is a redelivery)."""

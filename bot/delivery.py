@@ -21,12 +21,13 @@ from telegram import Bot, InputMediaPhoto, Message
 from telegram.error import BadRequest, ChatMigrated
 
 from bot.albums import AssembledAlbum, PendingAlbums, album_answer, album_reply_to
+from bot.i18n import ENGLISH
 from bot.metrics import BotMetrics
-from bot.outcome import detection_of, error_text
+from bot.outcome import Wording, detection_of
 from bot.status import StatusBoard
 from bot.telegram_io import PermanentSendError, describe, reply_to, with_retry
-from bot.text import MESSAGE_LIMIT, detection_lines, pack_lines, split_caption
-from detector.result import Detection
+from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
+from detector.names import ClassNames
 from jobs.client import DetectionClient
 from jobs.exceptions import JobsError
 from jobs.store import Completion
@@ -68,8 +69,11 @@ class Delivery:
         make_reader: Callable[[], DetectionClient],
         metrics: BotMetrics,
         status: StatusBoard,
+        names: ClassNames | None = None,
+        default_language: str = ENGLISH,
     ) -> None:
         self.bot = bot
+        self.wording = Wording(names or ClassNames(), default_language)
         self.make_reader = make_reader
         self.metrics = metrics
         self.status = status
@@ -174,9 +178,9 @@ class Delivery:
         det = detection_of(c)
         try:
             if det is not None and c.annotated is not None:
-                await self._send_detection(target, det, c.annotated)
+                await self._send_detection(target, self.wording.detection_lines(c, det), c.annotated)
             else:
-                await self._send_text(target, [error_text(c)])
+                await self._send_text(target, [self.wording.error_text(c)])
             log.info("answered chat=%s msg=%s job=%s %s", target.chat_id, target.reply, c.job_id,
                      "ok" if det else f"error={c.code}")
         except PermanentSendError as exc:
@@ -186,7 +190,7 @@ class Delivery:
         await self._ack([c])
 
     async def _deliver_album(self, album: AssembledAlbum) -> None:
-        answer = album_answer(album)
+        answer = album_answer(album, self.wording)
         completions = album.completions
         target = _target(completions[0].routing)
         try:
@@ -210,8 +214,8 @@ class Delivery:
             await self._call(target, lambda t: self.bot.send_media_group(
                 t.chat_id, media, reply_parameters=reply_to(t.reply), message_thread_id=t.thread), "album")
 
-    async def _send_detection(self, target: Target, det: Detection, photo: bytes) -> None:
-        caption, rest = split_caption(detection_lines(det))
+    async def _send_detection(self, target: Target, lines: list[str], photo: bytes) -> None:
+        caption, rest = split_caption(lines)
         try:
             await self._send_photo(target, photo, caption)
         except PermanentSendError as exc:
@@ -219,7 +223,7 @@ class Delivery:
                 raise
             # The photo itself was refused (e.g. its dimensions): the boxes as text are still an answer.
             log.warning("photo refused in chat %s (%s); sending the text alone", target.chat_id, exc)
-            rest = pack_lines(detection_lines(det), MESSAGE_LIMIT)
+            rest = pack_lines(lines, MESSAGE_LIMIT)
         await self._send_chunks(target, rest)
 
     async def _send_photo(self, target: Target, photo: bytes, caption: str) -> Message:

@@ -19,6 +19,7 @@ from telegram.error import BadRequest, TelegramError
 from bot import replies
 from bot.albums import queued_album
 from bot.chat_settings import ChatSettings, ChatStore
+from bot.i18n import ENGLISH, Catalog, catalog
 from bot.limits import Limits
 from bot.metrics import BotMetrics
 from bot.settings import BotSettings
@@ -76,6 +77,8 @@ class Request:
     asked_by: Message
     args: DetectParams
     settings: ChatSettings = field(default_factory=ChatSettings)
+    # The language of every reply to this request, and of the answer (it travels with the jobs).
+    tr: Catalog = field(default_factory=lambda: catalog(ENGLISH))
 
 
 class Intake:
@@ -114,8 +117,8 @@ class Intake:
         except Exception as exc:
             log.error("photo in chat %s failed before queueing: %s", request.chat.id, describe(exc))
             self.metrics.refused.labels("internal").inc(len(request.photos))
-            await say(self.bot, request.chat.id, replies.SOMETHING_WRONG, reply=request.photos[0].message_id,
-                      thread=thread_of(request.photos[0]))
+            await say(self.bot, request.chat.id, request.tr.gettext(replies.SOMETHING_WRONG),
+                      reply=request.photos[0].message_id, thread=thread_of(request.photos[0]))
 
     async def _handle(self, request: Request) -> None:
         first = request.photos[0]
@@ -126,9 +129,8 @@ class Intake:
             return
         refusal = self.limits.take(request.user_id, chat_id, len(request.photos))
         if refusal is not None:
-            per = "per person" if refusal.scope == "user" else "in this chat"
-            await self.refuse(first, f"rate limit ({refusal.scope})",
-                              replies.rate_limited(refusal.limit, refusal.retry_in, per), len(request.photos))
+            text = replies.rate_limited(request.tr, refusal.limit, refusal.retry_in, refusal.scope)
+            await self.refuse(first, f"rate limit ({refusal.scope})", text, len(request.photos))
             return
         images = await self._fetch_all(request)
         if not images:
@@ -149,35 +151,35 @@ class Intake:
             if ref is None:
                 continue
             if ref.file_size is not None and ref.file_size > replies.MAX_DOWNLOAD_BYTES:
-                await self.refuse(message, f"too big ({ref.file_size} bytes)", replies.TOO_BIG)
+                await self.refuse(message, f"too big ({ref.file_size} bytes)", replies.too_big(request.tr))
                 continue
             if not started:
                 await self.status.typing(request.chat.id, thread)
                 started = True
-            data = await self._download(message, ref)
+            data = await self._download(message, ref, request.tr)
             if data is not None:
                 ok.append((message, data))
         return ok
 
-    async def _download(self, message: Message, ref: ImageRef) -> bytes | None:
+    async def _download(self, message: Message, ref: ImageRef, tr: Catalog) -> bytes | None:
         try:
             file = await self.bot.get_file(ref.file_id)
             data = bytes(await file.download_as_bytearray())
         except BadRequest as exc:
             too_big = "too big" in str(exc).lower()
-            await self.refuse(message, f"download: {describe(exc)}", replies.TOO_BIG if too_big else
-                              replies.DOWNLOAD_FAILED)
+            text = replies.too_big(tr) if too_big else tr.gettext(replies.DOWNLOAD_FAILED)
+            await self.refuse(message, f"download: {describe(exc)}", text)
             return None
         except TelegramError as exc:
-            await self.refuse(message, f"download: {describe(exc)}", replies.DOWNLOAD_FAILED)
+            await self.refuse(message, f"download: {describe(exc)}", tr.gettext(replies.DOWNLOAD_FAILED))
             return None
         try:
             # Off the event loop: the structural checks bound PIL's work, but even milliseconds per file
             # belong in a thread, not in every other chat's latency.
             await asyncio.to_thread(read_header, data, self.settings.max_pixels)
         except ImageError as exc:
-            detail = getattr(exc, "detail", "") or str(exc)
-            await self.refuse(message, f"{exc.code}: {detail}", replies.error_reply(exc.code, str(exc)))
+            text = replies.error_reply(tr, exc.code, max_pixels=self.settings.max_pixels)
+            await self.refuse(message, f"{exc.code}: {getattr(exc, 'detail', '') or exc}", text)
             return None
         return data
 
@@ -190,19 +192,19 @@ class Intake:
             unit, job_ids = await self._queue(request, fits, params, len(images) > 1) if fits else ("", [])
         except QueueFullError:
             # Other photos took the room between the check and the submit: nothing of these was queued.
-            await self.refuse(first, "queue full", replies.BUSY, len(images))
+            await self.refuse(first, "queue full", request.tr.gettext(replies.BUSY), len(images))
             return
         except QueueUnavailableError:
-            await self.refuse(first, "redis unreachable", replies.UNAVAILABLE, len(images))
+            await self.refuse(first, "redis unreachable", request.tr.gettext(replies.UNAVAILABLE), len(images))
             return
         if left_out:
             # One reply for the photos left out; an album's queued photos are answered as a smaller album.
             if job_ids:
                 log.warning("album in chat %s: %d of %d photos queued", request.chat.id, len(job_ids), len(images))
-            await self.refuse(left_out[0][0], "queue full", replies.BUSY, len(left_out))
+            await self.refuse(left_out[0][0], "queue full", request.tr.gettext(replies.BUSY), len(left_out))
         if job_ids:
             self.spawn(self.status.show_later(unit, job_ids[0], request.chat.id, thread_of(first),
-                                              first.message_id))
+                                              first.message_id, request.tr))
 
     async def _queue(self, request: Request, images: list[tuple[Message, bytes]], params: DetectParams,
                      album: bool) -> tuple[str, list[str]]:
@@ -214,7 +216,8 @@ class Intake:
         album_id = ""
         if album:
             album_id, routings = queued_album(routings, reply_to=images[0][0].message_id)
-        job_ids = await asyncio.to_thread(self.client.submit_many, [data for _, data in images], params, routings)
+        job_ids = await asyncio.to_thread(self.client.submit_many, [data for _, data in images], params, routings,
+                                          request.tr.language)
         for (message, _), job_id in zip(images, job_ids, strict=True):
             self.metrics.received.inc()
             log.info("queued photo chat=%s msg=%s job=%s conf=%.2f classes=%s", request.chat.id, message.message_id,
@@ -231,4 +234,6 @@ class Intake:
             "thread_id": thread_of(message),
             "user_id": request.user_id,
             "accepted_at": time.time(),
+            # The answer's language: delivery writes the text in it, and the worker draws the labels in it.
+            "language": request.tr.language,
         }

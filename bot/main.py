@@ -17,6 +17,7 @@ from bot.delivery import WAIT_BLOCK_MS
 from bot.metrics import BotMetrics, serve
 from bot.settings import BotSettings
 from bot.telegram_io import describe
+from detector.names import ClassNamesError, load_class_names
 from jobs.settings import env_names
 
 log = logging.getLogger("bot")
@@ -56,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(_settings_error(exc), file=sys.stderr)
         return 2
+    try:
+        names = load_class_names(settings.class_names)
+    except ClassNamesError as exc:
+        print(f"detbot bot: invalid settings: DETBOT_CLASS_NAMES: {exc}", file=sys.stderr)
+        return 2
     token = settings.telegram_bot_token.get_secret_value()
     logs.configure(settings.log_level, [token])
     redis = _redis(settings.redis_url, REDIS_SOCKET_TIMEOUT)
@@ -69,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
         serve(metrics, healthy, settings.bot_metrics_host, settings.bot_metrics_port)
     application = build_application(
-        settings, redis, reader_redis=lambda: _redis(settings.redis_url, READER_SOCKET_TIMEOUT), metrics=metrics
+        settings, redis, reader_redis=lambda: _redis(settings.redis_url, READER_SOCKET_TIMEOUT), metrics=metrics,
+        names=names,
     )
     try:
         application.run_polling(allowed_updates=[Update.MESSAGE], timeout=POLL_TIMEOUT, close_loop=False)

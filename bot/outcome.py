@@ -1,11 +1,16 @@
-"""A finished job as the bot reads it: the detection of a successful one, the sentence for a failed one."""
+"""A finished job as the bot reads it: the detection of a successful one, the sentence for a failed one,
+both in the language the job's routing carries."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from bot import replies
+from bot.i18n import ENGLISH, Catalog, catalog
 from bot.telegram_io import describe
+from detector.errors import UnknownClassError
+from detector.names import ClassNames
 from detector.result import Detection
 from jobs.store import Completion
 
@@ -23,5 +28,29 @@ def detection_of(c: Completion) -> Detection | None:
         return None
 
 
-def error_text(c: Completion) -> str:
-    return replies.error_reply(c.code or "internal_error", c.message)
+@dataclass(frozen=True)
+class Wording:
+    """How results are put into words: in the language their routing carries (the default for jobs queued
+    without one), with the class names in that language."""
+
+    names: ClassNames = field(default_factory=ClassNames)
+    default_language: str = ENGLISH
+
+    def catalog(self, c: Completion) -> Catalog:
+        return catalog(str(c.routing.get("language") or self.default_language))
+
+    def detection_lines(self, c: Completion, det: Detection) -> list[str]:
+        """The summary line, then one line per box."""
+        return replies.detection_lines(self.catalog(c), det, self.names)
+
+    def summary_line(self, c: Completion, det: Detection) -> str:
+        return replies.summary_line(self.catalog(c), det, self.names)
+
+    def error_text(self, c: Completion) -> str:
+        """The friendly sentence for a failed job; the worker's own words never reach the person."""
+        tr = self.catalog(c)
+        unknown, known = c.details.get("unknown"), c.details.get("known")
+        if c.code == UnknownClassError.code and isinstance(unknown, list) and isinstance(known, list):
+            return replies.unknown_class(tr, [self.names.display(None, str(n), tr.language) for n in unknown],
+                                         [self.names.display(None, str(n), tr.language) for n in known])
+        return replies.error_reply(tr, c.code or "internal_error")

@@ -1,6 +1,7 @@
-"""Understanding what a person wrote: captions, /detect, /threshold and /auto arguments.
+"""Understanding what a person wrote: captions, /detect, /threshold, /auto and /language arguments.
 
-Pure functions; every refusal is a :class:`UsageError` whose message is shown to the person as it is.
+Pure functions; every refusal is a :class:`UsageError` that names what is wrong and how to write it as
+message ids, so the reply is said in the chat's language (:meth:`UsageError.text`).
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ import re
 from dataclasses import dataclass, field
 
 from bot import replies
+from bot.i18n import AUTO, ENGLISH, Catalog, catalog, supported
 from detector.errors import DetectorError, InvalidConfidenceError
-from detector.params import CONFIDENCE_DECIMALS, DetectParams, check_confidence
+from detector.params import CONFIDENCE_DECIMALS, MAX_CLASSES, DetectParams, check_confidence
 
 # Confidences are kept to CONFIDENCE_DECIMALS decimals: anything below half of this would become 0.
 SMALLEST_CONFIDENCE = 10.0**-CONFIDENCE_DECIMALS
@@ -26,20 +28,37 @@ _COUNT = re.compile(r"^0*[1-9]\d*$", re.ASCII)
 _COMMAND = re.compile(r"^/(\w+)(?:@(\w+))?(?=\s|$)", re.IGNORECASE)
 _CLASS_NAME = re.compile(r"^\w[\w\-]*$")
 
-DETECT_USAGE = (
-    "Send a photo, optionally with a confidence in the caption: 0.4, 40% or conf=0.4.\n"
-    "Or: /detect 0.4, or /detect person,dog 0.3 to keep only some classes.\n"
-    "The confidence must be above 0 and at most 1 (or 1%–100%)."
-)
-THRESHOLD_USAGE = (
-    "Usage: /threshold shows this chat's default confidence; /threshold 0.35 (or 35%) sets it; "
-    "/threshold reset goes back to the global default."
-)
-AUTO_USAGE = "Usage: /auto shows the setting; /auto on answers every photo in this group; /auto off only when asked."
+# Words that mean "back to the default" in /threshold and /language, in both languages.
+RESET_WORDS = ("reset", "default", "clear", AUTO, "сброс", "сбросить", "авто")
+ON_WORDS = ("on", "yes", "true", "1", "enable", "вкл", "да")
+OFF_WORDS = ("off", "no", "false", "0", "disable", "выкл", "нет")
 
 
 class UsageError(ValueError):
-    """Arguments a person wrote that cannot be used; ``str()`` is the reply."""
+    """Arguments a person wrote that cannot be used: ``problem`` (what is wrong) and ``how`` (the usage
+    lines), both message ids, with the placeholders' values. ``count``: ``problem`` has plural forms.
+
+    ``str()`` is the English text, for logs and tests; replies use :meth:`text` in the chat's language.
+    """
+
+    def __init__(self, problem: str | None, how: str | None = None, count: int | None = None,
+                 **params: object) -> None:
+        super().__init__(problem or how)
+        self.problem, self.how, self.count, self.params = problem, how, count, params
+
+    def text(self, tr: Catalog) -> str:
+        if self.count is not None and self.problem:
+            plural = self.problem + ".plural"  # the catalogs' convention for a plural message's second id
+            first = tr.ngettext(self.problem, plural, self.count, **self.params)
+            return "\n".join([first, *([tr.gettext(self.how)] if self.how else [])])
+        return replies.usage(tr, self.problem, self.how, **self.params)
+
+    def with_usage(self, how: str) -> UsageError:
+        """The same problem, followed by another command's usage lines."""
+        return UsageError(self.problem, how, self.count, **self.params)
+
+    def __str__(self) -> str:
+        return self.text(catalog(ENGLISH))
 
 
 @dataclass(frozen=True)
@@ -56,18 +75,18 @@ def parse_confidence(token: str) -> float:
     """One confidence token to a float in (0, 1]; raises UsageError with a hint."""
     m = _CONF_TOKEN.match(token.strip())
     if not m:
-        raise UsageError(f"'{token}' is not a confidence.\n{DETECT_USAGE}")
+        raise UsageError(replies.NOT_A_CONFIDENCE, replies.USAGE_DETECT, token=token)
     value = float(m.group(1).replace(",", "."))
     if m.group(2):
         value /= 100
     if 0 < value < SMALLEST_CONFIDENCE / 2:  # would round to 0: say so, never a silent default
-        raise UsageError(replies.confidence_too_small(token, SMALLEST_CONFIDENCE))
+        raise UsageError(replies.CONFIDENCE_TOO_SMALL, token=token, smallest=f"{SMALLEST_CONFIDENCE:g}")
     if not m.group(2) and 1 < value <= 100:
-        raise UsageError(f"The confidence must be between 0 and 1: did you mean {value:g}%?")
+        raise UsageError(replies.PERCENT_HINT, value=f"{value:g}")
     try:
         return check_confidence(value)
     except InvalidConfidenceError:
-        raise UsageError(f"The confidence must be above 0 and at most 1, not {token}.") from None
+        raise UsageError(replies.OUT_OF_RANGE, token=token) from None
 
 
 def looks_like_confidence(token: str) -> bool:
@@ -81,7 +100,7 @@ def parse_detect_args(text: str) -> DetectParams:
     for token in text.split():
         if looks_like_confidence(token):
             if confidence is not None:
-                raise UsageError(f"Give one confidence, not several.\n{DETECT_USAGE}")
+                raise UsageError(replies.ONE_CONFIDENCE, replies.USAGE_DETECT)
             confidence = parse_confidence(token)
         else:
             names.extend(n.strip().lower() for n in token.split(","))
@@ -90,12 +109,15 @@ def parse_detect_args(text: str) -> DetectParams:
         if not name:
             continue
         if not _CLASS_NAME.match(name):
-            raise UsageError(f"'{name}' is not a class name.\n{DETECT_USAGE}")
+            raise UsageError(replies.NOT_A_CLASS, replies.USAGE_DETECT, name=name)
         classes.append(name)
+    if len(set(classes)) > MAX_CLASSES:
+        raise UsageError(replies.TOO_MANY_CLASSES, count=MAX_CLASSES)
     try:
         return DetectParams(confidence, classes or None)
-    except DetectorError as exc:
-        raise UsageError(str(exc)) from None
+    except DetectorError:
+        # The only check left there is a name's length: a paste accident, not a class.
+        raise UsageError(replies.NOT_A_CLASS, replies.USAGE_DETECT, name=max(classes, key=len)[:20]) from None
 
 
 def _strip_mentions(text: str, username: str) -> tuple[str, bool]:
@@ -141,7 +163,7 @@ def parse_caption(caption: str | None, username: str) -> Caption:
             continue  # free text; a caption of only "2" is still read as a (mistyped) confidence
         if looks_like_confidence(token):
             if confidence is not None:
-                raise UsageError(f"Give one confidence, not several.\n{DETECT_USAGE}")
+                raise UsageError(replies.ONE_CONFIDENCE, replies.USAGE_DETECT)
             confidence = parse_confidence(token)
     return Caption(mentioned=mentioned, args=DetectParams(confidence))
 
@@ -150,23 +172,34 @@ def parse_threshold(args: list[str]) -> float | str | None:
     """``/threshold`` arguments: None (show), ``"reset"``, or a confidence."""
     if not args:
         return None
-    if len(args) == 1 and args[0].lower() in ("reset", "default", "clear"):
+    if len(args) == 1 and args[0].lower() in RESET_WORDS:
         return "reset"
     if len(args) == 1:
         try:
             return parse_confidence(args[0])
         except UsageError as exc:
-            first_line = str(exc).split("\n", 1)[0]
-            raise UsageError(f"{first_line}\n{THRESHOLD_USAGE}") from None
-    raise UsageError(THRESHOLD_USAGE)
+            raise exc.with_usage(replies.USAGE_THRESHOLD) from None
+    raise UsageError(None, replies.USAGE_THRESHOLD)
 
 
 def parse_auto(args: list[str]) -> bool | None:
     """``/auto`` arguments: None (show), True or False."""
     if not args:
         return None
-    if len(args) == 1 and args[0].lower() in ("on", "yes", "true", "1", "enable"):
+    if len(args) == 1 and args[0].lower() in ON_WORDS:
         return True
-    if len(args) == 1 and args[0].lower() in ("off", "no", "false", "0", "disable"):
+    if len(args) == 1 and args[0].lower() in OFF_WORDS:
         return False
-    raise UsageError(AUTO_USAGE)
+    raise UsageError(None, replies.USAGE_AUTO)
+
+
+def parse_language(args: list[str]) -> str | None:
+    """``/language`` arguments: None (show), ``"reset"`` (automatic again), or a language code."""
+    if not args:
+        return None
+    if len(args) == 1 and args[0].lower() in RESET_WORDS:
+        return "reset"
+    language = supported(args[0]) if len(args) == 1 else None
+    if language is None:
+        raise UsageError(None, replies.USAGE_LANGUAGE)
+    return language

@@ -1,7 +1,16 @@
-"""Every sentence the bot says, in one place; error codes from the queue map to friendly replies here."""
+"""Every sentence the bot says, by message id, and those put together from parts, in the chat's language.
+
+The words live in the catalogs (``bot/locales``); this module names the ids (``N_`` marks them for
+extraction) and builds the composite answers: the detection summary and box list, rate-limit and
+settings replies, error replies. Numbers keep their dot in every language (``0.35``): it is what people
+type back into ``/threshold`` and ``/detect``, and the parser accepts ``0,35`` as well.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from bot.i18n import ENGLISH, N_, RUSSIAN, Catalog
 from detector.errors import (
     CorruptImageError,
     EmptyImageError,
@@ -12,115 +21,201 @@ from detector.errors import (
     UnknownClassError,
     UnsupportedFormatError,
 )
+from detector.names import ClassNames
 from detector.render import format_confidence
+from detector.result import Box, Detection
 from jobs import store
 
 # Telegram's Bot API refuses to hand out files larger than this (getFile); checked before asking.
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
-# A worker's message is shown only for detector errors, and never longer than this.
-MAX_DETAIL_CHARS = 300
+BYTES_PER_MB = 1024 * 1024
 
-HELP = (
-    "I find objects in photos and draw boxes around them.\n\n"
-    "• Send a photo (or an image file). Add a confidence in the caption to change the threshold: "
-    "0.4, 40% or conf=0.4.\n"
-    "• /detect person,dog 0.3 as a caption (or as a reply to a photo) keeps only some classes.\n"
-    "• /threshold shows this chat's default confidence, /threshold 0.35 sets it, /threshold reset clears it.\n"
-    "• In groups I answer when asked: a caption starting with /detect, a caption mentioning me, "
-    "/detect as a reply to a photo, or a photo sent as a reply to me. Admins can turn /auto on."
+HELP = N_("reply.help")
+SEND_A_PHOTO = N_("reply.send_a_photo")
+SEND_A_PHOTO_HINT = N_("reply.send_a_photo_hint")
+NOT_AN_IMAGE_FILE = N_("reply.not_an_image_file")
+DETECT_NEEDS_PHOTO = N_("reply.detect_needs_photo")
+UNAVAILABLE = N_("reply.unavailable")
+BUSY = N_("reply.busy")
+DOWNLOAD_FAILED = N_("reply.download_failed")
+NOT_ALLOWED = N_("reply.not_allowed")
+ADMINS_ONLY = N_("reply.admins_only")
+SOMETHING_WRONG = N_("reply.something_wrong")
+AUTO_PRIVATE = N_("reply.auto_private")
+TOO_COMPLEX_IMAGE = N_("error.too_complex_image")
+
+# The command menu (setMyCommands), registered once per language.
+COMMANDS = (
+    ("detect", N_("command.detect")),
+    ("threshold", N_("command.threshold")),
+    ("auto", N_("command.auto")),
+    ("language", N_("command.language")),
+    ("help", N_("command.help")),
 )
-COMMANDS = [
-    ("detect", "Find objects: as a photo caption or a reply to a photo, e.g. /detect 0.4"),
-    ("threshold", "Show or set this chat's confidence threshold"),
-    ("auto", "Groups: answer every photo (on) or only when asked (off)"),
-    ("help", "What this bot does and how to use it"),
-]
+LANGUAGE_NAMES = {ENGLISH: N_("language.name.en"), RUSSIAN: N_("language.name.ru")}
 
-SEND_A_PHOTO = "Please send a photo or an image file (JPEG, PNG, WebP…); I can't look at stickers, GIFs or videos."
-SEND_A_PHOTO_HINT = "Send me a photo and I'll find the objects in it. /help tells you more."
-NOT_AN_IMAGE_FILE = "That file is not an image. Please send a photo or an image file (JPEG, PNG, WebP…)."
-TOO_BIG = "That file is too big: I can download files up to 20 MB. Please send it as a photo or a smaller file."
-DETECT_NEEDS_PHOTO = "Reply with /detect to a photo, or send a photo with /detect in its caption."
-UNAVAILABLE = "The service is temporarily unavailable. Please try again in a few minutes."
-BUSY = "I'm busy right now, please try again in a minute."
-DOWNLOAD_FAILED = "I couldn't download your photo from Telegram. Please send it again."
-NOT_ALLOWED = "Sorry, this is a private bot."
-ADMINS_ONLY = "Sorry, only this group's admins can change that."
-SOMETHING_WRONG = "Sorry, something went wrong on my side. Please try again."
-AUTO_PRIVATE = "In private chats I answer every photo."
-TOO_COMPLEX_IMAGE = (
-    "This image file is built in a way I won't read (it would take far too long). "
-    "Please send a normal photo, or save it again as JPEG or PNG."
-)
-
-_DETECTOR_DEFAULTS = {
-    EmptyImageError.code: "The file is empty.",
-    NotAnImageError.code: "This is not an image I can read (JPEG, PNG, WebP, BMP, TIFF or GIF).",
-    UnsupportedFormatError.code: "This image format is not supported; send a JPEG, PNG, WebP, BMP, TIFF or GIF.",
-    CorruptImageError.code: "The image is damaged or truncated and cannot be read.",
-    ImageTooLargeError.code: "The image is too large. Please send a smaller one.",
-    UnknownClassError.code: "I don't know that class.",
-    InvalidConfidenceError.code: "The confidence must be above 0 and at most 1.",
-    "bad_image": "I couldn't read that image.",
+_DETECTOR_ERRORS = {
+    EmptyImageError.code: N_("error.empty_image"),
+    NotAnImageError.code: N_("error.not_an_image"),
+    UnsupportedFormatError.code: N_("error.unsupported_format"),
+    CorruptImageError.code: N_("error.corrupt_image"),
+    UnknownClassError.code: N_("error.unknown_class"),
+    InvalidConfidenceError.code: N_("error.invalid_confidence"),
+    TooComplexImageError.code: TOO_COMPLEX_IMAGE,
+    "bad_image": N_("error.bad_image"),
 }
-# Codes whose reply is always the bot's own sentence, never the worker's words.
-_OWN_WORDS = {TooComplexImageError.code: TOO_COMPLEX_IMAGE}
 _QUEUE_ERRORS = {
-    store.CODE_TIMEOUT: "Detection took too long and was stopped. Please try again, perhaps with a smaller image.",
-    store.CODE_RETRIES_EXHAUSTED: "Sorry, detection failed on this image several times. Please try another image.",
-    store.CODE_IMAGE_EXPIRED: "Sorry, your photo waited too long in the queue and expired. Please send it again.",
+    store.CODE_TIMEOUT: N_("error.timeout"),
+    store.CODE_RETRIES_EXHAUSTED: N_("error.failed_after_retries"),
+    store.CODE_IMAGE_EXPIRED: N_("error.image_expired"),
     store.CODE_INTERNAL: SOMETHING_WRONG,
-    store.CODE_EXPIRED: "Sorry, the result for your photo expired before I could send it. Please send it again.",
+    store.CODE_EXPIRED: N_("error.result_expired"),
 }
 
 
-def error_reply(code: str, message: str = "") -> str:
-    """A friendly reply for an error completion; the worker's own words only for detector errors."""
-    if code in _OWN_WORDS:
-        return _OWN_WORDS[code]
-    if code in _DETECTOR_DEFAULTS:
-        detail = message.strip().splitlines()[0][:MAX_DETAIL_CHARS] if message.strip() else ""
-        return detail or _DETECTOR_DEFAULTS[code]
-    return _QUEUE_ERRORS.get(code, SOMETHING_WRONG)
+def too_big(tr: Catalog) -> str:
+    return tr.gettext("reply.too_big", megabytes=MAX_DOWNLOAD_BYTES // BYTES_PER_MB)
 
 
-def rate_limited(limit: int, retry_in: float, per: str) -> str:
-    return f"Slow down a little: {limit} photos per minute {per}. Try again in {max(1, round(retry_in))} s."
+def error_reply(tr: Catalog, code: str, *, max_pixels: int | None = None) -> str:
+    """A friendly reply for an error code (the detector's or the queue's); an unknown code is "sorry"."""
+    if code == ImageTooLargeError.code and max_pixels:
+        return tr.gettext("error.image_too_large", megapixels=round(max_pixels / 1e6))
+    if code == ImageTooLargeError.code:
+        return tr.gettext("error.image_too_large_plain")
+    return tr.gettext(_DETECTOR_ERRORS.get(code) or _QUEUE_ERRORS.get(code) or SOMETHING_WRONG)
 
 
-def confidence_too_small(token: str, smallest: float) -> str:
-    return f"{token} is too small a confidence: the smallest I use is {smallest:g}."
+def unknown_class(tr: Catalog, unknown: Iterable[str], known: Iterable[str]) -> str:
+    """A class filter named classes the model does not have: which, and the ones it has (both already in
+    the chat's language)."""
+    return tr.gettext("error.unknown_class_list", unknown=", ".join(unknown), known=", ".join(sorted(known)))
 
 
-def threshold_status(chat_value: float | None, default: float) -> str:
+def rate_limited(tr: Catalog, limit: int, retry_in: float, scope: str) -> str:
+    """``scope``: ``user`` (photos per person) or ``chat`` (photos per chat)."""
+    if scope == "user":
+        first = tr.ngettext("rate.user", "rate.user.plural", limit)
+    else:
+        first = tr.ngettext("rate.chat", "rate.chat.plural", limit)
+    retry = tr.ngettext("rate.retry", "rate.retry.plural", max(1, round(retry_in)))
+    return f"{first} {retry}"
+
+
+def threshold_status(tr: Catalog, chat_value: float | None, default: float) -> str:
     if chat_value is None:
-        return (
-            f"Confidence threshold here: {format_confidence(default)} (the global default). "
-            "Set one for this chat with /threshold 0.35."
-        )
-    return (
-        f"Confidence threshold here: {format_confidence(chat_value)} (set for this chat; "
-        f"the global default is {format_confidence(default)}). /threshold reset goes back to the default."
+        return tr.gettext("threshold.status_default", default=format_confidence(default))
+    return tr.gettext("threshold.status_chat", value=format_confidence(chat_value),
+                      default=format_confidence(default))
+
+
+def threshold_set(tr: Catalog, value: float) -> str:
+    return tr.gettext("threshold.set", value=format_confidence(value))
+
+
+def threshold_reset(tr: Catalog, default: float) -> str:
+    return tr.gettext("threshold.reset", default=format_confidence(default))
+
+
+def auto_status(tr: Catalog, on: bool) -> str:
+    return tr.gettext("auto.on") if on else tr.gettext("auto.off")
+
+
+def language_name(tr: Catalog, language: str) -> str:
+    return tr.gettext(LANGUAGE_NAMES.get(language, LANGUAGE_NAMES[ENGLISH]))
+
+
+def language_status(tr: Catalog, chosen: str | None) -> str:
+    """``/language`` with no argument; ``tr`` is the language in use, ``chosen`` the chat's own choice."""
+    if chosen:
+        return tr.gettext("language.status_chat", language=language_name(tr, chosen))
+    return tr.gettext("language.status_auto", language=language_name(tr, tr.language))
+
+
+def language_set(tr: Catalog) -> str:
+    """The chat now speaks ``tr``'s language: said in that language."""
+    return tr.gettext("language.set", language=language_name(tr, tr.language))
+
+
+def language_reset(tr: Catalog) -> str:
+    """Back to automatic; ``tr`` is the asker's own language, which the answer is in."""
+    return tr.gettext("language.reset", language=language_name(tr, tr.language))
+
+
+def queued(tr: Catalog, position: int | None) -> str:
+    return tr.gettext("status.queued", position=position) if position else tr.gettext("status.working")
+
+
+def album_photo(tr: Catalog, index: int) -> str:
+    return tr.gettext("album.photo", index=index)
+
+
+def album_item(tr: Catalog, index: int, text: str) -> str:
+    return tr.gettext("album.item", index=index, text=text)
+
+
+# -- the answer -----------------------------------------------------------------------------------------
+
+def _name(names: ClassNames, tr: Catalog, box: Box) -> str:
+    return names.display(box.class_id, box.class_name, tr.language)
+
+
+def summary_line(tr: Catalog, det: Detection, names: ClassNames) -> str:
+    """How many objects per class, at which threshold (the class names in the chat's language)."""
+    confidence = format_confidence(det.confidence)
+    only = ""
+    if det.classes:
+        shown = [names.display(None, c, tr.language) for c in det.classes]
+        only = tr.gettext("answer.only", classes=", ".join(shown))
+    if not det.boxes:
+        return tr.gettext("answer.nothing", confidence=confidence, only=only)
+    counts: dict[str, int] = {}
+    for box in det.boxes:
+        counts[_name(names, tr, box)] = counts.get(_name(names, tr, box), 0) + 1
+    parts = ", ".join(
+        tr.gettext("answer.count", name=name, count=count)
+        for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     )
+    return tr.ngettext("answer.summary", "answer.summary.plural", len(det.boxes), confidence=confidence,
+                       only=only, counts=parts)
 
 
-def threshold_set(value: float) -> str:
-    return f"Done: photos in this chat now use confidence ≥ {format_confidence(value)} unless a caption says otherwise."
+def box_lines(tr: Catalog, det: Detection, names: ClassNames) -> list[str]:
+    """``1. собака 0.87 [x1, y1, x2, y2]``, whole pixels; numbered as the labels on the image."""
+    return [_box_line(tr, i, box, _name(names, tr, box)) for i, box in enumerate(det.boxes, 1)]
 
 
-def threshold_reset(default: float) -> str:
-    return f"Done: this chat uses the global default again ({format_confidence(default)})."
+def _box_line(tr: Catalog, index: int, box: Box, name: str) -> str:
+    confidence = format_confidence(box.confidence)
+    coords = ", ".join(str(round(v)) for v in box.xyxy)
+    return tr.gettext("answer.box", index=index, name=name, confidence=confidence, coords=coords)
 
 
-def auto_status(on: bool) -> str:
-    if on:
-        return "Auto is on: I answer every photo in this group. /auto off: only when asked."
-    return "Auto is off: I answer photos when asked (/detect, a mention, or a reply to me). /auto on: every photo."
+def detection_lines(tr: Catalog, det: Detection, names: ClassNames) -> list[str]:
+    """The answer's text: the summary line, then one line per box."""
+    return [summary_line(tr, det, names), *box_lines(tr, det, names)]
 
 
-def queued(position: int | None) -> str:
-    return f"⏳ Queued, position {position}…" if position else "⏳ Working on it…"
+# -- usage ----------------------------------------------------------------------------------------------
+
+USAGE_DETECT = N_("usage.detect")
+USAGE_THRESHOLD = N_("usage.threshold")
+USAGE_AUTO = N_("usage.auto")
+USAGE_LANGUAGE = N_("usage.language")
+NOT_A_CONFIDENCE = N_("usage.not_a_confidence")
+PERCENT_HINT = N_("usage.percent_hint")
+CONFIDENCE_TOO_SMALL = N_("usage.confidence_too_small")
+OUT_OF_RANGE = N_("usage.out_of_range")
+ONE_CONFIDENCE = N_("usage.one_confidence")
+NOT_A_CLASS = N_("usage.not_a_class")
+# Plural: said with ngettext(TOO_MANY_CLASSES, TOO_MANY_CLASSES + ".plural", limit).
+TOO_MANY_CLASSES = "usage.too_many_classes"
 
 
-def album_item_failed(index: int, reply: str) -> str:
-    return f"Photo {index}: {reply}"
+def too_many_classes(tr: Catalog, limit: int) -> str:
+    return tr.ngettext("usage.too_many_classes", "usage.too_many_classes.plural", limit)
+
+
+def usage(tr: Catalog, problem: str | None, how: str | None, **params: object) -> str:
+    """A refusal of what someone wrote: what is wrong (``problem``), then how to write it (``how``)."""
+    return "\n".join(tr.gettext(key, **params) for key in (problem, how) if key)

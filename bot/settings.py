@@ -7,7 +7,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from detector.settings import DEFAULT_CONFIDENCE, ImageLimitSettings
+from bot.i18n import ENGLISH, LANGUAGES
+from detector.settings import DEFAULT_CONFIDENCE, ClassNamesSettings, ImageLimitSettings
 from jobs.defaults import MAX_QUEUED_JOBS
 from jobs.settings import ENV_PREFIX, QueueSettings
 
@@ -42,7 +43,7 @@ class TelegramSettings(BaseSettings):
         return f"{self.telegram_api_base_url.rstrip('/')}/file/bot"
 
 
-class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings):
+class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassNamesSettings):
     """Everything ``detbot bot`` can be configured with; see docs/bot.md for the table."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
@@ -60,6 +61,17 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings):
         None, ge=0, le=65535, description="Port of /metrics and /healthz on 127.0.0.1; unset: off."
     )
     bot_metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint listens on.")
+    default_language: str = Field(
+        ENGLISH, description="Language for people whose Telegram language the bot does not speak: en or ru."
+    )
+
+    @field_validator("default_language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in LANGUAGES:
+            raise ValueError(f"must be one of {', '.join(LANGUAGES)}")
+        return value
 
     @field_validator("allowed_chats", mode="before")
     @classmethod

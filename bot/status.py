@@ -15,6 +15,7 @@ from telegram.error import TelegramError
 
 from bot import replies
 from bot.chat_settings import REDIS_ERRORS, ChatStore
+from bot.i18n import Catalog
 from bot.telegram_io import describe, reply_to
 from jobs.client import DetectionClient
 from jobs.exceptions import JobsError
@@ -47,7 +48,8 @@ class StatusBoard:
     def answered(self, unit: str) -> bool:
         return unit in self._answered
 
-    async def show_later(self, unit: str, job_id: str, chat_id: int, thread: int | None, reply: int) -> None:
+    async def show_later(self, unit: str, job_id: str, chat_id: int, thread: int | None, reply: int,
+                         tr: Catalog) -> None:
         """After STATUS_DELAY, if no answer went out yet: one status message with the queue position."""
         await asyncio.sleep(self.delay)
         if self.answered(unit):
@@ -58,7 +60,7 @@ class StatusBoard:
             position = None
         try:
             sent = await self.bot.send_message(
-                chat_id, replies.queued(position), reply_parameters=reply_to(reply), message_thread_id=thread,
+                chat_id, replies.queued(tr, position), reply_parameters=reply_to(reply), message_thread_id=thread,
                 disable_notification=True,
             )
         except TelegramError as exc:

@@ -5,9 +5,6 @@ Nothing is ever cut: what does not fit a caption follows in messages, split on l
 
 from __future__ import annotations
 
-from detector.render import box_lines, summary_line
-from detector.result import Detection
-
 # Telegram's limit on a photo caption, in UTF-16 code units.
 CAPTION_LIMIT = 1024
 # Telegram's limit on one text message, in UTF-16 code units.
@@ -71,7 +68,3 @@ def split_caption(lines: list[str], caption_limit: int = CAPTION_LIMIT, message_
         rest = ["".join(tail), *rest] if tail else rest
     return "\n".join(caption_lines), pack_lines(rest, message_limit)
 
-
-def detection_lines(det: Detection) -> list[str]:
-    """The answer's text: the summary line, then one line per box."""
-    return [summary_line(det), *box_lines(det)]

@@ -1,15 +1,18 @@
 """The annotated answer: boxes and labels drawn onto the photo (:func:`draw_boxes`), then JPEG-encoded.
 
-Every box and label is drawn here and nowhere else, so how labels render changes in one function.
+Every box and label is drawn here and nowhere else, so how labels render changes in one function. Label
+text goes through :mod:`detector.labels` (TrueType, any script), never ``cv2.putText`` (ASCII only in
+OpenCV 4: Cyrillic came out as ``???``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import cv2
 import numpy as np
 
+from detector.labels import LabelFont, default_font, draw_label
 from detector.result import Box
 from detector.settings import JPEG_QUALITY, MAX_ANNOTATED_SIDE
 
@@ -21,24 +24,34 @@ PALETTE = tuple(
         "00B4FF", "DD00BA", "00FFFF", "26C000", "01FFB3", "7D24FF", "7B0068", "FF1B6C", "FC6D2F", "A2FF0B",
     )
 )
+# Line width per pixel of the image's mean side, as ultralytics' plots (at least 2 px).
+LINE_WIDTH_PER_PX = 0.003
 
 
-def draw_boxes(image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-    """Draw each box and its ``name 0.87`` label onto ``image`` (in place), as ultralytics' plots look."""
-    lw = max(round(sum(image.shape[:2]) / 2 * 0.003), 2)
-    thickness, scale = max(lw - 1, 1), lw / 3
-    for box in reversed(boxes):  # the most confident box is drawn last, on top
-        colour = PALETTE[box.class_id % len(PALETTE)]
-        text_colour = (0, 0, 0) if sum(colour) > 3 * 160 else (255, 255, 255)
-        p1 = (int(box.x1), int(box.y1))
-        cv2.rectangle(image, p1, (int(box.x2), int(box.y2)), colour, lw, cv2.LINE_AA)
-        label = f"{box.class_name} {box.confidence:.2f}"
-        (w, h), _ = cv2.getTextSize(label, 0, scale, thickness)
-        outside = p1[1] >= h + 3
-        corner = (p1[0] + w, p1[1] - h - 3 if outside else p1[1] + h + 3)
-        cv2.rectangle(image, p1, corner, colour, -1, cv2.LINE_AA)
-        origin = (p1[0], p1[1] - 2 if outside else p1[1] + h + 2)
-        cv2.putText(image, label, origin, 0, scale, text_colour, thickness, cv2.LINE_AA)
+def line_width(image: np.ndarray) -> int:
+    return max(round(sum(image.shape[:2]) / 2 * LINE_WIDTH_PER_PX), 2)
+
+
+def colour_of(class_id: int) -> tuple[int, int, int]:
+    """A class keeps its colour in every photo (and the same as in ultralytics' plots)."""
+    return PALETTE[class_id % len(PALETTE)]
+
+
+def draw_boxes(image: np.ndarray, boxes: Sequence[Box], names: Mapping[int, str] | None = None,
+               font: LabelFont | None = None) -> np.ndarray:
+    """Draw each box and its label onto ``image`` (in place): ``3 собака 0.87`` — the box's number in the
+    text list, its class as ``names`` gives it (class id -> name in the reader's language; by default the
+    model's own), its confidence. Boxes first, then labels, so no box line crosses a label; the most
+    confident box's label is drawn last, on top."""
+    font = font or default_font()
+    lw = line_width(image)
+    for box in boxes:
+        cv2.rectangle(image, (int(box.x1), int(box.y1)), (int(box.x2), int(box.y2)), colour_of(box.class_id), lw,
+                      cv2.LINE_AA)
+    names = names or {}
+    for number, box in reversed(list(enumerate(boxes, 1))):
+        name = names.get(box.class_id, box.class_name)
+        draw_label(image, font, [str(number), name, f"{box.confidence:.2f}"], box.xyxy, colour_of(box.class_id), lw)
     return image
 
 

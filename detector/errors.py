@@ -8,9 +8,14 @@ from __future__ import annotations
 
 
 class DetectorError(Exception):
-    """Base of all detector errors."""
+    """Base of all detector errors. ``details``: what the message says, as data (JSON-able), for a front end
+    that words it in another language."""
 
     code = "detector_error"
+
+    def __init__(self, message: str = "", **details: object) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class ImageError(DetectorError):

@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +224,8 @@ class Detector:
             self._predict(blank, np.full(len(self.names), 0.5, np.float32), 1)
             if self._wide_engine is not None:  # compiled now too, whether or not the neighbours were busy
                 self._wide_engine(letterbox(blank, self.imgsz, self._stride, rect=True)[0])
+        # The label font is opened and its digits rendered now, not on the first photo (~20 ms).
+        draw_boxes(np.full((side, side, 3), 114, np.uint8), [Box(0, self.names[0], 0.5, 8, 40, 64, 96)])
 
     def class_ids(self, names: Sequence[str] | None) -> list[int] | None:
         """Class names (compared as :func:`class_key` does) to ids; an unknown name is an error listing the
@@ -232,8 +234,9 @@ class Detector:
             return None
         unknown = [n for n in names if class_key(n) not in self._ids_by_name]
         if unknown:
-            known = ", ".join(sorted(self.names.values()))
-            raise UnknownClassError(f"Unknown class {', '.join(unknown)}. This model knows: {known}.")
+            known = sorted(self.names.values())
+            raise UnknownClassError(f"Unknown class {', '.join(unknown)}. This model knows: {', '.join(known)}.",
+                                    unknown=unknown, known=known)
         return sorted({self._ids_by_name[class_key(n)] for n in names})
 
     def thresholds(self, params: DetectParams) -> np.ndarray:
@@ -340,14 +343,16 @@ class Detector:
         *,
         max_detections: int | None = None,
         waiting: int = 0,
+        labels: Mapping[int, str] | None = None,
     ) -> tuple[Detection, bytes]:
-        """Like :meth:`detect`, plus the image with boxes and labels drawn, as JPEG bytes."""
+        """Like :meth:`detect`, plus the image with boxes and labels drawn, as JPEG bytes. ``labels``: the
+        name drawn for each class id (a person's language, :meth:`ClassNames.labels`); default: the model's."""
         with self._lock, self._own_core(waiting):
             array, det = self._run(image, params or DetectParams(), max_detections)
             t0 = time.perf_counter()
             # The caller's own array is never drawn on; a freshly decoded one is ours to reuse.
             canvas = array.copy() if isinstance(image, np.ndarray) else array
-            jpeg = encode_jpeg(draw_boxes(canvas, det.boxes))
+            jpeg = encode_jpeg(draw_boxes(canvas, det.boxes, labels))
             annotate_ms = (time.perf_counter() - t0) * 1e3
         timings = Timings(det.timings.decode_ms, det.timings.inference_ms, annotate_ms, det.timings.threads)
         return dataclasses.replace(det, timings=timings), jpeg

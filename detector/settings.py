@@ -31,7 +31,18 @@ class ImageLimitSettings(BaseSettings):
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Largest accepted image, in pixels.")
 
 
-class DetectorSettings(ImageLimitSettings):
+class ClassNamesSettings(BaseSettings):
+    """Translations of a model's class names (docs/i18n.md); the bot reads filters and writes answers with
+    them, the worker draws labels with them, so both processes are given the same file."""
+
+    model_config = SettingsConfigDict(env_prefix="DETBOT_", extra="ignore")
+
+    class_names: str | None = Field(
+        None, description="JSON file of class-name translations per language; unset: built-in COCO names."
+    )
+
+
+class DetectorSettings(ImageLimitSettings, ClassNamesSettings):
     """Which model to load, where, and the limits applied to every image."""
 
     model_config = SettingsConfigDict(env_prefix="DETBOT_", extra="ignore")

@@ -72,15 +72,18 @@ class DetectionClient:
         self.events = keys.events(queue_name)
         self._group_ready = False
 
-    def submit(self, image: bytes, params: DetectParams, *, routing: dict[str, Any] | None = None) -> str:
+    def submit(self, image: bytes, params: DetectParams, *, routing: dict[str, Any] | None = None,
+               language: str = "") -> str:
         """Queue one image with what the person asked for; returns the job id.
 
         Raises QueueFullError or QueueUnavailableError.
         """
-        return self.submit_many([image], params, [routing or {}])[0]
+        return self.submit_many([image], params, [routing or {}], language)[0]
 
-    def submit_many(self, images: list[bytes], params: DetectParams, routings: list[dict[str, Any]]) -> list[str]:
+    def submit_many(self, images: list[bytes], params: DetectParams, routings: list[dict[str, Any]],
+                    language: str = "") -> list[str]:
         """Queue several images in one transaction, all of them or none; returns their job ids in order.
+        ``language``: the labels on the annotated images are drawn in it ("": the model's own names).
 
         All or none, so a producer that writes the number of photos into each routing (an album) writes
         exactly the number of jobs that exist. Raises QueueFullError when they do not all fit under
@@ -100,7 +103,7 @@ class DetectionClient:
             pipe = self.redis.pipeline(transaction=True)
             pipe.multi()  # explicit, as RQ's enqueue expects of a pipeline handed to it
             for job_id, image, routing in zip(job_ids, images, routings, strict=True):
-                store.queue_save_job(pipe, job_id, image, params.to_dict(), routing, self.events)
+                store.queue_save_job(pipe, job_id, image, params.to_dict(), routing, language, self.events)
                 # No RQ ttl on purpose: RQ silently drops an expired job; ours still runs and answers
                 # image_expired.
                 self.queue.enqueue(

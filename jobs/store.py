@@ -2,8 +2,9 @@
 
 Per job ``{id}`` (the names come from :mod:`jobs.keys`):
 - ``detbot:image:{id}``      the image bytes (TTL ``IMAGE_TTL``), deleted when the job completes;
-- ``detbot:job:{id}``        a hash: routing (opaque JSON from the producer), confidence, classes, status
-                             (``queued`` → ``ok``/``error``), code, message, detection (JSON), attempts;
+- ``detbot:job:{id}``        a hash: routing (opaque JSON from the producer), params, language (of the labels
+                             drawn), status (``queued`` → ``ok``/``error``), code, message, details (JSON:
+                             what an error's message says, as data), detection (JSON), attempts;
 - ``detbot:annotated:{id}``  the annotated JPEG of a successful job.
 Completion is announced on the stream of the job's queue, ``detbot:events`` for the default one (named in
 the job's record as ``events`` by the producer; fields ``job_id``, ``status``, ``routing``: the
@@ -15,8 +16,8 @@ was killed) still yields exactly one completion event.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from redis import Redis
 from redis.client import Pipeline
@@ -43,7 +44,8 @@ _COMPLETE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'ok' or status == 'error' then return 0 end
 local routing = redis.call('HGET', KEYS[1], 'routing') or '{}'
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'code', ARGV[2], 'message', ARGV[3], 'detection', ARGV[4])
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'code', ARGV[2], 'message', ARGV[3], 'detection', ARGV[4],
+           'details', ARGV[9])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 if ARGV[5] ~= '' then redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[6]) end
 redis.call('DEL', KEYS[3])
@@ -64,18 +66,30 @@ class Completion:
     detection: dict[str, Any] | None = None
     annotated: bytes | None = None
     event_id: str = ""
+    # An error's particulars as data (e.g. the unknown and the known classes), so the bot can say them in
+    # the chat's language; ``message`` is the worker's English sentence.
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class JobInput(NamedTuple):
+    """What a worker needs to run a job, read in one round trip."""
+
+    image: bytes | None  # None: expired
+    params: dict[str, Any]
+    waiting: int  # jobs still waiting behind it
+    language: str  # of the labels to draw; "" for the model's own names
 
 
 def save_job(redis: Redis, job_id: str, image: bytes, params: dict[str, Any], routing: dict[str, Any],
-             events: str = keys.EVENTS_STREAM) -> None:
+             language: str = "", events: str = keys.EVENTS_STREAM) -> None:
     """Producer side: store the image and the job's record before it is enqueued."""
     pipe = redis.pipeline(transaction=True)
-    queue_save_job(pipe, job_id, image, params, routing, events)
+    queue_save_job(pipe, job_id, image, params, routing, language, events)
     pipe.execute()
 
 
 def queue_save_job(
-    pipe: Pipeline, job_id: str, image: bytes, params: dict[str, Any], routing: dict[str, Any],
+    pipe: Pipeline, job_id: str, image: bytes, params: dict[str, Any], routing: dict[str, Any], language: str = "",
     events: str = keys.EVENTS_STREAM,
 ) -> None:
     """:func:`save_job`'s commands on the caller's pipeline (to enqueue in the same transaction).
@@ -87,6 +101,7 @@ def queue_save_job(
         "status": STATUS_QUEUED,
         "routing": json.dumps(routing),
         "params": json.dumps(params),
+        "language": language,
         "attempts": 0,
         "events": events,
     })
@@ -99,16 +114,19 @@ def load_image(redis: Redis, job_id: str) -> bytes | None:
     return bytes(data) if data is not None else None  # type: ignore[arg-type]
 
 
-def load_job(redis: Redis, job_id: str, queue_key: str | None = None) -> tuple[bytes | None, dict[str, Any], int]:
-    """Worker side: the image bytes (None when expired), the parameters and how many jobs still wait in
-    ``queue_key`` (0 without one), in one round trip."""
+def load_job(redis: Redis, job_id: str, queue_key: str | None = None) -> JobInput:
+    """Worker side: the image bytes (None when expired), the parameters, how many jobs still wait in
+    ``queue_key`` (0 without one) and the labels' language, in one round trip."""
     pipe = redis.pipeline(transaction=False)
     pipe.get(keys.image(job_id))
-    pipe.hget(keys.job(job_id), "params")
+    pipe.hmget(keys.job(job_id), ["params", "language"])
     if queue_key:
         pipe.llen(queue_key)
-    data, raw, *waiting = pipe.execute()
-    return (bytes(data) if data is not None else None), (json.loads(raw) if raw else {}), int(sum(waiting))
+    data, (raw, language), *waiting = pipe.execute()
+    return JobInput(
+        bytes(data) if data is not None else None, json.loads(raw) if raw else {}, int(sum(waiting)),
+        language.decode() if language else "",
+    )
 
 
 def complete(
@@ -120,6 +138,7 @@ def complete(
     message: str = "",
     detection: dict[str, Any] | None = None,
     annotated: bytes | None = None,
+    details: dict[str, Any] | None = None,
 ) -> bool:
     """Worker side: record the outcome and announce it, once. Returns False if the job was already done."""
     # The stream is read first (declared to the script as a key): a record from before per-queue streams,
@@ -129,7 +148,7 @@ def complete(
     script_keys = [keys.job(job_id), keys.annotated(job_id), keys.image(job_id), events]
     args: list[str | bytes | int] = [
         STATUS_OK if ok else STATUS_ERROR, code, message, json.dumps(detection) if detection else "",
-        annotated or b"", RESULT_TTL, EVENTS_MAXLEN, job_id,
+        annotated or b"", RESULT_TTL, EVENTS_MAXLEN, job_id, json.dumps(details) if details else "",
     ]
     return bool(redis.eval(_COMPLETE, len(script_keys), *script_keys, *args))
 
@@ -149,6 +168,7 @@ def read_completion(redis: Redis, job_id: str, event_id: str = "") -> Completion
     if status not in (STATUS_OK, STATUS_ERROR):
         return None
     detection = data.get(b"detection") or b""
+    details = data.get(b"details") or b""
     if status != STATUS_OK:
         annotated = None
     return Completion(
@@ -160,6 +180,7 @@ def read_completion(redis: Redis, job_id: str, event_id: str = "") -> Completion
         detection=json.loads(detection) if detection else None,
         annotated=bytes(annotated) if annotated is not None else None,
         event_id=event_id,
+        details=json.loads(details) if details else {},
     )
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from rq.timeouts import JobTimeoutException
 
 from detector.errors import DetectorError
+from detector.names import ClassNames
 from detector.params import DetectParams
 from jobs import store
 
@@ -46,6 +47,18 @@ class WorkerContext:
     # core when other workers share the machine (they will want theirs for the backlog); a lone photo, or
     # the backlog of the machine's only worker, spreads over idle cores.
     queue_key: str | None = None
+    # Class names in people's languages (DETBOT_CLASS_NAMES and the built-in COCO table), for the labels.
+    class_names: ClassNames = field(default_factory=ClassNames)
+    _labels: dict[str, dict[int, str]] = field(default_factory=dict, repr=False)
+
+    def labels(self, language: str) -> dict[int, str] | None:
+        """The name drawn for each of the model's classes in ``language`` (built once per language);
+        None for no language: the model's own names."""
+        if not language:
+            return None
+        if language not in self._labels:
+            self._labels[language] = self.class_names.labels(self.detector.names, language)
+        return self._labels[language]
 
 
 _context: WorkerContext | None = None
@@ -81,7 +94,7 @@ def _finish(redis: Redis, job_id: str, outcome: Outcome, **fields: Any) -> Outco
 
 def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
     """Detect one stored image and record the outcome; raises only what the worker must see (timeouts)."""
-    image, params, waiting = store.load_job(ctx.redis, job_id, ctx.queue_key)
+    image, params, waiting, language = store.load_job(ctx.redis, job_id, ctx.queue_key)
     if image is None:
         return _finish(
             ctx.redis, job_id, Outcome(OUTCOME_ERROR, store.CODE_IMAGE_EXPIRED),
@@ -91,9 +104,10 @@ def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
         time.sleep(ctx.test_delay_ms / 1000)
     try:
         # The parameters crossed Redis: DetectParams checks them like any other input.
-        det, jpeg = ctx.detector.detect_annotated(image, DetectParams.from_dict(params), waiting=waiting)
+        det, jpeg = ctx.detector.detect_annotated(image, DetectParams.from_dict(params), waiting=waiting,
+                                                  labels=ctx.labels(language))
     except DetectorError as exc:
-        return _finish(ctx.redis, job_id, Outcome(OUTCOME_ERROR, exc.code), message=str(exc))
+        return _finish(ctx.redis, job_id, Outcome(OUTCOME_ERROR, exc.code), message=str(exc), details=exc.details)
     outcome = Outcome(
         OUTCOME_OK, boxes=len(det.boxes), classes=tuple(b.class_name for b in det.boxes),
         inference_ms=det.timings.inference_ms, threads=det.timings.threads,

@@ -32,6 +32,7 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
+from detector.names import ClassNames, ClassNamesError, load_class_names
 from jobs import recovery, store, tasks
 from jobs.client import DETECT_JOB, make_queue
 from jobs.defaults import RESULT_TTL
@@ -352,11 +353,23 @@ def _warm_detector(settings: WorkerSettings) -> Any | None:
     return detector
 
 
-def _work(redis: Redis, settings: WorkerSettings, detector: Any, metrics: WorkerMetrics | None, burst: bool) -> int:
+def _class_names(settings: WorkerSettings) -> ClassNames | None:
+    """DETBOT_CLASS_NAMES, read once before the model loads, so a bad file fails fast; None: one line said why."""
+    try:
+        return load_class_names(settings.class_names)
+    except ClassNamesError as exc:
+        log.error("DETBOT_CLASS_NAMES: %s", exc)
+        return None
+
+
+def _work(redis: Redis, settings: WorkerSettings, detector: Any, metrics: WorkerMetrics | None, burst: bool,
+          names: ClassNames) -> int:
     """Take jobs until stopped; the job function finds the model in the context set here."""
     queue = make_queue(redis, settings.queue)
     store.publish_class_names(redis, queue.name, detector.names)
-    tasks.set_context(tasks.WorkerContext(redis, detector, metrics, settings.test_job_delay_ms, queue.key))
+    context = tasks.WorkerContext(redis, detector, metrics, settings.test_job_delay_ms, queue.key,
+                                  class_names=names)
+    tasks.set_context(context)
     try:
         worker = DetbotWorker(queue, settings=settings, metrics=metrics)
         worker.work(burst=burst, logging_level="WARNING")
@@ -375,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings is None:
         return EXIT_CONFIG
     _configure_logging(settings.log_level)
+    names = _class_names(settings)
+    if names is None:
+        return EXIT_CONFIG
     redis = _connect(settings.redis_url)
     if redis is None:
         return EXIT_CONFIG
@@ -384,4 +400,4 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_MODEL
     if metrics is not None:
         metrics.set_ready(True)
-    return _work(redis, settings, detector, metrics, args.burst)
+    return _work(redis, settings, detector, metrics, args.burst, names)

@@ -141,8 +141,12 @@ class TelegramStub:
     # -- what tests use ---------------------------------------------------------------------------------
 
     @staticmethod
-    def user(user_id: int, name: str | None = None) -> dict[str, Any]:
-        return {"id": user_id, "is_bot": False, "first_name": name or f"user{user_id}"}
+    def user(user_id: int, name: str | None = None, language_code: str | None = None) -> dict[str, Any]:
+        """A person; ``language_code`` as their Telegram app's language (``ru``, ``en-GB``), absent if None."""
+        user: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": name or f"user{user_id}"}
+        if language_code is not None:
+            user["language_code"] = language_code
+        return user
 
     @staticmethod
     def private_chat(user_id: int) -> dict[str, Any]:
@@ -164,13 +168,13 @@ class TelegramStub:
         return file_id
 
     def send(self, chat: dict[str, Any], user_id: int, *, reply_to: dict[str, Any] | None = None,
-             thread: int | None = None, **fields: Any) -> dict[str, Any]:
+             thread: int | None = None, language_code: str | None = None, **fields: Any) -> dict[str, Any]:
         """Push an update with a new message from a person; returns the message as the bot will see it."""
         message: dict[str, Any] = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
             "chat": chat,
-            "from": self.user(user_id),
+            "from": self.user(user_id, language_code=language_code),
             **fields,
         }
         if thread is not None:

@@ -17,7 +17,7 @@ import pytest
 from redis import Redis
 
 from bot import replies
-from bot.replies import TOO_COMPLEX_IMAGE
+from bot.i18n import ENGLISH, catalog
 from jobs.defaults import EVENTS_GROUP
 from jobs.keys import EVENTS_STREAM
 from ops.shapes import Shape, iou, make_images
@@ -378,7 +378,7 @@ def test_hostile_tiff_refused_and_others_answered(world: World) -> None:
                             "x.tif")
     photo = stub.photo(stub.private_chat(other), other, encode(world.images[31][0]))
     refusal = wait_answer(stub, attacker, hostile["message_id"])
-    assert refusal.method == "sendMessage" and refusal.text == TOO_COMPLEX_IMAGE
+    assert refusal.method == "sendMessage" and refusal.text == catalog(ENGLISH).gettext(replies.TOO_COMPLEX_IMAGE)
     assert wait_answer(stub, other, photo["message_id"]).method == "sendPhoto"
     assert _peak_rss_mb(world.bot.proc.pid) < 200
     assert "too_complex_image: TIFF directory" in world.bot.log()
@@ -403,7 +403,7 @@ def test_odd_captions_are_answered_never_crashed_on(world: World) -> None:
              for i in range(2)]
     stub.wait_for(lambda: stub.sent("sendMediaGroup", album_user), 90, "the album with caption x²")
     stub.wait_for(lambda: album_summary(stub, album_user, album[0]["message_id"]), 30, "the album's summary")
-    assert replies.SOMETHING_WRONG not in [c.text for c in stub.sent("sendMessage", user)]
+    assert catalog(ENGLISH).gettext(replies.SOMETHING_WRONG) not in [c.text for c in stub.sent("sendMessage", user)]
 
 
 def test_stickers_videos_and_nonsense(world: World) -> None:

@@ -21,9 +21,12 @@ from bot.albums import (
     album_reply_to,
     queued_album,
 )
+from bot.app import _model_names
+from bot.i18n import ENGLISH, RUSSIAN, catalog
 from bot.intake import sender_of
 from bot.limits import Limits, RateLimiter
 from bot.logs import REDACTED, RedactFilter
+from bot.outcome import Wording
 from bot.parsing import (
     UsageError,
     mentions,
@@ -34,7 +37,8 @@ from bot.parsing import (
     parse_threshold,
 )
 from bot.settings import BotSettings
-from bot.text import CAPTION_LIMIT, MESSAGE_LIMIT, detection_lines, pack_lines, split_caption, utf16_len
+from bot.text import CAPTION_LIMIT, MESSAGE_LIMIT, pack_lines, split_caption, utf16_len
+from detector.names import ClassNames, parse_class_names
 from detector.params import DetectParams
 from detector.render import format_confidence
 from detector.result import Box, Detection
@@ -154,6 +158,10 @@ def test_threshold_and_auto_arguments() -> None:
         parse_auto(["maybe"])
 
 
+def detection_lines(det: Detection) -> list[str]:
+    return replies.detection_lines(catalog(ENGLISH), det, ClassNames())
+
+
 def _detection(n: int, name: str = "circle") -> Detection:
     boxes = tuple(Box(0, name, 0.9 - i * 0.001, 10.0 + i, 20.0, 110.0 + i, 220.0) for i in range(n))
     return Detection(boxes=boxes, width=640, height=480, confidence=0.25)
@@ -216,25 +224,24 @@ def test_rate_limit_zero_means_off() -> None:
     "code",
     ["timeout", "failed_after_retries", "image_expired", "internal_error", "result_expired", "empty_image",
      "not_an_image", "unsupported_format", "corrupt_image", "image_too_large", "unknown_class", "bad_image",
-     "something_new"],
+     "too_complex_image", "something_new"],
 )
 def test_every_error_code_has_a_friendly_reply(code: str) -> None:
-    text = replies.error_reply(code, "")
+    text = replies.error_reply(catalog(ENGLISH), code)
     assert text and "Traceback" not in text and "_" not in text
 
 
-def test_worker_message_shown_only_for_detector_errors() -> None:
-    assert replies.error_reply("unknown_class", "Unknown class 'dog'; known: circle, square") .startswith("Unknown")
+def test_the_workers_words_never_reach_the_person() -> None:
+    wording = Wording(parse_class_names({"ru": {"circle": "круг", "square": "квадрат"}}))
+    unknown = Completion("j", ok=False, routing={"language": "ru"}, code="unknown_class",
+                         message="Unknown class giraffe. This model knows: circle, square.",
+                         details={"unknown": ["giraffe"], "known": ["circle", "square"]})
+    assert wording.error_text(unknown) == "Не знаю такого класса: жираф. Эта модель знает: квадрат, круг."
+    english = Completion("j", ok=False, routing={}, code="unknown_class", details=unknown.details)
+    assert wording.error_text(english) == "Unknown class giraffe. This model knows: circle, square."
     secret = 'Traceback (most recent call last):\n  File "/app/x.py"'
-    assert replies.error_reply("internal_error", secret) == replies.SOMETHING_WRONG
-
-
-@pytest.mark.parametrize("code", ["timeout", "failed_after_retries", "image_expired", "internal_error"])
-def test_queue_errors_are_answered_in_the_bots_words(code: str) -> None:
-    """The worker stored sentences for these that no one ever saw; now it stores an operator's note, and
-    the reply (translatable, in bot.replies) depends on the code alone."""
-    note = "detection ran past the job timeout"
-    assert replies.error_reply(code, note) == replies.error_reply(code, "") != note
+    failed = Completion("j", ok=False, routing={"language": "ru"}, code="internal_error", message=secret)
+    assert wording.error_text(failed) == catalog(RUSSIAN).gettext(replies.SOMETHING_WRONG)
 
 
 def test_log_filter_redacts_token_and_folds_tracebacks() -> None:
@@ -278,7 +285,7 @@ def test_application_has_rate_limiter_error_handler_and_commands() -> None:
     assert len(app.error_handlers) == 1
     commands = {c for handlers in app.handlers.values() for h in handlers if isinstance(h, CommandHandler)
                 for c in h.commands}
-    assert commands == {"start", "help", "threshold", "auto", "detect"}
+    assert commands == {"start", "help", "threshold", "auto", "detect", "language"}
     assert app.bot.base_url == "http://127.0.0.1:9/bot1:abc"
 
 
@@ -345,16 +352,16 @@ def test_album_answer_lists_every_photo_and_its_failures() -> None:
     _, routings = queued_album([{"chat_id": 5, "message_id": m} for m in (1, 2, 3)], reply_to=1)
     parts = [_album_result(routings[0], "a", _detection(2)), _album_result(routings[1], "b", None),
              _album_result(routings[2], "c", _detection(1, "square"))]
-    answer = album_answer(AssembledAlbum("x", list(enumerate(parts, 1))))
+    answer = album_answer(AssembledAlbum("x", list(enumerate(parts, 1))), Wording())
     assert (answer.ok, answer.failed) == (2, 1)
     assert [image for image, _ in answer.photos] == [b"jpeg-a", b"jpeg-c"]
     assert [caption for _, caption in answer.photos] == [
         "Photo 1: 2 objects at confidence ≥ 0.25: circle ×2", "Photo 3: 1 object at confidence ≥ 0.25: square ×1"]
     assert answer.lines[0] == "Photo 1: 2 objects at confidence ≥ 0.25: circle ×2"
-    assert answer.lines[3] == replies.album_item_failed(2, replies.error_reply("corrupt_image", "damaged"))
+    assert answer.lines[3] == "Photo 2: " + replies.error_reply(catalog(ENGLISH), "corrupt_image")
     assert answer.lines[4].startswith("Photo 3: 1 object")
     # One good photo goes out as a photo of its own, captioned with its place in the album.
-    lone = album_answer(AssembledAlbum("y", [(1, parts[1]), (2, parts[2])]))
+    lone = album_answer(AssembledAlbum("y", [(1, parts[1]), (2, parts[2])]), Wording())
     assert lone.photos == [(b"jpeg-c", "Photo 2")] and (lone.ok, lone.failed) == (1, 1)
 
 
@@ -379,3 +386,12 @@ def test_class_index_suggests_the_closest_name_for_a_typo() -> None:
     assert found == ["person"]
     assert unknown[0] == Unknown("dgo", unknown[0].suggestions) and unknown[0].suggestions[0] == "dog"
     assert unknown[1] == Unknown("zzzz", ())
+
+
+def test_filters_in_russian_become_the_models_names() -> None:
+    names = parse_class_names({"ru": {"circle": "круг"}})
+    asked = parse_detect_args("Круг, собака 0.3")
+    assert _model_names(asked, names) == DetectParams(0.3, ("circle", "dog"))
+    per_class = DetectParams(None, None, (("круг", 0.6),))
+    assert _model_names(per_class, names).per_class == {"circle": 0.6}
+    assert _model_names(DetectParams(0.4), names) == DetectParams(0.4)

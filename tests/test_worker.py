@@ -131,6 +131,8 @@ def test_class_filter_and_parameters_reach_the_detector(client: DetectionClient,
     unknown = completion(wredis, client.submit(png(img), DetectParams(0.25, ["giraffe"])))
     assert (unknown.ok, unknown.code) == (False, "unknown_class")
     assert "circle" in unknown.message  # the message lists what the model knows
+    # ... and says it as data too, for the bot to word in the chat's language.
+    assert unknown.details == {"unknown": ["giraffe"], "known": ["circle", "square", "triangle"]}
 
     # Parameters cross Redis: whatever a producer stored, the worker checks them like any other input.
     bad_conf = completion(wredis, submit_raw(client, png(img), {"confidence": 1.5, "classes": None}))
