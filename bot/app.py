@@ -14,10 +14,10 @@ from telegram import Bot, BotCommand, Message, Update
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     ApplicationHandlerStop,
+    ChatMemberHandler,
     CommandHandler,
     ContextTypes,
     MessageHandler,
@@ -43,18 +43,17 @@ from bot.parsing import (
     parse_threshold,
     split_command,
 )
+from bot.ratelimit import ChatRateLimiter
 from bot.settings import BotSettings
 from bot.status import StatusBoard
 from bot.telegram_io import describe, say
 from detector.names import ClassNames, load_class_names
 from detector.params import DetectParams
 from jobs.client import DetectionClient
-from jobs.exceptions import QueueUnavailableError
+from jobs.exceptions import JobsError, QueueUnavailableError
 
 log = logging.getLogger(__name__)
 
-# Telegram answers flood-limited calls with "retry after N s"; the limiter waits and retries this often.
-RATE_LIMIT_RETRIES = 3
 # Pause before the delivery loop starts over after an unexpected error (it must never stay down).
 DELIVERY_RESTART_DELAY = 2.0
 SERVICES = "detbot"
@@ -79,6 +78,8 @@ class Services:
     delivery: Delivery
     names: ClassNames
     albums: AlbumCollector = field(default_factory=AlbumCollector)
+    # Supergroups accepted by the allow-list because the group they were is in it (see ChatStore.migrate).
+    migrated_allowed: set[int] = field(default_factory=set)
     delivery_task: asyncio.Task[None] | None = None
 
 
@@ -338,9 +339,13 @@ async def on_language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
 
 async def check_allowed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The optional allow-list: other chats get one short line in private, nothing in groups."""
-    allowed = services(context).settings.allowed_chats
+    svc = services(context)
+    allowed = svc.settings.allowed_chats
     chat = update.effective_chat
-    if not allowed or chat is None or chat.id in allowed:
+    if not allowed or chat is None or chat.id in allowed or chat.id in svc.migrated_allowed:
+        return
+    if await asyncio.to_thread(svc.chats.migrated_from, chat.id) in allowed:
+        svc.migrated_allowed.add(chat.id)  # an allowed group that became a supergroup
         return
     log.info("ignored update from chat %s: not in DETBOT_ALLOWED_CHATS", chat.id)
     if update.message and chat.type == ChatType.PRIVATE:
@@ -348,6 +353,51 @@ async def check_allowed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         tr = _catalog(services(context), update.message, ChatSettings())
         await _reply(context, update.message, tr.gettext(replies.NOT_ALLOWED))
     raise ApplicationHandlerStop
+
+
+async def note_chat(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Before the allow-list: a group migrating to a supergroup, and chats talking to the bot again."""
+    message = update.message
+    if message is None:
+        return
+    svc = services(context)
+    svc.delivery.chat_back(message.chat_id)
+    if message.migrate_to_chat_id:
+        await _migrated(svc, message.chat_id, message.migrate_to_chat_id)
+    elif message.migrate_from_chat_id:
+        await _migrated(svc, message.migrate_from_chat_id, message.chat_id)
+
+
+async def _migrated(svc: Services, old: int, new: int) -> None:
+    """A group became a supergroup: settings, allow-list entry and pending answers follow it."""
+    if new in svc.migrated_allowed:
+        return  # both service messages (old and new chat) announce the same migration
+    svc.delivery.moved(old, new)
+    try:
+        await asyncio.to_thread(svc.chats.migrate, old, new)
+    except JobsError as exc:
+        log.warning("group %s became supergroup %s; its settings could not be copied: %s", old, new,
+                    describe(exc))
+    allowed = svc.settings.allowed_chats
+    if allowed and old in allowed and new not in allowed:
+        svc.migrated_allowed.add(new)
+        log.warning("group %s became supergroup %s: answering it; add %s to DETBOT_ALLOWED_CHATS", old, new, new)
+    elif not allowed or new in allowed:
+        svc.migrated_allowed.add(new)
+        log.info("group %s became supergroup %s; its settings follow it", old, new)
+
+
+async def on_my_member(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The bot was blocked, kicked or left: that chat's waiting answers are dropped at once."""
+    change = update.my_chat_member
+    if change is None:
+        return
+    status = change.new_chat_member.status
+    delivery = services(context).delivery
+    if status in (ChatMemberStatus.BANNED, ChatMemberStatus.LEFT):
+        await delivery.chat_gone(change.chat.id, f"bot {status}")
+    else:
+        delivery.chat_back(change.chat.id)
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -418,7 +468,7 @@ def build_application(
         .token(settings.telegram_bot_token.get_secret_value())
         .base_url(settings.api_url)
         .base_file_url(settings.file_url)
-        .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+        .rate_limiter(ChatRateLimiter())
         .concurrent_updates(True)
         .post_init(_post_init)
         .post_stop(_post_stop)
@@ -444,13 +494,27 @@ def build_application(
         metrics=metrics,
         intake=Intake(application.bot, settings, client, chats, limits, metrics, status, application.create_task),
         status=status,
-        delivery=Delivery(application.bot, make_reader, metrics, status, names, settings.default_language),
+        delivery=Delivery(application.bot, make_reader, metrics, status, names, settings.default_language,
+                          retry_delay=settings.test_retry_delay_ms / 1000),
         names=names,
     )
+
+    async def migrated(old: int, new: int) -> None:
+        await _migrated(svc, old, new)
+
+    svc.delivery.migrated = migrated
     metrics.watch_queue(client.queued)
     application.bot_data[SERVICES] = svc
 
+    _add_handlers(application)
+    return application
+
+
+def _add_handlers(application: Application) -> None:
+    """Every handler, in the order PTB tries them (negative groups first: before any answer)."""
+    application.add_handler(TypeHandler(Update, note_chat), group=-2)
     application.add_handler(TypeHandler(Update, check_allowed), group=-1)
+    application.add_handler(ChatMemberHandler(on_my_member, ChatMemberHandler.MY_CHAT_MEMBER))
     application.add_handler(CommandHandler(["start", "help"], on_help, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("threshold", on_threshold, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("auto", on_auto, filters=NEW_MESSAGE))
@@ -461,4 +525,3 @@ def build_application(
     application.add_handler(MessageHandler(NEW_MESSAGE & filters.Document.ALL, on_document))
     application.add_handler(MessageHandler(NEW_MESSAGE & filters.ChatType.PRIVATE & filters.TEXT, on_private_text))
     application.add_error_handler(on_error)
-    return application

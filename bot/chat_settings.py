@@ -105,3 +105,24 @@ class ChatStore:
             return None
         chat, _, message = bytes(raw).decode().partition(":")  # type: ignore[arg-type]
         return int(chat), int(message)
+
+    def migrate(self, old: int, new: int) -> None:
+        """A group became the supergroup ``new``: it keeps its settings (those the supergroup has not set
+        itself), and remembers where it came from (the allow-list accepts it when ``old`` was allowed)."""
+        try:
+            data: dict[bytes, bytes] = self.redis.hgetall(keys.chat(old))  # type: ignore[assignment]
+            pipe = self.redis.pipeline(transaction=True)
+            for field, value in data.items():
+                pipe.hsetnx(keys.chat(new), field, value)
+            pipe.set(keys.migrated(new), old)
+            pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise QueueUnavailableError("Redis is unreachable") from exc
+
+    def migrated_from(self, chat_id: int) -> int | None:
+        """The group a supergroup was before its migration, None if it never was one (or Redis is away)."""
+        try:
+            raw = self.redis.get(keys.migrated(chat_id))
+        except REDIS_ERRORS:
+            return None
+        return int(raw) if raw else None

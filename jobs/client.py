@@ -137,9 +137,14 @@ class DetectionClient:
                 raise
         self._group_ready = True
 
-    def pending(self, count: int = 100) -> list[Completion]:
-        """Completions delivered to this consumer before but never acknowledged (e.g. the bot restarted)."""
-        return self._read("0", count, None)
+    def pending(self, count: int = 100, after: str = "0") -> list[Completion]:
+        """Completions delivered to this consumer before but never acknowledged (e.g. the bot restarted),
+        oldest first, with event ids after ``after``.
+
+        Page through any number of them by passing the last event id of one page as ``after`` of the next:
+        reading from "0" again would return entries still being delivered a second time.
+        """
+        return self._read(after, count, None)
 
     def wait(self, block_ms: int = 5000, count: int = 100) -> list[Completion]:
         """New completions, waiting up to ``block_ms`` for the first one."""

@@ -85,3 +85,8 @@ def handled(chat_id: int, message_id: int) -> str:
 def status(unit: str) -> str:
     """Chat and message id of the "queued" status message of a job or album."""
     return f"{KEY_PREFIX}:bot:status:{unit}"
+
+
+def migrated(chat_id: int) -> str:
+    """The id a supergroup had as a group before Telegram migrated it (its settings and allow-list entry)."""
+    return f"{KEY_PREFIX}:bot:migrated:{chat_id}"

@@ -495,7 +495,7 @@ def test_refused_delivery_is_dropped_once_and_bot_carries_on(world: World) -> No
     stub.wait_for(lambda: settled(world), 60, "all answers acknowledged")
     assert len(stub.sent("sendPhoto", blocked, ok=False)) == 1
     assert not stub.sent("sendMessage", blocked, ok=None)  # no pointless retry as text: the chat is gone
-    assert stub.wait_for(lambda: "dropped: Telegram refused it (Forbidden" in world.bot.log(), 10, "a log line")
+    assert stub.wait_for(lambda: f"chat {blocked} is gone (answer for" in world.bot.log(), 10, "a log line")
 
 
 def test_network_errors_are_retried(world: World) -> None:

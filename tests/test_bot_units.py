@@ -275,13 +275,14 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_application_has_rate_limiter_error_handler_and_commands() -> None:
     from redis import Redis
-    from telegram.ext import AIORateLimiter, CommandHandler
+    from telegram.ext import CommandHandler
 
     from bot.app import build_application
+    from bot.ratelimit import ChatRateLimiter
 
     settings = BotSettings.model_validate({"telegram_bot_token": "1:abc", "telegram_api_base_url": "http://127.0.0.1:9"})
     app = build_application(settings, Redis.from_url("redis://127.0.0.1:9/0"))
-    assert isinstance(app.bot.rate_limiter, AIORateLimiter)
+    assert isinstance(app.bot.rate_limiter, ChatRateLimiter)
     assert len(app.error_handlers) == 1
     commands = {c for handlers in app.handlers.values() for h in handlers if isinstance(h, CommandHandler)
                 for c in h.commands}
@@ -395,3 +396,32 @@ def test_filters_in_russian_become_the_models_names() -> None:
     per_class = DetectParams(None, None, (("круг", 0.6),))
     assert _model_names(per_class, names).per_class == {"circle": 0.6}
     assert _model_names(DetectParams(0.4), names) == DetectParams(0.4)
+
+
+# -- Telegram's flood limits ----------------------------------------------------------------------------
+
+def test_a_429_holds_back_only_its_own_chat() -> None:
+    from telegram.error import RetryAfter
+
+    from bot.ratelimit import ChatRateLimiter
+
+    async def scenario() -> None:
+        limiter = ChatRateLimiter()
+        sent: list[str] = []
+
+        async def flooded() -> bool:
+            raise RetryAfter(30)
+
+        async def send(name: str) -> bool:
+            sent.append(name)
+            return True
+
+        with pytest.raises(RetryAfter):  # raised to the caller, not waited out for everyone
+            await limiter.process_request(flooded, (), {}, "sendPhoto", {"chat_id": 1}, None)
+        same = asyncio.create_task(limiter.process_request(send, ("same",), {}, "sendMessage", {"chat_id": 1}, None))
+        await limiter.process_request(send, ("other",), {}, "sendPhoto", {"chat_id": 2}, None)
+        await limiter.process_request(send, ("file",), {}, "getFile", {"file_id": "x"}, None)
+        assert sent == ["other", "file"] and not same.done() and limiter.flooded(1) and not limiter.flooded(2)
+        same.cancel()
+
+    asyncio.run(scenario())
