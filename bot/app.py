@@ -31,7 +31,7 @@ from bot.chat_settings import ChatSettings, ChatStore
 from bot.classes import PublishedClasses, Unknown
 from bot.delivery import Delivery
 from bot.i18n import LANGUAGES, Catalog, catalog, language_for
-from bot.intake import Intake, Request, image_of, thread_of
+from bot.intake import Intake, Request, image_of, sender_of, thread_of
 from bot.limits import Limits
 from bot.metrics import BotMetrics
 from bot.parsing import (
@@ -175,8 +175,7 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
         text = replies.no_such_class(tr, unknown[0].name, unknown[0].suggestions, svc.names)
         await svc.intake.refuse(photos[0], "unknown class", text, len(photos))
         return
-    user = asked_by.from_user
-    request = Request(asked_by.chat, user.id if user else asked_by.chat_id, photos, asked_by, params,
+    request = Request(asked_by.chat, sender_of(asked_by), photos, asked_by, params,
                       chat_settings, tr)
     await svc.intake.handle(request)
 

@@ -12,12 +12,19 @@ from dataclasses import dataclass, field
 from bot import replies
 from bot.i18n import AUTO, ENGLISH, Catalog, catalog, supported
 from detector.errors import DetectorError, InvalidConfidenceError
-from detector.params import MAX_CLASSES, DetectParams, check_confidence
+from detector.params import CONFIDENCE_DECIMALS, MAX_CLASSES, DetectParams, check_confidence
 
-# `0.4`, `.4`, `0,4`, `40%`, `conf=0.4`, `confidence:40%`: one confidence token.
-_CONF_TOKEN = re.compile(r"^(?:conf(?:idence)?[=:])?([-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+))(%?)$", re.IGNORECASE)
+# Confidences are kept to CONFIDENCE_DECIMALS decimals: anything below half of this would become 0.
+SMALLEST_CONFIDENCE = 10.0**-CONFIDENCE_DECIMALS
+
+# `0.4`, `.4`, `0,4`, `40%`, `conf=0.4`, `confidence:40%`: one confidence token. ASCII digits only: `\\d`
+# alone also matches other scripts' digits, and `str.isdigit` superscripts like "²" that int() refuses.
+_CONF_TOKEN = re.compile(r"^(?:conf(?:idence)?[=:])?([-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+))(%?)$",
+                         re.IGNORECASE | re.ASCII)
 # Something that was meant as a confidence but is not one (`conf=abc`, `0.4.5`, `-`): refused, not ignored.
-_CONF_LIKE = re.compile(r"^(?:conf(?:idence)?[=:].*|[-+]?[\d.,]+%?)$", re.IGNORECASE)
+_CONF_LIKE = re.compile(r"^(?:conf(?:idence)?[=:].*|[-+]?[\d.,]+%?)$", re.IGNORECASE | re.ASCII)
+# A whole number among other words ("my 2 cats", "party 2024") is a count or a year, not a confidence.
+_COUNT = re.compile(r"^0*[1-9]\d*$", re.ASCII)
 _COMMAND = re.compile(r"^/(\w+)(?:@(\w+))?(?=\s|$)", re.IGNORECASE)
 _CLASS_NAME = re.compile(r"^\w[\w\-]*$")
 
@@ -72,7 +79,9 @@ def parse_confidence(token: str) -> float:
     value = float(m.group(1).replace(",", "."))
     if m.group(2):
         value /= 100
-    elif 1 < value <= 100:
+    if 0 < value < SMALLEST_CONFIDENCE / 2:  # would round to 0: say so, never a silent default
+        raise UsageError(replies.CONFIDENCE_TOO_SMALL, token=token, smallest=f"{SMALLEST_CONFIDENCE:g}")
+    if not m.group(2) and 1 < value <= 100:
         raise UsageError(replies.PERCENT_HINT, value=f"{value:g}")
     try:
         return check_confidence(value)
@@ -148,9 +157,10 @@ def parse_caption(caption: str | None, username: str) -> Caption:
         return Caption(command=True, mentioned=mentioned, args=parse_detect_args(rest))
     rest, mentioned = _strip_mentions(text, username)
     confidence: float | None = None
-    for token in rest.split():
-        if token.isdigit() and int(token) > 100:
-            continue  # a year or a count in free text ("party 2024"), not a confidence
+    tokens = rest.split()
+    for token in tokens:
+        if len(tokens) > 1 and _COUNT.match(token):
+            continue  # free text; a caption of only "2" is still read as a (mistyped) confidence
         if looks_like_confidence(token):
             if confidence is not None:
                 raise UsageError(replies.ONE_CONFIDENCE, replies.USAGE_DETECT)

@@ -17,6 +17,7 @@ from detector.errors import (
     ImageTooLargeError,
     InvalidConfidenceError,
     NotAnImageError,
+    TooComplexImageError,
     UnknownClassError,
     UnsupportedFormatError,
 )
@@ -42,6 +43,7 @@ ADMINS_ONLY = N_("reply.admins_only")
 SOMETHING_WRONG = N_("reply.something_wrong")
 AUTO_PRIVATE = N_("reply.auto_private")
 CLASSES_UNKNOWN = N_("reply.classes_unknown")
+TOO_COMPLEX_IMAGE = N_("error.too_complex_image")
 
 # The command menu (setMyCommands), registered once per language.
 COMMANDS = (
@@ -61,6 +63,7 @@ _DETECTOR_ERRORS = {
     CorruptImageError.code: N_("error.corrupt_image"),
     UnknownClassError.code: N_("error.unknown_class"),
     InvalidConfidenceError.code: N_("error.invalid_confidence"),
+    TooComplexImageError.code: TOO_COMPLEX_IMAGE,
     "bad_image": N_("error.bad_image"),
 }
 _QUEUE_ERRORS = {
@@ -221,6 +224,7 @@ USAGE_AUTO = N_("usage.auto")
 USAGE_LANGUAGE = N_("usage.language")
 NOT_A_CONFIDENCE = N_("usage.not_a_confidence")
 PERCENT_HINT = N_("usage.percent_hint")
+CONFIDENCE_TOO_SMALL = N_("usage.confidence_too_small")
 OUT_OF_RANGE = N_("usage.out_of_range")
 ONE_CONFIDENCE = N_("usage.one_confidence")
 NOT_A_CLASS = N_("usage.not_a_class")

@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 from redis import Redis
 
+from bot import replies
+from bot.i18n import ENGLISH, catalog
 from jobs.defaults import EVENTS_GROUP
 from jobs.keys import EVENTS_STREAM
 from ops.shapes import Shape, iou, make_images
 from tests.conftest import RedisServer
-from tests.images import png_header
+from tests.images import png_header, tiff_many_strips
 from tests.telegram_stub import (
     BotProcess,
     Call,
@@ -373,6 +375,50 @@ def test_truncated_image_gets_friendly_error(world: World) -> None:
     msg = stub.document(stub.private_chat(user), user, jpeg[: len(jpeg) // 3], "image/jpeg", "cut.jpg")
     answer = wait_answer(stub, user, msg["message_id"])
     assert answer.method == "sendMessage" and "damaged" in answer.text.lower()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's resident-memory high-water mark (VmHWM), which a brief spike cannot hide from."""
+    with open(f"/proc/{pid}/status") as status:
+        line = next(x for x in status if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_hostile_tiff_refused_and_others_answered(world: World) -> None:
+    """A 12 MB TIFF with 1.5 million strip entries stalled the bot 2.3 s and took it to 506 MB; now it is
+    refused from its structure, and a photo sent at the same time from another chat is answered."""
+    stub = world.stub
+    attacker, other = new_user(), new_user()
+    hostile = stub.document(stub.private_chat(attacker), attacker, tiff_many_strips(1_500_000), "image/tiff",
+                            "x.tif")
+    photo = stub.photo(stub.private_chat(other), other, encode(world.images[31][0]))
+    refusal = wait_answer(stub, attacker, hostile["message_id"])
+    assert refusal.method == "sendMessage" and refusal.text == catalog(ENGLISH).gettext(replies.TOO_COMPLEX_IMAGE)
+    assert wait_answer(stub, other, photo["message_id"]).method == "sendPhoto"
+    assert _peak_rss_mb(world.bot.proc.pid) < 200
+    assert "too_complex_image: TIFF directory" in world.bot.log()
+
+
+def test_odd_captions_are_answered_never_crashed_on(world: World) -> None:
+    """A caption "²" broke the parser: a photo got "something went wrong", an album no answer at all.
+    "my 2 cats" was refused; a tiny confidence must be refused with a reason, not replaced silently."""
+    stub = world.stub
+    user = new_user()
+    chat = stub.private_chat(user)
+    img = encode(world.images[32][0])
+    sent = {caption: stub.photo(chat, user, img, caption=caption)["message_id"] for caption in ("²", "my 2 cats")}
+    for caption, message_id in sent.items():
+        assert wait_answer(stub, user, message_id).method == "sendPhoto", caption
+    tiny = stub.photo(chat, user, img, caption="0.00001")
+    refusal = wait_answer(stub, user, tiny["message_id"])
+    assert refusal.method == "sendMessage" and "too small" in refusal.text and "0.0001" in refusal.text
+    album_user = new_user()
+    album_chat = stub.private_chat(album_user)
+    album = [stub.photo(album_chat, album_user, img, caption="x²" if i == 0 else None, media_group_id="album-sq")
+             for i in range(2)]
+    stub.wait_for(lambda: stub.sent("sendMediaGroup", album_user), 90, "the album with caption x²")
+    stub.wait_for(lambda: album_summary(stub, album_user, album[0]["message_id"]), 30, "the album's summary")
+    assert catalog(ENGLISH).gettext(replies.SOMETHING_WRONG) not in [c.text for c in stub.sent("sendMessage", user)]
 
 
 def test_stickers_videos_and_nonsense(world: World) -> None:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from telegram import Chat, Message
+from telegram import Chat, Message, User
 
 from bot import replies
 from bot.albums import (
@@ -23,6 +23,7 @@ from bot.albums import (
 )
 from bot.app import _model_names
 from bot.i18n import ENGLISH, RUSSIAN, catalog
+from bot.intake import sender_of
 from bot.limits import Limits, RateLimiter
 from bot.logs import REDACTED, RedactFilter
 from bot.outcome import Wording
@@ -39,6 +40,7 @@ from bot.settings import BotSettings
 from bot.text import CAPTION_LIMIT, MESSAGE_LIMIT, pack_lines, split_caption, utf16_len
 from detector.names import ClassNames, parse_class_names
 from detector.params import DetectParams
+from detector.render import format_confidence
 from detector.result import Box, Detection
 from jobs.store import Completion
 
@@ -86,6 +88,51 @@ def test_mentions_match_the_whole_name_only() -> None:
 
 def test_free_text_numbers_are_not_confidences() -> None:
     assert parse_caption("party 2024", BOT).args == DetectParams()
+
+
+def test_counts_in_free_text_are_not_confidences() -> None:
+    """ "my 2 cats" was refused ("did you mean 2%?"); a lone number is still read as a confidence."""
+    for caption in ("my 2 cats", "1 cat", "2 dogs and 3 cats", "party 2024"):
+        assert parse_caption(caption, BOT).args == DetectParams(), caption
+    assert parse_caption("my 2 cats 0.4", BOT).args == DetectParams(0.4)
+    with pytest.raises(UsageError, match="2%"):
+        parse_caption("2", BOT)
+
+
+@pytest.mark.parametrize("caption", ["²", "my ² cats", "x²", "٠.٤", "４０%", "conf=²"])
+def test_unicode_digits_never_crash_the_parser(caption: str) -> None:
+    """ "²" passed str.isdigit and broke int(): a single photo got "something went wrong", an album nothing.
+    Only ASCII digits make a confidence; other digits are free text (or a usage error after conf=)."""
+    try:
+        assert parse_caption(caption, BOT).args.confidence is None
+    except UsageError:
+        assert caption.startswith("conf=")
+    assert parse_detect_args("²").confidence is None
+
+
+@pytest.mark.parametrize("token", ["0.00001", "0.001%", "conf=0.00004"])
+def test_tiny_confidence_refused_with_a_message_not_replaced(token: str) -> None:
+    with pytest.raises(UsageError, match="too small") as caught:
+        parse_caption(f"my cat {token}", BOT)
+    assert "0.0001" in str(caught.value)
+    with pytest.raises(UsageError, match="too small"):
+        parse_threshold([token])
+    # The smallest kept confidence is written as it is, not as "0.00".
+    assert format_confidence(parse_confidence("0.0001")) == "0.0001"
+    assert format_confidence(0.25) == "0.25"
+
+
+def test_anonymous_admins_and_channels_are_counted_per_sender_chat() -> None:
+    """Every anonymous admin is the same service account in from_user: keyed by it, all groups shared one
+    rate bucket. The sender chat (the group itself, or the channel) is the sender."""
+    anonymous = User(1087968824, "Group", True, username="GroupAnonymousBot")
+    when = datetime.now(timezone.utc)
+    group_a, group_b = Chat(-1001, "supergroup"), Chat(-1002, "supergroup")
+    in_a = Message(1, when, group_a, from_user=anonymous, sender_chat=group_a)
+    in_b = Message(1, when, group_b, from_user=anonymous, sender_chat=group_b)
+    channel = Message(2, when, group_a, from_user=User(136817688, "Channel", True), sender_chat=Chat(-1009, "channel"))
+    person = Message(3, when, group_a, from_user=User(42, "Ann", False))
+    assert [sender_of(m) for m in (in_a, in_b, channel, person)] == [-1001, -1002, -1009, 42]
 
 
 @pytest.mark.parametrize("caption", ["2.5", "0 please", "/detect blah!!", "/detect 0.3 0.4", "conf=", "my cat 0.4 0.5"])
@@ -177,7 +224,7 @@ def test_rate_limit_zero_means_off() -> None:
     "code",
     ["timeout", "failed_after_retries", "image_expired", "internal_error", "result_expired", "empty_image",
      "not_an_image", "unsupported_format", "corrupt_image", "image_too_large", "unknown_class", "bad_image",
-     "something_new"],
+     "too_complex_image", "something_new"],
 )
 def test_every_error_code_has_a_friendly_reply(code: str) -> None:
     text = replies.error_reply(catalog(ENGLISH), code)
