@@ -50,7 +50,7 @@ from bot.status import StatusBoard
 from bot.telegram_io import describe, say
 from bot.text import MESSAGE_LIMIT, pack_lines
 from detector.names import ClassNames, load_class_names
-from detector.params import DetectParams
+from detector.params import MAX_CLASSES, DetectParams
 from jobs.client import DetectionClient
 from jobs.exceptions import JobsError, QueueUnavailableError
 
@@ -334,14 +334,30 @@ async def _settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE,
 async def _threshold(svc: Services, message: Message, value: Any, current: ChatSettings, tr: Catalog) -> str:
     default = svc.settings.default_confidence
     if value is None:
-        return replies.threshold_status(tr, current.threshold, default)
+        return replies.threshold_status(tr, current.threshold, default, current.class_thresholds, svc.names)
     if value == "reset":
-        await asyncio.to_thread(svc.chats.set_threshold, message.chat_id, None)
+        await asyncio.to_thread(svc.chats.reset_thresholds, message.chat_id)
         log.info("threshold reset chat=%s", message.chat_id)
         return replies.threshold_reset(tr, default)
+    if isinstance(value, tuple):
+        return await _class_threshold(svc, message, value[0], value[1], current, tr)
     await asyncio.to_thread(svc.chats.set_threshold, message.chat_id, float(value))
     log.info("threshold set chat=%s value=%.2f", message.chat_id, value)
     return replies.threshold_set(tr, float(value))
+
+
+async def _class_threshold(svc: Services, message: Message, written: str, value: float, current: ChatSettings,
+                           tr: Catalog) -> str:
+    """``/threshold person 0.6``: the class checked against the model's names like a filter."""
+    params, unknown = await _model_params(svc, DetectParams(class_confidence=((written, value),)))
+    if unknown:
+        return replies.no_such_class(tr, unknown[0].name, unknown[0].suggestions, svc.names)
+    (name, checked), = params.class_confidence
+    if name not in dict(current.class_thresholds) and len(current.class_thresholds) >= MAX_CLASSES:
+        return tr.gettext(replies.TOO_MANY_CLASSES, count=MAX_CLASSES)
+    await asyncio.to_thread(svc.chats.set_class_threshold, message.chat_id, name, checked)
+    log.info("threshold set chat=%s class=%s value=%.2f", message.chat_id, name, checked)
+    return replies.class_threshold_set(tr, svc.names.display(None, name, tr.language), checked)
 
 
 async def _auto(svc: Services, message: Message, value: Any, current: ChatSettings, tr: Catalog) -> str:

@@ -122,11 +122,23 @@ def rate_limited(tr: Catalog, limit: int, retry_in: float, scope: str) -> str:
     return f"{first} {retry}"
 
 
-def threshold_status(tr: Catalog, chat_value: float | None, default: float) -> str:
+def threshold_status(tr: Catalog, chat_value: float | None, default: float,
+                     per_class: tuple[tuple[str, float], ...] = (), names: ClassNames | None = None) -> str:
+    """The chat's default and where it comes from, then one line per class with its own threshold."""
     if chat_value is None:
-        return tr.gettext("threshold.status_default", default=format_confidence(default))
-    return tr.gettext("threshold.status_chat", value=format_confidence(chat_value),
-                      default=format_confidence(default))
+        text = tr.gettext("threshold.status_default", default=format_confidence(default))
+    else:
+        text = tr.gettext("threshold.status_chat", value=format_confidence(chat_value),
+                          default=format_confidence(default))
+    if per_class:
+        shown = names or ClassNames()
+        lines = [f"• {shown.display(None, n, tr.language)} ≥ {format_confidence(v)}" for n, v in per_class]
+        text += "\n" + tr.gettext("threshold.per_class") + "\n" + "\n".join(lines)
+    return text
+
+
+def class_threshold_set(tr: Catalog, name: str, value: float) -> str:
+    return tr.gettext("threshold.class_set", name=name, value=format_confidence(value))
 
 
 def threshold_set(tr: Catalog, value: float) -> str:
@@ -187,6 +199,10 @@ def summary_line(tr: Catalog, det: Detection, names: ClassNames) -> str:
     if det.classes:
         shown = [names.display(None, c, tr.language) for c in det.classes]
         only = tr.gettext("answer.only", classes=", ".join(shown))
+    if det.class_confidence:
+        own = ", ".join(f"{names.display(None, n, tr.language)} ≥ {format_confidence(v)}"
+                        for n, v in sorted(det.class_confidence.items()))
+        only += tr.gettext("answer.per_class", thresholds=own)
     if not det.boxes:
         return tr.gettext("answer.nothing", confidence=confidence, only=only)
     counts: dict[str, int] = {}

@@ -201,6 +201,36 @@ def test_threshold_set_read_reset(world: World) -> None:
     assert "Usage" in command("/threshold lots")
 
 
+def test_per_class_thresholds_in_captions_and_per_chat(world: World) -> None:
+    """Precedence: caption > chat per-class > chat default > global default, shown in the answer."""
+    stub = world.stub
+    user = new_user()
+    chat = stub.private_chat(user)
+
+    def command(text: str) -> str:
+        m = stub.text(chat, user, text)
+        return wait_answer(stub, user, m["message_id"], 30).text
+
+    img, shapes = next((i, s) for i, s in world.images if len({sh.name for sh in s}) >= 2)
+    raised, other = shapes[0].name, next(s.name for s in shapes if s.name != shapes[0].name)
+    assert f"{raised} in this chat now needs confidence ≥ 1.00" in command(f"/threshold {raised} 1")
+    assert f"• {raised} ≥ 1.00" in command("/threshold")
+    plain = wait_answer(stub, user, stub.photo(chat, user, encode(img))["message_id"]).text
+    assert f"(own thresholds: {raised} ≥ 1.00)" in plain.splitlines()[0]
+    assert raised not in {name for _, name, _, _ in box_lines(plain)} and other in plain
+    # A caption's confidence is for every class: it beats the chat's per-class value.
+    captioned = wait_answer(stub, user, stub.photo(chat, user, encode(img), caption="0.3")["message_id"]).text
+    assert "own thresholds" not in captioned and raised in {name for _, name, _, _ in box_lines(captioned)}
+    # Per-class values in a caption: that class at its own value, every other at the caption's.
+    both = stub.photo(chat, user, encode(img), caption=f"/detect {other}:1 0.3")
+    text = wait_answer(stub, user, both["message_id"]).text
+    assert f"(own thresholds: {other} ≥ 1.00)" in text.splitlines()[0]
+    assert {name for _, name, _, _ in box_lines(text)} == {s.name for s in shapes} - {other}
+    assert "did you mean “circle”" in command("/threshold circel 0.5")
+    assert "global default again" in command("/threshold reset")
+    assert "Per class" not in command("/threshold")
+
+
 def test_help_and_commands_registered(world: World) -> None:
     stub = world.stub
     user = new_user()

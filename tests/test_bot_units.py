@@ -444,3 +444,16 @@ def test_a_429_holds_back_only_its_own_chat() -> None:
         same.cancel()
 
     asyncio.run(scenario())
+
+
+def test_per_class_thresholds_parse_in_detect_and_threshold() -> None:
+    assert parse_detect_args("person:0.6 dog:30% 0.4") == DetectParams(0.4, None, (("person", 0.6), ("dog", 0.3)))
+    assert parse_detect_args("cell_phone:0.5,cat") == DetectParams(None, ["cat"], (("cell_phone", 0.5),))
+    assert parse_detect_args("conf:0.4") == DetectParams(0.4)  # the confidence's own spelling, not a class
+    assert parse_threshold(["person", "0.6"]) == ("person", 0.6)
+    assert parse_threshold(["cell", "phone", "50%"]) == ("cell phone", 0.5)
+    for bad in ("person:abc", "person:1.5"):
+        with pytest.raises(UsageError):
+            parse_detect_args(bad)
+    with pytest.raises(UsageError):
+        parse_threshold(["person", "lots"])
