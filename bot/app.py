@@ -14,10 +14,10 @@ from telegram import Bot, BotCommand, Message, Update
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     ApplicationHandlerStop,
+    ChatMemberHandler,
     CommandHandler,
     ContextTypes,
     MessageHandler,
@@ -28,9 +28,10 @@ from telegram.ext import (
 from bot import replies
 from bot.albums import AlbumCollector
 from bot.chat_settings import ChatSettings, ChatStore
+from bot.classes import PublishedClasses, Unknown
 from bot.delivery import Delivery
 from bot.i18n import LANGUAGES, Catalog, catalog, language_for
-from bot.intake import Intake, Request, image_of, thread_of
+from bot.intake import Intake, Request, image_of, sender_of, thread_of
 from bot.limits import Limits
 from bot.metrics import BotMetrics
 from bot.parsing import (
@@ -43,18 +44,18 @@ from bot.parsing import (
     parse_threshold,
     split_command,
 )
+from bot.ratelimit import ChatRateLimiter
 from bot.settings import BotSettings
 from bot.status import StatusBoard
 from bot.telegram_io import describe, say
+from bot.text import MESSAGE_LIMIT, pack_lines
 from detector.names import ClassNames, load_class_names
-from detector.params import DetectParams
+from detector.params import MAX_CLASSES, DetectParams
 from jobs.client import DetectionClient
-from jobs.exceptions import QueueUnavailableError
+from jobs.exceptions import JobsError, QueueUnavailableError
 
 log = logging.getLogger(__name__)
 
-# Telegram answers flood-limited calls with "retry after N s"; the limiter waits and retries this often.
-RATE_LIMIT_RETRIES = 3
 # Pause before the delivery loop starts over after an unexpected error (it must never stay down).
 DELIVERY_RESTART_DELAY = 2.0
 SERVICES = "detbot"
@@ -78,7 +79,10 @@ class Services:
     status: StatusBoard
     delivery: Delivery
     names: ClassNames
+    classes: PublishedClasses
     albums: AlbumCollector = field(default_factory=AlbumCollector)
+    # Supergroups accepted by the allow-list because the group they were is in it (see ChatStore.migrate).
+    migrated_allowed: set[int] = field(default_factory=set)
     delivery_task: asyncio.Task[None] | None = None
 
 
@@ -166,10 +170,29 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
         except UsageError as exc:
             await svc.intake.refuse(photos[0], "usage", exc.text(tr), len(photos))
             return
-    user = asked_by.from_user
-    request = Request(asked_by.chat, user.id if user else asked_by.chat_id, photos, asked_by,
-                      _model_names(args, svc.names), chat_settings, tr)
+    params, unknown = await _model_params(svc, args)
+    if unknown:
+        text = replies.no_such_class(tr, unknown[0].name, unknown[0].suggestions, svc.names)
+        await svc.intake.refuse(photos[0], "unknown class", text, len(photos))
+        return
+    request = Request(asked_by.chat, sender_of(asked_by), photos, asked_by, params,
+                      chat_settings, tr)
     await svc.intake.handle(request)
+
+
+async def _model_params(svc: Services, args: DetectParams) -> tuple[DetectParams, list[Unknown]]:
+    """The class names of ``args`` as the model writes them, checked against the names its workers
+    published (multi-word names, either language, a suggestion for a typo). Before any worker has
+    published them, or with Redis away, the names are only translated and the worker checks them."""
+    if not (args.classes or args.class_confidence):
+        return args, []
+    try:
+        index = await asyncio.to_thread(svc.classes.index)
+    except QueueUnavailableError:
+        index = None
+    if index is None:
+        return _model_names(args, svc.names), []
+    return index.params(args)
 
 
 def _model_names(args: DetectParams, names: ClassNames) -> DetectParams:
@@ -239,6 +262,25 @@ async def on_private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         await _reply(context, update.message, (await _tr(context, update.message)).gettext(replies.SEND_A_PHOTO_HINT))
 
 
+async def on_classes(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """``/classes``: every class the model knows, in the chat's language, in as many messages as it takes."""
+    message = update.message
+    if message is None:
+        return
+    svc = services(context)
+    tr = await _tr(context, message)
+    try:
+        index = await asyncio.to_thread(svc.classes.index)
+    except QueueUnavailableError:
+        await _reply(context, message, tr.gettext(replies.UNAVAILABLE))
+        return
+    if index is None:
+        await _reply(context, message, tr.gettext(replies.CLASSES_UNKNOWN))
+        return
+    for chunk in pack_lines(replies.class_list(tr, index.names, svc.names), MESSAGE_LIMIT):
+        await _reply(context, message, chunk)
+
+
 async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if update.message:
         await _reply(context, update.message, (await _tr(context, update.message)).gettext(replies.HELP))
@@ -292,14 +334,30 @@ async def _settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE,
 async def _threshold(svc: Services, message: Message, value: Any, current: ChatSettings, tr: Catalog) -> str:
     default = svc.settings.default_confidence
     if value is None:
-        return replies.threshold_status(tr, current.threshold, default)
+        return replies.threshold_status(tr, current.threshold, default, current.class_thresholds, svc.names)
     if value == "reset":
-        await asyncio.to_thread(svc.chats.set_threshold, message.chat_id, None)
+        await asyncio.to_thread(svc.chats.reset_thresholds, message.chat_id)
         log.info("threshold reset chat=%s", message.chat_id)
         return replies.threshold_reset(tr, default)
+    if isinstance(value, tuple):
+        return await _class_threshold(svc, message, value[0], value[1], current, tr)
     await asyncio.to_thread(svc.chats.set_threshold, message.chat_id, float(value))
     log.info("threshold set chat=%s value=%.2f", message.chat_id, value)
     return replies.threshold_set(tr, float(value))
+
+
+async def _class_threshold(svc: Services, message: Message, written: str, value: float, current: ChatSettings,
+                           tr: Catalog) -> str:
+    """``/threshold person 0.6``: the class checked against the model's names like a filter."""
+    params, unknown = await _model_params(svc, DetectParams(class_confidence=((written, value),)))
+    if unknown:
+        return replies.no_such_class(tr, unknown[0].name, unknown[0].suggestions, svc.names)
+    (name, checked), = params.class_confidence
+    if name not in dict(current.class_thresholds) and len(current.class_thresholds) >= MAX_CLASSES:
+        return tr.gettext(replies.TOO_MANY_CLASSES, count=MAX_CLASSES)
+    await asyncio.to_thread(svc.chats.set_class_threshold, message.chat_id, name, checked)
+    log.info("threshold set chat=%s class=%s value=%.2f", message.chat_id, name, checked)
+    return replies.class_threshold_set(tr, svc.names.display(None, name, tr.language), checked)
 
 
 async def _auto(svc: Services, message: Message, value: Any, current: ChatSettings, tr: Catalog) -> str:
@@ -339,9 +397,13 @@ async def on_language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
 
 async def check_allowed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The optional allow-list: other chats get one short line in private, nothing in groups."""
-    allowed = services(context).settings.allowed_chats
+    svc = services(context)
+    allowed = svc.settings.allowed_chats
     chat = update.effective_chat
-    if not allowed or chat is None or chat.id in allowed:
+    if not allowed or chat is None or chat.id in allowed or chat.id in svc.migrated_allowed:
+        return
+    if await asyncio.to_thread(svc.chats.migrated_from, chat.id) in allowed:
+        svc.migrated_allowed.add(chat.id)  # an allowed group that became a supergroup
         return
     log.info("ignored update from chat %s: not in DETBOT_ALLOWED_CHATS", chat.id)
     if update.message and chat.type == ChatType.PRIVATE:
@@ -349,6 +411,51 @@ async def check_allowed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         tr = _catalog(services(context), update.message, ChatSettings())
         await _reply(context, update.message, tr.gettext(replies.NOT_ALLOWED))
     raise ApplicationHandlerStop
+
+
+async def note_chat(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Before the allow-list: a group migrating to a supergroup, and chats talking to the bot again."""
+    message = update.message
+    if message is None:
+        return
+    svc = services(context)
+    svc.delivery.chat_back(message.chat_id)
+    if message.migrate_to_chat_id:
+        await _migrated(svc, message.chat_id, message.migrate_to_chat_id)
+    elif message.migrate_from_chat_id:
+        await _migrated(svc, message.migrate_from_chat_id, message.chat_id)
+
+
+async def _migrated(svc: Services, old: int, new: int) -> None:
+    """A group became a supergroup: settings, allow-list entry and pending answers follow it."""
+    if new in svc.migrated_allowed:
+        return  # both service messages (old and new chat) announce the same migration
+    svc.delivery.moved(old, new)
+    try:
+        await asyncio.to_thread(svc.chats.migrate, old, new)
+    except JobsError as exc:
+        log.warning("group %s became supergroup %s; its settings could not be copied: %s", old, new,
+                    describe(exc))
+    allowed = svc.settings.allowed_chats
+    if allowed and old in allowed and new not in allowed:
+        svc.migrated_allowed.add(new)
+        log.warning("group %s became supergroup %s: answering it; add %s to DETBOT_ALLOWED_CHATS", old, new, new)
+    elif not allowed or new in allowed:
+        svc.migrated_allowed.add(new)
+        log.info("group %s became supergroup %s; its settings follow it", old, new)
+
+
+async def on_my_member(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The bot was blocked, kicked or left: that chat's waiting answers are dropped at once."""
+    change = update.my_chat_member
+    if change is None:
+        return
+    status = change.new_chat_member.status
+    delivery = services(context).delivery
+    if status in (ChatMemberStatus.BANNED, ChatMemberStatus.LEFT):
+        await delivery.chat_gone(change.chat.id, f"bot {status}")
+    else:
+        delivery.chat_back(change.chat.id)
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -419,7 +526,7 @@ def build_application(
         .token(settings.telegram_bot_token.get_secret_value())
         .base_url(settings.api_url)
         .base_file_url(settings.file_url)
-        .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+        .rate_limiter(ChatRateLimiter())
         .concurrent_updates(True)
         .post_init(_post_init)
         .post_stop(_post_stop)
@@ -445,21 +552,36 @@ def build_application(
         metrics=metrics,
         intake=Intake(application.bot, settings, client, chats, limits, metrics, status, application.create_task),
         status=status,
-        delivery=Delivery(application.bot, make_reader, metrics, status, names, settings.default_language),
+        delivery=Delivery(application.bot, make_reader, metrics, status, names, settings.default_language,
+                          retry_delay=settings.test_retry_delay_ms / 1000),
         names=names,
+        classes=PublishedClasses(client.class_names, names.aliases()),
     )
+
+    async def migrated(old: int, new: int) -> None:
+        await _migrated(svc, old, new)
+
+    svc.delivery.migrated = migrated
     metrics.watch_queue(client.queued)
     application.bot_data[SERVICES] = svc
 
+    _add_handlers(application)
+    return application
+
+
+def _add_handlers(application: Application) -> None:
+    """Every handler, in the order PTB tries them (negative groups first: before any answer)."""
+    application.add_handler(TypeHandler(Update, note_chat), group=-2)
     application.add_handler(TypeHandler(Update, check_allowed), group=-1)
+    application.add_handler(ChatMemberHandler(on_my_member, ChatMemberHandler.MY_CHAT_MEMBER))
     application.add_handler(CommandHandler(["start", "help"], on_help, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("threshold", on_threshold, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("auto", on_auto, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("language", on_language, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("detect", on_detect, filters=NEW_MESSAGE))
+    application.add_handler(CommandHandler("classes", on_classes, filters=NEW_MESSAGE))
     application.add_handler(MessageHandler(NEW_MESSAGE & PHOTO, on_image))
     application.add_handler(MessageHandler(NEW_MESSAGE & OTHER_MEDIA, on_other_media))
     application.add_handler(MessageHandler(NEW_MESSAGE & filters.Document.ALL, on_document))
     application.add_handler(MessageHandler(NEW_MESSAGE & filters.ChatType.PRIVATE & filters.TEXT, on_private_text))
     application.add_error_handler(on_error)
-    return application

@@ -22,6 +22,9 @@ HANDLED_TTL = 24 * 60 * 60
 # A status message can only be waiting as long as its result can.
 STATUS_TTL = RESULT_TTL
 
+# Per-class thresholds live in the chat's hash as fields "class:<name>", beside the chat's other settings.
+CLASS_FIELD = "class:"
+
 # What a Redis that went away raises through redis-py.
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -34,11 +37,13 @@ class ChatSettings:
     auto: bool | None = None
     # "en"/"ru" chosen with /language; None: each person's Telegram language (bot.i18n.language_for).
     language: str | None = None
+    # (model's class name, threshold) set with /threshold <class> <value>, sorted by name.
+    class_thresholds: tuple[tuple[str, float], ...] = ()
 
     @property
     def params(self) -> DetectParams:
         """The chat's layer of the detection parameters (see DetectParams.layered)."""
-        return DetectParams(self.threshold)
+        return DetectParams(self.threshold, class_confidence=self.class_thresholds)
 
 
 class ChatStore:
@@ -55,10 +60,13 @@ class ChatStore:
         threshold = data.get(b"threshold")
         auto = data.get(b"auto")
         language = data.get(b"language")
+        per_class = sorted((k.decode()[len(CLASS_FIELD):], float(v)) for k, v in data.items()
+                           if k.startswith(CLASS_FIELD.encode()))
         return ChatSettings(
             threshold=float(threshold) if threshold else None,
             auto=auto == b"1" if auto is not None else None,
             language=language.decode() if language else None,
+            class_thresholds=tuple(per_class),
         )
 
     def _set(self, chat_id: int, field: str, value: str | None) -> None:
@@ -72,6 +80,18 @@ class ChatStore:
 
     def set_threshold(self, chat_id: int, value: float | None) -> None:
         self._set(chat_id, "threshold", None if value is None else repr(value))
+
+    def set_class_threshold(self, chat_id: int, name: str, value: float) -> None:
+        self._set(chat_id, CLASS_FIELD + name, repr(value))
+
+    def reset_thresholds(self, chat_id: int) -> None:
+        """The chat's default and every per-class threshold, in one command."""
+        try:
+            names: list[bytes] = self.redis.hkeys(keys.chat(chat_id))  # type: ignore[assignment]
+            fields = [k for k in names if k.startswith(CLASS_FIELD.encode())]
+            self.redis.hdel(keys.chat(chat_id), "threshold", *fields)
+        except REDIS_ERRORS as exc:
+            raise QueueUnavailableError("Redis is unreachable") from exc
 
     def set_auto(self, chat_id: int, on: bool) -> None:
         self._set(chat_id, "auto", "1" if on else "0")
@@ -105,3 +125,24 @@ class ChatStore:
             return None
         chat, _, message = bytes(raw).decode().partition(":")  # type: ignore[arg-type]
         return int(chat), int(message)
+
+    def migrate(self, old: int, new: int) -> None:
+        """A group became the supergroup ``new``: it keeps its settings (those the supergroup has not set
+        itself), and remembers where it came from (the allow-list accepts it when ``old`` was allowed)."""
+        try:
+            data: dict[bytes, bytes] = self.redis.hgetall(keys.chat(old))  # type: ignore[assignment]
+            pipe = self.redis.pipeline(transaction=True)
+            for field, value in data.items():
+                pipe.hsetnx(keys.chat(new), field, value)
+            pipe.set(keys.migrated(new), old)
+            pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise QueueUnavailableError("Redis is unreachable") from exc
+
+    def migrated_from(self, chat_id: int) -> int | None:
+        """The group a supergroup was before its migration, None if it never was one (or Redis is away)."""
+        try:
+            raw = self.redis.get(keys.migrated(chat_id))
+        except REDIS_ERRORS:
+            return None
+        return int(raw) if raw else None

@@ -5,6 +5,11 @@ that stops mid-way finds the answer again in ``pending()`` after its restart: ev
 exactly one answer. The one unavoidable gap: killed between Telegram's "ok" and the ack, an answer is
 sent twice rather than never. An album's results wait in :class:`bot.albums.PendingAlbums` until the album
 is complete, then go out as one answer.
+
+Answers go out in per-chat lanes (:mod:`bot.lanes`): a chat waiting out Telegram's "retry after" delays
+no other chat. What Telegram does not take is given up after a bounded number of attempts, a send that may
+have arrived (read timeout) is not repeated, and a chat that blocked or removed the bot has its waiting
+answers dropped at once: each of these acknowledges the result with one log line and a metric.
 """
 
 from __future__ import annotations
@@ -18,14 +23,23 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 from telegram import Bot, InputMediaPhoto, Message
-from telegram.error import BadRequest, ChatMigrated
+from telegram.error import BadRequest, ChatMigrated, Forbidden
 
 from bot.albums import AssembledAlbum, PendingAlbums, album_answer, album_reply_to
 from bot.i18n import ENGLISH
+from bot.lanes import Lanes
 from bot.metrics import BotMetrics
 from bot.outcome import Wording, detection_of
 from bot.status import StatusBoard
-from bot.telegram_io import PermanentSendError, describe, reply_to, with_retry
+from bot.telegram_io import (
+    RETRY_FIRST_DELAY,
+    GaveUpError,
+    PermanentSendError,
+    UncertainSendError,
+    describe,
+    reply_to,
+    with_retry,
+)
 from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
 from detector.names import ClassNames
 from jobs.client import DetectionClient
@@ -36,14 +50,23 @@ log = logging.getLogger(__name__)
 
 # The blocking read returns at least this often: it bounds how long a shutdown waits for the reader thread.
 WAIT_BLOCK_MS = 2000
-# Answers sent at once; AIORateLimiter still paces them to Telegram's limits.
-MAX_CONCURRENT_DELIVERIES = 8
 # A graceful stop waits this long for answers being sent, so they are not sent again after the restart.
 DRAIN_TIMEOUT = 15.0
 # Pause before reading again after Redis was unreachable or lost the consumer group.
 REDIS_RETRY_DELAY = 2.0
-# Unacknowledged events read per call at start-up (an outage can leave many).
-PENDING_BATCH = 500
+# Unacknowledged events read per page at start-up; an outage can leave thousands, paged through by id.
+PENDING_BATCH = 100
+# Answers read from Redis and not yet acknowledged: reading waits below this, so a backlog of thousands
+# of annotated photos never sits in the bot's memory at once (~200 KB each).
+MAX_OUTSTANDING = 200
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """What one lane item answers: a job's result, or an album's (``album`` set)."""
+
+    completions: list[Completion]
+    album: AssembledAlbum | None = None
 
 
 @dataclass
@@ -55,9 +78,13 @@ class Target:
     reply: int | None
 
 
-def _target(routing: dict[str, Any]) -> Target:
-    reply = album_reply_to(routing) or routing.get("message_id")
-    return Target(int(routing["chat_id"]), routing.get("thread_id"), reply)
+def _reply_missing(exc: PermanentSendError) -> bool:
+    """Telegram's "message to be replied not found": the person deleted the photo meanwhile."""
+    return isinstance(exc.__cause__, BadRequest) and "replied" in str(exc).lower()
+
+
+# Chats that blocked or removed the bot, remembered until they come back; a bound for a bot in many chats.
+GONE_MEMORY = 10_000
 
 
 class Delivery:
@@ -71,17 +98,26 @@ class Delivery:
         status: StatusBoard,
         names: ClassNames | None = None,
         default_language: str = ENGLISH,
+        *,
+        migrated: Callable[[int, int], Awaitable[None]] | None = None,
+        retry_delay: float = RETRY_FIRST_DELAY,
     ) -> None:
+        """``migrated(old, new)`` is told of a group that became a supergroup; ``retry_delay`` is the first
+        pause between attempts of a send that failed with a network error or a 5xx."""
         self.bot = bot
         self.wording = Wording(names or ClassNames(), default_language)
+        self.migrated = migrated
+        self.retry_delay = retry_delay
+        self._moved: dict[int, int] = {}
+        self._gone: dict[int, None] = {}
         self.make_reader = make_reader
         self.metrics = metrics
         self.status = status
         self._reader: DetectionClient | None = None
         self._known: set[str] = set()
         self._albums = PendingAlbums()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._sem = asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES)
+        # One lane per chat: a chat waiting out a "retry after" never delays another chat's answers.
+        self._lanes: Lanes[_Unit] = Lanes(self._deliver)
         self._stopping = asyncio.Event()
         self._redis_down = False
         # The blocking read gets a thread of its own: it must not hold one of the handlers' threads.
@@ -94,33 +130,39 @@ class Delivery:
         self._reader = self.make_reader()
         await self._read_pending()
         while not self._stopping.is_set():
+            await self._room()
             batch = await self._read(lambda r: r.wait(WAIT_BLOCK_MS))
             for completion in batch or []:
                 self._accept(completion)
-            for album in self._albums.ready():
-                self._spawn(self._deliver_album(album))
+            self._queue_albums()
 
     async def stop(self) -> None:
         """Stop reading, and give answers in flight a moment to finish (they are acked, not re-sent)."""
         self._stopping.set()
         self._reader_thread.shutdown(wait=False)
-        if self._tasks:
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=DRAIN_TIMEOUT)
-            for task in pending:
-                task.cancel()
+        await self._lanes.close(DRAIN_TIMEOUT)
 
     async def _read_pending(self) -> None:
+        """Page through every unacknowledged completion by event id: each is read, hence sent, once."""
+        cursor, total = "0", 0
         while not self._stopping.is_set():
-            batch = await self._read(lambda r: r.pending(PENDING_BATCH))
+            await self._room()
+            batch = await self._read(lambda r, after=cursor: r.pending(PENDING_BATCH, after))  # type: ignore[misc]
             if batch is None:
                 continue
-            fresh = [c for c in batch if c.event_id not in self._known]
-            if batch:
-                log.info("delivering %d answer(s) left from before the restart", len(fresh))
-            for completion in fresh:
+            if not batch:
+                break
+            for completion in batch:
                 self._accept(completion)
-            if len(batch) < PENDING_BATCH or not fresh:
-                return
+            self._queue_albums()
+            total += len(batch)
+            cursor = batch[-1].event_id
+        if total:
+            log.info("delivering %d answer(s) left from before the restart", total)
+
+    async def _room(self) -> None:
+        """Wait until fewer than MAX_OUTSTANDING answers are on their way (a backlog is read as it drains)."""
+        await self._lanes.room(MAX_OUTSTANDING)
 
     async def _read(self, call: Callable[[DetectionClient], list[Completion]]) -> list[Completion] | None:
         """One read; None (after a pause) while Redis is unreachable or was emptied."""
@@ -151,30 +193,32 @@ class Delivery:
         if not isinstance(completion.routing.get("chat_id"), int):
             # Not one of the bot's jobs (no chat to answer): nothing to deliver, acknowledge it away.
             log.warning("result %s has no chat to answer; dropped", completion.job_id)
-            self._spawn(self._ack([completion]))
+            self._lanes.add(0, _Unit([completion]))
             return
         if not self._albums.add(completion):
-            self._spawn(self._deliver_single(completion))
+            self._lanes.add(int(completion.routing["chat_id"]), _Unit([completion]))
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        async def guarded() -> None:
-            async with self._sem:
-                try:
-                    await coro
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    # Left unacknowledged: the next start tries it again; one line, no traceback.
-                    log.error("delivering an answer failed: %s", describe(exc))
+    def _queue_albums(self) -> None:
+        for album in self._albums.ready():
+            self._lanes.add(int(album.completions[0].routing["chat_id"]), _Unit(album.completions, album))
 
-        task = asyncio.ensure_future(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _deliver(self, unit: _Unit) -> None:
+        chat = unit.completions[0].routing.get("chat_id")
+        if chat in self._gone:
+            log.info("answer for %s in chat %s dropped: the chat blocked or removed the bot",
+                     unit.completions[0].job_id, chat)
+            await self._discard([unit])
+        elif unit.album is not None:
+            await self._deliver_album(unit.album)
+        elif isinstance(chat, int):
+            await self._deliver_single(unit.completions[0])
+        else:
+            await self._ack(unit.completions)
 
     # -- answers ----------------------------------------------------------------------------------------
 
     async def _deliver_single(self, c: Completion) -> None:
-        target = _target(c.routing)
+        target = self._target(c.routing)
         det = detection_of(c)
         try:
             if det is not None and c.annotated is not None:
@@ -184,35 +228,60 @@ class Delivery:
             log.info("answered chat=%s msg=%s job=%s %s", target.chat_id, target.reply, c.job_id,
                      "ok" if det else f"error={c.code}")
         except PermanentSendError as exc:
-            self._dropped(target, c.job_id, exc)
+            await self._dropped(target, c.job_id, exc)
         self.metrics.answered.labels("ok" if det else "error").inc()
-        await self.status.clear(c.job_id)
+        await self._status_done(target, c.job_id)
         await self._ack([c])
 
     async def _deliver_album(self, album: AssembledAlbum) -> None:
         answer = album_answer(album, self.wording)
         completions = album.completions
-        target = _target(completions[0].routing)
+        target = self._target(completions[0].routing)
         try:
-            await self._send_album_photos(target, answer.photos)
+            await self._send_album_photos(target, album.album_id, answer.photos)
+            # The summary goes out whatever became of the photos: it alone lists every photo's boxes.
             await self._send_text(target, answer.lines)
             log.info("answered album chat=%s msg=%s photos=%d ok=%d", target.chat_id, target.reply,
                      len(completions), answer.ok)
         except PermanentSendError as exc:
-            self._dropped(target, album.album_id, exc)
+            await self._dropped(target, album.album_id, exc)
         self.metrics.answered.labels("ok").inc(answer.ok)
         self.metrics.answered.labels("error").inc(answer.failed)
-        await self.status.clear(album.album_id)
+        await self._status_done(target, album.album_id)
         await self._ack(completions)
 
-    async def _send_album_photos(self, target: Target, photos: list[tuple[bytes, str]]) -> None:
-        """One photo as a photo, more as one media group (Telegram refuses a media group of one)."""
-        if len(photos) == 1:
-            await self._send_photo(target, *photos[0])
-        elif photos:
+    async def _send_album_photos(self, target: Target, album_id: str, photos: list[tuple[bytes, str]]) -> None:
+        """More than one photo as one media group (Telegram refuses a media group of one); a media group
+        Telegram refuses goes out as single photos, and photos refused even so are left to the summary.
+
+        Raises PermanentSendError only when the chat itself refused (blocked, gone): then nothing can arrive.
+        """
+        if len(photos) > 1:
             media = [InputMediaPhoto(image, caption=caption) for image, caption in photos]
-            await self._call(target, lambda t: self.bot.send_media_group(
-                t.chat_id, media, reply_parameters=reply_to(t.reply), message_thread_id=t.thread), "album")
+            try:
+                await self._call(target, lambda t: self.bot.send_media_group(
+                    t.chat_id, media, reply_parameters=reply_to(t.reply), message_thread_id=t.thread), "album")
+                return
+            except UncertainSendError as exc:
+                # It may be in the chat already: not sent again, and the summary below follows it.
+                self._uncertain(target, album_id, exc)
+                return
+            except PermanentSendError as exc:
+                if not isinstance(exc.__cause__, BadRequest):
+                    raise
+                log.warning("album %s refused as a media group in chat %s (%s); sending its photos one by one",
+                            album_id, target.chat_id, exc)
+        refused = 0
+        for image, caption in photos:
+            try:
+                await self._send_photo(target, image, caption)
+            except PermanentSendError as exc:
+                if not isinstance(exc.__cause__, BadRequest):
+                    raise
+                refused += 1
+        if refused:
+            log.warning("album %s: %d of %d photo(s) refused in chat %s; its summary lists their boxes",
+                        album_id, refused, len(photos), target.chat_id)
 
     async def _send_detection(self, target: Target, lines: list[str], photo: bytes) -> None:
         caption, rest = split_caption(lines)
@@ -243,14 +312,90 @@ class Delivery:
     async def _call(self, target: Target, send: Callable[[Target], Awaitable[Any]], what: str) -> Any:
         while True:
             try:
-                return await with_retry(lambda: send(target), f"sending {what} to chat {target.chat_id}")
+                return await with_retry(lambda: send(target), f"sending {what} to chat {target.chat_id}",
+                                        first_delay=self.retry_delay)
             except ChatMigrated as exc:
-                log.info("chat %s moved to %s; answering there", target.chat_id, exc.new_chat_id)
+                await self._migrate(target.chat_id, int(exc.new_chat_id))
                 target.chat_id, target.thread, target.reply = int(exc.new_chat_id), None, None
+            except PermanentSendError as exc:
+                if target.reply is None or not _reply_missing(exc):
+                    raise
+                # allow_sending_without_reply should prevent it; should Telegram still refuse, answer anyway.
+                log.info("message %s in chat %s is gone; answering without replying to it", target.reply,
+                         target.chat_id)
+                target.reply = None
 
-    def _dropped(self, target: Target, job: str, exc: PermanentSendError) -> None:
-        log.warning("answer for %s in chat %s dropped: Telegram refused it (%s)", job, target.chat_id, exc)
+    def _target(self, routing: dict[str, Any]) -> Target:
+        reply = album_reply_to(routing) or routing.get("message_id")
+        chat = int(routing["chat_id"])
+        if chat in self._moved:  # a group that became a supergroup: its old messages are not there
+            return Target(self._moved[chat], None, None)
+        return Target(chat, routing.get("thread_id"), reply)
+
+    def moved(self, old: int, new: int) -> None:
+        """A group became a supergroup: its answers, waiting or to come, go to the supergroup."""
+        self._moved[old] = new
+
+    async def _migrate(self, old: int, new: int) -> None:
+        """Telegram refused a send with ChatMigrated: follow the group, and tell the app (settings)."""
+        if self._moved.get(old) == new:
+            return
+        log.info("chat %s moved to %s; answering there", old, new)
+        self.moved(old, new)
+        if self.migrated is not None:
+            await self.migrated(old, new)
+
+    async def _dropped(self, target: Target, job: str, exc: PermanentSendError) -> None:
+        """One log line and a metric for an answer that will not arrive; a chat that is gone is forgotten."""
+        if isinstance(exc, UncertainSendError):
+            self._uncertain(target, job, exc)
+            return
+        if isinstance(exc, GaveUpError):
+            log.warning("answer for %s in chat %s dropped: Telegram failed every attempt (%s)", job,
+                        target.chat_id, exc)
+            self.metrics.delivery_failed.labels("gave_up").inc()
+            return
         self.metrics.delivery_failed.labels(str(exc).split(":", 1)[0]).inc()
+        if isinstance(exc.__cause__, Forbidden):
+            await self.chat_gone(target.chat_id, f"answer for {job} refused: {exc}")
+        else:
+            log.warning("answer for %s in chat %s dropped: Telegram refused it (%s)", job, target.chat_id, exc)
+
+    def _uncertain(self, target: Target, unit: str, exc: PermanentSendError) -> None:
+        log.warning("answer for %s in chat %s may have reached Telegram (%s); not sent again", unit,
+                    target.chat_id, exc)
+        self.metrics.delivery_failed.labels("uncertain").inc()
+
+    async def _status_done(self, target: Target, unit: str) -> None:
+        """The answer is out (or never will be): its status message goes, unless the chat itself is gone."""
+        if target.chat_id in self._gone:
+            await self.status.forget(unit)
+        else:
+            await self.status.clear(unit)
+
+    # -- chats that blocked or removed the bot --------------------------------------------------------
+
+    async def chat_gone(self, chat_id: int, why: str) -> None:
+        """The bot was blocked, kicked or left: the chat's waiting answers are dropped at once (acknowledged
+        unsent), its status messages forgotten, and answers that come later are dropped too, until
+        :meth:`chat_back`."""
+        self._gone[chat_id] = None
+        while len(self._gone) > GONE_MEMORY:
+            del self._gone[next(iter(self._gone))]
+        units = self._lanes.take(chat_id)
+        log.warning("chat %s is gone (%s): %d other waiting answer(s) dropped", chat_id, why,
+                    sum(len(u.completions) for u in units))
+        await self._discard(units)
+
+    def chat_back(self, chat_id: int) -> None:
+        """The chat talks to the bot again (a message, or the bot added back): answer it again."""
+        self._gone.pop(chat_id, None)
+
+    async def _discard(self, units: list[_Unit]) -> None:
+        for unit in units:
+            self.metrics.delivery_failed.labels("chat_gone").inc(len(unit.completions))
+            await self.status.forget(unit.album.album_id if unit.album else unit.completions[0].job_id)
+            await self._ack(unit.completions)
 
     async def _ack(self, completions: list[Completion]) -> None:
         """Acknowledge after delivery; retried while Redis is away (else the answer would be sent again)."""

@@ -54,6 +54,14 @@ def image_of(message: Message | None) -> ImageRef | None:
     return None
 
 
+def sender_of(message: Message) -> int:
+    """Whom the per-person rate limit counts. Anonymous admins and channels post as a chat: their
+    ``from_user`` is one Telegram service account shared by every group, so their chat is the sender."""
+    if message.sender_chat is not None:
+        return message.sender_chat.id
+    return message.from_user.id if message.from_user else message.chat_id
+
+
 def thread_of(message: Message) -> int | None:
     """The forum topic to answer in (only real topics: a plain reply thread is not a topic)."""
     return message.message_thread_id if message.is_topic_message else None
@@ -166,10 +174,12 @@ class Intake:
             await self.refuse(message, f"download: {describe(exc)}", tr.gettext(replies.DOWNLOAD_FAILED))
             return None
         try:
-            read_header(data, self.settings.max_pixels)
+            # Off the event loop: the structural checks bound PIL's work, but even milliseconds per file
+            # belong in a thread, not in every other chat's latency.
+            await asyncio.to_thread(read_header, data, self.settings.max_pixels)
         except ImageError as exc:
             text = replies.error_reply(tr, exc.code, max_pixels=self.settings.max_pixels)
-            await self.refuse(message, f"{exc.code}: {exc}", text)
+            await self.refuse(message, f"{exc.code}: {getattr(exc, 'detail', '') or exc}", text)
             return None
         return data
 

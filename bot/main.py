@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         names=names,
     )
     try:
-        application.run_polling(allowed_updates=[Update.MESSAGE], timeout=POLL_TIMEOUT, close_loop=False)
+        # my_chat_member: the bot blocked, kicked or added back (its chat's pending answers follow that).
+        application.run_polling(allowed_updates=[Update.MESSAGE, Update.MY_CHAT_MEMBER], timeout=POLL_TIMEOUT,
+                                close_loop=False)
     except InvalidToken:
         log.error("Telegram refused the token: check TELEGRAM_BOT_TOKEN")
         return 2  # a setting to fix: restarting cannot help

@@ -12,12 +12,19 @@ from dataclasses import dataclass, field
 from bot import replies
 from bot.i18n import AUTO, ENGLISH, Catalog, catalog, supported
 from detector.errors import DetectorError, InvalidConfidenceError
-from detector.params import MAX_CLASSES, DetectParams, check_confidence
+from detector.params import CONFIDENCE_DECIMALS, MAX_CLASSES, DetectParams, check_confidence
 
-# `0.4`, `.4`, `0,4`, `40%`, `conf=0.4`, `confidence:40%`: one confidence token.
-_CONF_TOKEN = re.compile(r"^(?:conf(?:idence)?[=:])?([-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+))(%?)$", re.IGNORECASE)
+# Confidences are kept to CONFIDENCE_DECIMALS decimals: anything below half of this would become 0.
+SMALLEST_CONFIDENCE = 10.0**-CONFIDENCE_DECIMALS
+
+# `0.4`, `.4`, `0,4`, `40%`, `conf=0.4`, `confidence:40%`: one confidence token. ASCII digits only: `\\d`
+# alone also matches other scripts' digits, and `str.isdigit` superscripts like "²" that int() refuses.
+_CONF_TOKEN = re.compile(r"^(?:conf(?:idence)?[=:])?([-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+))(%?)$",
+                         re.IGNORECASE | re.ASCII)
 # Something that was meant as a confidence but is not one (`conf=abc`, `0.4.5`, `-`): refused, not ignored.
-_CONF_LIKE = re.compile(r"^(?:conf(?:idence)?[=:].*|[-+]?[\d.,]+%?)$", re.IGNORECASE)
+_CONF_LIKE = re.compile(r"^(?:conf(?:idence)?[=:].*|[-+]?[\d.,]+%?)$", re.IGNORECASE | re.ASCII)
+# A whole number among other words ("my 2 cats", "party 2024") is a count or a year, not a confidence.
+_COUNT = re.compile(r"^0*[1-9]\d*$", re.ASCII)
 _COMMAND = re.compile(r"^/(\w+)(?:@(\w+))?(?=\s|$)", re.IGNORECASE)
 _CLASS_NAME = re.compile(r"^\w[\w\-]*$")
 
@@ -72,7 +79,9 @@ def parse_confidence(token: str) -> float:
     value = float(m.group(1).replace(",", "."))
     if m.group(2):
         value /= 100
-    elif 1 < value <= 100:
+    if 0 < value < SMALLEST_CONFIDENCE / 2:  # would round to 0: say so, never a silent default
+        raise UsageError(replies.CONFIDENCE_TOO_SMALL, token=token, smallest=f"{SMALLEST_CONFIDENCE:g}")
+    if not m.group(2) and 1 < value <= 100:
         raise UsageError(replies.PERCENT_HINT, value=f"{value:g}")
     try:
         return check_confidence(value)
@@ -85,30 +94,38 @@ def looks_like_confidence(token: str) -> bool:
 
 
 def parse_detect_args(text: str) -> DetectParams:
-    """``/detect`` arguments: at most one confidence and a comma-separated class filter, in any order."""
+    """``/detect`` arguments, in any order: at most one confidence (every class), class names (only these,
+    comma- or space-separated; words of a multi-word name are put together later against the model's
+    names) and per-class thresholds ``person:0.6`` (``cell_phone:0.5``)."""
     confidence: float | None = None
     names: list[str] = []
+    per_class: list[tuple[str, float]] = []
     for token in text.split():
         if looks_like_confidence(token):
             if confidence is not None:
                 raise UsageError(replies.ONE_CONFIDENCE, replies.USAGE_DETECT)
             confidence = parse_confidence(token)
-        else:
-            names.extend(n.strip().lower() for n in token.split(","))
-    classes: list[str] = []
-    for name in names:
-        if not name:
             continue
-        if not _CLASS_NAME.match(name):
-            raise UsageError(replies.NOT_A_CLASS, replies.USAGE_DETECT, name=name)
-        classes.append(name)
-    if len(set(classes)) > MAX_CLASSES:
+        for part in filter(None, (p.strip().lower() for p in token.split(","))):
+            name, colon, value = part.rpartition(":")
+            if colon:
+                per_class.append((_class_name(name), parse_confidence(value)))
+            else:
+                names.append(_class_name(part))
+    if len(set(names)) > MAX_CLASSES or len({n for n, _ in per_class}) > MAX_CLASSES:
         raise UsageError(replies.TOO_MANY_CLASSES, count=MAX_CLASSES)
     try:
-        return DetectParams(confidence, classes or None)
+        return DetectParams(confidence, names or None, tuple(per_class))
     except DetectorError:
         # The only check left there is a name's length: a paste accident, not a class.
-        raise UsageError(replies.NOT_A_CLASS, replies.USAGE_DETECT, name=max(classes, key=len)[:20]) from None
+        longest = max([*names, *(n for n, _ in per_class)], key=len)
+        raise UsageError(replies.NOT_A_CLASS, replies.USAGE_DETECT, name=longest[:20]) from None
+
+
+def _class_name(name: str) -> str:
+    if not _CLASS_NAME.match(name):
+        raise UsageError(replies.NOT_A_CLASS, replies.USAGE_DETECT, name=name)
+    return name
 
 
 def _strip_mentions(text: str, username: str) -> tuple[str, bool]:
@@ -148,9 +165,10 @@ def parse_caption(caption: str | None, username: str) -> Caption:
         return Caption(command=True, mentioned=mentioned, args=parse_detect_args(rest))
     rest, mentioned = _strip_mentions(text, username)
     confidence: float | None = None
-    for token in rest.split():
-        if token.isdigit() and int(token) > 100:
-            continue  # a year or a count in free text ("party 2024"), not a confidence
+    tokens = rest.split()
+    for token in tokens:
+        if len(tokens) > 1 and _COUNT.match(token):
+            continue  # free text; a caption of only "2" is still read as a (mistyped) confidence
         if looks_like_confidence(token):
             if confidence is not None:
                 raise UsageError(replies.ONE_CONFIDENCE, replies.USAGE_DETECT)
@@ -158,17 +176,20 @@ def parse_caption(caption: str | None, username: str) -> Caption:
     return Caption(mentioned=mentioned, args=DetectParams(confidence))
 
 
-def parse_threshold(args: list[str]) -> float | str | None:
-    """``/threshold`` arguments: None (show), ``"reset"``, or a confidence."""
+def parse_threshold(args: list[str]) -> float | str | tuple[str, float] | None:
+    """``/threshold`` arguments: None (show), ``"reset"`` (the chat's default and every per-class value),
+    a confidence (the chat's default), or a class and its confidence (``person 0.6``, ``cell phone 0.5``)."""
     if not args:
         return None
     if len(args) == 1 and args[0].lower() in RESET_WORDS:
         return "reset"
-    if len(args) == 1:
-        try:
+    try:
+        if len(args) == 1:
             return parse_confidence(args[0])
-        except UsageError as exc:
-            raise exc.with_usage(replies.USAGE_THRESHOLD) from None
+        if looks_like_confidence(args[-1]):
+            return " ".join(_class_name(a.lower()) for a in args[:-1]), parse_confidence(args[-1])
+    except UsageError as exc:
+        raise exc.with_usage(replies.USAGE_THRESHOLD) from None
     raise UsageError(None, replies.USAGE_THRESHOLD)
 
 

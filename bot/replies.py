@@ -17,6 +17,7 @@ from detector.errors import (
     ImageTooLargeError,
     InvalidConfidenceError,
     NotAnImageError,
+    TooComplexImageError,
     UnknownClassError,
     UnsupportedFormatError,
 )
@@ -41,6 +42,8 @@ NOT_ALLOWED = N_("reply.not_allowed")
 ADMINS_ONLY = N_("reply.admins_only")
 SOMETHING_WRONG = N_("reply.something_wrong")
 AUTO_PRIVATE = N_("reply.auto_private")
+CLASSES_UNKNOWN = N_("reply.classes_unknown")
+TOO_COMPLEX_IMAGE = N_("error.too_complex_image")
 
 # The command menu (setMyCommands), registered once per language.
 COMMANDS = (
@@ -48,6 +51,7 @@ COMMANDS = (
     ("threshold", N_("command.threshold")),
     ("auto", N_("command.auto")),
     ("language", N_("command.language")),
+    ("classes", N_("command.classes")),
     ("help", N_("command.help")),
 )
 LANGUAGE_NAMES = {ENGLISH: N_("language.name.en"), RUSSIAN: N_("language.name.ru")}
@@ -59,6 +63,7 @@ _DETECTOR_ERRORS = {
     CorruptImageError.code: N_("error.corrupt_image"),
     UnknownClassError.code: N_("error.unknown_class"),
     InvalidConfidenceError.code: N_("error.invalid_confidence"),
+    TooComplexImageError.code: TOO_COMPLEX_IMAGE,
     "bad_image": N_("error.bad_image"),
 }
 _QUEUE_ERRORS = {
@@ -89,6 +94,24 @@ def unknown_class(tr: Catalog, unknown: Iterable[str], known: Iterable[str]) -> 
     return tr.gettext("error.unknown_class_list", unknown=", ".join(unknown), known=", ".join(sorted(known)))
 
 
+def no_such_class(tr: Catalog, name: str, suggestions: Iterable[str], names: ClassNames) -> str:
+    """A filter named a class the model does not have (checked at intake): the closest one, if any."""
+    shown = [names.display(None, s, tr.language) for s in suggestions]
+    if shown:
+        return tr.gettext(N_("error.no_such_class_suggest"), name=name, suggestion=shown[0])
+    return tr.gettext(N_("error.no_such_class"), name=name)
+
+
+def class_list(tr: Catalog, model_names: list[str], names: ClassNames) -> list[str]:
+    """``/classes``: a header, then one class per line in the chat's language (the model's name beside a
+    translation, so either can be written in a filter)."""
+    lines = [tr.ngettext("reply.classes", "reply.classes.plural", len(model_names))]
+    for name in model_names:
+        shown = names.display(None, name, tr.language)
+        lines.append(f"• {shown}" if shown == name else f"• {shown} ({name})")
+    return lines
+
+
 def rate_limited(tr: Catalog, limit: int, retry_in: float, scope: str) -> str:
     """``scope``: ``user`` (photos per person) or ``chat`` (photos per chat)."""
     if scope == "user":
@@ -99,11 +122,23 @@ def rate_limited(tr: Catalog, limit: int, retry_in: float, scope: str) -> str:
     return f"{first} {retry}"
 
 
-def threshold_status(tr: Catalog, chat_value: float | None, default: float) -> str:
+def threshold_status(tr: Catalog, chat_value: float | None, default: float,
+                     per_class: tuple[tuple[str, float], ...] = (), names: ClassNames | None = None) -> str:
+    """The chat's default and where it comes from, then one line per class with its own threshold."""
     if chat_value is None:
-        return tr.gettext("threshold.status_default", default=format_confidence(default))
-    return tr.gettext("threshold.status_chat", value=format_confidence(chat_value),
-                      default=format_confidence(default))
+        text = tr.gettext("threshold.status_default", default=format_confidence(default))
+    else:
+        text = tr.gettext("threshold.status_chat", value=format_confidence(chat_value),
+                          default=format_confidence(default))
+    if per_class:
+        shown = names or ClassNames()
+        lines = [f"• {shown.display(None, n, tr.language)} ≥ {format_confidence(v)}" for n, v in per_class]
+        text += "\n" + tr.gettext("threshold.per_class") + "\n" + "\n".join(lines)
+    return text
+
+
+def class_threshold_set(tr: Catalog, name: str, value: float) -> str:
+    return tr.gettext("threshold.class_set", name=name, value=format_confidence(value))
 
 
 def threshold_set(tr: Catalog, value: float) -> str:
@@ -164,6 +199,10 @@ def summary_line(tr: Catalog, det: Detection, names: ClassNames) -> str:
     if det.classes:
         shown = [names.display(None, c, tr.language) for c in det.classes]
         only = tr.gettext("answer.only", classes=", ".join(shown))
+    if det.class_confidence:
+        own = ", ".join(f"{names.display(None, n, tr.language)} ≥ {format_confidence(v)}"
+                        for n, v in sorted(det.class_confidence.items()))
+        only += tr.gettext("answer.per_class", thresholds=own)
     if not det.boxes:
         return tr.gettext("answer.nothing", confidence=confidence, only=only)
     counts: dict[str, int] = {}
@@ -201,6 +240,7 @@ USAGE_AUTO = N_("usage.auto")
 USAGE_LANGUAGE = N_("usage.language")
 NOT_A_CONFIDENCE = N_("usage.not_a_confidence")
 PERCENT_HINT = N_("usage.percent_hint")
+CONFIDENCE_TOO_SMALL = N_("usage.confidence_too_small")
 OUT_OF_RANGE = N_("usage.out_of_range")
 ONE_CONFIDENCE = N_("usage.one_confidence")
 NOT_A_CLASS = N_("usage.not_a_class")

@@ -74,11 +74,22 @@ class StatusBoard:
             # The answer went out while the status message was on its way: remove it now.
             await self.clear(unit, fallback=(chat_id, sent.message_id))
 
-    async def clear(self, unit: str, fallback: tuple[int, int] | None = None) -> None:
-        """The answer is out: remember that, and delete the unit's status message if there is one."""
+    def _remember(self, unit: str) -> None:
         self._answered[unit] = None
         while len(self._answered) > ANSWERED_MEMORY:
             self._answered.popitem(last=False)
+
+    async def forget(self, unit: str) -> None:
+        """The chat blocked or removed the bot: drop the unit's status message id; nothing can be deleted."""
+        self._remember(unit)
+        try:
+            await asyncio.to_thread(self.chats.pop_status, unit)
+        except REDIS_ERRORS as exc:
+            log.info("could not forget status message of %s: %s", unit, describe(exc))
+
+    async def clear(self, unit: str, fallback: tuple[int, int] | None = None) -> None:
+        """The answer is out: remember that, and delete the unit's status message if there is one."""
+        self._remember(unit)
         try:
             found = await asyncio.to_thread(self.chats.pop_status, unit)
         except REDIS_ERRORS as exc:

@@ -8,20 +8,35 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import httpx
 from telegram import Bot, Message, ReplyParameters
-from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# First pause after a network error; doubled on each further failure.
+# First pause after a network error or a 5xx; doubled on each further failure.
 RETRY_FIRST_DELAY = 1.0
 # Longest pause between attempts: Telegram outages last minutes, a person waits for the answer.
 RETRY_MAX_DELAY = 30.0
+# Attempts of one call on network errors and 5xx (pauses 1+2+4+8+16+30 s: about a minute) before giving up:
+# the caller drops that answer rather than hold its chat's lane for ever.
+SEND_ATTEMPTS = 7
+# Telegram's "retry after" honoured this many times in a row for one call; more means it will not take it.
+FLOOD_ATTEMPTS = 5
 
 
 class PermanentSendError(Exception):
     """Telegram refused for good (chat gone, bot blocked, bad request): retrying cannot help."""
+
+
+class GaveUpError(PermanentSendError):
+    """Network errors or 5xx on every attempt: the answer is given up (one log line, a metric)."""
+
+
+class UncertainSendError(PermanentSendError):
+    """The request reached Telegram but no answer came back (read timeout): it may have been sent, so it
+    is not sent again (at most once: a duplicate answer is worse than the rare lost one)."""
 
 
 def describe(exc: BaseException) -> str:
@@ -44,20 +59,30 @@ def reply_to(message_id: int | None) -> ReplyParameters | None:
     return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
 
 
-async def with_retry(call: Callable[[], Awaitable[T]], what: str, attempts: int | None = None) -> T:
-    """Run one Bot API call, retrying transient failures with backoff; ``attempts=None``: until it works.
+def _may_have_arrived(exc: NetworkError) -> bool:
+    """A read timeout: the whole request was sent, Telegram may well have acted on it."""
+    return isinstance(exc, TimedOut) and isinstance(exc.__cause__, httpx.ReadTimeout)
 
-    Raises PermanentSendError for refusals and ChatMigrated (the caller re-targets) as is.
+
+async def with_retry(call: Callable[[], Awaitable[T]], what: str, attempts: int = SEND_ATTEMPTS,
+                     first_delay: float = RETRY_FIRST_DELAY) -> T:
+    """Run one Bot API call, retrying network errors and 5xx with backoff ``attempts`` times at most, and
+    Telegram's "retry after" (waiting as long as it says; only this caller waits).
+
+    Raises ChatMigrated (the caller re-targets) as is; PermanentSendError for refusals, GaveUpError when
+    every attempt failed, UncertainSendError after a read timeout (never repeated blindly).
     """
-    delay = RETRY_FIRST_DELAY
-    tries = 0
+    delay = first_delay
+    tries = floods = 0
     while True:
-        tries += 1
         try:
             return await call()
         except ChatMigrated:
             raise
         except RetryAfter as exc:
+            floods += 1
+            if floods >= FLOOD_ATTEMPTS:
+                raise GaveUpError(f"{describe(exc)} ({floods} times)") from exc
             wait = _seconds(exc.retry_after)
             log.warning("%s: flood control, waiting %.0f s", what, wait)
             await asyncio.sleep(wait)
@@ -65,8 +90,11 @@ async def with_retry(call: Callable[[], Awaitable[T]], what: str, attempts: int 
         except (BadRequest, Forbidden) as exc:
             raise PermanentSendError(describe(exc)) from exc
         except NetworkError as exc:
-            if attempts is not None and tries >= attempts:
-                raise
+            if _may_have_arrived(exc):
+                raise UncertainSendError(describe(exc)) from exc
+            tries += 1
+            if tries >= attempts:
+                raise GaveUpError(f"{describe(exc)} ({tries} attempts)") from exc
             log.warning("%s failed (%s); retrying in %.0f s", what, describe(exc), delay)
         except TelegramError as exc:
             raise PermanentSendError(describe(exc)) from exc

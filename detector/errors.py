@@ -54,6 +54,19 @@ class ImageTooLargeError(ImageError):
     code = "image_too_large"
 
 
+class TooComplexImageError(ImageError):
+    """A file whose structure asks for far more parsing work than its pixels need (hostile or broken).
+
+    ``str()`` is for the person; ``detail`` says what was found, for the logs.
+    """
+
+    code = "too_complex_image"
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
 class UnknownClassError(DetectorError):
     """A class filter named a class the model does not know."""
 

@@ -183,6 +183,10 @@ class ClassNames:
     def model_names(self, written: Iterable[str]) -> list[str]:
         return [self.model_name(w) for w in written]
 
+    def aliases(self) -> dict[str, str]:
+        """Every accepted name in another language (as :func:`lookup_key` writes it) to the model's name."""
+        return dict(self._reverse)
+
 
 def _is_coco(class_id: int | None, name: str) -> bool:
     if class_id is None:

@@ -6,8 +6,9 @@ from detector.result import Box, Detection
 
 
 def format_confidence(value: float) -> str:
-    """Thresholds are always written with two decimals (``0.50``), as people set them."""
-    return f"{value:.2f}"
+    """Thresholds are written with two decimals (``0.50``), as people set them; a smaller one with the
+    digits it has (``0.001``), never as a misleading ``0.00``."""
+    return f"{value:.2f}" if value >= 0.01 or value <= 0 else f"{value:.4g}"
 
 
 def summary_line(det: Detection) -> str:

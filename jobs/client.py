@@ -29,7 +29,6 @@ from jobs.defaults import (
     RESULT_TTL,
 )
 from jobs.exceptions import QueueFullError, QueueUnavailableError
-from jobs.keys import EVENTS_STREAM
 from jobs.store import Completion
 
 # The job function, by dotted path: the producer never imports it (it would pull in torch).
@@ -69,6 +68,8 @@ class DetectionClient:
         self.consumer = consumer
         # Every group sees every completion: only the bot's group may deliver to chats (a bench uses its own).
         self.group = group
+        # The queue's own completion stream: clients of different queues never see each other's events.
+        self.events = keys.events(queue_name)
         self._group_ready = False
 
     def submit(self, image: bytes, params: DetectParams, *, routing: dict[str, Any] | None = None,
@@ -102,7 +103,7 @@ class DetectionClient:
             pipe = self.redis.pipeline(transaction=True)
             pipe.multi()  # explicit, as RQ's enqueue expects of a pipeline handed to it
             for job_id, image, routing in zip(job_ids, images, routings, strict=True):
-                store.queue_save_job(pipe, job_id, image, params.to_dict(), routing, language)
+                store.queue_save_job(pipe, job_id, image, params.to_dict(), routing, language, self.events)
                 # No RQ ttl on purpose: RQ silently drops an expired job; ours still runs and answers
                 # image_expired.
                 self.queue.enqueue(
@@ -122,6 +123,11 @@ class DetectionClient:
             pos = self.queue.get_job_position(job_id)
         return None if pos is None else pos + 1
 
+    def class_names(self) -> list[str] | None:
+        """The class names the queue's workers published at start (None before any worker ran)."""
+        with _redis_errors():
+            return store.class_names(self.redis, self.queue.name)
+
     def queued(self) -> int:
         with _redis_errors():
             return self.queue.count
@@ -130,15 +136,20 @@ class DetectionClient:
         if self._group_ready:
             return
         try:
-            self.redis.xgroup_create(EVENTS_STREAM, self.group, id="0", mkstream=True)
+            self.redis.xgroup_create(self.events, self.group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
         self._group_ready = True
 
-    def pending(self, count: int = 100) -> list[Completion]:
-        """Completions delivered to this consumer before but never acknowledged (e.g. the bot restarted)."""
-        return self._read("0", count, None)
+    def pending(self, count: int = 100, after: str = "0") -> list[Completion]:
+        """Completions delivered to this consumer before but never acknowledged (e.g. the bot restarted),
+        oldest first, with event ids after ``after``.
+
+        Page through any number of them by passing the last event id of one page as ``after`` of the next:
+        reading from "0" again would return entries still being delivered a second time.
+        """
+        return self._read(after, count, None)
 
     def wait(self, block_ms: int = 5000, count: int = 100) -> list[Completion]:
         """New completions, waiting up to ``block_ms`` for the first one."""
@@ -147,7 +158,7 @@ class DetectionClient:
     def _read(self, start: str, count: int, block_ms: int | None) -> list[Completion]:
         with _redis_errors():
             self._ensure_group()
-            reply: Any = self.redis.xreadgroup(self.group, self.consumer, {EVENTS_STREAM: start}, count, block_ms)
+            reply: Any = self.redis.xreadgroup(self.group, self.consumer, {self.events: start}, count, block_ms)
             out: list[Completion] = []
             for _stream, entries in reply or []:
                 for event_id, fields in entries:
@@ -165,8 +176,8 @@ class DetectionClient:
         """The answer was delivered: acknowledge the event and let the job's data expire soon."""
         with _redis_errors():
             pipe = self.redis.pipeline(transaction=True)
-            pipe.xack(EVENTS_STREAM, self.group, completion.event_id)
-            pipe.xdel(EVENTS_STREAM, completion.event_id)
+            pipe.xack(self.events, self.group, completion.event_id)
+            pipe.xdel(self.events, completion.event_id)
             pipe.delete(keys.annotated(completion.job_id))
             pipe.expire(keys.job(completion.job_id), DELIVERED_TTL)
             pipe.execute()

@@ -7,10 +7,20 @@ all of detbot's state and nothing else. Lifetimes are in :mod:`jobs.defaults` an
 
 from __future__ import annotations
 
-from jobs.defaults import KEY_PREFIX
+from jobs.defaults import KEY_PREFIX, QUEUE_NAME
 
-# The stream of completion events the bot consumes (a stream, so events wait while the bot restarts).
-EVENTS_STREAM = f"{KEY_PREFIX}:events"
+
+def events(queue_name: str) -> str:
+    """The stream of completion events of one queue (a stream, so events wait while the bot restarts).
+
+    One per queue, so a bench or a test on a queue of its own never reads, acknowledges or deletes the
+    bot's events; the default queue keeps the name it always had, so events pending at an upgrade stay.
+    """
+    return f"{KEY_PREFIX}:events" if queue_name == QUEUE_NAME else f"{KEY_PREFIX}:events:{queue_name}"
+
+
+# The default queue's stream: the one the bot consumes unless DETBOT_QUEUE says otherwise.
+EVENTS_STREAM = events(QUEUE_NAME)
 
 
 # -- one job ---------------------------------------------------------------------------------------------
@@ -75,3 +85,8 @@ def handled(chat_id: int, message_id: int) -> str:
 def status(unit: str) -> str:
     """Chat and message id of the "queued" status message of a job or album."""
     return f"{KEY_PREFIX}:bot:status:{unit}"
+
+
+def migrated(chat_id: int) -> str:
+    """The id a supergroup had as a group before Telegram migrated it (its settings and allow-list entry)."""
+    return f"{KEY_PREFIX}:bot:migrated:{chat_id}"

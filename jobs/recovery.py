@@ -171,13 +171,10 @@ def _settle(redis: Redis, rec: Recovered, why: str = "") -> None:
     if rec.result == "requeued":
         log.warning("job %s requeued at the front: %s (attempt %d)", rec.job_id, who, rec.attempts)
     elif rec.result == "exhausted":
-        tasks.fail_job(
-            redis, rec.job_id, store.CODE_RETRIES_EXHAUSTED,
-            "This photo could not be processed: the workers handling it stopped several times.",
-        )
+        tasks.fail_job(redis, rec.job_id, store.CODE_RETRIES_EXHAUSTED, f"{rec.attempts} starts, each worker died")
         log.error("job %s failed_after_retries: %s (attempt %d)", rec.job_id, who, rec.attempts)
     elif rec.result == "lost":
-        tasks.fail_job(redis, rec.job_id, store.CODE_INTERNAL, "Something went wrong on our side; please retry.")
+        tasks.fail_job(redis, rec.job_id, store.CODE_INTERNAL, "queue entry lost after its worker died")
         log.error("job %s internal_error: %s and its queue entry is gone", rec.job_id, who)
     elif rec.result == "done":
         log.info("job %s was already complete when %s; cleaned up", rec.job_id, who)

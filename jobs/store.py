@@ -6,7 +6,8 @@ Per job ``{id}`` (the names come from :mod:`jobs.keys`):
                              drawn), status (``queued`` → ``ok``/``error``), code, message, details (JSON:
                              what an error's message says, as data), detection (JSON), attempts;
 - ``detbot:annotated:{id}``  the annotated JPEG of a successful job.
-Completion is announced on the stream ``detbot:events`` (fields ``job_id``, ``status``, ``routing``: the
+Completion is announced on the stream of the job's queue, ``detbot:events`` for the default one (named in
+the job's record as ``events`` by the producer; fields ``job_id``, ``status``, ``routing``: the
 routing travels with the event so an answer can be sent even if the job's record has expired). ``complete()`` writes the
 result and the event in one Lua script guarded by the status field, so a job run twice (after a worker
 was killed) still yields exactly one completion event.
@@ -28,7 +29,8 @@ STATUS_QUEUED = "queued"
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
-# Reason codes of error completions; the bot maps each to a friendly reply.
+# Reason codes of error completions; the bot maps each to a friendly reply. The ``message`` stored with
+# them is an operator's note: only a detector error's message is written for people (the bot may show it).
 # Detector errors use their own ``DetectorError.code`` (bad_image, empty_image, not_an_image,
 # unsupported_format, corrupt_image, image_too_large, unknown_class, invalid_confidence).
 CODE_TIMEOUT = "timeout"
@@ -79,17 +81,21 @@ class JobInput(NamedTuple):
 
 
 def save_job(redis: Redis, job_id: str, image: bytes, params: dict[str, Any], routing: dict[str, Any],
-             language: str = "") -> None:
+             language: str = "", events: str = keys.EVENTS_STREAM) -> None:
     """Producer side: store the image and the job's record before it is enqueued."""
     pipe = redis.pipeline(transaction=True)
-    queue_save_job(pipe, job_id, image, params, routing, language)
+    queue_save_job(pipe, job_id, image, params, routing, language, events)
     pipe.execute()
 
 
 def queue_save_job(
-    pipe: Pipeline, job_id: str, image: bytes, params: dict[str, Any], routing: dict[str, Any], language: str = ""
+    pipe: Pipeline, job_id: str, image: bytes, params: dict[str, Any], routing: dict[str, Any], language: str = "",
+    events: str = keys.EVENTS_STREAM,
 ) -> None:
-    """:func:`save_job`'s commands on the caller's pipeline (to enqueue in the same transaction)."""
+    """:func:`save_job`'s commands on the caller's pipeline (to enqueue in the same transaction).
+
+    ``events`` is the stream the completion goes to: the producer's queue's, wherever the job runs.
+    """
     pipe.set(keys.image(job_id), image, ex=IMAGE_TTL)
     pipe.hset(keys.job(job_id), mapping={
         "status": STATUS_QUEUED,
@@ -97,6 +103,7 @@ def queue_save_job(
         "params": json.dumps(params),
         "language": language,
         "attempts": 0,
+        "events": events,
     })
     pipe.expire(keys.job(job_id), RESULT_TTL)
 
@@ -134,7 +141,11 @@ def complete(
     details: dict[str, Any] | None = None,
 ) -> bool:
     """Worker side: record the outcome and announce it, once. Returns False if the job was already done."""
-    script_keys = [keys.job(job_id), keys.annotated(job_id), keys.image(job_id), keys.EVENTS_STREAM]
+    # The stream is read first (declared to the script as a key): a record from before per-queue streams,
+    # or one already expired, has none and goes to the default stream.
+    stream = redis.hget(keys.job(job_id), "events")
+    events = stream.decode() if isinstance(stream, bytes) else keys.EVENTS_STREAM
+    script_keys = [keys.job(job_id), keys.annotated(job_id), keys.image(job_id), events]
     args: list[str | bytes | int] = [
         STATUS_OK if ok else STATUS_ERROR, code, message, json.dumps(detection) if detection else "",
         annotated or b"", RESULT_TTL, EVENTS_MAXLEN, job_id, json.dumps(details) if details else "",

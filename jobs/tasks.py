@@ -98,7 +98,7 @@ def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
     if image is None:
         return _finish(
             ctx.redis, job_id, Outcome(OUTCOME_ERROR, store.CODE_IMAGE_EXPIRED),
-            message="The photo waited too long and expired; please send it again.",
+            message="image expired before a worker took the job",
         )
     if ctx.test_delay_ms:
         time.sleep(ctx.test_delay_ms / 1000)
@@ -116,7 +116,11 @@ def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
 
 
 def fail_job(redis: Redis, job_id: str, code: str, message: str) -> Outcome:
-    """An error completion for a job that could not run to its end (timeout, internal error)."""
+    """An error completion for a job that could not run to its end (timeout, internal error).
+
+    ``message`` is a note for operators (``redis-cli hget``): for these codes the bot answers in its own
+    words (``bot.replies``, translated there), so no sentence for people is written here.
+    """
     return _finish(redis, job_id, Outcome(OUTCOME_ERROR, code), message=message)
 
 
@@ -133,12 +137,10 @@ def detect_job(job_id: str) -> str:
     try:
         outcome = run_detection(ctx, job_id)
     except JobTimeoutException:
-        outcome = fail_job(
-            ctx.redis, job_id, store.CODE_TIMEOUT, "Finding objects took too long; please try a smaller photo."
-        )
+        outcome = fail_job(ctx.redis, job_id, store.CODE_TIMEOUT, "detection ran past the job timeout")
     except Exception as exc:  # anything unexpected still answers the person, and never with a traceback
         log.error("job %s internal error: %s: %s", job_id, type(exc).__name__, exc)
-        outcome = fail_job(ctx.redis, job_id, store.CODE_INTERNAL, "Something went wrong on our side; please retry.")
+        outcome = fail_job(ctx.redis, job_id, store.CODE_INTERNAL, f"{type(exc).__name__} in detect_job")
     _log(job_id, outcome, started)
     if ctx.metrics is not None:
         ctx.metrics.job_done(outcome, time.perf_counter() - started)

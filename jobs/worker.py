@@ -268,7 +268,7 @@ class DetbotWorker(SimpleWorker):
         log.error("job %s failed: %s: %s", job.id, name, exc)
         code = store.CODE_TIMEOUT if isinstance(exc, JobTimeoutException) else store.CODE_INTERNAL
         try:
-            tasks.fail_job(self.connection, job.id, code, "Something went wrong on our side; please retry.")
+            tasks.fail_job(self.connection, job.id, code, f"{name} outside detect_job")
         except RedisError as redis_exc:
             log.error("job %s: cannot record its failure: %s: %s", job.id, type(redis_exc).__name__, redis_exc)
 

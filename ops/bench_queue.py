@@ -11,8 +11,9 @@
    - worker RSS (current and peak) after the run.
 The workers of every mode run side by side (idle when it is not their turn); rounds interleave the modes
 and the best round of each is reported, so load from other processes on a shared machine hits them alike.
-Redis is a fresh embedded ``redis-server`` on a free port unless ``--redis-url`` is given (a queue of its
-own is used there, and left empty). Prints a table; ``--json FILE`` writes every figure.
+Redis is a fresh embedded ``redis-server`` on a free port unless ``--redis-url`` is given (queues of its
+own are used there, each with its own completion stream, so the bot's events are never touched; both are
+left empty). Prints a table; ``--json FILE`` writes every figure.
 """
 
 from __future__ import annotations
@@ -352,12 +353,11 @@ class Lane:
 
 def make_lane(redis: Any, count: int, max_queued: int) -> Lane:
     from jobs.client import DetectionClient
-    from jobs.keys import EVENTS_STREAM
 
     queue = f"bench-{count}-{uuid.uuid4().hex[:8]}"
-    # A consumer group of its own: a bot reading the same Redis keeps its own completions.
+    # A queue of its own is a completion stream of its own (jobs.keys.events): against a live Redis the
+    # bench never reads, acknowledges or deletes the bot's events.
     client = DetectionClient(redis, queue_name=queue, max_queued=max_queued, consumer=queue, group=queue)
-    redis.xgroup_create(EVENTS_STREAM, queue, id="$", mkstream=True)
     return Lane(count, queue, client, Collector(client))
 
 
@@ -367,7 +367,7 @@ def run_bench(url: str, model: str, threads: int, counts: list[int], images: lis
     load from another process on the machine hits all modes alike; the best round of each is reported."""
     from redis import Redis
 
-    from jobs.keys import EVENTS_STREAM
+    from jobs import keys
 
     # Loaded first: an export it makes (OpenVINO/ONNX backends) is then cached for the workers.
     detector = load_detector(model, threads, images[:WARMUP_JOBS])
@@ -405,7 +405,7 @@ def run_bench(url: str, model: str, threads: int, counts: list[int], images: lis
         for lane in lanes:
             if lane.workers is not None:
                 stop_workers(lane.workers)
-            redis.xgroup_destroy(EVENTS_STREAM, lane.queue)
+            redis.delete(keys.events(lane.queue))
         redis.close()
 
 

@@ -60,6 +60,8 @@ WORKER_READY_TIMEOUT = 300.0
 FATAL_EXIT_CODES = {2: "a setting must be fixed", 3: "the model cannot be loaded"}
 # One question to a Redis that is up (ping, info, a queue length) answers in milliseconds.
 REDIS_PROBE_TIMEOUT = 1.0
+# Secrets only the bot needs: a worker runs untrusted images through C decoders and never talks to Telegram.
+BOT_ONLY_ENV = ("TELEGRAM_BOT_TOKEN",)
 # Linux prctl(2) option: deliver a signal to the child when its parent dies.
 PR_SET_PDEATHSIG = 1
 
@@ -303,10 +305,16 @@ def wait_for_redis(sup: Supervisor, url: str, proc: subprocess.Popen[str] | None
 
 
 def child_env(plan: Plan) -> dict[str, str]:
-    env = dict(os.environ)
+    """The environment of Redis and the workers: ours, less what only the bot may hold (as in compose)."""
+    env = {name: value for name, value in os.environ.items() if name not in BOT_ONLY_ENV}
     env["REDIS_URL"] = plan.redis_url
     env["PYTHONUNBUFFERED"] = "1"  # log lines reach the summary as they happen, not at exit
     return env
+
+
+def bot_env(env: dict[str, str]) -> dict[str, str]:
+    """The bot's environment: the children's, plus the secrets only it needs."""
+    return {**env, **{name: os.environ[name] for name in BOT_ONLY_ENV if name in os.environ}}
 
 
 def worker_child(plan: Plan, settings: RunSettings, index: int, env: dict[str, str]) -> Child:
@@ -485,7 +493,7 @@ def _run(sup: Supervisor, plan: Plan, settings: RunSettings, telegram: TelegramS
     for i in range(plan.workers):
         sup.start(worker_child(plan, settings, i, env))
     if plan.bot:
-        sup.start(Child("bot", [*DETBOT, "bot"], env))
+        sup.start(Child("bot", [*DETBOT, "bot"], bot_env(env)))
     supervise(sup, plan)
     if sup.fatal:
         sup.out.say(f"stopping everything: {sup.fatal}")

@@ -113,6 +113,8 @@ class TelegramStub:
         self._message_ids = itertools.count(1000)
         self._file_ids = itertools.count(1)
         self._failures: list[Failure] = []
+        self._hangs: list[tuple[str, int | None]] = []
+        self._released = threading.Event()
         self._cond = threading.Condition()
         self._closing = False
         self._polls = 0
@@ -242,6 +244,32 @@ class TelegramStub:
         with self._cond:
             self._failures.clear()
 
+    def hang(self, method: str, chat_id: int | None = None) -> None:
+        """Carry out ``method`` (for one chat, or all) but hold its HTTP answer until :meth:`release`: the
+        bot's read timeout fires although the message was sent, as when Telegram answers too late."""
+        with self._cond:
+            self._hangs.append((method, chat_id))
+
+    def release(self) -> None:
+        """Let the held answers go (to a bot that stopped waiting for them) and hold no more."""
+        with self._cond:
+            self._hangs.clear()
+        self._released.set()
+
+    def member_update(self, chat: dict[str, Any], user_id: int, status: str, old_status: str = "member") -> None:
+        """A ``my_chat_member`` update: the bot's own status in ``chat`` changed (``kicked``: blocked in a
+        private chat or removed from a group; ``left``; ``member``: added back or unblocked)."""
+        bot = {"id": self.bot_id, "is_bot": True, "first_name": "detbot", "username": self.username}
+
+        def member(value: str) -> dict[str, Any]:
+            return {"status": value, "user": bot, **({"until_date": 0} if value == "kicked" else {})}
+
+        change = {"chat": chat, "from": self.user(user_id), "date": int(time.time()),
+                  "old_chat_member": member(old_status), "new_chat_member": member(status)}
+        with self._cond:
+            self._updates.append({"update_id": next(self._update_ids), "my_chat_member": change})
+            self._cond.notify_all()
+
     def sent(self, method: str | None = None, chat_id: int | None = None, ok: bool | None = True) -> list[Call]:
         """Recorded calls, filtered; by default only those the stub answered with success."""
         with self._cond:
@@ -326,8 +354,10 @@ class TelegramStub:
         reply = params.get("reply_parameters")
         common: dict[str, Any] = {}
         replied = (chat_id, reply.get("message_id")) if isinstance(reply, dict) else None
-        if replied in self.messages:
+        if replied in self.messages and replied not in self.deleted:
             common["reply_to_message"] = self.messages[replied]
+        elif replied is not None and method.startswith("send") and not reply.get("allow_sending_without_reply"):  # type: ignore[union-attr]
+            raise _ApiError(400, "Bad Request: message to be replied not found")
         if params.get("message_thread_id") is not None:
             common["message_thread_id"] = params["message_thread_id"]
         if method == "getMe":
@@ -429,6 +459,9 @@ class TelegramStub:
         with self._cond:
             self.calls.append(call)
             self._cond.notify_all()
+            held = call.ok and any(m == method and c in (None, call.chat_id) for m, c in self._hangs)
+        if held:
+            self._released.wait(MAX_LONG_POLL)
         return status, body
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 from redis import Redis
 
+from bot import replies
+from bot.i18n import ENGLISH, catalog
 from jobs.defaults import EVENTS_GROUP
 from jobs.keys import EVENTS_STREAM
 from ops.shapes import Shape, iou, make_images
 from tests.conftest import RedisServer
-from tests.images import png_header
+from tests.images import png_header, tiff_many_strips
 from tests.telegram_stub import (
     BotProcess,
     Call,
@@ -142,6 +144,21 @@ def test_unknown_class_gets_friendly_error(world: World) -> None:
     assert "giraffe" in answer.text and "Traceback" not in answer.text
 
 
+def test_class_names_are_checked_before_queueing_with_a_suggestion(world: World) -> None:
+    """A typo is answered at once with the closest class, and nothing is queued; /classes lists every class."""
+    stub = world.stub
+    user = new_user()
+    chat = stub.private_chat(user)
+    jobs_before = len(world.redis.keys("detbot:job:*"))
+    msg = stub.photo(chat, user, encode(world.images[3][0]), caption="/detect circel 0.3")
+    answer = wait_answer(stub, user, msg["message_id"])
+    assert answer.method == "sendMessage" and "did you mean “circle”" in answer.text
+    assert len(world.redis.keys("detbot:job:*")) == jobs_before
+    listing = stub.text(chat, user, "/classes")
+    reply = wait_answer(stub, user, listing["message_id"])
+    assert reply.text.splitlines() == ["I know 3 classes:", "• circle", "• square", "• triangle"]
+
+
 def test_document_image(world: World) -> None:
     stub = world.stub
     img, shapes = world.images[3]
@@ -182,6 +199,36 @@ def test_threshold_set_read_reset(world: World) -> None:
     assert "global default again (0.25)" in command("/threshold reset")
     assert "0.25 (the global default)" in command("/threshold")
     assert "Usage" in command("/threshold lots")
+
+
+def test_per_class_thresholds_in_captions_and_per_chat(world: World) -> None:
+    """Precedence: caption > chat per-class > chat default > global default, shown in the answer."""
+    stub = world.stub
+    user = new_user()
+    chat = stub.private_chat(user)
+
+    def command(text: str) -> str:
+        m = stub.text(chat, user, text)
+        return wait_answer(stub, user, m["message_id"], 30).text
+
+    img, shapes = next((i, s) for i, s in world.images if len({sh.name for sh in s}) >= 2)
+    raised, other = shapes[0].name, next(s.name for s in shapes if s.name != shapes[0].name)
+    assert f"{raised} in this chat now needs confidence ≥ 1.00" in command(f"/threshold {raised} 1")
+    assert f"• {raised} ≥ 1.00" in command("/threshold")
+    plain = wait_answer(stub, user, stub.photo(chat, user, encode(img))["message_id"]).text
+    assert f"(own thresholds: {raised} ≥ 1.00)" in plain.splitlines()[0]
+    assert raised not in {name for _, name, _, _ in box_lines(plain)} and other in plain
+    # A caption's confidence is for every class: it beats the chat's per-class value.
+    captioned = wait_answer(stub, user, stub.photo(chat, user, encode(img), caption="0.3")["message_id"]).text
+    assert "own thresholds" not in captioned and raised in {name for _, name, _, _ in box_lines(captioned)}
+    # Per-class values in a caption: that class at its own value, every other at the caption's.
+    both = stub.photo(chat, user, encode(img), caption=f"/detect {other}:1 0.3")
+    text = wait_answer(stub, user, both["message_id"]).text
+    assert f"(own thresholds: {other} ≥ 1.00)" in text.splitlines()[0]
+    assert {name for _, name, _, _ in box_lines(text)} == {s.name for s in shapes} - {other}
+    assert "did you mean “circle”" in command("/threshold circel 0.5")
+    assert "global default again" in command("/threshold reset")
+    assert "Per class" not in command("/threshold")
 
 
 def test_help_and_commands_registered(world: World) -> None:
@@ -360,6 +407,50 @@ def test_truncated_image_gets_friendly_error(world: World) -> None:
     assert answer.method == "sendMessage" and "damaged" in answer.text.lower()
 
 
+def _peak_rss_mb(pid: int) -> float:
+    """The process's resident-memory high-water mark (VmHWM), which a brief spike cannot hide from."""
+    with open(f"/proc/{pid}/status") as status:
+        line = next(x for x in status if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_hostile_tiff_refused_and_others_answered(world: World) -> None:
+    """A 12 MB TIFF with 1.5 million strip entries stalled the bot 2.3 s and took it to 506 MB; now it is
+    refused from its structure, and a photo sent at the same time from another chat is answered."""
+    stub = world.stub
+    attacker, other = new_user(), new_user()
+    hostile = stub.document(stub.private_chat(attacker), attacker, tiff_many_strips(1_500_000), "image/tiff",
+                            "x.tif")
+    photo = stub.photo(stub.private_chat(other), other, encode(world.images[31][0]))
+    refusal = wait_answer(stub, attacker, hostile["message_id"])
+    assert refusal.method == "sendMessage" and refusal.text == catalog(ENGLISH).gettext(replies.TOO_COMPLEX_IMAGE)
+    assert wait_answer(stub, other, photo["message_id"]).method == "sendPhoto"
+    assert _peak_rss_mb(world.bot.proc.pid) < 200
+    assert "too_complex_image: TIFF directory" in world.bot.log()
+
+
+def test_odd_captions_are_answered_never_crashed_on(world: World) -> None:
+    """A caption "²" broke the parser: a photo got "something went wrong", an album no answer at all.
+    "my 2 cats" was refused; a tiny confidence must be refused with a reason, not replaced silently."""
+    stub = world.stub
+    user = new_user()
+    chat = stub.private_chat(user)
+    img = encode(world.images[32][0])
+    sent = {caption: stub.photo(chat, user, img, caption=caption)["message_id"] for caption in ("²", "my 2 cats")}
+    for caption, message_id in sent.items():
+        assert wait_answer(stub, user, message_id).method == "sendPhoto", caption
+    tiny = stub.photo(chat, user, img, caption="0.00001")
+    refusal = wait_answer(stub, user, tiny["message_id"])
+    assert refusal.method == "sendMessage" and "too small" in refusal.text and "0.0001" in refusal.text
+    album_user = new_user()
+    album_chat = stub.private_chat(album_user)
+    album = [stub.photo(album_chat, album_user, img, caption="x²" if i == 0 else None, media_group_id="album-sq")
+             for i in range(2)]
+    stub.wait_for(lambda: stub.sent("sendMediaGroup", album_user), 90, "the album with caption x²")
+    stub.wait_for(lambda: album_summary(stub, album_user, album[0]["message_id"]), 30, "the album's summary")
+    assert catalog(ENGLISH).gettext(replies.SOMETHING_WRONG) not in [c.text for c in stub.sent("sendMessage", user)]
+
+
 def test_stickers_videos_and_nonsense(world: World) -> None:
     stub = world.stub
     user = new_user()
@@ -449,7 +540,7 @@ def test_refused_delivery_is_dropped_once_and_bot_carries_on(world: World) -> No
     stub.wait_for(lambda: settled(world), 60, "all answers acknowledged")
     assert len(stub.sent("sendPhoto", blocked, ok=False)) == 1
     assert not stub.sent("sendMessage", blocked, ok=None)  # no pointless retry as text: the chat is gone
-    assert stub.wait_for(lambda: "dropped: Telegram refused it (Forbidden" in world.bot.log(), 10, "a log line")
+    assert stub.wait_for(lambda: f"chat {blocked} is gone (answer for" in world.bot.log(), 10, "a log line")
 
 
 def test_network_errors_are_retried(world: World) -> None:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from telegram import Chat, Message
+from telegram import Chat, Message, User
 
 from bot import replies
 from bot.albums import (
@@ -23,6 +23,7 @@ from bot.albums import (
 )
 from bot.app import _model_names
 from bot.i18n import ENGLISH, RUSSIAN, catalog
+from bot.intake import sender_of
 from bot.limits import Limits, RateLimiter
 from bot.logs import REDACTED, RedactFilter
 from bot.outcome import Wording
@@ -39,6 +40,7 @@ from bot.settings import BotSettings
 from bot.text import CAPTION_LIMIT, MESSAGE_LIMIT, pack_lines, split_caption, utf16_len
 from detector.names import ClassNames, parse_class_names
 from detector.params import DetectParams
+from detector.render import format_confidence
 from detector.result import Box, Detection
 from jobs.store import Completion
 
@@ -86,6 +88,51 @@ def test_mentions_match_the_whole_name_only() -> None:
 
 def test_free_text_numbers_are_not_confidences() -> None:
     assert parse_caption("party 2024", BOT).args == DetectParams()
+
+
+def test_counts_in_free_text_are_not_confidences() -> None:
+    """ "my 2 cats" was refused ("did you mean 2%?"); a lone number is still read as a confidence."""
+    for caption in ("my 2 cats", "1 cat", "2 dogs and 3 cats", "party 2024"):
+        assert parse_caption(caption, BOT).args == DetectParams(), caption
+    assert parse_caption("my 2 cats 0.4", BOT).args == DetectParams(0.4)
+    with pytest.raises(UsageError, match="2%"):
+        parse_caption("2", BOT)
+
+
+@pytest.mark.parametrize("caption", ["²", "my ² cats", "x²", "٠.٤", "４０%", "conf=²"])
+def test_unicode_digits_never_crash_the_parser(caption: str) -> None:
+    """ "²" passed str.isdigit and broke int(): a single photo got "something went wrong", an album nothing.
+    Only ASCII digits make a confidence; other digits are free text (or a usage error after conf=)."""
+    try:
+        assert parse_caption(caption, BOT).args.confidence is None
+    except UsageError:
+        assert caption.startswith("conf=")
+    assert parse_detect_args("²").confidence is None
+
+
+@pytest.mark.parametrize("token", ["0.00001", "0.001%", "conf=0.00004"])
+def test_tiny_confidence_refused_with_a_message_not_replaced(token: str) -> None:
+    with pytest.raises(UsageError, match="too small") as caught:
+        parse_caption(f"my cat {token}", BOT)
+    assert "0.0001" in str(caught.value)
+    with pytest.raises(UsageError, match="too small"):
+        parse_threshold([token])
+    # The smallest kept confidence is written as it is, not as "0.00".
+    assert format_confidence(parse_confidence("0.0001")) == "0.0001"
+    assert format_confidence(0.25) == "0.25"
+
+
+def test_anonymous_admins_and_channels_are_counted_per_sender_chat() -> None:
+    """Every anonymous admin is the same service account in from_user: keyed by it, all groups shared one
+    rate bucket. The sender chat (the group itself, or the channel) is the sender."""
+    anonymous = User(1087968824, "Group", True, username="GroupAnonymousBot")
+    when = datetime.now(timezone.utc)
+    group_a, group_b = Chat(-1001, "supergroup"), Chat(-1002, "supergroup")
+    in_a = Message(1, when, group_a, from_user=anonymous, sender_chat=group_a)
+    in_b = Message(1, when, group_b, from_user=anonymous, sender_chat=group_b)
+    channel = Message(2, when, group_a, from_user=User(136817688, "Channel", True), sender_chat=Chat(-1009, "channel"))
+    person = Message(3, when, group_a, from_user=User(42, "Ann", False))
+    assert [sender_of(m) for m in (in_a, in_b, channel, person)] == [-1001, -1002, -1009, 42]
 
 
 @pytest.mark.parametrize("caption", ["2.5", "0 please", "/detect blah!!", "/detect 0.3 0.4", "conf=", "my cat 0.4 0.5"])
@@ -177,7 +224,7 @@ def test_rate_limit_zero_means_off() -> None:
     "code",
     ["timeout", "failed_after_retries", "image_expired", "internal_error", "result_expired", "empty_image",
      "not_an_image", "unsupported_format", "corrupt_image", "image_too_large", "unknown_class", "bad_image",
-     "something_new"],
+     "too_complex_image", "something_new"],
 )
 def test_every_error_code_has_a_friendly_reply(code: str) -> None:
     text = replies.error_reply(catalog(ENGLISH), code)
@@ -228,17 +275,18 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_application_has_rate_limiter_error_handler_and_commands() -> None:
     from redis import Redis
-    from telegram.ext import AIORateLimiter, CommandHandler
+    from telegram.ext import CommandHandler
 
     from bot.app import build_application
+    from bot.ratelimit import ChatRateLimiter
 
     settings = BotSettings.model_validate({"telegram_bot_token": "1:abc", "telegram_api_base_url": "http://127.0.0.1:9"})
     app = build_application(settings, Redis.from_url("redis://127.0.0.1:9/0"))
-    assert isinstance(app.bot.rate_limiter, AIORateLimiter)
+    assert isinstance(app.bot.rate_limiter, ChatRateLimiter)
     assert len(app.error_handlers) == 1
     commands = {c for handlers in app.handlers.values() for h in handlers if isinstance(h, CommandHandler)
                 for c in h.commands}
-    assert commands == {"start", "help", "threshold", "auto", "detect", "language"}
+    assert commands == {"start", "help", "threshold", "auto", "detect", "language", "classes"}
     assert app.bot.base_url == "http://127.0.0.1:9/bot1:abc"
 
 
@@ -332,6 +380,25 @@ def test_class_index_finds_multi_word_names_in_any_spelling() -> None:
     assert found == ["cell phone", "traffic light", "dog", "hot dog", "person"] and unknown == []
 
 
+def test_class_index_reads_translations_and_checks_per_class_names() -> None:
+    from bot.classes import ClassIndex, PublishedClasses
+
+    aliases = parse_class_names({}).aliases()  # the built-in Russian COCO names
+    index = ClassIndex(COCO_SOME, aliases)
+    assert index.resolve(["мобильный", "телефон", "собака"]) == (["cell phone", "dog"], [])
+    params, unknown = index.params(DetectParams(0.4, ["Cell", "Phone"], (("Собака", 0.3), ("dgo", 0.5))))
+    assert params == DetectParams(0.4, ["cell phone"], (("dog", 0.3),))
+    assert [u.name for u in unknown] == ["dgo"] and unknown[0].suggestions[0] == "dog"
+    assert ClassIndex(["circle"], aliases).lookup("собака") is None  # another model's translation: not ours
+    reads: list[int] = []
+    clock = [0.0]
+    published = PublishedClasses(lambda: reads.append(1) or COCO_SOME, aliases, clock=lambda: clock[0])
+    assert published.index() is not None and published.index() is not None and len(reads) == 1
+    clock[0] = 61.0
+    published.index()
+    assert len(reads) == 2  # read again after a minute: a worker restarted with another model is seen
+
+
 def test_class_index_suggests_the_closest_name_for_a_typo() -> None:
     from bot.classes import ClassIndex, Unknown
 
@@ -348,3 +415,45 @@ def test_filters_in_russian_become_the_models_names() -> None:
     per_class = DetectParams(None, None, (("круг", 0.6),))
     assert _model_names(per_class, names).per_class == {"circle": 0.6}
     assert _model_names(DetectParams(0.4), names) == DetectParams(0.4)
+
+
+# -- Telegram's flood limits ----------------------------------------------------------------------------
+
+def test_a_429_holds_back_only_its_own_chat() -> None:
+    from telegram.error import RetryAfter
+
+    from bot.ratelimit import ChatRateLimiter
+
+    async def scenario() -> None:
+        limiter = ChatRateLimiter()
+        sent: list[str] = []
+
+        async def flooded() -> bool:
+            raise RetryAfter(30)
+
+        async def send(name: str) -> bool:
+            sent.append(name)
+            return True
+
+        with pytest.raises(RetryAfter):  # raised to the caller, not waited out for everyone
+            await limiter.process_request(flooded, (), {}, "sendPhoto", {"chat_id": 1}, None)
+        same = asyncio.create_task(limiter.process_request(send, ("same",), {}, "sendMessage", {"chat_id": 1}, None))
+        await limiter.process_request(send, ("other",), {}, "sendPhoto", {"chat_id": 2}, None)
+        await limiter.process_request(send, ("file",), {}, "getFile", {"file_id": "x"}, None)
+        assert sent == ["other", "file"] and not same.done() and limiter.flooded(1) and not limiter.flooded(2)
+        same.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_per_class_thresholds_parse_in_detect_and_threshold() -> None:
+    assert parse_detect_args("person:0.6 dog:30% 0.4") == DetectParams(0.4, None, (("person", 0.6), ("dog", 0.3)))
+    assert parse_detect_args("cell_phone:0.5,cat") == DetectParams(None, ["cat"], (("cell_phone", 0.5),))
+    assert parse_detect_args("conf:0.4") == DetectParams(0.4)  # the confidence's own spelling, not a class
+    assert parse_threshold(["person", "0.6"]) == ("person", 0.6)
+    assert parse_threshold(["cell", "phone", "50%"]) == ("cell phone", 0.5)
+    for bad in ("person:abc", "person:1.5"):
+        with pytest.raises(UsageError):
+            parse_detect_args(bad)
+    with pytest.raises(UsageError):
+        parse_threshold(["person", "lots"])

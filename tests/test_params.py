@@ -53,6 +53,10 @@ def test_layers_first_wins_and_per_class_merges() -> None:
     merged = DetectParams.layered(caption, chat, default)
     assert merged == DetectParams(0.35, ["dog"], (("cat", 0.3), ("dog", 0.6)))
     assert DetectParams.layered(None, DetectParams(), default).threshold == 0.25
+    # Precedence: caption > chat per-class > chat default > global default.
+    assert DetectParams.layered(DetectParams(0.3), chat, default) == DetectParams(0.3)
+    own = DetectParams(0.3, class_confidence=(("dog", 0.5),))
+    assert DetectParams.layered(own, chat, default) == DetectParams(0.3, class_confidence=(("dog", 0.5),))
 
 
 def test_round_trip_through_the_queue_and_untrusted_dicts() -> None:

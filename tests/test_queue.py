@@ -187,3 +187,25 @@ def test_reaper_does_not_redo_a_job_that_completed_before_its_worker_died(redis:
     assert [r.result for r in reap(redis, client.queue, max_attempts=3)] == ["done"]
     assert client.queue.get_job_ids() == []
     assert len(events(redis)) == 1
+
+
+def test_each_queue_has_its_own_completion_stream(redis: Redis) -> None:
+    """`detbot bench queue` on a queue of its own against a live Redis read, acknowledged and deleted the
+    bot's completion events: they all went to one stream. Now each queue's completions have their own."""
+    bot = DetectionClient(redis)
+    bench = DetectionClient(redis, queue_name="bench-1-abc", consumer="bench-1-abc", group="bench-1-abc")
+    (mine,) = submit(bot)
+    (theirs,) = submit(bench)
+    for job_id in (mine, theirs):
+        assert store.complete(redis, job_id, ok=False, code="not_an_image", message="x")
+    seen = bench.wait(block_ms=10)
+    assert [c.job_id for c in seen] == [theirs]
+    bench.ack(seen[0])
+    assert [c.job_id for c in bot.wait(block_ms=10)] == [mine]
+    assert [f[b"job_id"].decode() for f in events(redis)] == [mine]
+    assert keys.EVENTS_STREAM == "detbot:events" and keys.events("bench-1-abc") == "detbot:events:bench-1-abc"
+    # The bench's lanes always get such a queue, hence such a stream.
+    from ops.bench_queue import make_lane
+
+    lane = make_lane(redis, 1, 10)
+    assert lane.client.events == keys.events(lane.queue) != keys.EVENTS_STREAM

@@ -262,6 +262,14 @@ def test_a_worker_that_cannot_load_its_model_stops_everything_with_the_reason(
     assert not port_open(port)
 
 
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+
+
+def _environ(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/environ").read_bytes()
+
+
 def test_the_one_command_answers_a_photo_in_a_chat(tmp_path: Path, runs: list[Run], shapes_model: Path) -> None:
     """`detbot run` with a token: embedded Redis, a worker and the bot; a person's photo gets its answer."""
     token = "777000111:RUN-secret-token-value"
@@ -278,6 +286,10 @@ def test_the_one_command_answers_a_photo_in_a_chat(tmp_path: Path, runs: list[Ru
         assert answer.method == "sendPhoto"
         found = {name for _, name, _, _ in box_lines(full_text(stub, 4242, photo["message_id"]))}
         assert found & {shape.name for shape in shapes}
+        # Only the bot holds the token, as in compose: not the workers, not Redis.
+        holders = {_cmdline(pid): token.encode() in _environ(pid) for pid in run.children()}
+        assert [has for cmd, has in holders.items() if " bot" in cmd] == [True], holders
+        assert not [cmd for cmd, has in holders.items() if has and " bot" not in cmd], holders
         assert run.stop() == 0
     finally:
         stub.stop()

@@ -28,7 +28,7 @@ from jobs.keys import EVENTS_STREAM
 from jobs.store import Completion
 from ops.shapes import iou, make_images
 from tests.conftest import RedisServer, free_port
-from tests.images import png_header
+from tests.images import png_header, tiff_many_strips
 from tests.workers import WorkerProcess, start_worker, wait_for
 
 # A completion on an idle worker takes well under a second; this only bounds a broken test.
@@ -151,6 +151,8 @@ def test_each_bad_image_gets_its_code_and_the_worker_goes_on(
         "corrupt_image": good[: len(good) // 2],
         "image_too_large": png_header(10_000, 10_000),
         "unsupported_format": b"P6\n2 2\n255\n" + bytes(12),
+        # Straight to the queue, past the bot's check: the worker refuses it from its structure too.
+        "too_complex_image": tiff_many_strips(),
     }
     ids = {code: client.submit(data, DetectParams(0.3), routing={"code": code}) for code, data in bad.items()}
     after = client.submit(good, DetectParams(0.3))

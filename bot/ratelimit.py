@@ -1,0 +1,110 @@
+"""Telegram's flood limits, kept per chat: one chat's "retry after" never pauses the others.
+
+PTB's ``AIORateLimiter`` stops every request of the bot while any one chat waits out a 429 (issue 11: a
+photo in another chat was answered 20 s late). This limiter paces requests overall and per chat, and on a
+429 holds back only that chat: the RetryAfter goes to the caller (who decides whether to wait), and later
+requests to the same chat wait until the time Telegram named, since sending earlier only earns another 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dtm
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiolimiter import AsyncLimiter
+from telegram.error import RetryAfter
+from telegram.ext import BaseRateLimiter
+
+log = logging.getLogger(__name__)
+
+# Telegram's broadcast limit: about 30 messages per second over all chats.
+OVERALL_RATE = (30, 1.0)
+# Private chats: about one message per second; a burst of 3 lets a photo and its follow-up texts out at once.
+PRIVATE_RATE = (3, 3.0)
+# Groups and channels: 20 messages per minute.
+GROUP_RATE = (20, 60.0)
+# Requests to Telegram in flight at once (uploads included); taken only for the HTTP request itself, never
+# while a chat waits for its pace or its flood control, so a waiting chat holds no one else's slot.
+MAX_IN_FLIGHT = 16
+# Per-chat limiters kept; beyond this, idle ones are forgotten (a bot in thousands of chats).
+MAX_CHAT_LIMITERS = 1024
+# Calls that do not post a message (chat actions, edits, lookups) are not counted against a chat's pace.
+UNPACED = frozenset({"sendChatAction"})
+
+Callback = Callable[..., Coroutine[Any, Any, Any]]
+
+
+def _chat_key(chat_id: object) -> int | str:
+    with contextlib.suppress(TypeError, ValueError):
+        return int(chat_id)  # type: ignore[call-overload]
+    return str(chat_id)  # a channel's @username
+
+
+def _is_group(key: int | str) -> bool:
+    return isinstance(key, str) or key < 0
+
+
+def _weight(endpoint: str, data: dict[str, Any]) -> int:
+    """Messages a call posts: a media group counts each of its items, as Telegram does."""
+    media = data.get("media") if endpoint == "sendMediaGroup" else None
+    return max(1, len(media)) if isinstance(media, list) else 1
+
+
+class ChatRateLimiter(BaseRateLimiter[int]):
+    """Overall and per-chat pacing; a 429 holds back only its own chat and is raised to the caller."""
+
+    def __init__(self) -> None:
+        self._overall = AsyncLimiter(*OVERALL_RATE)
+        self._chats: dict[int | str, AsyncLimiter] = {}
+        self._flood_until: dict[int | str, float] = {}
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to release."""
+
+    def _limiter(self, key: int | str) -> AsyncLimiter:
+        if key not in self._chats and len(self._chats) >= MAX_CHAT_LIMITERS:
+            for idle in [k for k, lim in self._chats.items() if lim.has_capacity(lim.max_rate)]:
+                del self._chats[idle]
+        if key not in self._chats:
+            self._chats[key] = AsyncLimiter(*(GROUP_RATE if _is_group(key) else PRIVATE_RATE))
+        return self._chats[key]
+
+    async def _flood_over(self, key: int | str) -> None:
+        """Wait until Telegram's flood control of this chat (if any) has ended."""
+        loop = asyncio.get_running_loop()
+        while (left := self._flood_until.get(key, 0.0) - loop.time()) > 0:
+            await asyncio.sleep(left)
+        self._flood_until.pop(key, None)
+
+    def flooded(self, chat_id: int) -> bool:
+        """True while a chat waits out Telegram's flood control."""
+        return self._flood_until.get(_chat_key(chat_id), 0.0) > asyncio.get_running_loop().time()
+
+    async def process_request(self, callback: Callback, args: Any, kwargs: dict[str, Any], endpoint: str,
+                              data: dict[str, Any], rate_limit_args: int | None) -> Any:
+        chat_id = data.get("chat_id")
+        if chat_id is None:
+            return await callback(*args, **kwargs)  # getMe, getFile, ...: no chat, no flood limit
+        key = _chat_key(chat_id)
+        await self._flood_over(key)
+        if endpoint.startswith("send") and endpoint not in UNPACED:
+            limiter = self._limiter(key)
+            await limiter.acquire(min(_weight(endpoint, data), limiter.max_rate))
+        await self._overall.acquire()
+        async with self._in_flight:
+            try:
+                return await callback(*args, **kwargs)
+            except RetryAfter as exc:
+                wait = exc.retry_after
+                seconds = wait.total_seconds() if isinstance(wait, dtm.timedelta) else float(wait)
+                self._flood_until[key] = asyncio.get_running_loop().time() + seconds
+                log.debug("flood control in chat %s for %.0f s", key, seconds)
+                raise
