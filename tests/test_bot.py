@@ -179,14 +179,19 @@ def test_nothing_found_suggests_lower_threshold(world: World) -> None:
     assert answer.text.startswith("No objects found at confidence ≥ 0.25") and "lower threshold" in answer.text
 
 
+def chat_command(world: World, chat: dict[str, Any], user: int, text: str) -> str:
+    """The bot's answer to a text message (a command) in ``chat``."""
+    m = world.stub.text(chat, user, text)
+    return wait_answer(world.stub, user, m["message_id"], 30).text
+
+
 def test_threshold_set_read_reset(world: World) -> None:
     stub = world.stub
     user = new_user()
     chat = stub.private_chat(user)
 
     def command(text: str) -> str:
-        m = stub.text(chat, user, text)
-        return wait_answer(stub, user, m["message_id"], 30).text
+        return chat_command(world, chat, user, text)
 
     assert "0.25 (the global default)" in command("/threshold")
     assert "0.35" in command("/threshold 0.35")
@@ -208,8 +213,7 @@ def test_per_class_thresholds_in_captions_and_per_chat(world: World) -> None:
     chat = stub.private_chat(user)
 
     def command(text: str) -> str:
-        m = stub.text(chat, user, text)
-        return wait_answer(stub, user, m["message_id"], 30).text
+        return chat_command(world, chat, user, text)
 
     img, shapes = next((i, s) for i, s in world.images if len({sh.name for sh in s}) >= 2)
     raised, other = shapes[0].name, next(s.name for s in shapes if s.name != shapes[0].name)
