@@ -39,8 +39,7 @@ class ClassIndex:
         """``aliases``: names in other languages (lookup keys) to model names; only those of this model count."""
         self.names = list(names)
         own = {lookup_key(n): n for n in names}
-        by_model = {lookup_key(n): n for n in names}
-        self._by_key = {k: by_model[lookup_key(v)] for k, v in (aliases or {}).items() if lookup_key(v) in by_model}
+        self._by_key = {k: own[lookup_key(v)] for k, v in (aliases or {}).items() if lookup_key(v) in own}
         self._by_key.update(own)  # the model's own spelling wins over a translation
         self._longest = max((len(k.split()) for k in self._by_key), default=1)
 
