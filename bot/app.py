@@ -63,6 +63,9 @@ SERVICES = "detbot"
 PHOTO = filters.PHOTO | filters.Document.IMAGE
 OTHER_MEDIA = filters.Sticker.ALL | filters.ANIMATION | filters.VIDEO | filters.VIDEO_NOTE
 NEW_MESSAGE = filters.UpdateType.MESSAGE
+# The updates the bot asks Telegram for. my_chat_member: the bot blocked, kicked or added back (its chat's
+# pending answers follow that).
+ALLOWED_UPDATES = [Update.MESSAGE, Update.MY_CHAT_MEMBER]
 
 
 @dataclass
@@ -516,7 +519,8 @@ def build_application(
     metrics: BotMetrics | None = None,
     names: ClassNames | None = None,
 ) -> Application:
-    """The bot, ready for ``run_polling()``: handlers, error handler, rate limiter, delivery loop.
+    """The bot, ready for :func:`bot.main.serve` (detbot's own polling): handlers, error handler, rate limiter,
+    delivery loop.
 
     ``redis`` serves the handlers; ``reader_redis`` makes the connection of the blocking result reader;
     ``names``: the class names in people's languages (default: read from ``settings.class_names``).
@@ -527,7 +531,7 @@ def build_application(
         .base_url(settings.api_url)
         .base_file_url(settings.file_url)
         .rate_limiter(ChatRateLimiter())
-        .concurrent_updates(True)
+        .updater(None)  # updates are fetched by bot.polling (into Redis first), not by PTB's Updater
         .post_init(_post_init)
         .post_stop(_post_stop)
         .build()

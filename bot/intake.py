@@ -28,8 +28,9 @@ from bot.telegram_io import describe, say
 from detector.errors import ImageError
 from detector.image import read_header
 from detector.params import DetectParams
+from jobs import keys
 from jobs.client import DetectionClient
-from jobs.exceptions import QueueFullError, QueueUnavailableError
+from jobs.exceptions import AlreadyQueuedError, QueueFullError, QueueUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,11 @@ class Intake:
             room = await asyncio.to_thread(self.client.room)
             fits, left_out = images[:room], images[room:]
             unit, job_ids = await self._queue(request, fits, params, len(images) > 1) if fits else ("", [])
+        except AlreadyQueuedError:
+            # Handled again after a crash (the inbox replays it): the first submit's answer is on its way.
+            log.info("skipped chat=%s msg=%s: queued before (update handled again)", request.chat.id,
+                     request.asked_by.message_id)
+            return
         except QueueFullError:
             # Other photos took the room between the check and the submit: nothing of these was queued.
             await self.refuse(first, "queue full", request.tr.gettext(replies.BUSY), len(images))
@@ -216,8 +222,9 @@ class Intake:
         album_id = ""
         if album:
             album_id, routings = queued_album(routings, reply_to=images[0][0].message_id)
+        once = keys.handled(request.chat.id, request.asked_by.message_id)
         job_ids = await asyncio.to_thread(self.client.submit_many, [data for _, data in images], params, routings,
-                                          request.tr.language)
+                                          request.tr.language, once=once)
         for (message, _), job_id in zip(images, job_ids, strict=True):
             self.metrics.received.inc()
             log.info("queued photo chat=%s msg=%s job=%s conf=%.2f classes=%s", request.chat.id, message.message_id,

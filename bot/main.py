@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
 import sys
 
 from pydantic import ValidationError
 from redis import Redis
-from telegram import Update
 from telegram.error import InvalidToken, TelegramError
+from telegram.ext import Application
 
 from bot import logs
-from bot.app import build_application
+from bot.app import ALLOWED_UPDATES, build_application
 from bot.delivery import WAIT_BLOCK_MS
 from bot.metrics import BotMetrics, serve
+from bot.polling import Poller
 from bot.settings import BotSettings
 from bot.telegram_io import describe
 from detector.names import ClassNamesError, load_class_names
@@ -28,8 +31,6 @@ REDIS_SOCKET_TIMEOUT = 5.0
 REDIS_CONNECT_TIMEOUT = 3.0
 # The result reader blocks in XREADGROUP for WAIT_BLOCK_MS; its socket must wait longer than that.
 READER_SOCKET_TIMEOUT = WAIT_BLOCK_MS / 1000 + 5.0
-# Telegram holds a long-polling getUpdates open this long when there is nothing new.
-POLL_TIMEOUT = 10
 
 
 def _redis(url: str, socket_timeout: float) -> Redis:
@@ -46,6 +47,28 @@ def _settings_error(exc: ValidationError) -> str:
         env = names.get(loc, loc.upper() or "settings")
         problems.append(f"{env}: {'not set' if err['type'] == 'missing' else err['msg']}")
     return "detbot bot: invalid settings: " + "; ".join(problems)
+
+
+async def run(application: Application, redis: Redis) -> None:
+    """Start the Application, poll until SIGINT/SIGTERM, stop it cleanly (what ``run_polling`` did, with
+    detbot's own :class:`~bot.polling.Poller` fetching the updates)."""
+    poller = Poller(application, redis, ALLOWED_UPDATES)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, poller.stop)
+    await application.initialize()  # getMe: a refused token fails here
+    try:
+        if application.post_init:
+            await application.post_init(application)
+        await application.start()
+        try:
+            await poller.run()
+        finally:
+            await application.stop()
+            if application.post_stop:
+                await application.post_stop(application)
+    finally:
+        await application.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         names=names,
     )
     try:
-        # my_chat_member: the bot blocked, kicked or added back (its chat's pending answers follow that).
-        application.run_polling(allowed_updates=[Update.MESSAGE, Update.MY_CHAT_MEMBER], timeout=POLL_TIMEOUT,
-                                close_loop=False)
+        asyncio.run(run(application, redis))
     except InvalidToken:
         log.error("Telegram refused the token: check TELEGRAM_BOT_TOKEN")
         return 2  # a setting to fix: restarting cannot help

@@ -13,7 +13,7 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -25,12 +25,15 @@ from jobs.defaults import (
     EVENTS_GROUP,
     JOB_TIMEOUT,
     MAX_QUEUED_JOBS,
+    ONCE_TTL,
     QUEUE_NAME,
     RESULT_TTL,
 )
-from jobs.exceptions import QueueFullError, QueueUnavailableError
+from jobs.exceptions import AlreadyQueuedError, QueueFullError, QueueUnavailableError
 from jobs.store import Completion
 
+# A "once" marker changed under a submit this many times in a row: give up (another bot is racing it).
+ONCE_RETRIES = 3
 # The job function, by dotted path: the producer never imports it (it would pull in torch).
 DETECT_JOB = "jobs.tasks.detect_job"
 
@@ -73,34 +76,49 @@ class DetectionClient:
         self._group_ready = False
 
     def submit(self, image: bytes, params: DetectParams, *, routing: dict[str, Any] | None = None,
-               language: str = "") -> str:
+               language: str = "", once: str | None = None) -> str:
         """Queue one image with what the person asked for; returns the job id.
 
-        Raises QueueFullError or QueueUnavailableError.
+        Raises QueueFullError, AlreadyQueuedError (see :meth:`submit_many`) or QueueUnavailableError.
         """
-        return self.submit_many([image], params, [routing or {}], language)[0]
+        return self.submit_many([image], params, [routing or {}], language, once=once)[0]
 
     def submit_many(self, images: list[bytes], params: DetectParams, routings: list[dict[str, Any]],
-                    language: str = "") -> list[str]:
+                    language: str = "", *, once: str | None = None) -> list[str]:
         """Queue several images in one transaction, all of them or none; returns their job ids in order.
         ``language``: the labels on the annotated images are drawn in it ("": the model's own names).
 
         All or none, so a producer that writes the number of photos into each routing (an album) writes
-        exactly the number of jobs that exist. Raises QueueFullError when they do not all fit under
-        ``max_queued``, or QueueUnavailableError.
+        exactly the number of jobs that exist. ``once``: a key naming what is asked (e.g. a chat's message);
+        written in the same transaction, and a submit that finds it raises AlreadyQueuedError, so a
+        request handled again after a crash is never queued twice. Raises QueueFullError when they do not
+        all fit under ``max_queued``, or QueueUnavailableError.
         """
         if len(images) != len(routings):
             raise ValueError(f"{len(images)} images but {len(routings)} routings")
         if not images:
             return []
         with _redis_errors():
+            for _ in range(ONCE_RETRIES):
+                try:
+                    return self._submit(images, params, routings, language, once)
+                except WatchError:
+                    continue  # the marker changed between the check and the write: check again
+        raise AlreadyQueuedError(f"{once} kept changing during the submit")
+
+    def _submit(self, images: list[bytes], params: DetectParams, routings: list[dict[str, Any]], language: str,
+                once: str | None) -> list[str]:
+        with self.redis.pipeline(transaction=True) as pipe:
+            if once is not None:
+                pipe.watch(once)  # the transaction fails if another submit writes the marker meanwhile
+                if pipe.exists(once):
+                    raise AlreadyQueuedError(f"{once} was queued before")
             waiting = self.queue.count
             if waiting + len(images) > self.max_queued:
                 raise QueueFullError(f"{waiting} jobs are already waiting; {len(images)} more would pass "
                                      f"the limit of {self.max_queued}")
             job_ids = [uuid.uuid4().hex for _ in images]
-            # The photos, their records and the RQ jobs in one transaction: all of them or none.
-            pipe = self.redis.pipeline(transaction=True)
+            # The photos, their records, the RQ jobs and the marker in one transaction: all of them or none.
             pipe.multi()  # explicit, as RQ's enqueue expects of a pipeline handed to it
             for job_id, image, routing in zip(job_ids, images, routings, strict=True):
                 store.queue_save_job(pipe, job_id, image, params.to_dict(), routing, language, self.events)
@@ -110,6 +128,8 @@ class DetectionClient:
                     DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RESULT_TTL,
                     failure_ttl=RESULT_TTL, pipeline=pipe,
                 )
+            if once is not None:
+                pipe.set(once, ",".join(job_ids), ex=ONCE_TTL)
             pipe.execute()
         return job_ids
 

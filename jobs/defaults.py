@@ -18,6 +18,9 @@ MAX_ATTEMPTS = 3
 IMAGE_TTL = 60 * 60
 # Results wait this long for the bot to deliver them, long enough to cover a bot restart or outage.
 RESULT_TTL = 24 * 60 * 60
+# A submit's "once" marker lives this long: Telegram re-sends an unconfirmed update for at most a day, and
+# a bot handles its inbox's leftovers at its next start, so a replayed submit is always caught.
+ONCE_TTL = 24 * 60 * 60
 # How long a completed job's record (and its done-marker) stays once delivered: guards against replays.
 DELIVERED_TTL = 10 * 60
 # Bounded stream: older acknowledged events are trimmed; far above any realistic backlog.

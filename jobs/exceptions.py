@@ -11,6 +11,10 @@ class QueueFullError(JobsError):
     """Too many jobs are waiting; try again in a minute."""
 
 
+class AlreadyQueuedError(JobsError):
+    """The submit's "once" marker exists: these photos were queued before (an update handled again)."""
+
+
 class QueueUnavailableError(JobsError):
     """Redis cannot be reached."""
 

@@ -82,6 +82,21 @@ def handled(chat_id: int, message_id: int) -> str:
     return f"{KEY_PREFIX}:bot:handled:{chat_id}:{message_id}"
 
 
+def inbox(bot_id: int) -> str:
+    """Hash update id -> the raw update (JSON) a bot fetched and has not finished handling.
+
+    Written before Telegram is told the update arrived (the next getUpdates offset), removed when its
+    handler finished: a bot killed in between handles it after its restart. Bounded by the poller
+    (bot.polling.INBOX_LIMIT updates). One per bot, so two bots on one Redis never take each other's.
+    """
+    return f"{KEY_PREFIX}:bot:inbox:{bot_id}"
+
+
+def inbox_offset(bot_id: int) -> str:
+    """The next getUpdates offset, written with the updates it confirms (what the inbox already holds)."""
+    return f"{KEY_PREFIX}:bot:offset:{bot_id}"
+
+
 def status(unit: str) -> str:
     """Chat and message id of the "queued" status message of a job or album."""
     return f"{KEY_PREFIX}:bot:status:{unit}"
