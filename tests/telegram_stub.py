@@ -231,6 +231,17 @@ class TelegramStub:
     def text(self, chat: dict[str, Any], user_id: int, text: str, **fields: Any) -> dict[str, Any]:
         return self.send(chat, user_id, text=text, **fields)
 
+    def update_id_of(self, message: dict[str, Any]) -> int:
+        """The id of the (last) update that handed ``message`` to the bot in a getUpdates answer."""
+        with self._cond:
+            return max(u["update_id"] for c in self.calls if c.method == "getUpdates" and c.ok
+                       for u in c.result or [] if u.get("message") is message)
+
+    def unconfirmed(self) -> list[int]:
+        """Ids of the updates the bot has not confirmed yet (a getUpdates offset past them drops them)."""
+        with self._cond:
+            return [u["update_id"] for u in self._updates]
+
     def fail(self, method: str, status: int = 502, description: str = "Bad Gateway", times: int | None = None,
              chat_id: int | None = None, retry_after: int | None = None, migrate_to: int | None = None) -> None:
         """Make ``method`` fail (for one chat, or all) ``times`` times, or until :meth:`clear_failures`.

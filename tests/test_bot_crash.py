@@ -1,0 +1,174 @@
+"""A bot SIGKILLed at the worst instants loses no photo and queues none twice (issue 11, rule 4).
+
+The instants: after Telegram handed out the update (and was told so by the next getUpdates offset) but
+before the job is in Redis; and after the submit but before the update left the bot's inbox.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from telegram import Update
+
+from bot.polling import Inbox
+from detector.params import DetectParams
+from jobs import keys
+from jobs.client import DetectionClient
+from jobs.defaults import EVENTS_GROUP
+from jobs.exceptions import AlreadyQueuedError
+from jobs.keys import EVENTS_STREAM
+from ops.shapes import make_images
+from tests.conftest import RedisServer
+from tests.telegram_stub import BotProcess, TelegramStub, answers_to, encode, wait_answer
+from tests.workers import running_workers
+
+TOKEN = "111222444:CRASH-secret-token"
+
+
+def _settled(redis: Redis) -> bool:
+    return redis.xlen(EVENTS_STREAM) == 0 and redis.xpending(EVENTS_STREAM, EVENTS_GROUP)["pending"] == 0
+
+
+def _jobs(redis: Redis) -> int:
+    return sum(1 for _ in redis.scan_iter(keys.job("*")))
+
+
+def test_submit_once_marker_stops_a_second_submit(redis: Redis) -> None:
+    client = DetectionClient(redis)
+    image = encode(make_images(2300, 1)[0][0])
+    once = keys.handled(601, 1000)
+    (job_id,) = client.submit_many([image], DetectParams(), [{"chat_id": 601}], once=once)
+    with pytest.raises(AlreadyQueuedError):
+        client.submit_many([image], DetectParams(), [{"chat_id": 601}], once=once)
+    assert client.queued() == 1 and _jobs(redis) == 1
+    assert redis.get(once) == job_id.encode() and redis.ttl(once) > 0
+    # Without a marker (or another message's), photos are queued as before.
+    client.submit(image, DetectParams(), routing={"chat_id": 601}, once=keys.handled(601, 1001))
+    assert client.queued() == 2
+
+
+def test_killed_between_get_updates_and_submit(redis_server: RedisServer, shapes_model: Path,
+                                               tmp_path: Path) -> None:
+    """The download hangs, the bot is killed: Telegram already dropped the update (the next getUpdates
+    confirmed it), the job never reached Redis; the restarted bot answers it from its inbox, once."""
+    redis = Redis.from_url(redis_server.url)
+    redis.flushall()
+    stub = TelegramStub(TOKEN).start()
+    bot = BotProcess(stub, redis_server.url, tmp_path / "bot.log")
+    image = encode(make_images(2310, 1)[0][0])
+    user = 701
+    try:
+        bot.start()
+        stub.hang("getFile")
+        photo = stub.photo(stub.private_chat(user), user, image)
+        stub.wait_for(lambda: stub.sent("getFile"), 30, "the bot fetching the photo")
+        update_id = stub.update_id_of(photo)
+        # Telegram was told the update arrived (the poll after it carried a later offset)...
+        stub.wait_for(lambda: update_id not in stub.unconfirmed(), 30, "the update confirmed to Telegram")
+        bot.kill()
+        # ...and no job exists: only the inbox holds the photo now.
+        assert DetectionClient(redis).queued() == 0 and _jobs(redis) == 0
+        assert redis.hkeys(keys.inbox(stub.bot_id)) == [str(update_id).encode()]
+        stub.release()
+
+        bot.start()
+        with running_workers(redis_server.url, count=1):
+            assert wait_answer(stub, user, photo["message_id"], 120).method == "sendPhoto"
+            stub.wait_for(lambda: _settled(redis), 60, "the answer acknowledged")
+        assert len(answers_to(stub, user, photo["message_id"])) == 1
+        assert _jobs(redis) == 1
+        stub.wait_for(lambda: redis.hlen(keys.inbox(stub.bot_id)) == 0, 30, "the inbox emptied")
+        assert bot.stop() == 0
+        log = bot.log()
+        assert "1 update(s) left from before the restart" in log
+        assert TOKEN not in log and "Traceback" not in log
+    finally:
+        stub.release()
+        bot.kill()
+        stub.stop()
+        redis.close()
+
+
+def test_killed_after_submit_before_the_inbox_let_go(redis_server: RedisServer, shapes_model: Path,
+                                                      tmp_path: Path) -> None:
+    """Killed between the submit and the inbox's removal: the restarted bot handles the update again and
+    queues nothing (the submit's marker); the photo is answered once.
+
+    That instant lasts microseconds in a real run (no Telegram call between the two Redis writes to hold
+    the bot in), so the test takes the bot's state at it: the job queued, then the update put back in the
+    inbox exactly as the poller writes it, then the kill.
+    """
+    redis = Redis.from_url(redis_server.url)
+    redis.flushall()
+    stub = TelegramStub(TOKEN).start()
+    bot = BotProcess(stub, redis_server.url, tmp_path / "bot.log")
+    images = [encode(img) for img, _ in make_images(2320, 2)]
+    user = 702
+    chat = stub.private_chat(user)
+    try:
+        bot.start()
+        photo = stub.photo(chat, user, images[0])
+        album = [stub.photo(chat, user, image, media_group_id="crash-1") for image in images]
+        client = DetectionClient(redis)
+        stub.wait_for(lambda: client.queued() == 3, 60, "the photo and the album queued")
+        stub.wait_for(lambda: redis.hlen(keys.inbox(stub.bot_id)) == 0, 30, "the handlers finished")
+        bot.kill()
+        updates = [Update.de_json({"update_id": stub.update_id_of(m), "message": m}, None) for m in [photo, *album]]
+        Inbox(redis, stub.bot_id).add(updates, updates[-1].update_id + 1)
+
+        bot.start()
+        with running_workers(redis_server.url, count=1):
+            assert wait_answer(stub, user, photo["message_id"], 120).method == "sendPhoto"
+            stub.wait_for(lambda: stub.sent("sendMediaGroup", user), 120, "the album's answer")
+            stub.wait_for(lambda: _settled(redis), 60, "the answers acknowledged")
+        stub.wait_for(lambda: redis.hlen(keys.inbox(stub.bot_id)) == 0, 30, "the inbox emptied")
+        assert len(answers_to(stub, user, photo["message_id"])) == 1
+        assert len(stub.sent("sendMediaGroup", user)) == 1
+        assert _jobs(redis) == 3 and client.queued() == 0
+        log = bot.log()
+        assert "3 update(s) left from before the restart" in log
+        # Handled again, queued nothing: the photo and the album (its first photo answers for it).
+        assert log.count(f"skipped chat={user} ") == 2 and "already handled" in log
+        assert TOKEN not in log and "Traceback" not in log
+    finally:
+        bot.kill()
+        stub.stop()
+        redis.close()
+
+
+def test_polling_survives_telegram_faults_and_a_slow_chat(redis_server: RedisServer, tmp_path: Path) -> None:
+    """409 Conflict (another poller) and 502 on getUpdates are waited out; a chat whose replies go out slowly
+    holds its own slots only: another chat is answered meanwhile."""
+    redis = Redis.from_url(redis_server.url)
+    redis.flushall()
+    stub = TelegramStub(TOKEN).start()
+    bot = BotProcess(stub, redis_server.url, tmp_path / "bot.log")
+    slow, other = 703, 704
+    try:
+        bot.start()
+        stub.fail("getUpdates", 409, "Conflict: terminated by other getUpdates request", times=2)
+        stub.fail("getUpdates", 502, "Bad Gateway", times=1)
+        stub.wait_for(lambda: len(stub.sent("getUpdates", ok=False)) == 3, 60, "three refused polls")
+        first = stub.text(stub.private_chat(other), other, "/help")
+        assert "/threshold" in wait_answer(stub, other, first["message_id"], 60).text
+
+        # A slow chat: Telegram takes ~1 message/s in a private chat, so its 20 replies go out over ~20 s.
+        flood = [stub.text(stub.private_chat(slow), slow, "/help") for _ in range(20)]
+        stub.wait_for(lambda: stub.sent("sendMessage", slow), 30, "the slow chat's first reply")
+        asked = stub.text(stub.private_chat(other), other, "/help")
+        assert "/threshold" in wait_answer(stub, other, asked["message_id"], 30).text
+        # Answered while most of the slow chat's updates are still being handled (still in the inbox).
+        waiting = {int(k) for k in redis.hkeys(keys.inbox(stub.bot_id))}
+        assert len({stub.update_id_of(m) for m in flood} & waiting) >= 10
+        stub.wait_for(lambda: redis.hlen(keys.inbox(stub.bot_id)) == 0, 60, "the inbox emptied")
+        assert bot.stop() == 0
+        log = bot.log()
+        assert "another process polls with this token" in log and "getUpdates failed" in log
+        assert "Traceback" not in log
+    finally:
+        stub.release()
+        bot.kill()
+        stub.stop()
+        redis.close()
