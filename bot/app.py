@@ -87,6 +87,7 @@ class Services:
     # Supergroups accepted by the allow-list because the group they were is in it (see ChatStore.migrate).
     migrated_allowed: set[int] = field(default_factory=set)
     delivery_task: asyncio.Task[None] | None = None
+    status_task: asyncio.Task[None] | None = None  # retries of status-message deletions Telegram missed
 
 
 def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
@@ -499,16 +500,18 @@ async def _post_init(application: Application) -> None:
     svc: Services = application.bot_data[SERVICES]
     await _register_commands(application.bot, svc.settings.default_language)
     svc.delivery_task = asyncio.create_task(_run_delivery(svc))
+    svc.status_task = asyncio.create_task(svc.status.keep_retrying())
     log.info("bot @%s started", application.bot.username)
 
 
 async def _post_stop(application: Application) -> None:
     svc: Services = application.bot_data[SERVICES]
     await svc.delivery.stop()
-    if svc.delivery_task is not None:
-        svc.delivery_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await svc.delivery_task
+    for task in (svc.delivery_task, svc.status_task):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def build_application(

@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 POLL_TIMEOUT = 10
 # Updates asked for per getUpdates: Telegram's maximum.
 POLL_LIMIT = 100
-# Updates being handled at once, hence the inbox's bound: polling pauses at this many (~1 KB each in Redis).
-INBOX_LIMIT = 1000
+# Updates being handled at once, hence the inbox's bound: polling pauses at this many (~1 KB each in Redis,
+# a few KB in the bot's memory). Far above a healthy backlog: updates refused by the rate limits finish fast.
+INBOX_LIMIT = 5000
 # One chat's updates handled at once: a chat sending hundreds never holds every slot. Above an album's
 # 10 photos, so an album's updates never wait for each other.
 CHAT_CONCURRENCY = 16

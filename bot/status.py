@@ -1,22 +1,28 @@
 """The "queued, position N" message shown while a person waits, and its removal once the answer is out.
 
-The status message's id lives in Redis (``jobs.keys.status``) so a restarted bot still removes it.
+The status message's id lives in Redis (``jobs.keys.status``) so a restarted bot still removes it. A
+deletion Telegram did not carry out (network, 5xx, flood control) is kept in Redis too
+(``jobs.keys.status_retry``) and tried again every minute and at the next start; a message Telegram no
+longer lets the bot delete (older than 48 h) is edited instead, so a "queued" message never stays for ever.
+The one gap: a bot killed between sending a status message and writing its id leaves that message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 
 from telegram import Bot
 from telegram.constants import ChatAction
-from telegram.error import TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError
 
 from bot import replies
 from bot.chat_settings import REDIS_ERRORS, ChatStore
 from bot.i18n import Catalog
 from bot.telegram_io import describe, reply_to
+from jobs import keys
 from jobs.client import DetectionClient
 from jobs.exceptions import JobsError
 
@@ -26,6 +32,16 @@ log = logging.getLogger(__name__)
 STATUS_DELAY = 2.0
 # Answered units remembered to tell a late status task not to post; far more than are ever in flight.
 ANSWERED_MEMORY = 10_000
+# A status message Telegram did not delete is tried again this often (seconds)...
+RETRY_INTERVAL = 60.0
+# ...this many times (about an hour: longer than Telegram's outages seen), then edited to DONE_MARK instead.
+DELETE_ATTEMPTS = 60
+# Status messages waiting for a retried deletion at most; past it the oldest are given up (logged).
+RETRY_LIMIT = 10_000
+# Deletions retried per pass: a long outage's backlog drains over several passes, not in one burst.
+RETRY_BATCH = 100
+# What a status message that can no longer be deleted is edited to: no words, so no language to pick.
+DONE_MARK = "✅"
 
 
 class StatusBoard:
@@ -96,9 +112,78 @@ class StatusBoard:
             log.info("could not look up status message of %s: %s", unit, describe(exc))
             found = None
         target = found or fallback
-        if target is None:
-            return
+        if target is not None:
+            await self._delete(target[0], target[1], 0)
+
+    async def _delete(self, chat_id: int, message_id: int, attempts: int) -> None:
+        """Delete a status message; what Telegram did not carry out is tried again later (kept in Redis)."""
         try:
-            await self.bot.delete_message(target[0], target[1])
+            await self.bot.delete_message(chat_id, message_id)
+            return
+        except Forbidden as exc:
+            log.info("status message in chat %s left: the chat is gone (%s)", chat_id, describe(exc))
+            return
+        except BadRequest as exc:
+            if "not found" in str(exc).lower():
+                return  # deleted already (by a person, or an earlier try that did arrive)
+            log.info("cannot delete status message in chat %s (%s); editing it", chat_id, describe(exc))
         except TelegramError as exc:
-            log.info("could not delete status message in chat %s: %s", target[0], describe(exc))
+            if attempts + 1 < DELETE_ATTEMPTS:
+                log.info("could not delete status message in chat %s (%s); trying again later", chat_id,
+                         describe(exc))
+                await self._retry_later(chat_id, message_id, attempts + 1)
+                return
+            log.warning("could not delete status message in chat %s after %d tries (%s); editing it", chat_id,
+                        DELETE_ATTEMPTS, describe(exc))
+        await self._mark_done(chat_id, message_id)
+
+    async def _mark_done(self, chat_id: int, message_id: int) -> None:
+        try:
+            await self.bot.edit_message_text(DONE_MARK, chat_id=chat_id, message_id=message_id)
+        except TelegramError as exc:
+            log.warning("status message %s in chat %s left as it is: %s", message_id, chat_id, describe(exc))
+
+    async def _retry_later(self, chat_id: int, message_id: int, attempts: int) -> None:
+        def save() -> None:
+            pipe = self.chats.redis.pipeline(transaction=True)
+            pipe.zadd(keys.status_retry(), {f"{chat_id}:{message_id}:{attempts}": time.time() + RETRY_INTERVAL})
+            pipe.zremrangebyrank(keys.status_retry(), 0, -RETRY_LIMIT - 1)  # oldest due first: bounded
+            pipe.execute()
+
+        try:
+            await asyncio.to_thread(save)
+        except REDIS_ERRORS as exc:
+            log.warning("status message %s in chat %s may stay: cannot keep it for a retry (%s)", message_id,
+                        chat_id, describe(exc))
+
+    async def retry_deletions(self, due_only: bool = True) -> int:
+        """One pass over the deletions to try again (all of them at a start: ``due_only=False``)."""
+        def take() -> list[str]:
+            upto = time.time() if due_only else "+inf"
+            found = self.chats.redis.zrangebyscore(keys.status_retry(), "-inf", upto, start=0, num=RETRY_BATCH)
+            if found:
+                self.chats.redis.zrem(keys.status_retry(), *found)
+            return [m.decode() if isinstance(m, bytes) else str(m) for m in found]
+
+        try:
+            entries = await asyncio.to_thread(take)
+        except REDIS_ERRORS as exc:
+            log.info("status deletions not retried now: %s", describe(exc))
+            return 0
+        for entry in entries:
+            chat_id, message_id, attempts = (int(part) for part in entry.split(":"))
+            await self._delete(chat_id, message_id, attempts)
+        return len(entries)
+
+    async def keep_retrying(self) -> None:
+        """Until cancelled: what the last run left, at once, then the due deletions every RETRY_INTERVAL."""
+        due_only = False
+        while True:
+            try:
+                await self.retry_deletions(due_only)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one bad pass never ends the loop
+                log.error("retrying status deletions failed: %s", describe(exc))
+            due_only = True
+            await asyncio.sleep(RETRY_INTERVAL)

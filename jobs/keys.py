@@ -102,6 +102,12 @@ def status(unit: str) -> str:
     return f"{KEY_PREFIX}:bot:status:{unit}"
 
 
+def status_retry() -> str:
+    """Sorted set of "queued" messages whose deletion failed, ``chat:message:attempts`` by the time of the
+    next try; bounded by bot.status.RETRY_LIMIT."""
+    return f"{KEY_PREFIX}:bot:status-retry"
+
+
 def migrated(chat_id: int) -> str:
     """The id a supergroup had as a group before Telegram migrated it (its settings and allow-list entry)."""
     return f"{KEY_PREFIX}:bot:migrated:{chat_id}"

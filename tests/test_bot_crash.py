@@ -12,7 +12,7 @@ import pytest
 from redis import Redis
 from telegram import Update
 
-from bot.polling import Inbox
+from bot.polling import MAX_REPLAYS, Inbox
 from detector.params import DetectParams
 from jobs import keys
 from jobs.client import DetectionClient
@@ -209,3 +209,32 @@ def test_redis_sigkilled_after_the_submit_loses_no_photo(shapes_model: Path, tmp
         bot.kill()
         stub.stop()
         server.stop()
+
+
+def test_a_leftover_that_keeps_crashing_the_bot_is_dropped(redis: Redis, redis_server: RedisServer,
+                                                            tmp_path: Path) -> None:
+    """Each start counts a leftover's replays; one handled at MAX_REPLAYS starts already is dropped with a
+    log line instead of crashing the bot for ever. A fresh leftover is handled."""
+    stub = TelegramStub(TOKEN).start()
+    bot = BotProcess(stub, redis_server.url, tmp_path / "bot.log")
+    chat = stub.private_chat(706)
+    poison, fresh = stub.text(chat, 706, "/help"), stub.text(chat, 706, "/help")
+    inbox = Inbox(redis, stub.bot_id)
+    updates = [Update.de_json({"update_id": 900 + i, "message": m}, None) for i, m in enumerate((poison, fresh))]
+    inbox.add(updates, 902)
+    for _ in range(MAX_REPLAYS):
+        inbox.leftovers()  # as three starts that each died while handling it
+    inbox.remove([901])
+    inbox.add(updates[1:], 902)
+    assert [(i, n) for i, _, n in inbox.leftovers()] == [(900, MAX_REPLAYS), (901, 0)]
+    try:
+        bot.start()
+        assert "/threshold" in wait_answer(stub, 706, fresh["message_id"], 30).text
+        stub.wait_for(lambda: inbox.size() == 0, 30, "the inbox emptied")
+        assert "update 900 dropped: the bot stopped while handling it 4 times" in bot.log()
+        # The stored offset (902) confirmed the stand-in's own copies: the inbox alone decided what ran.
+        assert not answers_to(stub, 706, poison["message_id"])
+        assert len(answers_to(stub, 706, fresh["message_id"])) == 1
+    finally:
+        bot.kill()
+        stub.stop()

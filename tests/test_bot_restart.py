@@ -8,6 +8,8 @@ from pathlib import Path
 
 from redis import Redis
 
+from bot.status import DONE_MARK
+from jobs import keys
 from jobs.client import DetectionClient
 from jobs.defaults import EVENTS_GROUP
 from jobs.keys import EVENTS_STREAM
@@ -140,4 +142,46 @@ def test_album_partly_queued_is_answered_as_a_smaller_album(redis_server: RedisS
         stub.stop()
         writes.close()
         redis.config_set("notify-keyspace-events", "")
+        redis.close()
+
+
+def test_status_message_never_stays(redis_server: RedisServer, shapes_model: Path, tmp_path: Path) -> None:
+    """A "queued" message Telegram would not delete (5xx) is deleted by the restarted bot (its id kept in
+    Redis); one Telegram no longer lets the bot delete (too old) is edited instead."""
+    redis = Redis.from_url(redis_server.url)
+    redis.flushall()
+    stub = TelegramStub(TOKEN).start()
+    bot = BotProcess(stub, redis_server.url, tmp_path / "bot.log")
+    images = [encode(img) for img, _ in make_images(2200, 2)]
+    failing, old = 511, 512
+    try:
+        bot.start()
+        photos = {user: stub.photo(stub.private_chat(user), user, image)
+                  for user, image in zip((failing, old), images, strict=True)}
+
+        def status_of(user: int) -> Call:
+            return stub.wait_for(lambda: [c for c in stub.sent("sendMessage", user)
+                                          if c.text.startswith(STATUS_PREFIX)], 30, "a status message")[0]
+
+        statuses = {user: status_of(user) for user in photos}
+        stub.fail("deleteMessage", 502, "Bad Gateway", chat_id=failing)
+        stub.fail("deleteMessage", 400, "Bad Request: message can't be deleted for everyone", chat_id=old)
+        with running_workers(redis_server.url, count=1):
+            for user, photo in photos.items():
+                assert wait_answer(stub, user, photo["message_id"], 120).method == "sendPhoto"
+            stub.wait_for(lambda: _settled(redis), 60, "all answers acknowledged")
+        stub.wait_for(lambda: redis.zcard(keys.status_retry()) == 1, 30, "the failed deletion kept for a retry")
+        old_key = (old, statuses[old].result["message_id"])
+        stub.wait_for(lambda: stub.messages[old_key].get("text") == DONE_MARK, 30, "the old status message edited")
+        bot.kill()
+        stub.clear_failures()
+        bot.start()
+        failed_key = (failing, statuses[failing].result["message_id"])
+        stub.wait_for(lambda: failed_key in stub.deleted, 30, "the status message deleted after the restart")
+        assert redis.zcard(keys.status_retry()) == 0
+        assert bot.stop() == 0
+        assert "Traceback" not in bot.log()
+    finally:
+        bot.kill()
+        stub.stop()
         redis.close()
