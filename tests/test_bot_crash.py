@@ -238,3 +238,15 @@ def test_a_leftover_that_keeps_crashing_the_bot_is_dropped(redis: Redis, redis_s
     finally:
         bot.kill()
         stub.stop()
+
+
+def test_bench_compares_both_fsync_policies(tmp_path: Path) -> None:
+    """`detbot bench queue --fsync-only`'s measurement: real submits against append-only Redis under each
+    policy."""
+    from ops.bench_queue import FSYNC_MODES, fsync_bench
+
+    images = [encode(img) for img, _ in make_images(2340, 2)]
+    runs = fsync_bench(images, tmp_path, rounds=1, submits=5)
+    assert [r.mode for r in runs] == list(FSYNC_MODES) == ["everysec", "always"]
+    for run in runs:
+        assert run.submit.count == 5 and run.submit.p50_ms > 0 and run.submits_per_s > 0
