@@ -41,7 +41,7 @@ from ops.common import free_port, load_dotenv, mask_token, mask_url, port_free, 
 from ops.settings import RunSettings, telegram_if_set
 
 # Redis writes its append-only file to disk before answering: nothing acknowledged is lost to a crash, for
-# ~0.5 ms per submit (measured with `detbot bench queue --fsync-only`; README "Durability").
+# +0.5–2 ms per submit at the median (`detbot bench queue --fsync-only`; README "Durability").
 APPENDFSYNC = "always"
 # A redis-server that is not answering after this long is broken, not slow.
 REDIS_START_TIMEOUT = 20.0
