@@ -23,15 +23,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from telegram import Update
 from telegram.error import Conflict, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import Application
 
-from bot.chat_settings import REDIS_ERRORS
 from bot.telegram_io import describe
 from jobs import keys
 
 log = logging.getLogger(__name__)
+
+# Whatever Redis answers instead of doing it (away, full under maxmemory, a command not allowed): the poller
+# goes on without the inbox rather than stop the bot.
+REDIS_ERRORS = (RedisError, OSError)
 
 # Telegram holds a long-polling getUpdates open this long when there is nothing new.
 POLL_TIMEOUT = 10

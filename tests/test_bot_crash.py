@@ -94,30 +94,35 @@ def test_killed_between_get_updates_and_submit(redis_server: RedisServer, shapes
 
 def test_killed_after_submit_before_the_inbox_let_go(redis_server: RedisServer, shapes_model: Path,
                                                       tmp_path: Path) -> None:
-    """Killed between the submit and the inbox's removal: the restarted bot handles the update again and
-    queues nothing (the submit's marker); the photo is answered once.
+    """Killed between the submit and the inbox's removal: the restarted bot handles the updates again and
+    queues nothing (the handled marker, written with the jobs); each photo is answered once.
 
-    That instant lasts microseconds in a real run (no Telegram call between the two Redis writes to hold
-    the bot in), so the test takes the bot's state at it: the job queued, then the update put back in the
-    inbox exactly as the poller writes it, then the kill.
+    That instant lasts microseconds (no Telegram call between the two Redis writes to hold the bot in), so
+    the first bot runs as a Redis user that may not HDEL: every handler really runs to its end, and its
+    update stays in the inbox exactly as if the bot had died before removing it. Then the kill.
     """
     redis = Redis.from_url(redis_server.url)
     redis.flushall()
+    user_name, password = "detbot-no-hdel", "crash-test"
+    redis.acl_setuser(user_name, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
+                      commands=["+@all", "-hdel"])
     stub = TelegramStub(TOKEN).start()
-    bot = BotProcess(stub, redis_server.url, tmp_path / "bot.log")
+    no_hdel_url = redis_server.url.replace("redis://", f"redis://{user_name}:{password}@")
+    first = BotProcess(stub, no_hdel_url, tmp_path / "bot-1.log")
+    bot = BotProcess(stub, redis_server.url, tmp_path / "bot-2.log")
     images = [encode(img) for img, _ in make_images(2320, 2)]
     user = 702
     chat = stub.private_chat(user)
     try:
-        bot.start()
+        first.start()
         photo = stub.photo(chat, user, images[0])
         album = [stub.photo(chat, user, image, media_group_id="crash-1") for image in images]
         client = DetectionClient(redis)
         stub.wait_for(lambda: client.queued() == 3, 60, "the photo and the album queued")
-        stub.wait_for(lambda: redis.hlen(keys.inbox(stub.bot_id)) == 0, 30, "the handlers finished")
-        bot.kill()
-        updates = [Update.de_json({"update_id": stub.update_id_of(m), "message": m}, None) for m in [photo, *album]]
-        Inbox(redis, stub.bot_id).add(updates, updates[-1].update_id + 1)
+        stub.wait_for(lambda: first.log().count("could not remove update") == 2, 30, "both handlers finished")
+        first.kill()
+        inbox = {int(k) for k in redis.hkeys(keys.inbox(stub.bot_id))}
+        assert inbox == {stub.update_id_of(m) for m in [photo, *album]}
 
         bot.start()
         with running_workers(redis_server.url, count=1):
@@ -132,10 +137,13 @@ def test_killed_after_submit_before_the_inbox_let_go(redis_server: RedisServer, 
         assert "3 update(s) left from before the restart" in log
         # Handled again, queued nothing: the photo and the album (its first photo answers for it).
         assert log.count(f"skipped chat={user} ") == 2 and "already handled" in log
-        assert TOKEN not in log and "Traceback" not in log
+        assert TOKEN not in log and "Traceback" not in log + first.log()
+        assert password not in first.log()
     finally:
+        first.kill()
         bot.kill()
         stub.stop()
+        redis.acl_deluser(user_name)
         redis.close()
 
 
