@@ -544,7 +544,7 @@ def build_application(
     chats = ChatStore(redis)
     if names is None:
         names = load_class_names(settings.class_names)
-    status = StatusBoard(application.bot, client, chats)
+    status = StatusBoard(application.bot, client, chats, check_interval=settings.test_status_check_ms / 1000)
     limits = Limits(settings.rate_limit_user, settings.rate_limit_chat)
 
     def make_reader() -> DetectionClient:

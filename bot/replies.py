@@ -36,6 +36,8 @@ SEND_A_PHOTO_HINT = N_("reply.send_a_photo_hint")
 NOT_AN_IMAGE_FILE = N_("reply.not_an_image_file")
 DETECT_NEEDS_PHOTO = N_("reply.detect_needs_photo")
 UNAVAILABLE = N_("reply.unavailable")
+# A queued photo whose job Redis no longer has (it lost its data): what its status message becomes.
+LOST = N_("reply.lost")
 BUSY = N_("reply.busy")
 DOWNLOAD_FAILED = N_("reply.download_failed")
 NOT_ALLOWED = N_("reply.not_allowed")

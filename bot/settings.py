@@ -72,6 +72,10 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassName
         if value not in LANGUAGES:
             raise ValueError(f"must be one of {', '.join(LANGUAGES)}")
         return value
+    test_status_check_ms: int = Field(
+        60_000, ge=1, description="FOR TESTS ONLY: how often the bot retries status-message deletions Telegram "
+        "missed and looks for queued photos whose job Redis lost, so a test sees it quickly.",
+    )
     test_retry_delay_ms: int = Field(
         1000, ge=1, description="FOR TESTS ONLY: first pause before sending an answer again after a network "
         "error or a 5xx (doubled each time), so a test reaches the bound on attempts quickly.",

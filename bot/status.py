@@ -10,9 +10,11 @@ The one gap: a bot killed between sending a status message and writing its id le
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from telegram import Bot
 from telegram.constants import ChatAction
@@ -44,15 +46,29 @@ RETRY_BATCH = 100
 DONE_MARK = "✅"
 
 
+@dataclass(frozen=True)
+class _Shown:
+    """A status message this process posted, and the job whose answer it waits for."""
+
+    chat_id: int
+    message_id: int
+    job_id: str
+    tr: Catalog
+
+
 class StatusBoard:
     """Chat actions and status messages for the answers in flight ("units": a job or an album)."""
 
-    def __init__(self, bot: Bot, client: DetectionClient, chats: ChatStore, delay: float = STATUS_DELAY) -> None:
+    def __init__(self, bot: Bot, client: DetectionClient, chats: ChatStore, delay: float = STATUS_DELAY,
+                 check_interval: float = RETRY_INTERVAL) -> None:
         self.bot = bot
         self.client = client
         self.chats = chats
         self.delay = delay
+        self.check_interval = check_interval
         self._answered: OrderedDict[str, None] = OrderedDict()
+        # Status messages up now, checked against Redis losing their jobs (bounded like _answered).
+        self._shown: OrderedDict[str, _Shown] = OrderedDict()
 
     async def typing(self, chat_id: int, thread: int | None) -> None:
         """The ``upload_photo`` action: a hint that an answer is coming; failure is harmless."""
@@ -86,11 +102,15 @@ class StatusBoard:
             await asyncio.to_thread(self.chats.save_status, unit, chat_id, sent.message_id)
         except REDIS_ERRORS as exc:
             log.info("could not remember status message in chat %s: %s", chat_id, describe(exc))
+        self._shown[unit] = _Shown(chat_id, sent.message_id, job_id, tr)
+        while len(self._shown) > ANSWERED_MEMORY:
+            self._shown.popitem(last=False)
         if self.answered(unit):
             # The answer went out while the status message was on its way: remove it now.
             await self.clear(unit, fallback=(chat_id, sent.message_id))
 
     def _remember(self, unit: str) -> None:
+        self._shown.pop(unit, None)
         self._answered[unit] = None
         while len(self._answered) > ANSWERED_MEMORY:
             self._answered.popitem(last=False)
@@ -175,15 +195,40 @@ class StatusBoard:
             await self._delete(chat_id, message_id, attempts)
         return len(entries)
 
+    async def check_lost(self) -> int:
+        """Status messages whose job Redis no longer has (it lost its data: no answer will ever come) say so
+        and ask for the photo again. Returns how many."""
+        shown = list(self._shown.items())
+        try:
+            gone = set(await asyncio.to_thread(self.client.missing, [s.job_id for _, s in shown]))
+        except JobsError as exc:
+            log.info("queued photos not checked now: %s", describe(exc))
+            return 0
+        lost = [(unit, s) for unit, s in shown if s.job_id in gone and unit in self._shown]
+        for unit, s in lost:
+            self._remember(unit)
+            log.warning("job %s of chat %s is gone from Redis (it lost its data?): asking for the photo again",
+                        s.job_id, s.chat_id)
+            with contextlib.suppress(*REDIS_ERRORS):  # gone with the rest of Redis' data, most likely
+                await asyncio.to_thread(self.chats.pop_status, unit)
+            try:
+                await self.bot.edit_message_text(s.tr.gettext(replies.LOST), chat_id=s.chat_id,
+                                                 message_id=s.message_id)
+            except TelegramError as exc:
+                log.warning("could not tell chat %s its photo was lost: %s", s.chat_id, describe(exc))
+        return len(lost)
+
     async def keep_retrying(self) -> None:
-        """Until cancelled: what the last run left, at once, then the due deletions every RETRY_INTERVAL."""
+        """Until cancelled, every ``check_interval``: status deletions to retry (at once, all that the last
+        run left) and status messages whose job Redis lost."""
         due_only = False
         while True:
             try:
                 await self.retry_deletions(due_only)
+                await self.check_lost()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one bad pass never ends the loop
-                log.error("retrying status deletions failed: %s", describe(exc))
+                log.error("checking status messages failed: %s", describe(exc))
             due_only = True
-            await asyncio.sleep(RETRY_INTERVAL)
+            await asyncio.sleep(self.check_interval)

@@ -143,6 +143,17 @@ class DetectionClient:
             pos = self.queue.get_job_position(job_id)
         return None if pos is None else pos + 1
 
+    def missing(self, job_ids: list[str]) -> list[str]:
+        """The jobs of ``job_ids`` whose record Redis no longer has (it lost its data, or they expired)."""
+        if not job_ids:
+            return []
+        with _redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.exists(keys.job(job_id))
+            found = pipe.execute()
+        return [job_id for job_id, there in zip(job_ids, found, strict=True) if not there]
+
     def class_names(self) -> list[str] | None:
         """The class names the queue's workers published at start (None before any worker ran)."""
         with _redis_errors():

@@ -185,3 +185,42 @@ def test_status_message_never_stays(redis_server: RedisServer, shapes_model: Pat
         bot.kill()
         stub.stop()
         redis.close()
+
+
+def test_photo_lost_with_redis_data_is_told_not_left_queued(shapes_model: Path, tmp_path: Path) -> None:
+    """A Redis without persistence is killed and comes back empty: the queued photos' jobs are gone, no
+    answer will come; their "queued" messages say so, in each person's language, and ask for the photo."""
+    server = RedisServer(tmp_path / "redis")  # no append-only file: what a restart loses, it loses
+    server.start()
+    stub = TelegramStub(TOKEN).start()
+    bot = BotProcess(stub, server.url, tmp_path / "bot.log", DETBOT_TEST_STATUS_CHECK_MS="300")
+    images = [encode(img) for img, _ in make_images(2250, 2)]
+    english, russian = 521, 522
+    try:
+        bot.start()
+        photos = {user: stub.photo(stub.private_chat(user), user, image, language_code=language)
+                  for (user, language), image in zip(((english, "en"), (russian, "ru")), images, strict=True)}
+        statuses = {user: stub.wait_for(lambda u=user: [c for c in stub.sent("sendMessage", u)
+                                                        if c.text.startswith(STATUS_PREFIX)], 30, "a status")[0]
+                    for user in photos}
+        assert server.proc is not None
+        server.proc.kill()
+        server.proc.wait(10)
+        server.start()  # empty: the jobs are gone
+
+        def text_of(user: int) -> str:
+            return str(stub.messages[(user, statuses[user].result["message_id"])].get("text", ""))
+
+        stub.wait_for(lambda: "send it again" in text_of(english), 60, "the English status message edited")
+        stub.wait_for(lambda: "Пришлите его ещё раз" in text_of(russian), 30, "the Russian one edited")
+        assert "is gone from Redis" in bot.log()
+        # Still serving: a new photo is queued in the Redis that came back.
+        again = stub.photo(stub.private_chat(english), english, images[0])
+        stub.wait_for(lambda: [c for c in stub.sent("sendMessage", english) if c.reply_to == again["message_id"]
+                               and c.text.startswith(STATUS_PREFIX)], 60, "the new photo queued")
+        assert bot.stop() == 0
+        assert "Traceback" not in bot.log()
+    finally:
+        bot.kill()
+        stub.stop()
+        server.stop()
