@@ -522,7 +522,7 @@ def build_application(
     metrics: BotMetrics | None = None,
     names: ClassNames | None = None,
 ) -> Application:
-    """The bot, ready for :func:`bot.main.serve` (detbot's own polling): handlers, error handler, rate limiter,
+    """The bot, ready for :func:`bot.main.run` (detbot's own polling): handlers, error handler, rate limiter,
     delivery loop.
 
     ``redis`` serves the handlers; ``reader_redis`` makes the connection of the blocking result reader;

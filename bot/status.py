@@ -38,7 +38,8 @@ ANSWERED_MEMORY = 10_000
 RETRY_INTERVAL = 60.0
 # ...this many times (about an hour: longer than Telegram's outages seen), then edited to DONE_MARK instead.
 DELETE_ATTEMPTS = 60
-# Status messages waiting for a retried deletion at most; past it the oldest are given up (logged).
+# Status messages waiting for a retried deletion at most (a bound on the Redis set); past it, those due
+# soonest are given up: only a Telegram outage of hours in a very busy bot gets there.
 RETRY_LIMIT = 10_000
 # Deletions retried per pass: a long outage's backlog drains over several passes, not in one burst.
 RETRY_BATCH = 100
@@ -166,7 +167,7 @@ class StatusBoard:
     async def _retry_later(self, chat_id: int, message_id: int, attempts: int) -> None:
         def save() -> None:
             pipe = self.chats.redis.pipeline(transaction=True)
-            pipe.zadd(keys.status_retry(), {f"{chat_id}:{message_id}:{attempts}": time.time() + RETRY_INTERVAL})
+            pipe.zadd(keys.status_retry(), {f"{chat_id}:{message_id}:{attempts}": time.time() + self.check_interval})
             pipe.zremrangebyrank(keys.status_retry(), 0, -RETRY_LIMIT - 1)  # oldest due first: bounded
             pipe.execute()
 
