@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ResponseError
-from telegram import Bot, InputMediaPhoto, Message
+from telegram import Bot, InlineKeyboardMarkup, InputMediaPhoto, Message
 from telegram.error import BadRequest, ChatMigrated, Forbidden
 
 from bot.albums import AssembledAlbum, PendingAlbums, album_answer, album_reply_to
+from bot.buttons import Buttons, Offer
 from bot.i18n import ENGLISH
 from bot.lanes import Lanes
 from bot.metrics import BotMetrics
@@ -107,6 +108,8 @@ class Delivery:
         self.bot = bot
         self.wording = Wording(names or ClassNames(), default_language)
         self.migrated = migrated
+        # The buttons under answers (set by the application; None: answers without buttons).
+        self.buttons: Buttons | None = None
         self.retry_delay = retry_delay
         self._moved: dict[int, int] = {}
         self._gone: dict[int, None] = {}
@@ -222,7 +225,8 @@ class Delivery:
         det = detection_of(c)
         try:
             if det is not None and c.annotated is not None:
-                await self._send_detection(target, self.wording.detection_lines(c, det), c.annotated)
+                offer = self.buttons.offer([c], [det], [0]) if self.buttons is not None else None
+                await self._send_detection(target, self.wording.detection_lines(c, det), c.annotated, offer)
             else:
                 await self._send_text(target, [self.wording.error_text(c)])
             log.info("answered chat=%s msg=%s job=%s %s", target.chat_id, target.reply, c.job_id,
@@ -283,31 +287,44 @@ class Delivery:
             log.warning("album %s: %d of %d photo(s) refused in chat %s; its summary lists their boxes",
                         album_id, refused, len(photos), target.chat_id)
 
-    async def _send_detection(self, target: Target, lines: list[str], photo: bytes) -> None:
+    async def _send_detection(self, target: Target, lines: list[str], photo: bytes, offer: Offer | None = None,
+                              ) -> None:
+        """The annotated photo with its caption (and the buttons of ``offer``), then the rest of the list."""
         caption, rest = split_caption(lines)
+        sent: Message | None = None
         try:
-            await self._send_photo(target, photo, caption)
+            sent = await self._send_photo(target, photo, caption, offer.markup if offer else None)
         except PermanentSendError as exc:
             if not isinstance(exc.__cause__, BadRequest):
                 raise
             # The photo itself was refused (e.g. its dimensions): the boxes as text are still an answer.
             log.warning("photo refused in chat %s (%s); sending the text alone", target.chat_id, exc)
             rest = pack_lines(lines, MESSAGE_LIMIT)
-        await self._send_chunks(target, rest)
+        texts = await self._send_chunks(target, rest)
+        if offer is not None and sent is not None and self.buttons is not None:
+            await self.buttons.keep(offer, sent.message_id, [sent.message_id], [m.message_id for m in texts])
 
-    async def _send_photo(self, target: Target, photo: bytes, caption: str) -> Message:
+    async def _send_photo(self, target: Target, photo: bytes, caption: str,
+                          markup: InlineKeyboardMarkup | None = None) -> Message:
         return await self._call(target, lambda t: self.bot.send_photo(
             t.chat_id, photo, caption=caption, reply_parameters=reply_to(t.reply), message_thread_id=t.thread,
+            reply_markup=markup,
         ), "photo")
 
-    async def _send_text(self, target: Target, lines: list[str]) -> None:
-        await self._send_chunks(target, pack_lines(lines, MESSAGE_LIMIT))
+    async def _send_text(self, target: Target, lines: list[str], markup: InlineKeyboardMarkup | None = None,
+                         ) -> list[Message]:
+        return await self._send_chunks(target, pack_lines(lines, MESSAGE_LIMIT), markup)
 
-    async def _send_chunks(self, target: Target, chunks: list[str]) -> None:
-        for chunk in chunks:
-            await self._call(target, lambda t, text=chunk: self.bot.send_message(  # type: ignore[misc]
-                t.chat_id, text, reply_parameters=reply_to(t.reply), message_thread_id=t.thread,
-            ), "message")
+    async def _send_chunks(self, target: Target, chunks: list[str], markup: InlineKeyboardMarkup | None = None,
+                           ) -> list[Message]:
+        """Text messages in order; ``markup`` (a keyboard) goes on the first."""
+        sent = []
+        for i, chunk in enumerate(chunks):
+            sent.append(await self._call(target, lambda t, text=chunk, keys=markup if i == 0 else None:  # type: ignore[misc]
+                                         self.bot.send_message(t.chat_id, text, reply_parameters=reply_to(t.reply),
+                                                               message_thread_id=t.thread, reply_markup=keys),
+                                         "message"))
+        return sent
 
     async def _call(self, target: Target, send: Callable[[Target], Awaitable[Any]], what: str) -> Any:
         while True:

@@ -8,11 +8,10 @@ import sys
 
 from pydantic import ValidationError
 from redis import Redis
-from telegram import Update
 from telegram.error import InvalidToken, TelegramError
 
 from bot import logs
-from bot.app import build_application
+from bot.app import ALLOWED_UPDATES, build_application
 from bot.delivery import WAIT_BLOCK_MS
 from bot.metrics import BotMetrics, serve
 from bot.settings import BotSettings
@@ -79,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         names=names,
     )
     try:
-        # my_chat_member: the bot blocked, kicked or added back (its chat's pending answers follow that).
-        application.run_polling(allowed_updates=[Update.MESSAGE, Update.MY_CHAT_MEMBER], timeout=POLL_TIMEOUT,
+        application.run_polling(allowed_updates=ALLOWED_UPDATES, timeout=POLL_TIMEOUT,
                                 close_loop=False)
     except InvalidToken:
         log.error("Telegram refused the token: check TELEGRAM_BOT_TOKEN")
