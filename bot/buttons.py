@@ -338,7 +338,9 @@ class Buttons:
             summary, *boxes = replies.detection_lines(tr, det, self.names)
             lines += [replies.album_item(tr, photo.index, summary), *boxes]
             if photo.message_id:
-                caption = split_caption([replies.album_item(tr, photo.index, summary)])[0]
+                # As the album's first answer captions them: a lone photo by its place, others with their summary.
+                caption = replies.album_photo(tr, photo.index) if len(answer.photos) == 1 else \
+                    split_caption([replies.album_item(tr, photo.index, summary)])[0]
                 await self._edit_media(bot, answer, photo.message_id, image, caption, None)
         first, *rest = pack_lines(lines, MESSAGE_LIMIT)
         await self._edit_text(bot, answer, answer.keyboard_message, first, markup)

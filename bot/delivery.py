@@ -241,10 +241,14 @@ class Delivery:
         answer = album_answer(album, self.wording)
         completions = album.completions
         target = self._target(completions[0].routing)
+        offer = self._album_offer(album)
         try:
-            await self._send_album_photos(target, album.album_id, answer.photos)
+            photos = await self._send_album_photos(target, album.album_id, answer.photos)
             # The summary goes out whatever became of the photos: it alone lists every photo's boxes.
-            await self._send_text(target, answer.lines)
+            summary = await self._send_text(target, answer.lines, offer.markup if offer else None)
+            if offer is not None and summary and self.buttons is not None:
+                await self.buttons.keep(offer, summary[0].message_id, [m.message_id for m in photos],
+                                        [m.message_id for m in summary[1:]])
             log.info("answered album chat=%s msg=%s photos=%d ok=%d", target.chat_id, target.reply,
                      len(completions), answer.ok)
         except PermanentSendError as exc:
@@ -254,7 +258,17 @@ class Delivery:
         await self._status_done(target, album.album_id)
         await self._ack(completions)
 
-    async def _send_album_photos(self, target: Target, album_id: str, photos: list[tuple[bytes, str]]) -> None:
+    def _album_offer(self, album: AssembledAlbum) -> Offer | None:
+        """The buttons of an album's summary: its photos with a result, in the order they are sent."""
+        if self.buttons is None:
+            return None
+        good = [(index, c, det) for index, c in album.parts if (det := detection_of(c)) is not None]
+        if not good:
+            return None
+        return self.buttons.offer([c for _, c, _ in good], [d for _, _, d in good], [i for i, _, _ in good])
+
+    async def _send_album_photos(self, target: Target, album_id: str, photos: list[tuple[bytes, str]],
+                                 ) -> list[Message]:
         """More than one photo as one media group (Telegram refuses a media group of one); a media group
         Telegram refuses goes out as single photos, and photos refused even so are left to the summary.
 
@@ -263,22 +277,22 @@ class Delivery:
         if len(photos) > 1:
             media = [InputMediaPhoto(image, caption=caption) for image, caption in photos]
             try:
-                await self._call(target, lambda t: self.bot.send_media_group(
-                    t.chat_id, media, reply_parameters=reply_to(t.reply), message_thread_id=t.thread), "album")
-                return
+                return list(await self._call(target, lambda t: self.bot.send_media_group(
+                    t.chat_id, media, reply_parameters=reply_to(t.reply), message_thread_id=t.thread), "album"))
             except UncertainSendError as exc:
                 # It may be in the chat already: not sent again, and the summary below follows it.
                 self._uncertain(target, album_id, exc)
-                return
+                return []
             except PermanentSendError as exc:
                 if not isinstance(exc.__cause__, BadRequest):
                     raise
                 log.warning("album %s refused as a media group in chat %s (%s); sending its photos one by one",
                             album_id, target.chat_id, exc)
         refused = 0
+        sent = []
         for image, caption in photos:
             try:
-                await self._send_photo(target, image, caption)
+                sent.append(await self._send_photo(target, image, caption))
             except PermanentSendError as exc:
                 if not isinstance(exc.__cause__, BadRequest):
                     raise
@@ -286,6 +300,8 @@ class Delivery:
         if refused:
             log.warning("album %s: %d of %d photo(s) refused in chat %s; its summary lists their boxes",
                         album_id, refused, len(photos), target.chat_id)
+            return []  # which photo is which is no longer certain: the buttons adjust the summary alone
+        return sent
 
     async def _send_detection(self, target: Target, lines: list[str], photo: bytes, offer: Offer | None = None,
                               ) -> None:
