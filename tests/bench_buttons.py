@@ -13,8 +13,10 @@ import argparse
 import itertools
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +33,12 @@ ANSWERS = 5
 ANSWERS_PER_DAY = 10_000
 SECONDS_PER_DAY = 24 * 3600
 _users = itertools.count(50_000)
+# The RQ list of the default queue: its length is the backlog.
+QUEUE_KEY = "rq:queue:detbot"
+# The feeder tops the backlog up to this many photos above the asked depth (intake takes a moment).
+FEED_MARGIN = 10
+# How often the feeder looks at the backlog (seconds): a bench's pacing, not a test's synchronisation.
+FEED_POLL = 0.02
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -68,7 +76,7 @@ class Bench:
         edit = self.stub.wait_for(lambda: self._edits(chat, mid)[len(edits_before):], 60, "the edit")[0]
         return edit.at - started
 
-    def _edits(self, chat: int, mid: int) -> list:  # type: ignore[type-arg]
+    def _edits(self, chat: int, mid: int) -> list[Any]:
         return [c for c in self.stub.sent("editMessageMedia", chat) if int(c.params["message_id"]) == mid]
 
     def round(self, answers: list[tuple[int, int]], presses: int) -> list[float]:
@@ -78,6 +86,33 @@ class Bench:
             chat, mid = answers[i % len(answers)]
             times.append(self.press(chat, mid, "lo" if (i // len(answers)) % 2 == 0 else "hi"))
         return times
+
+
+class Feeder(threading.Thread):
+    """Keeps at least ``depth`` photos waiting in the queue: people keep sending while others press."""
+
+    def __init__(self, stub: TelegramStub, redis: Any, photos: list[bytes], depth: int) -> None:
+        super().__init__(daemon=True)
+        self.stub, self.redis, self.photos, self.depth = stub, redis, photos, depth
+        self.sent = 0
+        self._stop = threading.Event()
+
+    def queued(self) -> int:
+        return int(self.redis.llen(QUEUE_KEY))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            if self.queued() < self.depth + FEED_MARGIN:
+                user = next(_users)
+                self.stub.photo(self.stub.private_chat(user), user, self.photos[self.sent % len(self.photos)],
+                                caption="0.4")
+                self.sent += 1
+            else:
+                self._stop.wait(FEED_POLL)
 
 
 def report(name: str, times: list[float]) -> None:
@@ -105,17 +140,18 @@ def main() -> None:
                 bench = Bench(stub, server.url)
                 answers = [bench.answer(encode(img), "0.4") for img, _ in images[:ANSWERS]]
                 report("idle workers", bench.round(answers, args.presses))
-                backlog = [encode(img) for img, _ in images[ANSWERS:ANSWERS + args.backlog]]
-                users = [next(_users) for _ in backlog]
-                for user, data in zip(users, backlog, strict=True):
-                    stub.photo(stub.private_chat(user), user, data, caption="0.4")
-                stub.wait_for(lambda: int(bench.redis.llen("rq:queue:detbot")) >= args.backlog // 2, 60,
-                              "the backlog to queue")
-                queued = int(bench.redis.llen("rq:queue:detbot"))
-                times = bench.round(answers, args.presses)
-                left = int(bench.redis.llen("rq:queue:detbot"))
-                report(f"backlog of {args.backlog} photos ({queued} queued at the first press, {left} at the last)",
-                       times)
+                feeder = Feeder(stub, bench.redis, [encode(img) for img, _ in images[ANSWERS:ANSWERS + 20]],
+                                args.backlog)
+                feeder.start()
+                stub.wait_for(lambda: feeder.queued() >= args.backlog, 120, "the backlog to build up")
+                depths: list[int] = []
+                times: list[float] = []
+                for i in range(args.presses):
+                    depths.append(feeder.queued())
+                    times.append(bench.press(*answers[i % len(answers)], "lo" if i % 2 == 0 else "hi"))
+                feeder.stop()
+                report(f"backlog kept at {args.backlog}+ photos (queued at each press: min {min(depths)}, "
+                       f"max {max(depths)}; {feeder.sent} photos fed)", times)
                 memory(bench, stub, images)
             finally:
                 bot.stop()
@@ -124,7 +160,7 @@ def main() -> None:
         server.stop()
 
 
-def memory(bench: Bench, stub: TelegramStub, images: list[tuple[np.ndarray, list]]) -> None:  # type: ignore[type-arg]
+def memory(bench: Bench, stub: TelegramStub, images: list[tuple[np.ndarray, list[Any]]]) -> None:
     """MEMORY USAGE of the answers' hashes: a typical answer, and one with many boxes (a mosaic at 0.05)."""
     keys_now = [k for k in bench.redis.scan_iter(match=keys.answer("*"))]
     sizes = [int(bench.redis.memory_usage(k) or 0) for k in keys_now]
