@@ -1,7 +1,8 @@
 """Benchmark of the answers' buttons: press -> edited message at the Bot API stand-in, p50 and p95, with the
 workers idle and with a backlog of photos queued; and the Redis memory one adjustable answer costs.
 
-Run: ``python -m tests.bench_buttons [--workers 2] [--presses 40] [--backlog 50]`` (not collected by pytest).
+Run: ``python -m tests.bench_buttons [--workers 2] [--presses 40] [--backlog 50] [--job-ms 300]`` (not
+collected by pytest).
 It starts everything for real: redis-server, ``detbot worker`` processes on the shipped shapes model, the
 ``detbot bot`` process against the stand-in. A press is timed from the moment the stand-in hands out the
 callback_query update to the moment it records the bot's editMessageMedia of that message.
@@ -33,6 +34,11 @@ ANSWERS = 5
 ANSWERS_PER_DAY = 10_000
 SECONDS_PER_DAY = 24 * 3600
 _users = itertools.count(50_000)
+# Workers take this long more per photo (a sleep, no CPU): the shapes model alone answers ~20 photos/s on two
+# workers, which drains a backlog in seconds and, fed at that rate, makes the bot's answers alone exceed
+# Telegram's 30 messages/s; at 300 ms a photo (a YOLO11n on a small CPU) two workers answer ~6.7 photos/s,
+# so the backlog of 50 stays for the whole measurement and the bot's sends stay under the flood limit.
+JOB_MS = 300
 # The RQ list of the default queue: its length is the backlog.
 QUEUE_KEY = "rq:queue:detbot"
 # The feeder tops the backlog up to this many photos above the asked depth (intake takes a moment).
@@ -126,6 +132,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--presses", type=int, default=40)
     parser.add_argument("--backlog", type=int, default=50)
+    parser.add_argument("--job-ms", type=int, default=JOB_MS,
+                        help="extra time per photo in the workers (DETBOT_TEST_JOB_DELAY_MS), see JOB_MS")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="detbot-bench-buttons-"))
     server = RedisServer(work / "redis")
@@ -133,7 +141,7 @@ def main() -> None:
     stub = TelegramStub(TOKEN).start()
     images = make_images(4000, ANSWERS + args.backlog + 16)
     try:
-        with running_workers(server.url, count=args.workers):
+        with running_workers(server.url, count=args.workers, env={"DETBOT_TEST_JOB_DELAY_MS": str(args.job_ms)}):
             bot = BotProcess(stub, server.url, work / "bot.log", DETBOT_RATE_LIMIT_USER="0",
                              DETBOT_RATE_LIMIT_CHAT="0", DETBOT_MAX_QUEUED_JOBS="1000").start()
             try:
