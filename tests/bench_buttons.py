@@ -101,6 +101,7 @@ class Feeder(threading.Thread):
         super().__init__(daemon=True)
         self.stub, self.redis, self.photos, self.depth = stub, redis, photos, depth
         self.sent = 0
+        self.users: set[int] = set()
         self._stop = threading.Event()
 
     def queued(self) -> int:
@@ -110,10 +111,17 @@ class Feeder(threading.Thread):
         self._stop.set()
         self.join()
 
+    def in_flight(self) -> int:
+        """Photos fed and not answered yet: waiting in the queue, or still in the bot's intake."""
+        answered = sum(1 for c in self.stub.sent("sendPhoto") if c.chat_id in self.users)
+        return self.sent - answered
+
     def run(self) -> None:
         while not self._stop.is_set():
-            if self.queued() < self.depth + FEED_MARGIN:
+            # Fed at the pace they are answered: no pile-up in the bot beyond the backlog asked for.
+            if self.queued() < self.depth + FEED_MARGIN and self.in_flight() < self.depth + 2 * FEED_MARGIN:
                 user = next(_users)
+                self.users.add(user)
                 self.stub.photo(self.stub.private_chat(user), user, self.photos[self.sent % len(self.photos)],
                                 caption="0.4")
                 self.sent += 1
@@ -158,7 +166,7 @@ def main() -> None:
                     depths.append(feeder.queued())
                     times.append(bench.press(*answers[i % len(answers)], "lo" if i % 2 == 0 else "hi"))
                 feeder.stop()
-                report(f"backlog kept at {args.backlog}+ photos (queued at each press: min {min(depths)}, "
+                report(f"backlog of about {args.backlog} photos (queued at each press: min {min(depths)}, "
                        f"max {max(depths)}; {feeder.sent} photos fed)", times)
                 memory(bench, stub, images)
             finally:
