@@ -102,13 +102,13 @@ class Feeder(threading.Thread):
         self.stub, self.redis, self.photos, self.depth = stub, redis, photos, depth
         self.sent = 0
         self.users: set[int] = set()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def queued(self) -> int:
         return int(self.redis.llen(QUEUE_KEY))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
     def in_flight(self) -> int:
@@ -117,7 +117,7 @@ class Feeder(threading.Thread):
         return self.sent - answered
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             # Fed at the pace they are answered: no pile-up in the bot beyond the backlog asked for.
             if self.queued() < self.depth + FEED_MARGIN and self.in_flight() < self.depth + 2 * FEED_MARGIN:
                 user = next(_users)
@@ -126,7 +126,7 @@ class Feeder(threading.Thread):
                                 caption="0.4")
                 self.sent += 1
             else:
-                self._stop.wait(FEED_POLL)
+                self._halt.wait(FEED_POLL)
 
 
 def report(name: str, times: list[float]) -> None:
