@@ -74,6 +74,7 @@ EXPIRED = N_("buttons.expired")
 NOT_YOURS = N_("buttons.not_yours")
 CURRENT_VALUE = N_("buttons.current_value")
 NOTHING_TO_CROP = N_("buttons.nothing_to_crop")
+FAILED = N_("buttons.failed")
 
 
 def callback(answer_id: str, action: str) -> str:
@@ -248,12 +249,13 @@ class Buttons:
                 await query.answer(tr.gettext(NOT_YOURS), show_alert=True)
                 return
             view = apply(action, answer)
-            if view is not None and view != answer.view_params():
+            if view == answer.view_params():
+                view = None  # e.g. "back" when already there: nothing to re-draw
+            if view is not None:
                 await asyncio.to_thread(self.book.set_view, answer_id, view)
-                await query.answer()
-                self._redraw_soon(bot, answer_id)
-                return
-        if action == CROPS:
+        if view is not None:
+            await self._redraw_soon(bot, query, tr, answer_id)
+        elif action == CROPS:
             await self._crops(bot, query, tr, answer)
         elif action == JSON_DOC:
             await query.answer()
@@ -296,14 +298,19 @@ class Buttons:
 
     # -- re-drawing -------------------------------------------------------------------------------------
 
-    def _redraw_soon(self, bot: Bot, answer_id: str) -> None:
-        """One re-drawing per answer in flight; a press meanwhile makes it run once more at the end."""
+    async def _redraw_soon(self, bot: Bot, query: CallbackQuery, tr: Catalog, answer_id: str) -> None:
+        """One re-drawing per answer in flight; a press meanwhile is answered at once and makes it run once
+        more at the end. The press that starts it is answered when its first drawing is out (the button
+        shows progress meanwhile), with a short notice if that failed."""
         if answer_id in self._running:
             self._dirty.add(answer_id)
+            await query.answer()
             return
-        self._running[answer_id] = asyncio.create_task(self._redraw_loop(bot, answer_id))
+        first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._running[answer_id] = asyncio.create_task(self._redraw_loop(bot, answer_id, first))
+        await query.answer(None if await first else tr.gettext(FAILED))
 
-    async def _redraw_loop(self, bot: Bot, answer_id: str) -> None:
+    async def _redraw_loop(self, bot: Bot, answer_id: str, first: asyncio.Future[bool]) -> None:
         try:
             while True:
                 self._dirty.discard(answer_id)
@@ -312,6 +319,8 @@ class Buttons:
                     return
                 self.renders += 1
                 await self._redraw(bot, answer_id, answer)
+                if not first.done():
+                    first.set_result(True)
                 if answer_id not in self._dirty:
                     return
         except (RenderError, TelegramError, OSError) as exc:
@@ -319,6 +328,8 @@ class Buttons:
         except Exception as exc:  # a press must never take the bot down, nor leave a traceback in a chat
             log.error("answer %s not re-drawn: %s", answer_id, describe(exc))
         finally:
+            if not first.done():
+                first.set_result(False)
             self._running.pop(answer_id, None)
             self._dirty.discard(answer_id)
 

@@ -192,6 +192,18 @@ def test_rapid_presses_coalesce_and_the_last_state_wins(world: World) -> None:
     assert "lo" not in buttons(stub, user, mid)  # at the floor: nothing lower to offer
 
 
+def test_a_redraw_that_cannot_be_made_says_so(world: World) -> None:
+    stub = world.stub
+    user, msg, answer = ask(world, 7)
+    mid = answer.result["message_id"]
+    with stub._cond:  # Telegram no longer hands out the person's photo (e.g. they deleted it)
+        del stub.files[msg["photo"][-1]["file_id"]]
+    reply = press(world, user, user, mid, "lo")
+    assert "Could not adjust the answer" in reply.params["text"]
+    assert not edits(stub, user, mid)
+    assert "not re-drawn" in world.bot.log() and "Traceback" not in world.bot.log()
+
+
 # -- classes, crops, JSON -------------------------------------------------------------------------------
 
 def _two_classes(world: World) -> int:
