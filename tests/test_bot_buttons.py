@@ -204,6 +204,36 @@ def test_a_redraw_that_cannot_be_made_says_so(world: World) -> None:
     assert "not re-drawn" in world.bot.log() and "Traceback" not in world.bot.log()
 
 
+def test_a_long_list_follows_the_edits(world: World) -> None:
+    """The follow-up messages of a long list are deleted when the list shrinks into the caption, and sent
+    again (then edited) when it grows back: the text a person reads always matches the image."""
+    stub = world.stub
+    user = new_user()
+    tiles = [img[:224, :224] for img, _ in world.images[12:28]]
+    mosaic = np.vstack([np.hstack(tiles[r * 4:(r + 1) * 4]) for r in range(4)])
+    msg = stub.photo(stub.private_chat(user), user, encode(mosaic), caption="0.05")
+    answer = wait_answer(stub, user, msg["message_id"])
+    mid = answer.result["message_id"]
+    stored(world, user, mid)
+    first = stub.wait_for(lambda: [c for c in stub.sent("sendMessage", user) if c.reply_to == msg["message_id"]],
+                          30, "the list's follow-up messages")
+    full = "\n".join([answer.text, *(c.text for c in first)])
+    assert len(box_lines(full)) > 10
+
+    for _ in range(7):  # 0.05 -> 0.90: a short list, all in the caption
+        press(world, user, user, mid, "hi")
+    top = wait_caption(world, user, mid, "≥ 0.90")
+    follow_ups = [c.result["message_id"] for c in first]
+    stub.wait_for(lambda: all((user, m) in stub.deleted for m in follow_ups), 30, "the follow-ups deleted")
+    assert len(box_lines(caption_of(top))) < len(box_lines(full))
+
+    press(world, user, user, mid, "rs")
+    back = wait_caption(world, user, mid, "≥ 0.05")
+    again = stub.wait_for(lambda: [c for c in stub.sent("sendMessage", user) if c.reply_to == msg["message_id"]
+                                   and c not in first], 30, "the follow-ups sent again")
+    assert "\n".join([caption_of(back), *(c.text for c in again)]) == full
+
+
 # -- classes, crops, JSON -------------------------------------------------------------------------------
 
 def _two_classes(world: World) -> int:
