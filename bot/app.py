@@ -424,6 +424,8 @@ async def check_allowed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         # No Redis read for a chat that is not served: the sender's own language.
         tr = _catalog(services(context), update.message, ChatSettings())
         await _reply(context, update.message, tr.gettext(replies.NOT_ALLOWED))
+    if update.callback_query is not None:
+        await update.callback_query.answer()  # no button keeps spinning, even here
     raise ApplicationHandlerStop
 
 
