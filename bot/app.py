@@ -17,6 +17,7 @@ from telegram.ext import (
     Application,
     ApplicationBuilder,
     ApplicationHandlerStop,
+    CallbackQueryHandler,
     ChatMemberHandler,
     CommandHandler,
     ContextTypes,
@@ -27,6 +28,8 @@ from telegram.ext import (
 
 from bot import replies
 from bot.albums import AlbumCollector
+from bot.answers import AnswerBook
+from bot.buttons import Buttons
 from bot.chat_settings import ChatSettings, ChatStore
 from bot.classes import PublishedClasses, Unknown
 from bot.delivery import Delivery
@@ -53,6 +56,7 @@ from detector.names import ClassNames, load_class_names
 from detector.params import MAX_CLASSES, DetectParams
 from jobs.client import DetectionClient
 from jobs.exceptions import JobsError, QueueUnavailableError
+from jobs.render import RenderClient
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +67,9 @@ SERVICES = "detbot"
 PHOTO = filters.PHOTO | filters.Document.IMAGE
 OTHER_MEDIA = filters.Sticker.ALL | filters.ANIMATION | filters.VIDEO | filters.VIDEO_NOTE
 NEW_MESSAGE = filters.UpdateType.MESSAGE
-# The updates the bot asks Telegram for. my_chat_member: the bot blocked, kicked or added back (its chat's
-# pending answers follow that).
-ALLOWED_UPDATES = [Update.MESSAGE, Update.MY_CHAT_MEMBER]
+# The updates the bot asks Telegram for (one list, whoever polls): messages; my_chat_member (the bot blocked,
+# kicked or added back: its chat's pending answers follow that); callback_query (the answers' buttons).
+ALLOWED_UPDATES = [Update.MESSAGE, Update.MY_CHAT_MEMBER, Update.CALLBACK_QUERY]
 
 
 @dataclass
@@ -83,6 +87,7 @@ class Services:
     delivery: Delivery
     names: ClassNames
     classes: PublishedClasses
+    buttons: Buttons
     albums: AlbumCollector = field(default_factory=AlbumCollector)
     # Supergroups accepted by the allow-list because the group they were is in it (see ChatStore.migrate).
     migrated_allowed: set[int] = field(default_factory=set)
@@ -285,6 +290,12 @@ async def on_classes(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
         await _reply(context, message, chunk)
 
 
+async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A press on a button under an answer (bot.buttons)."""
+    if update.callback_query is not None:
+        await services(context).buttons.press(context.bot, update.callback_query)
+
+
 async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if update.message:
         await _reply(context, update.message, (await _tr(context, update.message)).gettext(replies.HELP))
@@ -414,6 +425,8 @@ async def check_allowed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         # No Redis read for a chat that is not served: the sender's own language.
         tr = _catalog(services(context), update.message, ChatSettings())
         await _reply(context, update.message, tr.gettext(replies.NOT_ALLOWED))
+    if update.callback_query is not None:
+        await update.callback_query.answer()  # no button keeps spinning, even here
     raise ApplicationHandlerStop
 
 
@@ -563,7 +576,10 @@ def build_application(
                           retry_delay=settings.test_retry_delay_ms / 1000),
         names=names,
         classes=PublishedClasses(client.class_names, names.aliases()),
+        buttons=Buttons(AnswerBook(redis, settings.answer_ttl), RenderClient(redis, settings.queue), names,
+                        settings.default_language),
     )
+    svc.delivery.buttons = svc.buttons
 
     async def migrated(old: int, new: int) -> None:
         await _migrated(svc, old, new)
@@ -581,6 +597,7 @@ def _add_handlers(application: Application) -> None:
     application.add_handler(TypeHandler(Update, note_chat), group=-2)
     application.add_handler(TypeHandler(Update, check_allowed), group=-1)
     application.add_handler(ChatMemberHandler(on_my_member, ChatMemberHandler.MY_CHAT_MEMBER))
+    application.add_handler(CallbackQueryHandler(on_button))
     application.add_handler(CommandHandler(["start", "help"], on_help, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("threshold", on_threshold, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("auto", on_auto, filters=NEW_MESSAGE))

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ResponseError
-from telegram import Bot, InputMediaPhoto, Message
+from telegram import Bot, InlineKeyboardMarkup, InputMediaPhoto, Message
 from telegram.error import BadRequest, ChatMigrated, Forbidden
 
 from bot.albums import AssembledAlbum, PendingAlbums, album_answer, album_reply_to
+from bot.buttons import Buttons, Offer
 from bot.i18n import ENGLISH
 from bot.lanes import Lanes
 from bot.metrics import BotMetrics
@@ -107,6 +108,8 @@ class Delivery:
         self.bot = bot
         self.wording = Wording(names or ClassNames(), default_language)
         self.migrated = migrated
+        # The buttons under answers (set by the application; None: answers without buttons).
+        self.buttons: Buttons | None = None
         self.retry_delay = retry_delay
         self._moved: dict[int, int] = {}
         self._gone: dict[int, None] = {}
@@ -222,7 +225,8 @@ class Delivery:
         det = detection_of(c)
         try:
             if det is not None and c.annotated is not None:
-                await self._send_detection(target, self.wording.detection_lines(c, det), c.annotated)
+                offer = self.buttons.offer([c], [det], [0]) if self.buttons is not None else None
+                await self._send_detection(target, self.wording.detection_lines(c, det), c.annotated, offer)
             else:
                 await self._send_text(target, [self.wording.error_text(c)])
             log.info("answered chat=%s msg=%s job=%s %s", target.chat_id, target.reply, c.job_id,
@@ -237,10 +241,14 @@ class Delivery:
         answer = album_answer(album, self.wording)
         completions = album.completions
         target = self._target(completions[0].routing)
+        offer = self._album_offer(album)
         try:
-            await self._send_album_photos(target, album.album_id, answer.photos)
+            photos = await self._send_album_photos(target, album.album_id, answer.photos)
             # The summary goes out whatever became of the photos: it alone lists every photo's boxes.
-            await self._send_text(target, answer.lines)
+            summary = await self._send_text(target, answer.lines, offer.markup if offer else None)
+            if offer is not None and summary and self.buttons is not None:
+                await self.buttons.keep(offer, summary[0].message_id, [m.message_id for m in photos],
+                                        [m.message_id for m in summary[1:]])
             log.info("answered album chat=%s msg=%s photos=%d ok=%d", target.chat_id, target.reply,
                      len(completions), answer.ok)
         except PermanentSendError as exc:
@@ -250,7 +258,17 @@ class Delivery:
         await self._status_done(target, album.album_id)
         await self._ack(completions)
 
-    async def _send_album_photos(self, target: Target, album_id: str, photos: list[tuple[bytes, str]]) -> None:
+    def _album_offer(self, album: AssembledAlbum) -> Offer | None:
+        """The buttons of an album's summary: its photos with a result, in the order they are sent."""
+        if self.buttons is None:
+            return None
+        good = [(index, c, det) for index, c in album.parts if (det := detection_of(c)) is not None]
+        if not good:
+            return None
+        return self.buttons.offer([c for _, c, _ in good], [d for _, _, d in good], [i for i, _, _ in good])
+
+    async def _send_album_photos(self, target: Target, album_id: str, photos: list[tuple[bytes, str]],
+                                 ) -> list[Message]:
         """More than one photo as one media group (Telegram refuses a media group of one); a media group
         Telegram refuses goes out as single photos, and photos refused even so are left to the summary.
 
@@ -259,22 +277,22 @@ class Delivery:
         if len(photos) > 1:
             media = [InputMediaPhoto(image, caption=caption) for image, caption in photos]
             try:
-                await self._call(target, lambda t: self.bot.send_media_group(
-                    t.chat_id, media, reply_parameters=reply_to(t.reply), message_thread_id=t.thread), "album")
-                return
+                return list(await self._call(target, lambda t: self.bot.send_media_group(
+                    t.chat_id, media, reply_parameters=reply_to(t.reply), message_thread_id=t.thread), "album"))
             except UncertainSendError as exc:
                 # It may be in the chat already: not sent again, and the summary below follows it.
                 self._uncertain(target, album_id, exc)
-                return
+                return []
             except PermanentSendError as exc:
                 if not isinstance(exc.__cause__, BadRequest):
                     raise
                 log.warning("album %s refused as a media group in chat %s (%s); sending its photos one by one",
                             album_id, target.chat_id, exc)
         refused = 0
+        sent = []
         for image, caption in photos:
             try:
-                await self._send_photo(target, image, caption)
+                sent.append(await self._send_photo(target, image, caption))
             except PermanentSendError as exc:
                 if not isinstance(exc.__cause__, BadRequest):
                     raise
@@ -282,32 +300,47 @@ class Delivery:
         if refused:
             log.warning("album %s: %d of %d photo(s) refused in chat %s; its summary lists their boxes",
                         album_id, refused, len(photos), target.chat_id)
+            return []  # which photo is which is no longer certain: the buttons adjust the summary alone
+        return sent
 
-    async def _send_detection(self, target: Target, lines: list[str], photo: bytes) -> None:
+    async def _send_detection(self, target: Target, lines: list[str], photo: bytes, offer: Offer | None = None,
+                              ) -> None:
+        """The annotated photo with its caption (and the buttons of ``offer``), then the rest of the list."""
         caption, rest = split_caption(lines)
+        sent: Message | None = None
         try:
-            await self._send_photo(target, photo, caption)
+            sent = await self._send_photo(target, photo, caption, offer.markup if offer else None)
         except PermanentSendError as exc:
             if not isinstance(exc.__cause__, BadRequest):
                 raise
             # The photo itself was refused (e.g. its dimensions): the boxes as text are still an answer.
             log.warning("photo refused in chat %s (%s); sending the text alone", target.chat_id, exc)
             rest = pack_lines(lines, MESSAGE_LIMIT)
-        await self._send_chunks(target, rest)
+        texts = await self._send_chunks(target, rest)
+        if offer is not None and sent is not None and self.buttons is not None:
+            await self.buttons.keep(offer, sent.message_id, [sent.message_id], [m.message_id for m in texts])
 
-    async def _send_photo(self, target: Target, photo: bytes, caption: str) -> Message:
+    async def _send_photo(self, target: Target, photo: bytes, caption: str,
+                          markup: InlineKeyboardMarkup | None = None) -> Message:
         return await self._call(target, lambda t: self.bot.send_photo(
             t.chat_id, photo, caption=caption, reply_parameters=reply_to(t.reply), message_thread_id=t.thread,
+            reply_markup=markup,
         ), "photo")
 
-    async def _send_text(self, target: Target, lines: list[str]) -> None:
-        await self._send_chunks(target, pack_lines(lines, MESSAGE_LIMIT))
+    async def _send_text(self, target: Target, lines: list[str], markup: InlineKeyboardMarkup | None = None,
+                         ) -> list[Message]:
+        return await self._send_chunks(target, pack_lines(lines, MESSAGE_LIMIT), markup)
 
-    async def _send_chunks(self, target: Target, chunks: list[str]) -> None:
-        for chunk in chunks:
-            await self._call(target, lambda t, text=chunk: self.bot.send_message(  # type: ignore[misc]
-                t.chat_id, text, reply_parameters=reply_to(t.reply), message_thread_id=t.thread,
-            ), "message")
+    async def _send_chunks(self, target: Target, chunks: list[str], markup: InlineKeyboardMarkup | None = None,
+                           ) -> list[Message]:
+        """Text messages in order; ``markup`` (a keyboard) goes on the first."""
+        sent = []
+        for i, chunk in enumerate(chunks):
+            sent.append(await self._call(target, lambda t, text=chunk, keys=markup if i == 0 else None:  # type: ignore[misc]
+                                         self.bot.send_message(t.chat_id, text, reply_parameters=reply_to(t.reply),
+                                                               message_thread_id=t.thread, reply_markup=keys),
+                                         "message"))
+        return sent
 
     async def _call(self, target: Target, send: Callable[[Target], Awaitable[Any]], what: str) -> Any:
         while True:

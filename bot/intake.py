@@ -243,4 +243,6 @@ class Intake:
             "accepted_at": time.time(),
             # The answer's language: delivery writes the text in it, and the worker draws the labels in it.
             "language": request.tr.language,
+            # The clean photo on Telegram: the answer's buttons fetch it again to re-draw it.
+            "file_id": ref.file_id if (ref := image_of(message)) else "",
         }

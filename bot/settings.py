@@ -18,6 +18,9 @@ DEFAULT_API_BASE_URL = "https://api.telegram.org"
 DEFAULT_USER_RATE = 10
 # A busy group with several people sending photos; beyond this a group floods itself and the queue.
 DEFAULT_CHAT_RATE = 30
+# The buttons under an answer work this long (seconds): a day covers "I'll look at it tonight", and the
+# state it costs is a few KB per answer (docs/bot.md).
+DEFAULT_ANSWER_TTL = 24 * 60 * 60
 
 
 class TelegramSettings(BaseSettings):
@@ -61,6 +64,9 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassName
         None, ge=0, le=65535, description="Port of /metrics and /healthz on 127.0.0.1; unset: off."
     )
     bot_metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint listens on.")
+    answer_ttl: int = Field(
+        DEFAULT_ANSWER_TTL, ge=1, description="Seconds the buttons under an answer work; a later press says so.",
+    )
     default_language: str = Field(
         ENGLISH, description="Language for people whose Telegram language the bot does not speak: en or ru."
     )

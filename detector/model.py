@@ -28,6 +28,7 @@ from detector.errors import ModelLoadError, UnknownClassError
 from detector.image import ImageInput, decode
 from detector.params import DetectParams, class_key
 from detector.processing import letterbox, postprocess
+from detector.render import select
 from detector.result import Box, Detection, Timings
 from detector.runtime import configure_threads, disable_analytics, quiet_ultralytics
 from detector.settings import DEFAULT_MAX_DETECTIONS, DEFAULT_MAX_PIXELS, DetectorSettings
@@ -405,3 +406,29 @@ class Detector:
         timings = Timings(det.timings.decode_ms, det.timings.inference_ms, annotate_ms, det.timings.threads)
         return dataclasses.replace(det, timings=timings), jpeg
 
+
+    def detect_adjustable(
+        self,
+        image: ImageInput,
+        params: DetectParams,
+        floor: float,
+        *,
+        waiting: int = 0,
+        labels: Mapping[int, str] | None = None,
+    ) -> tuple[Detection, bytes, tuple[Box, ...]]:
+        """Like :meth:`detect_annotated`, but the model runs once over every class down to ``floor`` (or the
+        lowest threshold ``params`` asks, if lower): the answer and its image show what ``params`` asks for,
+        and every box down to the floor comes back too, so another threshold or class filter later is a
+        re-drawing (:func:`detector.render.select`), never a second run of the model."""
+        self.thresholds(params)  # an unknown class is refused exactly as before
+        wide = DetectParams(confidence=min(floor, params.min_confidence))
+        with self._lock, self._own_core(waiting):
+            array, every = self._run(image, wide, None)
+            ids = self.class_ids(params.classes)
+            det = select(every.boxes, every, params, tuple(self.names[i] for i in ids) if ids else None)
+            t0 = time.perf_counter()
+            canvas = array.copy() if isinstance(image, np.ndarray) else array
+            jpeg = encode_jpeg(draw_boxes(canvas, det.boxes, labels))
+            annotate_ms = (time.perf_counter() - t0) * 1e3
+        timings = Timings(det.timings.decode_ms, det.timings.inference_ms, annotate_ms, det.timings.threads)
+        return dataclasses.replace(det, timings=timings), jpeg, every.boxes

@@ -35,3 +35,6 @@ REAP_INTERVAL = 5
 ORPHAN_GRACE = 5
 # A job running this long past its timeout means the worker is stuck in native code: it exits, the job is retried.
 WEDGED_GRACE = 30
+# Workers keep every box down to this confidence in a result, so buttons re-draw any threshold at or above
+# it without running the model again; lower would store mostly noise (and more bytes per answer).
+DETECTION_FLOOR = 0.05

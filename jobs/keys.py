@@ -111,3 +111,30 @@ def status_retry() -> str:
 def migrated(chat_id: int) -> str:
     """The id a supergroup had as a group before Telegram migrated it (its settings and allow-list entry)."""
     return f"{KEY_PREFIX}:bot:migrated:{chat_id}"
+
+
+# -- adjustable answers (buttons) -----------------------------------------------------------------------
+
+def answer(answer_id: str) -> str:
+    """Hash of one adjustable answer: where it is, who asked, the boxes down to the floor, the current view."""
+    return f"{KEY_PREFIX}:bot:answer:{answer_id}"
+
+
+def renders(queue_name: str) -> str:
+    """List of render requests of one queue's workers: taken before any photo, by a thread of their own."""
+    return f"{KEY_PREFIX}:render:{queue_name}"
+
+
+def render_request(render_id: str) -> str:
+    """Hash: the clean image and what to draw on it (short TTL: the bot waits seconds, not minutes)."""
+    return f"{KEY_PREFIX}:render:req:{render_id}"
+
+
+def render_done(render_id: str) -> str:
+    """List the worker pushes a render's outcome onto (the bot waits on it with BLPOP)."""
+    return f"{KEY_PREFIX}:render:done:{render_id}"
+
+
+def render_output(render_id: str) -> str:
+    """Hash of a render's images: ``0``, ``1``, ... (one for a re-drawing, up to ten crops)."""
+    return f"{KEY_PREFIX}:render:out:{render_id}"

@@ -90,6 +90,8 @@ class WorkerMetrics:
                                          buckets=LATENCY_BUCKETS, registry=r)
         self.inferences = Counter("detbot_inferences", "Inferences by threads used (above 1: idle cores borrowed).",
                                   ["threads"], registry=r)
+        self.renders = Counter("detbot_renders", "Answers re-drawn or cut into crops for buttons (no model run).",
+                               ["kind"], registry=r)
         self.detections = Counter("detbot_detections", "Objects found, by class.", ["class_name"], registry=r)
         self.recoveries = Counter("detbot_recovered_jobs", "Abandoned jobs handled by this worker's reaper.",
                                   ["result"], registry=r)
@@ -121,6 +123,9 @@ class WorkerMetrics:
     def observe_latency(self, enqueued_at: datetime) -> None:
         start = enqueued_at if enqueued_at.tzinfo else enqueued_at.replace(tzinfo=timezone.utc)
         self.latency_seconds.observe(max(0.0, (datetime.now(timezone.utc) - start).total_seconds()))
+
+    def rendered(self, kind: str) -> None:
+        self.renders.labels(kind).inc()
 
     def recovered(self, result: str) -> None:
         self.recoveries.labels(result).inc()

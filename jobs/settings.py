@@ -12,7 +12,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.settings import DetectorSettings
-from jobs.defaults import JOB_TIMEOUT, MAX_ATTEMPTS, QUEUE_NAME
+from jobs.defaults import DETECTION_FLOOR, JOB_TIMEOUT, MAX_ATTEMPTS, QUEUE_NAME
 
 # Where a process looks for Redis when REDIS_URL is not set: a Redis on the same machine.
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -66,6 +66,10 @@ class WorkerSettings(QueueSettings, WorkerMetricsSettings, DetectorSettings):
         MAX_ATTEMPTS, ge=1, description="A job whose worker died this many times ends with failed_after_retries."
     )
     worker_name: str | None = Field(None, description="Unique worker name; default: a random one.")
+    detection_floor: float = Field(
+        DETECTION_FLOOR, gt=0, le=1,
+        description="Boxes are kept down to this confidence, so the answer's buttons re-draw any threshold above it.",
+    )
     test_job_delay_ms: int = Field(
         0, ge=0, description="FOR TESTS ONLY: sleep this long inside every job, to catch a worker mid-job."
     )

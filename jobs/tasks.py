@@ -18,7 +18,11 @@ from rq.timeouts import JobTimeoutException
 from detector.errors import DetectorError
 from detector.names import ClassNames
 from detector.params import DetectParams
+from detector.render import boxes_to_rows
+from detector.result import Box
 from jobs import store
+from jobs.defaults import DETECTION_FLOOR
+from jobs.render import KIND_CROPS
 
 if TYPE_CHECKING:
     from jobs.metrics import WorkerMetrics
@@ -49,6 +53,8 @@ class WorkerContext:
     queue_key: str | None = None
     # Class names in people's languages (DETBOT_CLASS_NAMES and the built-in COCO table), for the labels.
     class_names: ClassNames = field(default_factory=ClassNames)
+    # Boxes down to this confidence are kept in every result (DETBOT_DETECTION_FLOOR): buttons re-draw them.
+    floor: float = DETECTION_FLOOR
     _labels: dict[str, dict[int, str]] = field(default_factory=dict, repr=False)
 
     def labels(self, language: str) -> dict[int, str] | None:
@@ -104,15 +110,31 @@ def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
         time.sleep(ctx.test_delay_ms / 1000)
     try:
         # The parameters crossed Redis: DetectParams checks them like any other input.
-        det, jpeg = ctx.detector.detect_annotated(image, DetectParams.from_dict(params), waiting=waiting,
-                                                  labels=ctx.labels(language))
+        asked = DetectParams.from_dict(params)
+        det, jpeg, candidates = ctx.detector.detect_adjustable(image, asked, ctx.floor, waiting=waiting,
+                                                               labels=ctx.labels(language))
     except DetectorError as exc:
         return _finish(ctx.redis, job_id, Outcome(OUTCOME_ERROR, exc.code), message=str(exc), details=exc.details)
     outcome = Outcome(
         OUTCOME_OK, boxes=len(det.boxes), classes=tuple(b.class_name for b in det.boxes),
         inference_ms=det.timings.inference_ms, threads=det.timings.threads,
     )
-    return _finish(ctx.redis, job_id, outcome, detection=det.to_dict(), annotated=jpeg)
+    # Every box down to the floor rides with the result: the answer's buttons re-draw from them.
+    detection = {**det.to_dict(), "candidates": boxes_to_rows(candidates),
+                 "floor": min(ctx.floor, asked.min_confidence)}
+    return _finish(ctx.redis, job_id, outcome, detection=detection, annotated=jpeg)
+
+
+def render(ctx: WorkerContext, kind: str, image: bytes, boxes: tuple[Box, ...], language: str) -> list[bytes]:
+    """A render request (:mod:`jobs.render`): the clean photo decoded as a first answer decodes it, then the
+    boxes drawn with the same renderer (labels in ``language``), or cut out. Never the model."""
+    from detector.draw import crop_jpegs, draw_boxes, encode_jpeg
+    from detector.image import decode
+
+    array = decode(image, ctx.detector.max_pixels)
+    if kind == KIND_CROPS:
+        return crop_jpegs(array, boxes)
+    return [encode_jpeg(draw_boxes(array, boxes, ctx.labels(language)))]
 
 
 def fail_job(redis: Redis, job_id: str, code: str, message: str) -> Outcome:

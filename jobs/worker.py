@@ -19,6 +19,7 @@ import logging
 import signal
 import sys
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
@@ -37,6 +38,7 @@ from jobs import recovery, store, tasks
 from jobs.client import DETECT_JOB, make_queue
 from jobs.defaults import RESULT_TTL
 from jobs.recovery import CurrentJob, Heartbeat
+from jobs.render import RenderServer
 from jobs.settings import WorkerSettings, load_settings
 
 if TYPE_CHECKING:
@@ -369,8 +371,12 @@ def _work(redis: Redis, settings: WorkerSettings, detector: Any, metrics: Worker
     queue = make_queue(redis, settings.queue)
     store.publish_class_names(redis, queue.name, detector.names)
     context = tasks.WorkerContext(redis, detector, metrics, settings.test_job_delay_ms, queue.key,
-                                  class_names=names)
+                                  class_names=names, floor=settings.detection_floor)
     tasks.set_context(context)
+    # Buttons' re-drawings on a thread of their own: a press never waits behind the photos queued here.
+    renders = RenderServer(Redis.from_url(settings.redis_url), queue.name, partial(tasks.render, context),
+                           metrics.rendered if metrics is not None else None)
+    renders.start()
     try:
         worker = DetbotWorker(queue, settings=settings, metrics=metrics)
         worker.work(burst=burst, logging_level="WARNING")
@@ -378,6 +384,7 @@ def _work(redis: Redis, settings: WorkerSettings, detector: Any, metrics: Worker
         log.error("%s", exc)
         return EXIT_CONFIG
     finally:
+        renders.stop()
         tasks.set_context(None)
     return 0
 

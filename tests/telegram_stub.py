@@ -281,6 +281,25 @@ class TelegramStub:
             self._updates.append({"update_id": next(self._update_ids), "my_chat_member": change})
             self._cond.notify_all()
 
+    def press(self, chat_id: int, user_id: int, message_id: int, data: str,
+              language_code: str | None = None) -> str:
+        """A ``callback_query`` update: ``user_id`` pressed the inline button carrying ``data`` under the
+        message ``message_id`` (as it is now, after any edits); returns the query's id."""
+        query_id = f"cq{next(self._update_ids)}"
+        with self._cond:
+            message = self.messages[(chat_id, message_id)]
+            query = {"id": query_id, "from": self.user(user_id, language_code=language_code),
+                     "chat_instance": f"ci{chat_id}", "data": data, "message": message}
+            self._updates.append({"update_id": next(self._update_ids), "callback_query": query})
+            self._cond.notify_all()
+        return query_id
+
+    def keyboard(self, chat_id: int, message_id: int) -> list[list[dict[str, Any]]]:
+        """The inline keyboard a message shows now (sent with it or set by an edit); [] when none."""
+        with self._cond:
+            markup = self.messages.get((chat_id, message_id), {}).get("reply_markup") or {}
+        return list(markup.get("inline_keyboard") or [])
+
     def sent(self, method: str | None = None, chat_id: int | None = None, ok: bool | None = True) -> list[Call]:
         """Recorded calls, filtered; by default only those the stub answered with success."""
         with self._cond:
@@ -332,6 +351,39 @@ class TelegramStub:
         file_id = self.add_file(data)
         return [{"file_id": file_id, "file_unique_id": f"u{file_id}", "width": w, "height": h,
                  "file_size": len(data)}]
+
+    def _keep_markup(self, method: str, params: dict[str, Any], result: Any) -> None:
+        """A message sent or edited with an inline keyboard shows it; an edit without one removes it."""
+        if not (isinstance(result, dict) and "message_id" in result and method.startswith(("send", "edit"))):
+            return
+        key = (int(result["chat"]["id"]), int(result["message_id"]))
+        message = dict(self.messages.get(key, result))
+        if params.get("reply_markup"):
+            message["reply_markup"] = params["reply_markup"]
+        elif method.startswith("edit"):
+            message.pop("reply_markup", None)
+        self.messages[key] = message
+
+    def _edit(self, method: str, params: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+        """editMessageMedia / editMessageCaption / editMessageReplyMarkup of a message the bot sent."""
+        key = (int(params["chat_id"]), int(params["message_id"]))
+        if key not in self.messages or key in self.deleted:
+            raise _ApiError(400, "Bad Request: message to edit not found")
+        message = dict(self.messages[key])
+        if method == "editMessageMedia":
+            media = params.get("media") or {}
+            name = str(media.get("media", "")).removeprefix("attach://")
+            if name not in files:
+                raise _ApiError(400, "Bad Request: wrong file attachment")
+            message["photo"] = self._photo_sizes(files[name])
+            message["caption"] = media.get("caption") or ""
+        if method == "editMessageCaption":
+            message["caption"] = params.get("caption") or ""
+        message.pop("reply_markup", None)
+        if params.get("reply_markup"):
+            message["reply_markup"] = params["reply_markup"]
+        self.messages[key] = message
+        return message
 
     def _failure(self, method: str, params: dict[str, Any]) -> Failure | None:
         chat = params.get("chat_id")
@@ -418,6 +470,10 @@ class TelegramStub:
                 raise _ApiError(400, "Bad Request: message to edit not found")
             self.messages[key] = {**self.messages[key], "text": params.get("text", "")}
             return self.messages[key]
+        if method in ("editMessageMedia", "editMessageCaption", "editMessageReplyMarkup"):
+            return self._edit(method, params, files)
+        if method == "answerCallbackQuery":
+            return True
         if method == "deleteMessage":
             key = (int(chat_id), int(params["message_id"]))  # type: ignore[arg-type]
             if key not in self.messages or key in self.deleted:
@@ -462,6 +518,7 @@ class TelegramStub:
                 else:
                     with self._cond:
                         result = self._dispatch(method, params, files)
+                        self._keep_markup(method, params, result)
                 call.result = result
                 body, status = {"ok": True, "result": result}, 200
             except _ApiError as exc:

@@ -1,0 +1,134 @@
+"""Adjustable answers: what the buttons under an answer need, kept in Redis, never in the bot's memory.
+
+One hash per answer (``jobs.keys.answer``), written when the answer is sent and gone after its TTL
+(``DETBOT_ANSWER_TTL``): where the answer is (chat, messages), who asked, and per photo its clean image's
+Telegram ``file_id`` and every box the worker kept down to the floor; plus the view the buttons set now
+(confidence, class filter). So a press works after a bot restart, and the clean photo is fetched again
+from Telegram rather than kept in Redis (a few KB per answer instead of the photo's hundreds).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from redis import Redis
+
+from detector.params import DetectParams, class_key
+from detector.render import rows_to_boxes, select
+from detector.result import Box, Detection
+from jobs import keys
+
+# Bytes of randomness in an answer's id: 8 bytes are 11 URL-safe characters, so ``a:<id>:<action>`` stays
+# far below Telegram's 64-byte callback_data, and nobody guesses another chat's answer id.
+ID_BYTES = 8
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(ID_BYTES)
+
+
+def params_of(det: Detection) -> DetectParams:
+    """The parameters an answer was drawn with, read back from its detection."""
+    return DetectParams(det.confidence, det.classes, tuple(det.class_confidence.items()))
+
+
+@dataclass
+class Photo:
+    """One photo of an answer: its clean image on Telegram, its message, the boxes down to the floor."""
+
+    file_id: str
+    message_id: int
+    # The detection as the worker stored it (size, model, timings), boxes left out: ``candidates`` hold them.
+    base: dict[str, Any]
+    candidates: list[list[Any]]
+    index: int = 0  # place in an album (1-based); 0 for a single photo
+
+    def detection(self) -> Detection:
+        return Detection.from_dict({**self.base, "boxes": []})
+
+    def boxes(self) -> tuple[Box, ...]:
+        return rows_to_boxes(self.candidates)
+
+    def shown(self, view: DetectParams) -> Detection:
+        """What ``view`` shows of this photo, as a first answer at ``view`` would have shown it."""
+        classes = None
+        if view.classes is not None:
+            by_key = {class_key(b.class_name): b.class_name for b in self.boxes()}
+            classes = tuple(by_key.get(c, c) for c in view.classes)
+        return select(self.boxes(), self.detection(), view, classes)
+
+
+@dataclass
+class Answer:
+    """Everything a press needs, and the current view."""
+
+    chat_id: int
+    thread: int | None
+    reply_to: int  # the person's message the answer replies to
+    asker: int | None
+    private: bool
+    language: str
+    floor: float
+    start: dict[str, Any]  # DetectParams.to_dict() of the first answer
+    top: list[str]  # up to 3 most frequent classes found: the "only <class>" buttons
+    photos: list[Photo]
+    # The message carrying the keyboard: the photo, or an album's (first) summary message.
+    keyboard_message: int = 0
+    texts: list[int] = field(default_factory=list)  # follow-up text messages, in order
+    view: dict[str, Any] = field(default_factory=dict)  # current parameters; {} = the start
+
+    @property
+    def album(self) -> bool:
+        return any(p.index for p in self.photos)
+
+    def start_params(self) -> DetectParams:
+        return DetectParams.from_dict(self.start)
+
+    def view_params(self) -> DetectParams:
+        return DetectParams.from_dict(self.view) if self.view else self.start_params()
+
+
+class AnswerBook:
+    """Read and write answers in Redis (blocking calls: the bot runs them in a thread)."""
+
+    def __init__(self, redis: Redis, ttl: int) -> None:
+        self.redis = redis
+        self.ttl = ttl
+
+    def save(self, answer_id: str, answer: Answer) -> None:
+        fixed = asdict(answer)
+        view, texts = fixed.pop("view"), fixed.pop("texts")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.answer(answer_id), mapping={
+            "answer": json.dumps(fixed, separators=(",", ":")), "view": json.dumps(view), "texts": json.dumps(texts),
+        })
+        pipe.expire(keys.answer(answer_id), self.ttl)
+        pipe.execute()
+
+    def load(self, answer_id: str) -> Answer | None:
+        """The answer, or None once it expired (or never was)."""
+        raw: dict[bytes, bytes] = self.redis.hgetall(keys.answer(answer_id))  # type: ignore[assignment]
+        if not raw.get(b"answer"):
+            return None
+        data = json.loads(raw[b"answer"])
+        data["photos"] = [Photo(**p) for p in data["photos"]]
+        return Answer(**data, view=json.loads(raw.get(b"view") or b"{}"), texts=json.loads(raw.get(b"texts") or b"[]"))
+
+    def set_view(self, answer_id: str, view: DetectParams) -> None:
+        self._update(answer_id, "view", json.dumps(view.to_dict()))
+
+    def set_texts(self, answer_id: str, texts: list[int]) -> None:
+        self._update(answer_id, "texts", json.dumps(texts))
+
+    def _update(self, answer_id: str, name: str, value: str) -> None:
+        """Only while the answer exists: an expired one is never brought back half-written (without a TTL)."""
+        self.redis.eval(_UPDATE, 1, keys.answer(answer_id), name, value)
+
+
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 0
+"""

@@ -1,0 +1,462 @@
+"""The buttons under every answer: confidence lower / higher / back, only one class / all classes, crops,
+JSON. A press re-draws the same message on a worker (:mod:`jobs.render`) from the boxes kept with the
+answer (:mod:`bot.answers`): the model never runs again.
+
+- callback_data is ``a:<answer id>:<action>`` (under Telegram's 64 bytes); everything else is in Redis, so
+  buttons work after a restart of the bot.
+- Every press is answered (``answerCallbackQuery``): no button keeps spinning.
+- Rapid presses coalesce per answer: each press changes the view in Redis at once, one re-drawing per
+  answer is in flight, and when it ends it starts again only if the view changed meanwhile: the last
+  state wins, with fewer renders than presses.
+- Who may press: in a private chat the person; in a group the person who asked and the group's admins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+from telegram import (
+    Bot,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    InputMediaPhoto,
+)
+from telegram.constants import ChatMemberStatus
+from telegram.error import BadRequest, TelegramError
+
+from bot import replies
+from bot.albums import album_reply_to
+from bot.answers import Answer, AnswerBook, Photo, new_id, params_of
+from bot.i18n import N_, Catalog, catalog, language_for
+from bot.telegram_io import describe, reply_to
+from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
+from detector.names import ClassNames
+from detector.params import DetectParams, class_key
+from detector.render import crop_order, format_confidence
+from detector.result import Detection
+from jobs.render import KIND_CROPS, KIND_DRAW, RenderClient, RenderError
+from jobs.store import Completion
+
+log = logging.getLogger(__name__)
+
+# The confidence steps the lower / higher buttons walk: fine where most answers are, coarse above.
+STEPS = (0.05, 0.10, 0.15, 0.25, 0.40, 0.60, 0.80, 0.90)
+# Two thresholds closer than this are the same step (they are rounded to 4 decimals anyway).
+STEP_EPSILON = 1e-6
+# "only <class>" buttons for at most this many classes, the most frequent first (a keyboard row).
+MAX_CLASS_BUTTONS = 3
+# Clean photos kept in the bot's memory after a press, so the next press skips Telegram's download;
+# only a cache: a restart loses nothing but one download per answer. ~1 MB per photo at most.
+CLEAN_CACHE = 16
+CALLBACK_PREFIX = "a"
+
+LOWER, HIGHER, CURRENT, RESET, ALL, CROPS, JSON_DOC, ONLY = "lo", "hi", "nv", "rs", "al", "cr", "js", "c"
+
+BUTTON_LOWER = N_("button.lower")
+BUTTON_HIGHER = N_("button.higher")
+BUTTON_CURRENT = N_("button.current")
+BUTTON_RESET = N_("button.reset")
+BUTTON_ONLY = N_("button.only")
+BUTTON_ALL = N_("button.all")
+BUTTON_CROPS = N_("button.crops")
+BUTTON_JSON = N_("button.json")
+EXPIRED = N_("buttons.expired")
+NOT_YOURS = N_("buttons.not_yours")
+CURRENT_VALUE = N_("buttons.current_value")
+NOTHING_TO_CROP = N_("buttons.nothing_to_crop")
+FAILED = N_("buttons.failed")
+
+
+def callback(answer_id: str, action: str) -> str:
+    return f"{CALLBACK_PREFIX}:{answer_id}:{action}"
+
+
+def parse_callback(data: str | None) -> tuple[str, str] | None:
+    """``(answer id, action)`` of a button's data, or None for anything else."""
+    parts = (data or "").split(":")
+    if len(parts) != 3 or parts[0] != CALLBACK_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+def step_down(value: float, floor: float) -> float | None:
+    """The next lower step, never below the floor the boxes were kept to (None: none left)."""
+    below = [s for s in STEPS if floor - STEP_EPSILON <= s < value - STEP_EPSILON]
+    return max(below) if below else None
+
+
+def step_up(value: float) -> float | None:
+    above = [s for s in STEPS if s > value + STEP_EPSILON]
+    return min(above) if above else None
+
+
+def changed(view: DetectParams, start: DetectParams) -> bool:
+    """Whether the confidence differs from the one the answer started with (the reset button shows)."""
+    return (view.threshold, view.class_confidence) != (start.threshold, start.class_confidence)
+
+
+def apply(action: str, answer: Answer) -> DetectParams | None:
+    """The view after ``action``; None when the action does not change the view (or is unknown)."""
+    view, start = answer.view_params(), answer.start_params()
+    if action in (LOWER, HIGHER):
+        value = step_down(view.threshold, answer.floor) if action == LOWER else step_up(view.threshold)
+        return None if value is None else DetectParams(value, view.classes)
+    if action == RESET:
+        return DetectParams(start.confidence, view.classes, start.class_confidence)
+    if action == ALL:
+        return DetectParams(view.confidence, None, view.class_confidence)
+    if action.startswith(ONLY) and action[len(ONLY):].isdigit():
+        index = int(action[len(ONLY):])
+        if index < len(answer.top):
+            return DetectParams(view.confidence, [answer.top[index]], view.class_confidence)
+    return None
+
+
+def top_classes(dets: Sequence[Detection], photos: Sequence[Photo]) -> list[str]:
+    """The classes of the "only" buttons: the most frequent in the answer; from every box kept when the
+    answer shows none (so a too-high threshold still offers its classes)."""
+    counts: dict[str, int] = {}
+    boxes = [b for d in dets for b in d.boxes] or [b for p in photos for b in p.boxes()]
+    for box in boxes:
+        counts[box.class_name] = counts.get(box.class_name, 0) + 1
+    return [name for name, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:MAX_CLASS_BUTTONS]
+
+
+def keyboard(tr: Catalog, answer_id: str, answer: Answer, names: ClassNames) -> InlineKeyboardMarkup:
+    view, start = answer.view_params(), answer.start_params()
+
+    def button(key: str, action: str, **params: object) -> InlineKeyboardButton:
+        return InlineKeyboardButton(tr.gettext(key, **params), callback_data=callback(answer_id, action))
+
+    rows: list[list[InlineKeyboardButton]] = []
+    confidence = []
+    lower, higher = step_down(view.threshold, answer.floor), step_up(view.threshold)
+    if lower is not None:
+        confidence.append(button(BUTTON_LOWER, LOWER, value=format_confidence(lower)))
+    confidence.append(button(BUTTON_CURRENT, CURRENT, value=format_confidence(view.threshold)))
+    if higher is not None:
+        confidence.append(button(BUTTON_HIGHER, HIGHER, value=format_confidence(higher)))
+    rows.append(confidence)
+    if changed(view, start):
+        rows.append([button(BUTTON_RESET, RESET, value=format_confidence(start.threshold))])
+    only = list(view.classes or [])
+    classes = [button(BUTTON_ONLY, f"{ONLY}{i}", name=names.display(None, name, tr.language))
+               for i, name in enumerate(answer.top) if only != [class_key(name)]]
+    if view.classes is not None:
+        classes.append(button(BUTTON_ALL, ALL))
+    if classes:
+        rows.append(classes)
+    rows.append([button(BUTTON_CROPS, CROPS), button(BUTTON_JSON, JSON_DOC)])
+    return InlineKeyboardMarkup(rows)
+
+
+@dataclass
+class Offer:
+    """An answer about to be sent with its keyboard; :meth:`Buttons.keep` stores it once it is out."""
+
+    answer_id: str
+    answer: Answer
+    markup: InlineKeyboardMarkup
+
+
+class Buttons:
+    """Offering keyboards with answers, and handling presses."""
+
+    def __init__(self, book: AnswerBook, renderer: RenderClient, names: ClassNames, default_language: str) -> None:
+        self.book = book
+        self.renderer = renderer
+        self.names = names
+        self.default_language = default_language
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._dirty: set[str] = set()
+        self._clean: OrderedDict[str, bytes] = OrderedDict()
+        self.renders = 0  # re-drawings started (the coalescing makes this fewer than presses)
+
+    # -- offering ---------------------------------------------------------------------------------------
+
+    def offer(self, completions: Sequence[Completion], dets: Sequence[Detection], indexes: Sequence[int],
+              ) -> Offer | None:
+        """A keyboard for an answer of these photos (one, or an album's with their places in it); None when
+        a result carries no boxes to re-draw (a worker older than the buttons) or no photo to fetch."""
+        photos = []
+        for c, index in zip(completions, indexes, strict=True):
+            data = c.detection or {}
+            if "candidates" not in data or not c.routing.get("file_id"):
+                return None
+            base = {k: v for k, v in data.items() if k not in ("boxes", "candidates", "floor")}
+            photos.append(Photo(str(c.routing["file_id"]), 0, base, data["candidates"], index))
+        if not photos:
+            return None
+        first = completions[0]
+        routing = first.routing
+        answer = Answer(
+            chat_id=int(routing["chat_id"]), thread=routing.get("thread_id"),
+            reply_to=int(album_reply_to(routing) or routing.get("message_id") or 0),
+            asker=routing.get("user_id"), private=routing.get("chat_type") == "private",
+            language=str(routing.get("language") or self.default_language),
+            floor=min(float((c.detection or {}).get("floor", STEPS[0])) for c in completions),
+            start=params_of(dets[0]).to_dict(), top=top_classes(dets, photos), photos=photos,
+        )
+        answer_id = new_id()
+        return Offer(answer_id, answer, keyboard(catalog(answer.language), answer_id, answer, self.names))
+
+    async def keep(self, offer: Offer, keyboard_message: int, photo_messages: Sequence[int], texts: Sequence[int],
+                   ) -> None:
+        """The answer is out: store what its buttons need (a failure only costs the buttons, logged)."""
+        answer = offer.answer
+        answer.keyboard_message = keyboard_message
+        answer.texts = list(texts)
+        for photo, message_id in zip(answer.photos, photo_messages, strict=False):
+            photo.message_id = message_id
+        try:
+            await asyncio.to_thread(self.book.save, offer.answer_id, answer)
+        except Exception as exc:
+            log.warning("buttons of answer %s not stored: %s", offer.answer_id, describe(exc))
+
+    # -- presses ----------------------------------------------------------------------------------------
+
+    async def press(self, bot: Bot, query: CallbackQuery) -> None:
+        parsed = parse_callback(query.data)
+        if parsed is None:
+            await query.answer()
+            return
+        answer_id, action = parsed
+        async with self._lock(answer_id):
+            try:
+                answer = await asyncio.to_thread(self.book.load, answer_id)
+            except RedisError as exc:
+                log.warning("button of answer %s: Redis unreachable (%s)", answer_id, describe(exc))
+                await query.answer(self._catalog(None, query).gettext(replies.UNAVAILABLE))
+                return
+            tr = self._catalog(answer, query)
+            if answer is None:
+                await self._expired(bot, query, tr, answer_id)
+                return
+            if not await self._may_press(bot, answer, query.from_user.id):
+                log.info("button of answer %s refused: user %s neither asked nor is an admin of chat %s",
+                         answer_id, query.from_user.id, answer.chat_id)
+                await query.answer(tr.gettext(NOT_YOURS), show_alert=True)
+                return
+            view = apply(action, answer)
+            if view == answer.view_params():
+                view = None  # e.g. "back" when already there: nothing to re-draw
+            if view is not None:
+                await asyncio.to_thread(self.book.set_view, answer_id, view)
+        if view is not None:
+            await self._redraw_soon(bot, query, tr, answer_id)
+        elif action == CROPS:
+            await self._crops(bot, query, tr, answer)
+        elif action == JSON_DOC:
+            await query.answer()
+            await self._json(bot, answer)
+        else:
+            await query.answer(tr.gettext(CURRENT_VALUE, value=format_confidence(answer.view_params().threshold)))
+
+    def _lock(self, answer_id: str) -> asyncio.Lock:
+        lock = self._locks.get(answer_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[answer_id] = lock
+        return lock
+
+    def _catalog(self, answer: Answer | None, query: CallbackQuery) -> Catalog:
+        if answer is not None:
+            return catalog(answer.language)
+        return catalog(language_for(None, query.from_user.language_code, self.default_language))
+
+    async def _expired(self, bot: Bot, query: CallbackQuery, tr: Catalog, answer_id: str) -> None:
+        """A press after the answer's TTL: a short notice, and the keyboard goes."""
+        log.info("button of answer %s pressed after it expired", answer_id)
+        await query.answer(tr.gettext(EXPIRED))
+        if query.message is not None:
+            try:
+                await bot.edit_message_reply_markup(query.message.chat.id, query.message.message_id, reply_markup=None)
+            except TelegramError as exc:
+                log.info("keyboard of expired answer %s not removed: %s", answer_id, describe(exc))
+
+    @staticmethod
+    async def _may_press(bot: Bot, answer: Answer, user_id: int) -> bool:
+        if answer.private or user_id == answer.asker:
+            return True
+        try:
+            member = await bot.get_chat_member(answer.chat_id, user_id)
+        except TelegramError as exc:
+            log.warning("cannot check user %s in chat %s: %s", user_id, answer.chat_id, describe(exc))
+            return False
+        return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
+
+    # -- re-drawing -------------------------------------------------------------------------------------
+
+    async def _redraw_soon(self, bot: Bot, query: CallbackQuery, tr: Catalog, answer_id: str) -> None:
+        """One re-drawing per answer in flight; a press meanwhile is answered at once and makes it run once
+        more at the end. The press that starts it is answered when its first drawing is out (the button
+        shows progress meanwhile), with a short notice if that failed."""
+        if answer_id in self._running:
+            self._dirty.add(answer_id)
+            await query.answer()
+            return
+        first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._running[answer_id] = asyncio.create_task(self._redraw_loop(bot, answer_id, first))
+        await query.answer(None if await first else tr.gettext(FAILED))
+
+    async def _redraw_loop(self, bot: Bot, answer_id: str, first: asyncio.Future[bool]) -> None:
+        try:
+            while True:
+                self._dirty.discard(answer_id)
+                answer = await asyncio.to_thread(self.book.load, answer_id)
+                if answer is None:
+                    return
+                self.renders += 1
+                await self._redraw(bot, answer_id, answer)
+                if not first.done():
+                    first.set_result(True)
+                if answer_id not in self._dirty:
+                    return
+        except (RenderError, TelegramError, OSError) as exc:
+            log.warning("answer %s not re-drawn: %s", answer_id, describe(exc))
+        except Exception as exc:  # a press must never take the bot down, nor leave a traceback in a chat
+            log.error("answer %s not re-drawn: %s", answer_id, describe(exc))
+        finally:
+            if not first.done():
+                first.set_result(False)
+            self._running.pop(answer_id, None)
+            self._dirty.discard(answer_id)
+
+    async def _redraw(self, bot: Bot, answer_id: str, answer: Answer) -> None:
+        view, tr = answer.view_params(), catalog(answer.language)
+        markup = keyboard(tr, answer_id, answer, self.names)
+        dets = [p.shown(view) for p in answer.photos]
+        images = await asyncio.gather(*(self._draw(bot, p, d, answer.language) for p, d in zip(answer.photos, dets,
+                                                                                                strict=True)))
+        if not answer.album:
+            caption, rest = split_caption(replies.detection_lines(tr, dets[0], self.names))
+            await self._edit_media(bot, answer, answer.photos[0].message_id, images[0], caption, markup)
+            await self._sync_texts(bot, answer_id, answer, rest)
+            return
+        lines: list[str] = []
+        for photo, det, image in zip(answer.photos, dets, images, strict=True):
+            summary, *boxes = replies.detection_lines(tr, det, self.names)
+            lines += [replies.album_item(tr, photo.index, summary), *boxes]
+            if photo.message_id:
+                # As the album's first answer captions them: a lone photo by its place, others with their summary.
+                caption = replies.album_photo(tr, photo.index) if len(answer.photos) == 1 else \
+                    split_caption([replies.album_item(tr, photo.index, summary)])[0]
+                await self._edit_media(bot, answer, photo.message_id, image, caption, None)
+        first, *rest = pack_lines(lines, MESSAGE_LIMIT)
+        await self._edit_text(bot, answer, answer.keyboard_message, first, markup)
+        await self._sync_texts(bot, answer_id, answer, rest)
+
+    async def _draw(self, bot: Bot, photo: Photo, det: Detection, language: str) -> bytes:
+        image = await self._clean_image(bot, photo.file_id)
+        return (await asyncio.to_thread(self.renderer.render, KIND_DRAW, image, det.boxes, language))[0]
+
+    async def _clean_image(self, bot: Bot, file_id: str) -> bytes:
+        """The person's photo, fetched again from Telegram by its file_id (a few recent ones kept)."""
+        if file_id in self._clean:
+            self._clean.move_to_end(file_id)
+            return self._clean[file_id]
+        file = await bot.get_file(file_id)
+        data = bytes(await file.download_as_bytearray())
+        self._clean[file_id] = data
+        while len(self._clean) > CLEAN_CACHE:
+            self._clean.popitem(last=False)
+        return data
+
+    @staticmethod
+    async def _edit_media(bot: Bot, answer: Answer, message_id: int, image: bytes, caption: str,
+                          markup: InlineKeyboardMarkup | None) -> None:
+        try:
+            await bot.edit_message_media(InputMediaPhoto(image, caption=caption), chat_id=answer.chat_id,
+                                         message_id=message_id, reply_markup=markup)
+        except BadRequest as exc:
+            if "not modified" not in str(exc).lower():
+                raise
+
+    @staticmethod
+    async def _edit_text(bot: Bot, answer: Answer, message_id: int, text: str,
+                         markup: InlineKeyboardMarkup | None) -> None:
+        try:
+            await bot.edit_message_text(text, chat_id=answer.chat_id, message_id=message_id, reply_markup=markup)
+        except BadRequest as exc:
+            if "not modified" not in str(exc).lower():
+                raise
+
+    async def _sync_texts(self, bot: Bot, answer_id: str, answer: Answer, chunks: list[str]) -> None:
+        """The follow-up messages of a long list: edited, added or deleted to match the new text."""
+        kept = list(answer.texts)
+        out: list[int] = []
+        for i, chunk in enumerate(chunks):
+            if i < len(kept):
+                await self._edit_text(bot, answer, kept[i], chunk, None)
+                out.append(kept[i])
+            else:
+                sent = await bot.send_message(answer.chat_id, chunk, reply_parameters=reply_to(answer.reply_to),
+                                              message_thread_id=answer.thread)
+                out.append(sent.message_id)
+        for message_id in kept[len(chunks):]:
+            try:
+                await bot.delete_message(answer.chat_id, message_id)
+            except BadRequest as exc:
+                log.info("follow-up %s of answer %s not deleted: %s", message_id, answer_id, describe(exc))
+        if out != kept:
+            await asyncio.to_thread(self.book.set_texts, answer_id, out)
+
+    # -- crops and JSON ---------------------------------------------------------------------------------
+
+    async def _crops(self, bot: Bot, query: CallbackQuery, tr: Catalog, answer: Answer) -> None:
+        """The objects shown now cut out, largest first, at most ten, as one media group under the answer."""
+        view = answer.view_params()
+        every = [(photo, i, box) for photo in answer.photos for i, box in enumerate(photo.shown(view).boxes)]
+        pieces = [every[i] for i in crop_order([box for _, _, box in every])]
+        if not pieces:
+            await query.answer(tr.gettext(NOTHING_TO_CROP))
+            return
+        await query.answer()
+        try:
+            media: list[tuple[bytes, str]] = []
+            for photo in answer.photos:
+                own = [p for p in pieces if p[0] is photo]
+                if not own:
+                    continue
+                image = await self._clean_image(bot, photo.file_id)
+                crops = await asyncio.to_thread(self.renderer.render, KIND_CROPS, image, [p[2] for p in own],
+                                                answer.language)
+                for (_, i, box), jpeg in zip(own, crops, strict=True):
+                    label = f"{i + 1}. {self.names.display(box.class_id, box.class_name, answer.language)} " \
+                            f"{box.confidence:.2f}"
+                    media.append((jpeg, f"{photo.index}/{label}" if photo.index else label))
+            reply = reply_to(answer.keyboard_message)
+            if len(media) == 1:  # Telegram refuses a media group of one
+                await bot.send_photo(answer.chat_id, media[0][0], caption=media[0][1], reply_parameters=reply,
+                                     message_thread_id=answer.thread)
+            else:
+                group = [InputMediaPhoto(jpeg, caption=caption) for jpeg, caption in media]
+                await bot.send_media_group(answer.chat_id, group, reply_parameters=reply,
+                                           message_thread_id=answer.thread)
+        except (RenderError, TelegramError, OSError) as exc:
+            log.warning("crops of an answer in chat %s not sent: %s", answer.chat_id, describe(exc))
+
+    async def _json(self, bot: Bot, answer: Answer) -> None:
+        """The boxes shown now as a .json document, the schema of ``detbot detect --json``."""
+        view = answer.view_params()
+        items = [{"image": f"photo {p.index or 1}", **p.shown(view).to_dict()} for p in answer.photos]
+        doc: Any = items if answer.album else items[0]
+        data = json.dumps(doc, ensure_ascii=False, indent=1).encode()
+        try:
+            await bot.send_document(answer.chat_id, InputFile(data, filename="detections.json"),
+                                    reply_parameters=reply_to(answer.keyboard_message),
+                                    message_thread_id=answer.thread)
+        except TelegramError as exc:
+            log.warning("JSON of an answer in chat %s not sent: %s", answer.chat_id, describe(exc))
+

@@ -1,0 +1,145 @@
+"""Re-drawing answers on the workers, never running the model: the request the bot makes, the thread that
+serves it in every ``detbot worker``.
+
+A press on an answer's button asks for the same photo drawn with other boxes (or its boxes cut out). The
+bot sends the clean photo's bytes and the boxes to draw; a worker draws them with the one renderer
+(:mod:`detector.draw`), so an adjusted image looks exactly like a first answer. Requests go on a Redis list
+of their own (:func:`jobs.keys.renders`), served by a thread in each worker beside its inference loop: a
+press never waits behind a backlog of photos, nor behind the photo being detected (drawing is tens of
+milliseconds and releases the GIL in OpenCV). The bot waits for the outcome on a list of the request's own
+(BLPOP), so no polling and no stream bookkeeping: a render nobody waits for any more simply expires.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from detector.errors import DetectorError
+from detector.render import boxes_to_rows, rows_to_boxes
+from detector.result import Box
+from jobs import keys
+from jobs.defaults import QUEUE_NAME
+
+log = logging.getLogger("detbot.render")
+
+KIND_DRAW = "draw"
+KIND_CROPS = "crops"
+KINDS = (KIND_DRAW, KIND_CROPS)
+# A request no worker took within this long is stale: the bot stopped waiting for it long before.
+REQUEST_TTL = 30
+# The outcome waits this long for the bot to read it (it reads at once; this only bounds a leak).
+OUTPUT_TTL = 30
+# How long the bot waits for a worker's render: drawing takes tens of ms, so this covers a busy machine; it
+# stays below the bot's Redis socket timeout (5 s), which a longer BLPOP would trip.
+RENDER_WAIT = 4
+# The worker's thread wakes at least this often (seconds) to notice that it must stop.
+SERVE_BLOCK = 1
+# Outcome of a render that failed for a reason other than the image (an operator's log line says which).
+FAILED_INTERNAL = "internal_error"
+
+# What a worker runs per request: (kind, clean image bytes, boxes, language) -> images (JPEG bytes).
+Renderer = Callable[[str, bytes, tuple[Box, ...], str], list[bytes]]
+
+
+class RenderError(Exception):
+    """No render came back: ``code`` is ``timeout`` (no worker took it in time) or the worker's error code."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class RenderClient:
+    """The bot's side: one request, one wait, the images back."""
+
+    def __init__(self, redis: Redis, queue_name: str = QUEUE_NAME, wait: int = RENDER_WAIT) -> None:
+        self.redis = redis
+        self.list = keys.renders(queue_name)
+        self.wait = wait
+
+    def render(self, kind: str, image: bytes, boxes: Sequence[Box], language: str) -> list[bytes]:
+        """The images a worker drew (one for ``draw``, one per box for ``crops``); raises RenderError or a
+        RedisError. Blocking: call it in a thread."""
+        render_id = uuid.uuid4().hex
+        spec = json.dumps({"kind": kind, "boxes": boxes_to_rows(list(boxes)), "language": language})
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.render_request(render_id), mapping={"image": image, "spec": spec})
+        pipe.expire(keys.render_request(render_id), REQUEST_TTL)
+        pipe.rpush(self.list, render_id)
+        pipe.execute()
+        reply: Any = self.redis.blpop([keys.render_done(render_id)], timeout=self.wait)
+        if reply is None:
+            self.redis.delete(keys.render_request(render_id))  # a worker that takes it now finds nothing
+            raise RenderError("timeout")
+        status = reply[1].decode()
+        out: dict[bytes, bytes] = self.redis.hgetall(keys.render_output(render_id))  # type: ignore[assignment]
+        self.redis.delete(keys.render_output(render_id))
+        if status != "ok":
+            raise RenderError(status)
+        return [out[str(i).encode()] for i in range(len(out))]
+
+
+class RenderServer(threading.Thread):
+    """A worker's render thread: takes requests off the queue's render list and answers each."""
+
+    def __init__(self, redis: Redis, queue_name: str, renderer: Renderer,
+                 done: Callable[[str], None] | None = None) -> None:
+        super().__init__(name="renders", daemon=True)
+        self.redis = redis
+        self.list = keys.renders(queue_name)
+        self.renderer = renderer
+        self.done = done  # told each kind rendered (the metric)
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                item: Any = self.redis.blpop([self.list], timeout=SERVE_BLOCK)
+                if item is not None:
+                    self.serve(item[1].decode())
+            except RedisError as exc:
+                log.warning("render thread: Redis error %s; retrying", type(exc).__name__)
+                self._stop_event.wait(SERVE_BLOCK)
+
+    def serve(self, render_id: str) -> None:
+        """One request: draw it and push the outcome (``ok`` and the images, or an error code)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(keys.render_request(render_id))
+        pipe.delete(keys.render_request(render_id))
+        request, _ = pipe.execute()
+        if not request:
+            return  # the bot gave up on it already
+        images: list[bytes] = []
+        try:
+            spec = json.loads(request[b"spec"])
+            kind = str(spec["kind"])
+            if kind not in KINDS:
+                raise ValueError(f"unknown render kind {kind!r}")
+            images = self.renderer(kind, bytes(request[b"image"]), rows_to_boxes(spec["boxes"]),
+                                   str(spec.get("language") or ""))
+            status = "ok"
+        except DetectorError as exc:
+            status = exc.code
+        except Exception as exc:  # a bad request must not stop the thread, and never shows a traceback
+            log.error("render %s failed: %s: %s", render_id, type(exc).__name__, exc)
+            status = FAILED_INTERNAL
+        pipe = self.redis.pipeline(transaction=True)
+        if images:
+            pipe.hset(keys.render_output(render_id), mapping={str(i): img for i, img in enumerate(images)})
+            pipe.expire(keys.render_output(render_id), OUTPUT_TTL)
+        pipe.rpush(keys.render_done(render_id), status)
+        pipe.expire(keys.render_done(render_id), OUTPUT_TTL)
+        pipe.execute()
+        if status == "ok" and self.done is not None:
+            self.done(kind)

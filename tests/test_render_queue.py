@@ -1,0 +1,71 @@
+"""The render requests between the bot and the workers' render threads (jobs/render.py), on a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from redis import Redis
+
+from detector.errors import CorruptImageError
+from detector.result import Box
+from jobs import keys
+from jobs.render import KIND_CROPS, KIND_DRAW, RenderClient, Renderer, RenderError, RenderServer
+
+BOXES = (Box(0, "circle", 0.9, 1, 2, 30, 40), Box(1, "square", 0.5, 5, 5, 9, 9))
+
+
+@pytest.fixture
+def serving(redis: Redis) -> Iterator[list[str]]:
+    """A render thread whose renderer echoes what it was asked; yields the kinds it rendered."""
+    done: list[str] = []
+
+    def renderer(kind: str, image: bytes, boxes: tuple[Box, ...], language: str) -> list[bytes]:
+        if image == b"broken":
+            raise CorruptImageError("damaged")
+        if image == b"bug":
+            raise RuntimeError("a bug")
+        return [f"{kind}:{image.decode()}:{b.class_name}:{language}".encode() for b in boxes]
+
+    server = RenderServer(Redis(connection_pool=redis.connection_pool), "q", renderer, done.append)
+    server.start()
+    yield done
+    server.stop()
+    server.join(10)
+
+
+def test_a_render_comes_back_in_order(redis: Redis, serving: list[str]) -> None:
+    client = RenderClient(redis, "q")
+    assert client.render(KIND_CROPS, b"img", BOXES, "ru") == [b"crops:img:circle:ru", b"crops:img:square:ru"]
+    assert client.render(KIND_DRAW, b"img", BOXES[:1], "") == [b"draw:img:circle:"]
+    assert serving == [KIND_CROPS, KIND_DRAW]
+    assert not list(redis.scan_iter(match="detbot:render:*"))  # nothing left behind
+
+
+def test_errors_come_back_as_codes_and_the_thread_keeps_serving(redis: Redis, serving: list[str]) -> None:
+    client = RenderClient(redis, "q")
+    with pytest.raises(RenderError) as damaged:
+        client.render(KIND_DRAW, b"broken", BOXES, "")
+    assert damaged.value.code == CorruptImageError.code
+    with pytest.raises(RenderError) as bug:
+        client.render(KIND_DRAW, b"bug", BOXES, "")
+    assert bug.value.code == "internal_error"
+    assert client.render(KIND_DRAW, b"ok", BOXES[:1], "") == [b"draw:ok:circle:"]
+    assert serving == [KIND_DRAW]
+
+
+def test_without_a_worker_the_bot_gives_up_and_the_request_goes(redis: Redis) -> None:
+    client = RenderClient(redis, "q", wait=1)
+    with pytest.raises(RenderError) as timeout:
+        client.render(KIND_DRAW, b"img", BOXES, "")
+    assert timeout.value.code == "timeout"
+    # A worker that comes later finds the request id but no request: it draws nothing and answers nothing.
+    assert not list(redis.scan_iter(match="detbot:render:req:*"))
+    rendered: list[str] = []
+    echo: Renderer = lambda kind, image, boxes, language: [image]  # noqa: E731
+    server = RenderServer(redis, "q", echo, rendered.append)
+    waiting: list[bytes] = redis.lrange(keys.renders("q"), 0, -1)  # type: ignore[assignment]
+    (render_id,) = [i.decode() for i in waiting]
+    redis.delete(keys.renders("q"))
+    server.serve(render_id)
+    assert rendered == [] and not redis.exists(keys.render_done(render_id))
