@@ -211,6 +211,10 @@ class Buttons:
         answer_id = new_id()
         return Offer(answer_id, answer, keyboard(catalog(answer.language), answer_id, answer, self.names))
 
+    def holding(self, offer: Offer) -> asyncio.Lock:
+        """The answer's lock, held by the delivery while the answer goes out: a press waits for its state."""
+        return self._lock(offer.answer_id)
+
     async def keep(self, offer: Offer, keyboard_message: int, photo_messages: Sequence[int], texts: Sequence[int],
                    ) -> None:
         """The answer is out: store what its buttons need (a failure only costs the buttons, logged)."""
