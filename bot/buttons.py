@@ -55,9 +55,10 @@ STEPS = (0.05, 0.10, 0.15, 0.25, 0.40, 0.60, 0.80, 0.90)
 STEP_EPSILON = 1e-6
 # "only <class>" buttons for at most this many classes, the most frequent first (a keyboard row).
 MAX_CLASS_BUTTONS = 3
-# Clean photos kept in the bot's memory after a press, so the next press skips Telegram's download;
-# only a cache: a restart loses nothing but one download per answer. ~1 MB per photo at most.
-CLEAN_CACHE = 16
+# Clean photos kept in the bot's memory after a press, so the next presses skip Telegram's download; only a
+# cache (a restart loses one download per answer), bounded in bytes: a few dozen phone photos, at most this
+# much beside the bot's ~100 MB whatever the files' sizes.
+CLEAN_CACHE_BYTES = 32 * 1024 * 1024
 CALLBACK_PREFIX = "a"
 
 LOWER, HIGHER, CURRENT, RESET, ALL, CROPS, JSON_DOC, ONLY = "lo", "hi", "nv", "rs", "al", "cr", "js", "c"
@@ -210,6 +211,10 @@ class Buttons:
         )
         answer_id = new_id()
         return Offer(answer_id, answer, keyboard(catalog(answer.language), answer_id, answer, self.names))
+
+    def holding(self, offer: Offer) -> asyncio.Lock:
+        """The answer's lock, held by the delivery while the answer goes out: a press waits for its state."""
+        return self._lock(offer.answer_id)
 
     async def keep(self, offer: Offer, keyboard_message: int, photo_messages: Sequence[int], texts: Sequence[int],
                    ) -> None:
@@ -369,7 +374,7 @@ class Buttons:
         file = await bot.get_file(file_id)
         data = bytes(await file.download_as_bytearray())
         self._clean[file_id] = data
-        while len(self._clean) > CLEAN_CACHE:
+        while sum(len(d) for d in self._clean.values()) > CLEAN_CACHE_BYTES and len(self._clean) > 1:
             self._clean.popitem(last=False)
         return data
 

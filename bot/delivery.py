@@ -15,9 +15,11 @@ answers dropped at once: each of these acknowledges the result with one log line
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,7 +228,8 @@ class Delivery:
         try:
             if det is not None and c.annotated is not None:
                 offer = self.buttons.offer([c], [det], [0]) if self.buttons is not None else None
-                await self._send_detection(target, self.wording.detection_lines(c, det), c.annotated, offer)
+                async with self._holding(offer):
+                    await self._send_detection(target, self.wording.detection_lines(c, det), c.annotated, offer)
             else:
                 await self._send_text(target, [self.wording.error_text(c)])
             log.info("answered chat=%s msg=%s job=%s %s", target.chat_id, target.reply, c.job_id,
@@ -243,12 +246,13 @@ class Delivery:
         target = self._target(completions[0].routing)
         offer = self._album_offer(album)
         try:
-            photos = await self._send_album_photos(target, album.album_id, answer.photos)
-            # The summary goes out whatever became of the photos: it alone lists every photo's boxes.
-            summary = await self._send_text(target, answer.lines, offer.markup if offer else None)
-            if offer is not None and summary and self.buttons is not None:
-                await self.buttons.keep(offer, summary[0].message_id, [m.message_id for m in photos],
-                                        [m.message_id for m in summary[1:]])
+            async with self._holding(offer):
+                photos = await self._send_album_photos(target, album.album_id, answer.photos)
+                # The summary goes out whatever became of the photos: it alone lists every photo's boxes.
+                summary = await self._send_text(target, answer.lines, offer.markup if offer else None)
+                if offer is not None and summary and self.buttons is not None:
+                    await self.buttons.keep(offer, summary[0].message_id, [m.message_id for m in photos],
+                                            [m.message_id for m in summary[1:]])
             log.info("answered album chat=%s msg=%s photos=%d ok=%d", target.chat_id, target.reply,
                      len(completions), answer.ok)
         except PermanentSendError as exc:
@@ -257,6 +261,13 @@ class Delivery:
         self.metrics.answered.labels("error").inc(answer.failed)
         await self._status_done(target, album.album_id)
         await self._ack(completions)
+
+    def _holding(self, offer: Offer | None) -> AbstractAsyncContextManager[Any]:
+        """While an answer with buttons goes out, a press on them waits (the keyboard shows before the
+        answer's follow-up messages are out and its state is stored)."""
+        if offer is None or self.buttons is None:
+            return contextlib.nullcontext()
+        return self.buttons.holding(offer)
 
     def _album_offer(self, album: AssembledAlbum) -> Offer | None:
         """The buttons of an album's summary: its photos with a result, in the order they are sent."""

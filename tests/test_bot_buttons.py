@@ -234,6 +234,27 @@ def test_a_long_list_follows_the_edits(world: World) -> None:
     assert "\n".join([caption_of(back), *(c.text for c in again)]) == full
 
 
+def test_a_press_while_the_answer_is_still_going_out_waits_for_it(world: World) -> None:
+    """A long list's follow-ups go out at the chat's pace after the photo and its keyboard: a press in
+    between is held until the answer is out, then adjusts it (never "expired", no duplicate follow-ups)."""
+    stub = world.stub
+    user = new_user()
+    tiles = [img[:224, :224] for img, _ in world.images[12:28]]
+    mosaic = np.vstack([np.hstack(tiles[r * 4:(r + 1) * 4]) for r in range(4)])
+    msg = stub.photo(stub.private_chat(user), user, encode(mosaic), caption="0.05")
+    answer = wait_answer(stub, user, msg["message_id"])
+    mid = answer.result["message_id"]
+    reply = press(world, user, user, mid, "hi")  # at once: the follow-ups are not all out yet
+    assert "text" not in reply.params, reply.params
+    wait_caption(world, user, mid, "≥ 0.10")
+    assert stub.keyboard(user, mid)
+    follow_ups = [c for c in stub.sent("sendMessage", user) if c.reply_to == msg["message_id"]]
+    live = [c for c in follow_ups if (user, c.result["message_id"]) not in stub.deleted]
+    shown = "\n".join([caption_of(edits(stub, user, mid)[-1]), *(stub.messages[(user, c.result["message_id"])]
+                                                                   ["text"] for c in live)])
+    assert shown.startswith(f"{len(box_lines(shown))} objects at confidence ≥ 0.10")
+
+
 # -- classes, crops, JSON -------------------------------------------------------------------------------
 
 def _two_classes(world: World) -> int:

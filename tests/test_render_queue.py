@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
 
 from detector.errors import CorruptImageError
+from detector.params import DetectParams
 from detector.result import Box
 from jobs import keys
+from jobs.client import DetectionClient
 from jobs.render import KIND_CROPS, KIND_DRAW, RenderClient, Renderer, RenderError, RenderServer
+from ops.shapes import make_images
+from tests.telegram_stub import encode, image_size
+from tests.workers import running_workers
 
 BOXES = (Box(0, "circle", 0.9, 1, 2, 30, 40), Box(1, "square", 0.5, 5, 5, 9, 9))
 
@@ -69,3 +76,21 @@ def test_without_a_worker_the_bot_gives_up_and_the_request_goes(redis: Redis) ->
     redis.delete(keys.renders("q"))
     server.serve(render_id)
     assert rendered == [] and not redis.exists(keys.render_done(render_id))
+
+
+def test_a_worker_renders_while_its_inference_is_in_hand(redis_server: Any, redis: Redis, shapes_model: Path,
+                                                         tmp_path: Path) -> None:
+    """The real render thread of a real worker answers while the worker is busy with a photo: a press never
+    waits behind the inference in hand (nor behind the queue)."""
+    img, _ = make_images(6000, 1)[0]
+    data = encode(img)
+    client = DetectionClient(redis)
+    with running_workers(redis_server.url, env={"DETBOT_TEST_JOB_DELAY_MS": "8000"}, log_dir=tmp_path) as (worker,):
+        job_id = client.submit(data, DetectParams(0.4))
+        client.submit(data, DetectParams(0.4))  # and one more waiting behind it
+        assert worker.wait_busy() == job_id
+        (jpeg,) = RenderClient(redis).render(KIND_DRAW, data, BOXES, "ru")
+        assert worker.current_job() == job_id  # still detecting the first photo
+        assert image_size(jpeg) == (img.shape[1], img.shape[0])
+        crops = RenderClient(redis).render(KIND_CROPS, data, BOXES, "")
+        assert [image_size(c)[0] < img.shape[1] for c in crops] == [True, True]
