@@ -135,7 +135,16 @@ class ChatStore:
             for field, value in data.items():
                 pipe.hsetnx(keys.chat(new), field, value)
             pipe.set(keys.migrated(new), old)
+            pipe.delete(keys.chat(old))  # the group is gone for good: its hash would stay for ever
             pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise QueueUnavailableError("Redis is unreachable") from exc
+
+    def forget(self, chat_id: int) -> None:
+        """The bot left, was removed from or blocked in the chat: its settings go (their documented bound,
+        jobs.keys.LIFETIMES); a chat that takes the bot back starts from the defaults."""
+        try:
+            self.redis.delete(keys.chat(chat_id), keys.migrated(chat_id))
         except REDIS_ERRORS as exc:
             raise QueueUnavailableError("Redis is unreachable") from exc
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -33,6 +33,10 @@ from jobs.store import Completion
 
 # The job function, by dotted path: the producer never imports it (it would pull in torch).
 DETECT_JOB = "jobs.tasks.detect_job"
+# New photos may fill Redis's maxmemory only up to this share: the rest is for what must never be refused
+# for want of memory — the workers' results (an annotated JPEG replaces its photo), completion events, the
+# bot's bookkeeping. Redis runs noeviction, so past maxmemory those writes would fail, not evict.
+PHOTO_MEMORY_SHARE = 0.8
 
 
 def make_queue(redis: Redis, name: str = QUEUE_NAME) -> Queue:
@@ -46,6 +50,17 @@ def _redis_errors() -> Iterator[None]:
         yield
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise QueueUnavailableError("Redis is unreachable") from exc
+    except OutOfMemoryError as exc:  # maxmemory reached (noeviction): the queue is full, in bytes
+        raise QueueFullError("Redis is out of memory") from exc
+
+
+def _memory_left(redis: Redis) -> int | None:
+    """Bytes new photos may still take in Redis, None when it has no maxmemory."""
+    info: Any = redis.info("memory")
+    limit = int(info.get("maxmemory", 0))
+    if not limit:
+        return None
+    return int(limit * PHOTO_MEMORY_SHARE) - int(info.get("used_memory", 0))
 
 
 class DetectionClient:
@@ -98,6 +113,9 @@ class DetectionClient:
             if waiting + len(images) > self.max_queued:
                 raise QueueFullError(f"{waiting} jobs are already waiting; {len(images)} more would pass "
                                      f"the limit of {self.max_queued}")
+            memory = _memory_left(self.redis)
+            if memory is not None and sum(map(len, images)) > memory:
+                raise QueueFullError(f"Redis is near its maxmemory: {max(memory, 0)} bytes left for photos")
             job_ids = [uuid.uuid4().hex for _ in images]
             # The photos, their records and the RQ jobs in one transaction: all of them or none.
             pipe = self.redis.pipeline(transaction=True)

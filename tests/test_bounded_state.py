@@ -1,0 +1,234 @@
+"""Issue 11, rule 6: bounded state. Every Redis key has a TTL or a documented bound, the bot's in-memory
+maps are pruned, metric labels come from fixed sets, and a full Redis is "busy", never "something went wrong".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq.job import Job
+
+from bot import replies
+from bot.i18n import ENGLISH, catalog
+from detector.params import DetectParams
+from jobs import client as client_module
+from jobs import keys
+from jobs.client import PHOTO_MEMORY_SHARE, DetectionClient
+from jobs.defaults import EVENTS_GROUP, RESULT_TTL
+from jobs.exceptions import QueueFullError
+from jobs.recovery import running_jobs
+from ops.shapes import make_images
+from tests.conftest import ROOT, RedisServer
+from tests.telegram_stub import BotProcess, TelegramStub, answers_to, encode, wait_answer
+from tests.workers import running_workers, start_worker, wait_for
+
+TOKEN = "987654321:AAH-test-SECRET-token_xyz"
+BOT = "detbot_test_bot"
+# A job that never ends on its own: the victim worker is killed while it holds one.
+FOREVER_MS = "600000"
+# Worker death to the reaper's answer: liveness TTL + reap interval + a loaded machine's slack.
+REAP_DEADLINE = 90.0
+_ids = itertools.count(1)
+
+
+def new_user() -> int:
+    return 70_000 + next(_ids)
+
+
+def new_group_id() -> int:
+    return -1_007_000_000_000 - next(_ids)
+
+
+# -- Redis: every key has a TTL or a documented bound -------------------------------------------------------
+
+def test_docs_show_the_lifetimes_table() -> None:
+    """docs/state.md carries jobs.keys.LIFETIMES as it is: the two cannot drift."""
+    assert keys.lifetimes_table() in (ROOT / "docs" / "state.md").read_text()
+
+
+def test_every_row_is_reachable() -> None:
+    """No row hides behind an earlier, wider one (first match wins)."""
+    for row in keys.LIFETIMES:
+        sample = row.pattern.replace("*", "x1")
+        assert keys.lifetime(sample) == row, row.pattern
+
+
+def unbounded_keys(redis: Redis) -> list[str]:
+    """Keys that match no row of the table, or should expire and carry no TTL."""
+    bad = []
+    for raw in redis.scan_iter(count=1000):
+        key = raw.decode()
+        row = keys.lifetime(key)
+        if row is None:
+            bad.append(f"{key}: in no row of jobs.keys.LIFETIMES")
+        elif row.expires and redis.ttl(key) < 0:
+            bad.append(f"{key}: no TTL ({row.bound})")
+    return bad
+
+
+@dataclass
+class Run:
+    redis: Redis
+    stub: TelegramStub
+    bot: BotProcess
+
+
+@pytest.fixture
+def run(redis: Redis, redis_server: RedisServer, shapes_model: Path, tmp_path: Path) -> Iterator[Run]:
+    stub = TelegramStub(TOKEN, username=BOT).start()
+    bot = BotProcess(stub, redis_server.url, tmp_path / "bot.log").start()
+    try:
+        yield Run(redis, stub, bot)
+    finally:
+        bot.stop()
+        stub.stop()
+
+
+def settled(redis: Redis, queue: str = "detbot") -> bool:
+    """Nothing waiting, running or undelivered."""
+    pending = redis.xpending(keys.EVENTS_STREAM, EVENTS_GROUP)
+    return (redis.xlen(keys.EVENTS_STREAM) == 0 and pending["pending"] == 0 and redis.llen(f"rq:queue:{queue}") == 0
+            and not running_jobs(redis, queue))
+
+
+def test_every_key_has_a_ttl_or_a_documented_bound_after_a_realistic_run(run: Run, redis_server: RedisServer,
+                                                                           tmp_path: Path) -> None:
+    """Photos answered and failed, an album, a job whose worker died (ended by the reaper), chat settings,
+    a group that became a supergroup and one that removed the bot: afterwards every key in Redis expires
+    or is in a documented bounded set (jobs.keys.LIFETIMES)."""
+    stub, redis = run.stub, run.redis
+    images = [encode(img) for img, _ in make_images(1200, 6)]
+    # One attempt: the job the victim holds is ended by the reaper (failed_after_retries) at its death.
+    victim = start_worker(redis_server.url, env={"DETBOT_TEST_JOB_DELAY_MS": FOREVER_MS, "DETBOT_MAX_ATTEMPTS": "1"},
+                          log_dir=tmp_path)
+    user = new_user()
+    chat = stub.private_chat(user)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.closing(victim))
+        # The victim, alone, takes the first photo and never finishes it.
+        first = stub.photo(chat, user, images[0])
+        lost = victim.wait_busy()
+        stack.enter_context(running_workers(redis_server.url, env={"DETBOT_MAX_ATTEMPTS": "1"}, log_dir=tmp_path))
+        sent = [stub.photo(chat, user, img, caption="0.3") for img in images[1:3]]
+        cut = stub.document(chat, user, images[3][: len(images[3]) // 3], "image/jpeg", "cut.jpg")
+        for img in images[3:6]:
+            stub.photo(chat, user, img, media_group_id="album-b")
+        for msg in [*sent, cut]:
+            wait_answer(stub, user, msg["message_id"])
+        stub.wait_for(lambda: stub.sent("sendMediaGroup", user), 90, "the album")
+        victim.kill()
+        wait_for(lambda: answers_to(stub, user, first["message_id"]), REAP_DEADLINE, "the reaped photo's answer")
+        assert redis.exists(Job.key_for(lost))
+
+        # Chat settings: one group keeps them, one becomes a supergroup, one removes the bot.
+        admin = new_user()
+        kept, moved, kicked, supergroup = (new_group_id() for _ in range(4))
+        for gid in (kept, moved, kicked):
+            stub.admins[gid] = {admin}
+            m = stub.text(stub.group_chat(gid), admin, "/threshold 0.5")
+            wait_answer(stub, gid, m["message_id"], 30)
+        stub.send({"id": moved, "type": "group", "title": "old"}, admin, migrate_to_chat_id=supergroup)
+        stub.send(stub.group_chat(supergroup), admin, migrate_from_chat_id=moved)
+        stub.member_update(stub.group_chat(kicked), admin, "kicked")
+        wait_for(lambda: not redis.exists(keys.chat(kicked)) and not redis.exists(keys.chat(moved)), 30,
+                 "the settings of the gone groups dropped")
+        assert redis.hget(keys.chat(supergroup), "threshold") == b"0.5"
+        assert redis.hget(keys.chat(kept), "threshold") == b"0.5"
+
+        wait_for(lambda: settled(redis), 60, "every answer delivered")
+        # The reaped job's RQ hash ends: it had no TTL before issue 11 and stayed for ever.
+        assert 0 < redis.ttl(Job.key_for(lost)) <= RESULT_TTL
+        assert redis.hget(keys.job(lost), "code") == b"failed_after_retries"
+        assert unbounded_keys(redis) == []
+    assert unbounded_keys(redis) == []  # the workers' clean stop leaves nothing unbounded either
+
+
+# -- a full Redis is "busy" -----------------------------------------------------------------------------------
+
+# A maxmemory a few photos fill: Redis itself takes ~1 MB.
+TINY_MAXMEMORY = 3 * 1024 * 1024
+
+
+@pytest.fixture
+def tiny_redis(tmp_path: Path) -> Iterator[Redis]:
+    """A real redis-server with a maxmemory of a few MB and the policy detbot runs with."""
+    server = RedisServer(tmp_path / "tiny")
+    server.start()
+    client = Redis.from_url(server.url)
+    client.config_set("maxmemory", TINY_MAXMEMORY)
+    client.config_set("maxmemory-policy", "noeviction")
+    try:
+        yield client
+    finally:
+        client.close()
+        server.stop()
+
+
+def photo_bytes(size: int) -> bytes:
+    """Bytes of a given size: the queue stores them as they are (the header check is the bot's)."""
+    return bytes(range(256)) * (size // 256)
+
+
+def test_photos_past_the_memory_share_are_refused_as_full_and_nothing_half_queued(tiny_redis: Redis) -> None:
+    client = DetectionClient(tiny_redis, max_queued=1000)
+    queued = []
+    with pytest.raises(QueueFullError, match="maxmemory"):
+        for _ in range(20):
+            queued.append(client.submit(photo_bytes(300_000), DetectParams(0.25)))
+    assert queued  # the first photos fitted
+    info = tiny_redis.info("memory")
+    assert info["used_memory"] <= TINY_MAXMEMORY * PHOTO_MEMORY_SHARE
+    # What was refused left nothing behind: one record, one image and one RQ job per queued photo.
+    assert len(tiny_redis.keys("detbot:image:*")) == len(queued) == client.queued()
+    # Room for the results stays: a worker's completion still writes.
+    assert tiny_redis.set("detbot:probe", photo_bytes(100_000))
+
+
+def test_an_out_of_memory_redis_is_queue_full(tiny_redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past maxmemory itself (the share check not in the way), Redis's OOM error is "queue full" too, and the
+    transaction left nothing: all of an album or none."""
+    monkeypatch.setattr(client_module, "PHOTO_MEMORY_SHARE", 100.0)
+    client = DetectionClient(tiny_redis, max_queued=1000)
+    with pytest.raises(QueueFullError, match="out of memory"):
+        for _ in range(40):
+            client.submit_many([photo_bytes(100_000)] * 3, DetectParams(0.25), [{}, {}, {}])
+    assert len(tiny_redis.keys("detbot:image:*")) % 3 == 0
+    assert len(tiny_redis.keys("detbot:job:*")) == client.queued() == len(tiny_redis.keys("detbot:image:*"))
+
+
+def fill(redis: Redis, used_memory: int) -> None:
+    """Write filler keys in small steps until Redis uses ``used_memory`` bytes (a big write in one piece would
+    count its own query buffer and hit maxmemory first)."""
+    for n in itertools.count():
+        left = used_memory - int(redis.info("memory")["used_memory"])
+        if left <= 0:
+            return
+        redis.set(f"filler:{n}", b"f" * min(left, 16_384))
+
+
+def test_a_full_redis_gets_the_busy_reply_in_the_chat(tiny_redis: Redis, tmp_path: Path) -> None:
+    """Through the real bot: a photo Redis has no room for is answered "busy", never "something went wrong"."""
+    stub = TelegramStub(TOKEN, username=BOT).start()
+    url = f"redis://127.0.0.1:{tiny_redis.connection_pool.connection_kwargs['port']}/0"
+    bot = BotProcess(stub, url, tmp_path / "bot.log").start()
+    try:
+        # Fill Redis up to a few KB short of the photos' share: no photo fits any more.
+        fill(tiny_redis, int(TINY_MAXMEMORY * PHOTO_MEMORY_SHARE) - 20_000)
+        user = new_user()
+        img, _ = make_images(1300, 1)[0]
+        msg = stub.photo(stub.private_chat(user), user, encode(img, ".png"))
+        answer = wait_answer(stub, user, msg["message_id"], 60)
+        en = catalog(ENGLISH)
+        assert answer.text == en.gettext(replies.BUSY)
+        assert en.gettext(replies.SOMETHING_WRONG) not in bot.log()
+        assert not tiny_redis.keys("detbot:image:*")
+        assert "refused photo" in bot.log() and "queue_full" in bot.log()
+    finally:
+        bot.stop()
+        stub.stop()
