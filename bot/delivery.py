@@ -83,7 +83,8 @@ def _reply_missing(exc: PermanentSendError) -> bool:
     return isinstance(exc.__cause__, BadRequest) and "replied" in str(exc).lower()
 
 
-# Chats that blocked or removed the bot, remembered until they come back; a bound for a bot in many chats.
+# Chats that blocked or removed the bot, remembered until they come back, and groups that became supergroups;
+# a bound for a bot in many chats.
 GONE_MEMORY = 10_000
 
 
@@ -335,6 +336,8 @@ class Delivery:
     def moved(self, old: int, new: int) -> None:
         """A group became a supergroup: its answers, waiting or to come, go to the supergroup."""
         self._moved[old] = new
+        while len(self._moved) > GONE_MEMORY:  # the oldest migrations' answers were delivered long ago
+            del self._moved[next(iter(self._moved))]
 
     async def _migrate(self, old: int, new: int) -> None:
         """Telegram refused a send with ChatMigrated: follow the group, and tell the app (settings)."""

@@ -4,18 +4,25 @@ maps are pruned, metric labels come from fixed sets, and a full Redis is "busy",
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime as dtm
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
 from rq.job import Job
+from telegram.error import RetryAfter
 
 from bot import replies
+from bot.albums import ALBUM_WAIT, PendingAlbums
 from bot.i18n import ENGLISH, catalog
+from bot.limits import WINDOW_SECONDS, Limits
+from bot.ratelimit import IDLE_FORGET, ChatRateLimiter
 from detector.params import DetectParams
 from jobs import client as client_module
 from jobs import keys
@@ -23,6 +30,7 @@ from jobs.client import PHOTO_MEMORY_SHARE, DetectionClient
 from jobs.defaults import EVENTS_GROUP, RESULT_TTL
 from jobs.exceptions import QueueFullError
 from jobs.recovery import running_jobs
+from jobs.store import Completion
 from ops.shapes import make_images
 from tests.conftest import ROOT, RedisServer
 from tests.telegram_stub import BotProcess, TelegramStub, answers_to, encode, wait_answer
@@ -232,3 +240,73 @@ def test_a_full_redis_gets_the_busy_reply_in_the_chat(tiny_redis: Redis, tmp_pat
     finally:
         bot.stop()
         stub.stop()
+
+
+# -- the bot's in-memory maps are pruned ------------------------------------------------------------------
+
+class FakeClock:
+    """A clock the test moves by hand: time passes without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_rate_limits_forget_people_who_do_not_come_back() -> None:
+    clock = FakeClock()
+    limits = Limits(per_user=10, per_chat=30, clock=clock)
+    for n in range(10_000):
+        assert limits.take(user_id=n, chat_id=-n) is None
+        clock.now += 0.001
+    assert len(limits.user) == len(limits.chat) == 10_000
+    clock.now += WINDOW_SECONDS + 1
+    assert limits.take(user_id=1, chat_id=-1) is None
+    assert len(limits.user) == len(limits.chat) == 1
+    # A person still inside the window keeps their count: the sweep never forgets a live limit.
+    for _ in range(9):
+        assert limits.take(user_id=1, chat_id=-1) is None
+    clock.now += WINDOW_SECONDS / 2
+    assert limits.take(user_id=1, chat_id=-1) is not None
+
+
+def test_the_flood_limiter_forgets_idle_chats_but_not_a_flood_in_force() -> None:
+    clock = FakeClock()
+    limiter = ChatRateLimiter(clock=clock)
+
+    async def sent() -> bool:
+        return True
+
+    def flooded(seconds: int) -> Callable[[], Coroutine[Any, Any, bool]]:
+        async def refused() -> bool:
+            raise RetryAfter(dtm.timedelta(seconds=seconds))
+        return refused
+
+    async def request(chat: int, call: Callable[[], Coroutine[Any, Any, bool]] = sent) -> None:
+        with contextlib.suppress(RetryAfter):
+            await limiter.process_request(call, (), {}, "sendMessage", {"chat_id": chat}, None)
+
+    async def scenario() -> None:
+        for n in range(1, 61):  # private chats and groups, a few of them under flood control that ends at once
+            await request(n if n % 2 else -n, flooded(0) if n % 10 == 0 else sent)
+        assert limiter.tracked() == 60
+        await request(-99_999, flooded(3600))  # Telegram holds this group back for an hour
+        clock.now += IDLE_FORGET + 1
+        await request(12_345)
+        assert limiter.tracked() == 2  # the new chat, and the group still under flood control
+        assert limiter.flooded(-99_999)
+
+    asyncio.run(scenario())
+
+
+def test_albums_waiting_for_their_other_photos_leave_after_the_wait() -> None:
+    clock = FakeClock()
+    albums = PendingAlbums(clock=clock)
+    for n in range(500):  # albums of 3 whose other photos never come (their bot restarted, say)
+        routing = {"chat_id": n, "album": {"id": f"a{n}", "index": 1, "count": 3, "reply_to": 1}}
+        assert albums.add(Completion(f"job{n}", ok=True, routing=routing))
+    assert albums.ready() == [] and len(albums) == 500
+    clock.now += ALBUM_WAIT + 1
+    assert len(albums.ready()) == 500
+    assert len(albums) == 0
