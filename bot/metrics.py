@@ -26,11 +26,11 @@ REFUSED_REASONS = frozenset({
     "download_failed", "queue_full", "redis_unreachable", "internal", *IMAGE_REFUSALS,
 })
 DELIVERY_FAILURES = frozenset({"gave_up", "uncertain", "chat_gone", "forbidden", "bad_request", "refused"})
-# Metric name (as exposed) -> label -> its values: what tests/test_bounded_state.py checks a scrape against.
+# Metric (family) name -> label -> its values: what tests/test_bounded_state.py checks a scrape against.
 LABEL_VALUES: dict[str, dict[str, frozenset[str]]] = {
-    "detbot_bot_photos_answered_total": {"outcome": ANSWER_OUTCOMES},
-    "detbot_bot_photos_refused_total": {"reason": REFUSED_REASONS},
-    "detbot_bot_delivery_failed_total": {"reason": DELIVERY_FAILURES},
+    "detbot_bot_photos_answered": {"outcome": ANSWER_OUTCOMES},
+    "detbot_bot_photos_refused": {"reason": REFUSED_REASONS},
+    "detbot_bot_delivery_failed": {"reason": DELIVERY_FAILURES},
 }
 
 

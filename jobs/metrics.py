@@ -29,10 +29,10 @@ JOB_REASONS = frozenset({
     *(cls.code for cls in ImageError.__subclasses__()),
 })
 RECOVERY_RESULTS = frozenset({"requeued", "exhausted", "done", "lost", "unknown"})
-# Metric name (as exposed) -> label -> its values, for the check of a scrape (tests/test_bounded_state.py).
+# Metric (family) name -> label -> its values, for the check of a scrape (tests/test_bounded_state.py).
 LABEL_VALUES: dict[str, dict[str, frozenset[str]]] = {
-    "detbot_jobs_total": {"outcome": JOB_OUTCOMES, "reason": JOB_REASONS},
-    "detbot_recovered_jobs_total": {"result": RECOVERY_RESULTS},
+    "detbot_jobs": {"outcome": JOB_OUTCOMES, "reason": JOB_REASONS},
+    "detbot_recovered_jobs": {"result": RECOVERY_RESULTS},
 }
 
 

@@ -8,12 +8,16 @@ import asyncio
 import contextlib
 import datetime as dtm
 import itertools
+import os
+import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from redis import Redis
 from rq.job import Job
 from telegram.error import RetryAfter
@@ -22,6 +26,8 @@ from bot import replies
 from bot.albums import ALBUM_WAIT, PendingAlbums
 from bot.i18n import ENGLISH, catalog
 from bot.limits import WINDOW_SECONDS, Limits
+from bot.metrics import LABEL_VALUES as BOT_LABELS
+from bot.metrics import BotMetrics
 from bot.ratelimit import IDLE_FORGET, ChatRateLimiter
 from detector.params import DetectParams
 from jobs import client as client_module
@@ -29,10 +35,12 @@ from jobs import keys
 from jobs.client import PHOTO_MEMORY_SHARE, DetectionClient
 from jobs.defaults import EVENTS_GROUP, RESULT_TTL
 from jobs.exceptions import QueueFullError
+from jobs.metrics import LABEL_VALUES as WORKER_LABELS
 from jobs.recovery import running_jobs
 from jobs.store import Completion
-from ops.shapes import make_images
-from tests.conftest import ROOT, RedisServer
+from ops.shapes import CLASSES, make_images
+from tests.conftest import ROOT, RedisServer, free_port
+from tests.images import tiff_many_strips
 from tests.telegram_stub import BotProcess, TelegramStub, answers_to, encode, wait_answer
 from tests.workers import running_workers, start_worker, wait_for
 
@@ -310,3 +318,85 @@ def test_albums_waiting_for_their_other_photos_leave_after_the_wait() -> None:
     clock.now += ALBUM_WAIT + 1
     assert len(albums.ready()) == 500
     assert len(albums) == 0
+
+
+# -- metric labels come from fixed sets -------------------------------------------------------------------
+
+def scrape(port: int) -> list[tuple[str, Sample]]:
+    """Every sample of an endpoint with its metric's (family's) name."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    # A counter's ``_created`` series comes as a family of its own: it carries the counter's labels.
+    return [(family.name.removesuffix("_created"), s) for family in text_string_to_metric_families(text)
+            for s in family.samples]
+
+
+def label_faults(samples: list[tuple[str, Sample]], declared: dict[str, dict[str, frozenset[str]]]) -> list[str]:
+    """Label values outside their declared sets. Besides the declared metrics: histogram buckets (``le``),
+    inference threads (1 .. the machine's cores) and class names (the model's)."""
+    cores = {str(n) for n in range(1, (os.cpu_count() or 1) + 1)}
+    fixed = {"le": None, "threads": frozenset(cores), "class_name": frozenset(CLASSES)}
+    faults = []
+    for family, sample in samples:
+        for name, value in sample.labels.items():
+            allowed = declared.get(family, {}).get(name, fixed.get(name, frozenset()))
+            if allowed is not None and value not in allowed:
+                faults.append(f"{sample.name}{{{name}={value!r}}}")
+    return faults
+
+
+def test_metric_labels_come_from_their_fixed_sets_on_every_error_path(
+    redis: Redis, redis_server: RedisServer, shapes_model: Path, tmp_path: Path
+) -> None:
+    """Refusals of every kind, worker errors, a chat that blocked the bot: every label value of every metric,
+    bot and worker, is in its declared set — no sizes, dimensions or error texts."""
+    stub = TelegramStub(TOKEN, username=BOT).start()
+    bot_port, worker_port = free_port(), free_port()
+    bot = BotProcess(stub, redis_server.url, tmp_path / "bot.log", DETBOT_BOT_METRICS_PORT=str(bot_port),
+                     DETBOT_RATE_LIMIT_USER="3")
+    try:
+        with running_workers(redis_server.url, env={"DETBOT_METRICS_PORT": str(worker_port)}, log_dir=tmp_path):
+            bot.start()
+            jpeg = encode(make_images(1400, 1)[0][0])
+            user, blocked, flooder = new_user(), new_user(), new_user()
+            chat = stub.private_chat(user)
+            sticker = {"file_id": "s1", "file_unique_id": "us1", "type": "regular", "width": 512, "height": 512,
+                       "is_animated": False, "is_video": False}
+            asked = [
+                stub.send(chat, user, sticker=sticker),
+                stub.document(chat, user, b"%PDF-1.4 hello", "application/pdf", "a.pdf"),
+                stub.document(chat, user, jpeg, "image/jpeg", "big.jpg", file_size=25 * 1024 * 1024),
+                stub.document(chat, user, jpeg[: len(jpeg) // 3], "image/jpeg", "cut.jpg"),
+                stub.document(chat, user, tiff_many_strips(), "image/tiff", "strips.tif"),
+                stub.photo(chat, user, jpeg, caption="/detect 1.5"),
+            ]
+            for msg in asked:
+                wait_answer(stub, user, msg["message_id"], 60)
+            floods = [stub.photo(stub.private_chat(flooder), flooder, jpeg) for _ in range(4)]
+            for msg in floods:
+                wait_answer(stub, flooder, msg["message_id"], 60)
+            stub.fail("sendPhoto", 403, "Forbidden: bot was blocked by the user", chat_id=blocked)
+            stub.photo(stub.private_chat(blocked), blocked, jpeg)
+            stub.wait_for(lambda: stub.sent("sendPhoto", blocked, ok=False), 60, "the refused answer")
+            wait_for(lambda: settled(redis), 60, "every answer delivered or dropped")
+
+            bot_samples, worker_samples = scrape(bot_port), scrape(worker_port)
+            assert label_faults(bot_samples, BOT_LABELS) == []
+            assert label_faults(worker_samples, WORKER_LABELS) == []
+            reasons = {s.labels["reason"] for f, s in bot_samples if f == "detbot_bot_photos_refused"}
+            assert {"too_big", "not_an_image", "rate_limit_user", "usage", "too_complex_image"} <= reasons
+            failed = {s.labels["reason"] for f, s in bot_samples if f == "detbot_bot_delivery_failed"}
+            assert "forbidden" in failed
+            assert "OTHER" not in bot.log() and "not in its fixed set" not in bot.log()
+    finally:
+        bot.stop()
+        stub.stop()
+
+
+def test_a_label_value_outside_its_set_is_counted_as_other() -> None:
+    metrics = BotMetrics()
+    metrics.refuse("too big (26214400 bytes)")
+    metrics.undelivered("Forbidden: bot was blocked by the user")
+    samples = [s for family in metrics.registry.collect() for s in family.samples]
+    values = {s.labels.get("reason") for s in samples if s.name.endswith("_total") and s.value}
+    assert values == {"other"}
