@@ -109,7 +109,7 @@ class Intake:
         """Reply ``text``; ``reason`` (one of bot.metrics.REFUSED_REASONS) labels the metric, ``detail`` (a
         size, an error's text) goes only to the log line."""
         log.info("refused photo chat=%s msg=%s: %s%s", message.chat_id, message.message_id, reason,
-                 f" ({detail})" if detail else "")
+                 f": {detail}" if detail else "")
         self.metrics.refuse(reason, count)
         await say(self.bot, message.chat_id, text, reply=message.message_id, thread=thread_of(message))
 

@@ -27,6 +27,7 @@ from jobs.defaults import (
     MAX_QUEUED_JOBS,
     QUEUE_NAME,
     RESULT_TTL,
+    RQ_RESULT_TTL,
 )
 from jobs.exceptions import QueueFullError, QueueUnavailableError
 from jobs.store import Completion
@@ -125,7 +126,7 @@ class DetectionClient:
                 # No RQ ttl on purpose: RQ silently drops an expired job; ours still runs and answers
                 # image_expired.
                 self.queue.enqueue(
-                    DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RESULT_TTL,
+                    DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RQ_RESULT_TTL,
                     failure_ttl=RESULT_TTL, pipeline=pipe,
                 )
             pipe.execute()

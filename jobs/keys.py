@@ -133,9 +133,9 @@ LIFETIMES: tuple[Lifetime, ...] = (
              "one hash per chat that changed a setting (a few fields); deleted when the bot leaves, is "
              "removed from or blocked in the chat, and the old group's when it becomes a supergroup"),
     # RQ's own keys.
-    Lifetime("rq:job:*", True, "`RESULT_TTL` once the job ended (RQ's result/failure TTL; the reaper sets it "
-                               "for jobs it ends); while waiting, at most `MAX_QUEUED_JOBS` + one per worker"),
-    Lifetime("rq:results:*", True, "`RESULT_TTL` (RQ's result TTL)"),
+    Lifetime("rq:job:*", True, "`RQ_RESULT_TTL` (10 min) once run, `RESULT_TTL` once failed or ended by the "
+                               "reaper; while waiting, at most `MAX_QUEUED_JOBS` + one per worker"),
+    Lifetime("rq:results:*", True, "`RQ_RESULT_TTL` (RQ's result TTL)"),
     Lifetime("rq:execution:*", True, "RQ's heartbeat TTL; deleted when the job ends"),
     Lifetime("rq:executions:*", True, "RQ's heartbeat TTL + 60 s"),
     Lifetime("rq:worker:*", True, "RQ's worker TTL, renewed by its heartbeat; deleted at a clean stop"),
