@@ -20,15 +20,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from redis import Redis
 from rq.job import Job
+from telegram import Bot
 from telegram.error import RetryAfter
 
 from bot import replies
 from bot.albums import ALBUM_WAIT, PendingAlbums
+from bot.chat_settings import ChatStore
+from bot.delivery import GONE_MEMORY, Delivery
 from bot.i18n import ENGLISH, catalog
 from bot.limits import WINDOW_SECONDS, Limits
 from bot.metrics import LABEL_VALUES as BOT_LABELS
 from bot.metrics import BotMetrics
 from bot.ratelimit import IDLE_FORGET, ChatRateLimiter
+from bot.status import ANSWERED_MEMORY, StatusBoard
 from detector.params import DetectParams
 from jobs import client as client_module
 from jobs import keys
@@ -400,3 +404,22 @@ def test_a_label_value_outside_its_set_is_counted_as_other() -> None:
     samples = [s for family in metrics.registry.collect() for s in family.samples]
     values = {s.labels.get("reason") for s in samples if s.name.endswith("_total") and s.value}
     assert values == {"other"}
+
+
+def test_answered_units_gone_chats_and_migrations_are_remembered_up_to_their_bounds(redis: Redis) -> None:
+    """More chats than the bound block the bot, migrate and get answers: each map keeps the latest ones only."""
+    extra = 500
+
+    async def scenario() -> None:
+        status = StatusBoard(Bot(TOKEN), DetectionClient(redis), ChatStore(redis))
+        delivery = Delivery(Bot(TOKEN), lambda: DetectionClient(redis), BotMetrics(), status)
+        for n in range(GONE_MEMORY + extra):
+            await delivery.chat_gone(n, "bot kicked")
+            delivery.moved(-n, -n - 1)
+        for n in range(ANSWERED_MEMORY + extra):
+            await status.forget(f"unit{n}")
+        assert len(delivery._gone) == len(delivery._moved) == GONE_MEMORY
+        assert len(status._answered) == ANSWERED_MEMORY
+        assert not status.answered("unit0") and status.answered(f"unit{ANSWERED_MEMORY + extra - 1}")
+
+    asyncio.run(scenario())
