@@ -4,11 +4,14 @@ maps are pruned, metric labels come from fixed sets, and a full Redis is "busy",
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import datetime as dtm
 import itertools
+import json
 import os
+import subprocess
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -18,7 +21,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from pydantic import ValidationError
 from redis import Redis
+from redis.exceptions import RedisError
 from rq.job import Job
 from telegram import Bot
 from telegram.error import RetryAfter
@@ -42,10 +47,13 @@ from jobs.exceptions import QueueFullError
 from jobs.metrics import LABEL_VALUES as WORKER_LABELS
 from jobs.recovery import running_jobs
 from jobs.store import Completion
+from ops.run import Plan, make_plan
+from ops.settings import RunSettings
 from ops.shapes import CLASSES, make_images
 from tests.conftest import ROOT, RedisServer, free_port
 from tests.images import tiff_many_strips
 from tests.telegram_stub import BotProcess, TelegramStub, answers_to, encode, wait_answer
+from tests.test_compose import compose_config, example_with
 from tests.workers import running_workers, start_worker, wait_for
 
 TOKEN = "987654321:AAH-test-SECRET-token_xyz"
@@ -423,3 +431,55 @@ def test_answered_units_gone_chats_and_migrations_are_remembered_up_to_their_bou
         assert not status.answered("unit0") and status.answered(f"unit{ANSWERED_MEMORY + extra - 1}")
 
     asyncio.run(scenario())
+
+
+# -- Redis runs with a maxmemory ------------------------------------------------------------------------------
+
+def answers_ping(client: Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except RedisError:
+        return False
+
+
+def test_detbot_run_starts_its_redis_with_the_maxmemory_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded Redis's real command line, started: its maxmemory is the setting, policy noeviction."""
+    for name in list(os.environ):
+        if name.startswith(("DETBOT_", "REDIS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DETBOT_REDIS_MAXMEMORY", "64mb")
+    plan = make_plan(RunSettings(), None, argparse.Namespace(no_bot=True, workers=0, data_dir=tmp_path,
+                                                              redis_port=0))
+    assert isinstance(plan, Plan) and plan.embedded_redis and plan.data_dir
+    plan.data_dir.mkdir(parents=True)
+    proc = subprocess.Popen(plan.embedded_redis, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = Redis.from_url(plan.redis_url)
+    try:
+        wait_for(lambda: answers_ping(client), 20, "the embedded Redis")
+        assert client.config_get("maxmemory") == {"maxmemory": str(64 * 1024 * 1024)}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("value", ["0", "lots", "-1gb", "1tb"])
+def test_a_maxmemory_that_is_no_limit_or_no_size_is_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DETBOT_REDIS_MAXMEMORY", value)
+    with pytest.raises(ValidationError, match="redis_maxmemory"):
+        RunSettings()
+
+
+def test_compose_runs_redis_with_the_maxmemory_setting(tmp_path: Path) -> None:
+    default = compose_config(tmp_path, example_with(TELEGRAM_BOT_TOKEN="1:x", REDIS_PASSWORD="p"))
+    assert default.returncode == 0, default.stderr
+    assert '--maxmemory "1gb"' in " ".join(json.loads(default.stdout)["services"]["redis"]["command"])
+    (tmp_path / "set").mkdir()
+    chosen = compose_config(tmp_path / "set", example_with(TELEGRAM_BOT_TOKEN="1:x", REDIS_PASSWORD="p",
+                                                            DETBOT_REDIS_MAXMEMORY="512mb"))
+    assert chosen.returncode == 0, chosen.stderr
+    command = " ".join(json.loads(chosen.stdout)["services"]["redis"]["command"])
+    assert '--maxmemory "512mb"' in command and "--maxmemory-policy noeviction" in command
