@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from detector.params import DetectParams
@@ -25,8 +26,9 @@ STATUS_TTL = RESULT_TTL
 # Per-class thresholds live in the chat's hash as fields "class:<name>", beside the chat's other settings.
 CLASS_FIELD = "class:"
 
-# What a Redis that went away raises through redis-py.
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+# What a Redis that went away raises through redis-py, and one at its maxmemory (noeviction refuses writes):
+# either way the bot's bookkeeping is skipped or the person told, never a crash after the photo was queued.
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, OutOfMemoryError)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from pydantic import ValidationError
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 from rq.job import Job
 from telegram import Bot
 from telegram.error import RetryAfter
@@ -43,7 +43,7 @@ from jobs import client as client_module
 from jobs import keys
 from jobs.client import PHOTO_MEMORY_SHARE, DetectionClient
 from jobs.defaults import EVENTS_GROUP, RESULT_TTL
-from jobs.exceptions import QueueFullError
+from jobs.exceptions import QueueFullError, QueueUnavailableError
 from jobs.metrics import LABEL_VALUES as WORKER_LABELS
 from jobs.recovery import running_jobs
 from jobs.store import Completion
@@ -483,3 +483,17 @@ def test_compose_runs_redis_with_the_maxmemory_setting(tmp_path: Path) -> None:
     assert chosen.returncode == 0, chosen.stderr
     command = " ".join(json.loads(chosen.stdout)["services"]["redis"]["command"])
     assert '--maxmemory "512mb"' in command and "--maxmemory-policy noeviction" in command
+
+
+def test_the_bots_bookkeeping_in_a_redis_past_its_maxmemory_never_raises(tiny_redis: Redis) -> None:
+    """Past maxmemory (noeviction refuses every write): the "handled" marks are skipped, a setting is
+    "unavailable" — never an exception that would cost a queued photo a second, "went wrong" answer."""
+    fill(tiny_redis, TINY_MAXMEMORY // 2)
+    tiny_redis.config_set("maxmemory", TINY_MAXMEMORY // 4)  # now well past it, as after a burst
+    with pytest.raises(OutOfMemoryError):
+        tiny_redis.set("probe", 1)
+    chats = ChatStore(tiny_redis)
+    chats.mark_handled(1, [10, 11])
+    assert not chats.was_handled(1, 10)
+    with pytest.raises(QueueUnavailableError):
+        chats.set_threshold(1, 0.5)
