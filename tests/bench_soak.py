@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chats", type=int, default=400)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--checkpoints", type=int, default=4, help="snapshots after the warm-up")
+    parser.add_argument("--bot-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment of the bot process (diagnostics, e.g. MALLOC_ARENA_MAX=2)")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="detbot-soak-"))
     server = RedisServer(tmp / "redis")
@@ -158,8 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     try:
         with running_workers(server.url, count=args.workers, log_dir=tmp) as workers:
+            extra = dict(item.split("=", 1) for item in args.bot_env)
             bot = BotProcess(stub, server.url, tmp / "bot.log", DETBOT_RATE_LIMIT_USER="0",
-                             DETBOT_RATE_LIMIT_CHAT="0").start()
+                             DETBOT_RATE_LIMIT_CHAT="0", **extra).start()
             try:
                 soak = Soak(stub, args.chats)
                 set_thresholds(stub, soak.users[: args.chats // 10])
