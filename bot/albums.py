@@ -139,6 +139,10 @@ class PendingAlbums:
         self.clock = clock
         self._albums: dict[str, _Assembling] = {}
 
+    def __len__(self) -> int:
+        """Albums held now: each leaves when complete or after ``wait``, whatever else happens."""
+        return len(self._albums)
+
     def add(self, completion: Completion) -> bool:
         """Hold a result of an album; False for a result that belongs to no album (answered on its own)."""
         album = completion.routing.get(ROUTING_FIELD)

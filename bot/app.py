@@ -166,7 +166,7 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
     except QueueUnavailableError:
         if explicit:
             tr = _catalog(svc, asked_by, ChatSettings())
-            await svc.intake.refuse(photos[0], "redis unreachable", tr.gettext(replies.UNAVAILABLE), len(photos))
+            await svc.intake.refuse(photos[0], "redis_unreachable", tr.gettext(replies.UNAVAILABLE), len(photos))
         else:
             log.info("group photo in chat %s not checked for /auto: Redis unreachable", asked_by.chat_id)
         return
@@ -182,7 +182,7 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
     params, unknown = await _model_params(svc, args)
     if unknown:
         text = replies.no_such_class(tr, unknown[0].name, unknown[0].suggestions, svc.names)
-        await svc.intake.refuse(photos[0], "unknown class", text, len(photos))
+        await svc.intake.refuse(photos[0], "unknown_class", text, len(photos))
         return
     request = Request(asked_by.chat, sender_of(asked_by), photos, asked_by, params,
                       chat_settings, tr)
@@ -249,7 +249,7 @@ async def on_other_media(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     asked = _addressed(message, context.bot)
     if _private(message) or asked:
         log.info("refused media chat=%s msg=%s: not a photo", message.chat_id, message.message_id)
-        services(context).metrics.refused.labels("not_a_photo").inc()
+        services(context).metrics.refuse("not_a_photo")
         await _reply(context, message, (await _tr(context, message)).gettext(replies.SEND_A_PHOTO))
 
 
@@ -262,7 +262,7 @@ async def on_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     if _private(message) or asked:
         mime = message.document.mime_type if message.document else None
         log.info("refused document chat=%s msg=%s: %s", message.chat_id, message.message_id, mime or "no type")
-        services(context).metrics.refused.labels("not_an_image").inc()
+        services(context).metrics.refuse("not_an_image")
         await _reply(context, message, (await _tr(context, message)).gettext(replies.NOT_AN_IMAGE_FILE))
 
 
@@ -471,6 +471,10 @@ async def on_my_member(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     delivery = services(context).delivery
     if status in (ChatMemberStatus.BANNED, ChatMemberStatus.LEFT):
         await delivery.chat_gone(change.chat.id, f"bot {status}")
+        try:
+            await asyncio.to_thread(services(context).chats.forget, change.chat.id)
+        except JobsError as exc:
+            log.warning("chat %s is gone; its settings stay until the next time: %s", change.chat.id, describe(exc))
     else:
         delivery.chat_back(change.chat.id)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from detector.params import DetectParams
@@ -25,8 +26,9 @@ STATUS_TTL = RESULT_TTL
 # Per-class thresholds live in the chat's hash as fields "class:<name>", beside the chat's other settings.
 CLASS_FIELD = "class:"
 
-# What a Redis that went away raises through redis-py.
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+# What a Redis that went away raises through redis-py, and one at its maxmemory (noeviction refuses writes):
+# either way the bot's bookkeeping is skipped or the person told, never a crash after the photo was queued.
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, OutOfMemoryError)
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,16 @@ class ChatStore:
             for field, value in data.items():
                 pipe.hsetnx(keys.chat(new), field, value)
             pipe.set(keys.migrated(new), old)
+            pipe.delete(keys.chat(old))  # the group is gone for good: its hash would stay for ever
             pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise QueueUnavailableError("Redis is unreachable") from exc
+
+    def forget(self, chat_id: int) -> None:
+        """The bot left, was removed from or blocked in the chat: its settings go (their documented bound,
+        jobs.keys.LIFETIMES); a chat that takes the bot back starts from the defaults."""
+        try:
+            self.redis.delete(keys.chat(chat_id), keys.migrated(chat_id))
         except REDIS_ERRORS as exc:
             raise QueueUnavailableError("Redis is unreachable") from exc
 

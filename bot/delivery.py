@@ -86,7 +86,8 @@ def _reply_missing(exc: PermanentSendError) -> bool:
     return isinstance(exc.__cause__, BadRequest) and "replied" in str(exc).lower()
 
 
-# Chats that blocked or removed the bot, remembered until they come back; a bound for a bot in many chats.
+# Chats that blocked or removed the bot, remembered until they come back, and groups that became supergroups;
+# a bound for a bot in many chats.
 GONE_MEMORY = 10_000
 
 
@@ -236,7 +237,7 @@ class Delivery:
                      "ok" if det else f"error={c.code}")
         except PermanentSendError as exc:
             await self._dropped(target, c.job_id, exc)
-        self.metrics.answered.labels("ok" if det else "error").inc()
+        self.metrics.answer("ok" if det else "error")
         await self._status_done(target, c.job_id)
         await self._ack([c])
 
@@ -257,8 +258,8 @@ class Delivery:
                      len(completions), answer.ok)
         except PermanentSendError as exc:
             await self._dropped(target, album.album_id, exc)
-        self.metrics.answered.labels("ok").inc(answer.ok)
-        self.metrics.answered.labels("error").inc(answer.failed)
+        self.metrics.answer("ok", answer.ok)
+        self.metrics.answer("error", answer.failed)
         await self._status_done(target, album.album_id)
         await self._ack(completions)
 
@@ -379,6 +380,8 @@ class Delivery:
     def moved(self, old: int, new: int) -> None:
         """A group became a supergroup: its answers, waiting or to come, go to the supergroup."""
         self._moved[old] = new
+        while len(self._moved) > GONE_MEMORY:  # the oldest migrations' answers were delivered long ago
+            del self._moved[next(iter(self._moved))]
 
     async def _migrate(self, old: int, new: int) -> None:
         """Telegram refused a send with ChatMigrated: follow the group, and tell the app (settings)."""
@@ -397,9 +400,11 @@ class Delivery:
         if isinstance(exc, GaveUpError):
             log.warning("answer for %s in chat %s dropped: Telegram failed every attempt (%s)", job,
                         target.chat_id, exc)
-            self.metrics.delivery_failed.labels("gave_up").inc()
+            self.metrics.undelivered("gave_up")
             return
-        self.metrics.delivery_failed.labels(str(exc).split(":", 1)[0]).inc()
+        cause = exc.__cause__
+        kind = "forbidden" if isinstance(cause, Forbidden) else "bad_request" if isinstance(cause, BadRequest) else ""
+        self.metrics.undelivered(kind or "refused")
         if isinstance(exc.__cause__, Forbidden):
             await self.chat_gone(target.chat_id, f"answer for {job} refused: {exc}")
         else:
@@ -408,7 +413,7 @@ class Delivery:
     def _uncertain(self, target: Target, unit: str, exc: PermanentSendError) -> None:
         log.warning("answer for %s in chat %s may have reached Telegram (%s); not sent again", unit,
                     target.chat_id, exc)
-        self.metrics.delivery_failed.labels("uncertain").inc()
+        self.metrics.undelivered("uncertain")
 
     async def _status_done(self, target: Target, unit: str) -> None:
         """The answer is out (or never will be): its status message goes, unless the chat itself is gone."""
@@ -437,7 +442,7 @@ class Delivery:
 
     async def _discard(self, units: list[_Unit]) -> None:
         for unit in units:
-            self.metrics.delivery_failed.labels("chat_gone").inc(len(unit.completions))
+            self.metrics.undelivered("chat_gone", len(unit.completions))
             await self.status.forget(unit.album.album_id if unit.album else unit.completions[0].job_id)
             await self._ack(unit.completions)
 

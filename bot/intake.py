@@ -106,9 +106,12 @@ class Intake:
         self.spawn = spawn
         self.default_params = DetectParams(settings.default_confidence)
 
-    async def refuse(self, message: Message, reason: str, text: str, count: int = 1) -> None:
-        log.info("refused photo chat=%s msg=%s: %s", message.chat_id, message.message_id, reason)
-        self.metrics.refused.labels(reason).inc(count)
+    async def refuse(self, message: Message, reason: str, text: str, count: int = 1, detail: str = "") -> None:
+        """Reply ``text``; ``reason`` (one of bot.metrics.REFUSED_REASONS) labels the metric, ``detail`` (a
+        size, an error's text) goes only to the log line."""
+        log.info("refused photo chat=%s msg=%s: %s%s", message.chat_id, message.message_id, reason,
+                 f": {detail}" if detail else "")
+        self.metrics.refuse(reason, count)
         await say(self.bot, message.chat_id, text, reply=message.message_id, thread=thread_of(message))
 
     async def handle(self, request: Request) -> None:
@@ -117,7 +120,7 @@ class Intake:
             await self._handle(request)
         except Exception as exc:
             log.error("photo in chat %s failed before queueing: %s", request.chat.id, describe(exc))
-            self.metrics.refused.labels("internal").inc(len(request.photos))
+            self.metrics.refuse("internal", len(request.photos))
             await say(self.bot, request.chat.id, request.tr.gettext(replies.SOMETHING_WRONG),
                       reply=request.photos[0].message_id, thread=thread_of(request.photos[0]))
 
@@ -131,7 +134,7 @@ class Intake:
         refusal = self.limits.take(request.user_id, chat_id, len(request.photos))
         if refusal is not None:
             text = replies.rate_limited(request.tr, refusal.limit, refusal.retry_in, refusal.scope)
-            await self.refuse(first, f"rate limit ({refusal.scope})", text, len(request.photos))
+            await self.refuse(first, f"rate_limit_{refusal.scope}", text, len(request.photos))
             return
         images = await self._fetch_all(request)
         if not images:
@@ -152,7 +155,7 @@ class Intake:
             if ref is None:
                 continue
             if ref.file_size is not None and ref.file_size > replies.MAX_DOWNLOAD_BYTES:
-                await self.refuse(message, f"too big ({ref.file_size} bytes)", replies.too_big(request.tr))
+                await self.refuse(message, "too_big", replies.too_big(request.tr), detail=f"{ref.file_size} bytes")
                 continue
             if not started:
                 await self.status.typing(request.chat.id, thread)
@@ -169,10 +172,10 @@ class Intake:
         except BadRequest as exc:
             too_big = "too big" in str(exc).lower()
             text = replies.too_big(tr) if too_big else tr.gettext(replies.DOWNLOAD_FAILED)
-            await self.refuse(message, f"download: {describe(exc)}", text)
+            await self.refuse(message, "download_failed", text, detail=describe(exc))
             return None
         except TelegramError as exc:
-            await self.refuse(message, f"download: {describe(exc)}", tr.gettext(replies.DOWNLOAD_FAILED))
+            await self.refuse(message, "download_failed", tr.gettext(replies.DOWNLOAD_FAILED), detail=describe(exc))
             return None
         try:
             # Off the event loop: the structural checks bound PIL's work, but even milliseconds per file
@@ -180,7 +183,7 @@ class Intake:
             await asyncio.to_thread(read_header, data, self.settings.max_pixels)
         except ImageError as exc:
             text = replies.error_reply(tr, exc.code, max_pixels=self.settings.max_pixels)
-            await self.refuse(message, f"{exc.code}: {getattr(exc, 'detail', '') or exc}", text)
+            await self.refuse(message, exc.code, text, detail=str(getattr(exc, "detail", "") or exc))
             return None
         return data
 
@@ -198,16 +201,16 @@ class Intake:
             return
         except QueueFullError:
             # Other photos took the room between the check and the submit: nothing of these was queued.
-            await self.refuse(first, "queue full", request.tr.gettext(replies.BUSY), len(images))
+            await self.refuse(first, "queue_full", request.tr.gettext(replies.BUSY), len(images))
             return
         except QueueUnavailableError:
-            await self.refuse(first, "redis unreachable", request.tr.gettext(replies.UNAVAILABLE), len(images))
+            await self.refuse(first, "redis_unreachable", request.tr.gettext(replies.UNAVAILABLE), len(images))
             return
         if left_out:
             # One reply for the photos left out; an album's queued photos are answered as a smaller album.
             if job_ids:
                 log.warning("album in chat %s: %d of %d photos queued", request.chat.id, len(job_ids), len(images))
-            await self.refuse(left_out[0][0], "queue full", request.tr.gettext(replies.BUSY), len(left_out))
+            await self.refuse(left_out[0][0], "queue_full", request.tr.gettext(replies.BUSY), len(left_out))
         if job_ids:
             self.spawn(self.status.show_later(unit, job_ids[0], request.chat.id, thread_of(first),
                                               first.message_id, request.tr))

@@ -32,6 +32,7 @@ class RateLimiter:
         self.window = window
         self.clock = clock
         self._hits: dict[int, deque[float]] = {}
+        self._swept_at = clock()
 
     def _prune(self, key: int) -> deque[float]:
         hits = self._hits.get(key, deque())
@@ -52,7 +53,22 @@ class RateLimiter:
 
     def hit(self, key: int, count: int = 1) -> None:
         now = self.clock()
+        self._sweep(now)
         self._hits.setdefault(key, deque()).extend([now] * count)
+
+    def _sweep(self, now: float) -> None:
+        """Once a window, forget every key whose last hit is a window old: people who never come back would
+        otherwise stay in the map for ever (issue 11). Amortised, it costs one pass per window."""
+        if now - self._swept_at < self.window:
+            return
+        self._swept_at = now
+        cutoff = now - self.window
+        for key in [k for k, hits in self._hits.items() if not hits or hits[-1] <= cutoff]:
+            del self._hits[key]
+
+    def __len__(self) -> int:
+        """Keys remembered now (bounded: those with a hit within the last two windows)."""
+        return len(self._hits)
 
 
 class Limits:

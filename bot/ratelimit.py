@@ -32,6 +32,10 @@ GROUP_RATE = (20, 60.0)
 MAX_IN_FLIGHT = 16
 # Per-chat limiters kept; beyond this, idle ones are forgotten (a bot in thousands of chats).
 MAX_CHAT_LIMITERS = 1024
+# Chats' limiters and flood marks idle this long are forgotten: a limiter is full again after its period
+# (GROUP_RATE's minute at most), so forgetting it changes nothing; without this, every chat ever answered
+# would keep one (issue 11: the maps were pruned only when their chat came back).
+IDLE_FORGET = 2 * GROUP_RATE[1]
 # Calls that do not post a message (chat actions, edits, lookups) are not counted against a chat's pace.
 UNPACED = frozenset({"sendChatAction"})
 
@@ -57,11 +61,36 @@ def _weight(endpoint: str, data: dict[str, Any]) -> int:
 class ChatRateLimiter(BaseRateLimiter[int]):
     """Overall and per-chat pacing; a 429 holds back only its own chat and is raised to the caller."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
         self._overall = AsyncLimiter(*OVERALL_RATE)
         self._chats: dict[int | str, AsyncLimiter] = {}
         self._flood_until: dict[int | str, float] = {}
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        # The event loop's clock unless a test gives its own; only the forgetting of idle chats reads it.
+        self._clock = clock
+        self._last_used: dict[int | str, float] = {}
+        self._swept_at = float("-inf")
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def _forget_idle(self) -> None:
+        """Once per IDLE_FORGET, drop the limiters and ended flood marks of chats idle for IDLE_FORGET."""
+        now = self._now()
+        if now - self._swept_at < IDLE_FORGET:
+            return
+        self._swept_at = now
+        loop_now = asyncio.get_running_loop().time()
+        for key in [k for k, used in self._last_used.items() if now - used >= IDLE_FORGET]:
+            if self._flood_until.get(key, 0.0) > loop_now:
+                continue  # Telegram's flood control outlasts the idleness: still honoured when the chat returns
+            del self._last_used[key]
+            self._chats.pop(key, None)
+            self._flood_until.pop(key, None)
+
+    def tracked(self) -> int:
+        """Chats this limiter holds any state for (bounded: those active within IDLE_FORGET, twice)."""
+        return len(self._chats.keys() | self._flood_until.keys() | self._last_used.keys())
 
     async def initialize(self) -> None:
         """Nothing to set up."""
@@ -94,6 +123,8 @@ class ChatRateLimiter(BaseRateLimiter[int]):
         if chat_id is None:
             return await callback(*args, **kwargs)  # getMe, getFile, ...: no chat, no flood limit
         key = _chat_key(chat_id)
+        self._forget_idle()
+        self._last_used[key] = self._now()
         await self._flood_over(key)
         if endpoint.startswith("send") and endpoint not in UNPACED:
             limiter = self._limiter(key)

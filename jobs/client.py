@@ -13,7 +13,7 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import OutOfMemoryError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -28,6 +28,7 @@ from jobs.defaults import (
     ONCE_TTL,
     QUEUE_NAME,
     RESULT_TTL,
+    RQ_RESULT_TTL,
 )
 from jobs.exceptions import AlreadyQueuedError, QueueFullError, QueueUnavailableError
 from jobs.store import Completion
@@ -36,6 +37,10 @@ from jobs.store import Completion
 ONCE_RETRIES = 3
 # The job function, by dotted path: the producer never imports it (it would pull in torch).
 DETECT_JOB = "jobs.tasks.detect_job"
+# New photos may fill Redis's maxmemory only up to this share: the rest is for what must never be refused
+# for want of memory — the workers' results (an annotated JPEG replaces its photo), completion events, the
+# bot's bookkeeping. Redis runs noeviction, so past maxmemory those writes would fail, not evict.
+PHOTO_MEMORY_SHARE = 0.8
 
 
 def make_queue(redis: Redis, name: str = QUEUE_NAME) -> Queue:
@@ -49,6 +54,17 @@ def _redis_errors() -> Iterator[None]:
         yield
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise QueueUnavailableError("Redis is unreachable") from exc
+    except OutOfMemoryError as exc:  # maxmemory reached (noeviction): the queue is full, in bytes
+        raise QueueFullError("Redis is out of memory") from exc
+
+
+def _memory_left(redis: Redis) -> int | None:
+    """Bytes new photos may still take in Redis, None when it has no maxmemory."""
+    info: Any = redis.info("memory")
+    limit = int(info.get("maxmemory", 0))
+    if not limit:
+        return None
+    return int(limit * PHOTO_MEMORY_SHARE) - int(info.get("used_memory", 0))
 
 
 class DetectionClient:
@@ -117,6 +133,9 @@ class DetectionClient:
             if waiting + len(images) > self.max_queued:
                 raise QueueFullError(f"{waiting} jobs are already waiting; {len(images)} more would pass "
                                      f"the limit of {self.max_queued}")
+            memory = _memory_left(self.redis)
+            if memory is not None and sum(map(len, images)) > memory:
+                raise QueueFullError(f"Redis is near its maxmemory: {max(memory, 0)} bytes left for photos")
             job_ids = [uuid.uuid4().hex for _ in images]
             # The photos, their records, the RQ jobs and the marker in one transaction: all of them or none.
             pipe.multi()  # explicit, as RQ's enqueue expects of a pipeline handed to it
@@ -125,7 +144,7 @@ class DetectionClient:
                 # No RQ ttl on purpose: RQ silently drops an expired job; ours still runs and answers
                 # image_expired.
                 self.queue.enqueue(
-                    DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RESULT_TTL,
+                    DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RQ_RESULT_TTL,
                     failure_ttl=RESULT_TTL, pipeline=pipe,
                 )
             if once is not None:

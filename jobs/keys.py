@@ -2,10 +2,14 @@
 
 The queue's keys (jobs, images, results, events, worker liveness and recovery) and the bot's (chat
 settings, bookkeeping) share the ``detbot:`` prefix, so ``redis-cli --scan --pattern 'detbot:*'`` shows
-all of detbot's state and nothing else. Lifetimes are in :mod:`jobs.defaults` and where each key is written.
+all of detbot's state and nothing else. Every key's lifetime or bound, RQ's included, is in :data:`LIFETIMES`
+(docs/state.md); the values are in :mod:`jobs.defaults` and where each key is written.
 """
 
 from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
 
 from jobs.defaults import KEY_PREFIX, QUEUE_NAME
 
@@ -138,3 +142,78 @@ def render_done(render_id: str) -> str:
 def render_output(render_id: str) -> str:
     """Hash of a render's images: ``0``, ``1``, ... (one for a re-drawing, up to ten crops)."""
     return f"{KEY_PREFIX}:render:out:{render_id}"
+
+
+# -- every key's lifetime --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Lifetime:
+    """How long the keys matching ``pattern`` (a ``redis-cli --scan`` glob) live.
+
+    ``expires``: every such key carries a TTL once its job or message is over; otherwise the keys have no
+    TTL and ``bound`` says why their number and size cannot grow with time.
+    """
+
+    pattern: str
+    expires: bool
+    bound: str
+
+
+# Every key in Redis that detbot and RQ write, first match wins. docs/state.md shows this table (a test
+# checks the two are the same) and tests/test_bounded_state.py checks a Redis after a realistic run
+# against it: a key matching no row, or one that should expire and does not, fails it.
+LIFETIMES: tuple[Lifetime, ...] = (
+    Lifetime(job("*"), True, "`RESULT_TTL` (24 h) from submit; `DELIVERED_TTL` (10 min) once answered"),
+    Lifetime(image("*"), True, "`IMAGE_TTL` (1 h); deleted when the job completes"),
+    Lifetime(annotated("*"), True, "`RESULT_TTL`; deleted once answered"),
+    Lifetime(alive("*"), True, "`LIVENESS_TTL` (10 s), renewed by the worker's heartbeat"),
+    Lifetime(reaper_lock("*"), True, "`REAP_INTERVAL` (5 s)"),
+    Lifetime(orphan("*", "*"), True, "`ORPHAN_MARK_TTL` (20 s)"),
+    Lifetime(running("*"), False, "one hash per queue; one field per job being run now (≤ one per worker)"),
+    Lifetime(class_names("*"), False, "one short string per queue, rewritten at each worker's start"),
+    Lifetime(f"{KEY_PREFIX}:events*", False,
+             "one stream per queue; answered events deleted, at most `EVENTS_MAXLEN` (10,000) entries"),
+    Lifetime(f"{KEY_PREFIX}:bot:handled:*", True, "`HANDLED_TTL` (24 h): Telegram re-sends updates for less"),
+    Lifetime(status("*"), True, "`STATUS_TTL` (= `RESULT_TTL`); deleted with its status message"),
+    Lifetime(answer("*"), True, "`DETBOT_ANSWER_TTL` (24 h) from the answer: its buttons work that long"),
+    Lifetime(f"{KEY_PREFIX}:bot:inbox:*", False, "one hash per bot; at most `bot.polling.INBOX_LIMIT` (5,000) updates, each "
+                                "removed when its handler finished"),
+    Lifetime(f"{KEY_PREFIX}:bot:offset:*", False, "one integer per bot"),
+    Lifetime(status_retry(), False, "at most `bot.status.RETRY_LIMIT` (10,000) members, each dropped after its "
+                                    "last try"),
+    Lifetime(render_request("*"), True, "`jobs.render.REQUEST_TTL` (30 s); deleted when taken"),
+    Lifetime(render_done("*"), True, "`jobs.render.OUTPUT_TTL` (30 s)"),
+    Lifetime(render_output("*"), True, "`jobs.render.OUTPUT_TTL` (30 s); deleted when read"),
+    Lifetime(renders("*"), True, "`jobs.render.REQUEST_TTL` (30 s) from the last press; emptied by the workers"),
+    Lifetime(f"{KEY_PREFIX}:bot:migrated:*", False,
+             "one per supergroup that was a group; deleted when the bot leaves or is removed from it"),
+    Lifetime(f"{KEY_PREFIX}:chat:*", False,
+             "one hash per chat that changed a setting (a few fields); deleted when the bot leaves, is "
+             "removed from or blocked in the chat, and the old group's when it becomes a supergroup"),
+    # RQ's own keys.
+    Lifetime("rq:job:*", True, "`RQ_RESULT_TTL` (10 min) once run, `RESULT_TTL` once failed or ended by the "
+                               "reaper; while waiting, at most `MAX_QUEUED_JOBS` + one per worker"),
+    Lifetime("rq:results:*", True, "`RQ_RESULT_TTL` (RQ's result TTL)"),
+    Lifetime("rq:execution:*", True, "RQ's heartbeat TTL; deleted when the job ends"),
+    Lifetime("rq:executions:*", True, "RQ's heartbeat TTL + 60 s"),
+    Lifetime("rq:worker:*", True, "RQ's worker TTL, renewed by its heartbeat; deleted at a clean stop"),
+    Lifetime("rq:clean_registries:*", True, "RQ's maintenance interval"),
+    Lifetime("rq:queue:*", False, "the waiting jobs (≤ `MAX_QUEUED_JOBS`) and those between dequeue and start"),
+    Lifetime("rq:queues", False, "one member per queue"),
+    Lifetime("rq:workers*", False, "one member per live worker; RQ's maintenance drops dead ones"),
+    Lifetime("rq:wip:*", False, "jobs running now; RQ's maintenance drops expired entries"),
+    Lifetime("rq:finished:*", False, "jobs of the last `RESULT_TTL`, ~50 bytes each; expired entries dropped"),
+    Lifetime("rq:failed:*", False, "jobs of the last `RESULT_TTL` RQ saw fail; expired entries dropped"),
+)
+
+
+def lifetime(key: str) -> Lifetime | None:
+    """The row of :data:`LIFETIMES` a key falls under, None for a key detbot does not know."""
+    return next((row for row in LIFETIMES if fnmatch.fnmatchcase(key, row.pattern)), None)
+
+
+def lifetimes_table() -> str:
+    """:data:`LIFETIMES` as the Markdown table of docs/state.md."""
+    lines = ["| key | expires | lifetime or bound |", "|---|---|---|"]
+    lines += [f"| `{row.pattern}` | {'yes' if row.expires else 'no'} | {row.bound} |" for row in LIFETIMES]
+    return "\n".join(lines)

@@ -14,6 +14,32 @@ from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from detector.errors import DetectorError, ImageError
+from jobs.store import CODE_EXPIRED, CODE_IMAGE_EXPIRED, CODE_INTERNAL, CODE_RETRIES_EXHAUSTED, CODE_TIMEOUT
+
+# Every label value each metric may carry, from fixed sets (no sizes, dimensions or error texts: those go to
+# the log line); a value outside its set is counted as OTHER. Class names are the model's own, a fixed list;
+# threads are 1 .. the machine's cores.
+OTHER = "other"
+JOB_OUTCOMES = frozenset({"ok", "error", "duplicate"})
+# A job's reason: "none" for a success, else a queue code (jobs.store) or a detector error's stable code.
+JOB_REASONS = frozenset({
+    "none", CODE_TIMEOUT, CODE_RETRIES_EXHAUSTED, CODE_IMAGE_EXPIRED, CODE_INTERNAL, CODE_EXPIRED,
+    DetectorError.code, *(cls.code for cls in DetectorError.__subclasses__()),
+    *(cls.code for cls in ImageError.__subclasses__()),
+})
+RECOVERY_RESULTS = frozenset({"requeued", "exhausted", "done", "lost", "unknown"})
+# Metric (family) name -> label -> its values, for the check of a scrape (tests/test_bounded_state.py).
+LABEL_VALUES: dict[str, dict[str, frozenset[str]]] = {
+    "detbot_jobs": {"outcome": JOB_OUTCOMES, "reason": JOB_REASONS},
+    "detbot_recovered_jobs": {"result": RECOVERY_RESULTS},
+}
+
+
+def label(value: str, allowed: frozenset[str]) -> str:
+    return value if value in allowed else OTHER
+
+
 # Seconds: CPU inference of a small model is tens of ms, a big model on a busy CPU a few seconds.
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Seconds from submit to completion: includes waiting in the queue, which can reach minutes when busy.
@@ -111,7 +137,7 @@ class WorkerMetrics:
         return bool(self.ready._value.get())
 
     def job_done(self, outcome: JobOutcome, seconds: float) -> None:
-        self.jobs.labels(outcome.status, outcome.code or "none").inc()
+        self.jobs.labels(label(outcome.status, JOB_OUTCOMES), label(outcome.code or "none", JOB_REASONS)).inc()
         self.job_seconds.observe(seconds)
         if outcome.inference_ms:
             self.inference_seconds.observe(outcome.inference_ms / 1e3)
@@ -128,7 +154,7 @@ class WorkerMetrics:
         self.renders.labels(kind).inc()
 
     def recovered(self, result: str) -> None:
-        self.recoveries.labels(result).inc()
+        self.recoveries.labels(label(result, RECOVERY_RESULTS)).inc()
 
     def refused(self) -> None:
         self.refusals.inc()

@@ -34,7 +34,7 @@ from rq import Queue
 from rq.job import Job
 
 from jobs import keys, store, tasks
-from jobs.defaults import HEARTBEAT_INTERVAL, LIVENESS_TTL, ORPHAN_GRACE, REAP_INTERVAL, WEDGED_GRACE
+from jobs.defaults import HEARTBEAT_INTERVAL, LIVENESS_TTL, ORPHAN_GRACE, REAP_INTERVAL, RESULT_TTL, WEDGED_GRACE
 
 if TYPE_CHECKING:
     from jobs.metrics import WorkerMetrics
@@ -113,7 +113,9 @@ def release(conn: Redis, queue_name: str, job_id: str, worker_name: str) -> None
 
 # Take an abandoned job back, atomically: only if it is still abandoned (a second reaper finds 'gone').
 # KEYS: running, queue, intermediate, started registry, failed registry, detbot job hash, RQ job hash.
-# ARGV: job id, dead worker ('' for an orphan of the dequeue window), max attempts.
+# ARGV: job id, dead worker ('' for an orphan of the dequeue window), max attempts, TTL of an ended RQ job.
+# A job that will not run again keeps its RQ hash only ARGV[4] seconds: no RQ worker finishes it, so
+# nothing else would ever expire it (issue 11: the hashes of reaped jobs piled up for ever).
 _REQUEUE = """
 local id = ARGV[1]
 if ARGV[2] ~= '' then
@@ -130,12 +132,19 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
 end
 redis.call('ZREM', KEYS[5], id)
 local status = redis.call('HGET', KEYS[6], 'status')
-if status == 'ok' or status == 'error' then return {'done', 0} end
-if not status then return {'unknown', 0} end
+if status == 'ok' or status == 'error' then
+  redis.call('EXPIRE', KEYS[7], ARGV[4])
+  return {'done', 0}
+end
+if not status then
+  redis.call('EXPIRE', KEYS[7], ARGV[4])
+  return {'unknown', 0}
+end
 if redis.call('EXISTS', KEYS[7]) == 0 then return {'lost', 0} end
 local attempts = redis.call('HINCRBY', KEYS[6], 'attempts', 1)
 if attempts >= tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[7], 'status', 'failed')
+  redis.call('EXPIRE', KEYS[7], ARGV[4])
   return {'exhausted', attempts}
 end
 redis.call('HSET', KEYS[7], 'status', 'queued')
@@ -160,7 +169,7 @@ def _requeue(redis: Redis, queue: Queue, job_id: str, worker: str, max_attempts:
         keys.running(queue.name), queue.key, queue.intermediate_queue_key, queue.started_job_registry.key,
         queue.failed_job_registry.key, keys.job(job_id), Job.key_for(job_id),
     ]
-    raw: Any = redis.eval(_REQUEUE, len(script_keys), *script_keys, job_id, worker, max_attempts)
+    raw: Any = redis.eval(_REQUEUE, len(script_keys), *script_keys, job_id, worker, max_attempts, RESULT_TTL)
     result = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
     return Recovered(job_id, worker, result, int(raw[1]))
 

@@ -74,6 +74,9 @@ class RenderClient:
         pipe.hset(keys.render_request(render_id), mapping={"image": image, "spec": spec})
         pipe.expire(keys.render_request(render_id), REQUEST_TTL)
         pipe.rpush(self.list, render_id)
+        # Every id in the list is useless once its request expired: with no worker taking them, the list
+        # goes with its last request instead of growing press by press.
+        pipe.expire(self.list, REQUEST_TTL)
         pipe.execute()
         reply: Any = self.redis.blpop([keys.render_done(render_id)], timeout=self.wait)
         if reply is None:

@@ -154,6 +154,7 @@ class DetbotWorker(SimpleWorker):
             pipe.lrem(queue.intermediate_queue_key, 0, job.id)
             job.set_status(JobStatus.FAILED, pipeline=pipe)
             queue.failed_job_registry.add(job, ttl=RESULT_TTL, pipeline=pipe)
+            pipe.expire(job.key, RESULT_TTL)  # no RQ worker finishes it: nothing else would expire its hash
             pipe.execute()
         if self.metrics is not None:
             self.metrics.refused()

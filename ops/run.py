@@ -278,6 +278,7 @@ def make_plan(settings: RunSettings, telegram: TelegramSettings | None, args: ar
     cmd = [
         exe, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes", "--dir", str(data_dir),
         "--appendonly", "yes", "--appendfsync", APPENDFSYNC, "--maxmemory-policy", "noeviction",
+        "--maxmemory", settings.redis_maxmemory,
         "--daemonize", "no", "--loglevel", "warning", "--logfile", str(data_dir / "redis.log"),
     ]
     return Plan(f"redis://127.0.0.1:{port}/0", cmd, data_dir, workers, bot, prefix, source, settings.queue)
@@ -331,7 +332,7 @@ def summary(plan: Plan, settings: RunSettings, telegram: TelegramSettings | None
     lines = []
     if plan.embedded_redis:
         lines.append(f"redis    embedded redis-server {redis_version} at {plan.redis_url}, "
-                     f"data in {plan.data_dir} (append-only)")
+                     f"data in {plan.data_dir} (append-only, maxmemory {settings.redis_maxmemory})")
     else:
         lines.append(f"redis    {mask_url(plan.redis_url)} (REDIS_URL), Redis {redis_version}")
     model = os.environ.get("DETBOT_MODEL", "yolo26n.pt (default)")

@@ -19,6 +19,9 @@ from jobs.settings import ENV_PREFIX, QueueSettings, WorkerMetricsSettings, Work
 # The embedded Redis's port when none is set: the port workers and bots use by default, so a
 # `detbot worker` started by hand on this machine finds it without any setting.
 DEFAULT_REDIS_PORT = 6379
+# The embedded Redis's memory cap: a hundred queued photos of a few MB each, their results and the bot's
+# bookkeeping fit several times over; past it photos are refused ("busy") rather than the machine swapping.
+DEFAULT_REDIS_MAXMEMORY = "1gb"
 
 
 class RunSettings(QueueSettings, WorkerMetricsSettings):
@@ -30,6 +33,11 @@ class RunSettings(QueueSettings, WorkerMetricsSettings):
     data_dir: Path = Field(Path(".detbot"), description="Folder of the embedded Redis's data.")
     redis_port: int = Field(DEFAULT_REDIS_PORT, ge=0, le=65535,
                             description="Port of the embedded Redis (127.0.0.1); 0: any free port.")
+    redis_maxmemory: str = Field(
+        DEFAULT_REDIS_MAXMEMORY, pattern=r"^[1-9][0-9]*([kmg]b?)?$",
+        description="Memory cap of the embedded Redis (redis-server units: 512mb, 2gb); a full Redis answers "
+                    "\"busy\" and never evicts queued photos.",
+    )
 
     @property
     def external_redis(self) -> str | None:

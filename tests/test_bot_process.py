@@ -79,7 +79,7 @@ def test_redis_down_allow_list_and_health(tmp_path: Path) -> None:
         assert status == 503 and json.loads(body) == {"ok": False, "redis": False}
         status, body = _get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200
-        assert b'detbot_bot_photos_refused_total{reason="redis unreachable"} 1.0' in body
+        assert b'detbot_bot_photos_refused_total{reason="redis_unreachable"} 1.0' in body
 
         # Redis comes back: the same bot queues photos again (no worker here, so it reports the queue).
         redis.start()
