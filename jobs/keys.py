@@ -176,8 +176,9 @@ LIFETIMES: tuple[Lifetime, ...] = (
     Lifetime(f"{KEY_PREFIX}:bot:handled:*", True, "`HANDLED_TTL` (24 h): Telegram re-sends updates for less"),
     Lifetime(status("*"), True, "`STATUS_TTL` (= `RESULT_TTL`); deleted with its status message"),
     Lifetime(answer("*"), True, "`DETBOT_ANSWER_TTL` (24 h) from the answer: its buttons work that long"),
-    Lifetime(f"{KEY_PREFIX}:bot:inbox:*", False, "one hash per bot; at most `bot.polling.INBOX_LIMIT` (5,000) updates, each "
-                                "removed when its handler finished"),
+    Lifetime(f"{KEY_PREFIX}:bot:inbox:*", False,
+             "one hash per bot; at most `bot.polling.INBOX_LIMIT` (5,000) updates, each removed when its handler "
+             "finished"),
     Lifetime(f"{KEY_PREFIX}:bot:offset:*", False, "one integer per bot"),
     Lifetime(status_retry(), False, "at most `bot.status.RETRY_LIMIT` (10,000) members, each dropped after its "
                                     "last try"),
