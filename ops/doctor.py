@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from bot.settings import TelegramSettings
 from jobs.settings import WorkerSettings
@@ -309,10 +309,39 @@ def _load_and_smoke(ctx: Context, on_disk: Path | None) -> Result:
     )
 
 
-def _persistence(info: dict[str, object]) -> tuple[Status, str]:
-    if str(info.get("aof_enabled", "0")) == "1":
-        return "ok", "append-only persistence on"
-    return "warn", "append-only persistence OFF: queued photos are lost if Redis restarts"
+def _persistence(info: dict[str, object], fsync: str | None) -> tuple[Status, str, str]:
+    """Whether an accepted photo survives a Redis crash: append-only, fsync'd on every write (README,
+    "Durability"). ``fsync`` is None where CONFIG GET is not allowed (managed Redis): not judged then."""
+    if str(info.get("aof_enabled", "0")) != "1":
+        return "warn", "append-only persistence OFF: queued photos are lost if Redis restarts", \
+            "run Redis with --appendonly yes --appendfsync always"
+    if fsync not in (None, "always"):
+        return "warn", f"append-only persistence on, appendfsync {fsync}: a crash may lose just-queued photos", \
+            "run Redis with --appendfsync always"
+    return "ok", "append-only persistence on" + (f", appendfsync {fsync}" if fsync else ""), ""
+
+
+def _memory(memory: dict[str, object]) -> tuple[Status, str, str]:
+    """A maxmemory makes a full Redis answer "busy"; an evicting policy would drop queued photos."""
+    policy = str(memory.get("maxmemory_policy", "noeviction"))
+    limit = int(str(memory.get("maxmemory", 0)) or 0)
+    if limit and policy != "noeviction":
+        return "warn", f"maxmemory-policy {policy} may evict queued jobs", "set maxmemory-policy noeviction"
+    if not limit:
+        return "warn", "no maxmemory: a full machine, not a \"busy\" reply, ends the intake", \
+            "run Redis with --maxmemory 1gb (DETBOT_REDIS_MAXMEMORY) --maxmemory-policy noeviction"
+    return "ok", f"maxmemory {limit // (1024 * 1024)} MB, noeviction", ""
+
+
+def _config(client: Any, name: str) -> str | None:
+    """One CONFIG GET value, None where the command is refused (managed Redis, ACLs)."""
+    from redis.exceptions import RedisError
+
+    try:
+        value = client.config_get(name).get(name)
+    except RedisError:
+        return None
+    return str(value) if value is not None else None
 
 
 def check_redis(ctx: Context) -> Result:
@@ -338,6 +367,7 @@ def check_redis(ctx: Context) -> Result:
         server = client.info("server")
         persistence = client.info("persistence")
         memory = client.info("memory")
+        fsync = _config(client, "appendfsync")
     except AuthenticationError as exc:
         return Result("redis", "FAIL", f"{shown}: the password was rejected ({ctx.mask(_error(exc))})",
                       "put the right password in REDIS_URL: redis://:PASSWORD@host:6379/0")
@@ -349,15 +379,10 @@ def check_redis(ctx: Context) -> Result:
                       "start Redis (docker compose up -d redis) or fix the host/port in REDIS_URL")
     finally:
         client.close()
-    status, persisted = _persistence(persistence)
-    policy = str(memory.get("maxmemory_policy", "noeviction"))
-    evicts = int(str(memory.get("maxmemory", 0)) or 0) > 0 and policy != "noeviction"
-    detail = f"{shown}: Redis {server.get('redis_version', '?')}, {persisted}"
-    if evicts:
-        status, detail = "warn", f"{detail}; maxmemory-policy {policy} may evict queued jobs"
-    fix = "run Redis with --appendonly yes" if status == "warn" and "OFF" in persisted else (
-        "set maxmemory-policy noeviction" if evicts else "")
-    return Result("redis", status, detail, fix)
+    findings = [_persistence(persistence, fsync), _memory(memory)]
+    status: Status = "warn" if any(f[0] == "warn" for f in findings) else "ok"
+    detail = "; ".join([f"{shown}: Redis {server.get('redis_version', '?')}", *(f[1] for f in findings)])
+    return Result("redis", status, detail, "; ".join(f[2] for f in findings if f[2]))
 
 
 def check_telegram(ctx: Context) -> Result:
@@ -428,7 +453,7 @@ def run_check(ctx: Context, name: str) -> Result:
 
 def render(result: Result) -> str:
     line = f"{result.status:<5} {result.name:<9} {result.detail}"
-    return f"{line}\n{'':<5} {'':<9} fix: {result.fix}" if result.status == "FAIL" and result.fix else line
+    return f"{line}\n{'':<5} {'':<9} fix: {result.fix}" if result.status in ("FAIL", "warn") and result.fix else line
 
 
 def _secrets(settings: WorkerSettings, telegram: TelegramSettings | None) -> list[str]:

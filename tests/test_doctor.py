@@ -66,7 +66,9 @@ def mismatched_torchvision(root: Path) -> Path:
 
 
 def test_a_healthy_installation_passes_every_check(tmp_path: Path, shapes_model: Path) -> None:
-    redis = RedisServer(tmp_path / "redis", appendonly=True)
+    # Redis as `detbot run` and compose start it (README, "Durability"; docs/state.md).
+    redis = RedisServer(tmp_path / "redis", appendonly=True,
+                        config=("--appendfsync", "always", "--maxmemory", "64mb", "--maxmemory-policy", "noeviction"))
     redis.start()
     url = f"redis://:{PASSWORD}@127.0.0.1:{redis.port}/0"
     try:
@@ -81,7 +83,8 @@ def test_a_healthy_installation_passes_every_check(tmp_path: Path, shapes_model:
         assert line(out.stdout, name).startswith("ok"), out.stdout
     assert "smoke inference on bus.jpg" in line(out.stdout, "model")
     assert "shapes.pt: 3 classes" in line(out.stdout, "model")
-    assert "append-only persistence on" in line(out.stdout, "redis")
+    assert "append-only persistence on, appendfsync always" in line(out.stdout, "redis")
+    assert "maxmemory 64 MB, noeviction" in line(out.stdout, "redis")
     assert line(out.stdout, "telegram").startswith("skip") and "--offline" in line(out.stdout, "telegram")
     assert out.stdout.rstrip().endswith("all checks passed")
     for secret in (PASSWORD, TOKEN.split(":")[1]):
@@ -122,6 +125,19 @@ def test_redis_without_persistence_is_a_warning_not_a_failure(tmp_path: Path, re
     out = doctor("--check", "redis", cwd=tmp_path, REDIS_URL=redis_server.url)
     assert out.returncode == 0
     assert line(out.stdout, "redis").startswith("warn") and "append-only persistence OFF" in out.stdout
+
+
+def test_redis_that_may_lose_or_overflow_is_named_with_its_fixes(tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path / "redis", appendonly=True, config=("--appendfsync", "everysec"))
+    redis.start()
+    try:
+        out = doctor("--check", "redis", cwd=tmp_path, REDIS_URL=redis.url)
+    finally:
+        redis.stop()
+    assert out.returncode == 0
+    found = line(out.stdout, "redis")
+    assert found.startswith("warn") and "appendfsync everysec" in found and "no maxmemory" in found
+    assert "--appendfsync always" in out.stdout and "--maxmemory 1gb" in out.stdout
 
 
 @pytest.fixture
