@@ -290,6 +290,9 @@ def test_the_one_command_answers_a_photo_in_a_chat(tmp_path: Path, runs: list[Ru
         holders = {_cmdline(pid): token.encode() in _environ(pid) for pid in run.children()}
         assert [has for cmd, has in holders.items() if " bot" in cmd] == [True], holders
         assert not [cmd for cmd, has in holders.items() if has and " bot" not in cmd], holders
+        # The bot alone runs on two malloc arenas (README, soak); torch in the workers keeps glibc's default.
+        arenas = {_cmdline(pid): b"MALLOC_ARENA_MAX=2" in _environ(pid).split(b"\0") for pid in run.children()}
+        assert [has for cmd, has in arenas.items() if " bot" in cmd] == [True], arenas
         assert run.stop() == 0
     finally:
         stub.stop()
