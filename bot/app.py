@@ -521,12 +521,13 @@ def build_application(
     ``redis`` serves the handlers; ``reader_redis`` makes the connection of the blocking result reader;
     ``names``: the class names in people's languages (default: read from ``settings.class_names``).
     """
+    telegram_limits = ChatRateLimiter()
     application = (
         ApplicationBuilder()
         .token(settings.telegram_bot_token.get_secret_value())
         .base_url(settings.api_url)
         .base_file_url(settings.file_url)
-        .rate_limiter(ChatRateLimiter())
+        .rate_limiter(telegram_limits)
         .concurrent_updates(True)
         .post_init(_post_init)
         .post_stop(_post_stop)
@@ -537,7 +538,7 @@ def build_application(
     chats = ChatStore(redis)
     if names is None:
         names = load_class_names(settings.class_names)
-    status = StatusBoard(application.bot, client, chats)
+    status = StatusBoard(application.bot, client, chats, near_limit=telegram_limits.near_limit)
     limits = Limits(settings.rate_limit_user, settings.rate_limit_chat)
 
     def make_reader() -> DetectionClient:

@@ -20,7 +20,7 @@ from bot import replies
 from bot.albums import queued_album
 from bot.chat_settings import ChatSettings, ChatStore
 from bot.i18n import ENGLISH, Catalog, catalog
-from bot.limits import Limits
+from bot.limits import Limits, Refusal
 from bot.metrics import BotMetrics
 from bot.settings import BotSettings
 from bot.status import StatusBoard
@@ -121,7 +121,6 @@ class Intake:
                       reply=request.photos[0].message_id, thread=thread_of(request.photos[0]))
 
     async def _handle(self, request: Request) -> None:
-        first = request.photos[0]
         chat_id = request.chat.id
         ids = [request.asked_by.message_id, *(p.message_id for p in request.photos)]
         if await asyncio.to_thread(self.chats.was_handled, chat_id, request.asked_by.message_id):
@@ -129,8 +128,7 @@ class Intake:
             return
         refusal = self.limits.take(request.user_id, chat_id, len(request.photos))
         if refusal is not None:
-            text = replies.rate_limited(request.tr, refusal.limit, refusal.retry_in, refusal.scope)
-            await self.refuse(first, f"rate limit ({refusal.scope})", text, len(request.photos))
+            await self._slow_down(request, refusal)
             return
         images = await self._fetch_all(request)
         if not images:
@@ -140,6 +138,19 @@ class Intake:
         params = DetectParams.layered(request.args, request.settings.params, self.default_params)
         await self._submit(request, images, params)
         await asyncio.to_thread(self.chats.mark_handled, chat_id, ids)
+
+    async def _slow_down(self, request: Request, refusal: Refusal) -> None:
+        """One "slow down" per chat per minute: a flood's other refused photos are only logged and counted,
+        so the refusals never use up the budget the chat's answers need."""
+        first = request.photos[0]
+        reason = f"rate limit ({refusal.scope})"
+        if self.limits.notices.due(request.chat.id):
+            text = replies.rate_limited(request.tr, refusal.limit, refusal.retry_in, refusal.scope)
+            await self.refuse(first, reason, text, len(request.photos))
+            return
+        log.info("refused photo chat=%s msg=%s: %s; already told within the minute", request.chat.id,
+                 first.message_id, reason)
+        self.metrics.refused.labels(reason).inc(len(request.photos))
 
     async def _fetch_all(self, request: Request) -> list[tuple[Message, bytes]]:
         """Download and check each photo; a photo that fails gets its own reply and is left out."""
@@ -154,7 +165,8 @@ class Intake:
                 await self.refuse(message, f"too big ({ref.file_size} bytes)", replies.too_big(request.tr))
                 continue
             if not started:
-                await self.status.typing(request.chat.id, thread)
+                # Spawned, never awaited: a chat action must not delay queueing (nor wait for a busy chat).
+                self.spawn(self.status.typing(request.chat.id, thread))
                 started = True
             data = await self._download(message, ref, request.tr)
             if data is not None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from telegram import Bot
 from telegram.constants import ChatAction
@@ -26,20 +28,49 @@ log = logging.getLogger(__name__)
 STATUS_DELAY = 2.0
 # Answered units remembered to tell a late status task not to post; far more than are ever in flight.
 ANSWERED_MEMORY = 10_000
+# Telegram shows a chat action for up to 5 s (or until the bot's next message): one per chat per this long,
+# never one per photo.
+CHAT_ACTION_SECONDS = 5.0
+# Chats whose last chat action is remembered; beyond this the oldest are forgotten (only costs an action).
+ACTION_MEMORY = 10_000
+
+
+def _never_near(chat_id: int) -> bool:
+    return False
 
 
 class StatusBoard:
     """Chat actions and status messages for the answers in flight ("units": a job or an album)."""
 
-    def __init__(self, bot: Bot, client: DetectionClient, chats: ChatStore, delay: float = STATUS_DELAY) -> None:
+    def __init__(self, bot: Bot, client: DetectionClient, chats: ChatStore, delay: float = STATUS_DELAY,
+                 near_limit: Callable[[int], bool] = _never_near) -> None:
+        """``near_limit(chat_id)``: the chat (or the bot) has little of Telegram's budget left; decoration
+        (chat actions, status messages) is skipped then, so what is left goes to answers."""
         self.bot = bot
         self.client = client
         self.chats = chats
         self.delay = delay
+        self.near_limit = near_limit
         self._answered: OrderedDict[str, None] = OrderedDict()
+        self._acted: OrderedDict[int, float] = OrderedDict()
+
+    def _action_due(self, chat_id: int) -> bool:
+        """True (and remembered) when the chat got no chat action within CHAT_ACTION_SECONDS."""
+        now = time.monotonic()
+        last = self._acted.get(chat_id)
+        if last is not None and now - last < CHAT_ACTION_SECONDS:
+            return False
+        self._acted.pop(chat_id, None)
+        self._acted[chat_id] = now
+        while len(self._acted) > ACTION_MEMORY:
+            self._acted.popitem(last=False)
+        return True
 
     async def typing(self, chat_id: int, thread: int | None) -> None:
-        """The ``upload_photo`` action: a hint that an answer is coming; failure is harmless."""
+        """The ``upload_photo`` action: a hint that an answer is coming, at most one per chat at a time, and
+        none for a chat near its limit; failure is harmless."""
+        if self.near_limit(chat_id) or not self._action_due(chat_id):
+            return
         try:
             await self.bot.send_chat_action(chat_id, ChatAction.UPLOAD_PHOTO, message_thread_id=thread)
         except TelegramError as exc:
@@ -50,14 +81,18 @@ class StatusBoard:
 
     async def show_later(self, unit: str, job_id: str, chat_id: int, thread: int | None, reply: int,
                          tr: Catalog) -> None:
-        """After STATUS_DELAY, if no answer went out yet: one status message with the queue position."""
+        """After STATUS_DELAY, if no answer went out yet and the photo really waits for a worker (not being
+        detected already): one status message with its position. None for a chat near its limit, and none
+        when the position cannot be read (Redis away): a status message is decoration."""
         await asyncio.sleep(self.delay)
-        if self.answered(unit):
+        if self.answered(unit) or self.near_limit(chat_id):
             return
         try:
             position = await asyncio.to_thread(self.client.position, job_id)
         except JobsError:
-            position = None
+            return
+        if position is None or self.answered(unit):
+            return  # a worker has it: the answer is moments away
         try:
             sent = await self.bot.send_message(
                 chat_id, replies.queued(tr, position), reply_parameters=reply_to(reply), message_thread_id=thread,

@@ -12,14 +12,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
+from rq.job import JobStatus
 from rq.serializers import JSONSerializer
+from rq.utils import now as utcnow
 
 from detector.params import DetectParams
-from jobs import keys, store
+from jobs import fair, keys, store
 from jobs.defaults import (
     DELIVERED_TTL,
     EVENTS_GROUP,
@@ -60,11 +63,14 @@ class DetectionClient:
         job_timeout: int = JOB_TIMEOUT,
         consumer: str = "bot",
         group: str = EVENTS_GROUP,
+        per_chat: int = fair.MAX_IN_FLIGHT_PER_CHAT,
     ) -> None:
+        """``per_chat``: jobs of one chat in RQ's list at once; its other photos are held (``jobs.fair``)."""
         self.redis = redis
         self.queue = make_queue(redis, queue_name)
         self.max_queued = max_queued
         self.job_timeout = job_timeout
+        self.per_chat = per_chat
         self.consumer = consumer
         # Every group sees every completion: only the bot's group may deliver to chats (a bench uses its own).
         self.group = group
@@ -93,35 +99,76 @@ class DetectionClient:
             raise ValueError(f"{len(images)} images but {len(routings)} routings")
         if not images:
             return []
+        lane = fair.lane_of(routings)
         with _redis_errors():
-            waiting = self.queue.count
+            waiting = self.queued()
             if waiting + len(images) > self.max_queued:
                 raise QueueFullError(f"{waiting} jobs are already waiting; {len(images)} more would pass "
                                      f"the limit of {self.max_queued}")
+            if lane is not None:
+                fair.sweep(self.redis, self.queue.name, self.queue.key, lane, self.per_chat)
             job_ids = [uuid.uuid4().hex for _ in images]
-            # The photos, their records and the RQ jobs in one transaction: all of them or none.
-            pipe = self.redis.pipeline(transaction=True)
+            while True:
+                try:
+                    self._submit_once(job_ids, images, params, routings, language, lane)
+                    return job_ids
+                except WatchError:
+                    continue  # one of the chat's jobs completed meanwhile: decide again which go in
+
+    def _submit_once(self, job_ids: list[str], images: list[bytes], params: DetectParams,
+                     routings: list[dict[str, Any]], language: str, lane: int | None) -> None:
+        """The photos, their records and the RQ jobs in one transaction: all of them or none. Of a chat's
+        photos, those beyond its in-flight room are held (:mod:`jobs.fair`), the rest go into RQ's list."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            room = len(images)
+            if lane is not None:
+                pipe.watch(*fair.watched(self.queue.name, lane))
+                room = fair.free_slots(pipe, self.queue.name, lane, self.per_chat)
             pipe.multi()  # explicit, as RQ's enqueue expects of a pipeline handed to it
-            for job_id, image, routing in zip(job_ids, images, routings, strict=True):
+            for n, (job_id, image, routing) in enumerate(zip(job_ids, images, routings, strict=True)):
                 store.queue_save_job(pipe, job_id, image, params.to_dict(), routing, language, self.events)
-                # No RQ ttl on purpose: RQ silently drops an expired job; ours still runs and answers
-                # image_expired.
-                self.queue.enqueue(
-                    DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RESULT_TTL,
-                    failure_ttl=RESULT_TTL, pipeline=pipe,
-                )
+                if lane is None:
+                    self._enqueue(pipe, job_id)
+                    continue
+                pipe.hset(keys.job(job_id), mapping=fair.job_fields(self.queue.name, self.queue.key, lane))
+                if n < room:
+                    self._enqueue(pipe, job_id)
+                    fair.queue_in_flight(pipe, self.queue.name, lane, job_id)
+                else:
+                    self._hold(pipe, job_id)
+                    fair.queue_hold(pipe, self.queue.name, lane, job_id)
             pipe.execute()
-        return job_ids
+
+    def _enqueue(self, pipe: Pipeline, job_id: str) -> None:
+        # No RQ ttl on purpose: RQ silently drops an expired job; ours still runs and answers image_expired.
+        self.queue.enqueue(
+            DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RESULT_TTL,
+            failure_ttl=RESULT_TTL, pipeline=pipe,
+        )
+
+    def _hold(self, pipe: Pipeline, job_id: str) -> None:
+        """The RQ job, complete and "queued", but its id not in RQ's list yet: the completion of one of the
+        chat's jobs pushes it there (``fair.RELEASE_ON_COMPLETE``)."""
+        job = self.queue.create_job(DETECT_JOB, args=(job_id,), job_id=job_id, timeout=self.job_timeout,
+                                    result_ttl=RESULT_TTL, failure_ttl=RESULT_TTL, status=JobStatus.QUEUED)
+        job.origin = self.queue.name
+        job.enqueued_at = utcnow()
+        job.save(pipeline=pipe)
+        pipe.sadd(self.queue.redis_queues_keys, self.queue.key)
 
     def room(self) -> int:
         """How many more photos the queue takes now (``max_queued`` less those waiting)."""
         return max(0, self.max_queued - self.queued())
 
     def position(self, job_id: str) -> int | None:
-        """1-based position in the queue, or None once a worker has taken the job."""
+        """1-based position in the queue, or None once a worker has taken the job. A held photo (its chat
+        has others in the queue) counts as behind the whole queue and its chat's earlier held photos."""
         with _redis_errors():
             pos = self.queue.get_job_position(job_id)
-        return None if pos is None else pos + 1
+            if pos is not None:
+                return pos + 1
+            held = fair.held_position(self.redis, job_id)
+            return None if held is None else self.queue.count + held + 1
 
     def class_names(self) -> list[str] | None:
         """The class names the queue's workers published at start (None before any worker ran)."""
@@ -129,8 +176,13 @@ class DetectionClient:
             return store.class_names(self.redis, self.queue.name)
 
     def queued(self) -> int:
+        """Photos waiting for a worker: in RQ's list, and held back behind their chat's (``jobs.fair``)."""
         with _redis_errors():
-            return self.queue.count
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.llen(self.queue.key)
+            fair.held_count(pipe, self.queue.name)
+            in_list, held = pipe.execute()
+            return int(in_list) + int(held)
 
     def _ensure_group(self) -> None:
         if self._group_ready:

@@ -90,3 +90,24 @@ def status(unit: str) -> str:
 def migrated(chat_id: int) -> str:
     """The id a supergroup had as a group before Telegram migrated it (its settings and allow-list entry)."""
     return f"{KEY_PREFIX}:bot:migrated:{chat_id}"
+
+
+# -- fairness between chats (jobs.fair) ------------------------------------------------------------------
+
+def lane_in_flight(queue_name: str, chat_id: int) -> str:
+    """Set of a chat's job ids in RQ's list (waiting or running): at most ``fair.MAX_IN_FLIGHT_PER_CHAT``.
+
+    No TTL: bounded by the jobs that wait; a member whose job vanished is swept out (``fair.sweep``).
+    """
+    return f"{KEY_PREFIX}:lane:{queue_name}:{chat_id}:in_flight"
+
+
+def lane_held(queue_name: str, chat_id: int) -> str:
+    """List of a chat's job ids held back, oldest first; each goes to RQ's list as one of the chat's
+    completes. No TTL: bounded by the queue's limit on waiting jobs."""
+    return f"{KEY_PREFIX}:lane:{queue_name}:{chat_id}:held"
+
+
+def held(queue_name: str) -> str:
+    """Set of every held job id of a queue: how many photos wait beyond RQ's list (counted as waiting)."""
+    return f"{KEY_PREFIX}:held:{queue_name}"
