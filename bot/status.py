@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from telegram import Bot
+from telegram import Bot, Message
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
@@ -53,6 +53,9 @@ class StatusBoard:
         self.near_limit = near_limit
         self._answered: OrderedDict[str, None] = OrderedDict()
         self._acted: OrderedDict[int, float] = OrderedDict()
+        # Chats showing a status message, and the unit it is for (both ways): one per chat at a time.
+        self._showing: dict[int, str] = {}
+        self._showing_units: dict[str, int] = {}
 
     def _action_due(self, chat_id: int) -> bool:
         """True (and remembered) when the chat got no chat action within CHAT_ACTION_SECONDS."""
@@ -85,21 +88,14 @@ class StatusBoard:
         detected already): one status message with its position. None for a chat near its limit, and none
         when the position cannot be read (Redis away): a status message is decoration."""
         await asyncio.sleep(self.delay)
-        if self.answered(unit) or self.near_limit(chat_id):
+        if self.answered(unit) or self.near_limit(chat_id) or chat_id in self._showing:
             return
-        try:
-            position = await asyncio.to_thread(self.client.position, job_id)
-        except JobsError:
-            return
-        if position is None or self.answered(unit):
-            return  # a worker has it: the answer is moments away
-        try:
-            sent = await self.bot.send_message(
-                chat_id, replies.queued(tr, position), reply_parameters=reply_to(reply), message_thread_id=thread,
-                disable_notification=True,
-            )
-        except TelegramError as exc:
-            log.info("status message in chat %s failed: %s", chat_id, describe(exc))
+        # One status message per chat at a time: a group's backlog of forty photos gets one, not forty.
+        self._showing[chat_id] = unit
+        self._showing_units[unit] = chat_id
+        sent = await self._post_status(unit, job_id, chat_id, thread, reply, tr)
+        if sent is None:
+            self._unshow(unit)
             return
         try:
             await asyncio.to_thread(self.chats.save_status, unit, chat_id, sent.message_id)
@@ -109,7 +105,32 @@ class StatusBoard:
             # The answer went out while the status message was on its way: remove it now.
             await self.clear(unit, fallback=(chat_id, sent.message_id))
 
+    async def _post_status(self, unit: str, job_id: str, chat_id: int, thread: int | None, reply: int,
+                           tr: Catalog) -> Message | None:
+        """The status message, if the photo still waits for a worker; None when none was sent."""
+        try:
+            position = await asyncio.to_thread(self.client.position, job_id)
+        except JobsError:
+            return None
+        if position is None or self.answered(unit):
+            return None  # a worker has it: the answer is moments away
+        try:
+            return await self.bot.send_message(
+                chat_id, replies.queued(tr, position), reply_parameters=reply_to(reply), message_thread_id=thread,
+                disable_notification=True,
+            )
+        except TelegramError as exc:
+            log.info("status message in chat %s failed: %s", chat_id, describe(exc))
+            return None
+
+    def _unshow(self, unit: str) -> None:
+        """The unit shows no status message (any more): its chat may get one for another unit."""
+        chat_id = self._showing_units.pop(unit, None)
+        if chat_id is not None and self._showing.get(chat_id) == unit:
+            del self._showing[chat_id]
+
     def _remember(self, unit: str) -> None:
+        self._unshow(unit)
         self._answered[unit] = None
         while len(self._answered) > ANSWERED_MEMORY:
             self._answered.popitem(last=False)
