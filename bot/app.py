@@ -538,7 +538,8 @@ def build_application(
     chats = ChatStore(redis)
     if names is None:
         names = load_class_names(settings.class_names)
-    status = StatusBoard(application.bot, client, chats, near_limit=telegram_limits.near_limit)
+    status = StatusBoard(application.bot, client, chats, settings.test_status_delay_ms / 1000,
+                         near_limit=telegram_limits.near_limit)
     limits = Limits(settings.rate_limit_user, settings.rate_limit_chat)
 
     def make_reader() -> DetectionClient:

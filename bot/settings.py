@@ -18,6 +18,9 @@ DEFAULT_API_BASE_URL = "https://api.telegram.org"
 DEFAULT_USER_RATE = 10
 # A busy group with several people sending photos; beyond this a group floods itself and the queue.
 DEFAULT_CHAT_RATE = 30
+# The chat action covers an answer's first 5 s; a status message only for a photo still waiting after that
+# (an earlier one would mostly be deleted moments later, spending the chat's budget on nothing).
+STATUS_DELAY_MS = 5000
 
 
 class TelegramSettings(BaseSettings):
@@ -75,6 +78,11 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassName
     test_retry_delay_ms: int = Field(
         1000, ge=1, description="FOR TESTS ONLY: first pause before sending an answer again after a network "
         "error or a 5xx (doubled each time), so a test reaches the bound on attempts quickly.",
+    )
+
+    test_status_delay_ms: int = Field(
+        STATUS_DELAY_MS, ge=1, description="FOR TESTS ONLY: how long a photo waits before its \"queued\" status "
+        "message, so a test can tell a photo waiting for a worker from one being detected without long jobs.",
     )
 
     @field_validator("allowed_chats", mode="before")

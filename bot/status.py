@@ -18,14 +18,15 @@ from telegram.error import TelegramError
 from bot import replies
 from bot.chat_settings import REDIS_ERRORS, ChatStore
 from bot.i18n import Catalog
+from bot.settings import STATUS_DELAY_MS
 from bot.telegram_io import describe, reply_to
 from jobs.client import DetectionClient
 from jobs.exceptions import JobsError
 
 log = logging.getLogger(__name__)
 
-# Most answers arrive within this; a status message only for those that take longer (issue 4: ~2 s).
-STATUS_DELAY = 2.0
+# A status message only for a photo still waiting after this (the reason is with bot.settings.STATUS_DELAY_MS).
+STATUS_DELAY = STATUS_DELAY_MS / 1000
 # Answered units remembered to tell a late status task not to post; far more than are ever in flight.
 ANSWERED_MEMORY = 10_000
 # Telegram shows a chat action for up to 5 s (or until the bot's next message): one per chat per this long,

@@ -34,8 +34,11 @@ from tests.workers import running_workers
 TOKEN = "424242424:FAIR-secret-token"
 # Photos one person may send per minute in this module's bot: the flood test passes it, others stay under.
 USER_LIMIT = 5
-# Every job takes this long in the module's workers: longer than the bot's status delay (2 s), so a photo
-# being detected when the delay ends is visible as such, and a backlog lasts long enough to be seen.
+# The status delay of this module's bot (DETBOT_TEST_STATUS_DELAY_MS; the real one is 5 s), so jobs can
+# outlast it and the tests stay short.
+STATUS_DELAY_MS = 1500
+# Every job takes this long in the module's workers: longer than the bot's status delay, so a photo being
+# detected when the delay ends is visible as such, and a backlog lasts long enough to be seen.
 JOB_DELAY_MS = 2500
 WORKERS = 2
 _ids = itertools.count(1)
@@ -139,7 +142,7 @@ def world(redis_server: RedisServer, shapes_model: Path, tmp_path_factory: pytes
     log = tmp_path_factory.mktemp("bot") / "bot.log"
     with running_workers(redis_server.url, count=WORKERS, env={"DETBOT_TEST_JOB_DELAY_MS": str(JOB_DELAY_MS)}):
         bot = BotProcess(stub, redis_server.url, log, DETBOT_RATE_LIMIT_USER=str(USER_LIMIT),
-                         DETBOT_RATE_LIMIT_CHAT="0").start()
+                         DETBOT_RATE_LIMIT_CHAT="0", DETBOT_TEST_STATUS_DELAY_MS=str(STATUS_DELAY_MS)).start()
         try:
             yield World(stub, bot, redis, [encode(img) for img, _ in make_images(4000, 4)])
         finally:
