@@ -8,6 +8,8 @@ Everything real but Telegram: a redis-server, ``detbot worker`` processes on the
   answers after 60 and 120 s against what Telegram allows it.
 - ``burst``: a few hundred photos from a hundred people at once: answers per second, the answers' share of
   every request the bot made, requests by method.
+- ``deliver``: the same burst as finished results written into Redis (no inference): the answers per second
+  the bot reaches within Telegram's limits when the workers are not the bound.
 
 Lives in ``tests/`` because it drives the stand-in (product code never imports ``tests``); not collected by
 pytest (not ``test_*``).
@@ -38,6 +40,8 @@ SAMPLE_GAP = 4.0
 FLOOD_PHOTOS = 40
 GROUP_PER_MINUTE = 20
 ANSWER_METHODS = ("sendPhoto", "sendMediaGroup", "sendDocument")
+# How often the bench looks for answers: the stand-in runs in this process, so looking costs it CPU.
+POLL = 0.1
 
 
 def _answered(stub: TelegramStub, chat_id: int, message_id: int) -> float | None:
@@ -46,12 +50,30 @@ def _answered(stub: TelegramStub, chat_id: int, message_id: int) -> float | None
     return found[0].at if found else None
 
 
+def _answer_times(stub: TelegramStub) -> dict[tuple[int | None, int | None], float]:
+    """(chat, replied message) -> when its first answer reached the stand-in, in one pass over the calls."""
+    found: dict[tuple[int | None, int | None], float] = {}
+    for c in stub.sent():
+        if c.method in ANSWER_METHODS or (c.method == "sendMessage" and not c.text.startswith(STATUS_PREFIX)):
+            found.setdefault((c.chat_id, c.reply_to), c.at)
+    return found
+
+
+def _all_answered(stub: TelegramStub, sent: list[tuple[int, int]]) -> dict[tuple[int, int], float] | None:
+    """When each of ``sent`` was answered, once all were (checked every POLL seconds: the times are the
+    stand-in's own, so how often this looks does not change them)."""
+    times = _answer_times(stub)
+    if not all(key in times for key in sent):
+        return None
+    return {key: times[key] for key in sent}
+
+
 def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := condition()):
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(POLL)
     return value
 
 
@@ -100,9 +122,9 @@ def burst(stub: TelegramStub, photos: list[bytes], people: int, each: int) -> di
     started = time.monotonic()
     sent = [(u, stub.photo(stub.private_chat(u), u, photos[(n * each + k) % len(photos)])["message_id"])
             for k in range(each) for n, u in enumerate(users)]
-    _wait(lambda: all(_answered(stub, u, m) for u, m in sent), ANSWER_TIMEOUT, "every answer")
-    last = max(float(_answered(stub, u, m) or 0.0) for u, m in sent)
-    latencies = sorted(float(_answered(stub, u, m) or 0.0) - started for u, m in sent)
+    times = _wait(lambda: _all_answered(stub, sent), ANSWER_TIMEOUT, "every answer")
+    last = max(times.values())
+    latencies = sorted(at - started for at in times.values())
     after = stub.requests_by_method()
     by_method = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) - before.get(k, 0)}
     limited = sum(v for k, v in by_method.items() if k.startswith(("send", "edit", "delete")))
@@ -117,13 +139,37 @@ def burst(stub: TelegramStub, photos: list[bytes], people: int, each: int) -> di
     }
 
 
+def deliver(stub: TelegramStub, redis_url: str, photos: list[bytes], people: int, each: int) -> dict[str, Any]:
+    """The bot's side alone: ``people`` × ``each`` results written into Redis as workers write them (no
+    inference), answered against the limits. What the bot and Telegram's budget allow, whatever the CPUs."""
+    from redis import Redis
+
+    from jobs import store
+
+    redis = Redis.from_url(redis_url)
+    users = [600_000 + n for n in range(people)]
+    detection = {"boxes": [{"class_id": 0, "class_name": "circle", "confidence": 0.9, "x1": 1, "y1": 2, "x2": 30,
+                            "y2": 40}], "width": 640, "height": 640, "confidence": 0.25}
+    sent = [(u, 5000 + k) for k in range(each) for u in users]
+    started = time.monotonic()
+    for n, (user, message) in enumerate(sent):
+        job_id = f"bench{n}"
+        store.save_job(redis, job_id, b"", {}, {"chat_id": user, "message_id": message})
+        store.complete(redis, job_id, ok=True, detection=detection, annotated=photos[n % len(photos)])
+    times = _wait(lambda: _all_answered(stub, sent), ANSWER_TIMEOUT, "every answer")
+    last = max(times.values())
+    redis.close()
+    return {"photos": len(sent), "people": people, "seconds": round(last - started, 2),
+            "answers_per_s": round(len(sent) / (last - started), 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--people", type=int, default=100)
     parser.add_argument("--each", type=int, default=3, help="photos per person in the burst")
     parser.add_argument("--samples", type=int, default=5, help="private-photo latency samples per phase")
-    parser.add_argument("--only", choices=("flood", "burst"))
+    parser.add_argument("--only", choices=("flood", "burst", "deliver"))
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="detbot-bench-fairness-"))
     redis = RedisServer(work / "redis")
@@ -144,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.only in (None, "burst"):
                     results["burst"] = burst(stub, photos, args.people, args.each)
                     print(json.dumps({"burst": results["burst"]}), flush=True)
+                if args.only in (None, "deliver"):
+                    results["deliver"] = deliver(stub, redis.url, photos, args.people, args.each)
+                    print(json.dumps({"deliver": results["deliver"]}), flush=True)
             finally:
                 bot.stop()
     finally:
