@@ -135,7 +135,8 @@ def burst(stub: TelegramStub, photos: list[bytes], people: int, each: int) -> di
         "p50_s": round(latencies[len(latencies) // 2], 2), "p95_s": round(latencies[int(len(latencies) * 0.95)], 2),
         "answers": answers, "telegram_requests": limited,
         "answers_share": round(answers / limited, 3) if limited else None,
-        "refused_429": stub.refused_by_limits() - refused_before, "requests_by_method": by_method,
+        "refused_429": stub.refused_by_limits() - refused_before, "refused_429_by": dict(stub.limit_refusals_by),
+        "requests_by_method": by_method,
     }
 
 

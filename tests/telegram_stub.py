@@ -131,6 +131,8 @@ class TelegramStub:
         self._limits: dict[str, tuple[float, float]] | None = None
         self._buckets: dict[Any, tuple[float, float]] = {}
         self._limit_refusals = 0
+        # 429s by the limit that refused: "overall", "private", "group".
+        self.limit_refusals_by: dict[str, int] = {}
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="telegram-stub", daemon=True)
@@ -344,14 +346,14 @@ class TelegramStub:
         """What is in ``key``'s bucket now (it leaks at the limit's rate)."""
         size, period = limit
         level, last = self._buckets.get(key, (0.0, now))
-        return max(0.0, level - (now - last) * size / period)
+        return max(0.0, level - max(0.0, now - last) * size / period)
 
-    def _over_limit(self, method: str, params: dict[str, Any]) -> Failure | None:
+    def _over_limit(self, method: str, params: dict[str, Any], arrived: float | None = None) -> Failure | None:
         """A 429 when ``method`` would pass Telegram's limits (only with :meth:`enforce_limits`); a request
         that passes takes its place in every bucket it counts against, a refused one in none."""
         if self._limits is None or not method.startswith(LIMITED_PREFIXES):
             return None
-        now = time.monotonic()
+        now = arrived if arrived is not None else time.monotonic()
         buckets: list[tuple[Any, tuple[float, float]]] = [("overall", self._limits["overall"])]
         chat = params.get("chat_id")
         if chat is not None and method.startswith("send"):
@@ -363,10 +365,15 @@ class TelegramStub:
                  if level + 1 > size + LIMIT_SLACK]
         if waits:
             self._limit_refusals += 1
+            for level, (key, (size, _period)) in zip(levels, buckets, strict=True):
+                if level + 1 > size + LIMIT_SLACK:
+                    name = key if key == "overall" else "private" if int(key) > 0 else "group"
+                    self.limit_refusals_by[name] = self.limit_refusals_by.get(name, 0) + 1
             retry = max(1, int(max(waits) + 0.999))
             return Failure(method, 429, f"Too Many Requests: retry after {retry}", None, None, retry_after=retry)
         for level, (key, _limit) in zip(levels, buckets, strict=True):
-            self._buckets[key] = (level + 1, now)
+            # Requests handled out of their arrival order never move a bucket's clock back.
+            self._buckets[key] = (level + 1, max(now, self._buckets.get(key, (0.0, now))[1]))
         return None
 
     # -- the protocol -----------------------------------------------------------------------------------
@@ -498,12 +505,13 @@ class TelegramStub:
             return {"url": "", "has_custom_certificate": False, "pending_update_count": 0}
         raise _ApiError(404, "Not Found: method not found")
 
-    def _request(self, method: str, params: dict[str, Any], files: dict[str, bytes]) -> tuple[int, dict[str, Any]]:
+    def _request(self, method: str, params: dict[str, Any], files: dict[str, bytes],
+                 arrived: float | None = None) -> tuple[int, dict[str, Any]]:
         call = Call(method, params, files)
         with self._cond:
             failure = self._failure(method, params)
             if failure is None:
-                failure = self._over_limit(method, params)
+                failure = self._over_limit(method, params, arrived)
         if failure is not None:
             call.ok = False
             body: dict[str, Any] = {"ok": False, "error_code": failure.status, "description": failure.description}
@@ -565,6 +573,8 @@ class TelegramStub:
                     self._reply(200, data, "application/octet-stream")
 
             def do_POST(self) -> None:
+                # Telegram counts a request when it arrives, not when a large upload has been read.
+                self.arrived = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 self._api(self.rfile.read(length))
 
@@ -576,7 +586,7 @@ class TelegramStub:
                     return
                 method = path[len(prefix):].split("?", 1)[0]
                 params, files = _parse_body(self.headers.get("Content-Type", ""), body)
-                status, reply = stub._request(method, params, files)
+                status, reply = stub._request(method, params, files, getattr(self, "arrived", None))
                 self._reply(status, json.dumps(reply).encode())
 
         return Handler
@@ -586,6 +596,9 @@ class _QuietServer(ThreadingHTTPServer):
     """A client that hangs up (a bot being stopped mid-poll) is normal here, not worth a traceback."""
 
     daemon_threads = True
+    # A bot opens many connections at once under load (a burst of uploads): the default backlog of 5 makes
+    # the kernel reset some of them, which Telegram never does.
+    request_queue_size = 256
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass
