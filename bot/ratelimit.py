@@ -122,8 +122,10 @@ class ChatRateLimiter(BaseRateLimiter[int]):
         if endpoint.startswith("send"):
             limiter = self._limiter(key)
             await limiter.acquire(min(_weight(endpoint, data), limiter.max_rate))
-        await self._overall.acquire()
         async with self._in_flight:
+            # Paced overall once it has a slot, right before it goes: paced earlier, requests that queued for
+            # a slot behind slow uploads would reach Telegram in a burst above its limit (measured: 429s).
+            await self._overall.acquire()
             try:
                 return await callback(*args, **kwargs)
             except RetryAfter as exc:

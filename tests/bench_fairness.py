@@ -148,6 +148,7 @@ def deliver(stub: TelegramStub, redis_url: str, photos: list[bytes], people: int
     from jobs import store
 
     redis = Redis.from_url(redis_url)
+    refused_before = stub.refused_by_limits()
     users = [600_000 + n for n in range(people)]
     detection = {"boxes": [{"class_id": 0, "class_name": "circle", "confidence": 0.9, "x1": 1, "y1": 2, "x2": 30,
                             "y2": 40}], "width": 640, "height": 640, "confidence": 0.25}
@@ -161,7 +162,8 @@ def deliver(stub: TelegramStub, redis_url: str, photos: list[bytes], people: int
     last = max(times.values())
     redis.close()
     return {"photos": len(sent), "people": people, "seconds": round(last - started, 2),
-            "answers_per_s": round(len(sent) / (last - started), 1)}
+            "answers_per_s": round(len(sent) / (last - started), 1),
+            "refused_429": stub.refused_by_limits() - refused_before}
 
 
 def main(argv: list[str] | None = None) -> int:
