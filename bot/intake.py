@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Bot, Chat, Message
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, NetworkError, TelegramError
 
 from bot import replies
 from bot.albums import queued_album
@@ -32,6 +32,11 @@ from jobs.client import DetectionClient
 from jobs.exceptions import QueueFullError, QueueUnavailableError
 
 log = logging.getLogger(__name__)
+
+# A photo's download is tried this often before the person is told it failed (network errors, timeouts).
+DOWNLOAD_ATTEMPTS = 3
+# Pause before the second try (doubled for the third): a busy file server gets a moment.
+DOWNLOAD_RETRY_DELAY = 1.0
 
 
 @dataclass(frozen=True)
@@ -173,10 +178,26 @@ class Intake:
                 ok.append((message, data))
         return ok
 
+    async def _fetch(self, ref: ImageRef) -> bytes:
+        """getFile and the download, tried again after a network error or a timeout (reading a file twice
+        does no harm): a burst of uploads to the bot can keep Telegram's file server busy for a moment."""
+        attempt = 1
+        while True:
+            try:
+                file = await self.bot.get_file(ref.file_id)
+                return bytes(await file.download_as_bytearray())
+            except BadRequest:
+                raise  # the file itself was refused (too big, gone): trying again changes nothing
+            except NetworkError as exc:
+                if attempt >= DOWNLOAD_ATTEMPTS:
+                    raise
+                log.info("download of %s failed (%s); trying again", ref.file_id, describe(exc))
+            await asyncio.sleep(DOWNLOAD_RETRY_DELAY * attempt)
+            attempt += 1
+
     async def _download(self, message: Message, ref: ImageRef, tr: Catalog) -> bytes | None:
         try:
-            file = await self.bot.get_file(ref.file_id)
-            data = bytes(await file.download_as_bytearray())
+            data = await self._fetch(ref)
         except BadRequest as exc:
             too_big = "too big" in str(exc).lower()
             text = replies.too_big(tr) if too_big else tr.gettext(replies.DOWNLOAD_FAILED)

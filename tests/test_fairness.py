@@ -272,3 +272,15 @@ def test_a_chats_backlog_does_not_make_another_chats_photo_wait_for_all_of_it(wo
     assert all(len(answers_to(stub, group["id"], m["message_id"])) == 1 for m in backlog)
     assert len(answers_to(stub, user, single["message_id"])) == 1
     assert not redis.exists(keys.held("detbot"))
+
+
+def test_a_download_that_fails_for_a_moment_is_tried_again(world: World) -> None:
+    """Telegram's file server busy for a moment (a burst of uploads): the photo is answered, not refused."""
+    stub = world.stub
+    wait_settled(world)
+    user = new_user()
+    stub.fail("getFile", 502, "Bad Gateway", times=2)
+    msg = stub.photo(stub.private_chat(user), user, world.photos[1])
+    assert wait_answer(stub, user, msg["message_id"], 120).method == "sendPhoto"
+    assert len([c for c in stub.sent("getFile", ok=None) if not c.ok]) >= 2
+    assert "trying again" in world.bot.log()
