@@ -103,7 +103,7 @@ class ChatRateLimiter(BaseRateLimiter[int]):
         429, has sends waiting for its pace, or less than NEAR_LIMIT_SHARE of its budget (or of the bot's
         overall budget) is left. Decoration is skipped then."""
         key = _chat_key(chat_id)
-        if self.flooded(chat_id) or not _has_room(self._overall):
+        if self.flooded(chat_id) or self._overall._waiters or not _has_room(self._overall):
             return True
         limiter = self._chats.get(key)
         return limiter is not None and (bool(limiter._waiters) or not _has_room(limiter))
@@ -114,10 +114,11 @@ class ChatRateLimiter(BaseRateLimiter[int]):
         if chat_id is None:
             return await callback(*args, **kwargs)  # getMe, getFile, ...: no chat, no flood limit
         key = _chat_key(chat_id)
-        if endpoint in DECORATION and self.near_limit(chat_id):
-            log.debug("%s in chat %s skipped: near its limit", endpoint, key)
+        if endpoint in DECORATION and (self.near_limit(chat_id) or self._in_flight.locked()):
+            log.debug("%s in chat %s skipped: near its limit, or every request slot busy", endpoint, key)
             return True  # what Telegram answers to a chat action; nobody waits for it
-        # (Decoration that got here has room: the pacing below does not make it wait.)
+        # Decoration that got here has room everywhere and nothing below suspends before it holds its
+        # slot and its place in the pace: it never waits, and never queues ahead of an answer.
         await self._flood_over(key)
         if endpoint.startswith("send"):
             limiter = self._limiter(key)

@@ -89,7 +89,11 @@ class StatusBoard:
         detected already): one status message with its position. None for a chat near its limit, and none
         when the position cannot be read (Redis away): a status message is decoration."""
         await asyncio.sleep(self.delay)
-        if self.answered(unit) or self.near_limit(chat_id) or chat_id in self._showing:
+        if self.answered(unit):
+            return
+        if self.near_limit(chat_id) or chat_id in self._showing:
+            log.debug("no status message for %s in chat %s: %s", unit, chat_id,
+                      "another one is shown" if chat_id in self._showing else "near the limit")
             return
         # One status message per chat at a time: a group's backlog of forty photos gets one, not forty.
         self._showing[chat_id] = unit
@@ -114,6 +118,7 @@ class StatusBoard:
         except JobsError:
             return None
         if position is None or self.answered(unit):
+            log.debug("no status message for %s in chat %s: a worker has it", unit, chat_id)
             return None  # a worker has it: the answer is moments away
         try:
             return await self.bot.send_message(

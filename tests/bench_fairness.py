@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--each", type=int, default=3, help="photos per person in the burst")
     parser.add_argument("--samples", type=int, default=5, help="private-photo latency samples per phase")
     parser.add_argument("--only", choices=("flood", "burst", "deliver"))
+    parser.add_argument("--log-level", default="INFO", help="the bot's DETBOT_LOG_LEVEL (its log is kept)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="detbot-bench-fairness-"))
     redis = RedisServer(work / "redis")
@@ -185,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         with running_workers(redis.url, count=args.workers):
             # No per-person or per-chat photo limit: the bench measures Telegram's budget and the queue.
             bot = BotProcess(stub, redis.url, work / "bot.log", DETBOT_RATE_LIMIT_USER="0",
-                             DETBOT_RATE_LIMIT_CHAT="0", DETBOT_MAX_QUEUED_JOBS="1000").start()
+                             DETBOT_RATE_LIMIT_CHAT="0", DETBOT_MAX_QUEUED_JOBS="1000",
+                             DETBOT_LOG_LEVEL=args.log_level).start()
             try:
                 if args.only in (None, "flood"):
                     results["flood"] = flood(stub, photos, args.samples)
