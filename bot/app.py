@@ -545,12 +545,13 @@ def build_application(
     ``redis`` serves the handlers; ``reader_redis`` makes the connection of the blocking result reader;
     ``names``: the class names in people's languages (default: read from ``settings.class_names``).
     """
+    telegram_limits = ChatRateLimiter()
     application = (
         ApplicationBuilder()
         .token(settings.telegram_bot_token.get_secret_value())
         .base_url(settings.api_url)
         .base_file_url(settings.file_url)
-        .rate_limiter(ChatRateLimiter())
+        .rate_limiter(telegram_limits)
         .updater(None)  # updates are fetched by bot.polling (into Redis first), not by PTB's Updater
         .post_init(_post_init)
         .post_stop(_post_stop)
@@ -561,7 +562,9 @@ def build_application(
     chats = ChatStore(redis)
     if names is None:
         names = load_class_names(settings.class_names)
-    status = StatusBoard(application.bot, client, chats, check_interval=settings.test_status_check_ms / 1000)
+    status = StatusBoard(application.bot, client, chats, settings.test_status_delay_ms / 1000,
+                         near_limit=telegram_limits.near_limit,
+                         check_interval=settings.test_status_check_ms / 1000)
     limits = Limits(settings.rate_limit_user, settings.rate_limit_chat)
 
     def make_reader() -> DetectionClient:

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Bot, Chat, Message
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, NetworkError, TelegramError
 
 from bot import replies
 from bot.albums import queued_album
 from bot.chat_settings import ChatSettings, ChatStore
 from bot.i18n import ENGLISH, Catalog, catalog
-from bot.limits import Limits
+from bot.limits import Limits, Refusal
 from bot.metrics import BotMetrics
 from bot.settings import BotSettings
 from bot.status import StatusBoard
@@ -33,6 +33,11 @@ from jobs.client import DetectionClient
 from jobs.exceptions import AlreadyQueuedError, QueueFullError, QueueUnavailableError
 
 log = logging.getLogger(__name__)
+
+# A photo's download is tried this often before the person is told it failed (network errors, timeouts).
+DOWNLOAD_ATTEMPTS = 3
+# Pause before the second try (doubled for the third): a busy file server gets a moment.
+DOWNLOAD_RETRY_DELAY = 1.0
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,6 @@ class Intake:
                       reply=request.photos[0].message_id, thread=thread_of(request.photos[0]))
 
     async def _handle(self, request: Request) -> None:
-        first = request.photos[0]
         chat_id = request.chat.id
         ids = [request.asked_by.message_id, *(p.message_id for p in request.photos)]
         if await asyncio.to_thread(self.chats.was_handled, chat_id, request.asked_by.message_id):
@@ -133,8 +137,7 @@ class Intake:
             return
         refusal = self.limits.take(request.user_id, chat_id, len(request.photos))
         if refusal is not None:
-            text = replies.rate_limited(request.tr, refusal.limit, refusal.retry_in, refusal.scope)
-            await self.refuse(first, f"rate_limit_{refusal.scope}", text, len(request.photos))
+            await self._slow_down(request, refusal)
             return
         images = await self._fetch_all(request)
         if not images:
@@ -144,6 +147,19 @@ class Intake:
         params = DetectParams.layered(request.args, request.settings.params, self.default_params)
         await self._submit(request, images, params)
         await asyncio.to_thread(self.chats.mark_handled, chat_id, ids)
+
+    async def _slow_down(self, request: Request, refusal: Refusal) -> None:
+        """One "slow down" per chat per minute: a flood's other refused photos are only logged and counted,
+        so the refusals never use up the budget the chat's answers need."""
+        first = request.photos[0]
+        reason = f"rate_limit_{refusal.scope}"
+        if self.limits.notices.due(request.chat.id):
+            text = replies.rate_limited(request.tr, refusal.limit, refusal.retry_in, refusal.scope)
+            await self.refuse(first, reason, text, len(request.photos))
+            return
+        log.info("refused photo chat=%s msg=%s: %s; already told within the minute", request.chat.id,
+                 first.message_id, reason)
+        self.metrics.refuse(reason, len(request.photos))
 
     async def _fetch_all(self, request: Request) -> list[tuple[Message, bytes]]:
         """Download and check each photo; a photo that fails gets its own reply and is left out."""
@@ -158,17 +174,34 @@ class Intake:
                 await self.refuse(message, "too_big", replies.too_big(request.tr), detail=f"{ref.file_size} bytes")
                 continue
             if not started:
-                await self.status.typing(request.chat.id, thread)
+                # Spawned, never awaited: a chat action must not delay queueing (nor wait for a busy chat).
+                self.spawn(self.status.typing(request.chat.id, thread))
                 started = True
             data = await self._download(message, ref, request.tr)
             if data is not None:
                 ok.append((message, data))
         return ok
 
+    async def _fetch(self, ref: ImageRef) -> bytes:
+        """getFile and the download, tried again after a network error or a timeout (reading a file twice
+        does no harm): a burst of uploads to the bot can keep Telegram's file server busy for a moment."""
+        attempt = 1
+        while True:
+            try:
+                file = await self.bot.get_file(ref.file_id)
+                return bytes(await file.download_as_bytearray())
+            except BadRequest:
+                raise  # the file itself was refused (too big, gone): trying again changes nothing
+            except NetworkError as exc:
+                if attempt >= DOWNLOAD_ATTEMPTS:
+                    raise
+                log.info("download of %s failed (%s); trying again", ref.file_id, describe(exc))
+            await asyncio.sleep(DOWNLOAD_RETRY_DELAY * attempt)
+            attempt += 1
+
     async def _download(self, message: Message, ref: ImageRef, tr: Catalog) -> bytes | None:
         try:
-            file = await self.bot.get_file(ref.file_id)
-            data = bytes(await file.download_as_bytearray())
+            data = await self._fetch(ref)
         except BadRequest as exc:
             too_big = "too big" in str(exc).lower()
             text = replies.too_big(tr) if too_big else tr.gettext(replies.DOWNLOAD_FAILED)

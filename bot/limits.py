@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 # The limits are "per minute", as people read them.
 WINDOW_SECONDS = 60.0
+# Chats whose last "slow down" is remembered; an old one forgotten only lets a chat get a second notice.
+NOTICE_MEMORY = 10_000
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,37 @@ class RateLimiter:
         return len(self._hits)
 
 
+class Notices:
+    """At most one notice per key per window: a flood of refused photos gets one "slow down", not one each."""
+
+    def __init__(self, window: float = WINDOW_SECONDS, clock: Callable[[], float] = time.monotonic,
+                 memory: int = NOTICE_MEMORY) -> None:
+        self.window = window
+        self.clock = clock
+        self.memory = memory
+        self._said: dict[int, float] = {}
+
+    def due(self, key: int) -> bool:
+        """True (and remembered) when ``key`` got no notice within the window; False otherwise."""
+        now = self.clock()
+        last = self._said.get(key)
+        if last is not None and now - last < self.window:
+            return False
+        self._said.pop(key, None)
+        self._said[key] = now  # re-inserted: the dict stays ordered oldest first
+        while len(self._said) > self.memory:
+            del self._said[next(iter(self._said))]
+        return True
+
+
 class Limits:
     """The per-user and per-chat limiters together; photos count against both only if both allow them."""
 
     def __init__(self, per_user: int, per_chat: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.user = RateLimiter(per_user, clock=clock)
         self.chat = RateLimiter(per_chat, clock=clock)
+        # One "slow down" per chat per window; the refused photos are still logged and counted.
+        self.notices = Notices(clock=clock)
 
     def take(self, user_id: int, chat_id: int, count: int = 1) -> Refusal | None:
         """Count ``count`` photos (an album counts each), or refuse them all without counting any."""

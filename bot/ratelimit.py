@@ -36,8 +36,13 @@ MAX_CHAT_LIMITERS = 1024
 # (GROUP_RATE's minute at most), so forgetting it changes nothing; without this, every chat ever answered
 # would keep one (issue 11: the maps were pruned only when their chat came back).
 IDLE_FORGET = 2 * GROUP_RATE[1]
-# Calls that do not post a message (chat actions, edits, lookups) are not counted against a chat's pace.
-UNPACED = frozenset({"sendChatAction"})
+# Decoration (chat actions): never waits for a chat's pace; sent only when the chat and the bot have room
+# to spare, and counted like a message, since Telegram counts it against the chat's budget too.
+DECORATION = frozenset({"sendChatAction"})
+# A chat (or the bot overall) is "near its limit" when less than this share of its budget is left: what is
+# left goes to answers, not to chat actions and status messages (issue 11: a busy group's actions used up
+# its 20 messages a minute).
+NEAR_LIMIT_SHARE = 0.25
 
 Callback = Callable[..., Coroutine[Any, Any, Any]]
 
@@ -50,6 +55,11 @@ def _chat_key(chat_id: object) -> int | str:
 
 def _is_group(key: int | str) -> bool:
     return isinstance(key, str) or key < 0
+
+
+def _has_room(limiter: AsyncLimiter) -> bool:
+    """More than NEAR_LIMIT_SHARE of the limiter's budget left, and nothing waiting for it."""
+    return limiter.has_capacity(max(1.0, limiter.max_rate * NEAR_LIMIT_SHARE))
 
 
 def _weight(endpoint: str, data: dict[str, Any]) -> int:
@@ -113,9 +123,19 @@ class ChatRateLimiter(BaseRateLimiter[int]):
             await asyncio.sleep(left)
         self._flood_until.pop(key, None)
 
-    def flooded(self, chat_id: int) -> bool:
+    def flooded(self, chat_id: int | str) -> bool:
         """True while a chat waits out Telegram's flood control."""
         return self._flood_until.get(_chat_key(chat_id), 0.0) > asyncio.get_running_loop().time()
+
+    def near_limit(self, chat_id: int | str) -> bool:
+        """True when a message to ``chat_id`` now would eat into what its answers need: the chat waits out a
+        429, has sends waiting for its pace, or less than NEAR_LIMIT_SHARE of its budget (or of the bot's
+        overall budget) is left. Decoration is skipped then."""
+        key = _chat_key(chat_id)
+        if self.flooded(chat_id) or self._overall._waiters or not _has_room(self._overall):
+            return True
+        limiter = self._chats.get(key)
+        return limiter is not None and (bool(limiter._waiters) or not _has_room(limiter))
 
     async def process_request(self, callback: Callback, args: Any, kwargs: dict[str, Any], endpoint: str,
                               data: dict[str, Any], rate_limit_args: int | None) -> Any:
@@ -125,12 +145,19 @@ class ChatRateLimiter(BaseRateLimiter[int]):
         key = _chat_key(chat_id)
         self._forget_idle()
         self._last_used[key] = self._now()
+        if endpoint in DECORATION and (self.near_limit(chat_id) or self._in_flight.locked()):
+            log.debug("%s in chat %s skipped: near its limit, or every request slot busy", endpoint, key)
+            return True  # what Telegram answers to a chat action; nobody waits for it
+        # Decoration that got here has room everywhere and nothing below suspends before it holds its
+        # slot and its place in the pace: it never waits, and never queues ahead of an answer.
         await self._flood_over(key)
-        if endpoint.startswith("send") and endpoint not in UNPACED:
+        if endpoint.startswith("send"):
             limiter = self._limiter(key)
             await limiter.acquire(min(_weight(endpoint, data), limiter.max_rate))
-        await self._overall.acquire()
         async with self._in_flight:
+            # Paced overall once it has a slot, right before it goes: paced earlier, requests that queued for
+            # a slot behind slow uploads would reach Telegram in a burst above its limit (measured: 429s).
+            await self._overall.acquire()
             try:
                 return await callback(*args, **kwargs)
             except RetryAfter as exc:

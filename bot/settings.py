@@ -21,6 +21,9 @@ DEFAULT_CHAT_RATE = 30
 # The buttons under an answer work this long (seconds): a day covers "I'll look at it tonight", and the
 # state it costs is a few KB per answer (docs/bot.md).
 DEFAULT_ANSWER_TTL = 24 * 60 * 60
+# The chat action covers an answer's first 5 s; a status message only for a photo still waiting after that
+# (an earlier one would mostly be deleted moments later, spending the chat's budget on nothing).
+STATUS_DELAY_MS = 5000
 
 
 class TelegramSettings(BaseSettings):
@@ -85,6 +88,11 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassName
     test_retry_delay_ms: int = Field(
         1000, ge=1, description="FOR TESTS ONLY: first pause before sending an answer again after a network "
         "error or a 5xx (doubled each time), so a test reaches the bound on attempts quickly.",
+    )
+
+    test_status_delay_ms: int = Field(
+        STATUS_DELAY_MS, ge=1, description="FOR TESTS ONLY: how long a photo waits before its \"queued\" status "
+        "message, so a test can tell a photo waiting for a worker from one being detected without long jobs.",
     )
 
     @field_validator("allowed_chats", mode="before")

@@ -12,14 +12,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
+from rq.job import JobStatus
 from rq.serializers import JSONSerializer
+from rq.utils import now as utcnow
 
 from detector.params import DetectParams
-from jobs import keys, store
+from jobs import fair, keys, store
 from jobs.defaults import (
     DELIVERED_TTL,
     EVENTS_GROUP,
@@ -33,8 +36,9 @@ from jobs.defaults import (
 from jobs.exceptions import AlreadyQueuedError, QueueFullError, QueueUnavailableError
 from jobs.store import Completion
 
-# A "once" marker changed under a submit this many times in a row: give up (another bot is racing it).
-ONCE_RETRIES = 3
+# A submit whose watched keys (the chat's lane, the "once" marker) changed this many times in a row gives
+# up with "busy": one chat's completions racing it that often means a storm, and the person may resend.
+SUBMIT_RETRIES = 10
 # The job function, by dotted path: the producer never imports it (it would pull in torch).
 DETECT_JOB = "jobs.tasks.detect_job"
 # New photos may fill Redis's maxmemory only up to this share: the rest is for what must never be refused
@@ -79,11 +83,14 @@ class DetectionClient:
         job_timeout: int = JOB_TIMEOUT,
         consumer: str = "bot",
         group: str = EVENTS_GROUP,
+        per_chat: int = fair.MAX_IN_FLIGHT_PER_CHAT,
     ) -> None:
+        """``per_chat``: jobs of one chat in RQ's list at once; its other photos are held (``jobs.fair``)."""
         self.redis = redis
         self.queue = make_queue(redis, queue_name)
         self.max_queued = max_queued
         self.job_timeout = job_timeout
+        self.per_chat = per_chat
         self.consumer = consumer
         # Every group sees every completion: only the bot's group may deliver to chats (a bench uses its own).
         self.group = group
@@ -114,53 +121,89 @@ class DetectionClient:
             raise ValueError(f"{len(images)} images but {len(routings)} routings")
         if not images:
             return []
+        lane = fair.lane_of(routings)
         with _redis_errors():
-            for _ in range(ONCE_RETRIES):
-                try:
-                    return self._submit(images, params, routings, language, once)
-                except WatchError:
-                    continue  # the marker changed between the check and the write: check again
-        raise AlreadyQueuedError(f"{once} kept changing during the submit")
-
-    def _submit(self, images: list[bytes], params: DetectParams, routings: list[dict[str, Any]], language: str,
-                once: str | None) -> list[str]:
-        with self.redis.pipeline(transaction=True) as pipe:
-            if once is not None:
-                pipe.watch(once)  # the transaction fails if another submit writes the marker meanwhile
-                if pipe.exists(once):
-                    raise AlreadyQueuedError(f"{once} was queued before")
-            waiting = self.queue.count
+            waiting = self.queued()
             if waiting + len(images) > self.max_queued:
                 raise QueueFullError(f"{waiting} jobs are already waiting; {len(images)} more would pass "
                                      f"the limit of {self.max_queued}")
             memory = _memory_left(self.redis)
             if memory is not None and sum(map(len, images)) > memory:
                 raise QueueFullError(f"Redis is near its maxmemory: {max(memory, 0)} bytes left for photos")
+            if lane is not None:
+                fair.sweep(self.redis, self.queue.name, self.queue.key, lane, self.per_chat)
             job_ids = [uuid.uuid4().hex for _ in images]
-            # The photos, their records, the RQ jobs and the marker in one transaction: all of them or none.
+            for _ in range(SUBMIT_RETRIES):
+                try:
+                    self._submit_once(job_ids, images, params, routings, language, lane, once)
+                    return job_ids
+                except WatchError:
+                    continue  # the chat's lane or the marker changed meanwhile: decide again
+        raise QueueFullError(f"the submit kept racing other changes {SUBMIT_RETRIES} times")
+
+    def _submit_once(self, job_ids: list[str], images: list[bytes], params: DetectParams,
+                     routings: list[dict[str, Any]], language: str, lane: int | None, once: str | None) -> None:
+        """The photos, their records, the RQ jobs and the "once" marker in one transaction: all of them or
+        none. Of a chat's photos, those beyond its in-flight room are held (:mod:`jobs.fair`), the rest go
+        into RQ's list."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            watched = [*fair.watched(self.queue.name, lane)] if lane is not None else []
+            if once is not None:
+                watched.append(once)  # the transaction fails if another submit writes the marker meanwhile
+            if watched:
+                pipe.watch(*watched)
+            if once is not None and pipe.exists(once):
+                raise AlreadyQueuedError(f"{once} was queued before")
+            room = len(images)
+            if lane is not None:
+                room = fair.free_slots(pipe, self.queue.name, lane, self.per_chat)
             pipe.multi()  # explicit, as RQ's enqueue expects of a pipeline handed to it
-            for job_id, image, routing in zip(job_ids, images, routings, strict=True):
+            for n, (job_id, image, routing) in enumerate(zip(job_ids, images, routings, strict=True)):
                 store.queue_save_job(pipe, job_id, image, params.to_dict(), routing, language, self.events)
-                # No RQ ttl on purpose: RQ silently drops an expired job; ours still runs and answers
-                # image_expired.
-                self.queue.enqueue(
-                    DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RQ_RESULT_TTL,
-                    failure_ttl=RESULT_TTL, pipeline=pipe,
-                )
+                if lane is None:
+                    self._enqueue(pipe, job_id)
+                    continue
+                pipe.hset(keys.job(job_id), mapping=fair.job_fields(self.queue.name, self.queue.key, lane))
+                if n < room:
+                    self._enqueue(pipe, job_id)
+                    fair.queue_in_flight(pipe, self.queue.name, lane, job_id)
+                else:
+                    self._hold(pipe, job_id)
+                    fair.queue_hold(pipe, self.queue.name, lane, job_id)
             if once is not None:
                 pipe.set(once, ",".join(job_ids), ex=ONCE_TTL)
             pipe.execute()
-        return job_ids
+
+    def _enqueue(self, pipe: Pipeline, job_id: str) -> None:
+        # No RQ ttl on purpose: RQ silently drops an expired job; ours still runs and answers image_expired.
+        self.queue.enqueue(
+            DETECT_JOB, job_id, job_id=job_id, job_timeout=self.job_timeout, result_ttl=RQ_RESULT_TTL,
+            failure_ttl=RESULT_TTL, pipeline=pipe,
+        )
+
+    def _hold(self, pipe: Pipeline, job_id: str) -> None:
+        """The RQ job, complete and "queued", but its id not in RQ's list yet: the completion of one of the
+        chat's jobs pushes it there (``fair.RELEASE_ON_COMPLETE``)."""
+        job = self.queue.create_job(DETECT_JOB, args=(job_id,), job_id=job_id, timeout=self.job_timeout,
+                                    result_ttl=RQ_RESULT_TTL, failure_ttl=RESULT_TTL, status=JobStatus.QUEUED)
+        job.origin = self.queue.name
+        job.enqueued_at = utcnow()
+        job.save(pipeline=pipe)
+        pipe.sadd(self.queue.redis_queues_keys, self.queue.key)
 
     def room(self) -> int:
         """How many more photos the queue takes now (``max_queued`` less those waiting)."""
         return max(0, self.max_queued - self.queued())
 
     def position(self, job_id: str) -> int | None:
-        """1-based position in the queue, or None once a worker has taken the job."""
+        """1-based position in the queue, or None once a worker has taken the job. A held photo (its chat
+        has others in the queue) counts as behind the whole queue and its chat's earlier held photos."""
         with _redis_errors():
             pos = self.queue.get_job_position(job_id)
-        return None if pos is None else pos + 1
+            if pos is not None:
+                return pos + 1
+            held = fair.held_position(self.redis, job_id)
+            return None if held is None else self.queue.count + held + 1
 
     def missing(self, job_ids: list[str]) -> list[str]:
         """The jobs of ``job_ids`` whose record Redis no longer has (it lost its data, or they expired)."""
@@ -179,8 +222,13 @@ class DetectionClient:
             return store.class_names(self.redis, self.queue.name)
 
     def queued(self) -> int:
+        """Photos waiting for a worker: in RQ's list, and held back behind their chat's (``jobs.fair``)."""
         with _redis_errors():
-            return self.queue.count
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.llen(self.queue.key)
+            fair.held_count(pipe, self.queue.name)
+            in_list, held = pipe.execute()
+            return int(in_list) + int(held)
 
     def _ensure_group(self) -> None:
         if self._group_ready:

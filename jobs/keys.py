@@ -117,6 +117,27 @@ def migrated(chat_id: int) -> str:
     return f"{KEY_PREFIX}:bot:migrated:{chat_id}"
 
 
+# -- fairness between chats (jobs.fair) ------------------------------------------------------------------
+
+def lane_in_flight(queue_name: str, chat_id: int) -> str:
+    """Set of a chat's job ids in RQ's list (waiting or running): at most ``fair.MAX_IN_FLIGHT_PER_CHAT``.
+
+    No TTL: bounded by the jobs that wait; a member whose job vanished is swept out (``fair.sweep``).
+    """
+    return f"{KEY_PREFIX}:lane:{queue_name}:{chat_id}:in_flight"
+
+
+def lane_held(queue_name: str, chat_id: int) -> str:
+    """List of a chat's job ids held back, oldest first; each goes to RQ's list as one of the chat's
+    completes. No TTL: bounded by the queue's limit on waiting jobs."""
+    return f"{KEY_PREFIX}:lane:{queue_name}:{chat_id}:held"
+
+
+def held(queue_name: str) -> str:
+    """Set of every held job id of a queue: how many photos wait beyond RQ's list (counted as waiting)."""
+    return f"{KEY_PREFIX}:held:{queue_name}"
+
+
 # -- adjustable answers (buttons) -----------------------------------------------------------------------
 
 def answer(answer_id: str) -> str:
@@ -186,6 +207,10 @@ LIFETIMES: tuple[Lifetime, ...] = (
     Lifetime(render_done("*"), True, "`jobs.render.OUTPUT_TTL` (30 s)"),
     Lifetime(render_output("*"), True, "`jobs.render.OUTPUT_TTL` (30 s); deleted when read"),
     Lifetime(renders("*"), True, "`jobs.render.REQUEST_TTL` (30 s) from the last press; emptied by the workers"),
+    Lifetime(f"{KEY_PREFIX}:lane:*", False,
+             "per chat with photos waiting: its in-flight set (≤ `fair.MAX_IN_FLIGHT_PER_CHAT`) and its held "
+             "list (≤ `MAX_QUEUED_JOBS`); Redis deletes each when it empties, as the chat's jobs complete"),
+    Lifetime(held("*"), False, "the held photos of one queue: ≤ `MAX_QUEUED_JOBS`, each removed on release"),
     Lifetime(f"{KEY_PREFIX}:bot:migrated:*", False,
              "one per supergroup that was a group; deleted when the bot leaves or is removed from it"),
     Lifetime(f"{KEY_PREFIX}:chat:*", False,

@@ -10,7 +10,8 @@ Completion is announced on the stream of the job's queue, ``detbot:events`` for 
 the job's record as ``events`` by the producer; fields ``job_id``, ``status``, ``routing``: the
 routing travels with the event so an answer can be sent even if the job's record has expired). ``complete()`` writes the
 result and the event in one Lua script guarded by the status field, so a job run twice (after a worker
-was killed) still yields exactly one completion event.
+was killed) still yields exactly one completion event; the same script releases the chat's next held job
+(:mod:`jobs.fair`), so that happens exactly once too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, NamedTuple
 from redis import Redis
 from redis.client import Pipeline
 
-from jobs import keys
+from jobs import fair, keys
 from jobs.defaults import EVENTS_MAXLEN, IMAGE_TTL, RESULT_TTL
 
 STATUS_QUEUED = "queued"
@@ -50,6 +51,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 if ARGV[5] ~= '' then redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[6]) end
 redis.call('DEL', KEYS[3])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'job_id', ARGV[8], 'status', ARGV[1], 'routing', routing)
+""" + fair.RELEASE_ON_COMPLETE + """
 return 1
 """
 

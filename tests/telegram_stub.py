@@ -29,6 +29,15 @@ T = TypeVar("T")
 MAX_LONG_POLL = 30.0
 # Telegram refuses to hand out files larger than this through getFile.
 FILE_SIZE_LIMIT = 20 * 1024 * 1024
+# Telegram's flood limits as (messages, seconds), enforced only after enforce_limits(): about 30 messages a
+# second over all chats, about one a second per private chat (short bursts pass), 20 a minute per group.
+OVERALL_LIMIT = (30.0, 1.0)
+PRIVATE_LIMIT = (3.0, 3.0)
+GROUP_LIMIT = (20.0, 60.0)
+# Requests arrive a little out of the order the bot paced them in (uploads take longer): one of slack.
+LIMIT_SLACK = 1.0
+# What counts against the limits: messages sent, edited or deleted (not getUpdates, getFile, getMe).
+LIMITED_PREFIXES = ("send", "edit", "delete", "copy", "forward")
 # Fields whose form values are plain text, never JSON (a caption "0.4" must stay a string).
 TEXT_FIELDS = frozenset({"text", "caption", "custom_title", "description", "short_description", "name"})
 
@@ -118,6 +127,12 @@ class TelegramStub:
         self._cond = threading.Condition()
         self._closing = False
         self._polls = 0
+        # Telegram's flood limits: off unless enforce_limits() (a bucket's level and when it was last read).
+        self._limits: dict[str, tuple[float, float]] | None = None
+        self._buckets: dict[Any, tuple[float, float]] = {}
+        self._limit_refusals = 0
+        # 429s by the limit that refused: "overall", "private", "group".
+        self.limit_refusals_by: dict[str, int] = {}
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="telegram-stub", daemon=True)
@@ -333,6 +348,64 @@ class TelegramStub:
         with self._cond:
             return self._polls > 0
 
+    # -- Telegram's flood limits (optional) ------------------------------------------------------------
+
+    def enforce_limits(self, overall: tuple[float, float] = OVERALL_LIMIT,
+                       private: tuple[float, float] = PRIVATE_LIMIT, group: tuple[float, float] = GROUP_LIMIT) -> None:
+        """Answer like Telegram beyond its flood limits: 429 with ``retry_after``. Each limit is (messages,
+        seconds) as a leaky bucket of that size: ~30/s over all chats (sends, edits, deletions), ~1/s per
+        private chat with a burst of 3, 20/min per group (every ``send*`` counts, chat actions too)."""
+        with self._cond:
+            self._limits = {"overall": overall, "private": private, "group": group}
+            self._buckets.clear()
+
+    def requests_by_method(self) -> dict[str, int]:
+        """Every request the bot made (refused ones too), counted by method; file downloads as "download"."""
+        with self._cond:
+            counts: dict[str, int] = {}
+            for call in self.calls:
+                counts[call.method] = counts.get(call.method, 0) + 1
+            return counts
+
+    def refused_by_limits(self) -> int:
+        """How many requests the limits answered with 429."""
+        with self._cond:
+            return self._limit_refusals
+
+    def _bucket_level(self, key: Any, limit: tuple[float, float], now: float) -> float:
+        """What is in ``key``'s bucket now (it leaks at the limit's rate)."""
+        size, period = limit
+        level, last = self._buckets.get(key, (0.0, now))
+        return max(0.0, level - max(0.0, now - last) * size / period)
+
+    def _over_limit(self, method: str, params: dict[str, Any], arrived: float | None = None) -> Failure | None:
+        """A 429 when ``method`` would pass Telegram's limits (only with :meth:`enforce_limits`); a request
+        that passes takes its place in every bucket it counts against, a refused one in none."""
+        if self._limits is None or not method.startswith(LIMITED_PREFIXES):
+            return None
+        now = arrived if arrived is not None else time.monotonic()
+        buckets: list[tuple[Any, tuple[float, float]]] = [("overall", self._limits["overall"])]
+        chat = params.get("chat_id")
+        if chat is not None and method.startswith("send"):
+            chat_id = int(chat)
+            buckets.append((chat_id, self._limits["private" if chat_id > 0 else "group"]))
+        levels = [self._bucket_level(key, limit, now) for key, limit in buckets]
+        limits = [limit for _key, limit in buckets]
+        waits = [(level + 1 - size) * period / size for level, (size, period) in zip(levels, limits, strict=True)
+                 if level + 1 > size + LIMIT_SLACK]
+        if waits:
+            self._limit_refusals += 1
+            for level, (key, (size, _period)) in zip(levels, buckets, strict=True):
+                if level + 1 > size + LIMIT_SLACK:
+                    name = key if key == "overall" else "private" if int(key) > 0 else "group"
+                    self.limit_refusals_by[name] = self.limit_refusals_by.get(name, 0) + 1
+            retry = max(1, int(max(waits) + 0.999))
+            return Failure(method, 429, f"Too Many Requests: retry after {retry}", None, None, retry_after=retry)
+        for level, (key, _limit) in zip(levels, buckets, strict=True):
+            # Requests handled out of their arrival order never move a bucket's clock back.
+            self._buckets[key] = (level + 1, max(now, self._buckets.get(key, (0.0, now))[1]))
+        return None
+
     # -- the protocol -----------------------------------------------------------------------------------
 
     def _new_message(self, chat_id: int, **fields: Any) -> dict[str, Any]:
@@ -499,10 +572,13 @@ class TelegramStub:
             return {"url": "", "has_custom_certificate": False, "pending_update_count": 0}
         raise _ApiError(404, "Not Found: method not found")
 
-    def _request(self, method: str, params: dict[str, Any], files: dict[str, bytes]) -> tuple[int, dict[str, Any]]:
+    def _request(self, method: str, params: dict[str, Any], files: dict[str, bytes],
+                 arrived: float | None = None) -> tuple[int, dict[str, Any]]:
         call = Call(method, params, files)
         with self._cond:
             failure = self._failure(method, params)
+            if failure is None:
+                failure = self._over_limit(method, params, arrived)
         if failure is not None:
             call.ok = False
             body: dict[str, Any] = {"ok": False, "error_code": failure.status, "description": failure.description}
@@ -565,6 +641,8 @@ class TelegramStub:
                     self._reply(200, data, "application/octet-stream")
 
             def do_POST(self) -> None:
+                # Telegram counts a request when it arrives, not when a large upload has been read.
+                self.arrived = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 self._api(self.rfile.read(length))
 
@@ -576,7 +654,7 @@ class TelegramStub:
                     return
                 method = path[len(prefix):].split("?", 1)[0]
                 params, files = _parse_body(self.headers.get("Content-Type", ""), body)
-                status, reply = stub._request(method, params, files)
+                status, reply = stub._request(method, params, files, getattr(self, "arrived", None))
                 self._reply(status, json.dumps(reply).encode())
 
         return Handler
@@ -586,6 +664,9 @@ class _QuietServer(ThreadingHTTPServer):
     """A client that hangs up (a bot being stopped mid-poll) is normal here, not worth a traceback."""
 
     daemon_threads = True
+    # A bot opens many connections at once under load (a burst of uploads): the default backlog of 5 makes
+    # the kernel reset some of them, which Telegram never does.
+    request_queue_size = 256
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass
