@@ -9,6 +9,7 @@ their order, never on durations.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections.abc import Iterator
@@ -284,3 +285,49 @@ def test_a_download_that_fails_for_a_moment_is_tried_again(world: World) -> None
     assert wait_answer(stub, user, msg["message_id"], 120).method == "sendPhoto"
     assert len([c for c in stub.sent("getFile", ok=None) if not c.ok]) >= 2
     assert "trying again" in world.bot.log()
+
+
+# -- decoration near a chat's limit ------------------------------------------------------------------------
+
+def test_decoration_is_skipped_near_a_chats_limit_and_never_waits() -> None:
+    """The limiter's own buckets: a group with less than a quarter of its 20 a minute left, or one waiting out
+    a 429, is "near its limit"; a chat action to it is answered True at once without reaching Telegram,
+    while a message still goes out."""
+    from telegram.error import RetryAfter
+
+    from bot.ratelimit import ChatRateLimiter
+
+    sent: list[str] = []
+
+    async def call(endpoint: str) -> bool:
+        sent.append(endpoint)
+        return True
+
+    async def scenario() -> None:
+        limiter = ChatRateLimiter()
+        group, person, other = -100_777, 777, 778
+
+        async def request(endpoint: str, chat: int) -> object:
+            return await limiter.process_request(call, (endpoint,), {}, endpoint, {"chat_id": chat}, None)
+
+        assert not limiter.near_limit(group)
+        for _ in range(15):
+            await request("sendPhoto", group)
+        assert not limiter.near_limit(group)  # 5 of 20 left: a quarter
+        await request("sendPhoto", group)
+        assert limiter.near_limit(group) and not limiter.near_limit(person)
+        assert await request("sendChatAction", group) is True
+        assert sent.count("sendChatAction") == 0 and sent.count("sendPhoto") == 16
+        await request("sendChatAction", person)
+        assert sent.count("sendChatAction") == 1
+
+        async def flood_control(endpoint: str) -> bool:
+            raise RetryAfter(30)
+
+        with pytest.raises(RetryAfter):
+            await limiter.process_request(flood_control, ("sendPhoto",), {}, "sendPhoto", {"chat_id": other}, None)
+        assert limiter.near_limit(other)
+        assert await request("sendChatAction", other) is True
+        assert sent.count("sendChatAction") == 1
+
+    asyncio.run(scenario())
