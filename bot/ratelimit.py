@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 
 # Telegram's broadcast limit: about 30 messages per second over all chats.
 OVERALL_RATE = (30, 1.0)
+# Edits a person is watching (a button press re-drawing their answer): a share of the overall budget and
+# request slots of their own, so a press never waits behind a backlog of answers to other chats (issue 12:
+# with ~1,000 answers waiting, an edit took over 60 s). Answers keep the rest of the budget.
+INTERACTIVE = frozenset({"editMessageMedia", "editMessageCaption", "editMessageText", "editMessageReplyMarkup"})
+INTERACTIVE_RATE = (2, 1.0)
+INTERACTIVE_IN_FLIGHT = 4
 # Private chats: about one message per second; a burst of 3 lets a photo and its follow-up texts out at once.
 PRIVATE_RATE = (3, 3.0)
 # Groups and channels: 20 messages per minute.
@@ -72,7 +78,10 @@ class ChatRateLimiter(BaseRateLimiter[int]):
     """Overall and per-chat pacing; a 429 holds back only its own chat and is raised to the caller."""
 
     def __init__(self, clock: Callable[[], float] | None = None) -> None:
-        self._overall = AsyncLimiter(*OVERALL_RATE)
+        # The overall budget, split: answers and the rest pace on one part, presses' edits on the other.
+        self._overall = AsyncLimiter(OVERALL_RATE[0] - INTERACTIVE_RATE[0], OVERALL_RATE[1])
+        self._interactive = AsyncLimiter(*INTERACTIVE_RATE)
+        self._interactive_slots = asyncio.Semaphore(INTERACTIVE_IN_FLIGHT)
         self._chats: dict[int | str, AsyncLimiter] = {}
         self._flood_until: dict[int | str, float] = {}
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -151,6 +160,10 @@ class ChatRateLimiter(BaseRateLimiter[int]):
         # Decoration that got here has room everywhere and nothing below suspends before it holds its
         # slot and its place in the pace: it never waits, and never queues ahead of an answer.
         await self._flood_over(key)
+        if endpoint in INTERACTIVE:
+            async with self._interactive_slots:
+                await self._interactive_pace().acquire()
+                return await self._call(key, callback, args, kwargs)
         if endpoint.startswith("send"):
             limiter = self._limiter(key)
             await limiter.acquire(min(_weight(endpoint, data), limiter.max_rate))
@@ -158,11 +171,21 @@ class ChatRateLimiter(BaseRateLimiter[int]):
             # Paced overall once it has a slot, right before it goes: paced earlier, requests that queued for
             # a slot behind slow uploads would reach Telegram in a burst above its limit (measured: 429s).
             await self._overall.acquire()
-            try:
-                return await callback(*args, **kwargs)
-            except RetryAfter as exc:
-                wait = exc.retry_after
-                seconds = wait.total_seconds() if isinstance(wait, dtm.timedelta) else float(wait)
-                self._flood_until[key] = asyncio.get_running_loop().time() + seconds
-                log.debug("flood control in chat %s for %.0f s", key, seconds)
-                raise
+            return await self._call(key, callback, args, kwargs)
+
+    def _interactive_pace(self) -> AsyncLimiter:
+        """The reserve, or the answers' part while it is idle (an album's ten edits go out at once)."""
+        if self._interactive.has_capacity() or self._overall._waiters or not self._overall.has_capacity():
+            return self._interactive
+        return self._overall
+
+    async def _call(self, key: int | str, callback: Callback, args: Any, kwargs: dict[str, Any]) -> Any:
+        """The request itself; a 429 holds back its chat until the time Telegram named."""
+        try:
+            return await callback(*args, **kwargs)
+        except RetryAfter as exc:
+            wait = exc.retry_after
+            seconds = wait.total_seconds() if isinstance(wait, dtm.timedelta) else float(wait)
+            self._flood_until[key] = asyncio.get_running_loop().time() + seconds
+            log.debug("flood control in chat %s for %.0f s", key, seconds)
+            raise

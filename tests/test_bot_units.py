@@ -446,6 +446,32 @@ def test_a_429_holds_back_only_its_own_chat() -> None:
     asyncio.run(scenario())
 
 
+def test_a_press_edit_never_waits_behind_a_backlog_of_answers() -> None:
+    from bot.ratelimit import OVERALL_RATE, ChatRateLimiter
+
+    async def scenario() -> None:
+        limiter = ChatRateLimiter()
+        sent: list[str] = []
+
+        async def send(name: str) -> bool:
+            sent.append(name)
+            return True
+
+        # Three seconds of answers to as many chats: far more than the overall budget lets out at once.
+        answers = [asyncio.create_task(limiter.process_request(send, (f"answer {n}",), {}, "sendPhoto",
+                                                               {"chat_id": 1000 + n}, None))
+                   for n in range(3 * OVERALL_RATE[0])]
+        await asyncio.sleep(0)  # every answer is waiting for its pace now
+        for n in range(3):  # a press's re-drawing: several edits (an album's photos)
+            await limiter.process_request(send, (f"edit {n}",), {}, "editMessageMedia", {"chat_id": 7}, None)
+        # In line behind the answers, the last edit would come after all of them.
+        assert sum(name.startswith("answer") for name in sent) < 2 * OVERALL_RATE[0], sent
+        await asyncio.gather(*answers)
+        assert len(sent) == 3 * OVERALL_RATE[0] + 3  # the answers all went out too
+
+    asyncio.run(scenario())
+
+
 def test_per_class_thresholds_parse_in_detect_and_threshold() -> None:
     assert parse_detect_args("person:0.6 dog:30% 0.4") == DetectParams(0.4, None, (("person", 0.6), ("dog", 0.3)))
     assert parse_detect_args("cell_phone:0.5,cat") == DetectParams(None, ["cat"], (("cell_phone", 0.5),))
