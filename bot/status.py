@@ -188,13 +188,17 @@ class StatusBoard:
 
     async def clear(self, unit: str, fallback: tuple[int, int] | None = None) -> None:
         """The answer is out: remember that, and delete the unit's status message if there is one."""
+        # This process's own memory of it too: Redis may have missed the id (down, or killed between the
+        # status message and its write) while this bot still knows the message it posted.
+        shown = self._shown.get(unit)
         self._remember(unit)
         try:
             found = await asyncio.to_thread(self.chats.pop_status, unit)
         except REDIS_ERRORS as exc:
             log.info("could not look up status message of %s: %s", unit, describe(exc))
             found = None
-        target = found or fallback
+        mine = (shown.chat_id, shown.message_id) if shown is not None else None
+        target = found or fallback or mine
         if target is not None:
             await self._delete(target[0], target[1], 0)
 
