@@ -18,6 +18,7 @@ of every held job id (how many photos wait beyond RQ's list). All are bounded by
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from redis import Redis
@@ -117,6 +118,27 @@ def sweep(redis: Redis, queue_name: str, rq_queue_key: str, chat_id: int, cap: i
     script_keys = [keys.lane_in_flight(queue_name, chat_id), keys.lane_held(queue_name, chat_id),
                    keys.held(queue_name), rq_queue_key]
     return int(redis.eval(_SWEEP, len(script_keys), *script_keys, keys.job(""), cap))
+
+
+def sweep_held(redis: Redis, queue_name: str, rq_queue_key: str, cap: int = MAX_IN_FLIGHT_PER_CHAT) -> int:
+    """:func:`sweep` every chat that has photos held: a chat whose in-flight job vanished (its record
+    expired unanswered, Redis lost it) would otherwise wait for its own next photo, which may never come.
+    Run by the workers' reaper; returns how many photos it released."""
+    held: list[bytes] = redis.smembers(keys.held(queue_name))  # type: ignore[assignment]
+    if not held:
+        return 0
+    pipe = redis.pipeline(transaction=False)
+    for job_id in held:
+        pipe.hget(keys.job(job_id.decode()), FIELD_HELD)
+    chats = {_chat_of(lane) for lane in pipe.execute() if lane}
+    return sum(sweep(redis, queue_name, rq_queue_key, chat, cap) for chat in chats if chat is not None)
+
+
+def _chat_of(lane_key: bytes) -> int | None:
+    """The chat id inside a :func:`jobs.keys.lane_held` key."""
+    with contextlib.suppress(ValueError, IndexError):
+        return int(lane_key.decode().rsplit(":", 2)[-2])
+    return None
 
 
 def held_count(redis: Redis | Pipeline, queue_name: str) -> Any:

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job
 
-from jobs import keys, store, tasks
+from jobs import fair, keys, store, tasks
 from jobs.defaults import HEARTBEAT_INTERVAL, LIVENESS_TTL, ORPHAN_GRACE, REAP_INTERVAL, RESULT_TTL, WEDGED_GRACE
 
 if TYPE_CHECKING:
@@ -235,6 +235,9 @@ def reap(redis: Redis, queue: Queue, *, max_attempts: int) -> list[Recovered]:
         rec = _take_back(redis, queue, job_id, worker, max_attempts)
         if rec is not None:
             recovered.append(rec)
+    released = fair.sweep_held(redis, queue.name, queue.key)
+    if released:
+        log.warning("released %d held photo(s) whose chats' in-flight jobs had vanished", released)
     return recovered
 
 

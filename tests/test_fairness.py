@@ -109,6 +109,25 @@ def test_a_job_that_vanished_is_swept_so_its_chat_is_not_stuck(redis: Redis) -> 
     assert [j.decode() for j in held] == [a4]
 
 
+def test_the_reaper_releases_held_photos_of_a_chat_that_never_sends_again(redis: Redis) -> None:
+    """The same vanished job, but the chat sends nothing more: the workers' reaper sweeps every chat with
+    held photos, so its held photo still reaches a worker (and is answered) instead of waiting for ever."""
+    from jobs.recovery import reap
+
+    client = DetectionClient(redis, queue_name="fair-reap")
+    ids: dict[str, str] = {}
+    a = [_submit(client, -100777, f"A{n}", ids) for n in range(4)]
+    _submit(client, 5, "B", ids)
+    redis.delete(keys.job(a[0]))  # expired, never completed
+    redis.lrem(client.queue.key, 0, a[0])
+    assert _names(client, ids) == ["A1", "A2", "B"]  # A3 held behind a job that will never complete
+    reap(redis, client.queue, max_attempts=3)
+    assert _names(client, ids) == ["A1", "A2", "B", "A3"]
+    assert not redis.exists(keys.lane_held(client.queue.name, -100777)) and not redis.scard(keys.held("fair-reap"))
+    reap(redis, client.queue, max_attempts=3)  # nothing vanished now: nothing moves
+    assert _names(client, ids) == ["A1", "A2", "B", "A3"]
+
+
 def test_one_slow_down_per_chat_per_minute() -> None:
     """The limiter's own clock, advanced by hand: a flood gets one notice a minute, other chats their own."""
     now = [1000.0]
