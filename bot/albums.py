@@ -15,8 +15,10 @@ An album goes through three stages, all of them here:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +32,15 @@ from bot.text import split_caption
 from jobs.defaults import JOB_TIMEOUT, MAX_ATTEMPTS
 from jobs.store import Completion
 
+log = logging.getLogger(__name__)
+
 # Telegram sends an album's photos as separate updates within a moment; wait this long for stragglers.
 ALBUM_COLLECT_DELAY = 1.0
+# A photo of an album already handed over (it came later than ALBUM_COLLECT_DELAY after the others) is
+# answered on its own, as asked as its album was (in a group only one photo carries the "/detect"
+# caption): albums are remembered this long, at most ALBUMS_REMEMBERED of them.
+ALBUM_REMEMBER = 600.0
+ALBUMS_REMEMBERED = 10_000
 # An album whose photos have not all completed by then is answered with what is there; a worker gives
 # up on a job after MAX_ATTEMPTS timeouts, so all of them are done long before.
 ALBUM_WAIT = JOB_TIMEOUT * MAX_ATTEMPTS + 60
@@ -64,6 +73,8 @@ class AlbumCollector:
     def __init__(self, delay: float = ALBUM_COLLECT_DELAY) -> None:
         self.delay = delay
         self._open: dict[tuple[int, str], _Gathering] = {}
+        # Albums handed over: whether they were asked, and when (oldest first; bounded).
+        self._done: OrderedDict[tuple[int, str], tuple[bool, float]] = OrderedDict()
 
     async def collect(self, message: Message, explicit: bool) -> Collected | None:
         """The whole album for the update that brought its first photo, None for the album's other updates.
@@ -74,6 +85,9 @@ class AlbumCollector:
         key = (message.chat_id, str(message.media_group_id))
         clock = asyncio.get_running_loop().time
         gathering = self._open.get(key)
+        straggler = self._straggler(key, message, explicit, clock())
+        if straggler is not None:
+            return straggler
         if gathering is not None:
             gathering.photos.append(message)
             gathering.explicit = gathering.explicit or explicit
@@ -85,7 +99,20 @@ class AlbumCollector:
                 await asyncio.sleep(left)
         finally:
             del self._open[key]
+        self._done[key] = (gathering.explicit, clock())
+        while len(self._done) > ALBUMS_REMEMBERED:
+            self._done.popitem(last=False)
         return Collected(sorted(gathering.photos, key=lambda m: m.message_id), gathering.explicit)
+
+    def _straggler(self, key: tuple[int, str], message: Message, explicit: bool, now: float) -> Collected | None:
+        """A late photo of an album already handed over: answered alone, asked if its album was."""
+        while self._done and now - next(iter(self._done.values()))[1] > ALBUM_REMEMBER:
+            self._done.popitem(last=False)
+        done = self._done.get(key)
+        if done is None or key in self._open:
+            return None
+        log.info("late photo of an album in chat %s (msg %s): answered on its own", key[0], message.message_id)
+        return Collected([message], done[0] or explicit)
 
 
 # -- queueing -------------------------------------------------------------------------------------------

@@ -315,6 +315,22 @@ def test_album_collector_hands_the_whole_album_to_its_first_update() -> None:
     assert other_chat is not None and [m.message_id for m in other_chat.photos] == [11]
 
 
+def test_a_late_photo_of_an_album_is_answered_on_its_own_as_asked_as_its_album() -> None:
+    """In a group only the first photo carries "/detect": a photo that comes after the album was handed
+    over used to start an album of its own that nobody asked for, and was silently dropped."""
+    async def scenario() -> tuple[Collected | None, Collected | None, Collected | None]:
+        collector = AlbumCollector(delay=0.01)
+        album = await collector.collect(_album_message(21, group="g7"), explicit=True)
+        late = await collector.collect(_album_message(22, group="g7"), explicit=False)
+        unasked = await collector.collect(_album_message(31, group="g8"), explicit=False)
+        return album, late, unasked
+
+    album, late, unasked = asyncio.run(scenario())
+    assert album is not None and [m.message_id for m in album.photos] == [21]
+    assert late is not None and [m.message_id for m in late.photos] == [22] and late.explicit
+    assert unasked is not None and not unasked.explicit  # another album keeps its own answer to "asked?"
+
+
 def test_queued_album_knows_its_size_from_every_routing() -> None:
     album_id, routings = queued_album([{"chat_id": 5, "message_id": m} for m in (21, 22, 23)], reply_to=21)
     assert [r["album"] for r in routings] == [
