@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
+from redis.exceptions import OutOfMemoryError, ResponseError
 from rq.timeouts import JobTimeoutException
 
 from detector.errors import DetectorError
@@ -20,7 +21,7 @@ from detector.names import ClassNames
 from detector.params import DetectParams
 from detector.render import boxes_to_rows
 from detector.result import Box
-from jobs import store
+from jobs import keys, store
 from jobs.defaults import DETECTION_FLOOR
 from jobs.render import KIND_CROPS
 
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
     from jobs.metrics import WorkerMetrics
 
 log = logging.getLogger("detbot.worker")
+
+# A result Redis has no room for (past maxmemory) waits this long for deliveries to free some: the bot
+# deletes each delivered result, so room comes back within seconds unless the bot is down.
+COMPLETE_OOM_WAIT = 60.0
+COMPLETE_OOM_POLL = 1.0
 
 OUTCOME_OK = "ok"
 OUTCOME_ERROR = "error"
@@ -94,8 +100,34 @@ class Outcome:
 
 
 def _finish(redis: Redis, job_id: str, outcome: Outcome, **fields: Any) -> Outcome:
-    first = store.complete(redis, job_id, ok=outcome.status == OUTCOME_OK, code=outcome.code, **fields)
+    first = complete_in_room(redis, job_id, ok=outcome.status == OUTCOME_OK, code=outcome.code, **fields)
     return outcome if first else Outcome(OUTCOME_DUPLICATE, outcome.code)
+
+
+def complete_in_room(redis: Redis, job_id: str, **fields: Any) -> bool:
+    """``store.complete``, also when Redis is past its maxmemory (noeviction refuses the write): the job's
+    photo, no longer needed once detected, is deleted first to make room, then the write is tried again
+    while deliveries free memory, for up to COMPLETE_OOM_WAIT. A result is never dropped for want of room
+    while there is any chance of room."""
+    deadline = time.monotonic() + COMPLETE_OOM_WAIT
+    while True:
+        try:
+            return store.complete(redis, job_id, **fields)
+        except ResponseError as exc:
+            if not _out_of_memory(exc):
+                raise
+            freed = redis.delete(keys.image(job_id))  # DEL is allowed past maxmemory: it frees
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("job %s: Redis is full, its result waits for room%s", job_id,
+                        " (photo deleted)" if freed else "")
+            if not freed:
+                time.sleep(COMPLETE_OOM_POLL)
+
+
+def _out_of_memory(exc: ResponseError) -> bool:
+    """Redis past maxmemory: a plain command raises OutOfMemoryError, a script a ResponseError saying so."""
+    return isinstance(exc, OutOfMemoryError) or "OOM command not allowed" in str(exc)
 
 
 def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:

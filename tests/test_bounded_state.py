@@ -230,6 +230,25 @@ def test_an_out_of_memory_redis_is_queue_full(tiny_redis: Redis, monkeypatch: py
     assert len(tiny_redis.keys("detbot:job:*")) == client.queued() == len(tiny_redis.keys("detbot:image:*"))
 
 
+def test_a_result_redis_has_no_room_for_waits_for_room_instead_of_being_lost(tiny_redis: Redis) -> None:
+    """Past maxmemory a worker's completion is refused; the worker frees the job's photo (no longer needed)
+    and writes the result then, instead of leaving the person without an answer."""
+    from jobs import store
+    from jobs.tasks import complete_in_room
+
+    client = DetectionClient(tiny_redis, max_queued=1000)
+    job_id = client.submit(photo_bytes(500_000), DetectParams(0.25), routing={"chat_id": 1, "message_id": 1})
+    fill(tiny_redis, int(TINY_MAXMEMORY * 0.9))
+    tiny_redis.config_set("maxmemory", int(tiny_redis.info("memory")["used_memory"]) - 10_000)  # full now
+    result = {"ok": True, "code": "", "detection": {"boxes": []}, "annotated": photo_bytes(200_000)}
+    with pytest.raises(RedisError, match="OOM"):
+        store.complete(tiny_redis, job_id, **result)  # what a worker met before: the result was lost
+    assert complete_in_room(tiny_redis, job_id, **result)
+    done = store.read_completion(tiny_redis, job_id)
+    assert done is not None and done.ok and done.annotated == result["annotated"]
+    assert not tiny_redis.exists(keys.image(job_id))
+
+
 def fill(redis: Redis, used_memory: int) -> None:
     """Write filler keys in small steps until Redis uses ``used_memory`` bytes (a big write in one piece would
     count its own query buffer and hit maxmemory first)."""
