@@ -38,7 +38,7 @@ from bot import replies
 from bot.albums import album_reply_to
 from bot.answers import Answer, AnswerBook, Photo, new_id, params_of
 from bot.i18n import N_, Catalog, catalog, language_for
-from bot.telegram_io import describe, reply_to
+from bot.telegram_io import describe, fetch_file, reply_to
 from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
 from detector.names import ClassNames
 from detector.params import DetectParams, class_key
@@ -371,8 +371,7 @@ class Buttons:
         if file_id in self._clean:
             self._clean.move_to_end(file_id)
             return self._clean[file_id]
-        file = await bot.get_file(file_id)
-        data = bytes(await file.download_as_bytearray())
+        data = await fetch_file(bot, file_id)
         self._clean[file_id] = data
         while sum(len(d) for d in self._clean.values()) > CLEAN_CACHE_BYTES and len(self._clean) > 1:
             self._clean.popitem(last=False)

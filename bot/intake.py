@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Bot, Chat, Message
-from telegram.error import BadRequest, NetworkError, TelegramError
+from telegram.error import BadRequest, TelegramError
 
 from bot import replies
 from bot.albums import queued_album
@@ -24,7 +24,7 @@ from bot.limits import Limits, Refusal
 from bot.metrics import BotMetrics
 from bot.settings import BotSettings
 from bot.status import StatusBoard
-from bot.telegram_io import describe, say
+from bot.telegram_io import describe, fetch_file, say
 from detector.errors import ImageError
 from detector.image import read_header
 from detector.params import DetectParams
@@ -182,26 +182,11 @@ class Intake:
                 ok.append((message, data))
         return ok
 
-    async def _fetch(self, ref: ImageRef) -> bytes:
-        """getFile and the download, tried again after a network error or a timeout (reading a file twice
-        does no harm): a burst of uploads to the bot can keep Telegram's file server busy for a moment."""
-        attempt = 1
-        while True:
-            try:
-                file = await self.bot.get_file(ref.file_id)
-                return bytes(await file.download_as_bytearray())
-            except BadRequest:
-                raise  # the file itself was refused (too big, gone): trying again changes nothing
-            except NetworkError as exc:
-                if attempt >= DOWNLOAD_ATTEMPTS:
-                    raise
-                log.info("download of %s failed (%s); trying again", ref.file_id, describe(exc))
-            await asyncio.sleep(DOWNLOAD_RETRY_DELAY * attempt)
-            attempt += 1
-
     async def _download(self, message: Message, ref: ImageRef, tr: Catalog) -> bytes | None:
         try:
-            data = await self._fetch(ref)
+            # Tried again after a network error: a burst of uploads to the bot can keep Telegram's file
+            # server busy for a moment.
+            data = await fetch_file(self.bot, ref.file_id, DOWNLOAD_ATTEMPTS, DOWNLOAD_RETRY_DELAY)
         except BadRequest as exc:
             too_big = "too big" in str(exc).lower()
             text = replies.too_big(tr) if too_big else tr.gettext(replies.DOWNLOAD_FAILED)

@@ -116,3 +116,21 @@ async def say(bot: Bot, chat_id: int, text: str, *, reply: int | None = None, th
     except (TelegramError, PermanentSendError) as exc:
         log.warning("could not reply in chat %s: %s", chat_id, describe(exc))
         return None
+
+
+async def fetch_file(bot: Bot, file_id: str, attempts: int = 1, retry_delay: float = RETRY_FIRST_DELAY) -> bytes:
+    """A file's bytes from Telegram (getFile, then the download), tried ``attempts`` times after a network
+    error or a timeout (reading a file twice does no harm); a BadRequest (too big, gone) is raised at once."""
+    attempt = 1
+    while True:
+        try:
+            file = await bot.get_file(file_id)
+            return bytes(await file.download_as_bytearray())
+        except BadRequest:
+            raise  # the file itself was refused: trying again changes nothing
+        except NetworkError as exc:
+            if attempt >= attempts:
+                raise
+            log.info("download of %s failed (%s); trying again", file_id, describe(exc))
+        await asyncio.sleep(retry_delay * attempt)
+        attempt += 1
