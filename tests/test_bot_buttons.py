@@ -204,14 +204,18 @@ def test_a_redraw_that_cannot_be_made_says_so(world: World) -> None:
     assert "not re-drawn" in world.bot.log() and "Traceback" not in world.bot.log()
 
 
+def mosaic(world: World) -> np.ndarray:
+    """16 shape tiles in one photo: a list longer than a caption, down to 0.05."""
+    tiles = [img[:224, :224] for img, _ in world.images[12:28]]
+    return np.vstack([np.hstack(tiles[r * 4:(r + 1) * 4]) for r in range(4)])
+
+
 def test_a_long_list_follows_the_edits(world: World) -> None:
     """The follow-up messages of a long list are deleted when the list shrinks into the caption, and sent
     again (then edited) when it grows back: the text a person reads always matches the image."""
     stub = world.stub
     user = new_user()
-    tiles = [img[:224, :224] for img, _ in world.images[12:28]]
-    mosaic = np.vstack([np.hstack(tiles[r * 4:(r + 1) * 4]) for r in range(4)])
-    msg = stub.photo(stub.private_chat(user), user, encode(mosaic), caption="0.05")
+    msg = stub.photo(stub.private_chat(user), user, encode(mosaic(world)), caption="0.05")
     answer = wait_answer(stub, user, msg["message_id"])
     mid = answer.result["message_id"]
     stored(world, user, mid)
@@ -239,9 +243,7 @@ def test_a_press_while_the_answer_is_still_going_out_waits_for_it(world: World) 
     between is held until the answer is out, then adjusts it (never "expired", no duplicate follow-ups)."""
     stub = world.stub
     user = new_user()
-    tiles = [img[:224, :224] for img, _ in world.images[12:28]]
-    mosaic = np.vstack([np.hstack(tiles[r * 4:(r + 1) * 4]) for r in range(4)])
-    msg = stub.photo(stub.private_chat(user), user, encode(mosaic), caption="0.05")
+    msg = stub.photo(stub.private_chat(user), user, encode(mosaic(world)), caption="0.05")
     answer = wait_answer(stub, user, msg["message_id"])
     mid = answer.result["message_id"]
     reply = press(world, user, user, mid, "hi")  # at once: the follow-ups are not all out yet
