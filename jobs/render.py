@@ -83,8 +83,10 @@ class RenderClient:
             self.redis.delete(keys.render_request(render_id))  # a worker that takes it now finds nothing
             raise RenderError("timeout")
         status = reply[1].decode()
-        out: dict[bytes, bytes] = self.redis.hgetall(keys.render_output(render_id))  # type: ignore[assignment]
-        self.redis.delete(keys.render_output(render_id))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(keys.render_output(render_id))
+        pipe.delete(keys.render_output(render_id))
+        out: dict[bytes, bytes] = pipe.execute()[0]
         if status != "ok":
             raise RenderError(status)
         return [out[str(i).encode()] for i in range(len(out))]
