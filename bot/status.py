@@ -24,6 +24,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 from bot import replies
 from bot.chat_settings import REDIS_ERRORS, ChatStore
 from bot.i18n import Catalog
+from bot.limits import Notices
 from bot.settings import STATUS_DELAY_MS
 from bot.telegram_io import describe, reply_to
 from jobs import keys
@@ -84,29 +85,18 @@ class StatusBoard:
         self.check_interval = check_interval
         self.near_limit = near_limit
         self._answered: OrderedDict[str, None] = OrderedDict()
-        self._acted: OrderedDict[int, float] = OrderedDict()
+        # Chats given a chat action within CHAT_ACTION_SECONDS: one per chat at a time.
+        self._actions = Notices(CHAT_ACTION_SECONDS, memory=ACTION_MEMORY)
         # Chats showing a status message, and the unit it is for (both ways): one per chat at a time.
         self._showing: dict[int, str] = {}
         self._showing_units: dict[str, int] = {}
         # Status messages up now, checked against Redis losing their jobs (bounded like _answered).
         self._shown: OrderedDict[str, _Shown] = OrderedDict()
 
-    def _action_due(self, chat_id: int) -> bool:
-        """True (and remembered) when the chat got no chat action within CHAT_ACTION_SECONDS."""
-        now = time.monotonic()
-        last = self._acted.get(chat_id)
-        if last is not None and now - last < CHAT_ACTION_SECONDS:
-            return False
-        self._acted.pop(chat_id, None)
-        self._acted[chat_id] = now
-        while len(self._acted) > ACTION_MEMORY:
-            self._acted.popitem(last=False)
-        return True
-
     async def typing(self, chat_id: int, thread: int | None) -> None:
         """The ``upload_photo`` action: a hint that an answer is coming, at most one per chat at a time, and
         none for a chat near its limit; failure is harmless."""
-        if self.near_limit(chat_id) or not self._action_due(chat_id):
+        if self.near_limit(chat_id) or not self._actions.due(chat_id):
             return
         try:
             await self.bot.send_chat_action(chat_id, ChatAction.UPLOAD_PHOTO, message_thread_id=thread)
