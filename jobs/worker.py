@@ -16,16 +16,14 @@ over a dead one's job (liveness, running-job records, the reaper, the heartbeat 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -46,6 +44,7 @@ from jobs.defaults import RESULT_TTL
 from jobs.recovery import CurrentJob, Heartbeat
 from jobs.render import SERVE_BLOCK, RenderServer
 from jobs.settings import WorkerSettings, load_settings
+from jobs.shutdown import end_process
 
 if TYPE_CHECKING:
     from jobs.metrics import WorkerMetrics
@@ -502,7 +501,8 @@ def _work(redis: Redis, settings: WorkerSettings, detector: Any, metrics: Worker
 
 def main(argv: list[str] | None = None) -> int:
     """``detbot worker``: 0 once stopped on request, EXIT_CONFIG or EXIT_NO_MODEL if it cannot start.
-    Ends the process itself (:func:`_exit`): it is the command's entry point, never called in-process."""
+    Ends the process itself (:func:`~jobs.shutdown.end_process`): the command's entry point, never called
+    in-process."""
     args = _parse(argv)
     stop = StopRequest()
     stop.install()
@@ -511,23 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     except StartupInterrupted:
         log.info("stop requested while starting: exiting")
         status = 0
-    _exit(status)
-
-
-def _exit(status: int) -> NoReturn:
-    """End the process once the worker has handed everything back (its job answered, its records gone).
-
-    The interpreter's own exit would wait for what is left in the process: a background export holding
-    the GIL in native code, library thread pools joined at exit, torch and OpenVINO torn down module by
-    module; measured here from 0.6 s to seconds, more with a larger model. Nothing left needs it: the
-    logs are flushed first, Redis keeps all state, and a half-made export is a staging folder the next
-    export clears (detector.export_cache).
-    """
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(status)
+    end_process(status)
 
 
 def _start(args: argparse.Namespace, stop: StopRequest) -> int:
