@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,12 +25,11 @@ from redis import Redis
 from detector.params import DetectParams
 from jobs.client import DetectionClient, make_queue
 from jobs.defaults import QUEUE_NAME
-from jobs.keys import EVENTS_STREAM
 from jobs.recovery import running_jobs
 from ops.shapes import make_images
-from tests.conftest import DETBOT, ROOT, RedisServer, detbot_env, free_port
+from tests.conftest import ROOT, RedisServer, detbot_env, free_port
 from tests.images import png_bytes
-from tests.stopping import ProcessTree
+from tests.stopping import Completions, ProcessTree, launch, terminate
 from tests.telegram_stub import TelegramStub, encode
 from tests.workers import READY_TIMEOUT, wait_for
 
@@ -55,43 +52,9 @@ class Result:
     note: str = ""
 
 
-class Completions:
-    """Watches the events stream in a thread: when each job completed, and how often."""
-
-    def __init__(self, url: str) -> None:
-        self.redis = Redis.from_url(url, socket_timeout=5)
-        self.seen: dict[str, list[float]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._follow, daemon=True)
-        self._thread.start()
-
-    def _follow(self) -> None:
-        last = "0"
-        while not self._stop.is_set():
-            try:
-                reply = self.redis.xread({EVENTS_STREAM: last}, count=100, block=200)
-            except Exception:
-                return  # Redis stopped with the command
-            for _stream, entries in reply or []:
-                for event_id, fields in entries:
-                    last = event_id.decode()
-                    self.seen.setdefault(fields[b"job_id"].decode(), []).append(time.monotonic())
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.redis.close()
-
-
-def _launch(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen([*DETBOT, *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
 def _stop(proc: subprocess.Popen[bytes], tree: ProcessTree) -> tuple[float, float, int | None]:
     """SIGTERM; the time it was sent and how long until every process of the tree was gone."""
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    sent = terminate(proc)
     if not tree.wait_gone(GIVE_UP):
         tree.kill()
         return sent, float("inf"), proc.poll()
@@ -134,8 +97,7 @@ def one(command: str, instant: str, work: Path) -> Result:
             stub = TelegramStub(TOKEN).start()
             env.update(TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_API_BASE_URL=stub.url)
             args, ready_text = ["bot"], ""
-    proc = _launch(args, env, log)
-    tree = ProcessTree(proc.pid)
+    proc, tree = launch(args, env, log)
     completions: Completions | None = None
     job_id = None
     note = ""

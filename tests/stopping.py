@@ -1,5 +1,5 @@
-"""Watching a process and everything it starts, to tell when a stop is complete (tests/test_stop.py and
-tests/bench_stop.py).
+"""Watching a process and everything it starts, to tell when a stop is complete, and when each job
+completed (tests/test_stop.py and tests/bench_stop.py).
 
 A :class:`ProcessTree` polls ``/proc`` from the moment a command is started, so a child started and gone
 between two looks at the tree is the only one it can miss; a child orphaned when its parent dies (reparented
@@ -12,9 +12,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from jobs import keys
+from tests.conftest import DETBOT, ROOT
 
 # How often /proc is read: fine enough to time a stop to a few tens of milliseconds, cheap on a 2-core box.
 SCAN_INTERVAL = 0.02
@@ -44,7 +51,8 @@ class ProcessTree:
 
     def __init__(self, root: int) -> None:
         self.root = root
-        self.names: dict[int, str] = {}  # every pid seen in the tree -> its command line when first seen
+        self.names: dict[int, str] = {}  # every pid seen in the tree -> its command line, as last seen running
+        self.parents: dict[int, int] = {}  # pid -> the parent it was started by
         self.gone_at: dict[int, float] = {}  # pid -> time.monotonic() when it was first seen gone
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -63,17 +71,24 @@ class ProcessTree:
                 for pid, (ppid, state) in table.items():
                     if ppid in known and pid not in known and state != "Z":
                         known.add(pid)
+                        self.parents[pid] = ppid
                         grew = True
             for pid in known:
-                if pid not in self.names:
-                    self.names[pid] = cmdline(pid)
                 entry = table.get(pid)
+                if entry is not None and entry[1] != "Z":  # read again while it runs: a child seen between
+                    self.names[pid] = cmdline(pid) or self.names.get(pid, "")  # fork and exec changes it
+                self.names.setdefault(pid, "")
                 if (entry is None or entry[1] == "Z") and pid not in self.gone_at:
                     self.gone_at[pid] = now
 
     def _follow(self) -> None:
         while not self._closed.wait(SCAN_INTERVAL):
             self._scan()
+
+    def children(self, parent: int, word: str) -> list[int]:
+        """The pids ``parent`` started whose command line has ``word`` (not a library's short-lived helper)."""
+        with self._lock:
+            return [pid for pid, ppid in self.parents.items() if ppid == parent and word in self.names[pid].split()]
 
     def alive(self) -> list[int]:
         """The pids of the tree that have not exited."""
@@ -108,3 +123,46 @@ class ProcessTree:
     def close(self) -> None:
         self._closed.set()
         self._thread.join()
+
+
+def launch(args: list[str], env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], ProcessTree]:
+    """``detbot ARGS`` with its output in ``log`` (never a pipe that could fill up), and its tree watched."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([*DETBOT, *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return proc, ProcessTree(proc.pid)
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> float:
+    """SIGTERM; returns when it was sent (time.monotonic())."""
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    return sent
+
+
+class Completions:
+    """Follows a queue's completion events in a thread: each job's completions and when they came."""
+
+    def __init__(self, url: str, queue: str = "detbot") -> None:
+        self.redis = Redis.from_url(url, socket_timeout=5)
+        self.stream = keys.events(queue)
+        self.seen: dict[str, list[float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="completions", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        last = "0"
+        while not self._stop.is_set():
+            try:
+                reply = self.redis.xread({self.stream: last}, count=100, block=100)
+            except (RedisError, OSError):
+                return  # Redis stopped (with `detbot run`)
+            for _stream, entries in reply or []:
+                for event_id, fields in entries:
+                    last = event_id.decode()
+                    self.seen.setdefault(fields[b"job_id"].decode(), []).append(time.monotonic())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.redis.close()
