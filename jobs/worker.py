@@ -173,6 +173,14 @@ class DetbotWorker(SimpleWorker):
             if self._waiting_for_job:
                 raise
 
+    def set_shutdown_requested_date(self) -> None:
+        """RQ writes this from the signal handler, in the middle of the job in hand: a Redis error here must
+        not be raised into that job (the date is only shown by dashboards)."""
+        try:
+            super().set_shutdown_requested_date()
+        except RedisError as exc:
+            log.warning("worker %s: could not record the stop request: %s", self.name, type(exc).__name__)
+
     def handle_warm_shutdown_request(self) -> None:
         current = self.current
         if current is not None:
@@ -511,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     except StartupInterrupted:
         log.info("stop requested while starting: exiting")
         status = 0
+    except SystemExit as exc:  # a second signal: RQ's cold shutdown, after the clean-up it allows
+        status = exc.code if isinstance(exc.code, int) else 0
     end_process(status)
 
 
