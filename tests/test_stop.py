@@ -100,6 +100,15 @@ def worker_ready(redis: Redis, name: str) -> bool:
     return bool(redis.exists(keys.alive(name)))
 
 
+def stop_with_job_in_hand(command: Command, completions: Completions, job_id: str) -> float:
+    """SIGTERM while ``job_id`` runs: it completes, and every process is gone within STOP_BOUND of that
+    (or of the signal, if later), with status 0. Returns when the signal was sent."""
+    sent = terminate(command.proc)
+    wait_for(lambda: job_id in completions.seen, ANSWER_TIMEOUT, "the job in hand to complete")
+    assert command.stop_within(STOP_BOUND, since=max(sent, completions.seen[job_id][0])) == 0
+    return sent
+
+
 # -- detbot worker ----------------------------------------------------------------------------------------
 
 
@@ -172,10 +181,7 @@ def test_a_busy_worker_answers_the_photo_in_hand_once_then_stops(
         in_hand = submit(redis_server.url, 3200)
         queued = submit(redis_server.url, 3201)
         wait_for(lambda: running_jobs(redis, "detbot"), ANSWER_TIMEOUT, "the worker to start the first job")
-        sent = terminate(worker.proc)
-        wait_for(lambda: in_hand in completions.seen, ANSWER_TIMEOUT, "the job in hand to complete")
-        done = completions.seen[in_hand][0]
-        assert worker.stop_within(STOP_BOUND, since=max(sent, done)) == 0
+        stop_with_job_in_hand(worker, completions, in_hand)
     finally:
         completions.close()
     assert len(completions.seen[in_hand]) == 1  # answered once, not requeued by a reaper later
@@ -221,16 +227,15 @@ def test_run_with_a_photo_in_hand_answers_it_once_and_stops_redis_last(
                 DETBOT_TEST_JOB_DELAY_MS=str(JOB_DELAY_MS))
     run.wait_output("ready: 2 worker(s)")
     completions = Completions(url)
+    redis = Redis.from_url(url)
     try:
         job_id = submit(url, 3300)
-        wait_for(lambda: running_jobs(Redis.from_url(url), "detbot"), ANSWER_TIMEOUT, "a worker to start the job")
-        busy_name = running_jobs(Redis.from_url(url), "detbot")[job_id]
-        sent = terminate(run.proc)
-        wait_for(lambda: job_id in completions.seen, ANSWER_TIMEOUT, "the job in hand to complete")
-        done = completions.seen[job_id][0]
-        assert run.stop_within(STOP_BOUND, since=max(sent, done)) == 0
+        wait_for(lambda: running_jobs(redis, "detbot"), ANSWER_TIMEOUT, "a worker to start the job")
+        busy_name = running_jobs(redis, "detbot")[job_id]
+        sent = stop_with_job_in_hand(run, completions, job_id)
     finally:
         completions.close()
+        redis.close()
     (redis_pid,) = [pid for pid in run.tree.parents if "redis-server" in run.tree.names[pid]]
     workers = run.tree.children(run.proc.pid, "worker")
     assert len(workers) == 2, run.tree.describe()
