@@ -2,8 +2,8 @@
 completed (tests/test_stop.py and tests/bench_stop.py).
 
 A :class:`ProcessTree` polls ``/proc`` from the moment a command is started, so a child started and gone
-between two looks at the tree is the only one it can miss; a child orphaned when its parent dies (reparented
-to init) stays known, because it was seen before. A zombie counts as gone: it has exited, only its exit
+between two full looks at the tree is the only one it can miss; a child orphaned when its parent dies
+(reparented to init) stays known, because it was seen before. A zombie counts as gone: it has exited, only its exit
 status waits to be collected.
 """
 
@@ -23,19 +23,28 @@ from redis.exceptions import RedisError
 from jobs import keys
 from tests.conftest import DETBOT, ROOT
 
-# How often /proc is read: fine enough to time a stop to a few tens of milliseconds, cheap on a 2-core box.
+# How often the processes of the tree are looked at: fine enough to time a stop to a few tens of ms.
 SCAN_INTERVAL = 0.02
+# Every this many looks, all of /proc is read for new children (a few ms on a 2-core box: not every time).
+DISCOVER_EVERY = 5
+
+
+def _stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, state letter) of ``pid``, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), fields[0].decode()
 
 
 def _table() -> dict[int, tuple[int, str]]:
     """pid -> (parent pid, state letter) of every process now."""
     out = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        out[int(stat.parent.name)] = (int(fields[1]), fields[0])
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (entry := _stat(int(name))) is not None:
+            out[int(name)] = entry
     return out
 
 
@@ -56,16 +65,18 @@ class ProcessTree:
         self.gone_at: dict[int, float] = {}  # pid -> time.monotonic() when it was first seen gone
         self._lock = threading.Lock()
         self._closed = threading.Event()
-        self._scan()
+        self._scan(discover=True)
         self._thread = threading.Thread(target=self._follow, name="process-tree", daemon=True)
         self._thread.start()
 
-    def _scan(self) -> None:
-        table = _table()
-        now = time.monotonic()
+    def _scan(self, discover: bool) -> None:
+        """Note which processes of the tree have exited; with ``discover``, also its new processes."""
         with self._lock:
             known = set(self.names) | {self.root}
-            grew = True
+            running = [pid for pid in known if pid not in self.gone_at]
+            table = _table() if discover else {pid: e for pid in running if (e := _stat(pid)) is not None}
+            now = time.monotonic()
+            grew = discover
             while grew:  # children of known processes, then their children, ...
                 grew = False
                 for pid, (ppid, state) in table.items():
@@ -75,15 +86,17 @@ class ProcessTree:
                         grew = True
             for pid in known:
                 entry = table.get(pid)
-                if entry is not None and entry[1] != "Z":  # read again while it runs: a child seen between
+                if entry is None or entry[1] == "Z":
+                    self.gone_at.setdefault(pid, now)
+                    self.names.setdefault(pid, "")
+                elif discover or pid not in self.names:  # read again while it runs: a child seen between
                     self.names[pid] = cmdline(pid) or self.names.get(pid, "")  # fork and exec changes it
-                self.names.setdefault(pid, "")
-                if (entry is None or entry[1] == "Z") and pid not in self.gone_at:
-                    self.gone_at[pid] = now
 
     def _follow(self) -> None:
+        looks = 0
         while not self._closed.wait(SCAN_INTERVAL):
-            self._scan()
+            looks += 1
+            self._scan(discover=looks % DISCOVER_EVERY == 0)
 
     def children(self, parent: int, word: str) -> list[int]:
         """The pids ``parent`` started whose command line has ``word`` (not a library's short-lived helper)."""
@@ -98,11 +111,14 @@ class ProcessTree:
     def wait_gone(self, timeout: float) -> bool:
         """True once every process of the tree has exited; False if some still run after ``timeout``."""
         deadline = time.monotonic() + timeout
-        while self.alive():
+        while True:
+            if not self.alive():
+                self._scan(discover=True)  # a child started since the last full look counts too
+                if not self.alive():
+                    return True
             if time.monotonic() > deadline:
                 return False
             time.sleep(SCAN_INTERVAL)
-        return True
 
     def last_gone(self) -> float:
         """When the last process of the tree exited (time.monotonic())."""
