@@ -18,12 +18,15 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from rq.exceptions import StopRequested
 
 from detector.params import DetectParams
 from jobs import keys
 from jobs.client import DetectionClient, make_queue
 from jobs.defaults import HEARTBEAT_INTERVAL, LIVENESS_TTL
 from jobs.recovery import running_jobs
+from jobs.settings import WorkerSettings
+from jobs.worker import DetbotWorker
 from ops.shapes import make_images
 from tests.conftest import ROOT, RedisServer, detbot_env, free_port
 from tests.images import png_bytes
@@ -190,6 +193,34 @@ def test_a_busy_worker_answers_the_photo_in_hand_once_then_stops(
     assert make_queue(redis).job_ids == [queued]  # it waits for the next worker
     assert running_jobs(redis, "detbot") == {}
     assert not redis.exists(keys.alive(name))
+
+
+@pytest.fixture
+def signal_handlers() -> Iterator[None]:
+    """A worker's stop arms handlers for the next signal: the test process gets its own back."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("waiting_for_a_job", [True, False])
+def test_a_stop_interrupts_a_worker_only_while_it_waits_for_a_job(
+    waiting_for_a_job: bool, redis: Redis, signal_handlers: None
+) -> None:
+    """What no timing can catch: a signal landing between taking a job and starting it (the worker is not
+    busy yet) must not abandon that job in RQ's intermediate list; it is noted, the job runs, and the
+    loop stops at its next step. Waiting for a job, the signal ends the wait at once."""
+    worker = DetbotWorker(make_queue(redis), settings=WorkerSettings(worker_name="stop-unit"))
+    worker._waiting_for_job = waiting_for_a_job
+    if waiting_for_a_job:
+        with pytest.raises(StopRequested):
+            worker.request_stop(signal.SIGTERM, None)
+    else:
+        worker.request_stop(signal.SIGTERM, None)  # returns: the job just taken runs
+        with pytest.raises(StopRequested):  # and the loop stops before taking another
+            worker.check_for_suspension(burst=False)
+    assert worker.stop_request.is_set()
 
 
 # -- detbot run -----------------------------------------------------------------------------------------
