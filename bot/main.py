@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from pydantic import ValidationError
 from redis import Redis
@@ -14,7 +17,7 @@ from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application
 
 from bot import logs
-from bot.app import ALLOWED_UPDATES, build_application
+from bot.app import ALLOWED_UPDATES, SERVICES, build_application
 from bot.delivery import WAIT_BLOCK_MS
 from bot.metrics import BotMetrics, serve
 from bot.polling import Poller
@@ -22,6 +25,7 @@ from bot.settings import BotSettings
 from bot.telegram_io import describe
 from detector.names import ClassNamesError, load_class_names
 from jobs.settings import env_names
+from jobs.shutdown import end_process
 
 log = logging.getLogger("bot")
 
@@ -51,27 +55,61 @@ def _settings_error(exc: ValidationError) -> str:
 
 async def run(application: Application, redis: Redis) -> None:
     """Start the Application, poll until SIGINT/SIGTERM, stop it cleanly (what ``run_polling`` did, with
-    detbot's own :class:`~bot.polling.Poller` fetching the updates)."""
+    detbot's own :class:`~bot.polling.Poller` fetching the updates). A signal while starting (getMe, the
+    command menus: Telegram may be slow) ends the start-up there."""
     poller = Poller(application, redis, ALLOWED_UPDATES)
+    stopping = asyncio.Event()
+
+    def stop() -> None:
+        stopping.set()
+        poller.stop()
+        application.bot_data[SERVICES].status.close()  # no "queued" message is still to come
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, poller.stop)
-    await application.initialize()  # getMe: a refused token fails here
+        loop.add_signal_handler(signum, stop)
     try:
-        if application.post_init:
-            await application.post_init(application)
-        await application.start()
+        started = await _unless_stopped(_start(application), stopping)
         try:
-            await poller.run()
+            if started:
+                await poller.run()
+            else:
+                log.info("stop requested while starting: exiting")
         finally:
-            await application.stop()
-            if application.post_stop:
-                await application.post_stop(application)
+            if application.running:
+                await application.stop()
+                if application.post_stop:
+                    await application.post_stop(application)
     finally:
         await application.shutdown()
 
 
+async def _start(application: Application) -> None:
+    await application.initialize()  # getMe: a refused token fails here
+    if application.post_init:
+        await application.post_init(application)
+    await application.start()
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stopping: asyncio.Event) -> bool:
+    """Run ``work`` unless ``stopping`` is set first (``work`` is then cancelled); True if it completed.
+    Its exceptions propagate."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, TelegramError):
+        await task
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``detbot bot``; once stopped on request it ends the process itself (:func:`~jobs.shutdown.end_process`):
+    the command's entry point, never called in-process."""
     parser = argparse.ArgumentParser(prog="detbot bot", description="Run the Telegram bot (long polling). "
                                      "Settings come from the environment; see docs/bot.md.")
     parser.parse_args(argv)
@@ -109,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TelegramError, OSError) as exc:
         log.error("cannot talk to Telegram at %s: %s", settings.telegram_api_base_url, describe(exc))
         return 1
-    return 0
+    end_process(0)  # stopped: the result reader's blocking read and the interpreter's teardown are not waited for
 
 
 if __name__ == "__main__":

@@ -92,6 +92,13 @@ class StatusBoard:
         self._showing_units: dict[str, int] = {}
         # Status messages up now, checked against Redis losing their jobs (bounded like _answered).
         self._shown: OrderedDict[str, _Shown] = OrderedDict()
+        # Set when the bot stops: the status messages still to come are not sent (see close).
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        """The bot is stopping: status messages not yet due are dropped, so the stop does not wait for them
+        (the Application awaits every task it started); the answers come after the next start."""
+        self._closing.set()
 
     async def typing(self, chat_id: int, thread: int | None) -> None:
         """The ``upload_photo`` action: a hint that an answer is coming, at most one per chat at a time, and
@@ -111,8 +118,9 @@ class StatusBoard:
         """After STATUS_DELAY, if no answer went out yet and the photo really waits for a worker (not being
         detected already): one status message with its position. None for a chat near its limit, and none
         when the position cannot be read (Redis away): a status message is decoration."""
-        await asyncio.sleep(self.delay)
-        if self.answered(unit):
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), self.delay)
+        if self.answered(unit) or self._closing.is_set():
             return
         if self.near_limit(chat_id) or chat_id in self._showing:
             log.debug("no status message for %s in chat %s: %s", unit, chat_id,

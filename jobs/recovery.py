@@ -73,13 +73,14 @@ def mark_gone(redis: Redis, worker_name: str) -> None:
         redis.delete(keys.alive(worker_name))
 
 
-def wait_until_gone(redis: Redis, worker_name: str) -> bool:
+def wait_until_gone(redis: Redis, worker_name: str, stopping: Callable[[], bool] = lambda: False) -> bool:
     """Wait for a previous holder of ``worker_name`` (a restarted container's) to stop looking alive.
 
-    False when it is still alive after TAKEOVER_WAIT: the name is really in use.
+    False when it is still alive after TAKEOVER_WAIT (the name is really in use), or when ``stopping()``
+    turns true meanwhile: a worker asked to stop does not wait out a predecessor.
     """
     deadline = time.monotonic() + TAKEOVER_WAIT
-    while is_alive(redis, worker_name) and time.monotonic() < deadline:
+    while is_alive(redis, worker_name) and time.monotonic() < deadline and not stopping():
         time.sleep(TAKEOVER_POLL)
     return not is_alive(redis, worker_name)
 

@@ -9,7 +9,8 @@ over a dead one's job (liveness, running-job records, the reaper, the heartbeat 
 - Each job's running-job record rides in the Redis round trips in which RQ starts and ends the job; RQ's
   redundant round trips per job are dropped (they are most of the queue's cost).
 - SIGTERM: the current job finishes, then the worker exits 0 (RQ's warm shutdown). A second SIGTERM stops at
-  once; the interrupted job is left for the reaper to requeue.
+  once; the interrupted job is left for the reaper to requeue. During start-up (imports, model load, warm-up)
+  nothing is held and SIGTERM ends it at once; idle, the worker exits within a second or so.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from rq import Queue
-from rq.exceptions import DeserializationError
+from rq.exceptions import DeserializationError, StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -38,8 +42,9 @@ from jobs import recovery, store, tasks
 from jobs.client import DETECT_JOB, make_queue
 from jobs.defaults import RESULT_TTL
 from jobs.recovery import CurrentJob, Heartbeat
-from jobs.render import RenderServer
+from jobs.render import SERVE_BLOCK, RenderServer
 from jobs.settings import WorkerSettings, load_settings
+from jobs.shutdown import end_process
 
 if TYPE_CHECKING:
     from jobs.metrics import WorkerMetrics
@@ -55,6 +60,56 @@ EXIT_NO_MODEL = 3  # the model cannot be loaded: nothing could ever be processed
 RQ_HEARTBEAT_MIN_INTERVAL = 1.0
 # `rq suspend` takes effect within this long (RQ checks before every job, one round trip each time).
 RQ_SUSPENSION_CHECK_INTERVAL = 1.0
+# The thread reading RQ's command channel (`rq` shutdown / stop-job commands) wakes this often (one select()
+# on its socket, no Redis traffic). RQ's own wakes once a minute, and redis-py (>= 8) joins that thread when
+# the worker unsubscribes at exit: stops took up to 60 s.
+COMMAND_CHANNEL_POLL = 0.2
+# After a lost connection the command channel's thread tries again this much later (redis-py resubscribes).
+COMMAND_CHANNEL_RETRY = 1.0
+# The buttons' render thread finishes the re-drawing in hand (tens of ms) after its wait for work.
+RENDER_STOP_TIMEOUT = SERVE_BLOCK + 2.0
+
+
+class StartupInterrupted(BaseException):
+    """SIGTERM/SIGINT while the worker was starting: nothing is held yet, so start-up just ends. A
+    BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way swallows it."""
+
+
+class StopRequest:
+    """A stop asked by SIGTERM/SIGINT before RQ's own handlers take over (they do once the worker loop runs).
+
+    While ``interruptible`` (imports, model load, warm-up: nothing held) the signal ends start-up at once
+    (:class:`StartupInterrupted`). Once the worker registers, the request is only noted and acted on at
+    the worker's next step: the take-over wait, or the loop's first check.
+    """
+
+    def __init__(self) -> None:
+        self._requested = threading.Event()
+        self._listeners: list[Callable[[], None]] = []
+        self.interruptible = True
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.set()
+        if self.interruptible:
+            raise StartupInterrupted(signum)
+
+    def on_stop(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (from a signal handler: it must only flag something) when a stop is asked."""
+        self._listeners.append(listener)
+        if self.is_set():
+            listener()
+
+    def set(self) -> None:
+        self._requested.set()
+        for listener in self._listeners:
+            listener()
+
+    def is_set(self) -> bool:
+        return self._requested.is_set()
 
 
 class DetbotWorker(SimpleWorker):
@@ -62,7 +117,8 @@ class DetbotWorker(SimpleWorker):
 
     log_result_lifespan = False
 
-    def __init__(self, queue: Queue, *, settings: WorkerSettings, metrics: Any = None, **kwargs: Any) -> None:
+    def __init__(self, queue: Queue, *, settings: WorkerSettings, metrics: Any = None,
+                 stop_request: StopRequest | None = None, **kwargs: Any) -> None:
         super().__init__(
             [queue], name=settings.worker_name, connection=queue.connection, serializer=JSONSerializer,
             log_job_description=False, **kwargs,
@@ -77,11 +133,17 @@ class DetbotWorker(SimpleWorker):
         self._interrupted: str | None = None
         self._released = False
         self._suspension_checked = float("-inf")
+        # Set once a stop is asked, by a signal at start-up (main's handler) or later (RQ's, see request_stop).
+        self.stop_request = stop_request or StopRequest()
+        # True only while the main thread waits for a job: the one place where a stop may interrupt it.
+        self._waiting_for_job = False
 
     # --- start and stop -------------------------------------------------------------------------------
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         self._take_over_name()
+        if self.stop_request.is_set():
+            raise StopRequested  # asked to stop before registering: nothing to undo
         super().bootstrap(*args, **kwargs)
         self.heartbeat_thread.start()
         log.info("worker %s ready on queue %s", self.name, self.queues[0].name)
@@ -92,16 +154,39 @@ class DetbotWorker(SimpleWorker):
         RQ keeps a dead worker's record for minutes; the liveness key says within LIVENESS_TTL whether the
         name's owner is gone. If it stays alive, RQ refuses the name as before.
         """
-        if not recovery.wait_until_gone(self.connection, self.name):
+        if not recovery.wait_until_gone(self.connection, self.name, self.stop_request.is_set):
             return
         self.connection.delete(self.key)
         recovery.reclaim_predecessor(
             self.connection, self.queues[0], self.name, max_attempts=self.settings.max_attempts
         )
 
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """RQ's warm shutdown, except where it takes effect. Idle, RQ raises StopRequested wherever the main
+        thread happens to be, also between taking a job and starting it (the job then waits in RQ's
+        intermediate list for the reaper). Here it is raised only while the worker waits for a job; a job
+        already taken runs, and the loop stops after it (:meth:`check_for_suspension`)."""
+        self.stop_request.set()
+        try:
+            super().request_stop(signum, frame)  # logs, and arms the second signal's cold shutdown
+        except StopRequested:
+            if self._waiting_for_job:
+                raise
+
+    def set_shutdown_requested_date(self) -> None:
+        """RQ writes this from the signal handler, in the middle of the job in hand: a Redis error here must
+        not be raised into that job (the date is only shown by dashboards)."""
+        try:
+            super().set_shutdown_requested_date()
+        except RedisError as exc:
+            log.warning("worker %s: could not record the stop request: %s", self.name, type(exc).__name__)
+
     def handle_warm_shutdown_request(self) -> None:
         current = self.current
-        doing = f"finishing job {current.job_id}, then exiting" if current else "exiting"
+        if current is not None:
+            doing = f"finishing job {current.job_id}, then exiting"
+        else:
+            doing = "exiting" if self._waiting_for_job else "finishing the job just taken, if any, then exiting"
         log.info("worker %s: stop requested (SIGTERM/SIGINT), %s", self.name, doing)
 
     def request_force_stop(self, signum: int, frame: Any) -> None:
@@ -117,13 +202,35 @@ class DetbotWorker(SimpleWorker):
     def teardown(self) -> None:
         self.heartbeat_thread.stop()
         recovery.mark_gone(self.connection, self.name)
-        super().teardown()
+        try:
+            super().teardown()  # RQ: its death record and the command channel
+        except RedisError as exc:  # RQ's worker record expires by itself; the stop must not fail on it
+            log.warning("worker %s: could not unregister from RQ: %s: %s", self.name, type(exc).__name__, exc)
+
+    def subscribe(self) -> None:
+        """RQ's command channel, read by a thread that wakes every COMMAND_CHANNEL_POLL seconds: the worker
+        stops that thread on its way out, and waits for it."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ types it as None
+            sleep_time=COMMAND_CHANNEL_POLL, daemon=True, exception_handler=self._command_channel_failed
+        )
+
+    @staticmethod
+    def _command_channel_failed(exc: BaseException, _pubsub: Any, _thread: Any) -> None:
+        """As RQ's: a lost connection is retried (the heartbeat logs the outage), anything else ends the thread."""
+        if not isinstance(exc, RedisConnectionError):
+            raise exc
+        time.sleep(COMMAND_CHANNEL_RETRY)
 
     # --- taking jobs ----------------------------------------------------------------------------------
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         while True:
+            self._waiting_for_job = True  # from here a stop request interrupts the wait (request_stop)
             try:
+                if self.stop_request.is_set():  # asked just before the flag went up
+                    raise StopRequested
                 return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
             except RedisError:
                 raise
@@ -133,6 +240,8 @@ class DetbotWorker(SimpleWorker):
                     raise
                 log.warning("job %s refused: unreadable job record (%s)", job_id, type(exc).__name__)
                 self.connection.lrem(self.queues[0].intermediate_queue_key, 0, job_id)
+            finally:
+                self._waiting_for_job = False
 
     def _refusal(self, job: Job) -> str | None:
         """Why this job must not run, or None. JSON alone does not stop RQ importing any function by name."""
@@ -220,6 +329,9 @@ class DetbotWorker(SimpleWorker):
         super().set_state(state, pipeline)
 
     def check_for_suspension(self, burst: bool) -> None:
+        if self.stop_request.is_set():
+            # The loop's first step: a stop asked while registering, or while a job taken was running.
+            raise StopRequested
         now_ = time.monotonic()
         if now_ - self._suspension_checked < RQ_SUSPENSION_CHECK_INTERVAL:
             return  # RQ checks `rq suspend` before every job, in a round trip of its own
@@ -367,7 +479,7 @@ def _class_names(settings: WorkerSettings) -> ClassNames | None:
 
 
 def _work(redis: Redis, settings: WorkerSettings, detector: Any, metrics: WorkerMetrics | None, burst: bool,
-          names: ClassNames) -> int:
+          names: ClassNames, stop: StopRequest) -> int:
     """Take jobs until stopped; the job function finds the model in the context set here."""
     queue = make_queue(redis, settings.queue)
     store.publish_class_names(redis, queue.name, detector.names)
@@ -378,21 +490,42 @@ def _work(redis: Redis, settings: WorkerSettings, detector: Any, metrics: Worker
     renders = RenderServer(Redis.from_url(settings.redis_url), queue.name, partial(tasks.render, context),
                            metrics.rendered if metrics is not None else None)
     renders.start()
+    stop.on_stop(renders.stop)  # it takes no new re-drawing once a stop is asked; the one in hand finishes
     try:
-        worker = DetbotWorker(queue, settings=settings, metrics=metrics)
+        worker = DetbotWorker(queue, settings=settings, metrics=metrics, stop_request=stop)
+        stop.interruptible = False  # registering: from here a stop is acted on between steps, never inside one
         worker.work(burst=burst, logging_level="WARNING")
     except ValueError as exc:  # RQ: a live worker already has this name
         log.error("%s", exc)
         return EXIT_CONFIG
+    except StopRequested:  # asked to stop while taking over its name: never registered
+        log.info("worker %s: stop requested while starting, exiting", worker.name)
     finally:
         renders.stop()
+        renders.join(RENDER_STOP_TIMEOUT)
         tasks.set_context(None)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``detbot worker``: 0 once stopped on request, EXIT_CONFIG or EXIT_NO_MODEL if it cannot start."""
+    """``detbot worker``: 0 once stopped on request, EXIT_CONFIG or EXIT_NO_MODEL if it cannot start.
+    Ends the process itself (:func:`~jobs.shutdown.end_process`): the command's entry point, never called
+    in-process."""
     args = _parse(argv)
+    stop = StopRequest()
+    stop.install()
+    try:
+        status = _start(args, stop)
+    except StartupInterrupted:
+        log.info("stop requested while starting: exiting")
+        status = 0
+    except SystemExit as exc:  # a second signal: RQ's cold shutdown, after the clean-up it allows
+        status = exc.code if isinstance(exc.code, int) else 0
+    end_process(status)
+
+
+def _start(args: argparse.Namespace, stop: StopRequest) -> int:
+    """Load, warm, register and work until stopped (main's body, under its start-up signal handler)."""
     settings = _settings(args)
     if settings is None:
         return EXIT_CONFIG
@@ -409,4 +542,4 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_MODEL
     if metrics is not None:
         metrics.set_ready(True)
-    return _work(redis, settings, detector, metrics, args.burst, names)
+    return _work(redis, settings, detector, metrics, args.burst, names, stop)

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 # How detbot starts its own subcommands as child processes: this interpreter, this code, no PATH lookup.
 DETBOT = [sys.executable, "-m", "ops.cli"]
+# A shell's status for a command ended by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 # name -> (module:function taking argv, one-line help). Dotted paths keep this module free of heavy imports.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportError, AttributeError):
         print(f"detbot: '{argv[0]}' is not available in this installation.", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while the subcommand's modules load (seconds for torch): nothing started
+        return EXIT_INTERRUPTED
     return int(func(argv[1:]) or 0)
 
 

@@ -5,8 +5,9 @@ and the bot, each a child process supervised here.
   ``DETBOT_DATA_DIR/redis`` with append-only persistence, so queued photos and chat settings survive a restart.
 - Workers: ``detbot worker`` processes, one per CPU core by default; each loads the model once.
 - Bot: ``detbot bot``; without TELEGRAM_BOT_TOKEN ``detbot run`` refuses to start (``--no-bot`` runs the rest).
-- Ctrl-C / SIGTERM: the bot and the workers get SIGTERM (workers finish the photo in hand), then Redis is
-  stopped, which flushes its append-only file. Queued jobs stay in Redis for the next start.
+- Ctrl-C / SIGTERM: the bot and the workers get SIGTERM together (workers finish the photo in hand; idle,
+  every child is gone within STOP_GRACE), one deadline for all of them, then SIGKILL for what is left (with
+  a line saying so); Redis is stopped last, which flushes its append-only file. Queued jobs stay in Redis.
 - A child that crashes is restarted; one that exits with a configuration error (status 2, 3) or keeps
   crashing at start stops everything, with its own message above.
 
@@ -47,8 +48,11 @@ APPENDFSYNC = "always"
 REDIS_START_TIMEOUT = 20.0
 # Redis flushes its append-only file on SIGTERM; even a large one takes seconds, not minutes.
 REDIS_STOP_TIMEOUT = 30.0
-# A worker finishes the job in hand on SIGTERM: at most one job timeout, plus time to unregister.
-CHILD_STOP_TIMEOUT = JOB_TIMEOUT + 15.0
+# A child with nothing in hand is gone within this after SIGTERM (issue 22's bound, docs/operations.md).
+STOP_GRACE = 5.0
+# The one deadline of the bot and the workers together: a worker first finishes the photo in hand (at most
+# a job timeout); past it, whatever still runs is stuck, and is killed.
+CHILD_STOP_TIMEOUT = JOB_TIMEOUT + STOP_GRACE
 # The supervisor's polling period: how soon a crash is noticed and a signal acted on.
 POLL_INTERVAL = 0.2
 # Wait this long before restarting a crashed child, so a crash loop does not burn a core.
@@ -221,7 +225,8 @@ class Supervisor:
                 self.start(child)
 
     def stop(self, names: list[str], timeout: float) -> list[str]:
-        """SIGTERM the named children, wait up to ``timeout``, SIGKILL what is left; returns the killed ones."""
+        """SIGTERM the named children at once, wait for all of them until one deadline ``timeout`` away,
+        SIGKILL what is left (one line each); returns the killed ones."""
         targets = [c for c in self.children if c.name in names and c.running]
         for child in targets:
             assert child.proc is not None
@@ -233,6 +238,7 @@ class Supervisor:
             try:
                 child.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                self.out.say(f"{child.name} still running {timeout:.0f} s after SIGTERM: killing it (SIGKILL)")
                 child.proc.kill()
                 child.proc.wait()
                 killed.append(child.name)
@@ -473,10 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = _run(sup, plan, settings, telegram)
     finally:
+        stopping = time.monotonic()
         killed = shutdown(sup, plan)
-        if killed:
-            sup.out.say(f"had to kill {', '.join(killed)} (did not stop within the grace period)")
-    sup.out.say("stopped" if status == EXIT_OK else "stopped after a failure (see above)")
+    took = f"in {time.monotonic() - stopping:.1f} s" + (f", {', '.join(killed)} killed" if killed else "")
+    sup.out.say(f"stopped ({took})" if status == EXIT_OK else f"stopped after a failure, see above ({took})")
     return status
 
 
@@ -490,6 +496,8 @@ def _run(sup: Supervisor, plan: Plan, settings: RunSettings, telegram: TelegramS
         sup.start(redis)
         redis_proc = redis.proc
     problem = wait_for_redis(sup, plan.redis_url, redis_proc)
+    if sup.stop_requested.is_set():
+        return EXIT_OK  # stopped while Redis was starting: nothing else is started
     if problem:
         sup.out.say(problem)
         if plan.data_dir is not None:
@@ -499,8 +507,9 @@ def _run(sup: Supervisor, plan: Plan, settings: RunSettings, telegram: TelegramS
     for line in summary(plan, settings, telegram, redis_version(plan.redis_url)):
         sup.out.say(line)
     for i in range(plan.workers):
-        sup.start(worker_child(plan, settings, i, env))
-    if plan.bot:
+        if not sup.stop_requested.is_set():  # a child started after the stop would only be stopped again
+            sup.start(worker_child(plan, settings, i, env))
+    if plan.bot and not sup.stop_requested.is_set():
         sup.start(Child("bot", [*DETBOT, "bot"], bot_env(env)))
     supervise(sup, plan)
     if sup.fatal:
