@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from telegram import Chat, Message, User
 
-from bot import replies
+from bot import logs, replies
 from bot.albums import (
     ALBUM_WAIT,
     AlbumCollector,
@@ -244,17 +244,32 @@ def test_the_workers_words_never_reach_the_person() -> None:
     assert wording.error_text(failed) == catalog(RUSSIAN).gettext(replies.SOMETHING_WRONG)
 
 
-def test_log_filter_redacts_token_and_folds_tracebacks() -> None:
+def test_log_filter_redacts_token_and_keeps_tracebacks_redacted() -> None:
+    """The message is one line; an unexpected error's traceback is kept (frames and all), the token
+    redacted in both, and the output of the very handler ``detbot bot`` installs."""
+    import io
+
     token = "123456:ABC-secret"
-    record = logging.LogRecord("httpx", logging.INFO, __file__, 1, "GET %s\nnext", (f"https://x/bot{token}/getMe",),
-                               None)
+    handler = logs.configure("INFO", [token])
+    stream = io.StringIO()
+    handler.setStream(stream)  # type: ignore[attr-defined]
     try:
-        raise ValueError(f"bad url https://x/bot{token}/getFile")
-    except ValueError as exc:
-        record.exc_info = (type(exc), exc, exc.__traceback__)
-    assert RedactFilter([token]).filter(record)
-    line = logging.Formatter("%(message)s").format(record)
-    assert token not in line and REDACTED in line and "\n" not in line and "ValueError" in line
+        logging.getLogger("httpx").warning("GET %s\nnext", f"https://x/bot{token}/getMe")
+        try:
+            raise ValueError(f"bad url https://x/bot{token}/getFile")
+        except ValueError:
+            logging.getLogger("bot.test").exception("update %s failed", 7)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out = stream.getvalue()
+    first, second = out.splitlines()[:2]
+    assert first.endswith(f"GET https://x/bot{REDACTED}/getMe next")
+    assert second.endswith("update 7 failed")
+    assert "Traceback (most recent call last):" in out and "test_bot_units.py" in out
+    assert f"ValueError: bad url https://x/bot{REDACTED}/getFile" in out
+    assert token not in out
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "plain", None, None)
+    assert RedactFilter([token]).filter(record) and record.exc_text is None  # no exception, no traceback
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
