@@ -259,7 +259,7 @@ class Buttons:
             await _answer(query)
             return
         answer_id, action = parsed
-        if not self.limits.allow(query.from_user.id, sends=action in SENDS):
+        if not self.limits.allow_press(query.from_user.id):
             await _answer(query, self._catalog(None, query).gettext(TOO_FAST))
             return
         async with self._lock(answer_id):
@@ -446,6 +446,11 @@ class Buttons:
             return
         if not fresh:
             await _answer(query, tr.gettext(ALREADY_SENT))
+            return
+        if not self.limits.allow_send(query.from_user.id):
+            with contextlib.suppress(RedisError):
+                await self.book.unmark_sent(answer_id, action)
+            await _answer(query, tr.gettext(TOO_FAST))
             return
         await _answer(query)
         sent = await (self._crops(bot, answer, view) if action == CROPS else self._json(bot, answer, view))

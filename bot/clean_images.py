@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -22,6 +23,8 @@ from bot.answers import Photo
 from bot.telegram_io import fetch_file
 from detector.result import Box
 from jobs.render import CLEAN_MAX_BYTES, KIND_CLEAN, RenderClient
+
+log = logging.getLogger(__name__)
 
 # Clean images kept in the bot's memory after a press, so the next presses skip Telegram's download (and a
 # large file's down-scaling); only a cache (a restart costs one download per answer), bounded in bytes: a
@@ -76,6 +79,8 @@ class CleanImages:
         """A worker's down-scaled copy of a large original (the one time it crosses Redis)."""
         (small,) = await self.renderer.render(KIND_CLEAN, data, (), "")
         self.downscaled += 1
+        log.info("clean image %s down-scaled by a worker for the buttons: %d -> %d bytes", photo.file_id,
+                 len(data), len(small))
         width, height = await asyncio.to_thread(_size, small)
         base = photo.detection()
         return Clean(small, width / max(1, base.width), height / max(1, base.height))

@@ -92,12 +92,18 @@ class PressLimits:
         # One log line per person per window for refused presses: a flood would otherwise be a log flood.
         self.noted = Notices(PRESS_WINDOW, clock)
 
-    def allow(self, user_id: int, sends: bool) -> bool:
-        """Count a press of ``user_id`` (``sends``: crops or JSON), or refuse it without counting it."""
-        limiters = [self.presses, self.sends] if sends else [self.presses]
-        if take_all([(limiter, user_id) for limiter in limiters]) is None:
+    def allow_press(self, user_id: int) -> bool:
+        """Count a press of ``user_id``, or refuse it (uncounted) when the person is over the limit."""
+        return self._take(self.presses, user_id, "presses")
+
+    def allow_send(self, user_id: int) -> bool:
+        """Count a set of crops or a JSON about to be sent for ``user_id``, or refuse it (uncounted)."""
+        return self._take(self.sends, user_id, "crops/JSON")
+
+    def _take(self, limiter: RateLimiter, user_id: int, what: str) -> bool:
+        if take_all([(limiter, user_id)]) is None:
             return True
         if self.noted.due(user_id):
-            log.info("presses of user %s refused: over the press limit (further ones this window unlogged)",
-                     user_id)
+            log.info("%s of user %s refused: over the limit of %d in %.0f s (further ones this window unlogged)",
+                     what, user_id, limiter.limit, limiter.window)
         return False
