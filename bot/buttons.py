@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 from telegram import (
@@ -68,6 +69,10 @@ SENT_REPEAT = 60.0
 # connecting to a healthy Redis takes milliseconds.
 REDIS_SOCKET_TIMEOUT = RENDER_WAIT + 5.0
 REDIS_CONNECT_TIMEOUT = 3.0
+# The buttons' Redis connections: each re-drawing waiting for a worker holds one for up to RENDER_WAIT; a
+# press beyond them waits for one (as long as a render would), so presses of many people at once never
+# open thousands of connections.
+REDIS_CONNECTIONS = 32
 CALLBACK_PREFIX = "a"
 
 LOWER, HIGHER, CURRENT, RESET, ALL, CROPS, JSON_DOC, ONLY = "lo", "hi", "nv", "rs", "al", "cr", "js", "c"
@@ -203,7 +208,7 @@ class Buttons:
 
     async def close(self) -> None:
         """Release the Redis connections of the buttons (at the bot's stop)."""
-        await self.book.redis.aclose()
+        await self.book.redis.aclose(close_connection_pool=True)
 
     # -- offering ---------------------------------------------------------------------------------------
 
@@ -520,6 +525,9 @@ async def _answer(query: CallbackQuery, text: str | None = None, show_alert: boo
 def build_buttons(redis_url: str, queue_name: str, answer_ttl: int, names: ClassNames,
                   default_language: str) -> Buttons:
     """The buttons on a Redis client of their own (``redis.asyncio``): a render's wait never holds a thread."""
-    redis = AsyncRedis.from_url(redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT,
-                                socket_connect_timeout=REDIS_CONNECT_TIMEOUT, health_check_interval=30)
+    pool = BlockingConnectionPool.from_url(
+        redis_url, max_connections=REDIS_CONNECTIONS, timeout=RENDER_WAIT, socket_timeout=REDIS_SOCKET_TIMEOUT,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT, health_check_interval=30,
+    )
+    redis = AsyncRedis(connection_pool=pool)
     return Buttons(AnswerBook(redis, answer_ttl), RenderClient(redis, queue_name), names, default_language)

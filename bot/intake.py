@@ -185,6 +185,9 @@ class Intake:
             return False
         left_out = request.photos[room:]
         if left_out:
+            if room:
+                log.warning("album in chat %s: room for %d of %d photos; the others refused before download",
+                            request.chat.id, room, len(request.photos))
             await self._no_room(request, left_out[0], len(left_out), chat_bound)
             request.photos = request.photos[:room]
         return bool(request.photos)
