@@ -332,15 +332,21 @@ def test_a_press_after_expiry_gets_a_notice_and_the_keyboard_goes(world: World) 
         world.restart_bot()
 
 
-def test_in_a_group_only_the_asker_and_admins_may_press(world: World) -> None:
+def group_answer(world: World, image: int) -> tuple[dict[str, Any], int, int, int, int]:
+    """A group's answered photo: (group, asker, a stranger, an admin, the answer's message id)."""
     stub = world.stub
     group = stub.group_chat(-1_000_000_500_000 - next(_ids))
     asker, stranger, admin = new_user(), new_user(), new_user()
     stub.admins[group["id"]] = {admin}
-    msg = stub.photo(group, asker, encode(world.images[6][0]), caption="/detect 0.4")
-    answer = wait_answer(stub, group["id"], msg["message_id"])
-    mid = answer.result["message_id"]
+    msg = stub.photo(group, asker, encode(world.images[image][0]), caption="/detect 0.4")
+    mid = wait_answer(stub, group["id"], msg["message_id"]).result["message_id"]
     stored(world, group["id"], mid)
+    return group, asker, stranger, admin, mid
+
+
+def test_in_a_group_only_the_asker_and_admins_may_press(world: World) -> None:
+    stub = world.stub
+    group, asker, stranger, admin, mid = group_answer(world, 6)
 
     refused = press(world, group["id"], stranger, mid, "lo")
     assert refused.params.get("show_alert") is True
@@ -457,13 +463,7 @@ def test_a_burst_of_crops_presses_sends_one_set(world: World) -> None:
 
 def test_a_groups_admin_check_is_asked_once_and_believed_a_while(world: World) -> None:
     stub = world.stub
-    group = stub.group_chat(-1_000_000_600_000 - next(_ids))
-    asker, stranger, admin = new_user(), new_user(), new_user()
-    stub.admins[group["id"]] = {admin}
-    msg = stub.photo(group, asker, encode(world.images[13][0]), caption="/detect 0.4")
-    answer = wait_answer(stub, group["id"], msg["message_id"])
-    mid = answer.result["message_id"]
-    stored(world, group["id"], mid)
+    group, asker, stranger, admin, mid = group_answer(world, 13)
     for _ in range(3):
         assert "Only the person who asked" in press(world, group["id"], stranger, mid, "nv").params["text"]
         assert "Showing objects" in press(world, group["id"], admin, mid, "nv").params["text"]
@@ -508,3 +508,46 @@ def test_a_large_file_is_down_scaled_once_and_renders_carry_the_small_copy(world
     assert worker_renders(world, "clean") == cleans + 1  # once, then from the bot's cache
     line = re.search(r"down-scaled by a worker for the buttons: (\d+) -> (\d+) bytes", world.bot.log())
     assert line is not None and int(line.group(1)) == len(data) and int(line.group(2)) <= CLEAN_MAX_BYTES
+
+
+def test_press_limits_and_the_admin_cache_on_their_own_clocks() -> None:
+    """The gate's pieces with a clock moved by hand: the limits refuse without counting and free up after
+    their window; the admin cache asks once per ADMIN_TTL and never keeps a failed check."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from telegram.error import NetworkError
+
+    from bot.press_gate import ADMIN_TTL, PRESS_LIMIT, PRESS_WINDOW, SEND_LIMIT, AdminCache, PressLimits
+
+    now = [100.0]
+    limits = PressLimits(clock=lambda: now[0])
+    assert all(limits.allow_press(7) for _ in range(PRESS_LIMIT))
+    assert not limits.allow_press(7) and limits.allow_press(8)  # per person
+    now[0] += PRESS_WINDOW
+    assert limits.allow_press(7)
+    assert all(limits.allow_send(7) for _ in range(SEND_LIMIT)) and not limits.allow_send(7)
+
+    asked: list[tuple[int, int]] = []
+    failing = [False]
+
+    class Bot:
+        async def get_chat_member(self, chat_id: int, user_id: int) -> object:
+            asked.append((chat_id, user_id))
+            if failing[0]:
+                raise NetworkError("down")
+            return SimpleNamespace(status="administrator" if user_id == 1 else "member")
+
+    cache = AdminCache(clock=lambda: now[0])
+
+    async def check(user: int) -> bool:
+        return await cache.is_admin(Bot(), -5, user)  # type: ignore[arg-type]
+
+    assert asyncio.run(check(1)) and not asyncio.run(check(2))
+    assert asyncio.run(check(1)) and not asyncio.run(check(2))
+    assert asked == [(-5, 1), (-5, 2)]
+    now[0] += ADMIN_TTL
+    failing[0] = True
+    assert not asyncio.run(check(1))  # could not ask: not an admin for this press, and not remembered
+    failing[0] = False
+    assert asyncio.run(check(1)) and asked[-1] == (-5, 1) and len(asked) == 4

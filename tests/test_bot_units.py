@@ -380,6 +380,36 @@ def test_pending_albums_answer_when_complete_or_after_the_wait() -> None:
     assert pending.ready() == []
 
 
+def test_an_album_whose_lane_holds_part_of_it_waits_for_every_photo_redis_still_has() -> None:
+    """Routings naming the album's jobs: no fixed wait. A stalled album is checked in Redis each ALBUM_CHECK;
+    photos still queued are waited for (past ALBUM_WAIT too), a photo whose job is gone is given up and its
+    line says it was lost; a result of an answered album is answered on its own, never as a second album."""
+    now = [0.0]
+    pending = PendingAlbums(clock=lambda: now[0], check=10.0)
+    album_id, routings = queued_album([{"chat_id": 5, "message_id": m} for m in (1, 2, 3)], reply_to=1,
+                                      job_ids=["j1", "j2", "j3"])
+    assert routings[0]["album"]["jobs"] == ["j1", "j2", "j3"]
+    assert pending.add(_album_result(routings[0], "j1", _detection(1)))
+    assert pending.stalled() == []  # not yet: a photo came just now
+    now[0] += 11
+    assert pending.add(_album_result(routings[1], "j2", _detection(2)))
+    now[0] += 11
+    assert pending.stalled() == [(album_id, [(3, "j3")])]
+    assert pending.stalled() == []  # checked just now: not asked again before another ALBUM_CHECK
+    pending.settle(album_id, [])  # Redis: j3 is still held in its chat's lane
+    now[0] += ALBUM_WAIT + 1
+    assert pending.ready() == []  # an older bot's album would have gone by now; this one waits
+    assert pending.stalled() == [(album_id, [(3, "j3")])]
+    pending.settle(album_id, [3])  # j3's job is gone from Redis
+    (album,) = pending.ready()
+    assert [c.job_id for c in album.completions] == ["j1", "j2"] and album.lost == (3,)
+    answer = album_answer(album, Wording())
+    assert answer.lines[-1] == "Photo 3: " + catalog(ENGLISH).gettext(replies.LOST)
+    assert (answer.ok, answer.failed) == (2, 1)
+    assert not pending.add(_album_result(routings[2], "j3", _detection(1)))  # late: answered on its own
+    assert len(pending) == 0
+
+
 def test_album_answer_lists_every_photo_and_its_failures() -> None:
     _, routings = queued_album([{"chat_id": 5, "message_id": m} for m in (1, 2, 3)], reply_to=1)
     parts = [_album_result(routings[0], "a", _detection(2)), _album_result(routings[1], "b", None),
