@@ -28,7 +28,7 @@ from telegram.ext import (
 
 from bot import replies
 from bot.albums import AlbumCollector
-from bot.buttons import Buttons, build_buttons
+from bot.buttons import Buttons, answer_press, build_buttons
 from bot.chat_settings import ChatSettings, ChatStore
 from bot.classes import PublishedClasses, Unknown
 from bot.delivery import Delivery
@@ -424,7 +424,7 @@ async def check_allowed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         tr = _catalog(services(context), update.message, ChatSettings())
         await _reply(context, update.message, tr.gettext(replies.NOT_ALLOWED))
     if update.callback_query is not None:
-        await update.callback_query.answer()  # no button keeps spinning, even here
+        await answer_press(update.callback_query)  # no button keeps spinning, even here
     raise ApplicationHandlerStop
 
 

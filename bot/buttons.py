@@ -261,18 +261,18 @@ class Buttons:
         """A press: checked (limit, answer, place, person) before it costs anything, then applied."""
         parsed = parse_callback(query.data)
         if parsed is None:
-            await _answer(query)
+            await answer_press(query)
             return
         answer_id, action = parsed
         if not self.limits.allow_press(query.from_user.id):
-            await _answer(query, self._catalog(None, query).gettext(TOO_FAST))
+            await answer_press(query, self._catalog(None, query).gettext(TOO_FAST))
             return
         async with self._lock(answer_id):
             try:
                 answer = await self.book.load(answer_id)
             except RedisError as exc:
                 log.warning("button of answer %s: Redis unreachable (%s)", answer_id, describe(exc))
-                await _answer(query, self._catalog(None, query).gettext(replies.UNAVAILABLE))
+                await answer_press(query, self._catalog(None, query).gettext(replies.UNAVAILABLE))
                 return
             tr = self._catalog(answer, query)
             if answer is None:
@@ -282,12 +282,12 @@ class Buttons:
                 log.warning("button of answer %s refused: pressed under message %s of chat %s, not under the "
                             "answer's", answer_id, query.message.message_id if query.message else None,
                             query.message.chat.id if query.message else None)
-                await _answer(query, tr.gettext(NOT_HERE), show_alert=True)
+                await answer_press(query, tr.gettext(NOT_HERE), show_alert=True)
                 return
             if not await self._may_press(bot, answer, query.from_user.id):
                 log.info("button of answer %s refused: user %s neither asked nor is an admin of chat %s",
                          answer_id, query.from_user.id, answer.chat_id)
-                await _answer(query, tr.gettext(NOT_YOURS), show_alert=True)
+                await answer_press(query, tr.gettext(NOT_YOURS), show_alert=True)
                 return
             view = apply(action, answer)
             if view == answer.view_params():
@@ -299,7 +299,8 @@ class Buttons:
         elif action in SENDS:
             await self._send_once(bot, query, tr, answer_id, answer, action)
         else:
-            await _answer(query, tr.gettext(CURRENT_VALUE, value=format_confidence(answer.view_params().threshold)))
+            value = format_confidence(answer.view_params().threshold)
+            await answer_press(query, tr.gettext(CURRENT_VALUE, value=value))
 
     def _lock(self, answer_id: str) -> asyncio.Lock:
         lock = self._locks.get(answer_id)
@@ -316,7 +317,7 @@ class Buttons:
     async def _expired(self, bot: Bot, query: CallbackQuery, tr: Catalog, answer_id: str) -> None:
         """A press after the answer's TTL: a short notice, and the keyboard goes."""
         log.info("button of answer %s pressed after it expired", answer_id)
-        await _answer(query, tr.gettext(EXPIRED))
+        await answer_press(query, tr.gettext(EXPIRED))
         if query.message is not None:
             try:
                 await bot.edit_message_reply_markup(query.message.chat.id, query.message.message_id, reply_markup=None)
@@ -336,11 +337,11 @@ class Buttons:
         shows progress meanwhile), with a short notice if that failed."""
         if answer_id in self._running:
             self._dirty.add(answer_id)
-            await _answer(query)
+            await answer_press(query)
             return
         first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._running[answer_id] = asyncio.create_task(self._redraw_loop(bot, answer_id, first))
-        await _answer(query, None if await first else tr.gettext(FAILED))
+        await answer_press(query, None if await first else tr.gettext(FAILED))
 
     async def _redraw_loop(self, bot: Bot, answer_id: str, first: asyncio.Future[bool]) -> None:
         try:
@@ -441,23 +442,23 @@ class Buttons:
         took the first one (the mark is in the answer's Redis hash)."""
         view = answer.view_params()
         if action == CROPS and not crop_pieces(answer, view):
-            await _answer(query, tr.gettext(NOTHING_TO_CROP))
+            await answer_press(query, tr.gettext(NOTHING_TO_CROP))
             return
         try:
             fresh = await self.book.mark_sent(answer_id, action, view, SENT_REPEAT)
         except RedisError as exc:
             log.warning("button of answer %s: Redis unreachable (%s)", answer_id, describe(exc))
-            await _answer(query, tr.gettext(replies.UNAVAILABLE))
+            await answer_press(query, tr.gettext(replies.UNAVAILABLE))
             return
         if not fresh:
-            await _answer(query, tr.gettext(ALREADY_SENT))
+            await answer_press(query, tr.gettext(ALREADY_SENT))
             return
         if not self.limits.allow_send(query.from_user.id):
             with contextlib.suppress(RedisError):
                 await self.book.unmark_sent(answer_id, action)
-            await _answer(query, tr.gettext(TOO_FAST))
+            await answer_press(query, tr.gettext(TOO_FAST))
             return
-        await _answer(query)
+        await answer_press(query)
         sent = await (self._crops(bot, answer, view) if action == CROPS else self._json(bot, answer, view))
         if not sent:
             with contextlib.suppress(RedisError):
@@ -513,7 +514,7 @@ def crop_pieces(answer: Answer, view: DetectParams) -> list[tuple[Photo, int, Bo
     return [every[i] for i in crop_order([box for _, _, box in every])]
 
 
-async def _answer(query: CallbackQuery, text: str | None = None, show_alert: bool = False) -> None:
+async def answer_press(query: CallbackQuery, text: str | None = None, show_alert: bool = False) -> None:
     """answerCallbackQuery, never raising: a press replayed after a restart is too old to answer (Telegram
     refuses after about 15 s), and the rest of the press still happens."""
     try:

@@ -164,6 +164,51 @@ def test_a_chat_over_its_cap_and_a_full_queue_refuse_before_any_download(world: 
     assert "Traceback" not in world.bot.log()
 
 
+def test_presses_waiting_for_a_worker_hold_no_thread_the_intake_needs(world: World) -> None:
+    """No worker draws: twelve presses on twelve answers each wait RENDER_WAIT for a render. They wait on
+    Redis without a thread, so a photo sent meanwhile is queued before any of them gives up (on asyncio's
+    shared pool of 6 threads, six blocked renders made every intake wait 4 s)."""
+    import asyncio
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from bot.answers import Answer, AnswerBook, Photo, new_id
+    from detector.result import Detection
+
+    stub = world.stub
+    people = [new_user() for _ in range(12)]
+    base = {k: v for k, v in Detection((), 400, 300, 0.4).to_dict().items() if k != "boxes"}
+    answers = []
+    for person in people:
+        under = stub.text(stub.private_chat(person), person, "hello")  # the message the keyboard is under
+        photo = Photo(stub.add_file(world.photos[0]), under["message_id"], base, [])
+        answers.append((person, under["message_id"], new_id(), Answer(
+            person, None, under["message_id"], person, True, "en", 0.05, DetectParams(0.4).to_dict(), [],
+            [photo], keyboard_message=under["message_id"])))
+
+    async def keep() -> None:
+        client = AsyncRedis.from_url(world.redis_url)
+        try:
+            for _person, _mid, answer_id, answer in answers:
+                await AnswerBook(client, 3600).save(answer_id, answer)
+        finally:
+            await client.aclose()
+
+    asyncio.run(keep())
+    queries = [stub.press(person, person, mid, f"a:{answer_id}:lo") for person, mid, answer_id, _ in answers]
+    sender = new_user()
+    stub.photo(stub.private_chat(sender), sender, world.photos[1])
+    stub.wait_for(lambda: chat_jobs(world, sender) == 1, 60, "the photo queued")
+
+    def replies() -> list[str]:
+        return [c.params.get("text", "") for c in stub.sent("answerCallbackQuery")
+                if c.params.get("callback_query_id") in queries]
+
+    assert replies() == []  # every press still waiting for a worker when the photo was queued
+    stub.wait_for(lambda: len(replies()) == len(queries), 60, "every press answered")
+    assert all("Could not adjust" in text for text in replies())
+
+
 def test_an_album_of_ten_behind_other_chats_backlogs_is_one_album(world: World) -> None:
     """3 of the album's photos go into the queue, 7 are held and released one by one behind two other
     chats' backlogs (chats take turns), with gaps longer than the bot's album check: it asks Redis, hears
