@@ -12,9 +12,10 @@ An album goes through three stages, all of them here:
   until all of them are in, and turns them into one answer. The chat's lane (:mod:`jobs.fair`) may hold
   part of an album behind other chats' photos for as long as the queue is long, so there is no fixed wait:
   an album none of whose photos completed for ``ALBUM_CHECK`` is checked in Redis
-  (:meth:`PendingAlbums.stalled`, :meth:`PendingAlbums.settle`), and only photos whose job is gone stop
-  being waited for (lost: the summary says so). A result of an album answered already is answered on its
-  own, never as a second album.
+  (:meth:`PendingAlbums.stalled`, :meth:`PendingAlbums.settle`): photos queued, held or running are
+  waited for; only a photo whose job is gone (lost: the summary says so), or whose result went to another
+  reader (completed, yet not here after ``ELSEWHERE_CHECKS`` checks), stops being waited for. A result of an
+  album answered already is answered on its own, never as a second album.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,9 @@ ALBUM_WAIT = JOB_TIMEOUT * MAX_ATTEMPTS + 60
 # An album none of whose photos completed for this long is checked in Redis: are its other photos still
 # queued, held or running? A check is a few HGETs; a lane's round through a long queue takes longer.
 ALBUM_CHECK = 10.0
+# A photo whose job completed but whose result has not come here in this many checks in a row went to
+# another reader (a bot process before a restart, or another replica): the album goes out without it.
+ELSEWHERE_CHECKS = 3
 # The last resort: past this, what has not come will not (a held photo's image expires after IMAGE_TTL, and
 # its job is then answered at once with image_expired).
 ALBUM_GIVE_UP = IMAGE_TTL + 600.0
@@ -176,13 +180,15 @@ class _Assembling:
     jobs: list[str]  # every photo's job id by place (empty: the routing of an older bot names none)
     parts: dict[int, Completion] = field(default_factory=dict)
     lost: set[int] = field(default_factory=set)  # places whose job Redis no longer has
+    elsewhere: set[int] = field(default_factory=set)  # completed, their result read by another reader
+    finished_checks: int = 0  # checks in a row that found completed photos whose result is not here
     checked: float = 0.0
 
     def complete(self) -> bool:
-        return len(self.parts) + len(self.lost) >= self.count
+        return len(self.parts) + len(self.lost) + len(self.elsewhere) >= self.count
 
     def missing(self) -> list[tuple[int, str]]:
-        done = self.parts.keys() | self.lost
+        done = self.parts.keys() | self.lost | self.elsewhere
         return [(index, job) for index, job in enumerate(self.jobs, 1) if index not in done]
 
 
@@ -248,17 +254,25 @@ class PendingAlbums:
                 out.append((album_id, state.missing()))
         return out
 
-    def settle(self, album_id: str, vanished: list[int]) -> None:
+    def settle(self, album_id: str, vanished: Sequence[int], finished: Sequence[int] = ()) -> None:
         """What Redis said of an album's awaited photos: the places in ``vanished`` have no job any more
-        (lost) and are no longer waited for; the others are queued, held, running or on their way here."""
+        (lost) and are no longer waited for; those in ``finished`` completed, and if their results still have
+        not come after ELSEWHERE_CHECKS checks in a row, another reader has them and they are no longer waited
+        for either; the others are queued, held or running."""
         state = self._albums.get(album_id)
         if state is None:
             return
         state.lost.update(i for i in vanished if i not in state.parts)
+        late = [i for i in finished if i not in state.parts]
+        state.finished_checks = state.finished_checks + 1 if late else 0
+        if state.finished_checks >= ELSEWHERE_CHECKS:
+            state.elsewhere.update(late)
+            log.warning("album %s: %d photo(s) completed but their results went to another reader (a restart "
+                        "or another bot process); answered without them", album_id, len(late))
         awaited = len(state.missing())
         if vanished:
             log.warning("album %s: %d photo(s) lost in Redis; %d still awaited", album_id, len(vanished), awaited)
-        else:
+        elif awaited:
             log.info("album %s: still waiting for %d photo(s), queued or running", album_id, awaited)
 
 

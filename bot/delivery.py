@@ -23,7 +23,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from telegram import Bot, InlineKeyboardMarkup, InputMediaPhoto, Message
 from telegram.error import BadRequest, ChatMigrated, Forbidden
 
@@ -45,6 +45,7 @@ from bot.telegram_io import (
 )
 from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
 from detector.names import ClassNames
+from jobs import store
 from jobs.client import DetectionClient
 from jobs.exceptions import JobsError
 from jobs.store import Completion
@@ -212,17 +213,20 @@ class Delivery:
             self._lanes.add(int(album.completions[0].routing["chat_id"]), _Unit(album.completions, album))
 
     async def _check_albums(self) -> None:
-        """Albums none of whose photos completed for a while: Redis says which awaited photos are lost (the
-        others are queued, held behind other chats, or running), and an album that waits for nothing more
-        goes out."""
+        """Albums none of whose photos completed for a while: Redis says which awaited photos are lost, which
+        completed (their result is on its way, or went to another reader), the others are queued, held
+        behind other chats, or running; an album that waits for nothing more goes out."""
         for album_id, awaited in self._albums.stalled():
             try:
-                gone = set(await asyncio.to_thread((self._reader or self.make_reader()).missing,
-                                                   [job for _, job in awaited]))
-            except JobsError as exc:
+                found = await asyncio.to_thread(store.statuses, (self._reader or self.make_reader()).redis,
+                                                [job for _, job in awaited])
+            except (RedisError, OSError) as exc:
                 log.warning("album %s not checked: %s", album_id, describe(exc))
                 continue
-            self._albums.settle(album_id, [index for index, job in awaited if job in gone])
+            self._albums.settle(album_id, [index for (index, _), status in zip(awaited, found, strict=True)
+                                           if status is None],
+                                [index for (index, _), status in zip(awaited, found, strict=True)
+                                 if status in (store.STATUS_OK, store.STATUS_ERROR)])
         self._queue_albums()
 
     async def _deliver(self, unit: _Unit) -> None:

@@ -13,6 +13,7 @@ from telegram import Chat, Message, User
 from bot import logs, replies
 from bot.albums import (
     ALBUM_WAIT,
+    ELSEWHERE_CHECKS,
     AlbumCollector,
     AssembledAlbum,
     Collected,
@@ -408,6 +409,19 @@ def test_an_album_whose_lane_holds_part_of_it_waits_for_every_photo_redis_still_
     assert (answer.ok, answer.failed) == (2, 1)
     assert not pending.add(_album_result(routings[2], "j3", _detection(1)))  # late: answered on its own
     assert len(pending) == 0
+    # Completed, but the result went to another reader (a run before a restart): given a few checks, then left.
+    other_id, others = queued_album([{"chat_id": 6, "message_id": m} for m in (1, 2)], reply_to=1, job_ids=["k1", "k2"])
+    assert pending.add(_album_result(others[0], "k1", _detection(1)))
+    for _ in range(ELSEWHERE_CHECKS - 1):
+        now[0] += 11
+        assert pending.stalled() == [(other_id, [(2, "k2")])]
+        pending.settle(other_id, [], [2])
+        assert pending.ready() == []
+    now[0] += 11
+    assert pending.stalled() == [(other_id, [(2, "k2")])]
+    pending.settle(other_id, [], [2])
+    (alone,) = pending.ready()
+    assert [c.job_id for c in alone.completions] == ["k1"] and alone.lost == ()
 
 
 def test_album_answer_lists_every_photo_and_its_failures() -> None:
