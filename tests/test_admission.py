@@ -91,6 +91,7 @@ def world(redis_server: RedisServer, shapes_model: Path, tmp_path_factory: pytes
     stub = TelegramStub(TOKEN).start()
     log = tmp_path_factory.mktemp("bot") / "bot.log"
     bot = BotProcess(stub, redis_server.url, log, DETBOT_MAX_QUEUED_JOBS=str(MAX_QUEUED), DETBOT_RATE_LIMIT_CHAT="0",
+                     DETBOT_RATE_LIMIT_USER="0",
                      DETBOT_TEST_ALBUM_CHECK_MS=str(ALBUM_CHECK_MS)).start()
     try:
         yield World(stub, bot, redis, redis_server.url, [encode(img) for img, _ in make_images(7100, 4)])
@@ -130,19 +131,22 @@ def file_of(message: dict[str, object]) -> str:
 
 
 def test_a_chat_over_its_cap_and_a_full_queue_refuse_before_any_download(world: World) -> None:
+    """One chat (a script in a private chat here: the same cap as a group with /auto on, at a private chat's
+    faster answering pace) sends photos past its limit; another chat still gets in; then the queue is full."""
     stub, redis = world.stub, world.redis
-    group = stub.group_chat(-1_006_000_000_000 - next(_ids))
-    flood = [stub.photo(group, new_user(), world.photos[n % 4], caption="/detect") for n in range(CHAT_LIMIT)]
+    flooder = new_user()
+    group = stub.private_chat(flooder)
+    flood = [stub.photo(group, flooder, world.photos[n % 4]) for n in range(CHAT_LIMIT)]
     stub.wait_for(lambda: fair.chat_waiting(redis, "detbot", group["id"]) == CHAT_LIMIT, 60,
-                  "the group's photos queued up to its limit")
-    over = [stub.photo(group, new_user(), world.photos[n % 4], caption="/detect") for n in range(3)]
+                  "the chat's photos queued up to its limit")
+    over = [stub.photo(group, flooder, world.photos[n % 4]) for n in range(3)]
     told = stub.wait_for(lambda: [c for c in stub.sent("sendMessage", group["id"])
-                                  if "many photos waiting" in c.text], 60, "the group told it has many waiting")
+                                  if "many photos waiting" in c.text], 60, "the chat told it has many waiting")
     stub.wait_for(lambda: world.bot.log().count("chat_queue_full") == 3, 60, "every photo over the cap logged")
     assert len(told) == 1 and told[0].reply_to in {m["message_id"] for m in over}
     assert fetched(stub).isdisjoint(file_of(m) for m in over)  # refused before getFile, never downloaded
 
-    # Another chat still gets in, while the group stays at its limit.
+    # Another chat still gets in, while the first stays at its limit.
     person = new_user()
     single = stub.photo(stub.private_chat(person), person, world.photos[0])
     stub.wait_for(lambda: chat_jobs(world, person) == 1, 60, "the other chat's photo queued")
