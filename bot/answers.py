@@ -4,17 +4,20 @@ One hash per answer (``jobs.keys.answer``), written when the answer is sent and 
 (``DETBOT_ANSWER_TTL``): where the answer is (chat, messages), who asked, and per photo its clean image's
 Telegram ``file_id`` and every box the worker kept down to the floor; plus the view the buttons set now
 (confidence, class filter). So a press works after a bot restart, and the clean photo is fetched again
-from Telegram rather than kept in Redis (a few KB per answer instead of the photo's hundreds).
+from Telegram rather than kept in Redis (a few KB per answer instead of the photo's hundreds). Besides, what
+the crops and JSON buttons sent last (``sent:<action>``: the view and when), so a burst of presses sends
+one set, whichever bot process takes each press.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from redis import Redis
+from redis.asyncio import Redis
 
 from detector.params import DetectParams, class_key
 from detector.render import rows_to_boxes, select
@@ -92,13 +95,13 @@ class Answer:
 
 
 class AnswerBook:
-    """Read and write answers in Redis (blocking calls: the bot runs them in a thread)."""
+    """Read and write answers in Redis (``redis.asyncio``: a press never holds a thread)."""
 
     def __init__(self, redis: Redis, ttl: int) -> None:
         self.redis = redis
         self.ttl = ttl
 
-    def save(self, answer_id: str, answer: Answer) -> None:
+    async def save(self, answer_id: str, answer: Answer) -> None:
         fixed = asdict(answer)
         view, texts = fixed.pop("view"), fixed.pop("texts")
         pipe = self.redis.pipeline(transaction=True)
@@ -106,29 +109,57 @@ class AnswerBook:
             "answer": json.dumps(fixed, separators=(",", ":")), "view": json.dumps(view), "texts": json.dumps(texts),
         })
         pipe.expire(keys.answer(answer_id), self.ttl)
-        pipe.execute()
+        await pipe.execute()
 
-    def load(self, answer_id: str) -> Answer | None:
+    async def load(self, answer_id: str) -> Answer | None:
         """The answer, or None once it expired (or never was)."""
-        raw: dict[bytes, bytes] = self.redis.hgetall(keys.answer(answer_id))  # type: ignore[assignment]
+        raw: dict[bytes, bytes] = await self.redis.hgetall(keys.answer(answer_id))  # type: ignore[assignment]
         if not raw.get(b"answer"):
             return None
         data = json.loads(raw[b"answer"])
         data["photos"] = [Photo(**p) for p in data["photos"]]
         return Answer(**data, view=json.loads(raw.get(b"view") or b"{}"), texts=json.loads(raw.get(b"texts") or b"[]"))
 
-    def set_view(self, answer_id: str, view: DetectParams) -> None:
-        self._update(answer_id, "view", json.dumps(view.to_dict()))
+    async def set_view(self, answer_id: str, view: DetectParams) -> None:
+        await self._update(answer_id, "view", json.dumps(view.to_dict()))
 
-    def set_texts(self, answer_id: str, texts: list[int]) -> None:
-        self._update(answer_id, "texts", json.dumps(texts))
+    async def set_texts(self, answer_id: str, texts: list[int]) -> None:
+        await self._update(answer_id, "texts", json.dumps(texts))
 
-    def _update(self, answer_id: str, name: str, value: str) -> None:
+    async def _update(self, answer_id: str, name: str, value: str) -> None:
         """Only while the answer exists: an expired one is never brought back half-written (without a TTL)."""
-        self.redis.eval(_UPDATE, 1, keys.answer(answer_id), name, value)
+        await self.redis.eval(_UPDATE, 1, keys.answer(answer_id), name, value)
 
+    async def mark_sent(self, answer_id: str, action: str, view: DetectParams, repeat: float) -> bool:
+        """Note that ``action`` (crops, JSON) sends ``view`` now; False when it sent the same view less than
+        ``repeat`` seconds ago (or the answer is gone): one set per burst of presses, across bot processes."""
+        value = json.dumps(view.to_dict(), sort_keys=True)
+        fresh = await self.redis.eval(_MARK_SENT, 1, keys.answer(answer_id), f"{SENT_FIELD}{action}",
+                                      value, time.time(), repeat)
+        return bool(fresh)
+
+    async def unmark_sent(self, answer_id: str, action: str) -> None:
+        """The send failed: a press may ask for it again at once."""
+        await self.redis.hdel(keys.answer(answer_id), f"{SENT_FIELD}{action}")
+
+
+# Hash field prefix of what an action sent last: ``<view JSON>|<unix time>``.
+SENT_FIELD = "sent:"
 
 _UPDATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 return 0
+"""
+
+# KEYS[1]: the answer; ARGV: field, view JSON, now, repeat window. 1 and the field written when the view
+# differs from the last one sent or that one is older than the window; 0 otherwise (and for a gone answer).
+_MARK_SENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local last = redis.call('HGET', KEYS[1], ARGV[1])
+if last then
+  local view, at = string.match(last, '^(.*)|([^|]*)$')
+  if view == ARGV[2] and tonumber(ARGV[3]) - tonumber(at) < tonumber(ARGV[4]) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+return 1
 """

@@ -28,8 +28,7 @@ from telegram.ext import (
 
 from bot import replies
 from bot.albums import AlbumCollector
-from bot.answers import AnswerBook
-from bot.buttons import Buttons
+from bot.buttons import Buttons, answer_press, build_buttons
 from bot.chat_settings import ChatSettings, ChatStore
 from bot.classes import PublishedClasses, Unknown
 from bot.delivery import Delivery
@@ -56,7 +55,6 @@ from detector.names import ClassNames, load_class_names
 from detector.params import MAX_CLASSES, DetectParams
 from jobs.client import DetectionClient
 from jobs.exceptions import JobsError, QueueUnavailableError
-from jobs.render import RenderClient
 
 log = logging.getLogger(__name__)
 
@@ -426,7 +424,7 @@ async def check_allowed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         tr = _catalog(services(context), update.message, ChatSettings())
         await _reply(context, update.message, tr.gettext(replies.NOT_ALLOWED))
     if update.callback_query is not None:
-        await update.callback_query.answer()  # no button keeps spinning, even here
+        await answer_press(update.callback_query)  # no button keeps spinning, even here
     raise ApplicationHandlerStop
 
 
@@ -480,9 +478,10 @@ async def on_my_member(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """The last resort: one log line (no traceback), and a reply so the person is not left waiting."""
+    """The last resort: the error with its traceback in the log, and a reply so the person is not left waiting."""
     update_id = update.update_id if isinstance(update, Update) else None
-    log.error("update %s failed: %s", update_id, describe(context.error) if context.error else "unknown error")
+    log.error("update %s failed: %s", update_id, describe(context.error) if context.error else "unknown error",
+              exc_info=context.error)  # unexpected: the traceback (token redacted, bot.logs) finds the bug
     if isinstance(update, Update) and update.message:
         # Nothing more that could fail: the sender's own language, without reading the chat's settings.
         tr = _catalog(services(context), update.message, ChatSettings())
@@ -524,6 +523,7 @@ async def _post_init(application: Application) -> None:
 async def _post_stop(application: Application) -> None:
     svc: Services = application.bot_data[SERVICES]
     await svc.delivery.stop()
+    await svc.buttons.close()
     for task in (svc.delivery_task, svc.status_task):
         if task is not None:
             task.cancel()
@@ -580,11 +580,12 @@ def build_application(
         intake=Intake(application.bot, settings, client, chats, limits, metrics, status, application.create_task),
         status=status,
         delivery=Delivery(application.bot, make_reader, metrics, status, names, settings.default_language,
-                          retry_delay=settings.test_retry_delay_ms / 1000),
+                          retry_delay=settings.test_retry_delay_ms / 1000,
+                          album_check=settings.test_album_check_ms / 1000),
         names=names,
         classes=PublishedClasses(client.class_names, names.aliases()),
-        buttons=Buttons(AnswerBook(redis, settings.answer_ttl), RenderClient(redis, settings.queue), names,
-                        settings.default_language),
+        buttons=build_buttons(settings.redis_url, settings.queue, settings.answer_ttl, names,
+                              settings.default_language),
     )
     svc.delivery.buttons = svc.buttons
 

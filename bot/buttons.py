@@ -8,20 +8,26 @@ answer (:mod:`bot.answers`): the model never runs again.
 - Rapid presses coalesce per answer: each press changes the view in Redis at once, one re-drawing per
   answer is in flight, and when it ends it starts again only if the view changed meanwhile: the last
   state wins, with fewer renders than presses.
-- Who may press: in a private chat the person; in a group the person who asked and the group's admins.
+- Crops and JSON: one set per burst of presses (the view sent and when are kept with the answer in Redis).
+- Who may press, where and how often (:mod:`bot.press_gate`): the answer's own keyboard only; in a private
+  chat the person, in a group the person who asked and the group's admins (cached); a per-person limit.
+- Nothing here waits in a thread: Redis through ``redis.asyncio``, so presses cannot use up the threads the
+  rest of the bot shares; the clean image a render starts from is bounded in bytes (:mod:`bot.clean_images`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import weakref
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 from telegram import (
     Bot,
@@ -31,20 +37,21 @@ from telegram import (
     InputFile,
     InputMediaPhoto,
 )
-from telegram.constants import ChatMemberStatus
 from telegram.error import BadRequest, TelegramError
 
 from bot import replies
 from bot.albums import album_reply_to
 from bot.answers import Answer, AnswerBook, Photo, new_id, params_of
+from bot.clean_images import CleanImages
 from bot.i18n import N_, Catalog, catalog, language_for
-from bot.telegram_io import describe, fetch_file, reply_to
+from bot.press_gate import AdminCache, PressLimits, bound
+from bot.telegram_io import describe, reply_to
 from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
 from detector.names import ClassNames
 from detector.params import DetectParams, class_key
 from detector.render import crop_order, format_confidence
-from detector.result import Detection
-from jobs.render import KIND_CROPS, KIND_DRAW, RenderClient, RenderError
+from detector.result import Box, Detection
+from jobs.render import KIND_CROPS, KIND_DRAW, RENDER_WAIT, RenderClient, RenderError
 from jobs.store import Completion
 
 log = logging.getLogger(__name__)
@@ -55,13 +62,22 @@ STEPS = (0.05, 0.10, 0.15, 0.25, 0.40, 0.60, 0.80, 0.90)
 STEP_EPSILON = 1e-6
 # "only <class>" buttons for at most this many classes, the most frequent first (a keyboard row).
 MAX_CLASS_BUTTONS = 3
-# Clean photos kept in the bot's memory after a press, so the next presses skip Telegram's download; only a
-# cache (a restart loses one download per answer), bounded in bytes: a few dozen phone photos, at most this
-# much beside the bot's ~100 MB whatever the files' sizes.
-CLEAN_CACHE_BYTES = 32 * 1024 * 1024
+# A press of crops or JSON showing the view whose set went out less than this long ago is told "above":
+# a burst of presses sends one set, and a person who lost it sees it again a minute later.
+SENT_REPEAT = 60.0
+# The buttons' Redis socket waits longer than a render's BLPOP (RENDER_WAIT), which it would trip otherwise;
+# connecting to a healthy Redis takes milliseconds.
+REDIS_SOCKET_TIMEOUT = RENDER_WAIT + 5.0
+REDIS_CONNECT_TIMEOUT = 3.0
+# The buttons' Redis connections: each re-drawing waiting for a worker holds one for up to RENDER_WAIT; a
+# press beyond them waits for one (as long as a render would), so presses of many people at once never
+# open thousands of connections.
+REDIS_CONNECTIONS = 32
 CALLBACK_PREFIX = "a"
 
 LOWER, HIGHER, CURRENT, RESET, ALL, CROPS, JSON_DOC, ONLY = "lo", "hi", "nv", "rs", "al", "cr", "js", "c"
+# The actions that post new messages in the chat (the stricter per-person limit, one set per burst).
+SENDS = frozenset({CROPS, JSON_DOC})
 
 BUTTON_LOWER = N_("button.lower")
 BUTTON_HIGHER = N_("button.higher")
@@ -76,6 +92,9 @@ NOT_YOURS = N_("buttons.not_yours")
 CURRENT_VALUE = N_("buttons.current_value")
 NOTHING_TO_CROP = N_("buttons.nothing_to_crop")
 FAILED = N_("buttons.failed")
+TOO_FAST = N_("buttons.too_fast")
+NOT_HERE = N_("buttons.not_here")
+ALREADY_SENT = N_("buttons.already_sent")
 
 
 def callback(answer_id: str, action: str) -> str:
@@ -173,16 +192,23 @@ class Offer:
 class Buttons:
     """Offering keyboards with answers, and handling presses."""
 
-    def __init__(self, book: AnswerBook, renderer: RenderClient, names: ClassNames, default_language: str) -> None:
+    def __init__(self, book: AnswerBook, renderer: RenderClient, names: ClassNames, default_language: str,
+                 limits: PressLimits | None = None, admins: AdminCache | None = None) -> None:
         self.book = book
         self.renderer = renderer
         self.names = names
         self.default_language = default_language
+        self.limits = limits or PressLimits()
+        self.admins = admins or AdminCache()
+        self.clean = CleanImages(renderer)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._dirty: set[str] = set()
-        self._clean: OrderedDict[str, bytes] = OrderedDict()
         self.renders = 0  # re-drawings started (the coalescing makes this fewer than presses)
+
+    async def close(self) -> None:
+        """Release the Redis connections of the buttons (at the bot's stop)."""
+        await self.book.redis.aclose(close_connection_pool=True)
 
     # -- offering ---------------------------------------------------------------------------------------
 
@@ -225,48 +251,56 @@ class Buttons:
         for photo, message_id in zip(answer.photos, photo_messages, strict=False):
             photo.message_id = message_id
         try:
-            await asyncio.to_thread(self.book.save, offer.answer_id, answer)
+            await self.book.save(offer.answer_id, answer)
         except Exception as exc:
             log.warning("buttons of answer %s not stored: %s", offer.answer_id, describe(exc))
 
     # -- presses ----------------------------------------------------------------------------------------
 
     async def press(self, bot: Bot, query: CallbackQuery) -> None:
+        """A press: checked (limit, answer, place, person) before it costs anything, then applied."""
         parsed = parse_callback(query.data)
         if parsed is None:
-            await query.answer()
+            await answer_press(query)
             return
         answer_id, action = parsed
+        if not self.limits.allow_press(query.from_user.id):
+            await answer_press(query, self._catalog(None, query).gettext(TOO_FAST))
+            return
         async with self._lock(answer_id):
             try:
-                answer = await asyncio.to_thread(self.book.load, answer_id)
+                answer = await self.book.load(answer_id)
             except RedisError as exc:
                 log.warning("button of answer %s: Redis unreachable (%s)", answer_id, describe(exc))
-                await query.answer(self._catalog(None, query).gettext(replies.UNAVAILABLE))
+                await answer_press(query, self._catalog(None, query).gettext(replies.UNAVAILABLE))
                 return
             tr = self._catalog(answer, query)
             if answer is None:
                 await self._expired(bot, query, tr, answer_id)
                 return
+            if not bound(answer, query):
+                log.warning("button of answer %s refused: pressed under message %s of chat %s, not under the "
+                            "answer's", answer_id, query.message.message_id if query.message else None,
+                            query.message.chat.id if query.message else None)
+                await answer_press(query, tr.gettext(NOT_HERE), show_alert=True)
+                return
             if not await self._may_press(bot, answer, query.from_user.id):
                 log.info("button of answer %s refused: user %s neither asked nor is an admin of chat %s",
                          answer_id, query.from_user.id, answer.chat_id)
-                await query.answer(tr.gettext(NOT_YOURS), show_alert=True)
+                await answer_press(query, tr.gettext(NOT_YOURS), show_alert=True)
                 return
             view = apply(action, answer)
             if view == answer.view_params():
                 view = None  # e.g. "back" when already there: nothing to re-draw
             if view is not None:
-                await asyncio.to_thread(self.book.set_view, answer_id, view)
+                await self.book.set_view(answer_id, view)
         if view is not None:
             await self._redraw_soon(bot, query, tr, answer_id)
-        elif action == CROPS:
-            await self._crops(bot, query, tr, answer)
-        elif action == JSON_DOC:
-            await query.answer()
-            await self._json(bot, answer)
+        elif action in SENDS:
+            await self._send_once(bot, query, tr, answer_id, answer, action)
         else:
-            await query.answer(tr.gettext(CURRENT_VALUE, value=format_confidence(answer.view_params().threshold)))
+            value = format_confidence(answer.view_params().threshold)
+            await answer_press(query, tr.gettext(CURRENT_VALUE, value=value))
 
     def _lock(self, answer_id: str) -> asyncio.Lock:
         lock = self._locks.get(answer_id)
@@ -283,23 +317,17 @@ class Buttons:
     async def _expired(self, bot: Bot, query: CallbackQuery, tr: Catalog, answer_id: str) -> None:
         """A press after the answer's TTL: a short notice, and the keyboard goes."""
         log.info("button of answer %s pressed after it expired", answer_id)
-        await query.answer(tr.gettext(EXPIRED))
+        await answer_press(query, tr.gettext(EXPIRED))
         if query.message is not None:
             try:
                 await bot.edit_message_reply_markup(query.message.chat.id, query.message.message_id, reply_markup=None)
             except TelegramError as exc:
                 log.info("keyboard of expired answer %s not removed: %s", answer_id, describe(exc))
 
-    @staticmethod
-    async def _may_press(bot: Bot, answer: Answer, user_id: int) -> bool:
+    async def _may_press(self, bot: Bot, answer: Answer, user_id: int) -> bool:
         if answer.private or user_id == answer.asker:
             return True
-        try:
-            member = await bot.get_chat_member(answer.chat_id, user_id)
-        except TelegramError as exc:
-            log.warning("cannot check user %s in chat %s: %s", user_id, answer.chat_id, describe(exc))
-            return False
-        return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
+        return await self.admins.is_admin(bot, answer.chat_id, user_id)
 
     # -- re-drawing -------------------------------------------------------------------------------------
 
@@ -309,17 +337,17 @@ class Buttons:
         shows progress meanwhile), with a short notice if that failed."""
         if answer_id in self._running:
             self._dirty.add(answer_id)
-            await query.answer()
+            await answer_press(query)
             return
         first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._running[answer_id] = asyncio.create_task(self._redraw_loop(bot, answer_id, first))
-        await query.answer(None if await first else tr.gettext(FAILED))
+        await answer_press(query, None if await first else tr.gettext(FAILED))
 
     async def _redraw_loop(self, bot: Bot, answer_id: str, first: asyncio.Future[bool]) -> None:
         try:
             while True:
                 self._dirty.discard(answer_id)
-                answer = await asyncio.to_thread(self.book.load, answer_id)
+                answer = await self.book.load(answer_id)
                 if answer is None:
                     return
                 self.renders += 1
@@ -328,10 +356,10 @@ class Buttons:
                     first.set_result(True)
                 if answer_id not in self._dirty:
                     return
-        except (RenderError, TelegramError, OSError) as exc:
+        except (RenderError, TelegramError, RedisError, OSError) as exc:
             log.warning("answer %s not re-drawn: %s", answer_id, describe(exc))
         except Exception as exc:  # a press must never take the bot down, nor leave a traceback in a chat
-            log.error("answer %s not re-drawn: %s", answer_id, describe(exc))
+            log.error("answer %s not re-drawn: %s", answer_id, describe(exc), exc_info=exc)
         finally:
             if not first.done():
                 first.set_result(False)
@@ -363,19 +391,8 @@ class Buttons:
         await self._sync_texts(bot, answer_id, answer, rest)
 
     async def _draw(self, bot: Bot, photo: Photo, det: Detection, language: str) -> bytes:
-        image = await self._clean_image(bot, photo.file_id)
-        return (await asyncio.to_thread(self.renderer.render, KIND_DRAW, image, det.boxes, language))[0]
-
-    async def _clean_image(self, bot: Bot, file_id: str) -> bytes:
-        """The person's photo, fetched again from Telegram by its file_id (a few recent ones kept)."""
-        if file_id in self._clean:
-            self._clean.move_to_end(file_id)
-            return self._clean[file_id]
-        data = await fetch_file(bot, file_id)
-        self._clean[file_id] = data
-        while sum(len(d) for d in self._clean.values()) > CLEAN_CACHE_BYTES and len(self._clean) > 1:
-            self._clean.popitem(last=False)
-        return data
+        clean = await self.clean.get(bot, photo)
+        return (await self.renderer.render(KIND_DRAW, clean.data, clean.fit(det.boxes), language))[0]
 
     @staticmethod
     async def _edit_media(bot: Bot, answer: Answer, message_id: int, image: bytes, caption: str,
@@ -414,28 +431,51 @@ class Buttons:
             except BadRequest as exc:
                 log.info("follow-up %s of answer %s not deleted: %s", message_id, answer_id, describe(exc))
         if out != kept:
-            await asyncio.to_thread(self.book.set_texts, answer_id, out)
+            await self.book.set_texts(answer_id, out)
 
     # -- crops and JSON ---------------------------------------------------------------------------------
 
-    async def _crops(self, bot: Bot, query: CallbackQuery, tr: Catalog, answer: Answer) -> None:
-        """The objects shown now cut out, largest first, at most ten, as one media group under the answer."""
+    async def _send_once(self, bot: Bot, query: CallbackQuery, tr: Catalog, answer_id: str, answer: Answer,
+                         action: str) -> None:
+        """Crops or JSON of the view shown now, one set per burst of presses: a press while the same view's
+        set went out less than SENT_REPEAT ago (or is going out) is told it is above, whichever bot process
+        took the first one (the mark is in the answer's Redis hash)."""
         view = answer.view_params()
-        every = [(photo, i, box) for photo in answer.photos for i, box in enumerate(photo.shown(view).boxes)]
-        pieces = [every[i] for i in crop_order([box for _, _, box in every])]
-        if not pieces:
-            await query.answer(tr.gettext(NOTHING_TO_CROP))
+        if action == CROPS and not crop_pieces(answer, view):
+            await answer_press(query, tr.gettext(NOTHING_TO_CROP))
             return
-        await query.answer()
+        try:
+            fresh = await self.book.mark_sent(answer_id, action, view, SENT_REPEAT)
+        except RedisError as exc:
+            log.warning("button of answer %s: Redis unreachable (%s)", answer_id, describe(exc))
+            await answer_press(query, tr.gettext(replies.UNAVAILABLE))
+            return
+        if not fresh:
+            await answer_press(query, tr.gettext(ALREADY_SENT))
+            return
+        if not self.limits.allow_send(query.from_user.id):
+            with contextlib.suppress(RedisError):
+                await self.book.unmark_sent(answer_id, action)
+            await answer_press(query, tr.gettext(TOO_FAST))
+            return
+        await answer_press(query)
+        sent = await (self._crops(bot, answer, view) if action == CROPS else self._json(bot, answer, view))
+        if not sent:
+            with contextlib.suppress(RedisError):
+                await self.book.unmark_sent(answer_id, action)
+
+    async def _crops(self, bot: Bot, answer: Answer, view: DetectParams) -> bool:
+        """The objects shown now cut out, largest first, at most ten, as one media group under the answer."""
+        pieces = crop_pieces(answer, view)
         try:
             media: list[tuple[bytes, str]] = []
             for photo in answer.photos:
                 own = [p for p in pieces if p[0] is photo]
                 if not own:
                     continue
-                image = await self._clean_image(bot, photo.file_id)
-                crops = await asyncio.to_thread(self.renderer.render, KIND_CROPS, image, [p[2] for p in own],
-                                                answer.language)
+                clean = await self.clean.get(bot, photo)
+                crops = await self.renderer.render(KIND_CROPS, clean.data, clean.fit([p[2] for p in own]),
+                                                   answer.language)
                 for (_, i, box), jpeg in zip(own, crops, strict=True):
                     label = f"{i + 1}. {self.names.display(box.class_id, box.class_name, answer.language)} " \
                             f"{box.confidence:.2f}"
@@ -448,12 +488,13 @@ class Buttons:
                 group = [InputMediaPhoto(jpeg, caption=caption) for jpeg, caption in media]
                 await bot.send_media_group(answer.chat_id, group, reply_parameters=reply,
                                            message_thread_id=answer.thread)
-        except (RenderError, TelegramError, OSError) as exc:
+        except (RenderError, TelegramError, RedisError, OSError) as exc:
             log.warning("crops of an answer in chat %s not sent: %s", answer.chat_id, describe(exc))
+            return False
+        return True
 
-    async def _json(self, bot: Bot, answer: Answer) -> None:
+    async def _json(self, bot: Bot, answer: Answer, view: DetectParams) -> bool:
         """The boxes shown now as a .json document, the schema of ``detbot detect --json``."""
-        view = answer.view_params()
         items = [{"image": f"photo {p.index or 1}", **p.shown(view).to_dict()} for p in answer.photos]
         doc: Any = items if answer.album else items[0]
         data = json.dumps(doc, ensure_ascii=False, indent=1).encode()
@@ -463,4 +504,31 @@ class Buttons:
                                     message_thread_id=answer.thread)
         except TelegramError as exc:
             log.warning("JSON of an answer in chat %s not sent: %s", answer.chat_id, describe(exc))
+            return False
+        return True
 
+
+def crop_pieces(answer: Answer, view: DetectParams) -> list[tuple[Photo, int, Box]]:
+    """The boxes ``view`` shows over the answer's photos, in crop order (largest first, at most ten)."""
+    every = [(photo, i, box) for photo in answer.photos for i, box in enumerate(photo.shown(view).boxes)]
+    return [every[i] for i in crop_order([box for _, _, box in every])]
+
+
+async def answer_press(query: CallbackQuery, text: str | None = None, show_alert: bool = False) -> None:
+    """answerCallbackQuery, never raising: a press replayed after a restart is too old to answer (Telegram
+    refuses after about 15 s), and the rest of the press still happens."""
+    try:
+        await query.answer(text, show_alert=show_alert)
+    except TelegramError as exc:
+        log.info("press %s not answered: %s", query.id, describe(exc))
+
+
+def build_buttons(redis_url: str, queue_name: str, answer_ttl: int, names: ClassNames,
+                  default_language: str) -> Buttons:
+    """The buttons on a Redis client of their own (``redis.asyncio``): a render's wait never holds a thread."""
+    pool = BlockingConnectionPool.from_url(
+        redis_url, max_connections=REDIS_CONNECTIONS, timeout=RENDER_WAIT, socket_timeout=REDIS_SOCKET_TIMEOUT,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT, health_check_interval=30,
+    )
+    redis = AsyncRedis(connection_pool=pool)
+    return Buttons(AnswerBook(redis, answer_ttl), RenderClient(redis, queue_name), names, default_language)

@@ -23,11 +23,11 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from telegram import Bot, InlineKeyboardMarkup, InputMediaPhoto, Message
 from telegram.error import BadRequest, ChatMigrated, Forbidden
 
-from bot.albums import AssembledAlbum, PendingAlbums, album_answer, album_reply_to
+from bot.albums import ALBUM_CHECK, AssembledAlbum, PendingAlbums, album_answer, album_reply_to
 from bot.buttons import Buttons, Offer
 from bot.i18n import ENGLISH
 from bot.lanes import Lanes
@@ -45,6 +45,7 @@ from bot.telegram_io import (
 )
 from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
 from detector.names import ClassNames
+from jobs import store
 from jobs.client import DetectionClient
 from jobs.exceptions import JobsError
 from jobs.store import Completion
@@ -105,9 +106,11 @@ class Delivery:
         *,
         migrated: Callable[[int, int], Awaitable[None]] | None = None,
         retry_delay: float = RETRY_FIRST_DELAY,
+        album_check: float = ALBUM_CHECK,
     ) -> None:
         """``migrated(old, new)`` is told of a group that became a supergroup; ``retry_delay`` is the first
-        pause between attempts of a send that failed with a network error or a 5xx."""
+        pause between attempts of a send that failed with a network error or a 5xx; ``album_check``: an album
+        none of whose photos completed for this long is checked in Redis (``PendingAlbums.stalled``)."""
         self.bot = bot
         self.wording = Wording(names or ClassNames(), default_language)
         self.migrated = migrated
@@ -121,7 +124,7 @@ class Delivery:
         self.status = status
         self._reader: DetectionClient | None = None
         self._known: set[str] = set()
-        self._albums = PendingAlbums()
+        self._albums = PendingAlbums(check=album_check)
         # One lane per chat: a chat waiting out a "retry after" never delays another chat's answers.
         self._lanes: Lanes[_Unit] = Lanes(self._deliver)
         self._stopping = asyncio.Event()
@@ -141,6 +144,7 @@ class Delivery:
             for completion in batch or []:
                 self._accept(completion)
             self._queue_albums()
+            await self._check_albums()
 
     async def stop(self) -> None:
         """Stop reading, and give answers in flight a moment to finish (they are acked, not re-sent)."""
@@ -207,6 +211,23 @@ class Delivery:
     def _queue_albums(self) -> None:
         for album in self._albums.ready():
             self._lanes.add(int(album.completions[0].routing["chat_id"]), _Unit(album.completions, album))
+
+    async def _check_albums(self) -> None:
+        """Albums none of whose photos completed for a while: Redis says which awaited photos are lost, which
+        completed (their result is on its way, or went to another reader), the others are queued, held
+        behind other chats, or running; an album that waits for nothing more goes out."""
+        for album_id, awaited in self._albums.stalled():
+            try:
+                found = await asyncio.to_thread(store.statuses, (self._reader or self.make_reader()).redis,
+                                                [job for _, job in awaited])
+            except (RedisError, OSError) as exc:
+                log.warning("album %s not checked: %s", album_id, describe(exc))
+                continue
+            self._albums.settle(album_id, [index for (index, _), status in zip(awaited, found, strict=True)
+                                           if status is None],
+                                [index for (index, _), status in zip(awaited, found, strict=True)
+                                 if status in (store.STATUS_OK, store.STATUS_ERROR)])
+        self._queue_albums()
 
     async def _deliver(self, unit: _Unit) -> None:
         chat = unit.completions[0].routing.get("chat_id")

@@ -1,7 +1,8 @@
 """From a Telegram message to queued jobs: checks, download, submit; every refusal gets a friendly reply.
 
-Order matters: cheap checks first (size from Telegram's metadata, rate limits) so a refused photo is
-never downloaded; the image header is checked before queueing so bad files never take a queue slot.
+Order matters: cheap checks first (size from Telegram's metadata, rate limits, the queue's and the chat's
+room) so a refused photo is never downloaded; the image header is checked before queueing so bad files
+never take a queue slot.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from detector.errors import ImageError
 from detector.image import read_header
 from detector.params import DetectParams
 from jobs import keys
-from jobs.client import DetectionClient
-from jobs.exceptions import AlreadyQueuedError, QueueFullError, QueueUnavailableError
+from jobs.client import DetectionClient, new_job_ids
+from jobs.exceptions import AlreadyQueuedError, ChatQueueFullError, QueueFullError, QueueUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,9 @@ class Intake:
         if refusal is not None:
             await self._slow_down(request, refusal)
             return
+        if not await self._admit(request):
+            await asyncio.to_thread(self.chats.mark_handled, chat_id, ids)
+            return
         images = await self._fetch_all(request)
         if not images:
             await asyncio.to_thread(self.chats.mark_handled, chat_id, ids)
@@ -160,6 +164,45 @@ class Intake:
         log.info("refused photo chat=%s msg=%s: %s; already told within the minute", request.chat.id,
                  first.message_id, reason)
         self.metrics.refuse(reason, len(request.photos))
+
+    async def _room(self, chat_id: int) -> tuple[int, bool]:
+        """How many photos the queue takes from this chat now, and whether the chat's own limit is what
+        bounds it (``jobs.fair.chat_limit``). Raises QueueUnavailableError."""
+        def rooms() -> tuple[int, int]:
+            return self.client.room(), self.client.chat_room(chat_id)
+
+        queue_room, chat_room = await asyncio.to_thread(rooms)
+        return min(queue_room, chat_room), chat_room < queue_room
+
+    async def _admit(self, request: Request) -> bool:
+        """Before any download: the photos the queue and the chat have room for stay in ``request``, the
+        others get one reply. False when none is left."""
+        first = request.photos[0]
+        try:
+            room, chat_bound = await self._room(request.chat.id)
+        except QueueUnavailableError:
+            await self.refuse(first, "redis_unreachable", request.tr.gettext(replies.UNAVAILABLE), len(request.photos))
+            return False
+        left_out = request.photos[room:]
+        if left_out:
+            if room:
+                log.warning("album in chat %s: room for %d of %d photos; the others refused before download",
+                            request.chat.id, room, len(request.photos))
+            await self._no_room(request, left_out[0], len(left_out), chat_bound)
+            request.photos = request.photos[:room]
+        return bool(request.photos)
+
+    async def _no_room(self, request: Request, message: Message, count: int, chat_bound: bool) -> None:
+        """"Busy" when the queue is full; when it is this chat that has as many photos waiting as it may, a
+        reply saying so, once per chat per minute (a flood's other refusals are logged and counted only)."""
+        if not chat_bound:
+            await self.refuse(message, "queue_full", request.tr.gettext(replies.BUSY), count)
+        elif self.limits.full.due(request.chat.id):
+            await self.refuse(message, "chat_queue_full", request.tr.gettext(replies.CHAT_BUSY), count)
+        else:
+            log.info("refused photo chat=%s msg=%s: chat_queue_full; already told within the minute",
+                     request.chat.id, message.message_id)
+            self.metrics.refuse("chat_queue_full", count)
 
     async def _fetch_all(self, request: Request) -> list[tuple[Message, bytes]]:
         """Download and check each photo; a photo that fails gets its own reply and is left out."""
@@ -208,8 +251,10 @@ class Intake:
     async def _submit(self, request: Request, images: list[tuple[Message, bytes]], params: DetectParams) -> None:
         """Queue the photos the queue has room for, together; those beyond its room get the "busy" reply."""
         first = images[0][0]
+        chat_bound = False
         try:
-            room = await asyncio.to_thread(self.client.room)
+            # Checked before the downloads too; other photos may have taken the room meanwhile.
+            room, chat_bound = await self._room(request.chat.id)
             fits, left_out = images[:room], images[room:]
             unit, job_ids = await self._queue(request, fits, params, len(images) > 1) if fits else ("", [])
         except AlreadyQueuedError:
@@ -217,9 +262,9 @@ class Intake:
             log.info("skipped chat=%s msg=%s: queued before (update handled again)", request.chat.id,
                      request.asked_by.message_id)
             return
-        except QueueFullError:
+        except QueueFullError as exc:
             # Other photos took the room between the check and the submit: nothing of these was queued.
-            await self.refuse(first, "queue_full", request.tr.gettext(replies.BUSY), len(images))
+            await self._no_room(request, first, len(images), isinstance(exc, ChatQueueFullError))
             return
         except QueueUnavailableError:
             await self.refuse(first, "redis_unreachable", request.tr.gettext(replies.UNAVAILABLE), len(images))
@@ -228,7 +273,7 @@ class Intake:
             # One reply for the photos left out; an album's queued photos are answered as a smaller album.
             if job_ids:
                 log.warning("album in chat %s: %d of %d photos queued", request.chat.id, len(job_ids), len(images))
-            await self.refuse(left_out[0][0], "queue_full", request.tr.gettext(replies.BUSY), len(left_out))
+            await self._no_room(request, left_out[0][0], len(left_out), chat_bound)
         if job_ids:
             self.spawn(self.status.show_later(unit, job_ids[0], request.chat.id, thread_of(first),
                                               first.message_id, request.tr))
@@ -241,11 +286,12 @@ class Intake:
         """
         routings = [self._routing(request, message) for message, _ in images]
         album_id = ""
+        job_ids = new_job_ids(len(images))
         if album:
-            album_id, routings = queued_album(routings, reply_to=images[0][0].message_id)
+            album_id, routings = queued_album(routings, reply_to=images[0][0].message_id, job_ids=job_ids)
         once = keys.handled(request.chat.id, request.asked_by.message_id)
         job_ids = await asyncio.to_thread(self.client.submit_many, [data for _, data in images], params, routings,
-                                          request.tr.language, once=once)
+                                          request.tr.language, once=once, job_ids=job_ids)
         for (message, _), job_id in zip(images, job_ids, strict=True):
             self.metrics.received.inc()
             log.info("queued photo chat=%s msg=%s job=%s conf=%.2f classes=%s", request.chat.id, message.message_id,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 # The limits are "per minute", as people read them.
@@ -104,14 +104,24 @@ class Limits:
         self.chat = RateLimiter(per_chat, clock=clock)
         # One "slow down" per chat per window; the refused photos are still logged and counted.
         self.notices = Notices(clock=clock)
+        # One "this chat has many photos waiting" per chat per window, the same way.
+        self.full = Notices(clock=clock)
 
     def take(self, user_id: int, chat_id: int, count: int = 1) -> Refusal | None:
         """Count ``count`` photos (an album counts each), or refuse them all without counting any."""
-        checks = (("user", self.user, user_id), ("chat", self.chat, chat_id))
-        for scope, limiter, key in checks:
-            if limiter.limit > 0 and limiter.room(key) < count:
-                return Refusal(scope, limiter.limit, limiter.retry_in(key))
-        for _scope, limiter, key in checks:
-            if limiter.limit > 0:
-                limiter.hit(key, count)
-        return None
+        refused = take_all([(self.user, user_id), (self.chat, chat_id)], count)
+        if refused is None:
+            return None
+        limiter, key = refused
+        return Refusal("user" if limiter is self.user else "chat", limiter.limit, limiter.retry_in(key))
+
+
+def take_all(checks: Sequence[tuple[RateLimiter, int]], count: int = 1) -> tuple[RateLimiter, int] | None:
+    """Count ``count`` hits of each (limiter, key), or none of them: the first that has no room is returned."""
+    for limiter, key in checks:
+        if limiter.limit > 0 and limiter.room(key) < count:
+            return limiter, key
+    for limiter, key in checks:
+        if limiter.limit > 0:
+            limiter.hit(key, count)
+    return None

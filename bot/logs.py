@@ -1,14 +1,17 @@
-"""Logging for the bot process: one line per event, and never the token.
+"""Logging for the bot process: one line per event, a traceback only for the unexpected, never the token.
 
 httpx logs every request URL, and Bot API URLs contain the token: its loggers are raised to WARNING, and
-a filter on the handler redacts the token from whatever still gets through (including other libraries'
-tracebacks, which are folded into the line as ``Type: message``).
+a filter on the handler redacts the token (and any other secret it is given) from whatever still gets
+through: the message, and the traceback of an unexpected error, which is kept (an operator needs it to
+find the bug) but redacted like the rest. Expected failures are logged as one line (``describe``) by
+their callers, with no exception attached.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections.abc import Iterable
 
 REDACTED = "<redacted>"
@@ -18,7 +21,7 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class RedactFilter(logging.Filter):
-    """Replace each secret by ``<redacted>`` and fold exception info into the single log line."""
+    """Replace each secret by ``<redacted>`` in the message (folded onto one line) and in the traceback."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -31,12 +34,14 @@ class RedactFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if record.exc_info and record.exc_info[1] is not None:
-            exc = record.exc_info[1]
-            message = f"{message} ({type(exc).__name__}: {exc})"
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            # Formatted here, redacted, and handed to the formatter as text: no handler formats it unredacted.
+            record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
         record.exc_info = None
-        record.exc_text = None
-        record.stack_info = None
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
         record.msg = " ".join(self.redact(message).split())
         record.args = None
         return True

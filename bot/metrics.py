@@ -24,6 +24,7 @@ IMAGE_REFUSALS = frozenset({ImageError.code, *(cls.code for cls in ImageError.__
 REFUSED_REASONS = frozenset({
     "not_a_photo", "not_an_image", "usage", "unknown_class", "rate_limit_user", "rate_limit_chat", "too_big",
     "download_failed", "queue_full", "redis_unreachable", "internal", *IMAGE_REFUSALS,
+    "chat_queue_full",
 })
 DELIVERY_FAILURES = frozenset({"gave_up", "uncertain", "chat_gone", "forbidden", "bad_request", "refused"})
 # Metric (family) name -> label -> its values: what tests/test_bounded_state.py checks a scrape against.

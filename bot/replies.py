@@ -39,6 +39,8 @@ UNAVAILABLE = N_("reply.unavailable")
 # A queued photo whose job Redis no longer has (it lost its data): what its status message becomes.
 LOST = N_("reply.lost")
 BUSY = N_("reply.busy")
+# One chat has as many photos waiting as it may (jobs.fair.chat_limit): other chats still get in.
+CHAT_BUSY = N_("reply.chat_busy")
 DOWNLOAD_FAILED = N_("reply.download_failed")
 NOT_ALLOWED = N_("reply.not_allowed")
 ADMINS_ONLY = N_("reply.admins_only")

@@ -90,6 +90,11 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassName
         "error or a 5xx (doubled each time), so a test reaches the bound on attempts quickly.",
     )
 
+    test_album_check_ms: int = Field(
+        10_000, ge=1, description="FOR TESTS ONLY: how long an album none of whose photos completed waits before "
+        "the bot asks Redis whether the rest is still coming, so a test sees an album outlast it quickly.",
+    )
+
     test_status_delay_ms: int = Field(
         STATUS_DELAY_MS, ge=1, description="FOR TESTS ONLY: how long a photo waits before its \"queued\" status "
         "message, so a test can tell a photo waiting for a worker from one being detected without long jobs.",

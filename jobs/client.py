@@ -47,6 +47,11 @@ DETECT_JOB = "jobs.tasks.detect_job"
 PHOTO_MEMORY_SHARE = 0.8
 
 
+def new_job_ids(count: int) -> list[str]:
+    """Ids for ``count`` new jobs (``submit_many(job_ids=...)``)."""
+    return [uuid.uuid4().hex for _ in range(count)]
+
+
 def make_queue(redis: Redis, name: str = QUEUE_NAME) -> Queue:
     """The RQ queue, always with JSON serialization: pickle would let anyone who can write Redis run code."""
     return Queue(name, connection=redis, serializer=JSONSerializer)
@@ -64,7 +69,11 @@ def _redis_errors() -> Iterator[None]:
 
 def _memory_left(redis: Redis) -> int | None:
     """Bytes new photos may still take in Redis, None when it has no maxmemory."""
-    info: Any = redis.info("memory")
+    return photo_memory_left(redis.info("memory"))
+
+
+def photo_memory_left(info: Any) -> int | None:
+    """:func:`_memory_left` from an ``INFO memory`` answer (the render requests read it asynchronously)."""
     limit = int(info.get("maxmemory", 0))
     if not limit:
         return None
@@ -84,13 +93,16 @@ class DetectionClient:
         consumer: str = "bot",
         group: str = EVENTS_GROUP,
         per_chat: int = fair.MAX_IN_FLIGHT_PER_CHAT,
+        chat_limit: int | None = None,
     ) -> None:
-        """``per_chat``: jobs of one chat in RQ's list at once; its other photos are held (``jobs.fair``)."""
+        """``per_chat``: jobs of one chat in RQ's list at once; its other photos are held (``jobs.fair``).
+        ``chat_limit``: photos one chat may have waiting at once (default: ``fair.chat_limit(max_queued)``)."""
         self.redis = redis
         self.queue = make_queue(redis, queue_name)
         self.max_queued = max_queued
         self.job_timeout = job_timeout
         self.per_chat = per_chat
+        self.chat_limit = fair.chat_limit(max_queued) if chat_limit is None else chat_limit
         self.consumer = consumer
         # Every group sees every completion: only the bot's group may deliver to chats (a bench uses its own).
         self.group = group
@@ -107,7 +119,7 @@ class DetectionClient:
         return self.submit_many([image], params, [routing or {}], language, once=once)[0]
 
     def submit_many(self, images: list[bytes], params: DetectParams, routings: list[dict[str, Any]],
-                    language: str = "", *, once: str | None = None) -> list[str]:
+                    language: str = "", *, once: str | None = None, job_ids: list[str] | None = None) -> list[str]:
         """Queue several images in one transaction, all of them or none; returns their job ids in order.
         ``language``: the labels on the annotated images are drawn in it ("": the model's own names).
 
@@ -115,7 +127,9 @@ class DetectionClient:
         exactly the number of jobs that exist. ``once``: a key naming what is asked (e.g. a chat's message);
         written in the same transaction, and a submit that finds it raises AlreadyQueuedError, so a
         request handled again after a crash is never queued twice. Raises QueueFullError when they do not
-        all fit under ``max_queued``, or QueueUnavailableError.
+        all fit under ``max_queued``, ChatQueueFullError (a QueueFullError) when they would take their chat
+        past ``chat_limit``, or QueueUnavailableError. ``job_ids``: the ids to give the jobs (from
+        :func:`new_job_ids`, when the routings name them, as an album's do); new ones by default.
         """
         if len(images) != len(routings):
             raise ValueError(f"{len(images)} images but {len(routings)} routings")
@@ -132,7 +146,7 @@ class DetectionClient:
                 raise QueueFullError(f"Redis is near its maxmemory: {max(memory, 0)} bytes left for photos")
             if lane is not None:
                 fair.sweep(self.redis, self.queue.name, self.queue.key, lane, self.per_chat)
-            job_ids = [uuid.uuid4().hex for _ in images]
+            job_ids = list(job_ids) if job_ids is not None else new_job_ids(len(images))
             for _ in range(SUBMIT_RETRIES):
                 try:
                     self._submit_once(job_ids, images, params, routings, language, lane, once)
@@ -157,6 +171,7 @@ class DetectionClient:
             room = len(images)
             if lane is not None:
                 room = fair.free_slots(pipe, self.queue.name, lane, self.per_chat)
+                fair.check_chat_room(pipe, self.queue.name, lane, len(images), self.chat_limit)
             pipe.multi()  # explicit, as RQ's enqueue expects of a pipeline handed to it
             for n, (job_id, image, routing) in enumerate(zip(job_ids, images, routings, strict=True)):
                 store.queue_save_job(pipe, job_id, image, params.to_dict(), routing, language, self.events)
@@ -194,6 +209,11 @@ class DetectionClient:
     def room(self) -> int:
         """How many more photos the queue takes now (``max_queued`` less those waiting)."""
         return max(0, self.max_queued - self.queued())
+
+    def chat_room(self, chat_id: int) -> int:
+        """How many more photos the chat may queue now (``chat_limit`` less those it has waiting)."""
+        with _redis_errors():
+            return max(0, self.chat_limit - fair.chat_waiting(self.redis, self.queue.name, chat_id))
 
     def position(self, job_id: str) -> int | None:
         """1-based position in the queue, or None once a worker has taken the job. A held photo (its chat

@@ -11,6 +11,14 @@ class QueueFullError(JobsError):
     """Too many jobs are waiting; try again in a minute."""
 
 
+class ChatQueueFullError(QueueFullError):
+    """One chat has as many photos waiting as it may (``jobs.fair.chat_limit``); other chats still get in."""
+
+    def __init__(self, message: str, waiting: int = 0) -> None:
+        super().__init__(message)
+        self.waiting = waiting
+
+
 class AlreadyQueuedError(JobsError):
     """The submit's "once" marker exists: these photos were queued before (an update handled again)."""
 

@@ -12,6 +12,11 @@ the worker's completion script (:func:`jobs.store.complete`), so it happens exac
 whether or not the bot is up. A job that vanished without completing (its record expired) is swept out of
 its chat's in-flight set the next time the chat submits (:func:`sweep`).
 
+A chat's waiting photos (in RQ's list and held) are capped as well (:func:`chat_limit`, a share of the
+queue's limit): one chat — a group with ``/auto on``, within its rate limit — can never fill the queue and
+make every other chat "busy". The submit checks the cap in the same transaction as the lane
+(:func:`check_chat_room`), and the bot asks :func:`chat_waiting` before it downloads anything.
+
 The keys (``jobs.keys``): per chat a set of in-flight job ids and a list of held job ids; per queue a set
 of every held job id (how many photos wait beyond RQ's list). All are bounded by the jobs that wait.
 """
@@ -25,10 +30,18 @@ from redis import Redis
 from redis.client import Pipeline
 
 from jobs import keys
+from jobs.exceptions import ChatQueueFullError
 
 # Jobs of one chat in RQ's queue at once (waiting or running). Enough to keep every worker busy for a chat
 # alone on the bot; few enough that another chat's photo waits behind at most this many of each chat's.
 MAX_IN_FLIGHT_PER_CHAT = 3
+
+# The share of the queue's limit (DETBOT_MAX_QUEUED_JOBS) one chat's waiting photos may take: a few chats
+# flooding at once still leave room for everybody else's single photos.
+CHAT_SHARE = 0.25
+# ... but never less than a whole album (Telegram's 10 photos) beside the chat's in-flight photos, so an
+# album is always queued whole when the queue itself has room.
+CHAT_MIN_ROOM = MAX_IN_FLIGHT_PER_CHAT + 10
 
 # Job hash fields naming the chat's lane keys: the completion script releases the next held job through
 # them (a job without them, e.g. a bench's, releases nothing).
@@ -96,6 +109,26 @@ def free_slots(pipe: Pipeline, queue_name: str, chat_id: int, cap: int = MAX_IN_
     if int(pipe.llen(keys.lane_held(queue_name, chat_id))):
         return 0
     return max(0, cap - int(pipe.scard(keys.lane_in_flight(queue_name, chat_id))))
+
+
+def chat_limit(max_queued: int) -> int:
+    """How many photos one chat may have waiting (in RQ's list and held) under a queue limit of ``max_queued``."""
+    return max(CHAT_MIN_ROOM, int(max_queued * CHAT_SHARE))
+
+
+def chat_waiting(redis: Redis | Pipeline, queue_name: str, chat_id: int) -> int:
+    """The chat's photos waiting or running: in its in-flight set and its held list."""
+    return int(redis.scard(keys.lane_in_flight(queue_name, chat_id))) + \
+        int(redis.llen(keys.lane_held(queue_name, chat_id)))
+
+
+def check_chat_room(pipe: Pipeline, queue_name: str, chat_id: int, count: int, limit: int) -> None:
+    """Raise ChatQueueFullError when ``count`` more photos would take the chat past ``limit`` waiting photos.
+    ``pipe`` is WATCHing :func:`watched` keys (immediate mode), so the answer holds until the submit."""
+    waiting = chat_waiting(pipe, queue_name, chat_id)
+    if waiting + count > limit:
+        raise ChatQueueFullError(f"chat {chat_id} has {waiting} photos waiting; {count} more would pass its "
+                                 f"limit of {limit}", waiting=waiting)
 
 
 def watched(queue_name: str, chat_id: int) -> tuple[str, str]:

@@ -8,6 +8,14 @@ of their own (:func:`jobs.keys.renders`), served by a thread in each worker besi
 press never waits behind a backlog of photos, nor behind the photo being detected (drawing is tens of
 milliseconds and releases the GIL in OpenCV). The bot waits for the outcome on a list of the request's own
 (BLPOP), so no polling and no stream bookkeeping: a render nobody waits for any more simply expires.
+
+The bot's side is asynchronous (``redis.asyncio``): a render's wait of up to ``RENDER_WAIT`` never holds a
+thread, so presses cannot use up the threads that polling, the intake and the acknowledgements share. A
+request's image is what the bot sends: a clean image at most ``CLEAN_MAX_SIDE`` on its long side and about
+``CLEAN_MAX_BYTES`` in size; a larger original (an image sent as a 20 MB file) crosses Redis once, in a
+``clean`` request that brings back its down-scaled copy. Every request passes the same memory guard as a
+photo's submit (``jobs.client.photo_memory_left``): near Redis's ``maxmemory`` a press is refused, never
+the results the workers must write.
 """
 
 from __future__ import annotations
@@ -20,19 +28,36 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from detector.errors import DetectorError
 from detector.render import boxes_to_rows, rows_to_boxes
 from detector.result import Box
 from jobs import keys
+from jobs.client import photo_memory_left
 from jobs.defaults import QUEUE_NAME
 
 log = logging.getLogger("detbot.render")
 
 KIND_DRAW = "draw"
 KIND_CROPS = "crops"
-KINDS = (KIND_DRAW, KIND_CROPS)
+# The clean image itself, down-scaled to CLEAN_MAX_SIDE and re-encoded under CLEAN_MAX_BYTES: what the
+# bot re-draws from when the person's file is larger than that.
+KIND_CLEAN = "clean"
+KINDS = (KIND_DRAW, KIND_CROPS, KIND_CLEAN)
+# The long side of the clean image a re-drawing starts from: the annotated answer's own cap
+# (detector.settings.MAX_ANNOTATED_SIDE), so an adjusted image has the size of the first answer. Telegram's
+# own photos are never larger; images sent as files may be.
+CLEAN_MAX_SIDE = 2560
+# A clean image at most this large rides in a render request as it is; a larger one is down-scaled once
+# (KIND_CLEAN). A phone photo at CLEAN_MAX_SIDE is 0.3-1.5 MB as Telegram recompresses it.
+CLEAN_MAX_BYTES = 2 * 1024 * 1024
+# Down-scaled copies are encoded at this JPEG quality, lower steps until they fit CLEAN_MAX_BYTES: they are
+# drawn on and encoded again, so they start close to the original.
+CLEAN_QUALITIES = (92, 85, 75, 60)
+# Code of a render refused because Redis is near its maxmemory (the photos' memory guard).
+REFUSED_MEMORY = "redis_full"
 # A request no worker took within this long is stale: the bot stopped waiting for it long before.
 REQUEST_TTL = 30
 # The outcome waits this long for the bot to read it (it reads at once; this only bounds a leak).
@@ -58,16 +83,20 @@ class RenderError(Exception):
 
 
 class RenderClient:
-    """The bot's side: one request, one wait, the images back."""
+    """The bot's side: one request, one wait (awaited, never in a thread), the images back."""
 
-    def __init__(self, redis: Redis, queue_name: str = QUEUE_NAME, wait: int = RENDER_WAIT) -> None:
+    def __init__(self, redis: AsyncRedis, queue_name: str = QUEUE_NAME, wait: int = RENDER_WAIT) -> None:
         self.redis = redis
         self.list = keys.renders(queue_name)
         self.wait = wait
 
-    def render(self, kind: str, image: bytes, boxes: Sequence[Box], language: str) -> list[bytes]:
-        """The images a worker drew (one for ``draw``, one per box for ``crops``); raises RenderError or a
-        RedisError. Blocking: call it in a thread."""
+    async def render(self, kind: str, image: bytes, boxes: Sequence[Box], language: str) -> list[bytes]:
+        """The images a worker drew (one for ``draw`` and ``clean``, one per box for ``crops``); raises
+        RenderError (``timeout``, ``redis_full``, the worker's code) or a RedisError."""
+        info: Any = await self.redis.info("memory")
+        room = photo_memory_left(info)
+        if room is not None and len(image) > room:
+            raise RenderError(REFUSED_MEMORY)
         render_id = uuid.uuid4().hex
         spec = json.dumps({"kind": kind, "boxes": boxes_to_rows(list(boxes)), "language": language})
         pipe = self.redis.pipeline(transaction=True)
@@ -77,16 +106,16 @@ class RenderClient:
         # Every id in the list is useless once its request expired: with no worker taking them, the list
         # goes with its last request instead of growing press by press.
         pipe.expire(self.list, REQUEST_TTL)
-        pipe.execute()
-        reply: Any = self.redis.blpop([keys.render_done(render_id)], timeout=self.wait)
+        await pipe.execute()
+        reply: Any = await self.redis.blpop([keys.render_done(render_id)], timeout=self.wait)
         if reply is None:
-            self.redis.delete(keys.render_request(render_id))  # a worker that takes it now finds nothing
+            await self.redis.delete(keys.render_request(render_id))  # a worker that takes it now finds nothing
             raise RenderError("timeout")
         status = reply[1].decode()
         pipe = self.redis.pipeline(transaction=True)
         pipe.hgetall(keys.render_output(render_id))
         pipe.delete(keys.render_output(render_id))
-        out: dict[bytes, bytes] = pipe.execute()[0]
+        out: dict[bytes, bytes] = (await pipe.execute())[0]
         if status != "ok":
             raise RenderError(status)
         return [out[str(i).encode()] for i in range(len(out))]

@@ -60,7 +60,8 @@ class WorkerSettings(QueueSettings, WorkerMetricsSettings, DetectorSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
 
     job_timeout: int = Field(
-        JOB_TIMEOUT, ge=1, description="Seconds one job may run; the producer's own timeout applies if shorter."
+        JOB_TIMEOUT, ge=1, description="Seconds one job may run (then a 'timeout' answer); the worker's value "
+        "decides, whatever the producer wrote into the job.",
     )
     max_attempts: int = Field(
         MAX_ATTEMPTS, ge=1, description="A job whose worker died this many times ends with failed_after_retries."

@@ -186,6 +186,14 @@ def read_completion(redis: Redis, job_id: str, event_id: str = "") -> Completion
     )
 
 
+def statuses(redis: Redis, job_ids: list[str]) -> list[str | None]:
+    """Each job's status (``queued``, ``ok``, ``error``) in one round trip; None where the record is gone."""
+    pipe = redis.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.hget(keys.job(job_id), "status")
+    return [status.decode() if status else None for status in pipe.execute()]
+
+
 def job_params(redis: Redis, job_id: str) -> dict[str, Any]:
     """The parameters (confidence, classes) the producer stored with a job."""
     raw = redis.hget(keys.job(job_id), "params")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from detector.render import boxes_to_rows
 from detector.result import Box
 from jobs import keys, store
 from jobs.defaults import DETECTION_FLOOR
-from jobs.render import KIND_CROPS
+from jobs.render import CLEAN_MAX_BYTES, CLEAN_MAX_SIDE, CLEAN_QUALITIES, KIND_CLEAN, KIND_CROPS
 
 if TYPE_CHECKING:
     from jobs.metrics import WorkerMetrics
@@ -159,14 +160,28 @@ def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
 
 def render(ctx: WorkerContext, kind: str, image: bytes, boxes: tuple[Box, ...], language: str) -> list[bytes]:
     """A render request (:mod:`jobs.render`): the clean photo decoded as a first answer decodes it, then the
-    boxes drawn with the same renderer (labels in ``language``), or cut out. Never the model."""
+    boxes drawn with the same renderer (labels in ``language``), or cut out, or the clean photo itself
+    down-scaled (``clean``). Never the model."""
     from detector.draw import crop_jpegs, draw_boxes, encode_jpeg
     from detector.image import decode
 
     array = decode(image, ctx.detector.max_pixels)
     if kind == KIND_CROPS:
         return crop_jpegs(array, boxes)
+    if kind == KIND_CLEAN:
+        return [clean_copy(array, encode_jpeg)]
     return [encode_jpeg(draw_boxes(array, boxes, ctx.labels(language)))]
+
+
+def clean_copy(array: Any, encode: Callable[..., bytes]) -> bytes:
+    """The clean image at most CLEAN_MAX_SIDE long, at the best quality of CLEAN_QUALITIES that fits
+    CLEAN_MAX_BYTES (the last one otherwise: a noisy 2560 px image at quality 60 is still well under it)."""
+    jpeg = b""
+    for quality in CLEAN_QUALITIES:
+        jpeg = encode(array, CLEAN_MAX_SIDE, quality)
+        if len(jpeg) <= CLEAN_MAX_BYTES:
+            break
+    return bytes(jpeg)
 
 
 def fail_job(redis: Redis, job_id: str, code: str, message: str) -> Outcome:

@@ -273,8 +273,9 @@ class DetbotWorker(SimpleWorker):
         if reason is not None:
             self._refuse(job, queue, reason)
             return
-        # Both sides may tighten the timeout: the producer per job, the worker for its hardware.
-        job.timeout = min(job.timeout or self.settings.job_timeout, self.settings.job_timeout)
+        # The worker's DETBOT_JOB_TIMEOUT decides, raised or lowered: it is set for the hardware the model
+        # runs on, in one place, whatever timeout the producer wrote into the job.
+        job.timeout = self.settings.job_timeout
         # SimpleWorker.execute_job minus prepare_execution, which moves into prepare_job_execution.
         self.perform_job(job, queue)
         self.set_state(WorkerStatus.IDLE)

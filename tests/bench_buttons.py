@@ -1,11 +1,14 @@
 """Benchmark of the answers' buttons: press -> edited message at the Bot API stand-in, p50 and p95, with the
 workers idle and with a backlog of photos queued; and the Redis memory one adjustable answer costs.
 
-Run: ``python -m tests.bench_buttons [--workers 2] [--presses 40] [--backlog 50] [--job-ms 300]`` (not
-collected by pytest).
+Run: ``python -m tests.bench_buttons [--workers 2] [--presses 40] [--backlog 50] [--job-ms 300]
+[--file-mp 24]`` (not collected by pytest).
 It starts everything for real: redis-server, ``detbot worker`` processes on the shipped shapes model, the
 ``detbot bot`` process against the stand-in. A press is timed from the moment the stand-in hands out the
-callback_query update to the moment it records the bot's editMessageMedia of that message.
+callback_query update to the moment it records the bot's editMessageMedia of that message. A last round
+presses answers to images sent as large files (``--file-mp`` megapixels, JPEG with grain: ~10 MB) and
+reports, beside the time, the bytes each press made Redis receive (``INFO stats`` total_net_input_bytes):
+what a render request carries.
 """
 
 from __future__ import annotations
@@ -68,6 +71,19 @@ class Bench:
         self.stub.wait_for(lambda: self.stub.keyboard(user, mid), 30, "the keyboard")
         self.stub.wait_for(lambda: self.redis.exists(keys.answer(self.answer_id(user, mid))), 30, "the state")
         return user, mid
+
+    def file_answer(self, image: bytes) -> tuple[int, int]:
+        """:meth:`answer` for an image sent as a file (a document)."""
+        user = next(_users)
+        msg = self.stub.document(self.stub.private_chat(user), user, image, "image/jpeg", "large.jpg", caption="0.4")
+        answer = wait_answer(self.stub, user, msg["message_id"], timeout=300)
+        mid = int(answer.result["message_id"])
+        self.stub.wait_for(lambda: self.redis.exists(keys.answer(self.answer_id(user, mid))), 30, "the state")
+        return user, mid
+
+    def redis_in(self) -> int:
+        """Bytes Redis has received from all its clients so far."""
+        return int(self.redis.info("stats")["total_net_input_bytes"])
 
     def answer_id(self, chat: int, mid: int) -> str:
         return str(self.stub.keyboard(chat, mid)[0][0]["callback_data"]).split(":")[1]
@@ -140,6 +156,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--presses", type=int, default=40)
     parser.add_argument("--backlog", type=int, default=50)
+    parser.add_argument("--file-mp", type=float, default=24.0, help="megapixels of the large-file answers")
     parser.add_argument("--job-ms", type=int, default=JOB_MS,
                         help="extra time per photo in the workers (DETBOT_TEST_JOB_DELAY_MS), see JOB_MS")
     args = parser.parse_args()
@@ -169,6 +186,7 @@ def main() -> None:
                 report(f"backlog of about {args.backlog} photos (queued at each press: min {min(depths)}, "
                        f"max {max(depths)}; {feeder.sent} photos fed)", times)
                 memory(bench, stub, images)
+                large_files(bench, images, args.file_mp, args.presses // 2)
             finally:
                 bot.stop()
     finally:
@@ -189,6 +207,32 @@ def memory(bench: Bench, stub: TelegramStub, images: list[tuple[np.ndarray, list
           f"a 16-tile mosaic with every box down to 0.05: {big} B")
     print(f"at {ANSWERS_PER_DAY} answers/day with a 24 h TTL: {typical * ANSWERS_PER_DAY / 1e6:.1f} MB typical, "
           f"{big * ANSWERS_PER_DAY / 1e6:.1f} MB if every answer were the mosaic")
+
+
+def large_files(bench: Bench, images: list[tuple[np.ndarray, list[Any]]], megapixels: float, presses: int) -> None:
+    """Presses on answers to large image files: time, and bytes Redis received per press (the first press of
+    each answer and the later ones apart: the first may fetch and down-scale the clean image)."""
+    import cv2
+
+    width = int((megapixels * 1e6 * 4 / 3) ** 0.5)
+    height = width * 3 // 4
+    grain = np.random.default_rng(5).integers(-16, 16, (height, width, 3))
+    files = []
+    for img, _ in images[:2]:
+        large = np.clip(cv2.resize(img, (width, height)).astype(np.int16) + grain, 0, 255).astype(np.uint8)
+        files.append(encode(large))
+    answers = [bench.file_answer(data) for data in files]
+    first: list[tuple[float, int]] = []
+    later: list[tuple[float, int]] = []
+    for i in range(max(presses, 2 * len(answers))):
+        before = bench.redis_in()
+        took = bench.press(*answers[i % len(answers)], "lo" if (i // len(answers)) % 2 == 0 else "hi")
+        (first if i < len(answers) else later).append((took, bench.redis_in() - before))
+    size = statistics.fmean(len(d) for d in files) / 1e6
+    for name, rows in (("first press of each", first), ("later presses", later)):
+        report(f"large files ({width}x{height}, {size:.1f} MB): {name}", [t for t, _ in rows])
+        print(f"  Redis received per press: median {statistics.median(b for _, b in rows) / 1e6:.2f} MB, "
+              f"max {max(b for _, b in rows) / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":

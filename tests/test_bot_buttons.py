@@ -332,15 +332,21 @@ def test_a_press_after_expiry_gets_a_notice_and_the_keyboard_goes(world: World) 
         world.restart_bot()
 
 
-def test_in_a_group_only_the_asker_and_admins_may_press(world: World) -> None:
+def group_answer(world: World, image: int) -> tuple[dict[str, Any], int, int, int, int]:
+    """A group's answered photo: (group, asker, a stranger, an admin, the answer's message id)."""
     stub = world.stub
     group = stub.group_chat(-1_000_000_500_000 - next(_ids))
     asker, stranger, admin = new_user(), new_user(), new_user()
     stub.admins[group["id"]] = {admin}
-    msg = stub.photo(group, asker, encode(world.images[6][0]), caption="/detect 0.4")
-    answer = wait_answer(stub, group["id"], msg["message_id"])
-    mid = answer.result["message_id"]
+    msg = stub.photo(group, asker, encode(world.images[image][0]), caption="/detect 0.4")
+    mid = wait_answer(stub, group["id"], msg["message_id"]).result["message_id"]
     stored(world, group["id"], mid)
+    return group, asker, stranger, admin, mid
+
+
+def test_in_a_group_only_the_asker_and_admins_may_press(world: World) -> None:
+    stub = world.stub
+    group, asker, stranger, admin, mid = group_answer(world, 6)
 
     refused = press(world, group["id"], stranger, mid, "lo")
     assert refused.params.get("show_alert") is True
@@ -376,3 +382,172 @@ def test_album_summary_buttons_adjust_every_photo(world: World) -> None:
     for pid in photo_ids:
         edit = stub.wait_for(lambda p=pid: edits(stub, user, p), 30, "each photo re-drawn")[-1]  # type: ignore[misc]
         assert "≥ 0.25" in caption_of(edit)
+
+
+# -- presses cannot starve anything (issue 18, items 4 and 6) ------------------------------------------------
+
+def answered(stub: TelegramStub, queries: list[str]) -> list[Call]:
+    """The bot's answerCallbackQuery to each of ``queries``, once all are answered (every press is)."""
+    def all_of() -> list[Call] | None:
+        by_id = {c.params.get("callback_query_id"): c for c in stub.sent("answerCallbackQuery")}
+        return [by_id[q] for q in queries] if all(q in by_id for q in queries) else None
+
+    return stub.wait_for(all_of, 60, "every press answered")
+
+
+def sets_sent(stub: TelegramStub, chat_id: int, message_id: int) -> list[Call]:
+    """Crops (a media group, or one photo) and JSON documents sent under an answer."""
+    return [c for c in stub.sent(chat_id=chat_id) if c.method in ("sendMediaGroup", "sendPhoto", "sendDocument")
+            and c.reply_to == message_id]
+
+
+def test_a_forged_callback_acts_only_under_its_own_answer(world: World) -> None:
+    """A person copies another chat's answer id into a button of their own answer's message: nothing is
+    re-drawn there, no crops or JSON go to either chat; the press is told the buttons are not its own."""
+    stub = world.stub
+    victim, _msg, theirs = ask(world, 8, "0.3")
+    attacker, _msg2, mine = ask(world, 9, "0.3")
+    victim_mid, attacker_mid = theirs.result["message_id"], mine.result["message_id"]
+    victim_id = answer_id(world, victim, victim_mid)
+    replies_before = len(stub.sent(chat_id=victim)) + len(stub.sent(chat_id=attacker))
+    queries = [stub.press(attacker, attacker, attacker_mid, f"a:{victim_id}:{action}") for action in ("lo", "cr", "js")]
+    for reply in answered(stub, queries):
+        assert reply.params.get("show_alert") is True and "belong to another message" in reply.params["text"]
+    # The attacker's own answer still works: the press binding is what refused them, not a broken bot.
+    press(world, attacker, attacker, attacker_mid, "lo")
+    wait_caption(world, attacker, attacker_mid, "≥ 0.25")
+    assert not edits(stub, victim, victim_mid) and not sets_sent(stub, victim, victim_mid)
+    assert not sets_sent(stub, attacker, attacker_mid)
+    assert len(stub.sent(chat_id=victim)) + len(stub.sent(chat_id=attacker)) == replies_before + 1  # that edit
+    assert world.bot.log().count(f"button of answer {victim_id} refused: pressed under message") == 3
+    assert world.redis.hget(keys.answer(victim_id), "view") == b"{}"  # the victim's view never changed
+
+
+def test_a_press_flood_from_one_person_is_limited_on_the_button_itself(world: World) -> None:
+    """Forty presses at once: the first PRESS_LIMIT are served, the others get a short notice on the button
+    (no message in the chat), one log line; another person's press meanwhile is served as usual."""
+    from bot.press_gate import PRESS_LIMIT
+
+    stub = world.stub
+    user, _msg, answer = ask(world, 10)
+    other, _msg2, other_answer = ask(world, 11)
+    mid = answer.result["message_id"]
+    messages_before = len(stub.sent("sendMessage", user))
+    data = buttons(stub, user, mid)["nv"][1]
+    flood = [stub.press(user, user, mid, data) for _ in range(2 * PRESS_LIMIT)]
+    calm = press(world, other, other, other_answer.result["message_id"], "nv")
+    texts = [c.params.get("text", "") for c in answered(stub, flood)]
+    assert sum("Showing objects at confidence ≥ 0.40" in t for t in texts) == PRESS_LIMIT
+    assert sum("a lot of presses" in t for t in texts) == PRESS_LIMIT
+    assert "Showing objects at confidence ≥ 0.40" in calm.params["text"]
+    assert len(stub.sent("sendMessage", user)) == messages_before  # nothing posted in the chat
+    assert world.bot.log().count(f"presses of user {user} refused: over the limit") == 1
+
+
+def test_a_burst_of_crops_presses_sends_one_set(world: World) -> None:
+    stub = world.stub
+    user, _msg, answer = ask(world, 12, "0.3")
+    mid = answer.result["message_id"]
+    data = buttons(stub, user, mid)["cr"][1]
+    burst = answered(stub, [stub.press(user, user, mid, data) for _ in range(4)])
+    assert sum("Already sent" in c.params.get("text", "") for c in burst) == 3
+    first = stub.wait_for(lambda: sets_sent(stub, user, mid), 30, "the crops")
+    # Another view is another set; JSON is a send of its own.
+    press(world, user, user, mid, "hi")
+    wait_caption(world, user, mid, "≥ 0.40")
+    press(world, user, user, mid, "cr")
+    press(world, user, user, mid, "js")
+    stub.wait_for(lambda: len(sets_sent(stub, user, mid)) == len(first) + 2, 30, "the second set and the JSON")
+    assert len(sets_sent(stub, user, mid)) == len(first) + 2 and len(first) == 1
+
+
+def test_a_groups_admin_check_is_asked_once_and_believed_a_while(world: World) -> None:
+    stub = world.stub
+    group, asker, stranger, admin, mid = group_answer(world, 13)
+    for _ in range(3):
+        assert "Only the person who asked" in press(world, group["id"], stranger, mid, "nv").params["text"]
+        assert "Showing objects" in press(world, group["id"], admin, mid, "nv").params["text"]
+    press(world, group["id"], asker, mid, "nv")
+    asked = [(int(c.params["chat_id"]), int(c.params["user_id"])) for c in stub.sent("getChatMember")
+             if int(c.params["chat_id"]) == group["id"]]
+    assert sorted(asked) == sorted([(group["id"], stranger), (group["id"], admin)])  # once each; never the asker
+
+
+def worker_renders(world: World, kind: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{world.metrics_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    found = re.search(rf'^detbot_renders_total{{kind="{kind}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_large_file_is_down_scaled_once_and_renders_carry_the_small_copy(world: World) -> None:
+    """An image sent as a file of a few MB: its first press has a worker down-scale it (the one time it crosses
+    Redis), every re-drawing starts from that copy (at most CLEAN_MAX_BYTES), and the adjusted image keeps
+    the first answer's size."""
+    from jobs.render import CLEAN_MAX_BYTES, CLEAN_MAX_SIDE
+
+    stub = world.stub
+    import cv2
+
+    grain = np.random.default_rng(3).integers(-12, 12, (2700, 3600, 3))
+    large = np.clip(cv2.resize(world.images[14][0], (3600, 2700)).astype(np.int16) + grain, 0, 255).astype(np.uint8)
+    data = encode(large)
+    assert CLEAN_MAX_BYTES < len(data) < 20 * 1024 * 1024 and max(large.shape) > CLEAN_MAX_SIDE
+    user = new_user()
+    msg = stub.document(stub.private_chat(user), user, data, "image/jpeg", "large.jpg", caption="0.4")
+    answer = wait_answer(stub, user, msg["message_id"], 120)
+    mid = answer.result["message_id"]
+    stored(world, user, mid)
+    cleans = worker_renders(world, "clean")
+    press(world, user, user, mid, "lo")
+    lower = wait_caption(world, user, mid, "≥ 0.25")
+    assert image_size(edited_image(lower)) == image_size(answer.files["photo"])
+    assert max(image_size(edited_image(lower))) == CLEAN_MAX_SIDE
+    press(world, user, user, mid, "hi")
+    wait_caption(world, user, mid, "≥ 0.40")
+    assert worker_renders(world, "clean") == cleans + 1  # once, then from the bot's cache
+    line = re.search(r"down-scaled by a worker for the buttons: (\d+) -> (\d+) bytes", world.bot.log())
+    assert line is not None and int(line.group(1)) == len(data) and int(line.group(2)) <= CLEAN_MAX_BYTES
+
+
+def test_press_limits_and_the_admin_cache_on_their_own_clocks() -> None:
+    """The gate's pieces with a clock moved by hand: the limits refuse without counting and free up after
+    their window; the admin cache asks once per ADMIN_TTL and never keeps a failed check."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from telegram.error import NetworkError
+
+    from bot.press_gate import ADMIN_TTL, PRESS_LIMIT, PRESS_WINDOW, SEND_LIMIT, AdminCache, PressLimits
+
+    now = [100.0]
+    limits = PressLimits(clock=lambda: now[0])
+    assert all(limits.allow_press(7) for _ in range(PRESS_LIMIT))
+    assert not limits.allow_press(7) and limits.allow_press(8)  # per person
+    now[0] += PRESS_WINDOW
+    assert limits.allow_press(7)
+    assert all(limits.allow_send(7) for _ in range(SEND_LIMIT)) and not limits.allow_send(7)
+
+    asked: list[tuple[int, int]] = []
+    failing = [False]
+
+    class Bot:
+        async def get_chat_member(self, chat_id: int, user_id: int) -> object:
+            asked.append((chat_id, user_id))
+            if failing[0]:
+                raise NetworkError("down")
+            return SimpleNamespace(status="administrator" if user_id == 1 else "member")
+
+    cache = AdminCache(clock=lambda: now[0])
+
+    async def check(user: int) -> bool:
+        return await cache.is_admin(Bot(), -5, user)  # type: ignore[arg-type]
+
+    assert asyncio.run(check(1)) and not asyncio.run(check(2))
+    assert asyncio.run(check(1)) and not asyncio.run(check(2))
+    assert asked == [(-5, 1), (-5, 2)]
+    now[0] += ADMIN_TTL
+    failing[0] = True
+    assert not asyncio.run(check(1))  # could not ask: not an admin for this press, and not remembered
+    failing[0] = False
+    assert asyncio.run(check(1)) and asked[-1] == (-5, 1) and len(asked) == 4

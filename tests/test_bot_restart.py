@@ -135,7 +135,7 @@ def test_album_partly_queued_is_answered_as_a_smaller_album(redis_server: RedisS
         assert [c.text for c in stub.sent("sendMessage", user) if "busy" in c.text] == [busy.text]  # one reply
         assert not answers_to(stub, user, album[3]["message_id"])
         assert len(stub.sent("sendMediaGroup", user)) == 1 and not stub.sent("sendPhoto", user)
-        assert "album in chat 601: 2 of 4 photos queued" in bot.log()
+        assert "album in chat 601: room for 2 of 4 photos; the others refused before download" in bot.log()
         assert writes.get_message(timeout=0) is None  # no detbot:bot:album:* key was ever written
     finally:
         bot.kill()

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from telegram import Chat, Message, User
 
-from bot import replies
+from bot import logs, replies
 from bot.albums import (
     ALBUM_WAIT,
+    ELSEWHERE_CHECKS,
     AlbumCollector,
     AssembledAlbum,
     Collected,
@@ -244,17 +245,32 @@ def test_the_workers_words_never_reach_the_person() -> None:
     assert wording.error_text(failed) == catalog(RUSSIAN).gettext(replies.SOMETHING_WRONG)
 
 
-def test_log_filter_redacts_token_and_folds_tracebacks() -> None:
+def test_log_filter_redacts_token_and_keeps_tracebacks_redacted() -> None:
+    """The message is one line; an unexpected error's traceback is kept (frames and all), the token
+    redacted in both, and the output of the very handler ``detbot bot`` installs."""
+    import io
+
     token = "123456:ABC-secret"
-    record = logging.LogRecord("httpx", logging.INFO, __file__, 1, "GET %s\nnext", (f"https://x/bot{token}/getMe",),
-                               None)
+    handler = logs.configure("INFO", [token])
+    stream = io.StringIO()
+    handler.setStream(stream)  # type: ignore[attr-defined]
     try:
-        raise ValueError(f"bad url https://x/bot{token}/getFile")
-    except ValueError as exc:
-        record.exc_info = (type(exc), exc, exc.__traceback__)
-    assert RedactFilter([token]).filter(record)
-    line = logging.Formatter("%(message)s").format(record)
-    assert token not in line and REDACTED in line and "\n" not in line and "ValueError" in line
+        logging.getLogger("httpx").warning("GET %s\nnext", f"https://x/bot{token}/getMe")
+        try:
+            raise ValueError(f"bad url https://x/bot{token}/getFile")
+        except ValueError:
+            logging.getLogger("bot.test").exception("update %s failed", 7)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out = stream.getvalue()
+    first, second = out.splitlines()[:2]
+    assert first.endswith(f"GET https://x/bot{REDACTED}/getMe next")
+    assert second.endswith("update 7 failed")
+    assert "Traceback (most recent call last):" in out and "test_bot_units.py" in out
+    assert f"ValueError: bad url https://x/bot{REDACTED}/getFile" in out
+    assert token not in out
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "plain", None, None)
+    assert RedactFilter([token]).filter(record) and record.exc_text is None  # no exception, no traceback
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -363,6 +379,49 @@ def test_pending_albums_answer_when_complete_or_after_the_wait() -> None:
     (late,) = pending.ready()
     assert [c.job_id for c in late.completions] == ["s1"]
     assert pending.ready() == []
+
+
+def test_an_album_whose_lane_holds_part_of_it_waits_for_every_photo_redis_still_has() -> None:
+    """Routings naming the album's jobs: no fixed wait. A stalled album is checked in Redis each ALBUM_CHECK;
+    photos still queued are waited for (past ALBUM_WAIT too), a photo whose job is gone is given up and its
+    line says it was lost; a result of an answered album is answered on its own, never as a second album."""
+    now = [0.0]
+    pending = PendingAlbums(clock=lambda: now[0], check=10.0)
+    album_id, routings = queued_album([{"chat_id": 5, "message_id": m} for m in (1, 2, 3)], reply_to=1,
+                                      job_ids=["j1", "j2", "j3"])
+    assert routings[0]["album"]["jobs"] == ["j1", "j2", "j3"]
+    assert pending.add(_album_result(routings[0], "j1", _detection(1)))
+    assert pending.stalled() == []  # not yet: a photo came just now
+    now[0] += 11
+    assert pending.add(_album_result(routings[1], "j2", _detection(2)))
+    now[0] += 11
+    assert pending.stalled() == [(album_id, [(3, "j3")])]
+    assert pending.stalled() == []  # checked just now: not asked again before another ALBUM_CHECK
+    pending.settle(album_id, [])  # Redis: j3 is still held in its chat's lane
+    now[0] += ALBUM_WAIT + 1
+    assert pending.ready() == []  # an older bot's album would have gone by now; this one waits
+    assert pending.stalled() == [(album_id, [(3, "j3")])]
+    pending.settle(album_id, [3])  # j3's job is gone from Redis
+    (album,) = pending.ready()
+    assert [c.job_id for c in album.completions] == ["j1", "j2"] and album.lost == (3,)
+    answer = album_answer(album, Wording())
+    assert answer.lines[-1] == "Photo 3: " + catalog(ENGLISH).gettext(replies.LOST)
+    assert (answer.ok, answer.failed) == (2, 1)
+    assert not pending.add(_album_result(routings[2], "j3", _detection(1)))  # late: answered on its own
+    assert len(pending) == 0
+    # Completed, but the result went to another reader (a run before a restart): given a few checks, then left.
+    other_id, others = queued_album([{"chat_id": 6, "message_id": m} for m in (1, 2)], reply_to=1, job_ids=["k1", "k2"])
+    assert pending.add(_album_result(others[0], "k1", _detection(1)))
+    for _ in range(ELSEWHERE_CHECKS - 1):
+        now[0] += 11
+        assert pending.stalled() == [(other_id, [(2, "k2")])]
+        pending.settle(other_id, [], [2])
+        assert pending.ready() == []
+    now[0] += 11
+    assert pending.stalled() == [(other_id, [(2, "k2")])]
+    pending.settle(other_id, [], [2])
+    (alone,) = pending.ready()
+    assert [c.job_id for c in alone.completions] == ["k1"] and alone.lost == ()
 
 
 def test_album_answer_lists_every_photo_and_its_failures() -> None:
