@@ -94,23 +94,24 @@ class Answer:
 class AnswerBook:
     """Read and write answers in Redis (blocking calls: the bot runs them in a thread)."""
 
-    def __init__(self, redis: Redis, ttl: int) -> None:
+    def __init__(self, redis: Redis, ttl: int, bot_id: int) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.bot_id = bot_id  # names the keys: another bot on the same Redis never reads this bot's answers
 
     def save(self, answer_id: str, answer: Answer) -> None:
         fixed = asdict(answer)
         view, texts = fixed.pop("view"), fixed.pop("texts")
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.answer(answer_id), mapping={
+        pipe.hset(keys.answer(self.bot_id, answer_id), mapping={
             "answer": json.dumps(fixed, separators=(",", ":")), "view": json.dumps(view), "texts": json.dumps(texts),
         })
-        pipe.expire(keys.answer(answer_id), self.ttl)
+        pipe.expire(keys.answer(self.bot_id, answer_id), self.ttl)
         pipe.execute()
 
     def load(self, answer_id: str) -> Answer | None:
         """The answer, or None once it expired (or never was)."""
-        raw: dict[bytes, bytes] = self.redis.hgetall(keys.answer(answer_id))  # type: ignore[assignment]
+        raw: dict[bytes, bytes] = self.redis.hgetall(keys.answer(self.bot_id, answer_id))  # type: ignore[assignment]
         if not raw.get(b"answer"):
             return None
         data = json.loads(raw[b"answer"])
@@ -125,7 +126,7 @@ class AnswerBook:
 
     def _update(self, answer_id: str, name: str, value: str) -> None:
         """Only while the answer exists: an expired one is never brought back half-written (without a TTL)."""
-        self.redis.eval(_UPDATE, 1, keys.answer(answer_id), name, value)
+        self.redis.eval(_UPDATE, 1, keys.answer(self.bot_id, answer_id), name, value)
 
 
 _UPDATE = """

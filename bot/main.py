@@ -1,4 +1,5 @@
-"""``detbot bot``: run the Telegram bot with long polling until SIGINT/SIGTERM."""
+"""``detbot bot``: run the Telegram bot (long polling, or a webhook) until SIGINT/SIGTERM; any number of them
+serve one token side by side (:mod:`bot.replica`)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ import sys
 
 from pydantic import ValidationError
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application
 
 from bot import logs
-from bot.app import ALLOWED_UPDATES, build_application
+from bot.app import ALLOWED_UPDATES, SERVICES, build_application
 from bot.delivery import WAIT_BLOCK_MS
+from bot.flow import flowing
+from bot.legacy import adopt_legacy_keys
 from bot.metrics import BotMetrics, serve
-from bot.polling import Poller
+from bot.replica import Replica
 from bot.settings import BotSettings
 from bot.telegram_io import describe
 from detector.names import ClassNamesError, load_class_names
@@ -49,26 +53,37 @@ def _settings_error(exc: ValidationError) -> str:
     return "detbot bot: invalid settings: " + "; ".join(problems)
 
 
-async def run(application: Application, redis: Redis) -> None:
-    """Start the Application, poll until SIGINT/SIGTERM, stop it cleanly (what ``run_polling`` did, with
-    detbot's own :class:`~bot.polling.Poller` fetching the updates)."""
-    poller = Poller(application, redis, ALLOWED_UPDATES)
+async def run(application: Application, settings: BotSettings) -> None:
+    """Start the Application, serve as one of the bot's replicas until SIGINT/SIGTERM, stop it cleanly (what
+    ``run_polling`` did, with detbot's own lease, inbox, poller and webhook: :mod:`bot.replica`)."""
+    aredis = _async_redis(settings.redis_url)
+    replica = Replica(application, settings, aredis, application.bot_data[SERVICES].replica, ALLOWED_UPDATES)
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, poller.stop)
-    await application.initialize()  # getMe: a refused token fails here
+        loop.add_signal_handler(signum, stop.set)
     try:
-        if application.post_init:
-            await application.post_init(application)
-        await application.start()
+        await application.initialize()  # getMe: a refused token fails here
         try:
-            await poller.run()
+            if application.post_init:
+                await application.post_init(application)
+            await application.start()
+            try:
+                await replica.run(stop)
+            finally:
+                await application.stop()
+                if application.post_stop:
+                    await application.post_stop(application)
         finally:
-            await application.stop()
-            if application.post_stop:
-                await application.post_stop(application)
+            await application.shutdown()
     finally:
-        await application.shutdown()
+        await aredis.aclose()
+
+
+def _async_redis(url: str) -> AsyncRedis:
+    """The event loop's own connections (inbox, lease, webhook): they never wait for a thread."""
+    return AsyncRedis.from_url(url, socket_timeout=REDIS_SOCKET_TIMEOUT, socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+                               health_check_interval=30)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,15 +101,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"detbot bot: invalid settings: DETBOT_CLASS_NAMES: {exc}", file=sys.stderr)
         return 2
     token = settings.telegram_bot_token.get_secret_value()
-    logs.configure(settings.log_level, [token])
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    logs.configure(settings.log_level, [token, *([secret] if secret else [])])
     redis = _redis(settings.redis_url, REDIS_SOCKET_TIMEOUT)
+    adopt_legacy_keys(redis, settings.bot_id)
     metrics = BotMetrics()
     if settings.bot_metrics_port is not None:
         def healthy() -> dict[str, bool]:
+            """Redis answers, and updates reach the bot (a 409 loop or a failing webhook is unhealthy)."""
             try:
-                return {"redis": bool(redis.ping())}
+                return {"redis": bool(redis.ping()), "updates": flowing(redis, settings.bot_id)[0]}
             except Exception:
-                return {"redis": False}
+                return {"redis": False, "updates": False}
 
         serve(metrics, healthy, settings.bot_metrics_host, settings.bot_metrics_port)
     application = build_application(
@@ -102,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         names=names,
     )
     try:
-        asyncio.run(run(application, redis))
+        asyncio.run(run(application, settings))
     except InvalidToken:
         log.error("Telegram refused the token: check TELEGRAM_BOT_TOKEN")
         return 2  # a setting to fix: restarting cannot help

@@ -18,7 +18,6 @@ from redis import Redis
 
 from bot import replies
 from bot.i18n import ENGLISH, catalog
-from jobs.defaults import EVENTS_GROUP
 from jobs.keys import EVENTS_STREAM
 from ops.shapes import Shape, iou, make_images
 from tests.conftest import RedisServer
@@ -29,6 +28,7 @@ from tests.telegram_stub import (
     TelegramStub,
     answers_to,
     box_lines,
+    delivered,
     encode,
     full_text,
     image_size,
@@ -79,8 +79,7 @@ def new_group(stub: TelegramStub, forum: bool = False) -> dict[str, Any]:
 
 def settled(world: World) -> bool:
     """Every completion delivered and acknowledged (acknowledged events are deleted from the stream)."""
-    pending = world.redis.xpending(EVENTS_STREAM, EVENTS_GROUP)
-    return world.redis.xlen(EVENTS_STREAM) == 0 and pending["pending"] == 0
+    return delivered(world.redis, world.stub.bot_id)
 
 
 def assert_matches_truth(text: str, shapes: list[Shape], confidence: float) -> None:

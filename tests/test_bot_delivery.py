@@ -24,10 +24,8 @@ from bot.chat_settings import ChatStore
 from bot.telegram_io import SEND_ATTEMPTS
 from jobs import keys, store
 from jobs.client import DetectionClient
-from jobs.defaults import EVENTS_GROUP
-from jobs.keys import EVENTS_STREAM
 from tests.conftest import RedisServer
-from tests.telegram_stub import BotProcess, TelegramStub, answers_to
+from tests.telegram_stub import BotProcess, TelegramStub, answers_to, bot_id, delivered
 
 TOKEN = "555666777:DELIVERY-secret-token"
 # Groups the module's bot is told to serve (DETBOT_ALLOWED_CHATS): one that becomes a supergroup, one that
@@ -41,7 +39,7 @@ _ids = itertools.count(1)
 
 def settled(redis: Redis) -> bool:
     """Every completion delivered and acknowledged (acknowledged events are deleted from the stream)."""
-    return redis.xlen(EVENTS_STREAM) == 0 and redis.xpending(EVENTS_STREAM, EVENTS_GROUP)["pending"] == 0
+    return delivered(redis, bot_id(TOKEN))
 
 
 def new_user() -> int:
@@ -261,7 +259,7 @@ def test_a_blocked_bot_drops_the_chats_waiting_answers_at_once(world: World) -> 
         store.complete(redis, job, ok=False, code="timeout")
     stub.wait_for(lambda: settled(redis), 60, "every answer acknowledged")
     assert methods(stub, user) == [("sendMessage", False)]  # one try; the others are not even attempted
-    assert not [job for job in jobs if redis.exists(keys.status(job))]
+    assert not [job for job in jobs if redis.exists(keys.status(world.stub.bot_id, job))]
     log = world.bot.log()
     assert f"chat {user} is gone (answer for {jobs[0]} refused: Forbidden: bot was blocked" in log
 

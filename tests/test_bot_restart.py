@@ -11,11 +11,19 @@ from redis import Redis
 from bot.status import DONE_MARK
 from jobs import keys
 from jobs.client import DetectionClient
-from jobs.defaults import EVENTS_GROUP
-from jobs.keys import EVENTS_STREAM
 from ops.shapes import make_images
 from tests.conftest import RedisServer
-from tests.telegram_stub import STATUS_PREFIX, BotProcess, Call, TelegramStub, answers_to, encode, wait_answer
+from tests.telegram_stub import (
+    STATUS_PREFIX,
+    BotProcess,
+    Call,
+    TelegramStub,
+    answers_to,
+    bot_id,
+    delivered,
+    encode,
+    wait_answer,
+)
 from tests.workers import running_workers
 
 TOKEN = "111222333:RESTART-secret-token"
@@ -26,7 +34,7 @@ JOB_DELAY_MS = 1500
 
 
 def _settled(redis: Redis) -> bool:
-    return redis.xlen(EVENTS_STREAM) == 0 and redis.xpending(EVENTS_STREAM, EVENTS_GROUP)["pending"] == 0
+    return delivered(redis, bot_id(TOKEN))
 
 
 def test_every_photo_answered_once_across_restarts(redis_server: RedisServer, shapes_model: Path,
@@ -170,7 +178,8 @@ def test_status_message_never_stays(redis_server: RedisServer, shapes_model: Pat
             for user, photo in photos.items():
                 assert wait_answer(stub, user, photo["message_id"], 120).method == "sendPhoto"
             stub.wait_for(lambda: _settled(redis), 60, "all answers acknowledged")
-        stub.wait_for(lambda: redis.zcard(keys.status_retry()) == 1, 30, "the failed deletion kept for a retry")
+        retry = keys.status_retry(stub.bot_id)
+        stub.wait_for(lambda: redis.zcard(retry) == 1, 30, "the failed deletion kept for a retry")
         old_key = (old, statuses[old].result["message_id"])
         stub.wait_for(lambda: stub.messages[old_key].get("text") == DONE_MARK, 30, "the old status message edited")
         bot.kill()
@@ -178,7 +187,7 @@ def test_status_message_never_stays(redis_server: RedisServer, shapes_model: Pat
         bot.start()
         failed_key = (failing, statuses[failing].result["message_id"])
         stub.wait_for(lambda: failed_key in stub.deleted, 30, "the status message deleted after the restart")
-        assert redis.zcard(keys.status_retry()) == 0
+        assert redis.zcard(retry) == 0
         assert bot.stop() == 0
         assert "Traceback" not in bot.log()
     finally:

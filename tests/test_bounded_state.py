@@ -42,7 +42,7 @@ from detector.params import DetectParams
 from jobs import client as client_module
 from jobs import keys
 from jobs.client import PHOTO_MEMORY_SHARE, DetectionClient
-from jobs.defaults import EVENTS_GROUP, RESULT_TTL
+from jobs.defaults import RESULT_TTL
 from jobs.exceptions import QueueFullError, QueueUnavailableError
 from jobs.metrics import LABEL_VALUES as WORKER_LABELS
 from jobs.recovery import running_jobs
@@ -52,7 +52,7 @@ from ops.settings import RunSettings
 from ops.shapes import CLASSES, make_images
 from tests.conftest import ROOT, RedisServer, free_port
 from tests.images import tiff_many_strips
-from tests.telegram_stub import BotProcess, TelegramStub, answers_to, encode, wait_answer
+from tests.telegram_stub import BotProcess, TelegramStub, answers_to, bot_id, delivered, encode, wait_answer
 from tests.test_compose import compose_config, example_with
 from tests.workers import running_workers, start_worker, wait_for
 
@@ -120,8 +120,7 @@ def run(redis: Redis, redis_server: RedisServer, shapes_model: Path, tmp_path: P
 
 def settled(redis: Redis, queue: str = "detbot") -> bool:
     """Nothing waiting, running or undelivered."""
-    pending = redis.xpending(keys.EVENTS_STREAM, EVENTS_GROUP)
-    return (redis.xlen(keys.EVENTS_STREAM) == 0 and pending["pending"] == 0 and redis.llen(f"rq:queue:{queue}") == 0
+    return (delivered(redis, bot_id(TOKEN)) and redis.llen(f"rq:queue:{queue}") == 0
             and not running_jobs(redis, queue))
 
 
@@ -164,10 +163,10 @@ def test_every_key_has_a_ttl_or_a_documented_bound_after_a_realistic_run(run: Ru
         stub.send({"id": moved, "type": "group", "title": "old"}, admin, migrate_to_chat_id=supergroup)
         stub.send(stub.group_chat(supergroup), admin, migrate_from_chat_id=moved)
         stub.member_update(stub.group_chat(kicked), admin, "kicked")
-        wait_for(lambda: not redis.exists(keys.chat(kicked)) and not redis.exists(keys.chat(moved)), 30,
-                 "the settings of the gone groups dropped")
-        assert redis.hget(keys.chat(supergroup), "threshold") == b"0.5"
-        assert redis.hget(keys.chat(kept), "threshold") == b"0.5"
+        gone = [keys.chat(stub.bot_id, kicked), keys.chat(stub.bot_id, moved)]
+        wait_for(lambda: not redis.exists(*gone), 30, "the settings of the gone groups dropped")
+        assert redis.hget(keys.chat(stub.bot_id, supergroup), "threshold") == b"0.5"
+        assert redis.hget(keys.chat(stub.bot_id, kept), "threshold") == b"0.5"
 
         wait_for(lambda: settled(redis), 60, "every answer delivered")
         # The reaped job's RQ hash ends: it had no TTL before issue 11 and stayed for ever.
