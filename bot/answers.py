@@ -21,6 +21,9 @@ from detector.render import rows_to_boxes, select
 from detector.result import Box, Detection
 from jobs import keys
 
+# Presses remembered per answer, so one handled again (its bot replica stopped half-way and another took it
+# over) changes nothing twice: far more than anyone presses within a take-over's seconds.
+PRESSES_KEPT = 32
 # Bytes of randomness in an answer's id: 8 bytes are 11 URL-safe characters, so ``a:<id>:<action>`` stays
 # far below Telegram's 64-byte callback_data, and nobody guesses another chat's answer id.
 ID_BYTES = 8
@@ -118,8 +121,17 @@ class AnswerBook:
         data["photos"] = [Photo(**p) for p in data["photos"]]
         return Answer(**data, view=json.loads(raw.get(b"view") or b"{}"), texts=json.loads(raw.get(b"texts") or b"[]"))
 
-    def set_view(self, answer_id: str, view: DetectParams) -> None:
-        self._update(answer_id, "view", json.dumps(view.to_dict()))
+    def set_view(self, answer_id: str, view: DetectParams, press: str = "") -> bool:
+        """The view a press set; ``press`` (the callback query's id) makes it happen once: False when that
+        press was applied already (or the answer expired)."""
+        return self._press(answer_id, press, json.dumps(view.to_dict()))
+
+    def claim_press(self, answer_id: str, press: str) -> bool:
+        """A press that sends something (crops, JSON) is carried out once: False if it was claimed before."""
+        return self._press(answer_id, press, "")
+
+    def _press(self, answer_id: str, press: str, view: str) -> bool:
+        return bool(self.redis.eval(_PRESS, 1, keys.answer(self.bot_id, answer_id), view, press, PRESSES_KEPT))
 
     def set_texts(self, answer_id: str, texts: list[int]) -> None:
         self._update(answer_id, "texts", json.dumps(texts))
@@ -128,6 +140,20 @@ class AnswerBook:
         """Only while the answer exists: an expired one is never brought back half-written (without a TTL)."""
         self.redis.eval(_UPDATE, 1, keys.answer(self.bot_id, answer_id), name, value)
 
+
+# KEYS[1]: the answer; ARGV: the new view ('' none), the press's id ('' none), how many press ids to keep.
+_PRESS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[2] ~= '' then
+  local seen = cjson.decode(redis.call('HGET', KEYS[1], 'presses') or '[]')
+  for _, id in ipairs(seen) do if id == ARGV[2] then return 0 end end
+  table.insert(seen, ARGV[2])
+  while #seen > tonumber(ARGV[3]) do table.remove(seen, 1) end
+  redis.call('HSET', KEYS[1], 'presses', cjson.encode(seen))
+end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'view', ARGV[1]) end
+return 1
+"""
 
 _UPDATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end

@@ -256,8 +256,15 @@ class Buttons:
             view = apply(action, answer)
             if view == answer.view_params():
                 view = None  # e.g. "back" when already there: nothing to re-draw
-            if view is not None:
-                await asyncio.to_thread(self.book.set_view, answer_id, view)
+            if view is not None and not await asyncio.to_thread(self.book.set_view, answer_id, view, query.id):
+                log.info("press %s on answer %s was applied before (handled again after a stop)", query.id,
+                         answer_id)  # re-drawn as it is: the view stays where that press put it
+            elif action in (CROPS, JSON_DOC) and not await asyncio.to_thread(self.book.claim_press, answer_id,
+                                                                            query.id):
+                log.info("press %s on answer %s was carried out before (handled again after a stop)", query.id,
+                         answer_id)
+                await query.answer()
+                return
         if view is not None:
             await self._redraw_soon(bot, query, tr, answer_id)
         elif action == CROPS:

@@ -129,10 +129,22 @@ class Inbox:
                 raise
         self._group_ready = True
 
+    async def _regroup(self, exc: ResponseError) -> None:
+        """Redis lost the group (it restarted without its data): make it again; anything else is raised."""
+        if "NOGROUP" not in str(exc):
+            raise exc
+        log.warning("the inbox's consumer group is gone (Redis lost its data?): creating it again")
+        self._group_ready = False
+        await self._ensure_group()
+
     async def read(self, block_ms: int, count: int = BATCH) -> list[Entry]:
         """Updates no replica has read yet, waiting up to ``block_ms`` for the first."""
         await self._ensure_group()
-        reply: Any = await self.redis.xreadgroup(GROUP, self.consumer, {self.key: ">"}, count, block_ms)
+        try:
+            reply: Any = await self.redis.xreadgroup(GROUP, self.consumer, {self.key: ">"}, count, block_ms)
+        except ResponseError as exc:
+            await self._regroup(exc)
+            return []
         return [e for _stream, entries in reply or [] for entry_id, fields in entries
                 if (e := _entry(entry_id, fields)) is not None]
 
@@ -143,7 +155,11 @@ class Inbox:
         out: list[Entry] = []
         start = "0-0"
         while True:
-            reply: Any = await self.redis.xautoclaim(self.key, GROUP, self.consumer, 0, start, count=BATCH)
+            try:
+                reply: Any = await self.redis.xautoclaim(self.key, GROUP, self.consumer, 0, start, count=BATCH)
+            except ResponseError as exc:
+                await self._regroup(exc)
+                return out
             start = _text(reply[0])
             claimed = [(entry_id, fields) for entry_id, fields in reply[1] if entry_id is not None]
             counts = await self._deliveries([_text(entry_id) for entry_id, _ in claimed])

@@ -12,6 +12,7 @@ import sys
 from pydantic import ValidationError
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application
 
@@ -25,6 +26,7 @@ from bot.replica import Replica
 from bot.settings import BotSettings
 from bot.telegram_io import describe
 from detector.names import ClassNamesError, load_class_names
+from jobs.client import MIN_REDIS, redis_version_ok
 from jobs.settings import env_names
 
 log = logging.getLogger("bot")
@@ -40,6 +42,15 @@ READER_SOCKET_TIMEOUT = WAIT_BLOCK_MS / 1000 + 5.0
 def _redis(url: str, socket_timeout: float) -> Redis:
     return Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
                           health_check_interval=30)
+
+
+def _old_redis(redis: Redis) -> str | None:
+    """The version of a Redis too old for detbot; None when it is new enough or cannot be asked now."""
+    try:
+        version = str(redis.info("server").get("redis_version", ""))
+    except (RedisError, OSError):
+        return None
+    return None if redis_version_ok(version) else version
 
 
 def _settings_error(exc: ValidationError) -> str:
@@ -104,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
     logs.configure(settings.log_level, [token, *([secret] if secret else [])])
     redis = _redis(settings.redis_url, REDIS_SOCKET_TIMEOUT)
+    too_old = _old_redis(redis)
+    if too_old:
+        print(f"detbot bot: Redis {too_old} is too old: detbot needs Redis {'.'.join(map(str, MIN_REDIS))} or newer",
+              file=sys.stderr)
+        return 2
     adopt_legacy_keys(redis, settings.bot_id)
     metrics = BotMetrics()
     if settings.bot_metrics_port is not None:

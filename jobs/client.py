@@ -74,6 +74,19 @@ return lost
 """
 
 
+# The oldest Redis detbot runs on: bot replicas take over each other's answers with XAUTOCLAIM, status
+# messages are taken with GETDEL (both came with 6.2). ``detbot doctor`` and ``detbot bot`` check it.
+MIN_REDIS = (6, 2)
+
+
+def redis_version_ok(version: str) -> bool:
+    """Whether a Redis ``redis_version`` (e.g. "7.2.4") is MIN_REDIS or newer; an unreadable one passes."""
+    parts = version.split(".")
+    if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+        return True
+    return (int(parts[0]), int(parts[1])) >= MIN_REDIS
+
+
 def consumer_name() -> str:
     """A name no other bot process uses, now or later: host, process id and a random tail (a restarted
     process is a new consumer; the pending completions of the one before are taken over by idle time)."""

@@ -47,14 +47,14 @@ def _jobs(redis: Redis) -> int:
 def test_submit_once_marker_stops_a_second_submit(redis: Redis) -> None:
     client = DetectionClient(redis)
     image = encode(make_images(2300, 1)[0][0])
-    once = keys.handled(601, 1000)
+    once = keys.handled(1, 601, 1000)
     (job_id,) = client.submit_many([image], DetectParams(), [{"chat_id": 601}], once=once)
     with pytest.raises(AlreadyQueuedError):
         client.submit_many([image], DetectParams(), [{"chat_id": 601}], once=once)
     assert client.queued() == 1 and _jobs(redis) == 1
     assert redis.get(once) == job_id.encode() and redis.ttl(once) > 0
     # Without a marker (or another message's), photos are queued as before.
-    client.submit(image, DetectParams(), routing={"chat_id": 601}, once=keys.handled(601, 1001))
+    client.submit(image, DetectParams(), routing={"chat_id": 601}, once=keys.handled(1, 601, 1001))
     assert client.queued() == 2
 
 
