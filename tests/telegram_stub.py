@@ -148,6 +148,7 @@ class TelegramStub:
         self.webhook_error: tuple[float, str] | None = None  # last delivery error: (unix time, text)
         self.webhook_deliveries = 0  # updates the webhook took (2xx)
         self._webhook_thread: threading.Thread | None = None
+        self._webhook_broken: str | None = None  # break_webhook(): what Telegram reports instead of delivering
         # Telegram's flood limits: off unless enforce_limits() (a bucket's level and when it was last read).
         self._limits: dict[str, tuple[float, float]] | None = None
         self._buckets: dict[Any, tuple[float, float]] = {}
@@ -401,6 +402,17 @@ class TelegramStub:
     def next_update_id(self) -> int:
         return next(self._update_ids)
 
+    def break_webhook(self, error: str) -> None:
+        """Deliver nothing to the webhook and report ``error`` as its last error (a proxy whose certificate
+        Telegram refuses, a wrong secret behind it): updates pile up, as with Telegram."""
+        with self._cond:
+            self._webhook_broken = error
+
+    def mend_webhook(self) -> None:
+        with self._cond:
+            self._webhook_broken = None
+            self._cond.notify_all()
+
     def _deliver_webhook(self) -> None:
         """While a webhook is set: POST the oldest unconfirmed update to it until it answers 2xx, in order."""
         while True:
@@ -409,12 +421,14 @@ class TelegramStub:
                     self._cond.wait(1.0)
                 if self._closing:
                     return
-                update, hook = self._updates[0], dict(self.webhook)
+                update, hook, broken = self._updates[0], dict(self.webhook), self._webhook_broken
             try:
+                if broken:
+                    raise OSError(broken)
                 status, _sent, _answered = self.post_webhook(update, hook.get("secret_token"), hook["url"])
                 error = "" if 200 <= status < 300 else f"Wrong response from the webhook: {status}"
             except OSError as exc:
-                error = f"Connection refused ({exc})"
+                error = str(exc)
             with self._cond:
                 if error:
                     self.webhook_error = (time.time(), error)

@@ -437,7 +437,7 @@ def test_answered_units_gone_chats_and_migrations_are_remembered_up_to_their_bou
     extra = 500
 
     async def scenario() -> None:
-        status = StatusBoard(Bot(TOKEN), DetectionClient(redis), ChatStore(redis))
+        status = StatusBoard(Bot(TOKEN), DetectionClient(redis), ChatStore(redis, 1))
         delivery = Delivery(Bot(TOKEN), lambda: DetectionClient(redis), BotMetrics(), status)
         for n in range(GONE_MEMORY + extra):
             await delivery.chat_gone(n, "bot kicked")
@@ -510,7 +510,7 @@ def test_the_bots_bookkeeping_in_a_redis_past_its_maxmemory_never_raises(tiny_re
     tiny_redis.config_set("maxmemory", TINY_MAXMEMORY // 4)  # now well past it, as after a burst
     with pytest.raises(OutOfMemoryError):
         tiny_redis.set("probe", 1)
-    chats = ChatStore(tiny_redis)
+    chats = ChatStore(tiny_redis, 1)
     chats.mark_handled(1, [10, 11])
     assert not chats.was_handled(1, 10)
     with pytest.raises(QueueUnavailableError):
