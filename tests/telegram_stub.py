@@ -136,6 +136,7 @@ class TelegramStub:
         self._file_ids = itertools.count(1)
         self._failures: list[Failure] = []
         self._hangs: list[tuple[str, int | None]] = []
+        self._slow: list[tuple[str, int | None, float]] = []
         self._released = threading.Event()
         self._cond = threading.Condition()
         self._closing = False
@@ -305,6 +306,12 @@ class TelegramStub:
         bot's read timeout fires although the message was sent, as when Telegram answers too late."""
         with self._cond:
             self._hangs.append((method, chat_id))
+
+    def slow(self, method: str, seconds: float, chat_id: int | None = None) -> None:
+        """Carry out the next ``method`` (for one chat, or any) at once but answer it ``seconds`` later (keep
+        it under the bot's read timeout, 5 s): a call that takes its time, once."""
+        with self._cond:
+            self._slow.append((method, chat_id, seconds))
 
     def release(self) -> None:
         """Let the held answers go (to a bot that stopped waiting for them) and hold no more."""
@@ -728,8 +735,13 @@ class TelegramStub:
             self.calls.append(call)
             self._cond.notify_all()
             held = call.ok and any(m == method and c in (None, call.chat_id) for m, c in self._hangs)
+            slow = next((rule for rule in self._slow if rule[0] == method and rule[1] in (None, call.chat_id)), None)
+            if slow is not None:
+                self._slow.remove(slow)
         if held:
             self._released.wait(MAX_LONG_POLL)
+        if slow is not None:
+            time.sleep(slow[2])
         return status, body
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
