@@ -74,6 +74,9 @@ class Replica:
                 if held or (held is None and self._may_poll_without_redis()):
                     await self._lead(stop, degraded=held is None)
                     announced = False
+                    if not stop.is_set():  # the turn ended (lease lost, an error): a breath before the next
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), RETRY_INTERVAL)
                     continue
                 if not announced and held is False:
                     log.info("standing by: another replica polls and handles updates")
@@ -99,24 +102,28 @@ class Replica:
         lost = asyncio.Event()
         ended = asyncio.Event()  # stop, or the lease lost: the dispatcher and the poller end
         keeper = asyncio.create_task(self.lease.keep(lost, degraded))
-        dispatcher = Dispatcher(self.application, self.inbox)
-        with contextlib.suppress(*REDIS_ERRORS):
-            await self.inbox.adopt_legacy()
-        await self._prepare()
-        work = [asyncio.create_task(dispatcher.run(ended))]
-        if self.webhook is None:
-            poller = Poller(self.application.bot, self.inbox, dispatcher, self.flow, self.allowed_updates, self.name)
-            work.append(asyncio.create_task(poller.run(ended)))
-        else:
-            work.append(asyncio.create_task(self._watch_webhook(ended)))
-        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())]
+        results: list[object] = []
         try:
-            await asyncio.wait([*work, *waits], return_when=asyncio.FIRST_COMPLETED)
+            dispatcher = Dispatcher(self.application, self.inbox)
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self.inbox.adopt_legacy()
+            await self._prepare()
+            work = [asyncio.create_task(dispatcher.run(ended))]
+            if self.webhook is None:
+                poller = Poller(self.application.bot, self.inbox, dispatcher, self.flow, self.allowed_updates,
+                                self.name)
+                work.append(asyncio.create_task(poller.run(ended)))
+            else:
+                work.append(asyncio.create_task(self._watch_webhook(ended)))
+            waits = [asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())]
+            try:
+                await asyncio.wait([*work, *waits], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.set()
+                for task in waits:
+                    task.cancel()
+                results = await asyncio.gather(*work, return_exceptions=True)
         finally:
-            ended.set()
-            for task in waits:
-                task.cancel()
-            results = await asyncio.gather(*work, return_exceptions=True)
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper

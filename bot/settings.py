@@ -43,7 +43,7 @@ class TelegramSettings(BaseSettings):
     """How to reach Telegram as the bot: the token and the Bot API server. ``detbot doctor`` and
     ``detbot run`` read them too (where the token is optional)."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
     telegram_bot_token: SecretStr = Field(
         validation_alias="TELEGRAM_BOT_TOKEN", description="The token from @BotFather (required; never logged)."
@@ -77,7 +77,8 @@ class TelegramSettings(BaseSettings):
 class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassNamesSettings):
     """Everything ``detbot bot`` can be configured with; see docs/bot.md for the table."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True,
+                                      hide_input_in_errors=True)  # a token or a secret never in an error
 
     default_confidence: float = Field(
         DEFAULT_CONFIDENCE, gt=0, le=1, description="Threshold when neither caption nor chat sets one."

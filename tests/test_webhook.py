@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from redis import Redis
 
 from bot.app import ALLOWED_UPDATES
-from bot.settings import DEFAULT_WEBHOOK_CONNECTIONS
+from bot.settings import DEFAULT_WEBHOOK_CONNECTIONS, BotSettings, listen_address
 from jobs import keys
 from ops.shapes import make_images
-from tests.conftest import RedisServer, free_port
+from tests.conftest import DETBOT, ROOT, RedisServer, detbot_env, free_port
 from tests.telegram_stub import (
     BotProcess,
     TelegramStub,
@@ -221,3 +224,36 @@ def test_back_to_polling_deletes_the_webhook_and_a_409_loop_is_unhealthy(world: 
     finally:
         stub.clear_failures()
         bot.kill()
+
+
+def test_webhook_settings_are_checked_before_anything_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A webhook URL needs a secret Telegram accepts; a token must carry the bot's id; each mistake is named
+    in one line, without the values."""
+    for key in list(os.environ):
+        if key.startswith(("DETBOT_", "TELEGRAM_", "REDIS_")):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    assert BotSettings().bot_id == 135792468  # type: ignore[call-arg]
+    monkeypatch.setenv("DETBOT_WEBHOOK_URL", "https://bot.example.com/telegram")
+    with pytest.raises(ValidationError, match="DETBOT_WEBHOOK_SECRET must be set"):
+        BotSettings()  # type: ignore[call-arg]
+    for bad in ("short-secret", "has spaces in it but long enough", "x" * 257):
+        monkeypatch.setenv("DETBOT_WEBHOOK_SECRET", bad)
+        with pytest.raises(ValidationError, match="16 to 256 characters"):
+            BotSettings()  # type: ignore[call-arg]
+    monkeypatch.setenv("DETBOT_WEBHOOK_SECRET", SECRET)
+    settings = BotSettings()  # type: ignore[call-arg]
+    assert settings.webhook_path == "/telegram" and listen_address(settings.webhook_listen) == ("0.0.0.0", 8443)
+    assert listen_address("[::]:8443") == ("::", 8443)
+    monkeypatch.setenv("DETBOT_WEBHOOK_URL", "ftp://bot.example.com/x")
+    with pytest.raises(ValidationError, match="public https:// URL"):
+        BotSettings()  # type: ignore[call-arg]
+    monkeypatch.delenv("DETBOT_WEBHOOK_URL")
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "no-id-in-this-secret-token")
+    with pytest.raises(ValidationError, match="not a bot token") as refused:
+        BotSettings()  # type: ignore[call-arg]
+    assert "no-id-in-this" not in str(refused.value)
+    out = subprocess.run([*DETBOT, "bot"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env=detbot_env(TELEGRAM_BOT_TOKEN=TOKEN, DETBOT_WEBHOOK_URL="https://bot.example.com/x"))
+    assert out.returncode == 2 and "DETBOT_WEBHOOK_SECRET must be set" in out.stderr
+    assert "Traceback" not in out.stderr and TOKEN not in out.stderr
