@@ -32,13 +32,8 @@ ALBUM_TTL = RESULT_TTL
 # What :meth:`AlbumParts.add` says of a part.
 COLLECTING, COMPLETE, ALONE = "collecting", "complete", "alone"
 
-# Fields of the album's hash beside its parts ("p<index>" = "<stream> <event id>").
-_META = ("n", "t", "taken")
-
-# KEYS[1]: the album; ARGV: index, "<stream> <event id>", count, now, ttl, consumer, reclaimed (0/1).
-# Returns {state, first seen, parts...}: state 1 complete (the caller takes it), 0 still collecting,
-# -1 answered already (the part goes alone).
-_ADD = """
+# The album's parts as a flat list: index, "<stream> <event id>", index, ... (a Lua function both scripts use).
+_PARTS = """
 local function parts()
   local out = {}
   local all = redis.call('HGETALL', KEYS[1])
@@ -47,6 +42,12 @@ local function parts()
   end
   return out
 end
+"""
+
+# KEYS[1]: the album; ARGV: index, "<stream> <event id>", count, now, ttl, consumer, reclaimed (0/1).
+# Returns {state, first seen, parts...}: state 1 complete (the caller takes it), 0 still collecting,
+# -1 answered already (the part goes alone).
+_ADD = _PARTS + """
 local field = 'p' .. ARGV[1]
 local taken = redis.call('HGET', KEYS[1], 'taken')
 if taken then
@@ -69,15 +70,10 @@ return {0, redis.call('HGET', KEYS[1], 't')}
 """
 
 # KEYS[1]: the album; ARGV[1]: consumer. Its parts if nobody took it yet (now this consumer has), else {}.
-_TAKE = """
+_TAKE = _PARTS + """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'taken') == 1 then return {} end
 redis.call('HSET', KEYS[1], 'taken', ARGV[1])
-local out = {}
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-  if string.sub(all[i], 1, 1) == 'p' then table.insert(out, string.sub(all[i], 2)); table.insert(out, all[i + 1]) end
-end
-return out
+return parts()
 """
 
 

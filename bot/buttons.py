@@ -14,6 +14,7 @@ answer (:mod:`bot.answers`): the model never runs again.
 from __future__ import annotations
 
 import asyncio
+import datetime as dtm
 import json
 import logging
 import weakref
@@ -60,6 +61,12 @@ MAX_CLASS_BUTTONS = 3
 # much beside the bot's ~100 MB whatever the files' sizes.
 CLEAN_CACHE_BYTES = 32 * 1024 * 1024
 CALLBACK_PREFIX = "a"
+# A press on an answer still being sent by another bot replica (its state is stored once its follow-up
+# messages are out) waits for that state up to ARRIVAL_WAIT, looking every ARRIVAL_POLL; only for a message
+# younger than ARRIVAL_WINDOW (older ones are stored or expired).
+ARRIVAL_WAIT = 10.0
+ARRIVAL_POLL = 0.25
+ARRIVAL_WINDOW = 60.0
 
 LOWER, HIGHER, CURRENT, RESET, ALL, CROPS, JSON_DOC, ONLY = "lo", "hi", "nv", "rs", "al", "cr", "js", "c"
 
@@ -244,6 +251,8 @@ class Buttons:
                 log.warning("button of answer %s: Redis unreachable (%s)", answer_id, describe(exc))
                 await query.answer(self._catalog(None, query).gettext(replies.UNAVAILABLE))
                 return
+            if answer is None and self._just_sent(query):
+                answer = await self._arriving(answer_id)
             tr = self._catalog(answer, query)
             if answer is None:
                 await self._expired(bot, query, tr, answer_id)
@@ -274,6 +283,25 @@ class Buttons:
             await self._json(bot, answer)
         else:
             await query.answer(tr.gettext(CURRENT_VALUE, value=format_confidence(answer.view_params().threshold)))
+
+    def _just_sent(self, query: CallbackQuery) -> bool:
+        """The pressed message is seconds old (younger than the answers' TTL): its state may still be on its
+        way from the bot replica sending the answer's follow-up messages."""
+        date = getattr(query.message, "date", None)
+        if not isinstance(date, dtm.datetime):
+            return False
+        age = (dtm.datetime.now(dtm.timezone.utc) - date).total_seconds()
+        return age < min(ARRIVAL_WINDOW, self.book.ttl)
+
+    async def _arriving(self, answer_id: str) -> Answer | None:
+        """The answer's state once the replica delivering it has stored it (None if it never comes)."""
+        deadline = asyncio.get_running_loop().time() + ARRIVAL_WAIT
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(ARRIVAL_POLL)
+            answer = await asyncio.to_thread(self.book.load, answer_id)
+            if answer is not None:
+                return answer
+        return None
 
     def _lock(self, answer_id: str) -> asyncio.Lock:
         lock = self._locks.get(answer_id)
