@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(_settings_error(exc), file=sys.stderr)
         return 2
+    if not settings.telegram_bot_token.get_secret_value():
+        print("detbot bot: invalid settings: TELEGRAM_BOT_TOKEN: not set", file=sys.stderr)
+        return 2
     try:
         names = load_class_names(settings.class_names)
     except ClassNamesError as exc:

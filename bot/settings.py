@@ -56,7 +56,9 @@ class TelegramSettings(BaseSettings):
     @field_validator("telegram_bot_token")
     @classmethod
     def _token_shape(cls, value: SecretStr) -> SecretStr:
-        if not TOKEN_SHAPE.fullmatch(value.get_secret_value().strip()):
+        """An empty token is "not set" (``TELEGRAM_BOT_TOKEN=`` in .env; the workers get one); any other must
+        carry the bot's id."""
+        if value.get_secret_value().strip() and not TOKEN_SHAPE.fullmatch(value.get_secret_value().strip()):
             raise ValueError("not a bot token: it looks like 123456789:AAH... (from @BotFather)")
         return SecretStr(value.get_secret_value().strip())
 

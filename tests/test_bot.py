@@ -18,6 +18,7 @@ from redis import Redis
 
 from bot import replies
 from bot.i18n import ENGLISH, catalog
+from jobs import keys
 from jobs.keys import EVENTS_STREAM
 from ops.shapes import Shape, iou, make_images
 from tests.conftest import RedisServer
@@ -304,7 +305,7 @@ def test_group_settings_admins_only(world: World) -> None:
     msg = stub.photo(group, member, encode(world.images[7][0]))
     assert "≥ 0.50" in wait_answer(stub, gid, msg["message_id"]).text.splitlines()[0]
     assert "Usage" in command(admin, "/auto maybe")
-    assert world.redis.hget(f"detbot:chat:{gid}", "threshold") == b"0.5"
+    assert world.redis.hget(keys.chat(world.stub.bot_id, gid), "threshold") == b"0.5"
 
 
 # -- albums and long answers ----------------------------------------------------------------------------
