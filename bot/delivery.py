@@ -172,6 +172,8 @@ class Delivery:
         is left goes to the other replicas at once."""
         self._stopping.set()
         self._reader_thread.shutdown(wait=False)
+        if self._upkeep is not None:
+            self._upkeep.cancel()  # a stopping replica takes nothing more over, and touches nothing more
         await self._lanes.close(DRAIN_TIMEOUT)
         if self._held and self._reader is not None:
             left = list(self._held.values())
@@ -186,8 +188,7 @@ class Delivery:
         """Every CLAIM_INTERVAL: take over what dead replicas left; every TOUCH_INTERVAL: tell the group this
         replica holds what it holds; now and then: clear away the consumers of stopped replicas."""
         touched = forgotten = 0.0
-        total = 0
-        while True:
+        while not self._stopping.is_set():
             now = time.monotonic()
             if now - touched >= TOUCH_INTERVAL:
                 await self._touch()
@@ -199,7 +200,6 @@ class Delivery:
                 batch = await self._redis_call(lambda r: r.claim_idle(CLAIM_BATCH))
                 if not batch:
                     break
-                total += len(batch)
                 log.info("taking over %d answer(s) another replica (or a previous run) left unsent", len(batch))
                 for completion in batch:
                     await self._accept(completion, reclaimed=True)
@@ -315,7 +315,7 @@ class Delivery:
         for c in taken:
             self._held[(c.stream, c.event_id)] = c
             mine[(c.stream, c.event_id)] = c
-        found = sorted((by_event[key], c) for key, c in mine.items())
+        found = sorted(((by_event[key], c) for key, c in mine.items()), key=lambda part: part[0])
         if found:
             self._queue_album(AssembledAlbum(album_id, found))
 
