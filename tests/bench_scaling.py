@@ -29,6 +29,7 @@ from redis import Redis
 from jobs import keys
 from jobs.client import DetectionClient
 from jobs.defaults import QUEUE_NAME
+from tests.bench_soak import key_kinds
 from tests.conftest import RedisServer, free_port
 from tests.shapes import MODEL_PATH
 from tests.telegram_stub import BotProcess, TelegramStub, delivered
@@ -105,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         sent = [stub.photo(stub.private_chat(u), u, images[i % len(images)]) for i, u in enumerate(users)]
         client = DetectionClient(redis)
         wait(lambda: client.queued() == n, "every photo queued")
+        wait(lambda: redis.xlen(keys.inbox(stub.bot_id)) == 0, "every update handled")
         intake_cpu = cpu_seconds(bot.proc.pid) - cpu0
         waiting_memory = used_memory(redis) - base_memory
         photo_bytes = sum(len(images[i % len(images)]) for i in range(n))
-        bot.stop()
+        bot.kill()  # a graceful stop would wait for the (here long) status-message timers first
 
         # 2. Detection: the workers answer them all while no bot runs; the answers wait in Redis.
         with running_workers(server.url, count=args.workers, env=worker_env, log_dir=tmp) as workers:
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         wait(lambda: delivered(redis, stub.bot_id), "every answer delivered")
         delivery_cpu = cpu_seconds(bot.proc.pid) - cpu0
         answered_memory = used_memory(redis) - base_memory
+        kinds = key_kinds(redis)
         bot_rss = bot.rss_bytes()
         uploads = sum(sum(len(f) for f in c.files.values()) + len(json.dumps(c.params)) for c in stub.sent()
                       if c.method in ANSWERS)
@@ -187,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| replica standing by / holding the lease, idle | {sorted(idle_ms.values())[0]:.1f} / "
           f"{sorted(idle_ms.values())[-1]:.1f} ms CPU per s |")
     print(f"| bot RSS / largest worker RSS | {bot_rss / kb / kb:.0f} MB / {wrss / kb / kb:.0f} MB |")
+    print("\nRedis after delivery, by key (jobs.keys.LIFETIMES row): keys, bytes per answered photo")
+    for pattern, (count, size) in sorted(kinds.items(), key=lambda kv: -kv[1][1]):
+        lifetime = getattr(keys.lifetime(pattern.replace("*", "x")), "bound", "")
+        print(f"| `{pattern}` | {count} | {size / n:.0f} B | {lifetime[:60]} |")
     print(f"load after: {os.getloadavg()[0]:.1f}")
     return 0
 
