@@ -1,6 +1,6 @@
 """Albums: several photos sent at once, answered with one media group of annotated photos and one summary.
 
-An album goes through three stages, all of them here:
+An album goes through three stages (the third one with :mod:`bot.assembly`):
 
 - **collecting** (:class:`AlbumCollector`): Telegram sends each photo of an album as an update of its own,
   sharing a ``media_group_id``; they are gathered until no further one came for ``ALBUM_COLLECT_DELAY``.
@@ -8,25 +8,18 @@ An album goes through three stages, all of them here:
   has room for, then submits those together, all or none (``DetectionClient.submit_many``). Every photo's
   routing carries the album's id, the photo's index, that number and every photo's job id: the album knows
   its own size and its photos from any one of its results, also after a restart of the bot.
-- **assembly** (:class:`PendingAlbums`, :func:`album_answer`): the delivery side holds an album's results
-  until all of them are in, and turns them into one answer. The chat's lane (:mod:`jobs.fair`) may hold
-  part of an album behind other chats' photos for as long as the queue is long, so there is no fixed wait:
-  an album none of whose photos completed for ``ALBUM_CHECK`` is checked in Redis
-  (:meth:`PendingAlbums.stalled`, :meth:`PendingAlbums.settle`): photos queued, held or running are
-  waited for; only a photo whose job is gone (lost: the summary says so), or whose result went to another
-  reader (completed, yet not here after ``ELSEWHERE_CHECKS`` checks), stops being waited for. A result of an
-  album answered already is answered on its own, never as a second album.
+- **assembly** (:mod:`bot.assembly`, :func:`album_answer`): the delivery side gathers an album's results in
+  Redis, across the bot's replicas, until all of them are in (or Redis says the rest is lost or will not
+  come), and turns them into one answer; a result of an album answered already is answered on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from telegram import Message
@@ -35,7 +28,6 @@ from bot import replies
 from bot.i18n import Catalog
 from bot.outcome import Wording, detection_of
 from bot.text import split_caption
-from jobs.defaults import IMAGE_TTL, JOB_TIMEOUT, MAX_ATTEMPTS
 from jobs.store import Completion
 
 log = logging.getLogger(__name__)
@@ -47,18 +39,6 @@ ALBUM_COLLECT_DELAY = 1.0
 # caption): albums are remembered this long, at most ALBUMS_REMEMBERED of them.
 ALBUM_REMEMBER = 600.0
 ALBUMS_REMEMBERED = 10_000
-# An album of an older bot (its routings name no job ids) waits this long after its last result, then is
-# answered with what is there; a worker gives up on a job after MAX_ATTEMPTS timeouts.
-ALBUM_WAIT = JOB_TIMEOUT * MAX_ATTEMPTS + 60
-# An album none of whose photos completed for this long is checked in Redis: are its other photos still
-# queued, held or running? A check is a few HGETs; a lane's round through a long queue takes longer.
-ALBUM_CHECK = 10.0
-# A photo whose job completed but whose result has not come here in this many checks in a row went to
-# another reader (a bot process before a restart, or another replica): the album goes out without it.
-ELSEWHERE_CHECKS = 3
-# The last resort: past this, what has not come will not (a held photo's image expires after IMAGE_TTL, and
-# its job is then answered at once with image_expired).
-ALBUM_GIVE_UP = IMAGE_TTL + 600.0
 # Media groups hold 2-10 items (Telegram's limit); Telegram albums never have more than 10 photos.
 MEDIA_GROUP_MAX = 10
 # The routing field that makes a job part of an album (the routing travels with the job and its result).
@@ -170,110 +150,6 @@ class AssembledAlbum:
     @property
     def completions(self) -> list[Completion]:
         return [c for _, c in self.parts]
-
-
-@dataclass
-class _Assembling:
-    count: int
-    first_seen: float
-    last_seen: float
-    jobs: list[str]  # every photo's job id by place (empty: the routing of an older bot names none)
-    parts: dict[int, Completion] = field(default_factory=dict)
-    lost: set[int] = field(default_factory=set)  # places whose job Redis no longer has
-    elsewhere: set[int] = field(default_factory=set)  # completed, their result read by another reader
-    finished_checks: int = 0  # checks in a row that found completed photos whose result is not here
-    checked: float = 0.0
-
-    def complete(self) -> bool:
-        return len(self.parts) + len(self.lost) + len(self.elsewhere) >= self.count
-
-    def missing(self) -> list[tuple[int, str]]:
-        done = self.parts.keys() | self.lost | self.elsewhere
-        return [(index, job) for index, job in enumerate(self.jobs, 1) if index not in done]
-
-
-class PendingAlbums:
-    """Results of albums whose other photos have not all completed yet."""
-
-    def __init__(self, wait: float = ALBUM_WAIT, clock: Callable[[], float] = time.monotonic,
-                 check: float = ALBUM_CHECK, give_up: float = ALBUM_GIVE_UP) -> None:
-        self.wait = wait
-        self.check = check
-        self.give_up = give_up
-        self.clock = clock
-        self._albums: dict[str, _Assembling] = {}
-        # Albums answered (oldest first; bounded): a later result of one is answered on its own.
-        self._answered: OrderedDict[str, None] = OrderedDict()
-
-    def __len__(self) -> int:
-        """Albums held now: each leaves when complete, or once Redis says the rest is not coming."""
-        return len(self._albums)
-
-    def add(self, completion: Completion) -> bool:
-        """Hold a result of an album; False for a result that belongs to no album (answered on its own),
-        or to an album answered already (answered on its own too: never a second album)."""
-        album = completion.routing.get(ROUTING_FIELD)
-        if not (isinstance(album, dict) and album.get("id")):
-            return False
-        album_id = str(album["id"])
-        if album_id in self._answered:
-            log.warning("a result of album %s came after the album was answered: answered on its own", album_id)
-            return False
-        now = self.clock()
-        jobs = album.get("jobs")
-        state = self._albums.setdefault(album_id, _Assembling(
-            int(album.get("count", 1)), now, now, [str(j) for j in jobs] if isinstance(jobs, list) else []))
-        state.parts[int(album.get("index", len(state.parts) + 1))] = completion
-        state.last_seen = now
-        return True
-
-    def ready(self) -> list[AssembledAlbum]:
-        """The albums to answer now, no longer pending: those complete (counting the photos Redis said are
-        lost), an older bot's album ``wait`` after its last result, and any album past ``give_up``."""
-        now = self.clock()
-        due = [album_id for album_id, state in self._albums.items()
-               if state.complete() or now - state.first_seen > self.give_up
-               or (not state.jobs and now - state.last_seen > self.wait)]
-        out = []
-        for album_id in due:
-            state = self._albums.pop(album_id)
-            self._answered[album_id] = None
-            while len(self._answered) > ALBUMS_REMEMBERED:
-                self._answered.popitem(last=False)
-            out.append(AssembledAlbum(album_id, sorted(state.parts.items()), tuple(sorted(state.lost))))
-        return out
-
-    def stalled(self) -> list[tuple[str, list[tuple[int, str]]]]:
-        """Albums none of whose photos completed for ``check`` (and not checked within it): their id and
-        the (place, job id) of each photo still awaited, to ask Redis about (:meth:`settle`)."""
-        now = self.clock()
-        out = []
-        for album_id, state in self._albums.items():
-            if state.jobs and now - max(state.last_seen, state.checked) > self.check:
-                state.checked = now
-                out.append((album_id, state.missing()))
-        return out
-
-    def settle(self, album_id: str, vanished: Sequence[int], finished: Sequence[int] = ()) -> None:
-        """What Redis said of an album's awaited photos: the places in ``vanished`` have no job any more
-        (lost) and are no longer waited for; those in ``finished`` completed, and if their results still have
-        not come after ELSEWHERE_CHECKS checks in a row, another reader has them and they are no longer waited
-        for either; the others are queued, held or running."""
-        state = self._albums.get(album_id)
-        if state is None:
-            return
-        state.lost.update(i for i in vanished if i not in state.parts)
-        late = [i for i in finished if i not in state.parts]
-        state.finished_checks = state.finished_checks + 1 if late else 0
-        if state.finished_checks >= ELSEWHERE_CHECKS:
-            state.elsewhere.update(late)
-            log.warning("album %s: %d photo(s) completed but their results went to another reader (a restart "
-                        "or another bot process); answered without them", album_id, len(late))
-        awaited = len(state.missing())
-        if vanished:
-            log.warning("album %s: %d photo(s) lost in Redis; %d still awaited", album_id, len(vanished), awaited)
-        elif awaited:
-            log.info("album %s: still waiting for %d photo(s), queued or running", album_id, awaited)
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from bot.telegram_io import describe, say
 from bot.text import MESSAGE_LIMIT, pack_lines
 from detector.names import ClassNames, load_class_names
 from detector.params import MAX_CLASSES, DetectParams
-from jobs.client import DetectionClient
+from jobs.client import DetectionClient, consumer_name
 from jobs.exceptions import JobsError, QueueUnavailableError
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class Services:
     names: ClassNames
     classes: PublishedClasses
     buttons: Buttons
+    replica: str  # this process's name among the bot's replicas: its consumer name, its lease's value
     albums: AlbumCollector = field(default_factory=AlbumCollector)
     # Supergroups accepted by the allow-list because the group they were is in it (see ChatStore.migrate).
     migrated_allowed: set[int] = field(default_factory=set)
@@ -538,12 +539,14 @@ def build_application(
     reader_redis: Callable[[], Redis] | None = None,
     metrics: BotMetrics | None = None,
     names: ClassNames | None = None,
+    replica: str | None = None,
 ) -> Application:
     """The bot, ready for :func:`bot.main.run` (detbot's own polling): handlers, error handler, rate limiter,
     delivery loop.
 
     ``redis`` serves the handlers; ``reader_redis`` makes the connection of the blocking result reader;
-    ``names``: the class names in people's languages (default: read from ``settings.class_names``).
+    ``names``: the class names in people's languages (default: read from ``settings.class_names``);
+    ``replica``: this process's name among the bot's replicas (default: a new unique one).
     """
     telegram_limits = ChatRateLimiter()
     application = (
@@ -558,8 +561,10 @@ def build_application(
         .build()
     )
     metrics = metrics or BotMetrics()
-    client = DetectionClient(redis, queue_name=settings.queue, max_queued=settings.max_queued_jobs)
-    chats = ChatStore(redis)
+    bot_id = settings.bot_id
+    replica = replica or consumer_name()
+    client = DetectionClient(redis, queue_name=settings.queue, max_queued=settings.max_queued_jobs, bot_id=bot_id)
+    chats = ChatStore(redis, bot_id)
     if names is None:
         names = load_class_names(settings.class_names)
     status = StatusBoard(application.bot, client, chats, settings.test_status_delay_ms / 1000,
@@ -568,7 +573,8 @@ def build_application(
     limits = Limits(settings.rate_limit_user, settings.rate_limit_chat)
 
     def make_reader() -> DetectionClient:
-        return DetectionClient(reader_redis() if reader_redis else redis, queue_name=settings.queue)
+        return DetectionClient(reader_redis() if reader_redis else redis, queue_name=settings.queue, bot_id=bot_id,
+                               consumer=replica)
 
     svc = Services(
         settings=settings,
@@ -584,7 +590,8 @@ def build_application(
                           album_check=settings.test_album_check_ms / 1000),
         names=names,
         classes=PublishedClasses(client.class_names, names.aliases()),
-        buttons=build_buttons(settings.redis_url, settings.queue, settings.answer_ttl, names,
+        replica=replica,
+        buttons=build_buttons(settings.redis_url, settings.queue, settings.answer_ttl, bot_id, names,
                               settings.default_language),
     )
     svc.delivery.buttons = svc.buttons

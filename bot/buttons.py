@@ -9,6 +9,9 @@ answer (:mod:`bot.answers`): the model never runs again.
   answer is in flight, and when it ends it starts again only if the view changed meanwhile: the last
   state wins, with fewer renders than presses.
 - Crops and JSON: one set per burst of presses (the view sent and when are kept with the answer in Redis).
+- Any number of bot replicas: a press is applied once (its id is kept with the answer, so one handled again
+  after a take-over changes and sends nothing twice), and a press on an answer still going out waits for its
+  stored state: on the answer's lock when this process sends it, by looking in Redis when another does.
 - Who may press, where and how often (:mod:`bot.press_gate`): the answer's own keyboard only; in a private
   chat the person, in a group the person who asked and the group's admins (cached); a per-person limit.
 - Nothing here waits in a thread: Redis through ``redis.asyncio``, so presses cannot use up the threads the
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dtm
 import json
 import logging
 import weakref
@@ -41,7 +45,7 @@ from telegram.error import BadRequest, TelegramError
 
 from bot import replies
 from bot.albums import album_reply_to
-from bot.answers import Answer, AnswerBook, Photo, new_id, params_of
+from bot.answers import SEND_GONE, SEND_RECENT, SEND_REPLAYED, Answer, AnswerBook, Photo, new_id, params_of
 from bot.clean_images import CleanImages
 from bot.i18n import N_, Catalog, catalog, language_for
 from bot.press_gate import AdminCache, PressLimits, bound
@@ -74,6 +78,12 @@ REDIS_CONNECT_TIMEOUT = 3.0
 # open thousands of connections.
 REDIS_CONNECTIONS = 32
 CALLBACK_PREFIX = "a"
+# A press on an answer still being sent by another bot replica (its state is stored once its follow-up
+# messages are out) waits for that state up to ARRIVAL_WAIT, looking every ARRIVAL_POLL; only for a message
+# younger than ARRIVAL_WINDOW (older ones are stored or expired).
+ARRIVAL_WAIT = 10.0
+ARRIVAL_POLL = 0.25
+ARRIVAL_WINDOW = 60.0
 
 LOWER, HIGHER, CURRENT, RESET, ALL, CROPS, JSON_DOC, ONLY = "lo", "hi", "nv", "rs", "al", "cr", "js", "c"
 # The actions that post new messages in the chat (the stricter per-person limit, one set per burst).
@@ -270,9 +280,10 @@ class Buttons:
         async with self._lock(answer_id):
             try:
                 answer = await self.book.load(answer_id)
+                if answer is None and self._just_sent(query):
+                    answer = await self._arriving(answer_id)
             except RedisError as exc:
-                log.warning("button of answer %s: Redis unreachable (%s)", answer_id, describe(exc))
-                await answer_press(query, self._catalog(None, query).gettext(replies.UNAVAILABLE))
+                await self._unavailable(query, None, answer_id, exc)
                 return
             tr = self._catalog(answer, query)
             if answer is None:
@@ -292,8 +303,8 @@ class Buttons:
             view = apply(action, answer)
             if view == answer.view_params():
                 view = None  # e.g. "back" when already there: nothing to re-draw
-            if view is not None:
-                await self.book.set_view(answer_id, view)
+            if view is not None and not await self._set_view(query, answer_id, view):
+                return
         if view is not None:
             await self._redraw_soon(bot, query, tr, answer_id)
         elif action in SENDS:
@@ -301,6 +312,43 @@ class Buttons:
         else:
             value = format_confidence(answer.view_params().threshold)
             await answer_press(query, tr.gettext(CURRENT_VALUE, value=value))
+
+    async def _set_view(self, query: CallbackQuery, answer_id: str, view: DetectParams) -> bool:
+        """The press's view into Redis, once; False when the press ends here (Redis unreachable: answered)."""
+        try:
+            if not await self.book.set_view(answer_id, view, query.id):
+                # Handled again after its replica stopped half-way: re-drawn as it is, the view stays where
+                # that press put it (or the answer expired: the re-drawing finds nothing).
+                log.info("press %s on answer %s was applied before (handled again after a stop)", query.id,
+                         answer_id)
+        except RedisError as exc:
+            await self._unavailable(query, None, answer_id, exc)
+            return False
+        return True
+
+    async def _unavailable(self, query: CallbackQuery, answer: Answer | None, answer_id: str, exc: Exception,
+                           ) -> None:
+        log.warning("button of answer %s: Redis unreachable (%s)", answer_id, describe(exc))
+        await answer_press(query, self._catalog(answer, query).gettext(replies.UNAVAILABLE))
+
+    def _just_sent(self, query: CallbackQuery) -> bool:
+        """The pressed message is seconds old (younger than the answers' TTL): its state may still be on its
+        way from the bot replica sending the answer's follow-up messages."""
+        date = getattr(query.message, "date", None)
+        if not isinstance(date, dtm.datetime):
+            return False
+        age = (dtm.datetime.now(dtm.timezone.utc) - date).total_seconds()
+        return age < min(ARRIVAL_WINDOW, self.book.ttl)
+
+    async def _arriving(self, answer_id: str) -> Answer | None:
+        """The answer's state once the replica delivering it has stored it (None if it never comes)."""
+        deadline = asyncio.get_running_loop().time() + ARRIVAL_WAIT
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(ARRIVAL_POLL)
+            answer = await self.book.load(answer_id)
+            if answer is not None:
+                return answer
+        return None
 
     def _lock(self, answer_id: str) -> asyncio.Lock:
         lock = self._locks.get(answer_id)
@@ -439,18 +487,26 @@ class Buttons:
                          action: str) -> None:
         """Crops or JSON of the view shown now, one set per burst of presses: a press while the same view's
         set went out less than SENT_REPEAT ago (or is going out) is told it is above, whichever bot process
-        took the first one (the mark is in the answer's Redis hash)."""
+        took the first one, and a press handled again after a stop sends nothing twice (both are decided in
+        one step with the answer's Redis hash: :meth:`AnswerBook.claim_send`)."""
         view = answer.view_params()
         if action == CROPS and not crop_pieces(answer, view):
             await answer_press(query, tr.gettext(NOTHING_TO_CROP))
             return
         try:
-            fresh = await self.book.mark_sent(answer_id, action, view, SENT_REPEAT)
+            claim = await self.book.claim_send(answer_id, query.id, action, view, SENT_REPEAT)
         except RedisError as exc:
-            log.warning("button of answer %s: Redis unreachable (%s)", answer_id, describe(exc))
-            await answer_press(query, tr.gettext(replies.UNAVAILABLE))
+            await self._unavailable(query, answer, answer_id, exc)
             return
-        if not fresh:
+        if claim == SEND_REPLAYED:
+            log.info("press %s on answer %s was carried out before (handled again after a stop)", query.id,
+                     answer_id)
+            await answer_press(query)
+            return
+        if claim == SEND_GONE:
+            await self._expired(bot, query, tr, answer_id)
+            return
+        if claim == SEND_RECENT:
             await answer_press(query, tr.gettext(ALREADY_SENT))
             return
         if not self.limits.allow_send(query.from_user.id):
@@ -523,12 +579,13 @@ async def answer_press(query: CallbackQuery, text: str | None = None, show_alert
         log.info("press %s not answered: %s", query.id, describe(exc))
 
 
-def build_buttons(redis_url: str, queue_name: str, answer_ttl: int, names: ClassNames,
+def build_buttons(redis_url: str, queue_name: str, answer_ttl: int, bot_id: int, names: ClassNames,
                   default_language: str) -> Buttons:
-    """The buttons on a Redis client of their own (``redis.asyncio``): a render's wait never holds a thread."""
+    """The buttons of bot ``bot_id`` on a Redis client of their own (``redis.asyncio``): a render's wait never
+    holds a thread."""
     pool = BlockingConnectionPool.from_url(
         redis_url, max_connections=REDIS_CONNECTIONS, timeout=RENDER_WAIT, socket_timeout=REDIS_SOCKET_TIMEOUT,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT, health_check_interval=30,
     )
     redis = AsyncRedis(connection_pool=pool)
-    return Buttons(AnswerBook(redis, answer_ttl), RenderClient(redis, queue_name), names, default_language)
+    return Buttons(AnswerBook(redis, answer_ttl, bot_id), RenderClient(redis, queue_name), names, default_language)

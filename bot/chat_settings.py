@@ -49,14 +49,20 @@ class ChatSettings:
 
 
 class ChatStore:
-    """Chat settings and bookkeeping; every Redis failure surfaces as QueueUnavailableError."""
+    """One bot's chat settings and bookkeeping; every Redis failure surfaces as QueueUnavailableError."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, bot_id: int) -> None:
+        """``bot_id`` names the keys: two bots on one Redis keep apart settings for the same chat."""
         self.redis = redis
+        self.bot_id = bot_id
+
+    def handled_key(self, chat_id: int, message_id: int) -> str:
+        """The marker of a message already queued or answered (the submit's "once" key)."""
+        return keys.handled(self.bot_id, chat_id, message_id)
 
     def get(self, chat_id: int) -> ChatSettings:
         try:
-            data: dict[bytes, bytes] = self.redis.hgetall(keys.chat(chat_id))  # type: ignore[assignment]
+            data: dict[bytes, bytes] = self.redis.hgetall(keys.chat(self.bot_id, chat_id))  # type: ignore[assignment]
         except REDIS_ERRORS as exc:
             raise QueueUnavailableError("Redis is unreachable") from exc
         threshold = data.get(b"threshold")
@@ -74,9 +80,9 @@ class ChatStore:
     def _set(self, chat_id: int, field: str, value: str | None) -> None:
         try:
             if value is None:
-                self.redis.hdel(keys.chat(chat_id), field)
+                self.redis.hdel(keys.chat(self.bot_id, chat_id), field)
             else:
-                self.redis.hset(keys.chat(chat_id), field, value)
+                self.redis.hset(keys.chat(self.bot_id, chat_id), field, value)
         except REDIS_ERRORS as exc:
             raise QueueUnavailableError("Redis is unreachable") from exc
 
@@ -89,9 +95,9 @@ class ChatStore:
     def reset_thresholds(self, chat_id: int) -> None:
         """The chat's default and every per-class threshold, in one command."""
         try:
-            names: list[bytes] = self.redis.hkeys(keys.chat(chat_id))  # type: ignore[assignment]
+            names: list[bytes] = self.redis.hkeys(keys.chat(self.bot_id, chat_id))  # type: ignore[assignment]
             fields = [k for k in names if k.startswith(CLASS_FIELD.encode())]
-            self.redis.hdel(keys.chat(chat_id), "threshold", *fields)
+            self.redis.hdel(keys.chat(self.bot_id, chat_id), "threshold", *fields)
         except REDIS_ERRORS as exc:
             raise QueueUnavailableError("Redis is unreachable") from exc
 
@@ -105,7 +111,7 @@ class ChatStore:
     def was_handled(self, chat_id: int, message_id: int) -> bool:
         """True if this message was answered or queued before (the update is a redelivery)."""
         try:
-            return bool(self.redis.exists(keys.handled(chat_id, message_id)))
+            return bool(self.redis.exists(keys.handled(self.bot_id, chat_id, message_id)))
         except REDIS_ERRORS:
             return False
 
@@ -113,16 +119,16 @@ class ChatStore:
         try:
             pipe = self.redis.pipeline(transaction=False)
             for message_id in message_ids:
-                pipe.set(keys.handled(chat_id, message_id), 1, ex=HANDLED_TTL)
+                pipe.set(keys.handled(self.bot_id, chat_id, message_id), 1, ex=HANDLED_TTL)
             pipe.execute()
         except REDIS_ERRORS:
             pass  # Redis is down: nothing was queued either, and a redelivery gets the same reply.
 
     def save_status(self, unit: str, chat_id: int, message_id: int) -> None:
-        self.redis.set(keys.status(unit), f"{chat_id}:{message_id}", ex=STATUS_TTL)
+        self.redis.set(keys.status(self.bot_id, unit), f"{chat_id}:{message_id}", ex=STATUS_TTL)
 
     def pop_status(self, unit: str) -> tuple[int, int] | None:
-        raw = self.redis.getdel(keys.status(unit))
+        raw = self.redis.getdel(keys.status(self.bot_id, unit))
         if not raw:
             return None
         chat, _, message = bytes(raw).decode().partition(":")  # type: ignore[arg-type]
@@ -132,12 +138,12 @@ class ChatStore:
         """A group became the supergroup ``new``: it keeps its settings (those the supergroup has not set
         itself), and remembers where it came from (the allow-list accepts it when ``old`` was allowed)."""
         try:
-            data: dict[bytes, bytes] = self.redis.hgetall(keys.chat(old))  # type: ignore[assignment]
+            data: dict[bytes, bytes] = self.redis.hgetall(keys.chat(self.bot_id, old))  # type: ignore[assignment]
             pipe = self.redis.pipeline(transaction=True)
             for field, value in data.items():
-                pipe.hsetnx(keys.chat(new), field, value)
-            pipe.set(keys.migrated(new), old)
-            pipe.delete(keys.chat(old))  # the group is gone for good: its hash would stay for ever
+                pipe.hsetnx(keys.chat(self.bot_id, new), field, value)
+            pipe.set(keys.migrated(self.bot_id, new), old)
+            pipe.delete(keys.chat(self.bot_id, old))  # the group is gone for good: its hash would stay for ever
             pipe.execute()
         except REDIS_ERRORS as exc:
             raise QueueUnavailableError("Redis is unreachable") from exc
@@ -146,14 +152,14 @@ class ChatStore:
         """The bot left, was removed from or blocked in the chat: its settings go (their documented bound,
         jobs.keys.LIFETIMES); a chat that takes the bot back starts from the defaults."""
         try:
-            self.redis.delete(keys.chat(chat_id), keys.migrated(chat_id))
+            self.redis.delete(keys.chat(self.bot_id, chat_id), keys.migrated(self.bot_id, chat_id))
         except REDIS_ERRORS as exc:
             raise QueueUnavailableError("Redis is unreachable") from exc
 
     def migrated_from(self, chat_id: int) -> int | None:
         """The group a supergroup was before its migration, None if it never was one (or Redis is away)."""
         try:
-            raw = self.redis.get(keys.migrated(chat_id))
+            raw = self.redis.get(keys.migrated(self.bot_id, chat_id))
         except REDIS_ERRORS:
             return None
         return int(raw) if raw else None

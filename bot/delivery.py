@@ -1,10 +1,15 @@
 """Delivering the workers' results: read completions from Redis, send them to Telegram, then acknowledge.
 
 An event is acknowledged only after Telegram accepted the answer (or refused it for good), so a bot
-that stops mid-way finds the answer again in ``pending()`` after its restart: every accepted photo gets
-exactly one answer. The one unavoidable gap: killed between Telegram's "ok" and the ack, an answer is
-sent twice rather than never. An album's results wait in :class:`bot.albums.PendingAlbums` until the album
-is complete, then go out as one answer.
+that stops mid-way leaves the answer pending, to be taken over by its successor or another replica (below):
+every accepted photo gets exactly one answer. The one unavoidable gap: killed between Telegram's "ok" and
+the ack, an answer is sent twice rather than never. An album's results meet in Redis (:mod:`bot.assembly`)
+until the album is complete (or Redis says the rest is lost or will not come), then go out as one answer.
+
+Any number of bot processes (replicas) deliver side by side: each reads the completion stream as a consumer
+of its own, so each completion goes to one of them; each touches what it holds every ``TOUCH_INTERVAL``,
+and takes over (XAUTOCLAIM) what another one read and stopped touching for ``CLAIM_IDLE_MS`` — that replica
+was killed. A replica that stops gracefully hands over what it could not send in time at once.
 
 Answers go out in per-chat lanes (:mod:`bot.lanes`): a chat waiting out Telegram's "retry after" delays
 no other chat. What Telegram does not take is given up after a bounded number of attempts, a send that may
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
@@ -27,7 +33,8 @@ from redis.exceptions import RedisError, ResponseError
 from telegram import Bot, InlineKeyboardMarkup, InputMediaPhoto, Message
 from telegram.error import BadRequest, ChatMigrated, Forbidden
 
-from bot.albums import ALBUM_CHECK, AssembledAlbum, PendingAlbums, album_answer, album_reply_to
+from bot.albums import AssembledAlbum, album_answer, album_reply_to
+from bot.assembly import ALBUM_CHECK, ALONE, ANSWERED, COMPLETE, DUE, AlbumParts, HeldAlbums, Parts, album_of
 from bot.buttons import Buttons, Offer
 from bot.i18n import ENGLISH
 from bot.lanes import Lanes
@@ -46,7 +53,7 @@ from bot.telegram_io import (
 from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
 from detector.names import ClassNames
 from jobs import store
-from jobs.client import DetectionClient
+from jobs.client import CLAIM_IDLE_MS, DetectionClient
 from jobs.exceptions import JobsError
 from jobs.store import Completion
 
@@ -58,8 +65,14 @@ WAIT_BLOCK_MS = 2000
 DRAIN_TIMEOUT = 15.0
 # Pause before reading again after Redis was unreachable or lost the consumer group.
 REDIS_RETRY_DELAY = 2.0
-# Unacknowledged events read per page at start-up; an outage can leave thousands, paged through by id.
-PENDING_BATCH = 100
+# Completions taken over per pass from replicas that died; the next pass takes more.
+CLAIM_BATCH = 100
+# How often a replica looks for completions a dead replica left (XAUTOCLAIM), and tells the group it still
+# holds its own: several times within CLAIM_IDLE_MS, so a live replica's answers never look abandoned.
+CLAIM_INTERVAL = 5.0
+TOUCH_INTERVAL = CLAIM_IDLE_MS / 1000 / 4
+# How often the group's consumers of stopped replicas are cleared away.
+FORGET_INTERVAL = 600.0
 # Answers read from Redis and not yet acknowledged: reading waits below this, so a backlog of thousands
 # of annotated photos never sits in the bot's memory at once (~200 KB each).
 MAX_OUTSTANDING = 200
@@ -110,7 +123,7 @@ class Delivery:
     ) -> None:
         """``migrated(old, new)`` is told of a group that became a supergroup; ``retry_delay`` is the first
         pause between attempts of a send that failed with a network error or a 5xx; ``album_check``: an album
-        none of whose photos completed for this long is checked in Redis (``PendingAlbums.stalled``)."""
+        none of whose photos came for this long is checked in Redis (:mod:`bot.assembly`)."""
         self.bot = bot
         self.wording = Wording(names or ClassNames(), default_language)
         self.migrated = migrated
@@ -123,52 +136,96 @@ class Delivery:
         self.metrics = metrics
         self.status = status
         self._reader: DetectionClient | None = None
-        self._known: set[str] = set()
-        self._albums = PendingAlbums(check=album_check)
+        self.album_check = album_check
+        self._parts: AlbumParts | None = None
+        # Every completion read and not yet acknowledged (in a lane, or an album part waiting for the
+        # others), by (stream, event id): what this replica touches, and hands over at a graceful stop.
+        self._held: dict[tuple[str, str], Completion] = {}
+        # Albums this replica holds parts of: when to check them in Redis, when to answer them as they are.
+        self._albums = HeldAlbums(album_check)
         # One lane per chat: a chat waiting out a "retry after" never delays another chat's answers.
         self._lanes: Lanes[_Unit] = Lanes(self._deliver)
         self._stopping = asyncio.Event()
         self._redis_down = False
         # The blocking read gets a thread of its own: it must not hold one of the handlers' threads.
         self._reader_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="results-reader")
+        self._upkeep: asyncio.Task[None] | None = None
 
     # -- the loop ---------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Deliver what a previous run left unacknowledged, then new completions, until ``stop()``."""
+        """Take over what a dead replica (or this bot's previous run) left, then deliver new completions,
+        until ``stop()``."""
         self._reader = self.make_reader()
-        await self._read_pending()
-        while not self._stopping.is_set():
-            await self._room()
-            batch = await self._read(lambda r: r.wait(WAIT_BLOCK_MS))
-            for completion in batch or []:
-                self._accept(completion)
-            self._queue_albums()
-            await self._check_albums()
+        self._parts = None
+        self._upkeep = asyncio.create_task(self._keep_up())
+        try:
+            while not self._stopping.is_set():
+                await self._room()
+                batch = await self._read(lambda r: r.wait(WAIT_BLOCK_MS))
+                for completion in batch or []:
+                    await self._accept(completion)
+                await self._albums_due()
+        finally:
+            self._upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._upkeep
 
     async def stop(self) -> None:
-        """Stop reading, and give answers in flight a moment to finish (they are acked, not re-sent)."""
+        """Stop reading, and give answers in flight a moment to finish (they are acked, not re-sent); what
+        is left goes to the other replicas at once."""
         self._stopping.set()
         self._reader_thread.shutdown(wait=False)
+        if self._upkeep is not None:
+            self._upkeep.cancel()  # a stopping replica takes nothing more over, and touches nothing more
         await self._lanes.close(DRAIN_TIMEOUT)
+        if self._held and self._reader is not None:
+            left = list(self._held.values())
+            try:
+                await asyncio.to_thread(self._reader.touch, left, CLAIM_IDLE_MS)
+                log.info("%d answer(s) not sent before the stop: handed over to the other replicas", len(left))
+            except (JobsError, ResponseError) as exc:
+                log.warning("%d answer(s) not sent before the stop; another replica takes them over within "
+                            "%.0f s: %s", len(left), CLAIM_IDLE_MS / 1000, describe(exc))
 
-    async def _read_pending(self) -> None:
-        """Page through every unacknowledged completion by event id: each is read, hence sent, once."""
-        cursor, total = "0", 0
+    async def _keep_up(self) -> None:
+        """Every CLAIM_INTERVAL: take over what dead replicas left; every TOUCH_INTERVAL: tell the group this
+        replica holds what it holds; now and then: clear away the consumers of stopped replicas."""
+        touched = forgotten = 0.0
         while not self._stopping.is_set():
-            await self._room()
-            batch = await self._read(lambda r, after=cursor: r.pending(PENDING_BATCH, after))  # type: ignore[misc]
-            if batch is None:
-                continue
-            if not batch:
-                break
-            for completion in batch:
-                self._accept(completion)
-            self._queue_albums()
-            total += len(batch)
-            cursor = batch[-1].event_id
-        if total:
-            log.info("delivering %d answer(s) left from before the restart", total)
+            now = time.monotonic()
+            if now - touched >= TOUCH_INTERVAL:
+                await self._touch()
+                touched = now
+            if now - forgotten >= FORGET_INTERVAL:
+                await self._redis_call(lambda r: r.forget_consumers())
+                forgotten = now
+            while len(self._lanes) < MAX_OUTSTANDING:
+                batch = await self._redis_call(lambda r: r.claim_idle(CLAIM_BATCH))
+                if not batch:
+                    break
+                log.info("taking over %d answer(s) another replica (or a previous run) left unsent", len(batch))
+                for completion in batch:
+                    await self._accept(completion, reclaimed=True)
+            await asyncio.sleep(CLAIM_INTERVAL)
+
+    async def _touch(self) -> None:
+        held = list(self._held.values())
+        if not held:
+            return
+        lost = await self._redis_call(lambda r: r.touch(held)) or []
+        for c in lost:
+            # Taken by the replica answering its album (or, after a stall, by one that thought this one dead).
+            self._held.pop((c.stream, c.event_id), None)
+
+    async def _redis_call(self, call: Callable[[DetectionClient], Any]) -> Any:
+        """A short Redis call of the upkeep; None when Redis is away (the read loop reports that)."""
+        reader = self._reader or self.make_reader()
+        try:
+            return await asyncio.to_thread(call, reader)
+        except (JobsError, ResponseError) as exc:
+            log.debug("delivery upkeep skipped: %s", describe(exc))
+            return None
 
     async def _room(self) -> None:
         """Wait until fewer than MAX_OUTSTANDING answers are on their way (a backlog is read as it drains)."""
@@ -196,38 +253,114 @@ class Delivery:
             self._redis_down = False
         return batch
 
-    def _accept(self, completion: Completion) -> None:
-        if completion.event_id in self._known:
+    async def _accept(self, completion: Completion, reclaimed: bool = False) -> None:
+        key = (completion.stream, completion.event_id)
+        if key in self._held:
             return
-        self._known.add(completion.event_id)
+        self._held[key] = completion
         if not isinstance(completion.routing.get("chat_id"), int):
             # Not one of the bot's jobs (no chat to answer): nothing to deliver, acknowledge it away.
             log.warning("result %s has no chat to answer; dropped", completion.job_id)
             self._lanes.add(0, _Unit([completion]))
             return
-        if not self._albums.add(completion):
+        album = album_of(completion)
+        if album is None:
             self._lanes.add(int(completion.routing["chat_id"]), _Unit([completion]))
+            return
+        try:
+            added = await asyncio.to_thread(self._album_parts().add, completion, completion.stream, reclaimed)
+        except (RedisError, OSError) as exc:
+            # Kept unacknowledged: read again (by this replica's successor or another one) once Redis is back.
+            log.warning("album result %s not recorded (%s); retried later", completion.job_id, describe(exc))
+            self._held.pop(key, None)
+            return
+        if added.state == ALONE:
+            log.warning("result %s of album %s came after the album's answer: answered on its own",
+                        completion.job_id, album.album_id)
+            self._queue_album(AssembledAlbum(album.album_id, [(album.place, completion)]))
+        elif added.state == COMPLETE:
+            await self._take_album(album.album_id, added.parts or Parts({}))
+        else:
+            self._albums.hold(album, added.due)
 
-    def _queue_albums(self) -> None:
-        for album in self._albums.ready():
-            self._lanes.add(int(album.completions[0].routing["chat_id"]), _Unit(album.completions, album))
+    def _album_parts(self) -> AlbumParts:
+        if self._parts is None:
+            reader = self._reader or self.make_reader()
+            self._parts = AlbumParts(reader.redis, reader.bot_id or 0, reader.consumer, check=self.album_check)
+        return self._parts
 
-    async def _check_albums(self) -> None:
-        """Albums none of whose photos completed for a while: Redis says which awaited photos are lost, which
+    async def _albums_due(self) -> None:
+        """The albums this replica holds parts of: checked in Redis when they stalled (:meth:`_check_album`);
+        answered with what is there once due (an older bot's album after ALBUM_WAIT, any after ALBUM_GIVE_UP),
+        by whichever replica holding a part gets there first."""
+        for album_id in self._albums.due():
+            try:
+                parts = await asyncio.to_thread(self._album_parts().take, album_id)
+            except (RedisError, OSError) as exc:
+                log.warning("album %s not taken now (%s); trying again", album_id, describe(exc))
+                continue
+            self._albums.drop(album_id)
+            if parts is not None:
+                log.warning("album %s: %d photo(s) answered after waiting for the others", album_id,
+                            len(parts.found))
+                await self._take_album(album_id, parts)
+        for album_id, jobs in self._albums.to_check():
+            await self._check_album(album_id, jobs)
+
+    async def _check_album(self, album_id: str, jobs: list[str]) -> None:
+        """An album none of whose photos came for a while: Redis says which awaited photos are lost, which
         completed (their result is on its way, or went to another reader), the others are queued, held
         behind other chats, or running; an album that waits for nothing more goes out."""
-        for album_id, awaited in self._albums.stalled():
-            try:
-                found = await asyncio.to_thread(store.statuses, (self._reader or self.make_reader()).redis,
-                                                [job for _, job in awaited])
-            except (RedisError, OSError) as exc:
-                log.warning("album %s not checked: %s", album_id, describe(exc))
-                continue
-            self._albums.settle(album_id, [index for (index, _), status in zip(awaited, found, strict=True)
-                                           if status is None],
-                                [index for (index, _), status in zip(awaited, found, strict=True)
-                                 if status in (store.STATUS_OK, store.STATUS_ERROR)])
-        self._queue_albums()
+        albums = self._album_parts()
+        try:
+            state, done = await asyncio.to_thread(albums.stalled, album_id)
+            if state == ANSWERED:  # another replica answers it: the parts read here are its now
+                self._albums.drop(album_id)
+            if state != DUE:
+                return
+            awaited = [(place, job) for place, job in enumerate(jobs, 1) if place not in done]
+            found = await asyncio.to_thread(store.statuses, albums.redis, [job for _, job in awaited])
+            settled = await asyncio.to_thread(
+                albums.settle, album_id, [place for (place, _), status in zip(awaited, found, strict=True)
+                                          if status is None],
+                [place for (place, _), status in zip(awaited, found, strict=True)
+                 if status in (store.STATUS_OK, store.STATUS_ERROR)])
+        except (RedisError, OSError) as exc:
+            log.warning("album %s not checked: %s", album_id, describe(exc))
+            return
+        if settled.elsewhere:
+            log.warning("album %s: %d photo(s) completed but their results reached no replica (another reader "
+                        "has them); answered without them", album_id, settled.elsewhere)
+        if settled.lost:
+            log.warning("album %s: %d photo(s) lost in Redis; %d still awaited", album_id, settled.lost,
+                        settled.awaited)
+        elif settled.awaited:
+            log.info("album %s: still waiting for %d photo(s), queued or running", album_id, settled.awaited)
+        if settled.parts is not None:
+            await self._take_album(album_id, settled.parts)
+
+    async def _take_album(self, album_id: str, parts: Parts) -> None:
+        """Claim every part of the album from whichever replica read it, and queue the album's answer (the
+        photos Redis lost listed in it)."""
+        self._albums.drop(album_id)
+        by_event = {event: index for index, event in parts.found.items()}
+        mine = {key: c for key, c in self._held.items() if key in by_event}
+        others = [key for key in by_event if key not in mine]
+        try:
+            taken = await asyncio.to_thread((self._reader or self.make_reader()).take, others) if others else []
+        except JobsError as exc:
+            log.warning("album %s: the other photos' results not taken (%s); answering what is here", album_id,
+                        describe(exc))
+            taken = []
+        for c in taken:
+            self._held[(c.stream, c.event_id)] = c
+            mine[(c.stream, c.event_id)] = c
+        found = sorted(((by_event[key], c) for key, c in mine.items()), key=lambda part: part[0])
+        if found:
+            self._queue_album(AssembledAlbum(album_id, found, parts.lost))
+
+    def _queue_album(self, album: AssembledAlbum) -> None:
+        self._lanes.add(int(album.completions[0].routing["chat_id"]), _Unit(album.completions, album))
 
     async def _deliver(self, unit: _Unit) -> None:
         chat = unit.completions[0].routing.get("chat_id")
@@ -482,4 +615,4 @@ class Delivery:
                         log.warning("could not acknowledge %s: %s", c.job_id, describe(exc))
                         return
                     await asyncio.sleep(REDIS_RETRY_DELAY)
-            self._known.discard(c.event_id)
+            self._held.pop((c.stream, c.event_id), None)

@@ -29,7 +29,6 @@ from bot.telegram_io import describe, fetch_file, say
 from detector.errors import ImageError
 from detector.image import read_header
 from detector.params import DetectParams
-from jobs import keys
 from jobs.client import DetectionClient, new_job_ids
 from jobs.exceptions import AlreadyQueuedError, ChatQueueFullError, QueueFullError, QueueUnavailableError
 
@@ -289,7 +288,7 @@ class Intake:
         job_ids = new_job_ids(len(images))
         if album:
             album_id, routings = queued_album(routings, reply_to=images[0][0].message_id, job_ids=job_ids)
-        once = keys.handled(request.chat.id, request.asked_by.message_id)
+        once = self.chats.handled_key(request.chat.id, request.asked_by.message_id)
         job_ids = await asyncio.to_thread(self.client.submit_many, [data for _, data in images], params, routings,
                                           request.tr.language, once=once, job_ids=job_ids)
         for (message, _), job_id in zip(images, job_ids, strict=True):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.i18n import ENGLISH, LANGUAGES
@@ -21,6 +23,17 @@ DEFAULT_CHAT_RATE = 30
 # The buttons under an answer work this long (seconds): a day covers "I'll look at it tonight", and the
 # state it costs is a few KB per answer (docs/bot.md).
 DEFAULT_ANSWER_TTL = 24 * 60 * 60
+# Telegram's own default for a webhook's simultaneous connections (setWebhook's max_connections, 1-100).
+DEFAULT_WEBHOOK_CONNECTIONS = 40
+# Where a replica takes webhook requests unless DETBOT_WEBHOOK_LISTEN says otherwise (8443: one of the ports
+# Telegram calls, for a bot reached without a proxy).
+DEFAULT_WEBHOOK_LISTEN = "0.0.0.0:8443"
+# The secret Telegram sends with every webhook request: long enough not to be guessed; Telegram accepts only
+# these characters, up to 256 of them.
+WEBHOOK_SECRET_MIN = 16
+WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")
+# A token is "<bot id>:<secret>"; the id names the bot's keys in Redis (never the token itself).
+TOKEN_SHAPE = re.compile(r"(\d+):\S+")
 # The chat action covers an answer's first 5 s; a status message only for a photo still waiting after that
 # (an earlier one would mostly be deleted moments later, spending the chat's budget on nothing).
 STATUS_DELAY_MS = 5000
@@ -30,7 +43,7 @@ class TelegramSettings(BaseSettings):
     """How to reach Telegram as the bot: the token and the Bot API server. ``detbot doctor`` and
     ``detbot run`` read them too (where the token is optional)."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
     telegram_bot_token: SecretStr = Field(
         validation_alias="TELEGRAM_BOT_TOKEN", description="The token from @BotFather (required; never logged)."
@@ -39,6 +52,20 @@ class TelegramSettings(BaseSettings):
         DEFAULT_API_BASE_URL, validation_alias="TELEGRAM_API_BASE_URL",
         description="Bot API server; the bot uses {base}/bot<token> and {base}/file/bot<token>.",
     )
+
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr) -> SecretStr:
+        """An empty token is "not set" (``TELEGRAM_BOT_TOKEN=`` in .env; the workers get one); any other must
+        carry the bot's id."""
+        if value.get_secret_value().strip() and not TOKEN_SHAPE.fullmatch(value.get_secret_value().strip()):
+            raise ValueError("not a bot token: it looks like 123456789:AAH... (from @BotFather)")
+        return SecretStr(value.get_secret_value().strip())
+
+    @property
+    def bot_id(self) -> int:
+        """The bot's id: the token's numeric part (known before asking Telegram; names its Redis keys)."""
+        return int(self.telegram_bot_token.get_secret_value().split(":", 1)[0])
 
     @property
     def api_url(self) -> str:
@@ -52,7 +79,8 @@ class TelegramSettings(BaseSettings):
 class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassNamesSettings):
     """Everything ``detbot bot`` can be configured with; see docs/bot.md for the table."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True,
+                                      hide_input_in_errors=True)  # a token or a secret never in an error
 
     default_confidence: float = Field(
         DEFAULT_CONFIDENCE, gt=0, le=1, description="Threshold when neither caption nor chat sets one."
@@ -74,6 +102,57 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassName
         ENGLISH, description="Language for people whose Telegram language the bot does not speak: en or ru."
     )
 
+    webhook_url: str | None = Field(
+        None, description="Public HTTPS URL Telegram posts updates to; set: webhook mode, unset: long polling.",
+    )
+    webhook_listen: str = Field(
+        DEFAULT_WEBHOOK_LISTEN, description="host:port each replica takes webhook requests on (behind the proxy).",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="Secret Telegram sends in X-Telegram-Bot-Api-Secret-Token (16-256 of A-Z a-z 0-9 _ -); "
+        "required with DETBOT_WEBHOOK_URL.",
+    )
+    webhook_max_connections: int = Field(
+        DEFAULT_WEBHOOK_CONNECTIONS, ge=1, le=100, description="Webhook requests Telegram makes at once (1-100).",
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be the public https:// URL Telegram calls, e.g. https://bot.example.com/telegram")
+        return value.strip()
+
+    @field_validator("webhook_listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        listen_address(value)
+        return value.strip()
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError(f"must be {WEBHOOK_SECRET_MIN} to 256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> BotSettings:
+        if self.webhook_url and self.webhook_secret is None:
+            raise ValueError("DETBOT_WEBHOOK_SECRET must be set with DETBOT_WEBHOOK_URL (16+ characters, "
+                             "e.g. openssl rand -hex 24): without it anyone could post updates")
+        return self
+
+    @property
+    def webhook_path(self) -> str:
+        """The path of DETBOT_WEBHOOK_URL: a proxy passes requests on with it unchanged."""
+        return urlsplit(self.webhook_url or "").path or "/"
+
     @field_validator("default_language")
     @classmethod
     def _known_language(cls, value: str) -> str:
@@ -94,6 +173,10 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassName
         10_000, ge=1, description="FOR TESTS ONLY: how long an album none of whose photos completed waits before "
         "the bot asks Redis whether the rest is still coming, so a test sees an album outlast it quickly.",
     )
+    test_webhook_check_ms: int = Field(
+        30_000, ge=1, description="FOR TESTS ONLY: how often the replica handling updates asks Telegram how its "
+        "webhook fares (getWebhookInfo), so a test sees a delivery error quickly.",
+    )
 
     test_status_delay_ms: int = Field(
         STATUS_DELAY_MS, ge=1, description="FOR TESTS ONLY: how long a photo waits before its \"queued\" status "
@@ -107,3 +190,11 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassName
             parts = [p.strip() for p in value.replace(";", ",").split(",")]
             return frozenset(int(p) for p in parts if p)
         return value
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::]:8443`` for IPv6) as a host and a port; ValueError for anything else."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be host:port, e.g. 0.0.0.0:8443")
+    return host.strip("[]") or "0.0.0.0", int(port)

@@ -140,9 +140,16 @@ class StatusBoard:
         self._shown[unit] = _Shown(chat_id, sent.message_id, job_id, tr)
         while len(self._shown) > ANSWERED_MEMORY:
             self._shown.popitem(last=False)
-        if self.answered(unit):
-            # The answer went out while the status message was on its way: remove it now.
+        if self.answered(unit) or await self._finished(job_id):
+            # The answer went out while the status message was on its way (from this replica, or from
+            # another one, which found no status message to remove): remove it now.
             await self.clear(unit, fallback=(chat_id, sent.message_id))
+
+    async def _finished(self, job_id: str) -> bool:
+        try:
+            return await asyncio.to_thread(self.client.finished, job_id)
+        except JobsError:
+            return False
 
     async def _post_status(self, unit: str, job_id: str, chat_id: int, thread: int | None, reply: int,
                            tr: Catalog) -> Message | None:
@@ -229,10 +236,12 @@ class StatusBoard:
             log.warning("status message %s in chat %s left as it is: %s", message_id, chat_id, describe(exc))
 
     async def _retry_later(self, chat_id: int, message_id: int, attempts: int) -> None:
+        retry = keys.status_retry(self.chats.bot_id)
+
         def save() -> None:
             pipe = self.chats.redis.pipeline(transaction=True)
-            pipe.zadd(keys.status_retry(), {f"{chat_id}:{message_id}:{attempts}": time.time() + self.check_interval})
-            pipe.zremrangebyrank(keys.status_retry(), 0, -RETRY_LIMIT - 1)  # oldest due first: bounded
+            pipe.zadd(retry, {f"{chat_id}:{message_id}:{attempts}": time.time() + self.check_interval})
+            pipe.zremrangebyrank(retry, 0, -RETRY_LIMIT - 1)  # oldest due first: bounded
             pipe.execute()
 
         try:
@@ -243,11 +252,13 @@ class StatusBoard:
 
     async def retry_deletions(self, due_only: bool = True) -> int:
         """One pass over the deletions to try again (all of them at a start: ``due_only=False``)."""
+        retry = keys.status_retry(self.chats.bot_id)
+
         def take() -> list[str]:
             upto = time.time() if due_only else "+inf"
-            found = self.chats.redis.zrangebyscore(keys.status_retry(), "-inf", upto, start=0, num=RETRY_BATCH)
+            found = self.chats.redis.zrangebyscore(retry, "-inf", upto, start=0, num=RETRY_BATCH)
             if found:
-                self.chats.redis.zrem(keys.status_retry(), *found)
+                self.chats.redis.zrem(retry, *found)
             return [m.decode() if isinstance(m, bytes) else str(m) for m in found]
 
         try:

@@ -6,8 +6,11 @@ No torch, no detector model: the job function is named by dotted path, so import
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,6 +48,49 @@ DETECT_JOB = "jobs.tasks.detect_job"
 # for want of memory — the workers' results (an annotated JPEG replaces its photo), completion events, the
 # bot's bookkeeping. Redis runs noeviction, so past maxmemory those writes would fail, not evict.
 PHOTO_MEMORY_SHARE = 0.8
+# A completion another consumer (a bot replica) read and has not touched for this long is taken over by one
+# that is alive (XAUTOCLAIM): that replica died or stalled. A live one touches what it holds far more often
+# (:meth:`DetectionClient.touch`), however long an answer waits (a chat's "retry after", a backlog), so
+# nothing it holds is ever taken; a replica killed mid-answer has its answers sent within about this long.
+CLAIM_IDLE_MS = 20_000
+# Consumers with nothing pending and silent this long are deleted from the group: replicas that stopped
+# (every start is a new consumer). A live one reads every few seconds, so it is never among them.
+CONSUMER_FORGET_MS = 10 * 60 * 1000
+
+# KEYS[1]: a stream; ARGV: group, consumer, the idle time to set (ms), then event ids. Each id still pending
+# for ``consumer`` gets that idle time (0: "I hold it, still alive"; CLAIM_IDLE_MS: "take it now", at a
+# graceful stop); returns the ids it no longer holds (another consumer took them: an album's finisher).
+_TOUCH = """
+local lost = {}
+for i = 4, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"""
+
+
+# The oldest Redis detbot runs on: bot replicas take over each other's answers with XAUTOCLAIM, status
+# messages are taken with GETDEL (both came with 6.2). ``detbot doctor`` and ``detbot bot`` check it.
+MIN_REDIS = (6, 2)
+
+
+def redis_version_ok(version: str) -> bool:
+    """Whether a Redis ``redis_version`` (e.g. "7.2.4") is MIN_REDIS or newer; an unreadable one passes."""
+    parts = version.split(".")
+    if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+        return True
+    return (int(parts[0]), int(parts[1])) >= MIN_REDIS
+
+
+def consumer_name() -> str:
+    """A name no other bot process uses, now or later: host, process id and a random tail (a restarted
+    process is a new consumer; the pending completions of the one before are taken over by idle time)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def new_job_ids(count: int) -> list[str]:
@@ -94,9 +140,12 @@ class DetectionClient:
         group: str = EVENTS_GROUP,
         per_chat: int = fair.MAX_IN_FLIGHT_PER_CHAT,
         chat_limit: int | None = None,
+        bot_id: int | None = None,
     ) -> None:
         """``per_chat``: jobs of one chat in RQ's list at once; its other photos are held (``jobs.fair``).
-        ``chat_limit``: photos one chat may have waiting at once (default: ``fair.chat_limit(max_queued)``)."""
+        ``chat_limit``: photos one chat may have waiting at once (default: ``fair.chat_limit(max_queued)``).
+        ``bot_id``: the bot whose jobs these are: their completions go to the bot's own stream, which no other
+        bot on the queue reads (None: the queue's stream, for a bench or a tool)."""
         self.redis = redis
         self.queue = make_queue(redis, queue_name)
         self.max_queued = max_queued
@@ -104,10 +153,14 @@ class DetectionClient:
         self.per_chat = per_chat
         self.chat_limit = fair.chat_limit(max_queued) if chat_limit is None else chat_limit
         self.consumer = consumer
+        self.bot_id = bot_id
         # Every group sees every completion: only the bot's group may deliver to chats (a bench uses its own).
         self.group = group
-        # The queue's own completion stream: clients of different queues never see each other's events.
-        self.events = keys.events(queue_name)
+        # The completion stream of this bot's jobs on this queue: other queues and other bots never see them.
+        self.events = keys.events(queue_name, bot_id)
+        # Read too: the queue's stream of before bots had namespaces, where jobs queued by an older bot (an
+        # upgrade, a rolling restart) complete; it empties once they are answered.
+        self.streams = [self.events] + ([keys.events(queue_name)] if bot_id is not None else [])
         self._group_ready = False
 
     def submit(self, image: bytes, params: DetectParams, *, routing: dict[str, Any] | None = None,
@@ -253,49 +306,94 @@ class DetectionClient:
     def _ensure_group(self) -> None:
         if self._group_ready:
             return
-        try:
-            self.redis.xgroup_create(self.events, self.group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for stream in self.streams:
+            try:
+                self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
         self._group_ready = True
 
-    def pending(self, count: int = 100, after: str = "0") -> list[Completion]:
-        """Completions delivered to this consumer before but never acknowledged (e.g. the bot restarted),
-        oldest first, with event ids after ``after``.
-
-        Page through any number of them by passing the last event id of one page as ``after`` of the next:
-        reading from "0" again would return entries still being delivered a second time.
-        """
-        return self._read(after, count, None)
-
     def wait(self, block_ms: int = 5000, count: int = 100) -> list[Completion]:
-        """New completions, waiting up to ``block_ms`` for the first one."""
-        return self._read(">", count, block_ms)
-
-    def _read(self, start: str, count: int, block_ms: int | None) -> list[Completion]:
+        """New completions (never read by any consumer of the group), waiting up to ``block_ms`` for the first."""
         with _redis_errors():
             self._ensure_group()
-            reply: Any = self.redis.xreadgroup(self.group, self.consumer, {self.events: start}, count, block_ms)
-            out: list[Completion] = []
-            for _stream, entries in reply or []:
-                for event_id, fields in entries:
-                    out.append(self._completion(event_id.decode(), fields))
+            reply: Any = self.redis.xreadgroup(self.group, self.consumer, dict.fromkeys(self.streams, ">"), count,
+                                               block_ms)
+            return [self._completion(stream.decode(), event_id.decode(), fields)
+                    for stream, entries in reply or [] for event_id, fields in entries]
+
+    def claim_idle(self, count: int = 100, idle_ms: int = CLAIM_IDLE_MS) -> list[Completion]:
+        """Completions another consumer read and has not touched for ``idle_ms`` (it died): this one's now."""
+        out: list[Completion] = []
+        with _redis_errors():
+            self._ensure_group()
+            for stream in self.streams:
+                reply: Any = self.redis.xautoclaim(stream, self.group, self.consumer, idle_ms, "0-0", count=count)
+                out += [self._completion(stream, event_id.decode(), fields)
+                        for event_id, fields in reply[1] if event_id is not None and fields is not None]
         return out
 
-    def _completion(self, event_id: str, fields: dict[bytes, bytes]) -> Completion:
+    def touch(self, held: Sequence[Completion], idle_ms: int = 0) -> list[Completion]:
+        """Tell the group this consumer still holds ``held`` (idle time 0), so no other consumer takes them;
+        returns those it no longer holds (taken by another consumer). ``idle_ms`` = CLAIM_IDLE_MS hands them
+        over at once instead: a graceful stop."""
+        lost: list[Completion] = []
+        with _redis_errors():
+            for stream in self.streams:
+                mine = {c.event_id: c for c in held if (c.stream or self.events) == stream}
+                if mine:
+                    gone: Any = self.redis.eval(_TOUCH, 1, stream, self.group, self.consumer, idle_ms, *mine)
+                    lost += [mine[i.decode() if isinstance(i, bytes) else str(i)] for i in gone]
+        return lost
+
+    def take(self, parts: Sequence[tuple[str, str]]) -> list[Completion]:
+        """``(stream, event id)`` pending for other consumers, now this one's (an album's finisher takes
+        every photo's completion); an id no longer pending (answered meanwhile) is left out."""
+        out: list[Completion] = []
+        with _redis_errors():
+            for stream in self.streams:
+                ids: list[Any] = [event_id for s, event_id in parts if s == stream]
+                if ids:
+                    reply: Any = self.redis.xclaim(stream, self.group, self.consumer, 0, ids)
+                    out += [self._completion(stream, event_id.decode(), fields)
+                            for event_id, fields in reply if event_id is not None and fields is not None]
+        return out
+
+    def forget_consumers(self) -> int:
+        """Delete the group's consumers that hold nothing and were silent for CONSUMER_FORGET_MS (stopped
+        replicas); returns how many."""
+        forgotten = 0
+        with _redis_errors():
+            for stream in self.streams:
+                found: Any = self.redis.xinfo_consumers(stream, self.group)
+                for info in found:
+                    name = info["name"].decode() if isinstance(info["name"], bytes) else str(info["name"])
+                    if name != self.consumer and not info["pending"] and info["idle"] > CONSUMER_FORGET_MS:
+                        self.redis.xgroup_delconsumer(stream, self.group, name)
+                        forgotten += 1
+        return forgotten
+
+    def _completion(self, stream: str, event_id: str, fields: dict[bytes, bytes]) -> Completion:
         job_id = fields.get(b"job_id", b"").decode()
-        found = store.read_completion(self.redis, job_id, event_id)
+        found = store.read_completion(self.redis, job_id, event_id, stream)
         # The record expired (bot down for longer than RESULT_TTL): still an answer, never a silent drop.
         routing = json.loads(fields.get(b"routing") or b"{}")
-        return found or Completion(job_id, ok=False, routing=routing, code=store.CODE_EXPIRED, event_id=event_id)
+        return found or Completion(job_id, ok=False, routing=routing, code=store.CODE_EXPIRED, event_id=event_id,
+                                   stream=stream)
+
+    def finished(self, job_id: str) -> bool:
+        """Whether the job has completed (its answer is on its way, or out)."""
+        with _redis_errors():
+            return store.finished(self.redis, job_id)
 
     def ack(self, completion: Completion) -> None:
         """The answer was delivered: acknowledge the event and let the job's data expire soon."""
+        stream = completion.stream or self.events
         with _redis_errors():
             pipe = self.redis.pipeline(transaction=True)
-            pipe.xack(self.events, self.group, completion.event_id)
-            pipe.xdel(self.events, completion.event_id)
+            pipe.xack(stream, self.group, completion.event_id)
+            pipe.xdel(stream, completion.event_id)
             pipe.delete(keys.annotated(completion.job_id))
             pipe.expire(keys.job(completion.job_id), DELIVERED_TTL)
             pipe.execute()

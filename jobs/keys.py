@@ -14,16 +14,21 @@ from dataclasses import dataclass
 from jobs.defaults import KEY_PREFIX, QUEUE_NAME
 
 
-def events(queue_name: str) -> str:
-    """The stream of completion events of one queue (a stream, so events wait while the bot restarts).
+def events(queue_name: str, bot_id: int | None = None) -> str:
+    """The stream of completion events of one bot's jobs on one queue (a stream, so events wait while the
+    bot restarts).
 
-    One per queue, so a bench or a test on a queue of its own never reads, acknowledges or deletes the
-    bot's events; the default queue keeps the name it always had, so events pending at an upgrade stay.
+    Workers serve every bot of a queue: each job's record names the stream its completion goes to, so it
+    reaches the bot that submitted it, never another bot on the same Redis and queue. ``bot_id`` None: the
+    queue's own stream, as before bots had namespaces (a bench's or a test's consumer, and the events of
+    jobs queued before an upgrade, which the bot still drains).
     """
+    if bot_id is not None:
+        return f"{_bot(bot_id)}:events:{queue_name}"
     return f"{KEY_PREFIX}:events" if queue_name == QUEUE_NAME else f"{KEY_PREFIX}:events:{queue_name}"
 
 
-# The default queue's stream: the one the bot consumes unless DETBOT_QUEUE says otherwise.
+# The default queue's stream without a bot: where jobs queued before bots had namespaces complete.
 EVENTS_STREAM = events(QUEUE_NAME)
 
 
@@ -75,46 +80,92 @@ def class_names(queue_name: str) -> str:
 
 
 # -- the bot ---------------------------------------------------------------------------------------------
+# Every key of a bot carries its id (the numeric part of its token, never the token): two bots on one Redis
+# and one queue never see each other's updates, completions, answers or settings.
 
-def chat(chat_id: int) -> str:
+def _bot(bot_id: int) -> str:
+    return f"{KEY_PREFIX}:bot:{bot_id}"
+
+
+# Every bot's keys, as a ``redis-cli --scan`` glob prefix.
+BOTS = f"{KEY_PREFIX}:bot:*"
+
+
+def chat(bot_id: int, chat_id: int) -> str:
     """Hash of a chat's settings (threshold, auto, ...)."""
-    return f"{KEY_PREFIX}:chat:{chat_id}"
+    return f"{_bot(bot_id)}:chat:{chat_id}"
 
 
-def handled(chat_id: int, message_id: int) -> str:
+def handled(bot_id: int, chat_id: int, message_id: int) -> str:
     """A message already queued or answered (Telegram may deliver an update twice)."""
-    return f"{KEY_PREFIX}:bot:handled:{chat_id}:{message_id}"
+    return f"{_bot(bot_id)}:handled:{chat_id}:{message_id}"
 
 
 def inbox(bot_id: int) -> str:
-    """Hash update id -> the raw update (JSON) a bot fetched and has not finished handling.
+    """Stream of the updates a bot received (polled, or posted to its webhook) and has not finished handling.
 
-    Written before Telegram is told the update arrived (the next getUpdates offset), removed when its
-    handler finished: a bot killed in between handles it after its restart. Bounded by the poller
-    (bot.polling.INBOX_LIMIT updates). One per bot, so two bots on one Redis never take each other's.
+    Written before Telegram is told the update arrived (the next getUpdates offset, or the webhook's 200),
+    deleted when its handler finished: a bot killed in between handles it after its restart, or another
+    replica does. Read by the one replica holding :func:`lease` (consumer group ``bot.inbox.GROUP``).
     """
-    return f"{KEY_PREFIX}:bot:inbox:{bot_id}"
+    return f"{_bot(bot_id)}:inbox"
+
+
+def inbox_seen(bot_id: int) -> str:
+    """Sorted set of the latest update ids put into the inbox: an update Telegram sends twice goes in once."""
+    return f"{_bot(bot_id)}:seen"
 
 
 def inbox_offset(bot_id: int) -> str:
     """The next getUpdates offset, written with the updates it confirms (what the inbox already holds)."""
-    return f"{KEY_PREFIX}:bot:offset:{bot_id}"
+    return f"{_bot(bot_id)}:offset"
 
 
-def status(unit: str) -> str:
+def lease(bot_id: int) -> str:
+    """Which replica of a bot polls Telegram and handles the inbox (its name; a short TTL it renews)."""
+    return f"{_bot(bot_id)}:lease"
+
+
+def flow(bot_id: int) -> str:
+    """Hash: whether updates reach the bot (the last good poll, the webhook's last error); every replica's
+    /healthz reads it."""
+    return f"{_bot(bot_id)}:flow"
+
+
+def status(bot_id: int, unit: str) -> str:
     """Chat and message id of the "queued" status message of a job or album."""
-    return f"{KEY_PREFIX}:bot:status:{unit}"
+    return f"{_bot(bot_id)}:status:{unit}"
 
 
-def status_retry() -> str:
+def status_retry(bot_id: int) -> str:
     """Sorted set of "queued" messages whose deletion failed, ``chat:message:attempts`` by the time of the
     next try; bounded by bot.status.RETRY_LIMIT."""
-    return f"{KEY_PREFIX}:bot:status-retry"
+    return f"{_bot(bot_id)}:status-retry"
 
 
-def migrated(chat_id: int) -> str:
+def migrated(bot_id: int, chat_id: int) -> str:
     """The id a supergroup had as a group before Telegram migrated it (its settings and allow-list entry)."""
-    return f"{KEY_PREFIX}:bot:migrated:{chat_id}"
+    return f"{_bot(bot_id)}:migrated:{chat_id}"
+
+
+def album(bot_id: int, album_id: str) -> str:
+    """Hash of an album's results read so far by any replica (``bot.assembly``): which one answers it."""
+    return f"{_bot(bot_id)}:album:{album_id}"
+
+
+# The bot's keys before they carried its id: adopted by the first bot that starts (``bot.legacy``).
+LEGACY_STATUS_RETRY = f"{KEY_PREFIX}:bot:status-retry"
+# Which bot adopted them (written once, by the first bot that starts after the upgrade).
+LEGACY_ADOPTED = f"{KEY_PREFIX}:bot:legacy-adopted"
+
+
+def legacy_inbox(bot_id: int) -> str:
+    """The inbox as a hash (update id -> JSON), before it was a stream."""
+    return f"{KEY_PREFIX}:bot:inbox:{bot_id}"
+
+
+def legacy_offset(bot_id: int) -> str:
+    return f"{KEY_PREFIX}:bot:offset:{bot_id}"
 
 
 # -- fairness between chats (jobs.fair) ------------------------------------------------------------------
@@ -140,9 +191,9 @@ def held(queue_name: str) -> str:
 
 # -- adjustable answers (buttons) -----------------------------------------------------------------------
 
-def answer(answer_id: str) -> str:
+def answer(bot_id: int, answer_id: str) -> str:
     """Hash of one adjustable answer: where it is, who asked, the boxes down to the floor, the current view."""
-    return f"{KEY_PREFIX}:bot:answer:{answer_id}"
+    return f"{_bot(bot_id)}:answer:{answer_id}"
 
 
 def renders(queue_name: str) -> str:
@@ -193,16 +244,24 @@ LIFETIMES: tuple[Lifetime, ...] = (
     Lifetime(running("*"), False, "one hash per queue; one field per job being run now (≤ one per worker)"),
     Lifetime(class_names("*"), False, "one short string per queue, rewritten at each worker's start"),
     Lifetime(f"{KEY_PREFIX}:events*", False,
-             "one stream per queue; answered events deleted, at most `EVENTS_MAXLEN` (10,000) entries"),
-    Lifetime(f"{KEY_PREFIX}:bot:handled:*", True, "`HANDLED_TTL` (24 h): Telegram re-sends updates for less"),
-    Lifetime(status("*"), True, "`STATUS_TTL` (= `RESULT_TTL`); deleted with its status message"),
-    Lifetime(answer("*"), True, "`DETBOT_ANSWER_TTL` (24 h) from the answer: its buttons work that long"),
-    Lifetime(f"{KEY_PREFIX}:bot:inbox:*", False,
-             "one hash per bot; at most `bot.polling.INBOX_LIMIT` (5,000) updates, each removed when its handler "
+             "one stream per queue (jobs queued before bots had namespaces, and benches); answered events deleted, "
+             "at most `EVENTS_MAXLEN` (10,000) entries"),
+    Lifetime(f"{BOTS}:events:*", False,
+             "one stream per bot and queue; answered events deleted, at most `EVENTS_MAXLEN` (10,000) entries"),
+    Lifetime(f"{BOTS}:handled:*", True, "`HANDLED_TTL` (24 h): Telegram re-sends updates for less"),
+    Lifetime(f"{BOTS}:status:*", True, "`STATUS_TTL` (= `RESULT_TTL`); deleted with its status message"),
+    Lifetime(f"{BOTS}:answer:*", True, "`DETBOT_ANSWER_TTL` (24 h) from the answer: its buttons work that long"),
+    Lifetime(f"{BOTS}:album:*", True, "`bot.assembly.ALBUM_TTL` (24 h) from its latest result"),
+    Lifetime(f"{BOTS}:inbox", False,
+             "one stream per bot; at most `bot.inbox.INBOX_LIMIT` (5,000) updates, each deleted when its handler "
              "finished"),
-    Lifetime(f"{KEY_PREFIX}:bot:offset:*", False, "one integer per bot"),
-    Lifetime(status_retry(), False, "at most `bot.status.RETRY_LIMIT` (10,000) members, each dropped after its "
-                                    "last try"),
+    Lifetime(f"{BOTS}:seen", False, "one sorted set per bot: the last `bot.inbox.SEEN_LIMIT` (10,000) update ids"),
+    Lifetime(f"{BOTS}:offset", False, "one integer per bot"),
+    Lifetime(f"{BOTS}:lease", True, "`bot.lease.LEASE_TTL` (6 s), renewed by the replica that holds it"),
+    Lifetime(f"{BOTS}:flow", True, "`bot.flow.FLOW_TTL` (10 min), rewritten as updates arrive"),
+    Lifetime(LEGACY_ADOPTED, False, "one short string: the bot that took over the keys of the one-bot layout"),
+    Lifetime(f"{BOTS}:status-retry", False, "at most `bot.status.RETRY_LIMIT` (10,000) members, each dropped after "
+                                       "its last try"),
     Lifetime(render_request("*"), True, "`jobs.render.REQUEST_TTL` (30 s); deleted when taken"),
     Lifetime(render_done("*"), True, "`jobs.render.OUTPUT_TTL` (30 s)"),
     Lifetime(render_output("*"), True, "`jobs.render.OUTPUT_TTL` (30 s); deleted when read"),
@@ -211,9 +270,9 @@ LIFETIMES: tuple[Lifetime, ...] = (
              "per chat with photos waiting: its in-flight set (≤ `fair.MAX_IN_FLIGHT_PER_CHAT`) and its held "
              "list (≤ `MAX_QUEUED_JOBS`); Redis deletes each when it empties, as the chat's jobs complete"),
     Lifetime(held("*"), False, "the held photos of one queue: ≤ `MAX_QUEUED_JOBS`, each removed on release"),
-    Lifetime(f"{KEY_PREFIX}:bot:migrated:*", False,
+    Lifetime(f"{BOTS}:migrated:*", False,
              "one per supergroup that was a group; deleted when the bot leaves or is removed from it"),
-    Lifetime(f"{KEY_PREFIX}:chat:*", False,
+    Lifetime(f"{BOTS}:chat:*", False,
              "one hash per chat that changed a setting (a few fields); deleted when the bot leaves, is "
              "removed from or blocked in the chat, and the old group's when it becomes a supergroup"),
     # RQ's own keys.

@@ -8,7 +8,10 @@ import time.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.settings import DetectorSettings
@@ -29,8 +32,26 @@ class QueueSettings(BaseSettings):
         DEFAULT_REDIS_URL, validation_alias="REDIS_URL",
         description="Redis holding the queue, images, results and per-chat settings.",
     )
+    redis_password: SecretStr | None = Field(
+        None, validation_alias="REDIS_PASSWORD",
+        description="Redis's password, any characters (@ / : too); put into REDIS_URL for you (compose sets it).",
+    )
     queue: str = Field(QUEUE_NAME, min_length=1, description="Name of the RQ queue (bot and workers must agree).")
     log_level: str = Field("INFO", description="Python logging level: DEBUG, INFO, WARNING or ERROR.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_into_url(cls, data: Any) -> Any:
+        """REDIS_PASSWORD goes into REDIS_URL percent-encoded, so a password with ``@``, ``/`` or ``:`` works
+        (written into the URL by hand it would break the URL)."""
+        if not isinstance(data, dict):
+            return data
+        url_key = next((k for k in ("REDIS_URL", "redis_url") if k in data), None)
+        password = next((data[k] for k in ("REDIS_PASSWORD", "redis_password") if data.get(k)), None)
+        if url_key is not None and password:
+            secret = password.get_secret_value() if isinstance(password, SecretStr) else str(password)
+            data = {**data, url_key: with_password(str(data[url_key]), secret)}
+        return data
 
     @property
     def redis_url_set(self) -> bool:
@@ -93,3 +114,14 @@ def env_names(cls: type[BaseSettings]) -> dict[str, str]:
             raise TypeError(f"{cls.__name__}.{field_name} has several names: {alias.choices}")
         names[field_name] = (alias if isinstance(alias, str) else prefix + field_name).upper()
     return names
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` (percent-encoded) in place of any it had; its user name stays."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return url
+    user = parts.username or ""
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = f"{user}:{quote(password, safe='')}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

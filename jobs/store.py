@@ -71,6 +71,8 @@ class Completion:
     # An error's particulars as data (e.g. the unknown and the known classes), so the bot can say them in
     # the chat's language; ``message`` is the worker's English sentence.
     details: dict[str, Any] = field(default_factory=dict)
+    # The stream the event came on ("": the client's own); its acknowledgement goes there.
+    stream: str = ""
 
 
 class JobInput(NamedTuple):
@@ -160,7 +162,7 @@ def incr_attempts(redis: Redis, job_id: str) -> int:
     return int(redis.hincrby(keys.job(job_id), "attempts", 1))
 
 
-def read_completion(redis: Redis, job_id: str, event_id: str = "") -> Completion | None:
+def read_completion(redis: Redis, job_id: str, event_id: str = "", stream: str = "") -> Completion | None:
     """The stored outcome of a job, or None if its record expired or it has not completed."""
     pipe = redis.pipeline(transaction=False)  # one round trip: the bot reads every completion this way
     pipe.hgetall(keys.job(job_id))
@@ -183,6 +185,7 @@ def read_completion(redis: Redis, job_id: str, event_id: str = "") -> Completion
         annotated=bytes(annotated) if annotated is not None else None,
         event_id=event_id,
         details=json.loads(details) if details else {},
+        stream=stream,
     )
 
 
@@ -192,6 +195,9 @@ def statuses(redis: Redis, job_ids: list[str]) -> list[str | None]:
     for job_id in job_ids:
         pipe.hget(keys.job(job_id), "status")
     return [status.decode() if status else None for status in pipe.execute()]
+def finished(redis: Redis, job_id: str) -> bool:
+    """Whether the job completed (ok or error)."""
+    return redis.hget(keys.job(job_id), "status") in (STATUS_OK.encode(), STATUS_ERROR.encode())
 
 
 def job_params(redis: Redis, job_id: str) -> dict[str, Any]:

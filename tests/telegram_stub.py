@@ -2,8 +2,14 @@
 
 It implements what the bot calls (getMe, getUpdates long polling, getFile and file downloads, sendPhoto,
 sendDocument, sendMessage, sendMediaGroup, editMessageText, deleteMessage, sendChatAction, getChatMember,
-setMyCommands, ...), records every call, and lets a test push updates (photos, documents, commands) and
-make calls fail. Tests wait for what they expect by polling a condition with a deadline.
+setMyCommands, setWebhook/deleteWebhook/getWebhookInfo, ...), records every call, and lets a test push
+updates (photos, documents, commands) and make calls fail. Tests wait for what they expect by polling a
+condition with a deadline.
+
+Like Telegram, a getUpdates ends an older one still waiting with 409 ("terminated by other getUpdates
+request": two pollers), and while a webhook is set getUpdates is refused with 409 and the updates are
+POSTed to the webhook instead, one at a time, with its secret, until it answers 2xx (a failed delivery
+shows in getWebhookInfo's last error).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import itertools
 import json
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +46,10 @@ GROUP_LIMIT = (20.0, 60.0)
 LIMIT_SLACK = 1.0
 # What counts against the limits: messages sent, edited or deleted (not getUpdates, getFile, getMe).
 LIMITED_PREFIXES = ("send", "edit", "delete", "copy", "forward")
+# A webhook that refused an update (or could not be reached) gets it again after this long.
+WEBHOOK_RETRY = 0.5
+# How long the stand-in waits for a webhook's answer.
+WEBHOOK_TIMEOUT = 10.0
 # Fields whose form values are plain text, never JSON (a caption "0.4" must stay a string).
 TEXT_FIELDS = frozenset({"text", "caption", "custom_title", "description", "short_description", "name"})
 
@@ -107,10 +119,11 @@ def _image_size(data: bytes) -> tuple[int, int]:
 class TelegramStub:
     """The Bot API on ``http://127.0.0.1:<port>``; point the bot's TELEGRAM_API_BASE_URL at :attr:`url`."""
 
-    def __init__(self, token: str, username: str = "detbot_test_bot", bot_id: int = 7_000_000_001) -> None:
+    def __init__(self, token: str, username: str = "detbot_test_bot", bot_id: int | None = None) -> None:
         self.token = token
         self.username = username
-        self.bot_id = bot_id
+        # Telegram's bot id is the token's numeric part (the bot names its Redis keys by it).
+        self.bot_id = int(token.split(":", 1)[0]) if bot_id is None else bot_id
         self.calls: list[Call] = []
         self.admins: dict[int, set[int]] = {}
         self.files: dict[str, bytes] = {}
@@ -123,10 +136,20 @@ class TelegramStub:
         self._file_ids = itertools.count(1)
         self._failures: list[Failure] = []
         self._hangs: list[tuple[str, int | None]] = []
+        self._slow: list[tuple[str, int | None, float]] = []
         self._released = threading.Event()
         self._cond = threading.Condition()
         self._closing = False
         self._polls = 0
+        # Long polls: each new getUpdates ends the one still waiting (409), as Telegram's do.
+        self._poll_generation = 0
+        self.conflicts = 0  # getUpdates answered 409 because a newer one came
+        # The webhook set with setWebhook (url, secret_token, allowed_updates, max_connections), if any.
+        self.webhook: dict[str, Any] = {}
+        self.webhook_error: tuple[float, str] | None = None  # last delivery error: (unix time, text)
+        self.webhook_deliveries = 0  # updates the webhook took (2xx)
+        self._webhook_thread: threading.Thread | None = None
+        self._webhook_broken: str | None = None  # break_webhook(): what Telegram reports instead of delivering
         # Telegram's flood limits: off unless enforce_limits() (a bucket's level and when it was last read).
         self._limits: dict[str, tuple[float, float]] | None = None
         self._buckets: dict[Any, tuple[float, float]] = {}
@@ -143,6 +166,14 @@ class TelegramStub:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    @property
+    def events(self) -> str:
+        """The completion stream of this bot's jobs on the default queue."""
+        from jobs.defaults import QUEUE_NAME
+        from jobs.keys import events
+
+        return events(QUEUE_NAME, self.bot_id)
 
     def start(self) -> TelegramStub:
         self._thread.start()
@@ -276,6 +307,12 @@ class TelegramStub:
         with self._cond:
             self._hangs.append((method, chat_id))
 
+    def slow(self, method: str, seconds: float, chat_id: int | None = None) -> None:
+        """Carry out the next ``method`` (for one chat, or any) at once but answer it ``seconds`` later (keep
+        it under the bot's read timeout, 5 s): a call that takes its time, once."""
+        with self._cond:
+            self._slow.append((method, chat_id, seconds))
+
     def release(self) -> None:
         """Let the held answers go (to a bot that stopped waiting for them) and hold no more."""
         with self._cond:
@@ -347,6 +384,67 @@ class TelegramStub:
         """True once the bot is waiting for updates (it is up and listening)."""
         with self._cond:
             return self._polls > 0
+
+    def polls(self) -> int:
+        """getUpdates calls so far (every replica's)."""
+        with self._cond:
+            return self._polls
+
+    def post_webhook(self, update: dict[str, Any], secret: str | None = None, url: str | None = None,
+                     ) -> tuple[int, float, float]:
+        """POST one update to the webhook (the one set, or ``url``) with ``secret`` in the secret header
+        (None: no header); returns the HTTP status and when the request was sent and answered (monotonic)."""
+        target = url or str(self.webhook.get("url") or "")
+        request = urllib.request.Request(target, data=json.dumps(update).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        if secret is not None:
+            request.add_header("X-Telegram-Bot-Api-Secret-Token", secret)
+        sent = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as resp:
+                return int(resp.status), sent, time.monotonic()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), sent, time.monotonic()
+
+    def next_update_id(self) -> int:
+        return next(self._update_ids)
+
+    def break_webhook(self, error: str) -> None:
+        """Deliver nothing to the webhook and report ``error`` as its last error (a proxy whose certificate
+        Telegram refuses, a wrong secret behind it): updates pile up, as with Telegram."""
+        with self._cond:
+            self._webhook_broken = error
+
+    def mend_webhook(self) -> None:
+        with self._cond:
+            self._webhook_broken = None
+            self._cond.notify_all()
+
+    def _deliver_webhook(self) -> None:
+        """While a webhook is set: POST the oldest unconfirmed update to it until it answers 2xx, in order."""
+        while True:
+            with self._cond:
+                while not self._closing and (not self.webhook or not self._updates):
+                    self._cond.wait(1.0)
+                if self._closing:
+                    return
+                update, hook, broken = self._updates[0], dict(self.webhook), self._webhook_broken
+            try:
+                if broken:
+                    raise OSError(broken)
+                status, _sent, _answered = self.post_webhook(update, hook.get("secret_token"), hook["url"])
+                error = "" if 200 <= status < 300 else f"Wrong response from the webhook: {status}"
+            except OSError as exc:
+                error = str(exc)
+            with self._cond:
+                if error:
+                    self.webhook_error = (time.time(), error)
+                elif self._updates and self._updates[0] is update:
+                    self._updates.pop(0)
+                    self.webhook_deliveries += 1
+                    self._cond.notify_all()
+            if error:
+                time.sleep(WEBHOOK_RETRY)
 
     # -- Telegram's flood limits (optional) ------------------------------------------------------------
 
@@ -476,9 +574,19 @@ class TelegramStub:
         deadline = time.monotonic() + min(float(params.get("timeout") or 0), MAX_LONG_POLL)
         with self._cond:
             self._polls += 1
+            if self.webhook:
+                raise _ApiError(409, "Conflict: can't use getUpdates method while webhook is active; use "
+                                     "deleteWebhook to delete the webhook first")
+            self._poll_generation += 1
+            mine = self._poll_generation
+            self._cond.notify_all()  # an older long poll still waiting ends with 409
             if offset:
                 self._updates = [u for u in self._updates if u["update_id"] >= offset]
             while not self._updates and not self._closing:
+                if self._poll_generation != mine:
+                    self.conflicts += 1
+                    raise _ApiError(409, "Conflict: terminated by other getUpdates request; make sure that only "
+                                         "one bot instance is running")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -563,13 +671,36 @@ class TelegramStub:
                          "can_delete_stories")
                 return {"status": "administrator", "user": user, **{f: f == "can_manage_chat" for f in flags}}
             return {"status": "member", "user": user}
-        if method in ("sendChatAction", "setMyCommands", "deleteMyCommands", "deleteWebhook", "close", "logOut",
+        if method == "setWebhook":
+            if not str(params.get("url") or "").startswith(("http://", "https://")):
+                raise _ApiError(400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
+            self.webhook = {k: params.get(k) for k in ("url", "secret_token", "allowed_updates", "max_connections")}
+            self.webhook_error = None
+            if self._webhook_thread is None:
+                self._webhook_thread = threading.Thread(target=self._deliver_webhook, name="telegram-stub-webhook",
+                                                        daemon=True)
+                self._webhook_thread.start()
+            self._cond.notify_all()
+            return True
+        if method == "deleteWebhook":
+            self.webhook = {}
+            return True
+        if method in ("sendChatAction", "setMyCommands", "deleteMyCommands", "close", "logOut",
                       "setMyDescription", "setMyShortDescription"):
             return True
         if method == "getMyCommands":
             return []
         if method == "getWebhookInfo":
-            return {"url": "", "has_custom_certificate": False, "pending_update_count": 0}
+            info: dict[str, Any] = {"url": self.webhook.get("url") or "", "has_custom_certificate": False,
+                                    "pending_update_count": len(self._updates) if self.webhook else 0}
+            if self.webhook and self.webhook_error is not None:
+                info["last_error_date"] = int(self.webhook_error[0])
+                info["last_error_message"] = self.webhook_error[1]
+            if self.webhook.get("max_connections"):
+                info["max_connections"] = self.webhook["max_connections"]
+            if self.webhook.get("allowed_updates"):
+                info["allowed_updates"] = self.webhook["allowed_updates"]
+            return info
         raise _ApiError(404, "Not Found: method not found")
 
     def _request(self, method: str, params: dict[str, Any], files: dict[str, bytes],
@@ -604,8 +735,13 @@ class TelegramStub:
             self.calls.append(call)
             self._cond.notify_all()
             held = call.ok and any(m == method and c in (None, call.chat_id) for m, c in self._hangs)
+            slow = next((rule for rule in self._slow if rule[0] == method and rule[1] in (None, call.chat_id)), None)
+            if slow is not None:
+                self._slow.remove(slow)
         if held:
             self._released.wait(MAX_LONG_POLL)
+        if slow is not None:
+            time.sleep(slow[2])
         return status, body
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -712,8 +848,9 @@ class BotProcess:
         self.env = env
         self.proc: Any = None
 
-    def start(self, timeout: float = 60.0) -> BotProcess:
-        """Start and wait until the bot long-polls the stub (its handlers and delivery loop are up)."""
+    def start(self, timeout: float = 60.0, ready: str | None = None) -> BotProcess:
+        """Start and wait until the bot long-polls the stub (its handlers and delivery loop are up), or, with
+        ``ready``, until that line shows in its log (a standby replica, a webhook bot)."""
         import subprocess
 
         from tests.conftest import DETBOT, ROOT, detbot_env
@@ -722,16 +859,19 @@ class BotProcess:
                          REDIS_URL=self.redis_url, **self.env)
         with self.stub._cond:
             polls_before = self.stub._polls
+        logged_before = len(self.log())
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([*DETBOT, "bot"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
-        def polling() -> bool:
+        def up() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bot exited with {self.proc.returncode}:\n{self.log()}")
+            if ready is not None:
+                return ready in self.log()[logged_before:]
             with self.stub._cond:
                 return self.stub._polls > polls_before
 
-        self.stub.wait_for(polling, timeout, "the bot to poll for updates")
+        self.stub.wait_for(up, timeout, f"the bot to {'log ' + repr(ready) if ready else 'poll for updates'}")
         return self
 
     def log(self) -> str:
@@ -763,6 +903,30 @@ class BotProcess:
 
 STATUS_PREFIX = "⏳"
 _BOX_LINE = r"^(\d+)\. (\w+) (\d\.\d\d) \[(-?\d+), (-?\d+), (-?\d+), (-?\d+)\]$"
+
+
+def bot_id(token: str) -> int:
+    """The bot id in a token: its numeric part."""
+    return int(token.split(":", 1)[0])
+
+
+def delivered(redis: Any, bot: int) -> bool:
+    """Every completion of bot ``bot``'s jobs delivered and acknowledged (acknowledged events are deleted),
+    on its own stream and on the queue's stream of before namespaces."""
+    from jobs.defaults import EVENTS_GROUP, QUEUE_NAME
+    from jobs.keys import EVENTS_STREAM, events
+
+    for stream in (events(QUEUE_NAME, bot), EVENTS_STREAM):
+        if redis.exists(stream) and (redis.xlen(stream) or redis.xpending(stream, EVENTS_GROUP)["pending"]):
+            return False
+    return True
+
+
+def inbox_updates(redis: Any, stub: TelegramStub) -> list[int]:
+    """Ids of the updates in the bot's inbox (received, not yet handled), oldest first."""
+    from jobs.keys import inbox
+
+    return [int(fields[b"id"]) for _entry, fields in redis.xrange(inbox(stub.bot_id))]
 
 
 def encode(img: Any, ext: str = ".jpg") -> bytes:

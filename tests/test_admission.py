@@ -194,7 +194,7 @@ def test_presses_waiting_for_a_worker_hold_no_thread_the_intake_needs(world: Wor
         client = AsyncRedis.from_url(world.redis_url)
         try:
             for _person, _mid, answer_id, answer in answers:
-                await AnswerBook(client, 3600).save(answer_id, answer)
+                await AnswerBook(client, 3600, stub.bot_id).save(answer_id, answer)
         finally:
             await client.aclose()
 

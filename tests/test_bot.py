@@ -18,7 +18,7 @@ from redis import Redis
 
 from bot import replies
 from bot.i18n import ENGLISH, catalog
-from jobs.defaults import EVENTS_GROUP
+from jobs import keys
 from jobs.keys import EVENTS_STREAM
 from ops.shapes import Shape, iou, make_images
 from tests.conftest import RedisServer
@@ -29,6 +29,7 @@ from tests.telegram_stub import (
     TelegramStub,
     answers_to,
     box_lines,
+    delivered,
     encode,
     full_text,
     image_size,
@@ -79,8 +80,7 @@ def new_group(stub: TelegramStub, forum: bool = False) -> dict[str, Any]:
 
 def settled(world: World) -> bool:
     """Every completion delivered and acknowledged (acknowledged events are deleted from the stream)."""
-    pending = world.redis.xpending(EVENTS_STREAM, EVENTS_GROUP)
-    return world.redis.xlen(EVENTS_STREAM) == 0 and pending["pending"] == 0
+    return delivered(world.redis, world.stub.bot_id)
 
 
 def assert_matches_truth(text: str, shapes: list[Shape], confidence: float) -> None:
@@ -305,7 +305,7 @@ def test_group_settings_admins_only(world: World) -> None:
     msg = stub.photo(group, member, encode(world.images[7][0]))
     assert "≥ 0.50" in wait_answer(stub, gid, msg["message_id"]).text.splitlines()[0]
     assert "Usage" in command(admin, "/auto maybe")
-    assert world.redis.hget(f"detbot:chat:{gid}", "threshold") == b"0.5"
+    assert world.redis.hget(keys.chat(world.stub.bot_id, gid), "threshold") == b"0.5"
 
 
 # -- albums and long answers ----------------------------------------------------------------------------

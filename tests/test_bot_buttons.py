@@ -121,7 +121,7 @@ def ask(world: World, image: int, caption: str | None = "0.4") -> tuple[int, dic
 
 def stored(world: World, chat_id: int, message_id: int) -> None:
     """Wait until the answer's buttons are stored (right after the answer and its follow-ups went out)."""
-    key = keys.answer(answer_id(world, chat_id, message_id))
+    key = keys.answer(world.stub.bot_id, answer_id(world, chat_id, message_id))
     world.stub.wait_for(lambda: world.redis.exists(key), 30, "the answer's state to be stored")
 
 
@@ -164,7 +164,7 @@ def test_confidence_buttons_redraw_without_a_second_inference(world: World) -> N
     assert metric(world, "detbot_inferences_total") == inferences
     assert metric(world, "detbot_renders_total") == renders + 3
     # The state lives in Redis with its TTL.
-    assert 0 < world.redis.ttl(keys.answer(answer_id(world, user, mid))) <= 24 * 3600
+    assert 0 < world.redis.ttl(keys.answer(world.stub.bot_id, answer_id(world, user, mid))) <= 24 * 3600
 
 
 def test_current_value_button_only_tells(world: World) -> None:
@@ -321,7 +321,7 @@ def test_a_press_after_expiry_gets_a_notice_and_the_keyboard_goes(world: World) 
     try:
         user, _msg, answer = ask(world, 5)
         mid = answer.result["message_id"]
-        key = keys.answer(answer_id(world, user, mid))
+        key = keys.answer(world.stub.bot_id, answer_id(world, user, mid))
         stub.wait_for(lambda: not world.redis.exists(key), 30, "the answer's state to expire")
         reply = press(world, user, user, mid, "lo")
         assert "no longer be adjusted" in reply.params["text"]
@@ -420,7 +420,7 @@ def test_a_forged_callback_acts_only_under_its_own_answer(world: World) -> None:
     assert not sets_sent(stub, attacker, attacker_mid)
     assert len(stub.sent(chat_id=victim)) + len(stub.sent(chat_id=attacker)) == replies_before + 1  # that edit
     assert world.bot.log().count(f"button of answer {victim_id} refused: pressed under message") == 3
-    assert world.redis.hget(keys.answer(victim_id), "view") == b"{}"  # the victim's view never changed
+    assert world.redis.hget(keys.answer(stub.bot_id, victim_id), "view") == b"{}"  # the victim's view never changed
 
 
 def test_a_press_flood_from_one_person_is_limited_on_the_button_itself(world: World) -> None:

@@ -6,30 +6,38 @@ before the job is in Redis; and after the submit but before the update left the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from redis import Redis
-from telegram import Update
 
-from bot.polling import MAX_REPLAYS, Inbox
+from bot.inbox import GROUP, MAX_REPLAYS
 from detector.params import DetectParams
 from jobs import keys
 from jobs.client import DetectionClient
-from jobs.defaults import EVENTS_GROUP
 from jobs.exceptions import AlreadyQueuedError
-from jobs.keys import EVENTS_STREAM
 from ops.run import APPENDFSYNC
 from ops.shapes import make_images
 from tests.conftest import ROOT, RedisServer
-from tests.telegram_stub import STATUS_PREFIX, BotProcess, TelegramStub, answers_to, encode, wait_answer
+from tests.telegram_stub import (
+    STATUS_PREFIX,
+    BotProcess,
+    TelegramStub,
+    answers_to,
+    bot_id,
+    delivered,
+    encode,
+    inbox_updates,
+    wait_answer,
+)
 from tests.workers import running_workers
 
 TOKEN = "111222444:CRASH-secret-token"
 
 
 def _settled(redis: Redis) -> bool:
-    return redis.xlen(EVENTS_STREAM) == 0 and redis.xpending(EVENTS_STREAM, EVENTS_GROUP)["pending"] == 0
+    return delivered(redis, bot_id(TOKEN))
 
 
 def _jobs(redis: Redis) -> int:
@@ -39,14 +47,14 @@ def _jobs(redis: Redis) -> int:
 def test_submit_once_marker_stops_a_second_submit(redis: Redis) -> None:
     client = DetectionClient(redis)
     image = encode(make_images(2300, 1)[0][0])
-    once = keys.handled(601, 1000)
+    once = keys.handled(1, 601, 1000)
     (job_id,) = client.submit_many([image], DetectParams(), [{"chat_id": 601}], once=once)
     with pytest.raises(AlreadyQueuedError):
         client.submit_many([image], DetectParams(), [{"chat_id": 601}], once=once)
     assert client.queued() == 1 and _jobs(redis) == 1
     assert redis.get(once) == job_id.encode() and redis.ttl(once) > 0
     # Without a marker (or another message's), photos are queued as before.
-    client.submit(image, DetectParams(), routing={"chat_id": 601}, once=keys.handled(601, 1001))
+    client.submit(image, DetectParams(), routing={"chat_id": 601}, once=keys.handled(1, 601, 1001))
     assert client.queued() == 2
 
 
@@ -71,7 +79,7 @@ def test_killed_between_get_updates_and_submit(redis_server: RedisServer, shapes
         bot.kill()
         # ...and no job exists: only the inbox holds the photo now.
         assert DetectionClient(redis).queued() == 0 and _jobs(redis) == 0
-        assert redis.hkeys(keys.inbox(stub.bot_id)) == [str(update_id).encode()]
+        assert inbox_updates(redis, stub) == [update_id]
         stub.release()
 
         bot.start()
@@ -80,7 +88,7 @@ def test_killed_between_get_updates_and_submit(redis_server: RedisServer, shapes
             stub.wait_for(lambda: _settled(redis), 60, "the answer acknowledged")
         assert len(answers_to(stub, user, photo["message_id"])) == 1
         assert _jobs(redis) == 1
-        stub.wait_for(lambda: redis.hlen(keys.inbox(stub.bot_id)) == 0, 30, "the inbox emptied")
+        stub.wait_for(lambda: redis.xlen(keys.inbox(stub.bot_id)) == 0, 30, "the inbox emptied")
         assert bot.stop() == 0
         log = bot.log()
         assert "1 update(s) left from before the restart" in log
@@ -98,17 +106,17 @@ def test_killed_after_submit_before_the_inbox_let_go(redis_server: RedisServer, 
     queues nothing (the handled marker, written with the jobs); each photo is answered once.
 
     That instant lasts microseconds (no Telegram call between the two Redis writes to hold the bot in), so
-    the first bot runs as a Redis user that may not HDEL: every handler really runs to its end, and its
+    the first bot runs as a Redis user that may not XDEL: every handler really runs to its end, and its
     update stays in the inbox exactly as if the bot had died before removing it. Then the kill.
     """
     redis = Redis.from_url(redis_server.url)
     redis.flushall()
-    user_name, password = "detbot-no-hdel", "crash-test"
+    user_name, password = "detbot-no-xdel", "crash-test"
     redis.acl_setuser(user_name, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
-                      commands=["+@all", "-hdel"])
+                      commands=["+@all", "-xdel"])
     stub = TelegramStub(TOKEN).start()
-    no_hdel_url = redis_server.url.replace("redis://", f"redis://{user_name}:{password}@")
-    first = BotProcess(stub, no_hdel_url, tmp_path / "bot-1.log")
+    no_xdel_url = redis_server.url.replace("redis://", f"redis://{user_name}:{password}@")
+    first = BotProcess(stub, no_xdel_url, tmp_path / "bot-1.log")
     bot = BotProcess(stub, redis_server.url, tmp_path / "bot-2.log")
     images = [encode(img) for img, _ in make_images(2320, 2)]
     user = 702
@@ -121,15 +129,14 @@ def test_killed_after_submit_before_the_inbox_let_go(redis_server: RedisServer, 
         stub.wait_for(lambda: client.queued() == 3, 60, "the photo and the album queued")
         stub.wait_for(lambda: first.log().count("could not remove update") == 2, 30, "both handlers finished")
         first.kill()
-        inbox = {int(k) for k in redis.hkeys(keys.inbox(stub.bot_id))}
-        assert inbox == {stub.update_id_of(m) for m in [photo, *album]}
+        assert set(inbox_updates(redis, stub)) == {stub.update_id_of(m) for m in [photo, *album]}
 
         bot.start()
         with running_workers(redis_server.url, count=1):
             assert wait_answer(stub, user, photo["message_id"], 120).method == "sendPhoto"
             stub.wait_for(lambda: stub.sent("sendMediaGroup", user), 120, "the album's answer")
             stub.wait_for(lambda: _settled(redis), 60, "the answers acknowledged")
-        stub.wait_for(lambda: redis.hlen(keys.inbox(stub.bot_id)) == 0, 30, "the inbox emptied")
+        stub.wait_for(lambda: redis.xlen(keys.inbox(stub.bot_id)) == 0, 30, "the inbox emptied")
         assert len(answers_to(stub, user, photo["message_id"])) == 1
         assert len(stub.sent("sendMediaGroup", user)) == 1
         assert _jobs(redis) == 3 and client.queued() == 0
@@ -169,9 +176,9 @@ def test_polling_survives_telegram_faults_and_a_slow_chat(redis_server: RedisSer
         asked = stub.text(stub.private_chat(other), other, "/help")
         assert "/threshold" in wait_answer(stub, other, asked["message_id"], 30).text
         # Answered while most of the slow chat's updates are still being handled (still in the inbox).
-        waiting = {int(k) for k in redis.hkeys(keys.inbox(stub.bot_id))}
+        waiting = set(inbox_updates(redis, stub))
         assert len({stub.update_id_of(m) for m in flood} & waiting) >= 10
-        stub.wait_for(lambda: redis.hlen(keys.inbox(stub.bot_id)) == 0, 60, "the inbox emptied")
+        stub.wait_for(lambda: redis.xlen(keys.inbox(stub.bot_id)) == 0, 60, "the inbox emptied")
         assert bot.stop() == 0
         log = bot.log()
         assert "another process polls with this token" in log and "getUpdates failed" in log
@@ -221,28 +228,29 @@ def test_redis_sigkilled_after_the_submit_loses_no_photo(shapes_model: Path, tmp
 
 def test_a_leftover_that_keeps_crashing_the_bot_is_dropped(redis: Redis, redis_server: RedisServer,
                                                             tmp_path: Path) -> None:
-    """Each start counts a leftover's replays; one handled at MAX_REPLAYS starts already is dropped with a
-    log line instead of crashing the bot for ever. A fresh leftover is handled."""
+    """Each take-over counts a leftover's replays; one whose handling was cut short MAX_REPLAYS times already
+    is dropped with a log line instead of crashing the bot for ever. A fresh leftover is handled."""
     stub = TelegramStub(TOKEN).start()
     bot = BotProcess(stub, redis_server.url, tmp_path / "bot.log")
     chat = stub.private_chat(706)
     poison, fresh = stub.text(chat, 706, "/help"), stub.text(chat, 706, "/help")
-    inbox = Inbox(redis, stub.bot_id)
-    updates = [Update.de_json({"update_id": 900 + i, "message": m}, None) for i, m in enumerate((poison, fresh))]
-    inbox.add(updates, 902)
-    for _ in range(MAX_REPLAYS):
-        inbox.leftovers()  # as three starts that each died while handling it
-    inbox.remove([901])
-    inbox.add(updates[1:], 902)
-    assert [(i, n) for i, _, n in inbox.leftovers()] == [(900, MAX_REPLAYS), (901, 0)]
+    inbox = keys.inbox(stub.bot_id)
+    for update_id, message in ((900, poison), (901, fresh)):
+        redis.xadd(inbox, {"id": update_id, "update": json.dumps({"update_id": update_id, "message": message})})
+    redis.set(keys.inbox_offset(stub.bot_id), 902)  # the stand-in's own copies count as confirmed
+    redis.xgroup_create(inbox, GROUP, id="0")
+    poison_entry, fresh_entry = (entry for entry, _ in redis.xrange(inbox))
+    redis.xreadgroup(GROUP, "dead-0", {inbox: ">"})
+    for n in range(1, MAX_REPLAYS + 1):  # as MAX_REPLAYS lease holders that each died while handling it
+        redis.xclaim(inbox, GROUP, f"dead-{n}", 0, [poison_entry])
     try:
         bot.start()
         assert "/threshold" in wait_answer(stub, 706, fresh["message_id"], 30).text
-        stub.wait_for(lambda: inbox.size() == 0, 30, "the inbox emptied")
-        assert "update 900 dropped: the bot stopped while handling it 4 times" in bot.log()
-        # The stored offset (902) confirmed the stand-in's own copies: the inbox alone decided what ran.
+        stub.wait_for(lambda: redis.xlen(inbox) == 0, 30, "the inbox emptied")
+        assert f"update 900 dropped: the bot stopped while handling it {MAX_REPLAYS + 1} times" in bot.log()
         assert not answers_to(stub, 706, poison["message_id"])
         assert len(answers_to(stub, 706, fresh["message_id"])) == 1
+        assert fresh_entry not in {e for e, _ in redis.xrange(inbox)}
     finally:
         bot.kill()
         stub.stop()

@@ -76,7 +76,7 @@ def test_redis_down_allow_list_and_health(tmp_path: Path) -> None:
         assert not stub.sent("getFile", ok=None) and bot.proc.poll() is None
 
         status, body = _get(f"http://127.0.0.1:{metrics_port}/healthz")
-        assert status == 503 and json.loads(body) == {"ok": False, "redis": False}
+        assert status == 503 and json.loads(body) == {"ok": False, "redis": False, "updates": False}
         status, body = _get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200
         assert b'detbot_bot_photos_refused_total{reason="redis_unreachable"} 1.0' in body

@@ -12,12 +12,9 @@ from telegram import Chat, Message, User
 
 from bot import logs, replies
 from bot.albums import (
-    ALBUM_WAIT,
-    ELSEWHERE_CHECKS,
     AlbumCollector,
     AssembledAlbum,
     Collected,
-    PendingAlbums,
     album_answer,
     album_reply_to,
     queued_album,
@@ -359,69 +356,6 @@ def _album_result(routing: dict[str, Any], job: str, det: Detection | None) -> C
     if det is None:
         return Completion(job, ok=False, routing=routing, code="corrupt_image", message="damaged")
     return Completion(job, ok=True, routing=routing, detection=det.to_dict(), annotated=b"jpeg-" + job.encode())
-
-
-def test_pending_albums_answer_when_complete_or_after_the_wait() -> None:
-    now = [0.0]
-    pending = PendingAlbums(wait=ALBUM_WAIT, clock=lambda: now[0])
-    _, full = queued_album([{"chat_id": 5, "message_id": m} for m in (1, 2)], reply_to=1)
-    _, short = queued_album([{"chat_id": 6, "message_id": m} for m in (1, 2, 3)], reply_to=1)
-    assert not pending.add(_album_result({"chat_id": 5, "message_id": 9}, "single", _detection(1)))
-    assert pending.add(_album_result(full[1], "f2", _detection(1)))
-    assert pending.add(_album_result(short[0], "s1", _detection(2)))
-    assert pending.ready() == []
-    assert pending.add(_album_result(full[0], "f1", None))
-    (done,) = pending.ready()
-    assert [(i, c.job_id) for i, c in done.parts] == [(1, "f1"), (2, "f2")]
-    now[0] += ALBUM_WAIT / 2
-    assert pending.ready() == []  # a result of the short album is still on its way
-    now[0] += ALBUM_WAIT
-    (late,) = pending.ready()
-    assert [c.job_id for c in late.completions] == ["s1"]
-    assert pending.ready() == []
-
-
-def test_an_album_whose_lane_holds_part_of_it_waits_for_every_photo_redis_still_has() -> None:
-    """Routings naming the album's jobs: no fixed wait. A stalled album is checked in Redis each ALBUM_CHECK;
-    photos still queued are waited for (past ALBUM_WAIT too), a photo whose job is gone is given up and its
-    line says it was lost; a result of an answered album is answered on its own, never as a second album."""
-    now = [0.0]
-    pending = PendingAlbums(clock=lambda: now[0], check=10.0)
-    album_id, routings = queued_album([{"chat_id": 5, "message_id": m} for m in (1, 2, 3)], reply_to=1,
-                                      job_ids=["j1", "j2", "j3"])
-    assert routings[0]["album"]["jobs"] == ["j1", "j2", "j3"]
-    assert pending.add(_album_result(routings[0], "j1", _detection(1)))
-    assert pending.stalled() == []  # not yet: a photo came just now
-    now[0] += 11
-    assert pending.add(_album_result(routings[1], "j2", _detection(2)))
-    now[0] += 11
-    assert pending.stalled() == [(album_id, [(3, "j3")])]
-    assert pending.stalled() == []  # checked just now: not asked again before another ALBUM_CHECK
-    pending.settle(album_id, [])  # Redis: j3 is still held in its chat's lane
-    now[0] += ALBUM_WAIT + 1
-    assert pending.ready() == []  # an older bot's album would have gone by now; this one waits
-    assert pending.stalled() == [(album_id, [(3, "j3")])]
-    pending.settle(album_id, [3])  # j3's job is gone from Redis
-    (album,) = pending.ready()
-    assert [c.job_id for c in album.completions] == ["j1", "j2"] and album.lost == (3,)
-    answer = album_answer(album, Wording())
-    assert answer.lines[-1] == "Photo 3: " + catalog(ENGLISH).gettext(replies.LOST)
-    assert (answer.ok, answer.failed) == (2, 1)
-    assert not pending.add(_album_result(routings[2], "j3", _detection(1)))  # late: answered on its own
-    assert len(pending) == 0
-    # Completed, but the result went to another reader (a run before a restart): given a few checks, then left.
-    other_id, others = queued_album([{"chat_id": 6, "message_id": m} for m in (1, 2)], reply_to=1, job_ids=["k1", "k2"])
-    assert pending.add(_album_result(others[0], "k1", _detection(1)))
-    for _ in range(ELSEWHERE_CHECKS - 1):
-        now[0] += 11
-        assert pending.stalled() == [(other_id, [(2, "k2")])]
-        pending.settle(other_id, [], [2])
-        assert pending.ready() == []
-    now[0] += 11
-    assert pending.stalled() == [(other_id, [(2, "k2")])]
-    pending.settle(other_id, [], [2])
-    (alone,) = pending.ready()
-    assert [c.job_id for c in alone.completions] == ["k1"] and alone.lost == ()
 
 
 def test_album_answer_lists_every_photo_and_its_failures() -> None:

@@ -29,7 +29,7 @@ from telegram import Bot
 from telegram.error import RetryAfter
 
 from bot import replies
-from bot.albums import ALBUM_WAIT, PendingAlbums
+from bot.assembly import ALBUM_WAIT, AlbumRef, HeldAlbums
 from bot.chat_settings import ChatStore
 from bot.delivery import GONE_MEMORY, Delivery
 from bot.i18n import ENGLISH, catalog
@@ -42,17 +42,16 @@ from detector.params import DetectParams
 from jobs import client as client_module
 from jobs import keys
 from jobs.client import PHOTO_MEMORY_SHARE, DetectionClient
-from jobs.defaults import EVENTS_GROUP, RESULT_TTL
+from jobs.defaults import RESULT_TTL
 from jobs.exceptions import QueueFullError, QueueUnavailableError
 from jobs.metrics import LABEL_VALUES as WORKER_LABELS
 from jobs.recovery import running_jobs
-from jobs.store import Completion
 from ops.run import Plan, make_plan
 from ops.settings import RunSettings
 from ops.shapes import CLASSES, make_images
 from tests.conftest import ROOT, RedisServer, free_port
 from tests.images import tiff_many_strips
-from tests.telegram_stub import BotProcess, TelegramStub, answers_to, encode, wait_answer
+from tests.telegram_stub import BotProcess, TelegramStub, answers_to, bot_id, delivered, encode, wait_answer
 from tests.test_compose import compose_config, example_with
 from tests.workers import running_workers, start_worker, wait_for
 
@@ -120,8 +119,7 @@ def run(redis: Redis, redis_server: RedisServer, shapes_model: Path, tmp_path: P
 
 def settled(redis: Redis, queue: str = "detbot") -> bool:
     """Nothing waiting, running or undelivered."""
-    pending = redis.xpending(keys.EVENTS_STREAM, EVENTS_GROUP)
-    return (redis.xlen(keys.EVENTS_STREAM) == 0 and pending["pending"] == 0 and redis.llen(f"rq:queue:{queue}") == 0
+    return (delivered(redis, bot_id(TOKEN)) and redis.llen(f"rq:queue:{queue}") == 0
             and not running_jobs(redis, queue))
 
 
@@ -164,10 +162,10 @@ def test_every_key_has_a_ttl_or_a_documented_bound_after_a_realistic_run(run: Ru
         stub.send({"id": moved, "type": "group", "title": "old"}, admin, migrate_to_chat_id=supergroup)
         stub.send(stub.group_chat(supergroup), admin, migrate_from_chat_id=moved)
         stub.member_update(stub.group_chat(kicked), admin, "kicked")
-        wait_for(lambda: not redis.exists(keys.chat(kicked)) and not redis.exists(keys.chat(moved)), 30,
-                 "the settings of the gone groups dropped")
-        assert redis.hget(keys.chat(supergroup), "threshold") == b"0.5"
-        assert redis.hget(keys.chat(kept), "threshold") == b"0.5"
+        gone = [keys.chat(stub.bot_id, kicked), keys.chat(stub.bot_id, moved)]
+        wait_for(lambda: not redis.exists(*gone), 30, "the settings of the gone groups dropped")
+        assert redis.hget(keys.chat(stub.bot_id, supergroup), "threshold") == b"0.5"
+        assert redis.hget(keys.chat(stub.bot_id, kept), "threshold") == b"0.5"
 
         wait_for(lambda: settled(redis), 60, "every answer delivered")
         # The reaped job's RQ hash ends: it had no TTL before issue 11 and stayed for ever.
@@ -340,14 +338,16 @@ def test_the_flood_limiter_forgets_idle_chats_but_not_a_flood_in_force() -> None
 
 
 def test_albums_waiting_for_their_other_photos_leave_after_the_wait() -> None:
+    """What a replica remembers of the albums it holds parts of (their parts wait in Redis): each is handed out
+    once due, and gone once dropped (the delivery drops it as it takes the album or sees it taken)."""
     clock = FakeClock()
-    albums = PendingAlbums(clock=clock)
+    albums = HeldAlbums(clock=clock)
     for n in range(500):  # albums of 3 whose other photos never come (their bot restarted, say)
-        routing = {"chat_id": n, "album": {"id": f"a{n}", "index": 1, "count": 3, "reply_to": 1}}
-        assert albums.add(Completion(f"job{n}", ok=True, routing=routing))
-    assert albums.ready() == [] and len(albums) == 500
+        albums.hold(AlbumRef(f"a{n}", 1, 3, []), clock.now + ALBUM_WAIT)
+    assert albums.due() == [] and len(albums) == 500
     clock.now += ALBUM_WAIT + 1
-    assert len(albums.ready()) == 500
+    for album_id in albums.due():
+        albums.drop(album_id)
     assert len(albums) == 0
 
 
@@ -438,7 +438,7 @@ def test_answered_units_gone_chats_and_migrations_are_remembered_up_to_their_bou
     extra = 500
 
     async def scenario() -> None:
-        status = StatusBoard(Bot(TOKEN), DetectionClient(redis), ChatStore(redis))
+        status = StatusBoard(Bot(TOKEN), DetectionClient(redis), ChatStore(redis, 1))
         delivery = Delivery(Bot(TOKEN), lambda: DetectionClient(redis), BotMetrics(), status)
         for n in range(GONE_MEMORY + extra):
             await delivery.chat_gone(n, "bot kicked")
@@ -511,7 +511,7 @@ def test_the_bots_bookkeeping_in_a_redis_past_its_maxmemory_never_raises(tiny_re
     tiny_redis.config_set("maxmemory", TINY_MAXMEMORY // 4)  # now well past it, as after a burst
     with pytest.raises(OutOfMemoryError):
         tiny_redis.set("probe", 1)
-    chats = ChatStore(tiny_redis)
+    chats = ChatStore(tiny_redis, 1)
     chats.mark_handled(1, [10, 11])
     assert not chats.was_handled(1, 10)
     with pytest.raises(QueueUnavailableError):

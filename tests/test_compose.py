@@ -19,11 +19,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from redis import Redis
 
 from bot.settings import BotSettings
 from jobs.settings import WorkerSettings, env_names
 from ops.settings import ALL_SETTINGS
-from tests.conftest import ROOT
+from tests.conftest import ROOT, RedisServer
 
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_GPU = ROOT / "docker-compose.gpu.yml"
@@ -34,7 +35,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE_TIMEOUT = 60
 # Variables that only compose itself reads (interpolation, build args, third-party images), each with its use.
 COMPOSE_ONLY = {
-    "REDIS_PASSWORD": "password of the compose Redis; REDIS_URL of the bot and workers is built from it",
+    "WEBHOOK_DOMAIN": "the domain Caddy (profile webhook) gets a certificate for and serves the webhook on",
     "TORCH_INDEX": "build arg: the index the image's torch wheels come from (CPU or CUDA)",
     "RQ_DASHBOARD_PORT": "host port (127.0.0.1) of the optional rq-dashboard",
     "RQ_DASHBOARD_USERNAME": "rq-dashboard's own basic-auth user",
@@ -153,7 +154,8 @@ def test_redis_persists_is_private_and_takes_the_password(config: dict[str, Any]
     assert any(v["target"] == "/data" and v["type"] == "volume" for v in redis["volumes"])
     for name in ("bot", "worker"):
         url = urlsplit(config["services"][name]["environment"]["REDIS_URL"])
-        assert (url.hostname, url.port, url.password) == ("redis", 6379, PASSWORD), name
+        assert (url.hostname, url.port) == ("redis", 6379), name
+        assert config["services"][name]["environment"]["REDIS_PASSWORD"] == PASSWORD, name
 
 
 def test_only_the_bot_holds_the_telegram_token(config: dict[str, Any]) -> None:
@@ -176,12 +178,49 @@ def test_workers_scale_and_share_the_weight_and_export_caches(config: dict[str, 
     assert worker["stop_grace_period"] == "1m15s"  # the job in hand (JOB_TIMEOUT 60 s) finishes first
 
 
-def test_the_dashboard_profile_is_local_only(tmp_path: Path) -> None:
-    result = compose_config(tmp_path, example_with(TELEGRAM_BOT_TOKEN=TOKEN), "--profile", "dashboard")
+# A password that breaks a Redis URL written by hand (issue 18): every service must still reach Redis with it.
+AWKWARD_PASSWORD = "p@ss/w:rd#1%"
+
+
+def test_the_dashboard_profile_is_local_only_and_takes_any_password(tmp_path: Path) -> None:
+    result = compose_config(tmp_path, example_with(TELEGRAM_BOT_TOKEN=TOKEN, REDIS_PASSWORD=f"'{AWKWARD_PASSWORD}'"),
+                            "--profile", "dashboard")
     assert result.returncode == 0, result.stderr
     dashboard = json.loads(result.stdout)["services"]["dashboard"]
     assert [p["host_ip"] for p in dashboard["ports"]] == ["127.0.0.1"]
-    assert urlsplit(dashboard["environment"]["RQ_DASHBOARD_REDIS_URL"]).hostname == "redis"
+    # The entrypoint's own shell and Python build the URL: run them (rq-dashboard itself swapped for a print;
+    # ``$$`` is compose's escape, a ``$`` in the container).
+    script = dashboard["entrypoint"][-1].replace("$$", "$").replace("exec rq-dashboard",
+                                                                    'printf %s "$RQ_DASHBOARD_REDIS_URL"')
+    env = {"PATH": os.environ["PATH"], **{k: v or "" for k, v in dashboard["environment"].items()}}
+    out = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=COMPOSE_TIMEOUT)
+    assert out.returncode == 0, out.stderr
+    pool = Redis.from_url(out.stdout).connection_pool.connection_kwargs
+    assert (pool["host"], pool["port"], pool["password"]) == ("redis", 6379, AWKWARD_PASSWORD)
+
+
+def test_any_redis_password_reaches_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password with @ / : # % (quoted in .env as a user would): the bot's and the workers' resolved
+    settings log in to a real redis-server that requires it."""
+    result = compose_config(tmp_path, example_with(TELEGRAM_BOT_TOKEN=TOKEN, REDIS_PASSWORD=f"'{AWKWARD_PASSWORD}'"))
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert services["redis"]["environment"]["REDIS_PASSWORD"] == AWKWARD_PASSWORD
+    server = RedisServer(tmp_path / "redis", password=AWKWARD_PASSWORD)
+    server.start()
+    unauthenticated = f"redis://127.0.0.1:{server.port}/0"
+    try:
+        for name, cls in (("bot", BotSettings), ("worker", WorkerSettings)):
+            for key in list(os.environ):
+                if key.startswith(("DETBOT_", "REDIS_", "TELEGRAM_")):
+                    monkeypatch.delenv(key)
+            for key, value in services[name]["environment"].items():
+                monkeypatch.setenv(key, value or "")
+            monkeypatch.setenv("REDIS_URL", unauthenticated)  # this machine's Redis instead of the compose one
+            settings = cls()  # type: ignore[call-arg]
+            assert Redis.from_url(settings.redis_url).ping(), name
+    finally:
+        server.stop()
 
 
 def test_a_missing_token_is_named_before_anything_starts(tmp_path: Path) -> None:
@@ -259,3 +298,26 @@ def test_the_image_is_small_cpu_by_default_non_root_and_checks_itself() -> None:
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, flags=re.MULTILINE):
         for item in source.split():
             assert f"!{item}" in ignore or f"!{item}/" in ignore, item
+
+
+def test_bots_scale_and_the_webhook_profile_puts_tls_in_front_of_every_replica(tmp_path: Path) -> None:
+    """`--scale bot=N` needs no fixed name and no host port; `--profile webhook` adds Caddy on 443 (and 80
+    for its certificates), proxying to every replica's DETBOT_WEBHOOK_LISTEN port; the workers never get the
+    webhook's secret."""
+    secret = "s3cret-webhook-token-0123"
+    dotenv = example_with(TELEGRAM_BOT_TOKEN=TOKEN, DETBOT_WEBHOOK_URL="https://bot.example.com/telegram",
+                          DETBOT_WEBHOOK_SECRET=secret, WEBHOOK_DOMAIN="bot.example.com")
+    result = compose_config(tmp_path, dotenv, "--profile", "webhook")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    bot, proxy = services["bot"], services["proxy"]
+    assert "container_name" not in bot and "ports" not in bot
+    assert {(p["target"], p["published"]) for p in proxy["ports"]} == {(443, "443"), (80, "80")}
+    assert proxy["environment"]["WEBHOOK_DOMAIN"] == "bot.example.com"
+    caddyfile = next(v for v in proxy["volumes"] if v["target"] == "/etc/caddy/Caddyfile")
+    text = (ROOT / "deploy" / Path(caddyfile["source"]).name).read_text()  # resolved against the temp project
+    assert "{$WEBHOOK_DOMAIN}" in text and re.search(r"name bot\s+port 8443", text)
+    assert BotSettings.model_fields["webhook_listen"].default.endswith(":8443")
+    assert services["worker"]["environment"]["DETBOT_WEBHOOK_SECRET"] == ""
+    plain = compose_config(tmp_path, example_with(TELEGRAM_BOT_TOKEN=TOKEN))
+    assert "proxy" not in json.loads(plain.stdout)["services"]  # only with its profile

@@ -166,3 +166,13 @@ def test_offline_mode_does_not_touch_the_network_and_reads_dotenv(tmp_path: Path
     assert out.returncode == 0
     assert "token 424242424:*** set; getMe not tried (--offline)" in out.stdout
     assert stub.sent() == []
+
+
+def test_redis_older_than_6_2_is_refused() -> None:
+    """Bot replicas take each other's answers over with XAUTOCLAIM (Redis 6.2): doctor and the bot name an
+    older Redis (the redis-server shipped here is 6.2, so the check itself is tested on version strings)."""
+    from jobs.client import MIN_REDIS, redis_version_ok
+
+    assert MIN_REDIS == (6, 2)
+    assert [redis_version_ok(v) for v in ("7.2.4", "6.2.0", "6.2.912183", "6.0.16", "5.0.7", "unknown")] == [
+        True, True, True, False, False, True]

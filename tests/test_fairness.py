@@ -25,11 +25,18 @@ from bot.limits import WINDOW_SECONDS, Limits, Notices
 from detector.params import DetectParams
 from jobs import fair, keys, store
 from jobs.client import DetectionClient
-from jobs.defaults import EVENTS_GROUP
-from jobs.keys import EVENTS_STREAM
 from ops.shapes import make_images
 from tests.conftest import RedisServer
-from tests.telegram_stub import STATUS_PREFIX, BotProcess, Call, TelegramStub, answers_to, encode, wait_answer
+from tests.telegram_stub import (
+    STATUS_PREFIX,
+    BotProcess,
+    Call,
+    TelegramStub,
+    answers_to,
+    delivered,
+    encode,
+    wait_answer,
+)
 from tests.workers import running_workers
 
 TOKEN = "424242424:FAIR-secret-token"
@@ -178,9 +185,8 @@ def new_user() -> int:
 def settled(world: World) -> bool:
     """No photo waiting or running, every completion delivered and acknowledged."""
     redis = world.redis
-    pending = redis.xpending(EVENTS_STREAM, EVENTS_GROUP)["pending"] if redis.exists(EVENTS_STREAM) else 0
     return DetectionClient(redis).queued() == 0 and not redis.hlen(keys.running("detbot")) \
-        and redis.xlen(EVENTS_STREAM) == 0 and pending == 0
+        and delivered(redis, world.stub.bot_id)
 
 
 def wait_settled(world: World) -> None:

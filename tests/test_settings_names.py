@@ -79,7 +79,7 @@ def test_names_are_the_documented_ones() -> None:
     """One name per setting: REDIS_URL and the Telegram pair without prefix, every other one DETBOT_*."""
     names = all_names()
     assert {"REDIS_URL", "TELEGRAM_BOT_TOKEN", "TELEGRAM_API_BASE_URL"} <= names
-    assert {n for n in names if not n.startswith("DETBOT_")} == {"REDIS_URL", "TELEGRAM_BOT_TOKEN",
+    assert {n for n in names if not n.startswith("DETBOT_")} == {"REDIS_URL", "REDIS_PASSWORD", "TELEGRAM_BOT_TOKEN",
                                                                  "TELEGRAM_API_BASE_URL"}
     assert "DETBOT_REDIS_URL" not in names
     for cls in ALL_SETTINGS:
