@@ -31,7 +31,7 @@ from ops.shapes import make_images
 from tests.conftest import ROOT, RedisServer, detbot_env, free_port
 from tests.images import png_bytes
 from tests.stopping import Completions, launch, terminate
-from tests.telegram_stub import STATUS_PREFIX, TelegramStub, encode
+from tests.telegram_stub import STATUS_PREFIX, TelegramStub, bot_id, encode
 from tests.workers import READY_TIMEOUT, wait_for
 
 # The product's bound (docs/operations.md, ops.run.STOP_GRACE): a deadline of behaviour, held as it is. The
@@ -299,8 +299,9 @@ def stub() -> Iterator[TelegramStub]:
     server.stop()
 
 
-def start_bot(commands: list[Command], stub: TelegramStub, redis_server: RedisServer, tmp_path: Path) -> Command:
-    return start(commands, ["bot"], tmp_path / "bot.log", REDIS_URL=redis_server.url,
+def start_bot(commands: list[Command], stub: TelegramStub, redis_server: RedisServer, tmp_path: Path,
+              log: str = "bot.log") -> Command:
+    return start(commands, ["bot"], tmp_path / log, REDIS_URL=redis_server.url,
                  TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_API_BASE_URL=stub.url)
 
 
@@ -330,3 +331,21 @@ def test_a_bot_with_a_photo_waiting_stops_at_once_and_says_nothing_more(
     assert not [c for c in stub.sent("sendMessage") if c.text.startswith(STATUS_PREFIX)]
     assert make_queue(redis).count == 1
     assert "Traceback" not in bot.output()
+
+
+def test_a_standby_replica_and_the_lease_holder_each_stop_at_once(
+    redis: Redis, redis_server: RedisServer, tmp_path: Path, commands: list[Command], stub: TelegramStub
+) -> None:
+    """Two replicas of one bot, idle: the standby stops within the bound, and so does the lease holder,
+    which hands its lease back as it goes (a standby would take over at once, not after the lease's TTL)."""
+    holder = start_bot(commands, stub, redis_server, tmp_path, "holder.log")
+    holder.wait_output("polls Telegram and handles updates")
+    standby = start_bot(commands, stub, redis_server, tmp_path, "standby.log")
+    standby.wait_output("standing by")
+    lease = keys.lease(bot_id(TOKEN))
+    assert redis.exists(lease)
+    assert standby.stop_within(STOP_BOUND) == 0
+    assert holder.stop_within(STOP_BOUND) == 0
+    assert not redis.exists(lease)  # released, not left to run out
+    for command in (holder, standby):
+        assert "Traceback" not in command.output()
