@@ -6,7 +6,8 @@ from __future__ import annotations
 QUEUE_NAME = "detbot"
 # Key prefix for everything detbot stores beside RQ's own keys.
 KEY_PREFIX = "detbot"
-# The bot's consumer group on jobs.keys.EVENTS_STREAM; unacknowledged events are redelivered after a restart.
+# The bot's consumer group on its completion streams (jobs.keys.events): every replica is a consumer of its own,
+# and what a dead one read and left unacknowledged is taken over by a live one (jobs.client.CLAIM_IDLE_MS).
 EVENTS_GROUP = "bot"
 # Jobs waiting beyond this are refused at once ("busy"): minutes of backlog helps nobody in a chat.
 MAX_QUEUED_JOBS = 100
