@@ -8,6 +8,7 @@ drawing and encoding :mod:`detector.draw`'s.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import logging
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # One inference thread per worker process on a CPU: one worker per core then uses every core, none fight.
 DEFAULT_CPU_THREADS = 1
+# At exit, how long to wait for the canvas being compiled in the background: one compile, well under this.
+PREPARE_JOIN_S = 30.0
 
 
 def _maybe_gpu() -> bool:
@@ -84,13 +87,23 @@ def _export_failed(spec: export_cache.ExportSpec, exc: Exception) -> None:
                 spec.backend, spec.weights.name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
 
 
-def _prepare(compiled: Sequence[engines.Engine | None]) -> None:
+def _prepare(compiled: Sequence[engines.Engine | None], stop: threading.Event | None = None) -> None:
     """Compile every engine's canvases ahead, the most common photo shapes first, one engine after the
-    other for each shape: once done, no photo letterboxed by the Detector ever waits for a compile."""
+    other for each shape: once done, no photo letterboxed by the Detector ever waits for a compile.
+    ``stop``: give up between two compiles (the process is exiting)."""
     ready = [e for e in compiled if e is not None and e.canvases]
     for shape in ready[0].canvases or () if ready else ():
         for engine in ready:
+            if stop is not None and stop.is_set():
+                return
             engine.prepare(shape)
+
+
+def _stop_preparing(stop: threading.Event, thread: threading.Thread) -> None:
+    """At exit: let the compile in progress finish and start no other. A compile still running in
+    OpenVINO while the interpreter tears down aborts the process ("terminate called")."""
+    stop.set()
+    thread.join(PREPARE_JOIN_S)
 
 
 class Detector:
@@ -170,7 +183,10 @@ class Detector:
         if warmup:
             self.warmup()
         self.load_seconds = time.perf_counter() - started
-        threading.Thread(target=self._prepare_canvases, daemon=True, name="detbot-compile").start()
+        stop = threading.Event()
+        preparing = threading.Thread(target=self._prepare_canvases, args=(stop,), daemon=True, name="detbot-compile")
+        preparing.start()
+        atexit.register(_stop_preparing, stop, preparing)
         if self._pending is None:
             self.export_done.set()
         else:
@@ -262,10 +278,10 @@ class Detector:
         self._wide_threads = threads
         return engines.with_threads(engine, export, threads, self.precision.name)
 
-    def _prepare_canvases(self) -> None:
+    def _prepare_canvases(self, stop: threading.Event) -> None:
         """The background thread compiling the canvases the engines do not have yet (see :func:`_prepare`)."""
         try:
-            _prepare([self._engine, self._wide_engine])
+            _prepare([self._engine, self._wide_engine], stop)
         except Exception:  # a compile failing now would fail on the square too; the square keeps answering
             log.exception("compiling the model's input shapes ahead failed; every photo runs on the square")
         self.prepared.set()

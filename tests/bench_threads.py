@@ -6,8 +6,8 @@ Times one photo's inference (and plain ultralytics' whole predict), interleaved,
 thread, with every core (the old wide path, ``set_num_threads`` switched around each call) and with every
 core fixed, and on OpenVINO with 1 thread and every core — first on the machine as it is, then with one
 CPU-bound process (``while True: pass``, default priority) on the last core, as another program or the
-export running beside a cold worker would be. Run it under ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` to take PyTorch's AVX2 code
-paths on an AVX-512 CPU (with ``--precision f32``: OpenVINO then has no bf16 either).
+export running beside a cold worker would be. Under ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``
+PyTorch takes its AVX2 code paths on an AVX-512 CPU (add ``--precision f32``: OpenVINO has no bf16 then).
 """
 
 from __future__ import annotations
