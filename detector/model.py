@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 # One inference thread per worker process on a CPU: one worker per core then uses every core, none fight.
 DEFAULT_CPU_THREADS = 1
-# At exit, how long to wait for the canvas being compiled in the background: one compile, well under this.
-PREPARE_JOIN_S = 30.0
+# At exit, how long to wait for the canvas being compiled in the background: one compile, a second or two.
+PREPARE_JOIN_S = 10.0
 
 
 def _maybe_gpu() -> bool:

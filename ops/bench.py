@@ -76,10 +76,13 @@ class ChildSpec:
     seed: int | None = None
     # The engine's floor for this backend (ops.floor) instead of detbot's whole path.
     floor: bool = False
+    # Told apart by their precision when one run times several (``--precision bf16,f32``).
+    tagged: bool = False
 
     @property
     def label(self) -> str:
         name = f"{self.backend}-int8" if self.int8 else self.backend
+        name += f"-{self.precision}" if self.tagged else ""
         return f"{FLOOR}-{name}" if self.floor else name
 
 
@@ -531,8 +534,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                         help="INT8 calibration images (default: the shapes training images, for the shapes model)")
     parser.add_argument("--in-order", action="store_true",
                         help="take the folder's photos in name order (default: shuffled, the same order every run)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "f32"),
-                        help="OpenVINO's precision (default auto: bf16 on CPUs with AMX or AVX512_BF16, else f32)")
+    parser.add_argument("--precision", default="auto",
+                        help="OpenVINO's precision, or several comma-separated (auto, bf16, f32; default auto: "
+                             "bf16 on CPUs with AMX or AVX512_BF16, else f32)")
     parser.add_argument("--export-dir", type=Path,
                         help="reuse this export cache (an INT8 calibration takes minutes) instead of empty ones; "
                              "the load column then times loading, not exporting")
@@ -554,13 +558,16 @@ def _specs(args: argparse.Namespace, backends: list[str], weights: Path, image: 
     from detector.cores import usable_cores
     from detector.engines import resolve_backend
 
-    variants = [(b, False) for b in ([] if args.no_baseline else [BASELINE]) + backends]
-    variants += [("openvino", True)] if calibration else []
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()] or ["auto"]
+    variants = [(b, False, precisions[0]) for b in ([] if args.no_baseline else [BASELINE]) + backends]
+    variants += [("openvino", False, p) for p in precisions[1:] if "openvino" in backends]
+    variants += [("openvino", True, precisions[0])] if calibration else []
     seed = None if args.in_order else SHUFFLE_SEED
     specs = []
-    for backend, int8 in variants:
+    for backend, int8, precision in variants:
         spec = ChildSpec(backend, str(weights), str(image), args.runs, args.imgsz, "", threads=1, int8=int8,
-                         int8_data=calibration, precision=args.precision, seed=seed)
+                         int8_data=calibration, precision=precision, seed=seed,
+                         tagged=len(precisions) > 1 and backend == "openvino")
         # Empty unless given: the first worker exports, the rest reuse.
         spec.export_dir = str(args.export_dir or work / f"cache-{spec.label}")
         specs.append(spec)
@@ -579,8 +586,9 @@ def auto_choice(rows: list[Row], precision: str) -> str:
 
     picked = resolve_backend("auto", "cpu")
     line = f"auto picks: {picked}" + (f" in {precision}" if picked == "openvino" else "")
-    by_name = {r.name: r for r in rows}
-    fp, q = by_name.get("openvino"), by_name.get("openvino-int8")
+    detbot = [r for r in rows if r.name.startswith("openvino") and not r.name.startswith(FLOOR)]
+    fp = next((r for r in detbot if "int8" not in r.name), None)
+    q = next((r for r in detbot if "int8" in r.name), None)
     if fp is None or q is None or not q.p50_ms or not fp.ips_n:
         return line + "; never INT8 on its own (opt-in: DETBOT_INT8=true with DETBOT_INT8_DATA)"
     speed, throughput = fp.p50_ms / q.p50_ms, q.ips_n / fp.ips_n
@@ -619,7 +627,7 @@ def run_bench(args: argparse.Namespace) -> int:
         weights, source, image, calibration = _setup(args, work)
         what = f"{len(photos(image))} photos of {image}" if image.is_dir() else f"image {image.name}"
         order = ", in name order" if args.in_order else ", shuffled"
-        precision = choose_precision(args.precision)
+        precision = choose_precision(args.precision.split(",")[0].strip())
         print(f"model: {weights.name} ({source}), imgsz {args.imgsz}, {what}{order if image.is_dir() else ''}\n"
               f"CPU: {cpu_summary()}; load {os.getloadavg()[0]:.2f}\n"
               f"OpenVINO precision: {precision.name} ({precision.reason})\n"
