@@ -125,7 +125,7 @@ def choose_precision(requested: str = "auto") -> Precision:
     docs/performance.md), else f32 (bf16 would be emulated, slower than f32). Elsewhere than x86 Linux,
     OpenVINO's own default for the CPU. ``bf16``/``f32`` force one."""
     if requested in ("bf16", "f32"):
-        return Precision(requested, "set by DETBOT_PRECISION")
+        return Precision(requested, "asked for, not auto")
     flags = cpu_flags()
     if "amx_bf16" in flags:
         return Precision("bf16", "auto: the CPU has AMX (native bf16 matrix units)")

@@ -445,7 +445,7 @@ def table(rows: list[Row], workers: int) -> str:
     for r in rows:
         if r.name.startswith(FLOOR):
             continue
-        name = r.name if r.name == r.backend or r.name == BASELINE else f"{r.name} (→{r.backend})"
+        name = r.name if r.name.startswith(r.backend) or r.name == BASELINE else f"{r.name} (→{r.backend})"
         name += f", {r.precision}" if r.precision else ""
         lines.append(
             f"| {name} | {r.load_cold_s:.1f} | {r.first_answer_cold_s:.1f} | {r.first_answer_warm_s:.1f} "
@@ -627,17 +627,19 @@ def run_bench(args: argparse.Namespace) -> int:
         weights, source, image, calibration = _setup(args, work)
         what = f"{len(photos(image))} photos of {image}" if image.is_dir() else f"image {image.name}"
         order = ", in name order" if args.in_order else ", shuffled"
-        precision = choose_precision(args.precision.split(",")[0].strip())
+        timed = [choose_precision(p.strip()) for p in args.precision.split(",") if p.strip()]
+        precision = timed[0]
         print(f"model: {weights.name} ({source}), imgsz {args.imgsz}, {what}{order if image.is_dir() else ''}\n"
               f"CPU: {cpu_summary()}; load {os.getloadavg()[0]:.2f}\n"
-              f"OpenVINO precision: {precision.name} ({precision.reason})\n"
+              f"OpenVINO precision: {', '.join(f'{p.name} ({p.reason})' for p in timed)}\n"
               f"{args.runs} images per worker, {args.workers} workers", flush=True)
         specs = _specs(args, backends, weights, image, work, calibration)
         by_label = measure_cold(specs, args.runs, work)
         measure_warm(specs, by_label, args.workers, args.runs, work)
         rows = list(by_label.values())
         add_ratios(rows)
-        choice = auto_choice(rows, f"{precision.name} ({precision.reason})")
+        auto = choose_precision("auto")
+        choice = auto_choice(rows, f"{auto.name} ({auto.reason})")
         report: dict[str, Any] = {
             "model": weights.name, "model_source": source, "imgsz": args.imgsz, "image": str(image),
             "order": "name" if args.in_order else f"shuffled (seed {SHUFFLE_SEED})", "cpu": cpu_summary(),

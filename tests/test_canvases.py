@@ -155,7 +155,7 @@ def test_auto_precision_follows_the_cpu(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(engines, "CPUINFO", str(cpuinfo))
     chosen = engines.choose_precision("auto")
     assert chosen.name == expected[0] and expected[1] in chosen.reason
-    assert engines.choose_precision("f32") == engines.Precision("f32", "set by DETBOT_PRECISION")
+    assert engines.choose_precision("f32") == engines.Precision("f32", "asked for, not auto")
     assert "Some CPU, " in engines.cpu_summary()
 
 
