@@ -121,8 +121,8 @@ def cpu_summary() -> str:
 
 def choose_precision(requested: str = "auto") -> Precision:
     """``auto``: the fastest precision that keeps the model's accuracy on this CPU — bf16 where it computes
-    bf16 natively (AMX or AVX512_BF16: 1.75× f32's speed on an AVX512_BF16 CPU, mAP unchanged, see
-    docs/performance.md), else f32 (bf16 would be emulated, slower than f32). Elsewhere than x86 Linux,
+    bf16 natively (AMX or AVX512_BF16: 1.6× f32's speed on an AVX512_BF16 CPU for −0.24 mAP50-95 on
+    coco128, docs/performance.md), else f32 (bf16 would be emulated, slower than f32). Elsewhere than x86 Linux,
     OpenVINO's own default for the CPU. ``bf16``/``f32`` force one."""
     if requested in ("bf16", "f32"):
         return Precision(requested, "asked for, not auto")
@@ -150,7 +150,7 @@ def _openvino_default_precision() -> str:
 class OpenVINOEngine:
     """OpenVINO on the CPU, threads sized to this worker's share of the cores, in ``precision``.
 
-    The export has a dynamic input shape, but a static compile runs a sixth faster than the dynamic model
+    The export has a dynamic input shape, but a static compile runs ~15 % faster than the dynamic model
     (and needs no per-shape preparation on a photo's path), so each canvas is compiled as a static model:
     the square at once (it holds any photo), the others by :meth:`prepare`. A shape outside the canvases
     is compiled when first run and kept, up to MAX_EXTRA_SHAPES (only direct callers do that: the Detector
