@@ -353,8 +353,10 @@ def measure_cold(specs: list[ChildSpec], runs: int, log_dir: Path) -> dict[str, 
             print(f"  loading {spec.label} ({cache}) ...", flush=True)
             workers += start_pool(spec, 1, log_dir)
         blocks: dict[str, list[Block]] = {w.label: [] for w in workers}
-        for _ in range(runs):
-            for worker in workers:
+        for i in range(runs):
+            # Each round starts one variant later: every variant follows every other equally often (a
+            # runtime's threads may still spin for a moment after its photo, slowing whoever comes next).
+            for worker in workers[i % len(workers):] + workers[:i % len(workers)]:
                 blocks[worker.label].append(run_block([worker], 1))
         rows = {}
         for worker in workers:
@@ -393,8 +395,9 @@ def measure_warm(specs: list[ChildSpec], rows: dict[str, Row], count: int, runs:
         per_block = max(1, -(-runs // WARM_BLOCKS))
         latencies: dict[str, list[float]] = {label: [] for label in pools}
         spans = dict.fromkeys(pools, 0.0)
-        for _ in range(WARM_BLOCKS):
-            for label, pool in pools.items():
+        order = list(pools.items())
+        for i in range(WARM_BLOCKS):
+            for label, pool in order[i % len(order):] + order[:i % len(order)]:
                 block = run_block(pool, per_block)
                 latencies[label] += block.latencies_ms
                 spans[label] += block.span_s
