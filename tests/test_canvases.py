@@ -165,3 +165,15 @@ def test_the_chosen_precision_reaches_openvino(shapes_model: Path) -> None:
     assert d.precision.name == "f32"
     hint = d._engine.compiled.get_property("INFERENCE_PRECISION_HINT")  # type: ignore[union-attr]
     assert "32" in str(hint)
+
+
+def test_doctor_names_the_precision_and_why(shapes_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.settings import WorkerSettings
+    from ops.doctor import Context, check_model
+
+    monkeypatch.setenv("DETBOT_MODEL", str(shapes_model))
+    monkeypatch.setenv("DETBOT_BACKEND", "openvino")
+    monkeypatch.setenv("DETBOT_EXPORT_DIR", str(TEST_EXPORT_DIR))
+    monkeypatch.setenv("DETBOT_PRECISION", "f32")
+    result = check_model(Context(settings=WorkerSettings(), telegram=None, offline=True))
+    assert result.status == "ok" and "backend openvino in f32 (asked for, not auto)" in result.detail
