@@ -8,6 +8,7 @@ drawing and encoding :mod:`detector.draw`'s.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import logging
@@ -27,7 +28,7 @@ from detector.draw import draw_boxes, encode_jpeg
 from detector.errors import ModelLoadError, UnknownClassError
 from detector.image import ImageInput, decode
 from detector.params import DetectParams, class_key
-from detector.processing import letterbox, postprocess
+from detector.processing import Letterbox, cover, letterbox, postprocess, rect_shape
 from detector.render import select
 from detector.result import Box, Detection, Timings
 from detector.runtime import configure_threads, disable_analytics, quiet_ultralytics
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # One inference thread per worker process on a CPU: one worker per core then uses every core, none fight.
 DEFAULT_CPU_THREADS = 1
+# At exit, how long to wait for the canvas being compiled in the background: one compile, a second or two.
+PREPARE_JOIN_S = 10.0
 
 
 def _maybe_gpu() -> bool:
@@ -84,13 +87,23 @@ def _export_failed(spec: export_cache.ExportSpec, exc: Exception) -> None:
                 spec.backend, spec.weights.name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
 
 
-def _compile_shapes(compiled: list[engines.Engine], imgsz: int, stride: int) -> None:
-    """Run each engine once on the warm-up shapes (square, 4:3, 3:4), so that no photo pays for compiling."""
-    side, short = imgsz, imgsz * 3 // 4
-    for h, w in ((side, side), (short, side), (side, short)):
-        fitted = letterbox(np.full((h, w, 3), 114, np.uint8), imgsz, stride, rect=True)[0]
-        for engine in compiled:
-            engine(fitted)
+def _prepare(compiled: Sequence[engines.Engine | None], stop: threading.Event | None = None) -> None:
+    """Compile every engine's canvases ahead, the most common photo shapes first, one engine after the
+    other for each shape: once done, no photo letterboxed by the Detector ever waits for a compile.
+    ``stop``: give up between two compiles (the process is exiting)."""
+    ready = [e for e in compiled if e is not None and e.canvases]
+    for shape in ready[0].canvases or () if ready else ():
+        for engine in ready:
+            if stop is not None and stop.is_set():
+                return
+            engine.prepare(shape)
+
+
+def _stop_preparing(stop: threading.Event, thread: threading.Thread) -> None:
+    """At exit: let the compile in progress finish and start no other. A compile still running in
+    OpenVINO while the interpreter tears down aborts the process ("terminate called")."""
+    stop.set()
+    thread.join(PREPARE_JOIN_S)
 
 
 class Detector:
@@ -108,6 +121,14 @@ class Detector:
     ``background_export``: when the export cache has no entry for the model yet, start on PyTorch at once and
     make the export in a background thread, then switch to it (``export_done`` is set when that is over,
     switched or not): a cold start answers its first photos in seconds instead of after the export.
+    ``precision``: ``auto`` (bf16 on CPUs with AMX or AVX512_BF16, else f32; see
+    :func:`detector.engines.choose_precision`), ``bf16`` or ``f32``: how OpenVINO computes. ``precision``
+    holds the choice and its reason.
+
+    Input shapes: an OpenVINO engine compiles a few *canvases* (the square and the common photo aspects,
+    :func:`detector.processing.canvases`): the square before the first answer, the others in a background
+    thread (``prepared`` is set when done). Each photo is letterboxed into the smallest ready canvas that
+    holds it, so no photo ever waits for a compile.
     """
 
     names: dict[int, str]
@@ -130,6 +151,7 @@ class Detector:
         use_idle_cores: bool = True,
         cores_dir: str | Path | None = None,
         background_export: bool = False,
+        precision: str = "auto",
     ) -> None:
         started = time.perf_counter()
         self.weights = model
@@ -138,10 +160,12 @@ class Detector:
         self.max_detections = max_detections
         self.threads = threads or DEFAULT_CPU_THREADS
         self.backend = engines.resolve_backend(backend, self.device)
+        self.precision = engines.choose_precision(precision)
         self.export: export_cache.Export | None = None
         self._engine: engines.Engine | None = None
         # The same model compiled for every core of the machine, run when no other worker is busy.
         self._wide_engine: engines.Engine | None = None
+        self._wide_threads = self.threads
         self._cores: CoreLocks | None = None
         self.last_threads = self.threads
         self._widen = False
@@ -149,6 +173,7 @@ class Detector:
         self._yolo: Any = None
         self._lock = threading.RLock()
         self.export_done = threading.Event()
+        self.prepared = threading.Event()
         self._pending: export_cache.ExportSpec | None = None  # exported in the background after start-up
         self._cache = Path(export_dir) if export_dir else export_cache.default_export_dir()
         self._load(imgsz, int8, int8_data, background_export)
@@ -158,6 +183,10 @@ class Detector:
         if warmup:
             self.warmup()
         self.load_seconds = time.perf_counter() - started
+        stop = threading.Event()
+        preparing = threading.Thread(target=self._prepare_canvases, args=(stop,), daemon=True, name="detbot-compile")
+        preparing.start()
+        atexit.register(_stop_preparing, stop, preparing)
         if self._pending is None:
             self.export_done.set()
         else:
@@ -189,7 +218,7 @@ class Detector:
     def _load_export(self, spec: export_cache.ExportSpec) -> None:
         try:
             export = export_cache.ensure_export(spec, self._cache)
-            engine = engines.make_engine(export, self.threads)
+            engine = engines.make_engine(export, self.threads, self.precision.name)
         except Exception as exc:  # export and runtimes fail in foreign ways; PyTorch still works
             _export_failed(spec, exc)
             return
@@ -205,9 +234,9 @@ class Detector:
         lock, between two photos. A failure leaves PyTorch in place, as a failed export at start-up does."""
         try:
             export = export_cache.ensure_export(spec, self._cache)
-            engine = engines.make_engine(export, self.threads)
-            wide = engines.with_threads(engine, export, self._cores.cores) if self._cores is not None else None
-            _compile_shapes([e for e in (engine, wide) if e is not None], export.imgsz, export.stride)
+            engine = engines.make_engine(export, self.threads, self.precision.name)
+            wide = self._widened(engine, export)
+            _prepare([engine, wide])
         except Exception as exc:
             _export_failed(spec, exc)
             self.export_done.set()
@@ -236,8 +265,26 @@ class Detector:
         if self._engine is None or self.device != "cpu" or cores <= self.threads:
             return
         self._cores = open_core_locks(folder, cores)
-        if self._cores is not None:
-            self._wide_engine = engines.with_threads(self._engine, self.export, cores)
+        self._wide_engine = self._widened(self._engine, self.export)
+
+    def _widened(self, engine: engines.Engine, export: export_cache.Export | None) -> engines.Engine | None:
+        """The same model for a lone photo on every idle core (see :func:`detector.engines.wide_threads`);
+        None when cores are not shared or that would be no more threads than this worker's own."""
+        if self._cores is None:
+            return None
+        threads = engines.wide_threads(engine, self._cores.cores)
+        if threads <= self.threads:
+            return None
+        self._wide_threads = threads
+        return engines.with_threads(engine, export, threads, self.precision.name)
+
+    def _prepare_canvases(self, stop: threading.Event) -> None:
+        """The background thread compiling the canvases the engines do not have yet (see :func:`_prepare`)."""
+        try:
+            _prepare([self._engine, self._wide_engine], stop)
+        except Exception:  # a compile failing now would fail on the square too; the square keeps answering
+            log.exception("compiling the model's input shapes ahead failed; every photo runs on the square")
+        self.prepared.set()
 
     @classmethod
     def from_settings(
@@ -257,6 +304,7 @@ class Detector:
             int8_data=settings.int8_data,
             use_idle_cores=settings.use_idle_cores,
             background_export=background_export,
+            precision=settings.precision,
         )
 
     @property
@@ -264,15 +312,14 @@ class Detector:
         return Path(self.weights).name
 
     def warmup(self) -> None:
-        """Inference on blank images so the first real photos do not pay for lazy initialisation: a square
-        one, and for an exported model also 4:3 and 3:4 ones (each input shape is compiled once)."""
-        side, short = self.imgsz, self.imgsz * 3 // 4
-        shapes = [(side, side), (short, side), (side, short)] if self.export is not None else [(side, side)]
-        for h, w in shapes:
-            blank = np.full((h, w, 3), 114, np.uint8)
-            self._predict(blank, np.full(len(self.names), 0.5, np.float32), 1)
-            if self._wide_engine is not None:  # compiled now too, whether or not the neighbours were busy
-                self._wide_engine(letterbox(blank, self.imgsz, self._stride, rect=True)[0])
+        """One photo's whole path on a blank image, so the first real photos do not pay for lazy
+        initialisation: letterbox, the engines (an exported model's canvases compile on their own), NMS,
+        and the label font."""
+        side = self.imgsz
+        blank = np.full((side, side * 3 // 4, 3), 114, np.uint8)
+        self._predict(blank, np.full(len(self.names), 0.5, np.float32), 1)
+        if self._wide_engine is not None:  # run now too, whether or not the neighbours are busy
+            self._letterboxed(self._wide_engine, blank)
         # The label font is opened and its digits rendered now, not on the first photo (~20 ms).
         draw_boxes(np.full((side, side, 3), 114, np.uint8), [Box(0, self.names[0], 0.5, 8, 40, 64, 96)])
 
@@ -303,9 +350,8 @@ class Detector:
         above their class's threshold (``thresholds[class id]``), at most ``max_det``."""
         with self._lock:
             if self._engine is not None:
-                fitted, geometry = letterbox(image, self.imgsz, self._stride, rect=True)
-                output = self._infer(fitted)
-                return postprocess(output, geometry, image.shape[:2], thresholds, max_det)
+                outputs, geometry = self._infer(image)
+                return postprocess(outputs[0], geometry, image.shape[:2], thresholds, max_det)
             ids = np.flatnonzero(np.isfinite(thresholds)).tolist()
             result = self._yolo.predict(
                 image, conf=float(thresholds.min()), classes=ids, max_det=len(self.names) * max_det,
@@ -330,16 +376,23 @@ class Detector:
         finally:
             self._widen = False
 
-    def _infer(self, fitted: np.ndarray) -> np.ndarray:
-        """The model on one letterboxed image: on every core when the machine is otherwise idle, else on
-        this worker's own share (see :mod:`detector.cores`)."""
+    def _infer(self, image: np.ndarray) -> tuple[engines.Outputs, Letterbox]:
+        """The model on one image: on every core when the machine is otherwise idle, else on this worker's
+        own share (see :mod:`detector.cores`)."""
         assert self._engine is not None
         if self._cores is None or self._wide_engine is None or not self._widen:
             self.last_threads = self.threads
-            return self._engine(fitted)
+            return self._letterboxed(self._engine, image)
         with self._cores.borrow() as wide:
-            self.last_threads = self._cores.cores if wide else self.threads
-            return (self._wide_engine if wide else self._engine)(fitted)
+            self.last_threads = self._wide_threads if wide else self.threads
+            return self._letterboxed(self._wide_engine if wide else self._engine, image)
+
+    def _letterboxed(self, engine: engines.Engine, image: np.ndarray) -> tuple[engines.Outputs, Letterbox]:
+        """``engine`` on ``image`` letterboxed to its own aspect, or into the smallest canvas the engine has
+        compiled that holds it."""
+        shape = rect_shape(image.shape[0], image.shape[1], self.imgsz, self._stride)
+        fitted, geometry = letterbox(image, self.imgsz, self._stride, canvas=cover(shape, engine.ready()))
+        return engine(fitted), geometry
 
     def _run(
         self, image: ImageInput, params: DetectParams, max_detections: int | None

@@ -7,10 +7,15 @@ suppressed ("merge NMS"). Merging makes the answer a smooth function of the scor
 rounding difference (OpenVINO on CPUs with AVX512-BF16) can let a neighbouring candidate win and move a box
 by several pixels; merged, the backends agree. The head used is the one-to-many head plus NMS, as
 ultralytics' own ``predict`` does by default.
+
+Input shapes: a photo is letterboxed to its own aspect ratio (ultralytics' ``rect``: the long side at the
+model's size, the short side padded to a multiple of the stride), or into a larger *canvas* an engine has
+compiled ahead (:func:`canvases`, :func:`cover`), so that no photo waits for a compile.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import cv2
@@ -22,8 +27,15 @@ PAD_VALUE = 114
 NMS_IOU = 0.7
 # ultralytics hands at most this many candidates to NMS; more is only noise from a bad threshold.
 MAX_NMS_CANDIDATES = 30_000
-# Class offset for class-aware NMS in one pass: boxes of different classes never overlap.
-NMS_CLASS_OFFSET = 7680.0
+# Candidates of one class up to which NMS compares them all at once (an n×n matrix: 4 MB at 1024); a class
+# with more (only at evaluation floors such as 0.001) goes through the loop, which needs no n×n memory.
+NMS_MATRIX_LIMIT = 1024
+# Photo aspect ratios (long side / short side) that get an input shape of their own, in landscape and
+# portrait, besides the square: 4:3 (most phone cameras), 3:2 (cameras, many phones), 16:9 (video frames,
+# screenshots). Any other photo is padded into the smallest of these that holds it; the square holds all.
+COMMON_ASPECTS = (4 / 3, 3 / 2, 16 / 9)
+
+Shape = tuple[int, int]  # (height, width) of a model input
 
 
 @dataclass(frozen=True)
@@ -35,18 +47,61 @@ class Letterbox:
     pad_y: int
 
 
-def letterbox(image: np.ndarray, imgsz: int, stride: int, rect: bool) -> tuple[np.ndarray, Letterbox]:
+def _fit(h: int, w: int, imgsz: int) -> tuple[float, int, int]:
+    """ultralytics' scaling: the gain and the resized width and height (the long side becomes ``imgsz``)."""
+    gain = min(imgsz / h, imgsz / w)
+    return gain, max(round(w * gain), 1), max(round(h * gain), 1)
+
+
+def rect_shape(h: int, w: int, imgsz: int, stride: int) -> Shape:
+    """The model input an ``h``×``w`` photo letterboxes to with ``rect``: the resized photo, each side padded
+    up to a multiple of the stride (ultralytics' rounding)."""
+    _, new_w, new_h = _fit(h, w, imgsz)
+    return new_h + (imgsz - new_h) % stride, new_w + (imgsz - new_w) % stride
+
+
+def rect_shapes(imgsz: int, stride: int) -> list[Shape]:
+    """Every input shape ``rect`` letterboxing can give: the long side is always ``imgsz``, so a photo's shape
+    is set by its short side alone (e.g. 39 shapes at 640 with stride 32)."""
+    sides = range(1, imgsz + 1)
+    shapes = {rect_shape(k, imgsz, imgsz, stride) for k in sides} | {rect_shape(imgsz, k, imgsz, stride) for k in sides}
+    return sorted(shapes)
+
+
+def canvases(imgsz: int, stride: int) -> tuple[Shape, ...]:
+    """The input shapes an engine compiles ahead: the square first (it holds any photo), then landscape and
+    portrait shapes of :data:`COMMON_ASPECTS` (at 640: 480, 448 and 384 by 640, both ways)."""
+    out = [(imgsz, imgsz)]
+    for aspect in COMMON_ASPECTS:
+        short = round(imgsz / aspect)
+        for shape in (rect_shape(short, imgsz, imgsz, stride), rect_shape(imgsz, short, imgsz, stride)):
+            if shape not in out:
+                out.append(shape)
+    return tuple(out)
+
+
+def cover(shape: Shape, available: Iterable[Shape] | None) -> Shape:
+    """The smallest of ``available`` that holds ``shape`` (``shape`` itself when any shape will do, i.e.
+    ``available`` is None, or when none holds it)."""
+    if available is None:
+        return shape
+    holding = [s for s in available if s[0] >= shape[0] and s[1] >= shape[1]]
+    return min(holding, key=lambda s: (s[0] * s[1], s)) if holding else shape
+
+
+def letterbox(image: np.ndarray, imgsz: int, stride: int, rect: bool = True,
+              canvas: Shape | None = None) -> tuple[np.ndarray, Letterbox]:
     """ultralytics' letterbox (same rounding): the resized, padded uint8 BGR image and the geometry.
 
     ``rect``: pad only to a multiple of the stride (what ultralytics does for PyTorch models) instead of to
-    a full square, which saves up to half the compute on photos that are not square.
+    a full square, which saves up to half the compute on photos that are not square. ``canvas``: pad into
+    this shape instead (one that holds the ``rect`` shape, see :func:`cover`), the photo centred as always.
     """
     h, w = image.shape[:2]
-    gain = min(imgsz / h, imgsz / w)
-    new_w, new_h = max(round(w * gain), 1), max(round(h * gain), 1)
-    dw, dh = imgsz - new_w, imgsz - new_h
-    if rect:
-        dw, dh = dw % stride, dh % stride
+    gain, new_w, new_h = _fit(h, w, imgsz)
+    if canvas is None:
+        canvas = rect_shape(h, w, imgsz, stride) if rect else (imgsz, imgsz)
+    dw, dh = canvas[1] - new_w, canvas[0] - new_h
     top, bottom = round(dh / 2 - 0.1), round(dh / 2 + 0.1)
     left, right = round(dw / 2 - 0.1), round(dw / 2 + 0.1)
     if (new_w, new_h) != (w, h):
@@ -57,21 +112,71 @@ def letterbox(image: np.ndarray, imgsz: int, stride: int, rect: bool) -> tuple[n
     return np.ascontiguousarray(image), Letterbox(gain, left, top)
 
 
-def merge_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy NMS on xyxy boxes sorted by descending score, as ultralytics/torchvision do it; returns the
-    kept indices and, for each, the score-weighted mean box of it and the candidates it suppressed."""
-    x1, y1, x2, y2 = boxes.T
-    areas = (x2 - x1) * (y2 - y1)
+def _iou(a: np.ndarray, b: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:
+    """IoU of xyxy boxes ``a`` and ``b``, broadcast against each other (one box and many, or every pair)."""
+    w = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0)
+    h = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0)
+    inter = w * h
+    return inter / (area_a + area_b - inter + 1e-9)
+
+
+def _areas(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def merge_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+              iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """Class-aware greedy NMS on xyxy boxes sorted by descending score, as ultralytics/torchvision do it;
+    returns the kept indices (best first) and, for each, the score-weighted mean box of it and the
+    candidates it suppressed. A candidate overlapping several kept boxes belongs to the first (best)."""
+    if len(boxes) <= NMS_MATRIX_LIMIT:
+        return _merge_nms_matrix(boxes, scores, classes, iou)
+    kept_parts, merged_parts = [], []  # thousands of candidates (evaluation floors): class by class
+    for c in np.unique(classes):
+        idx = np.flatnonzero(classes == c)
+        one = _merge_nms_matrix if len(idx) <= NMS_MATRIX_LIMIT else _merge_nms_loop
+        kept, merged = one(boxes[idx], scores[idx], classes[idx], iou)
+        kept_parts.append(idx[kept])
+        merged_parts.append(merged)
+    kept, merged = np.concatenate(kept_parts), np.concatenate(merged_parts)
+    order = np.argsort(kept)
+    return kept[order], merged[order]
+
+
+def _merge_nms_matrix(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+                      iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`merge_nms` with every pair compared at once (n×n), then one greedy pass over rows of booleans:
+    microseconds per candidate instead of a dozen NumPy calls per kept box."""
+    areas = _areas(boxes)
+    overlap = _iou(boxes[:, None], boxes[None], areas[:, None], areas[None]) > iou
+    overlap &= classes[:, None] == classes[None]
+    suppressed = np.zeros(len(boxes), bool)
+    keep = []
+    for i in range(len(boxes)):
+        if not suppressed[i]:
+            keep.append(i)
+            suppressed |= overlap[i]
+    kept = np.asarray(keep, dtype=np.int64)
+    owner = overlap[kept].argmax(axis=0)  # the first kept box overlapping each candidate (a kept one: itself)
+    weights = scores.astype(np.float64)
+    sums = np.zeros((len(kept), 4))
+    np.add.at(sums, owner, boxes * weights[:, None])
+    merged = sums / np.bincount(owner, weights=weights, minlength=len(kept))[:, None]
+    return kept, merged.astype(np.float32)
+
+
+def _merge_nms_loop(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+                    iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`merge_nms` for one class, one kept box at a time against the candidates still left: no n×n
+    matrix, for the rare class with thousands of candidates."""
+    areas = _areas(boxes)
     order = np.arange(len(boxes))
     keep, merged = [], []
     while order.size:
         i, rest = order[0], order[1:]
-        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-        inter = w * h
-        overlap = inter / (areas[i] + areas[rest] - inter + 1e-9) > iou
+        overlap = _iou(boxes[i], boxes[rest], areas[i], areas[rest]) > iou
         group = np.concatenate([[i], rest[overlap]])
-        weights = scores[group, None]
+        weights = scores[group, None].astype(np.float64)
         keep.append(i)
         merged.append((boxes[group] * weights).sum(axis=0) / weights.sum())
         order = rest[~overlap]
@@ -91,9 +196,9 @@ def decode_raw(output: np.ndarray, confidence: float) -> np.ndarray:
     xy, wh = cand[:, :2], cand[:, 2:4] / 2
     rows = np.concatenate([xy - wh, xy + wh, conf[:, None], cls[:, None].astype(np.float32)], axis=1)
     rows = rows[np.argsort(-conf, kind="stable")][:MAX_NMS_CANDIDATES]
-    kept, merged = merge_nms(rows[:, :4] + rows[:, 5:6] * NMS_CLASS_OFFSET, rows[:, 4], NMS_IOU)
+    kept, merged = merge_nms(rows[:, :4], rows[:, 4], rows[:, 5], NMS_IOU)
     out = rows[kept]
-    out[:, :4] = merged - out[:, 5:6] * NMS_CLASS_OFFSET
+    out[:, :4] = merged
     return out
 
 

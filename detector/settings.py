@@ -21,6 +21,7 @@ MAX_ANNOTATED_SIDE = 2560
 JPEG_QUALITY = 85
 
 Backend = Literal["auto", "torch", "onnx", "openvino"]
+Precision = Literal["auto", "bf16", "f32"]
 
 
 class ImageLimitSettings(BaseSettings):
@@ -57,6 +58,9 @@ class DetectorSettings(ImageLimitSettings, ClassNamesSettings):
         True, description="Run a photo on all cores when no other worker on this machine is busy (CPU only)."
     )
     export_dir: str | None = Field(None, description="Cache folder for exported models.")
+    precision: Precision = Field(
+        "auto", description="OpenVINO's precision: auto (bf16 on CPUs with AMX or AVX512_BF16, else f32), bf16, f32."
+    )
     int8: bool = Field(False, description="INT8-quantised OpenVINO/ONNX export (see README for its accuracy).")
     int8_data: str | None = Field(
         None, description="YOLO dataset YAML whose 'val' images calibrate the INT8 export (needs nncf)."

@@ -184,25 +184,36 @@ def score(name: str, predict: Predict, truths: list[Truth], started: float) -> S
     return Score(name, map50, map50_95, len(truths), round(time.perf_counter() - started, 1))
 
 
-def variants(requested: list[str], int8: bool) -> list[tuple[str, bool]]:
-    out = [(b, False) for b in requested]
+Variant = tuple[str, bool, str]  # backend, INT8, OpenVINO precision
+
+
+def variants(requested: list[str], int8: bool, precisions: tuple[str, ...] = ("auto",)) -> list[Variant]:
+    """Each backend; OpenVINO once per precision asked, and INT8 (in the first precision) when possible."""
+    out: list[Variant] = []
+    for backend in requested:
+        out += [(backend, False, p) for p in (precisions if backend == "openvino" else ("auto",))]
     if int8 and "openvino" in requested:
-        out.append(("openvino", True))
+        out.append(("openvino", True, precisions[0]))
     return out
 
 
 def score_variant(model: str, backend: str, int8: bool, data: str, truths: list[Truth], cache: Path,
-                  imgsz: int | None) -> Score:
+                  imgsz: int | None, precision: str = "auto") -> Score:
     from detector.model import Detector
 
     started = time.perf_counter()
     detector = Detector(model, backend=backend, device="cpu", export_dir=cache, imgsz=imgsz, int8=int8,
-                        int8_data=data if int8 else None, use_idle_cores=False, max_detections=EVAL_MAX_DETECTIONS)
+                        int8_data=data if int8 else None, use_idle_cores=False, max_detections=EVAL_MAX_DETECTIONS,
+                        precision=precision)
+    detector.prepared.wait()  # every canvas compiled: the photos run as a worker's would after start-up
     name = f"detbot {detector.backend}{'-int8' if int8 and detector.backend != 'torch' else ''}"
+    if detector.backend == "openvino":
+        name += f" ({detector.precision.name})"
     return score(name, detbot_predict(detector), truths, started)
 
 
-def run(model: str, data: str, backends: list[str], imgsz: int | None, cache: Path) -> list[Score]:
+def run(model: str, data: str, backends: list[str], imgsz: int | None, cache: Path,
+        precisions: tuple[str, ...] = ("auto",)) -> list[Score]:
     """The reference rows (ultralytics val() and predict()), then one row per detbot backend, each with
     its difference to val()."""
     from detector.runtime import quiet_ultralytics
@@ -212,8 +223,8 @@ def run(model: str, data: str, backends: list[str], imgsz: int | None, cache: Pa
     int8 = importlib.util.find_spec("nncf") is not None
     rows = [reference(model, data, imgsz, len(truths))]
     rows.append(score("ultralytics predict()", ultralytics_predict(model, imgsz), truths, time.perf_counter()))
-    for backend, quantised in variants(backends, int8):
-        rows.append(score_variant(model, backend, quantised, data, truths, cache, imgsz))
+    for backend, quantised, precision in variants(backends, int8, precisions):
+        rows.append(score_variant(model, backend, quantised, data, truths, cache, imgsz, precision))
     for row in rows[1:]:
         row.delta_map50 = round(row.map50 - rows[0].map50, 2)
         row.delta_map50_95 = round(row.map50_95 - rows[0].map50_95, 2)
@@ -235,6 +246,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--imgsz", type=int, help="inference size (default: the model's own)")
     parser.add_argument("--json", type=Path, help="write the rows as JSON to this file")
     parser.add_argument("--cache", type=Path, help="export cache folder (default: a temporary one)")
+    parser.add_argument("--precision", default="auto",
+                        help="OpenVINO's precision(s), comma-separated: auto, bf16, f32 (default auto)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     with tempfile.TemporaryDirectory(prefix="detbot-accuracy-") as tmp:
-        rows = run(args.model, args.data, backends, args.imgsz, args.cache or Path(tmp))
+        precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip()) or ("auto",)
+        rows = run(args.model, args.data, backends, args.imgsz, args.cache or Path(tmp), precisions)
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))

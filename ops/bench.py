@@ -21,6 +21,7 @@ import importlib
 import importlib.util
 import json
 import os
+import random
 import resource
 import select
 import statistics
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,10 @@ WARM_BLOCKS = 5
 # Seed of the random COCO-sized model: the same architecture and weights in every bench run.
 RANDOM_MODEL_SEED = 0
 BASELINE = "baseline"
+# Label prefix of a backend's floor row (ops.floor): decode + the engine alone + encode.
+FLOOR = "floor"
+# The photos of ``--images`` are shuffled with this seed unless ``--in-order``: the same stream every run.
+SHUFFLE_SEED = 0
 ALL_BACKENDS = ("torch", "onnx", "openvino")
 # What ``--images FOLDER`` times: the photo formats people send.
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -66,10 +71,19 @@ class ChildSpec:
     int8: bool = False
     int8_data: str | None = None
     spawned_at: float = 0.0
+    precision: str = "auto"
+    # The photos' order: shuffled with this seed (every variant the same sequence), or None: by name.
+    seed: int | None = None
+    # The engine's floor for this backend (ops.floor) instead of detbot's whole path.
+    floor: bool = False
+    # Told apart by their precision when one run times several (``--precision bf16,f32``).
+    tagged: bool = False
 
     @property
     def label(self) -> str:
-        return f"{self.backend}-int8" if self.int8 else self.backend
+        name = f"{self.backend}-int8" if self.int8 else self.backend
+        name += f"-{self.precision}" if self.tagged else ""
+        return f"{FLOOR}-{name}" if self.floor else name
 
 
 def _baseline_runner(spec: ChildSpec) -> Any:
@@ -95,21 +109,25 @@ def _baseline_runner(spec: ChildSpec) -> Any:
         assert ok
         return {}
 
-    return run, {}
+    return run, {}, None
 
 
 def _detbot_runner(spec: ChildSpec) -> Any:
     from detector.model import Detector
+    from detector.params import DetectParams
     from detector.runtime import configure_threads
+    from jobs.defaults import DETECTION_FLOOR
 
     configure_threads(spec.threads)
     detector = Detector(
         spec.weights, device="cpu", imgsz=spec.imgsz, backend=spec.backend, threads=spec.threads,
-        export_dir=spec.export_dir, int8=spec.int8, int8_data=spec.int8_data,
+        export_dir=spec.export_dir, int8=spec.int8, int8_data=spec.int8_data, precision=spec.precision,
     )
+    params = DetectParams()
 
     def run(data: bytes, waiting: int) -> dict[str, float]:
-        det, _ = detector.detect_annotated(data, waiting=waiting)  # as detbot worker tells it (jobs.tasks)
+        # What detbot worker does with a photo (jobs.tasks): every box down to the floor, the answer drawn.
+        det, _, _ = detector.detect_adjustable(data, params, DETECTION_FLOOR, waiting=waiting)
         t = det.timings
         return {"decode_ms": t.decode_ms, "inference_ms": t.inference_ms, "annotate_ms": t.annotate_ms}
 
@@ -118,8 +136,11 @@ def _detbot_runner(spec: ChildSpec) -> Any:
         "backend": detector.backend,
         "export_s": round(export.seconds, 3) if export else None,
         "export_reused": export.reused if export else None,
+        "precision": detector.precision.name if detector.backend == "openvino" else "f32",
+        "precision_reason": detector.precision.reason,
     }
-    return run, info
+    # Timed photos start once every input shape is compiled (the first answer above did not wait for it).
+    return run, info, detector.prepared.wait
 
 
 def _peak_rss_mb() -> float:
@@ -134,22 +155,38 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def photos(source: Path) -> list[Path]:
-    """The photo itself, or every photo of a folder in name order (each variant sees the same sequence)."""
-    if source.is_dir():
-        return sorted(p for p in source.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
-    return [source]
+def photos(source: Path, seed: int | None = None) -> list[Path]:
+    """The photo itself, or every photo of a folder: in name order, or shuffled with ``seed`` (a varied
+    stream, as people send them; every variant sees the same sequence)."""
+    if not source.is_dir():
+        return [source]
+    found = sorted(p for p in source.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    if seed is not None:
+        random.Random(seed).shuffle(found)
+    return found
+
+
+def _runner(spec: ChildSpec, datas: list[bytes]) -> Any:
+    if spec.floor:
+        from ops.floor import floor_runner
+
+        run, info = floor_runner(spec.backend, spec.weights, spec.imgsz, spec.export_dir, spec.threads, spec.int8,
+                                 spec.int8_data, spec.precision, datas)
+        return run, info, None
+    return _baseline_runner(spec) if spec.backend == BASELINE else _detbot_runner(spec)
 
 
 def child_main(spec: ChildSpec) -> None:
     """Load and answer one image, say READY; then ``RUN n`` times n images (DONE), anything else ends (RESULT).
     With a folder, the images are its photos in turn, continuing across blocks."""
-    datas = [p.read_bytes() for p in photos(Path(spec.image))]
+    datas = [p.read_bytes() for p in photos(Path(spec.image), spec.seed)]
     t0 = time.perf_counter()
-    run, info = _baseline_runner(spec) if spec.backend == BASELINE else _detbot_runner(spec)
+    run, info, settled = _runner(spec, datas)
     run(datas[0], 0)
     ready = {**info, "load_s": time.perf_counter() - t0, "first_answer_s": time.time() - spec.spawned_at}
     print("READY " + json.dumps(ready), flush=True)
+    if settled is not None:
+        settled()
     served = 0
     for line in sys.stdin:
         command = line.split()
@@ -292,6 +329,8 @@ class Row:
     first_answer_warm_s: float = 0.0
     # Process start to the first annotated JPEG on an empty export cache (the export included).
     first_answer_cold_s: float = 0.0
+    precision: str = ""
+    mean_ms: float = 0.0
     p50_ms: float = 0.0
     p95_ms: float = 0.0
     # Latency while every worker of the many-worker run is busy: each photo on its worker's own core.
@@ -314,8 +353,10 @@ def measure_cold(specs: list[ChildSpec], runs: int, log_dir: Path) -> dict[str, 
             print(f"  loading {spec.label} ({cache}) ...", flush=True)
             workers += start_pool(spec, 1, log_dir)
         blocks: dict[str, list[Block]] = {w.label: [] for w in workers}
-        for _ in range(runs):
-            for worker in workers:
+        for i in range(runs):
+            # Each round starts one variant later: every variant follows every other equally often (a
+            # runtime's threads may still spin for a moment after its photo, slowing whoever comes next).
+            for worker in workers[i % len(workers):] + workers[:i % len(workers)]:
                 blocks[worker.label].append(run_block([worker], 1))
         rows = {}
         for worker in workers:
@@ -327,6 +368,8 @@ def measure_cold(specs: list[ChildSpec], runs: int, log_dir: Path) -> dict[str, 
                 load_cold_s=worker.ready["load_s"],
                 first_answer_cold_s=worker.ready["first_answer_s"],
                 export_s=worker.ready.get("export_s"),
+                precision=worker.ready.get("precision", ""),
+                mean_ms=statistics.fmean(lat),
                 p50_ms=statistics.median(lat),
                 p95_ms=percentile(lat, 0.95),
                 stages_ms={k: statistics.median(s[k] for s in stages) for k in (stages[0] if stages else {})},
@@ -345,13 +388,16 @@ def measure_warm(specs: list[ChildSpec], rows: dict[str, Row], count: int, runs:
     try:
         for spec in specs:
             print(f"  starting {count} × {spec.label} (warm cache) ...", flush=True)
-            pools[spec.label] = start_pool(spec, count, log_dir)
+            # A floor's engine runs on the threads a detbot worker's photo runs on: one each when all are busy.
+            busy = replace(spec, threads=1) if spec.floor and count > 1 else spec
+            pools[spec.label] = start_pool(busy, count, log_dir)
             rows[spec.label].first_answer_warm_s = max(w.ready["first_answer_s"] for w in pools[spec.label])
         per_block = max(1, -(-runs // WARM_BLOCKS))
         latencies: dict[str, list[float]] = {label: [] for label in pools}
         spans = dict.fromkeys(pools, 0.0)
-        for _ in range(WARM_BLOCKS):
-            for label, pool in pools.items():
+        order = list(pools.items())
+        for i in range(WARM_BLOCKS):
+            for label, pool in order[i % len(order):] + order[:i % len(order)]:
                 block = run_block(pool, per_block)
                 latencies[label] += block.latencies_ms
                 spans[label] += block.span_s
@@ -365,12 +411,22 @@ def measure_warm(specs: list[ChildSpec], rows: dict[str, Row], count: int, runs:
 
 
 def add_ratios(rows: list[Row]) -> None:
-    """Speed-up against the baseline: >1 is better (time ratios inverted so every ratio reads the same)."""
-    base = next((r for r in rows if r.name == BASELINE), None)
+    """Speed-up against the baseline: >1 is better (time ratios inverted so every ratio reads the same);
+    and each detbot variant's cost against its engine's floor: >1 is what detbot adds (1.00× is the floor)."""
+    by_name = {r.name: r for r in rows}
+    for r in rows:
+        floor = by_name.get(f"{FLOOR}-{r.name}")
+        if floor is not None and floor.mean_ms and r.ips_n:
+            r.ratios.update({
+                "floor_mean": r.mean_ms / floor.mean_ms,
+                "floor_p50": r.p50_ms / floor.p50_ms,
+                "floor_ips_n": floor.ips_n / r.ips_n,
+            })
+    base = by_name.get(BASELINE)
     if base is None:
         return
     for r in rows:
-        r.ratios = {
+        r.ratios |= {
             "p50": base.p50_ms / r.p50_ms if r.p50_ms else 0.0,
             "p95": base.p95_ms / r.p95_ms if r.p95_ms else 0.0,
             "p50_busy": base.p50_busy_ms / r.p50_busy_ms if r.p50_busy_ms else 0.0,
@@ -390,13 +446,35 @@ def table(rows: list[Row], workers: int) -> str:
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        name = r.name if r.name == r.backend or r.name == BASELINE else f"{r.name} (→{r.backend})"
+        if r.name.startswith(FLOOR):
+            continue
+        name = r.name if r.name.startswith(r.backend) or r.name == BASELINE else f"{r.name} (→{r.backend})"
+        name += f", {r.precision}" if r.precision else ""
         lines.append(
             f"| {name} | {r.load_cold_s:.1f} | {r.first_answer_cold_s:.1f} | {r.first_answer_warm_s:.1f} "
             f"| {r.p50_ms:.1f} | {r.p95_ms:.1f} "
             f"| {r.ratios.get('p50', 0):.2f}× | {r.p50_busy_ms:.1f} | {r.ratios.get('p50_busy', 0):.2f}× "
             f"| {r.ips_1:.1f} | {r.ips_n:.1f} | {r.ratios.get('ips_n', 0):.2f}× "
             f"| {r.rss_mb:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def floor_table(rows: list[Row], workers: int) -> str:
+    """Each detbot variant beside its engine's floor measured in the same run (ops.floor): cost per photo
+    (mean and p50 over the stream, one worker alone) and img/s with every worker busy."""
+    by_name = {r.name: r for r in rows}
+    head = (f"| backend | floor ms/photo (mean, p50) | detbot ms/photo (mean, p50) | ×floor (mean, p50) "
+            f"| floor img/s {workers}w | detbot img/s {workers}w | ×floor {workers}w |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        floor = by_name.get(f"{FLOOR}-{r.name}")
+        if floor is None or not r.ratios.get("floor_mean"):
+            continue
+        lines.append(
+            f"| {r.name}, {r.precision} | {floor.mean_ms:.1f}, {floor.p50_ms:.1f} | {r.mean_ms:.1f}, {r.p50_ms:.1f} "
+            f"| {r.ratios['floor_mean']:.2f}×, {r.ratios['floor_p50']:.2f}× | {floor.ips_n:.1f} | {r.ips_n:.1f} "
+            f"| {r.ratios['floor_ips_n']:.2f}× |"
         )
     return "\n".join(lines)
 
@@ -457,6 +535,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                         help="also time (and with --accuracy, score) an INT8 OpenVINO export; needs nncf")
     parser.add_argument("--int8-data", metavar="DATASET.yaml",
                         help="INT8 calibration images (default: the shapes training images, for the shapes model)")
+    parser.add_argument("--in-order", action="store_true",
+                        help="take the folder's photos in name order (default: shuffled, the same order every run)")
+    parser.add_argument("--precision", default="auto",
+                        help="OpenVINO's precision, or several comma-separated (auto, bf16, f32; default auto: "
+                             "bf16 on CPUs with AMX or AVX512_BF16, else f32)")
     parser.add_argument("--export-dir", type=Path,
                         help="reuse this export cache (an INT8 calibration takes minutes) instead of empty ones; "
                              "the load column then times loading, not exporting")
@@ -473,39 +556,42 @@ def _default_image() -> Path:
 
 def _specs(args: argparse.Namespace, backends: list[str], weights: Path, image: Path, work: Path,
            calibration: str | None) -> list[ChildSpec]:
-    """One worker spec per variant: the baseline (unless skipped), each backend, INT8 when calibrated."""
-    variants = [(b, False) for b in ([] if args.no_baseline else [BASELINE]) + backends]
-    variants += [("openvino", True)] if calibration else []
+    """One worker spec per variant: the baseline (unless skipped), each backend, INT8 when calibrated; each
+    detbot variant followed by its engine's floor (ops.floor), which shares its export cache."""
+    from detector.cores import usable_cores
+    from detector.engines import resolve_backend
+
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()] or ["auto"]
+    variants = [(b, False, precisions[0]) for b in ([] if args.no_baseline else [BASELINE]) + backends]
+    variants += [("openvino", False, p) for p in precisions[1:] if "openvino" in backends]
+    variants += [("openvino", True, precisions[0])] if calibration else []
+    seed = None if args.in_order else SHUFFLE_SEED
     specs = []
-    for backend, int8 in variants:
+    for backend, int8, precision in variants:
         spec = ChildSpec(backend, str(weights), str(image), args.runs, args.imgsz, "", threads=1, int8=int8,
-                         int8_data=calibration)
+                         int8_data=calibration, precision=precision, seed=seed,
+                         tagged=len(precisions) > 1 and backend == "openvino")
         # Empty unless given: the first worker exports, the rest reuse.
         spec.export_dir = str(args.export_dir or work / f"cache-{spec.label}")
         specs.append(spec)
+        if backend != BASELINE:
+            engine = resolve_backend(backend, "cpu")
+            # A lone photo runs on every core (PyTorch: all but one, detector.engines.wide_threads).
+            lone = max(1, usable_cores() - 1) if engine == "torch" else usable_cores()
+            specs.append(replace(spec, backend=engine, floor=True, threads=lone))
     return specs
 
 
-def openvino_precision() -> str | None:
-    """The precision OpenVINO's CPU plugin infers in by default on this machine (bf16 where the CPU has
-    AVX512-BF16 or AMX, else f32); None without OpenVINO."""
-    if importlib.util.find_spec("openvino") is None:
-        return None
-    import openvino as ov
-
-    hint = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
-    return str(hint.to_string() if hasattr(hint, "to_string") else hint)  # an ov.Type: "f32", "bf16"
-
-
-def auto_choice(rows: list[Row], precision: str | None) -> str:
-    """One line: what ``DETBOT_BACKEND=auto`` runs on this CPU and why not INT8, from this run's figures."""
+def auto_choice(rows: list[Row], precision: str) -> str:
+    """One line: what ``DETBOT_BACKEND=auto`` runs on this CPU, at which precision and why, and why not INT8,
+    from this run's figures."""
     from detector.engines import resolve_backend
 
     picked = resolve_backend("auto", "cpu")
-    line = f"auto picks: {picked}" + (f" ({precision} inference precision on this CPU)" if picked == "openvino"
-                                      and precision else "")
-    by_name = {r.name: r for r in rows}
-    fp, q = by_name.get("openvino"), by_name.get("openvino-int8")
+    line = f"auto picks: {picked}" + (f" in {precision}" if picked == "openvino" else "")
+    detbot = [r for r in rows if r.name.startswith("openvino") and not r.name.startswith(FLOOR)]
+    fp = next((r for r in detbot if "int8" not in r.name), None)
+    q = next((r for r in detbot if "int8" in r.name), None)
     if fp is None or q is None or not q.p50_ms or not fp.ips_n:
         return line + "; never INT8 on its own (opt-in: DETBOT_INT8=true with DETBOT_INT8_DATA)"
     speed, throughput = fp.p50_ms / q.p50_ms, q.ips_n / fp.ips_n
@@ -532,6 +618,8 @@ def _setup(args: argparse.Namespace, work: Path) -> tuple[Path, str, Path, str |
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    from detector.engines import choose_precision, cpu_summary
+
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in (*ALL_BACKENDS, "auto")]
     if unknown:
@@ -541,18 +629,25 @@ def run_bench(args: argparse.Namespace) -> int:
         work = Path(tmp)
         weights, source, image, calibration = _setup(args, work)
         what = f"{len(photos(image))} photos of {image}" if image.is_dir() else f"image {image.name}"
-        print(f"model: {weights.name} ({source}), imgsz {args.imgsz}, {what}, {os.cpu_count()} CPUs, "
-              f"load {os.getloadavg()[0]:.2f}, {args.runs} images per worker, {args.workers} workers", flush=True)
+        order = ", in name order" if args.in_order else ", shuffled"
+        timed = [choose_precision(p.strip()) for p in args.precision.split(",") if p.strip()]
+        precision = timed[0]
+        print(f"model: {weights.name} ({source}), imgsz {args.imgsz}, {what}{order if image.is_dir() else ''}\n"
+              f"CPU: {cpu_summary()}; load {os.getloadavg()[0]:.2f}\n"
+              f"OpenVINO precision: {', '.join(f'{p.name} ({p.reason})' for p in timed)}\n"
+              f"{args.runs} images per worker, {args.workers} workers", flush=True)
         specs = _specs(args, backends, weights, image, work, calibration)
         by_label = measure_cold(specs, args.runs, work)
         measure_warm(specs, by_label, args.workers, args.runs, work)
         rows = list(by_label.values())
         add_ratios(rows)
-        choice = auto_choice(rows, openvino_precision())
+        auto = choose_precision("auto")
+        choice = auto_choice(rows, f"{auto.name} ({auto.reason})")
         report: dict[str, Any] = {
             "model": weights.name, "model_source": source, "imgsz": args.imgsz, "image": str(image),
+            "order": "name" if args.in_order else f"shuffled (seed {SHUFFLE_SEED})", "cpu": cpu_summary(),
             "cpus": os.cpu_count(), "load_after": os.getloadavg()[0], "runs": args.runs, "workers": args.workers,
-            "auto": choice, "rows": [asdict(r) for r in rows],
+            "precision": asdict(precision), "auto": choice, "rows": [asdict(r) for r in rows],
         }
         if args.accuracy:
             from ops.agreement import accuracy
@@ -560,7 +655,9 @@ def run_bench(args: argparse.Namespace) -> int:
             print(f"  accuracy on {args.accuracy} ...", flush=True)
             report["accuracy"] = accuracy(args.accuracy, work, backends, calibration)
     print(table(rows, args.workers))
+    print(floor_table(rows, args.workers))
     print(choice)
+    print(f"load after: {report['load_after']:.2f}")
     if "accuracy" in report:
         print("accuracy (shapes model):", json.dumps(report["accuracy"]))
     args.json.write_text(json.dumps(report, indent=1))

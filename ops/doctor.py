@@ -302,6 +302,9 @@ def _load_and_smoke(ctx: Context, on_disk: Path | None) -> Result:
                       "re-export or re-download the weights; check that they are a YOLO detection model")
     backend = getattr(detector, "backend", None)
     backend_text = f", backend {backend}" if isinstance(backend, str) else ""
+    precision = getattr(detector, "precision", None)
+    if backend == "openvino" and precision is not None:  # the other backends compute in f32 on a CPU
+        backend_text += f" in {precision.name} ({precision.reason})"
     return Result(
         "model", "ok",
         f"{where}: {len(detector.names)} classes, loaded in {loaded:.1f} s on {detector.device}{backend_text}; "

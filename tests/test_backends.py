@@ -219,6 +219,42 @@ def test_auto_backend_choice() -> None:
     assert engines.resolve_backend("onnx", "cpu") == "onnx"
 
 
+def test_merge_nms_keeps_what_torchvision_keeps_at_every_floor() -> None:
+    """Class by class and exact: the kept set is torchvision's batched NMS (in float64) at the floors
+    detbot runs (answers 0.05, evaluation 0.001), for the all-pairs path and the loop alike."""
+    import torch
+    import torchvision
+
+    rng = np.random.default_rng(77)
+    n, nc = 1500, 4  # over NMS_MATRIX_LIMIT: one class takes the loop, the others the matrix
+    objects = rng.integers(0, 40, n)
+    centres = rng.uniform(50, 600, (40, 2))[objects] + rng.normal(0, 5, (n, 2))
+    wh = rng.uniform(20, 150, (40, 2))[objects] * rng.uniform(0.85, 1.15, (n, 2))
+    scores = rng.uniform(0, 1, (n, nc)) ** 4
+    scores[:, 0] += 0.2  # class 0 wins most candidates: more than NMS_MATRIX_LIMIT of them
+    raw = np.concatenate([centres, wh, scores], axis=1).T[None].astype(np.float32)
+    for floor in (0.001, 0.05, 0.25):
+        got = processing.decode_raw(raw, floor)
+        pred = raw[0]
+        best = pred[4:].max(axis=0)
+        keep = best > floor
+        xy, half = pred[:2, keep].T, pred[2:4, keep].T / 2
+        boxes = torch.from_numpy(np.concatenate([xy - half, xy + half], axis=1)).double()
+        ref = torchvision.ops.batched_nms(boxes, torch.from_numpy(best[keep]).double(),
+                                          torch.from_numpy(pred[4:, keep].argmax(axis=0)), processing.NMS_IOU)
+        assert np.array_equal(np.sort(best[keep][ref.numpy()]), np.sort(got[:, 4]))
+        assert (np.diff(got[:, 4]) <= 0).all()  # best first
+    limit = processing.NMS_MATRIX_LIMIT
+    try:
+        processing.NMS_MATRIX_LIMIT = 0  # every class through the loop
+        looped = processing.decode_raw(raw, 0.001)
+    finally:
+        processing.NMS_MATRIX_LIMIT = limit
+    matrix = processing.decode_raw(raw, 0.001)
+    np.testing.assert_array_equal(matrix[:, 4:], looped[:, 4:])
+    np.testing.assert_allclose(matrix[:, :4], looped[:, :4], atol=1e-3)
+
+
 def test_merge_nms_keeps_what_ultralytics_keeps() -> None:
     """Our NumPy NMS keeps the candidates ultralytics' own NMS keeps; each box is then the score-weighted
     mean of the candidates it suppressed, so it moves a little, towards its neighbours, never far."""
@@ -252,10 +288,10 @@ def test_bench_command_measures_every_figure(shapes_model: Path, tmp_path: Path)
            "--images", str(folder), "--runs", "3", "--workers", "2", "--json", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, env=detbot_env(), capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| openvino |" in proc.stdout and "| baseline |" in proc.stdout
+    assert "| openvino, " in proc.stdout and "| baseline |" in proc.stdout
     report = json.loads(out.read_text())
     rows = {r["name"]: r for r in report["rows"]}
-    assert set(rows) == {"baseline", "openvino"}
+    assert set(rows) == {"baseline", "openvino", "floor-openvino"}
     ov = rows["openvino"]
     assert ov["backend"] == "openvino" and ov["export_s"] is not None
     assert 0 < ov["p50_ms"] <= ov["p95_ms"] and ov["ips_1"] > 0 and ov["ips_n"] > 0 and ov["p50_busy_ms"] > 0
@@ -265,6 +301,15 @@ def test_bench_command_measures_every_figure(shapes_model: Path, tmp_path: Path)
     assert set(ov["stages_ms"]) == {"decode_ms", "inference_ms", "annotate_ms"}
     assert rows["baseline"]["ratios"]["p50"] == pytest.approx(1.0)
     assert ov["ratios"]["p50"] == pytest.approx(rows["baseline"]["p50_ms"] / ov["p50_ms"])
+    # The engine's floor, measured in the same run, beside detbot's cost per photo and its img/s.
+    floor = rows["floor-openvino"]
+    assert floor["mean_ms"] > 0 and floor["ips_n"] > 0
+    assert ov["ratios"]["floor_mean"] == pytest.approx(ov["mean_ms"] / floor["mean_ms"])
+    assert ov["ratios"]["floor_ips_n"] == pytest.approx(floor["ips_n"] / ov["ips_n"])
+    assert "| floor ms/photo" in proc.stdout and f"{ov['ratios']['floor_mean']:.2f}×" in proc.stdout
+    # Which precision, and why, in the header and on the row.
+    assert report["precision"]["name"] == ov["precision"] and report["precision"]["reason"] in proc.stdout
+    assert report["order"].startswith("shuffled") and "CPU: " in proc.stdout
 
 
 def test_jpeg_fast_path_decodes_as_pil_does() -> None:

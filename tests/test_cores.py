@@ -270,12 +270,14 @@ def test_idle_cores_can_be_turned_off(shapes_model: Path, tmp_path: Path, monkey
     assert not (tmp_path / "cores").exists()
 
 
-def test_torch_runs_wide_and_gives_its_threads_back(
+def test_torch_runs_wide_on_all_cores_but_one_and_gives_its_threads_back(
     shapes_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """PyTorch's OpenMP pool waits at every operator for a thread whose core another process took, so a
+    lone photo leaves one core to the rest of the machine (as ultralytics does): 3 threads on 4 cores."""
     import torch
 
-    monkeypatch.setattr("detector.model.usable_cores", lambda: CORES)
+    monkeypatch.setattr("detector.model.usable_cores", lambda: 4)
     d = Detector(str(shapes_model), backend="torch", device="cpu", cores_dir=tmp_path / "cores")
     seen: list[int] = []
     inner = d._wide_engine._engine  # type: ignore[union-attr]
@@ -288,7 +290,20 @@ def test_torch_runs_wide_and_gives_its_threads_back(
     monkeypatch.setattr(inner, "_model", counting_model)
     torch.set_num_threads(1)
     d.detect(make_images(seed=3101, count=1)[0][0])
-    assert seen == [CORES] and torch.get_num_threads() == 1 and d.last_threads == CORES
+    assert seen == [3] and torch.get_num_threads() == 1 and d.last_threads == 3
+
+
+def test_torch_on_two_cores_keeps_to_one_thread(shapes_model: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """On two cores "all but one" is the worker's own one: no wide PyTorch engine, the other core stays free
+    (for the export running beside it on a cold start, or another process); an export still goes wide."""
+    monkeypatch.setattr("detector.model.usable_cores", lambda: CORES)
+    d = Detector(str(shapes_model), backend="torch", device="cpu", cores_dir=tmp_path / "cores")
+    assert d._wide_engine is None
+    assert d.detect(make_images(seed=3101, count=1)[0][0]).timings.threads == 1
+    ov = Detector(str(shapes_model), backend="openvino", device="cpu", export_dir=TEST_EXPORT_DIR,
+                  cores_dir=tmp_path / "cores")
+    assert ov.detect(make_images(seed=3101, count=1)[0][0]).timings.threads == CORES
 
 
 def test_onnx_sessions_do_not_spin(shapes_model: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
