@@ -141,8 +141,15 @@ def test_replicas_share_the_answers_and_a_sigkilled_one_loses_none(world: World)
         # Both replicas delivered answers: the completions are shared, not read twice.
         assert "answered chat=" in a.log() and "answered chat=" in b.log()
         assert len(stub.sent("sendMediaGroup", album_user)) == 1
-        assert len([c for c in stub.answers(album_user) if c.method == "sendMessage"
-                    and c.reply_to == album[0]["message_id"]]) == 1  # one summary
+
+        def summaries() -> list[Any]:
+            return [c for c in stub.answers(album_user) if c.method == "sendMessage"
+                    and c.reply_to == album[0]["message_id"]]
+
+        # The summary follows the media group in a request of its own: wait for it, then count.
+        stub.wait_for(summaries, 60, "the album's summary")
+        stub.wait_for(lambda: delivered(world.redis, stub.bot_id), 60, "every answer acknowledged")
+        assert len(summaries()) == 1  # one summary
 
         victim_chat = new_user()
         stub.fail("sendPhoto", 502, "Bad Gateway", chat_id=victim_chat)
@@ -253,6 +260,8 @@ def test_a_rolling_restart_loses_nothing(world: World) -> None:
         third = world.bot("roll-3").start(ready=STANDBY)
         bots.append(third)
         assert second.stop() == 0
+        # The lease passes to the standby started before, not to a replica started after the stop.
+        stub.wait_for(lambda: LEADS in third.log(), TAKEOVER_LIMIT, "the third replica taking the lease")
         some(3)
         fourth = world.bot("roll-4").start(ready=STANDBY)
         bots.append(fourth)
