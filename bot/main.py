@@ -21,7 +21,7 @@ from bot.polling import Poller
 from bot.settings import BotSettings
 from bot.telegram_io import describe
 from detector.names import ClassNamesError, load_class_names
-from jobs.settings import env_names
+from jobs.settings import settings_problems
 
 log = logging.getLogger("bot")
 
@@ -39,14 +39,8 @@ def _redis(url: str, socket_timeout: float) -> Redis:
 
 
 def _settings_error(exc: ValidationError) -> str:
-    """One line naming each wrong variable as a person sets it (pydantic reports a field or its alias)."""
-    names = env_names(BotSettings)
-    problems = []
-    for err in exc.errors():
-        loc = str(err["loc"][0]) if err["loc"] else ""
-        env = names.get(loc, loc.upper() or "settings")
-        problems.append(f"{env}: {'not set' if err['type'] == 'missing' else err['msg']}")
-    return "detbot bot: invalid settings: " + "; ".join(problems)
+    """One line naming each wrong variable as a person sets it."""
+    return "detbot bot: invalid settings: " + settings_problems(BotSettings, exc)
 
 
 async def run(application: Application, redis: Redis) -> None:

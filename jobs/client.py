@@ -84,8 +84,11 @@ class DetectionClient:
         consumer: str = "bot",
         group: str = EVENTS_GROUP,
         per_chat: int = fair.MAX_IN_FLIGHT_PER_CHAT,
+        events: str | None = None,
     ) -> None:
-        """``per_chat``: jobs of one chat in RQ's list at once; its other photos are held (``jobs.fair``)."""
+        """``per_chat``: jobs of one chat in RQ's list at once; its other photos are held (``jobs.fair``).
+        ``events``: the stream this client's jobs announce their completion on; by default the queue's own,
+        which the bot delivers from (the web face names one the bot never reads)."""
         self.redis = redis
         self.queue = make_queue(redis, queue_name)
         self.max_queued = max_queued
@@ -95,7 +98,7 @@ class DetectionClient:
         # Every group sees every completion: only the bot's group may deliver to chats (a bench uses its own).
         self.group = group
         # The queue's own completion stream: clients of different queues never see each other's events.
-        self.events = keys.events(queue_name)
+        self.events = events or keys.events(queue_name)
         self._group_ready = False
 
     def submit(self, image: bytes, params: DetectParams, *, routing: dict[str, Any] | None = None,

@@ -165,6 +165,20 @@ def render_output(render_id: str) -> str:
     return f"{KEY_PREFIX}:render:out:{render_id}"
 
 
+# -- the web face (web/) ---------------------------------------------------------------------------------
+
+def web_events(queue_name: str) -> str:
+    """The completion stream of the web face's jobs on one queue: the bot never reads it, so a web job is
+    never delivered to a chat; its result stays in the job's record, which the web reads. The web only
+    listens to it to answer a waiting request at once, and trims it to the last minutes."""
+    return f"{KEY_PREFIX}:web:events:{queue_name}"
+
+
+def web_once(owner: str, token: str) -> str:
+    """A web submit's ``Idempotency-Key`` (per API key): a retried request gets the first one's job."""
+    return f"{KEY_PREFIX}:web:once:{owner}:{token}"
+
+
 # -- every key's lifetime --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -194,6 +208,9 @@ LIFETIMES: tuple[Lifetime, ...] = (
     Lifetime(class_names("*"), False, "one short string per queue, rewritten at each worker's start"),
     Lifetime(f"{KEY_PREFIX}:events*", False,
              "one stream per queue; answered events deleted, at most `EVENTS_MAXLEN` (10,000) entries"),
+    Lifetime(web_events("*"), False, "one stream per queue the web face submits to; trimmed by the web to the "
+                                      "last `web.jobs.EVENTS_KEPT` (10 min), at most `EVENTS_MAXLEN` entries"),
+    Lifetime(web_once("*", "*"), True, "`ONCE_TTL` (24 h)"),
     Lifetime(f"{KEY_PREFIX}:bot:handled:*", True, "`HANDLED_TTL` (24 h): Telegram re-sends updates for less"),
     Lifetime(status("*"), True, "`STATUS_TTL` (= `RESULT_TTL`); deleted with its status message"),
     Lifetime(answer("*"), True, "`DETBOT_ANSWER_TTL` (24 h) from the answer: its buttons work that long"),

@@ -8,7 +8,7 @@ import time.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.settings import DetectorSettings
@@ -92,3 +92,15 @@ def env_names(cls: type[BaseSettings]) -> dict[str, str]:
             raise TypeError(f"{cls.__name__}.{field_name} has several names: {alias.choices}")
         names[field_name] = (alias if isinstance(alias, str) else prefix + field_name).upper()
     return names
+
+
+def settings_problems(cls: type[BaseSettings], exc: ValidationError) -> str:
+    """What is wrong, naming each variable as a person sets it (pydantic reports a field or its alias):
+    ``DETBOT_X: not set; DETBOT_Y: <why>``, for a process's one line at start."""
+    names = env_names(cls)
+    problems = []
+    for err in exc.errors():
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        env = names.get(loc, loc.upper() or "settings")
+        problems.append(f"{env}: {'not set' if err['type'] == 'missing' else err['msg']}")
+    return "; ".join(problems)

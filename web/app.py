@@ -1,0 +1,494 @@
+"""``build_app()``: the page, the API and the Mini App's answer endpoint on one FastAPI application.
+
+FastAPI because it is a well-kept ASGI framework that gives the OpenAPI schema from the routes' own types
+(``/api/v1/openapi.json``) and pydantic, which detbot uses
+already; uvicorn serves it (:mod:`web.main`). The routes stay thin: the queue is :mod:`web.jobs`, who calls
+is :mod:`web.access`, the checks before any route are :mod:`web.guard`, the words are :mod:`web.texts`.
+
+A submit is checked in the bot's order, cheapest first: the key and the caller's limits before a byte of
+the body is read, the fields, then the image's header (:func:`detector.image.read_header`, off the event
+loop), then the queue's room. Every refusal is a 4xx/5xx with ``{"error": {"code", "message"}}``, the
+message the bot's own sentence where the two say the same thing, and one log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request, Security
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import Scope
+
+from bot import replies
+from bot.answers import AnswerBook
+from bot.classes import PublishedClasses, model_params
+from bot.i18n import LANGUAGES
+from bot.limits import Limits
+from bot.parsing import UsageError, looks_like_confidence, parse_confidence, parse_detect_args
+from detector.errors import ImageError, NotAnImageError, UnsupportedFormatError
+from detector.image import read_header
+from detector.names import ClassNames
+from detector.params import DetectParams
+from jobs import keys
+from jobs.exceptions import QueueFullError, QueueUnavailableError
+from web import schemas
+from web.access import ApiKeys, Caller
+from web.guard import Guard, error_response
+from web.initdata import InitDataError, check_init_data
+from web.jobs import (
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_QUEUED,
+    Completions,
+    JobState,
+    WebQueue,
+    boxes_document,
+    result_document,
+)
+from web.settings import MAX_IMAGE_BYTES, WebSettings
+from web.texts import Texts, choose_language, page_catalog, texts
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("static")
+API = "/api/v1"
+# Every route but the upload reads a few bytes at most: their bodies are capped far lower.
+SMALL_BODY = 64 * 1024
+# A form's text fields (confidence, classes, model) are short; more is not a form of ours.
+MAX_FIELD_BYTES = 4096
+MAX_FIELDS = 8
+# Longest wait a status request may ask for (seconds): below common proxies' 30-60 s idle timeouts.
+MAX_WAIT = 25.0
+# How long "busy" and "unavailable" ask a client to stay away (seconds), as the bot's "in a minute".
+BUSY_RETRY = 60
+UNAVAILABLE_RETRY = 10
+JOB_ID = r"^[0-9a-f]{32}$"
+ANSWER_ID = r"^[A-Za-z0-9_-]{8,32}$"
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Which image errors are "not an image at all" (415); the rest are images we cannot use (422).
+UNSUPPORTED_MEDIA = {NotAnImageError.code, UnsupportedFormatError.code}
+TMA_SCHEME = "tma "
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="One of DETBOT_WEB_KEYS; required when the server has keys.")
+
+
+class WebError(Exception):
+    """A refusal: HTTP status, stable code, the sentence for people, extra headers (Retry-After)."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(f"{status} {code}")
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+@dataclass
+class Services:
+    """What the routes share, built once in :func:`build_app`."""
+
+    settings: WebSettings
+    queue: WebQueue
+    completions: Completions
+    keys: ApiKeys
+    limits: Limits
+    names: ClassNames
+    classes: dict[str, PublishedClasses]
+    answers: AnswerBook
+    bot_token: str | None
+
+    def texts_of(self, scope: Scope) -> Texts:
+        request = Request(scope)
+        language = choose_language(request.query_params.get("lang"), request.headers.get("accept-language"),
+                                   self.settings.default_language)
+        return texts(language)
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def request_texts(request: Request) -> Texts:
+    return services(request).texts_of(request.scope)
+
+
+def caller(request: Request, key: Annotated[str | None, Security(api_key_header)] = None) -> Caller:
+    """Who calls: a valid key when the server has keys (else 401), and the client's address."""
+    svc = services(request)
+    address = request.client.host if request.client else ""
+    if not svc.keys.required:
+        return Caller(-1, "", address)
+    tr = svc.texts_of(request.scope)
+    if not key:
+        log.info("refused %s from %s: no API key", request.url.path, address)
+        raise WebError(401, "key_missing", tr("error.key_missing"), {"www-authenticate": "X-API-Key"})
+    index = svc.keys.match(key)
+    if index is None:
+        log.info("refused %s from %s: a wrong API key", request.url.path, address)
+        raise WebError(401, "key_wrong", tr("error.key_wrong"), {"www-authenticate": "X-API-Key"})
+    return Caller(index, svc.keys.ids[index], address)
+
+
+TextsDep = Annotated[Texts, Depends(request_texts)]
+CallerDep = Annotated[Caller, Depends(caller)]
+JobIdPath = Annotated[str, PathParam(pattern=JOB_ID, description="The id /api/v1/detect answered with.")]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": schemas.ErrorModel} for code in (400, 401, 403, 404, 413, 415, 422, 429, 503)
+}
+
+DETECT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object",
+            "required": ["image"],
+            "properties": {
+                "image": {"type": "string", "format": "binary",
+                          "description": "JPEG, PNG, WebP, BMP, TIFF or GIF, at most 20 MB."},
+                "confidence": {"type": "string", "description": "0.4, 40% or 0,4; default DETBOT_DEFAULT_CONFIDENCE."},
+                "classes": {"type": "string", "description": "Only these classes: person,dog (either language); "
+                            "person:0.6 gives a class its own threshold."},
+                "model": {"type": "string", "description": "A model /api/v1/info lists; default: the first."},
+            },
+        }}},
+    },
+}
+
+
+# -- the submit, step by step ------------------------------------------------------------------------------
+
+def take_limits(svc: Services, who: Caller, tr: Texts) -> None:
+    """The caller's photos per minute (per key, per address), counted before the body is read."""
+    refusal = svc.limits.take(*who.buckets)
+    if refusal is None:
+        return
+    retry = max(1, math.ceil(refusal.retry_in))
+    scope = "key" if refusal.scope == "user" else "address"
+    log.info("refused a photo from %s (key %s): over %d a minute per %s", who.address, who.key_id or "-",
+             refusal.limit, scope)
+    raise WebError(429, "rate_limited", tr(f"error.rate_{scope}", n=refusal.limit, seconds=retry),
+                   {"retry-after": str(retry)})
+
+
+def usage_problem(exc: UsageError, tr: Texts) -> WebError:
+    """A usage error as the bot words its problem (without the bot's usage lines: they name commands)."""
+    return WebError(400, "bad_field", UsageError(exc.problem, None, exc.count, **exc.params).text(tr.bot))
+
+
+def asked_params(confidence: str | None, classes: str | None, tr: Texts) -> DetectParams:
+    """The form's ``confidence`` and ``classes`` as the bot reads them from a caption."""
+    try:
+        value = parse_confidence(confidence) if confidence and confidence.strip() else None
+        filtered = parse_detect_args(classes.replace(",", " ")) if classes and classes.strip() else DetectParams()
+    except UsageError as exc:
+        raise usage_problem(exc, tr) from None
+    if filtered.confidence is not None:  # a number among the class names: not a class
+        token = next(t for t in (classes or "").replace(",", " ").split() if looks_like_confidence(t))
+        raise usage_problem(UsageError(replies.NOT_A_CLASS, name=token[:20]), tr)
+    return DetectParams(value, filtered.classes, filtered.class_confidence)
+
+
+async def resolved_params(svc: Services, model: str, asked: DetectParams, tr: Texts) -> DetectParams:
+    """Class names as the model writes them (either language, multi-word), checked against the names the
+    model's workers published; a name no class has is refused with the closest one."""
+    try:
+        index = await asyncio.to_thread(svc.classes[model].index) if asked.classes or asked.class_confidence \
+            else None
+    except QueueUnavailableError:
+        index = None
+    params, unknown = model_params(index, asked, svc.names)
+    if unknown:
+        first = unknown[0]
+        if first.suggestions:
+            suggestion = svc.names.display(None, first.suggestions[0], tr.language)
+            message = tr("error.no_such_class_suggest", name=first.name, suggestion=suggestion)
+        else:
+            message = tr("error.no_such_class", name=first.name)
+        raise WebError(400, "unknown_class", message)
+    return DetectParams.layered(params, DetectParams(svc.settings.default_confidence))
+
+
+def too_big(tr: Texts) -> str:
+    return tr("error.too_big", megabytes=MAX_IMAGE_BYTES // replies.BYTES_PER_MB)
+
+
+async def read_upload(request: Request, tr: Texts) -> tuple[bytes, dict[str, str]]:
+    """The image's bytes and the text fields; the body is capped while it streams (:mod:`web.guard`)."""
+    try:
+        form = await request.form(max_files=1, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES)
+    except StarletteHTTPException as exc:
+        if exc.status_code == 413:
+            raise
+        raise WebError(400, "bad_form", tr("error.bad_form")) from None
+    try:
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise WebError(400, "no_image", tr("error.no_image"))
+        data = await upload.read(MAX_IMAGE_BYTES + 1)
+        fields = {name: value for name, value in form.items() if isinstance(value, str)}
+    finally:
+        await form.close()
+    if len(data) > MAX_IMAGE_BYTES:
+        raise WebError(413, "too_big", too_big(tr))
+    return data, fields
+
+
+async def check_image(svc: Services, data: bytes, tr: Texts) -> None:
+    """The bot's header check (format, size, structure), off the event loop."""
+    try:
+        await asyncio.to_thread(read_header, data, svc.settings.max_pixels)
+    except ImageError as exc:
+        status = 415 if exc.code in UNSUPPORTED_MEDIA else 422
+        raise WebError(status, exc.code, replies.error_reply(tr.bot, exc.code, max_pixels=svc.settings.max_pixels)) \
+            from None
+
+
+# -- answers -----------------------------------------------------------------------------------------------
+
+def job_document(svc: Services, job_id: str, state: JobState, tr: Texts) -> dict[str, Any]:
+    doc: dict[str, Any] = {"id": job_id, "status": state.status}
+    if state.status == STATUS_QUEUED:
+        doc["position"] = state.position
+    elif state.status == STATUS_DONE:
+        doc.update(result_document(state, svc.names, LANGUAGES))
+        doc["image_url"] = f"{API}/jobs/{job_id}/image"
+        doc["expires_in"] = svc.queue.ttl(job_id)
+    elif state.status == STATUS_FAILED and state.completion is not None:
+        c = state.completion
+        doc["error"] = {"code": c.code, "message": replies.completion_error(tr.bot, c.code, c.details, svc.names)}
+    return doc
+
+
+async def job_state(svc: Services, job_id: str, owner: str, tr: Texts) -> JobState:
+    try:
+        state = await asyncio.to_thread(svc.queue.state, job_id, owner)
+    except (QueueUnavailableError, RedisError) as exc:
+        raise unavailable(tr) from exc
+    if state is None:
+        raise WebError(404, "not_found", tr("error.not_found"))
+    return state
+
+
+def unavailable(tr: Texts) -> WebError:
+    return WebError(503, "unavailable", tr.bot.gettext(replies.UNAVAILABLE), {"retry-after": str(UNAVAILABLE_RETRY)})
+
+
+def photo_document(svc: Services, base: dict[str, Any], rows: list[list[Any]], index: int) -> dict[str, Any]:
+    return {"index": index, "width": int(base.get("width", 0)), "height": int(base.get("height", 0)),
+            **boxes_document(rows, svc.names, LANGUAGES)}
+
+
+# -- the application ---------------------------------------------------------------------------------------
+
+def build_app(settings: WebSettings, redis: Redis, async_redis: AsyncRedis, bot_token: str | None = None,
+              names: ClassNames | None = None) -> FastAPI:
+    """The page, the API and their checks; the completion reader runs for the application's lifetime."""
+    names = names or ClassNames()
+    queue = WebQueue(redis, settings.models(), settings.max_queued_jobs, settings.answer_ttl)
+    svc = Services(
+        settings=settings,
+        queue=queue,
+        completions=Completions(async_redis, [keys.web_events(m) for m in settings.models()], settings.answer_ttl),
+        keys=ApiKeys(settings.keys()),
+        limits=Limits(settings.web_rate_limit_key, settings.web_rate_limit_address),
+        names=names,
+        classes={m: PublishedClasses(c.class_names, names.aliases()) for m, c in queue.clients.items()},
+        answers=AnswerBook(redis, settings.answer_ttl),
+        bot_token=bot_token,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        reader = asyncio.create_task(svc.completions.run(), name="completions")
+        try:
+            yield
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    app = FastAPI(
+        title="detbot", version="1", lifespan=lifespan, openapi_url=f"{API}/openapi.json", docs_url=None,
+        redoc_url=None,
+        description="Object detection on detbot's queue: POST an image, read the job until it is done. "
+        "Every box is kept down to the detection floor, so a client re-thresholds without another request.",
+    )
+    app.state.services = svc
+    install_error_handlers(app, svc)
+    add_routes(app, svc)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(Guard, texts_of=svc.texts_of, allowed_origins=settings.web_cors_origins,
+                       request_limit=settings.web_request_limit, body_cap=SMALL_BODY,
+                       body_caps={f"{API}/detect": settings.max_body}, too_big=too_big)
+    if settings.web_cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.web_cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["X-API-Key", "Idempotency-Key", "Authorization"], max_age=600)
+    return app
+
+
+def install_error_handlers(app: FastAPI, svc: Services) -> None:
+    @app.exception_handler(WebError)
+    async def web_error(_request: Request, exc: WebError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        tr = svc.texts_of(request.scope)
+        if exc.status_code == 413:  # the Guard's cap, passed while the body streamed
+            log.info("refused %s from %s: body over the cap", request.url.path, request.client and request.client.host)
+            return error_response(413, "too_big", too_big(tr))
+        if exc.status_code == 405:
+            return error_response(405, "method_not_allowed", tr("error.method_not_allowed"))
+        return error_response(exc.status_code, "not_found", tr("error.not_found_page"))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        tr = svc.texts_of(request.scope)
+        where = [str(part) for error in exc.errors() for part in error.get("loc", ())]
+        if "path" in where:  # an id that cannot exist (not hex, a path in it): as if unknown
+            return error_response(404, "not_found", tr("error.not_found"))
+        field = next((p for p in reversed(where) if p not in ("query", "header", "body")), "?")
+        return error_response(400, "bad_field", tr("error.bad_field", field=field[:40]))
+
+
+def add_routes(app: FastAPI, svc: Services) -> None:
+    settings = svc.settings
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8")
+
+    @app.get("/i18n/{language}.json", include_in_schema=False)
+    async def catalog(language: str, tr: TextsDep) -> JSONResponse:
+        if language not in LANGUAGES:
+            raise WebError(404, "not_found", tr("error.not_found_page"))
+        return JSONResponse(page_catalog(language), headers={"cache-control": "public, max-age=300"})
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        try:
+            await asyncio.to_thread(svc.queue.redis.ping)
+        except RedisError:
+            return JSONResponse({"ok": False, "redis": "unreachable"}, status_code=503)
+        return JSONResponse({"ok": True})
+
+    @app.get(f"{API}/info", response_model=schemas.InfoModel, summary="What this server takes")
+    async def info() -> dict[str, Any]:
+        def models() -> list[dict[str, Any]]:
+            out = []
+            for name, client in svc.queue.clients.items():
+                try:
+                    classes = client.class_names()
+                except QueueUnavailableError:
+                    classes = None
+                out.append({"name": name, "classes": classes})
+            return out
+
+        return {
+            "keys_required": svc.keys.required, "max_bytes": MAX_IMAGE_BYTES, "max_pixels": settings.max_pixels,
+            "default_confidence": settings.default_confidence, "result_ttl": settings.answer_ttl,
+            "languages": list(LANGUAGES), "models": await asyncio.to_thread(models),
+        }
+
+    @app.post(f"{API}/detect", status_code=202, response_model=schemas.Accepted, responses=ERRORS,
+              openapi_extra=DETECT_BODY, summary="Queue an image for detection")
+    async def detect(request: Request, response: Response, who: CallerDep, tr: TextsDep,
+                     idempotency_key: Annotated[str | None, Header(description="Retries with the same value get the "
+                                                                   "first request's job, never a second one.")] = None,
+                     ) -> dict[str, Any]:
+        take_limits(svc, who, tr)
+        if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+            raise WebError(400, "bad_field", tr("error.bad_field", field="Idempotency-Key"))
+        data, fields = await read_upload(request, tr)
+        model = fields.get("model") or settings.queue
+        if model not in svc.queue.clients:
+            raise WebError(400, "unknown_model", tr("error.unknown_model", model=model[:40],
+                                                    models=", ".join(svc.queue.clients)))
+        asked = asked_params(fields.get("confidence"), fields.get("classes"), tr)
+        params = await resolved_params(svc, model, asked, tr)
+        await check_image(svc, data, tr)
+        try:
+            job_id = await asyncio.to_thread(svc.queue.submit, model, data, params, who, tr.language, idempotency_key)
+        except QueueFullError:
+            log.info("refused a photo from %s: the queue is full", who.address)
+            raise WebError(503, "busy", tr.bot.gettext(replies.BUSY), {"retry-after": str(BUSY_RETRY)}) from None
+        except (QueueUnavailableError, RedisError) as exc:
+            log.warning("refused a photo from %s: Redis unreachable", who.address)
+            raise unavailable(tr) from exc
+        log.info("queued web job %s key=%s from %s: %d bytes conf=%.2f classes=%s model=%s", job_id,
+                 who.key_id or "-", who.address, len(data), params.threshold, ",".join(params.classes or []) or "all",
+                 model)
+        response.headers["location"] = f"{API}/jobs/{job_id}"
+        return {"id": job_id, "status": STATUS_QUEUED, "status_url": f"{API}/jobs/{job_id}"}
+
+    @app.get(f"{API}/jobs/{{job_id}}", response_model=schemas.JobModel, response_model_exclude_none=True,
+             responses=ERRORS, summary="A job's state, and its result once done")
+    async def job(job_id: JobIdPath, who: CallerDep, tr: TextsDep,
+                  wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="Seconds to wait for the job to "
+                                               "finish before answering (long polling).")] = 0,
+                  ) -> dict[str, Any]:
+        async with svc.completions.waiter(job_id) as finished:
+            state = await job_state(svc, job_id, who.owner, tr)
+            if wait and not state.finished:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(finished.wait(), wait)
+                state = await job_state(svc, job_id, who.owner, tr)
+        return job_document(svc, job_id, state, tr)
+
+    @app.get(f"{API}/jobs/{{job_id}}/image", responses={200: {"content": {"image/jpeg": {}}}, **ERRORS},
+             response_class=Response, summary="The annotated image of a finished job")
+    async def job_image(job_id: JobIdPath, who: CallerDep, tr: TextsDep) -> Response:
+        try:
+            data = await asyncio.to_thread(svc.queue.annotated, job_id, who.owner)
+        except (QueueUnavailableError, RedisError) as exc:
+            raise unavailable(tr) from exc
+        if data is None:
+            raise WebError(404, "not_found", tr("error.not_found"))
+        return Response(data, media_type="image/jpeg",
+                        headers={"content-disposition": f'inline; filename="detbot-{job_id[:8]}.jpg"'})
+
+    @app.get(f"{API}/answers/{{answer_id}}", response_model=schemas.AnswerModel, responses=ERRORS,
+             summary="A chat's answer, for its Mini App (Authorization: tma <initData>)")
+    async def answer(answer_id: Annotated[str, PathParam(pattern=ANSWER_ID)], tr: TextsDep,
+                     authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        if not svc.bot_token:
+            raise WebError(404, "not_found", tr("error.not_found_page"))
+        if not authorization or not authorization.startswith(TMA_SCHEME):
+            raise WebError(401, "init_data", tr("error.init_data"), {"www-authenticate": "tma"})
+        try:
+            user = check_init_data(authorization[len(TMA_SCHEME):], svc.bot_token, time.time())
+        except InitDataError as exc:
+            log.info("refused answer %s: initData %s", answer_id, exc)
+            raise WebError(401, "init_data", tr("error.init_data"), {"www-authenticate": "tma"}) from None
+        try:
+            found = await asyncio.to_thread(svc.answers.load, answer_id)
+        except RedisError as exc:
+            raise unavailable(tr) from exc
+        if found is None:
+            raise WebError(404, "not_found", tr("error.answer_expired"))
+        if user.id != found.asker:  # the group's admins: once "apply" goes through the bot (issue 21)
+            log.info("refused answer %s: user %s did not ask for it", answer_id, user.id)
+            raise WebError(403, "not_yours", tr("error.not_yours"))
+        return {
+            "id": answer_id, "language": found.language, "floor": found.floor, "start": found.start,
+            "view": found.view or found.start,
+            "photos": [photo_document(svc, p.base, p.candidates, p.index) for p in found.photos],
+        }
