@@ -16,6 +16,7 @@ from bot.settings import BotSettings
 from bot.settings import telegram_if_set as telegram_if_set  # re-exported: the tools read it here
 from detector.settings import DetectorSettings
 from jobs.settings import ENV_PREFIX, QueueSettings, WorkerMetricsSettings, WorkerSettings
+from web.settings import WebSettings
 
 # The embedded Redis's port when none is set: the port workers and bots use by default, so a
 # `detbot worker` started by hand on this machine finds it without any setting.
@@ -47,4 +48,5 @@ class RunSettings(QueueSettings, WorkerMetricsSettings):
 
 
 # Every settings class of a detbot process: together they read every environment variable detbot knows.
-ALL_SETTINGS: tuple[type[BaseSettings], ...] = (DetectorSettings, WorkerSettings, BotSettings, RunSettings)
+ALL_SETTINGS: tuple[type[BaseSettings], ...] = (DetectorSettings, WorkerSettings, BotSettings, RunSettings,
+                                                WebSettings)

@@ -181,11 +181,10 @@ def take_limits(svc: Services, who: Caller, tr: Texts) -> None:
     if refusal is None:
         return
     retry = max(1, math.ceil(refusal.retry_in))
-    scope = "key" if refusal.scope == "user" else "address"
+    key, scope = ("error.rate_key", "key") if refusal.scope == "user" else ("error.rate_address", "address")
     log.info("refused a photo from %s (key %s): over %d a minute per %s", who.address, who.key_id or "-",
              refusal.limit, scope)
-    raise WebError(429, "rate_limited", tr(f"error.rate_{scope}", n=refusal.limit, seconds=retry),
-                   {"retry-after": str(retry)})
+    raise WebError(429, "rate_limited", tr(key, n=refusal.limit, seconds=retry), {"retry-after": str(retry)})
 
 
 def usage_problem(exc: UsageError, tr: Texts) -> WebError:
@@ -439,7 +438,7 @@ def add_routes(app: FastAPI, svc: Services) -> None:
         response.headers["location"] = f"{API}/jobs/{job_id}"
         return {"id": job_id, "status": STATUS_QUEUED, "status_url": f"{API}/jobs/{job_id}"}
 
-    @app.get(f"{API}/jobs/{{job_id}}", response_model=schemas.JobModel, response_model_exclude_none=True,
+    @app.get(f"{API}/jobs/{{job_id}}", response_model=schemas.JobModel, response_model_exclude_unset=True,
              responses=ERRORS, summary="A job's state, and its result once done")
     async def job(job_id: JobIdPath, who: CallerDep, tr: TextsDep,
                   wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="Seconds to wait for the job to "
