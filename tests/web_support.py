@@ -14,6 +14,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -97,11 +98,12 @@ def web_servers(redis_url: str, log_dir: Path, **configs: dict[str, str]) -> Ite
             server.stop()
 
 
-def shapes_png(seed: int, least: int = 1) -> tuple[bytes, list[object]]:
-    """A fresh shapes picture (PNG) with at least ``least`` shapes, and its shapes; seeds ≥ 1000 are unseen."""
+def shapes_png(seed: int, least: int = 1, landscape: bool = False) -> tuple[bytes, list[Any]]:
+    """A fresh shapes picture (PNG) with at least ``least`` shapes (wider than high with ``landscape``), and
+    its shapes; seeds ≥ 1000 are pictures the model never saw."""
     for offset in range(200):
         image, shapes = make_images(seed + offset, 1)[0]
-        if len(shapes) >= least:
+        if len(shapes) >= least and (not landscape or image.shape[1] > image.shape[0] * 1.2):
             return png_bytes(image), list(shapes)
     raise AssertionError(f"no shapes image with {least} shapes near seed {seed}")
 

@@ -96,10 +96,11 @@ class WebSettings(QueueSettings, ImageLimitSettings, ClassNamesSettings, FrontEn
     @field_validator("web_cors_origins")
     @classmethod
     def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for origin in value:
-            if origin == "*" or not origin.startswith(("https://", "http://")) or origin.count("/") != 2:
+        origins = tuple(origin.rstrip("/") for origin in value)
+        for origin in origins:
+            if "*" in origin or not origin.startswith(("https://", "http://")) or origin.count("/") != 2:
                 raise ValueError(f"{origin!r} is not an origin such as https://app.example.com (no path, no *)")
-        return tuple(o.rstrip("/") for o in value)
+        return origins
 
     @property
     def max_body(self) -> int:

@@ -196,6 +196,7 @@
 
   async function show(job, run) {
     state.job = job;
+    $("result").dataset.job = job.id;
     state.threshold = job.result.confidence;
     const asked = job.result.classes;
     state.enabled = new Set(job.candidates.map((box) => box.class_name).filter((name) => !asked || asked.includes(name)));
