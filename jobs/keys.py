@@ -198,9 +198,10 @@ class Lifetime:
 # checks the two are the same) and tests/test_bounded_state.py checks a Redis after a realistic run
 # against it: a key matching no row, or one that should expire and does not, fails it.
 LIFETIMES: tuple[Lifetime, ...] = (
-    Lifetime(job("*"), True, "`RESULT_TTL` (24 h) from submit; `DELIVERED_TTL` (10 min) once answered"),
+    Lifetime(job("*"), True, "`RESULT_TTL` (24 h) from submit; `DELIVERED_TTL` (10 min) once answered; a web "
+                             "job's `DETBOT_ANSWER_TTL` from its end"),
     Lifetime(image("*"), True, "`IMAGE_TTL` (1 h); deleted when the job completes"),
-    Lifetime(annotated("*"), True, "`RESULT_TTL`; deleted once answered"),
+    Lifetime(annotated("*"), True, "`RESULT_TTL`; deleted once answered; a web job's `DETBOT_ANSWER_TTL`"),
     Lifetime(alive("*"), True, "`LIVENESS_TTL` (10 s), renewed by the worker's heartbeat"),
     Lifetime(reaper_lock("*"), True, "`REAP_INTERVAL` (5 s)"),
     Lifetime(orphan("*", "*"), True, "`ORPHAN_MARK_TTL` (20 s)"),

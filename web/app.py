@@ -78,6 +78,9 @@ MAX_FIELD_BYTES = 4096
 MAX_FIELDS = 8
 # Longest wait a status request may ask for (seconds): below common proxies' 30-60 s idle timeouts.
 MAX_WAIT = 25.0
+# Uploads read and checked at once (each up to 20 MB in memory); the others wait their turn with their body
+# still unread, so a crowd of big uploads costs this many pictures of memory, not one per connection.
+UPLOADS_AT_ONCE = 8
 # How long "busy" and "unavailable" ask a client to stay away (seconds), as the bot's "in a minute".
 BUSY_RETRY = 60
 UNAVAILABLE_RETRY = 10
@@ -113,6 +116,7 @@ class Services:
     classes: dict[str, PublishedClasses]
     answers: AnswerBook
     bot_token: str | None
+    uploads: asyncio.Semaphore
 
     def texts_of(self, scope: Scope) -> Texts:
         request = Request(scope)
@@ -260,6 +264,18 @@ async def check_image(svc: Services, data: bytes, tr: Texts) -> None:
             from None
 
 
+async def submit_job(svc: Services, model: str, data: bytes, params: DetectParams, who: Caller, tr: Texts,
+                     idempotency_key: str | None) -> str:
+    try:
+        return await asyncio.to_thread(svc.queue.submit, model, data, params, who, tr.language, idempotency_key)
+    except QueueFullError:
+        log.info("refused a photo from %s: the queue is full", who.address)
+        raise WebError(503, "busy", tr.bot.gettext(replies.BUSY), {"retry-after": str(BUSY_RETRY)}) from None
+    except (QueueUnavailableError, RedisError) as exc:
+        log.warning("refused a photo from %s: Redis unreachable", who.address)
+        raise unavailable(tr) from exc
+
+
 # -- answers -----------------------------------------------------------------------------------------------
 
 def job_document(svc: Services, job_id: str, state: JobState, tr: Texts) -> dict[str, Any]:
@@ -312,6 +328,7 @@ def build_app(settings: WebSettings, redis: Redis, async_redis: AsyncRedis, bot_
         classes={m: PublishedClasses(c.class_names, names.aliases()) for m, c in queue.clients.items()},
         answers=AnswerBook(redis, settings.answer_ttl),
         bot_token=bot_token,
+        uploads=asyncio.Semaphore(UPLOADS_AT_ONCE),
     )
 
     @contextlib.asynccontextmanager
@@ -416,22 +433,16 @@ def add_routes(app: FastAPI, svc: Services) -> None:
         take_limits(svc, who, tr)
         if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
             raise WebError(400, "bad_field", tr("error.bad_field", field="Idempotency-Key"))
-        data, fields = await read_upload(request, tr)
-        model = fields.get("model") or settings.queue
-        if model not in svc.queue.clients:
-            raise WebError(400, "unknown_model", tr("error.unknown_model", model=model[:40],
-                                                    models=", ".join(svc.queue.clients)))
-        asked = asked_params(fields.get("confidence"), fields.get("classes"), tr)
-        params = await resolved_params(svc, model, asked, tr)
-        await check_image(svc, data, tr)
-        try:
-            job_id = await asyncio.to_thread(svc.queue.submit, model, data, params, who, tr.language, idempotency_key)
-        except QueueFullError:
-            log.info("refused a photo from %s: the queue is full", who.address)
-            raise WebError(503, "busy", tr.bot.gettext(replies.BUSY), {"retry-after": str(BUSY_RETRY)}) from None
-        except (QueueUnavailableError, RedisError) as exc:
-            log.warning("refused a photo from %s: Redis unreachable", who.address)
-            raise unavailable(tr) from exc
+        async with svc.uploads:
+            data, fields = await read_upload(request, tr)
+            model = fields.get("model") or settings.queue
+            if model not in svc.queue.clients:
+                raise WebError(400, "unknown_model", tr("error.unknown_model", model=model[:40],
+                                                        models=", ".join(svc.queue.clients)))
+            asked = asked_params(fields.get("confidence"), fields.get("classes"), tr)
+            params = await resolved_params(svc, model, asked, tr)
+            await check_image(svc, data, tr)
+            job_id = await submit_job(svc, model, data, params, who, tr, idempotency_key)
         log.info("queued web job %s key=%s from %s: %d bytes conf=%.2f classes=%s model=%s", job_id,
                  who.key_id or "-", who.address, len(data), params.threshold, ",".join(params.classes or []) or "all",
                  model)
