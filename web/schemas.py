@@ -1,7 +1,8 @@
 """The API's documents as pydantic models: what ``/api/v1/openapi.json`` shows and what the routes return.
 
 The detection object is the ``detbot detect --json`` schema (:meth:`detector.result.Detection.to_dict`),
-so a client reads the CLI's output and the API's result with the same code.
+so a client reads the CLI's output and the API's result with the same code; a box is the detector's own
+:class:`~detector.result.Box` (pydantic reads a dataclass as it is).
 """
 
 from __future__ import annotations
@@ -10,17 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-
-class BoxModel(BaseModel):
-    """One object, in pixels of the (EXIF-rotated) image."""
-
-    class_id: int
-    class_name: str
-    confidence: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
+from detector.result import Box
 
 
 class TimingsModel(BaseModel):
@@ -34,7 +25,7 @@ class TimingsModel(BaseModel):
 class DetectionModel(BaseModel):
     """The ``detbot detect --json`` object: the boxes at the asked threshold, best first."""
 
-    boxes: list[BoxModel]
+    boxes: list[Box]
     width: int
     height: int
     confidence: float = Field(description="The threshold the boxes were kept at.")
@@ -66,7 +57,7 @@ class JobModel(BaseModel):
     status: Literal["queued", "running", "done", "failed"]
     position: int | None = Field(None, description="While queued: 1 is next.")
     result: DetectionModel | None = None
-    candidates: list[BoxModel] | None = Field(
+    candidates: list[Box] | None = Field(
         None, description="When done: every box kept down to `floor`, best first, to re-threshold without a request.",
     )
     floor: float | None = Field(None, description="The lowest confidence kept in `candidates`.")
@@ -97,7 +88,7 @@ class PhotoModel(BaseModel):
     index: int = Field(description="Place in an album (1-based); 0 for a single photo.")
     width: int
     height: int
-    candidates: list[BoxModel]
+    candidates: list[Box]
     names: dict[str, dict[str, str]]
 
 

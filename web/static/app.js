@@ -143,41 +143,38 @@
     say(t("page.sending"));
     const form = new FormData();
     form.append("image", file, state.fileName);
+    const url = `/api/v1/detect?lang=${state.language}`;
+    const [bitmap, accepted] = await Promise.all([
+      decode(file), call(run, url, { method: "POST", body: form, headers: headers() }),
+    ]);
+    if (run !== state.run) return;
+    state.bitmap = bitmap;
+    if (accepted) await follow(accepted.id, run);
+  }
+
+  // One request of an upload: its JSON, or null when it failed (and the page said why) or when a newer
+  // upload took over meanwhile.
+  async function call(run, url, options) {
     let response;
     try {
-      [state.bitmap, response] = await Promise.all([
-        decode(file),
-        fetch(`/api/v1/detect?lang=${state.language}`, { method: "POST", body: form, headers: headers() }),
-      ]);
+      response = await fetch(url, options);
     } catch (error) {
       if (run === state.run) say(t("page.network"), true);
-      return;
+      return null;
     }
-    if (run !== state.run) return;
+    if (run !== state.run) return null;
     if (!response.ok) {
       say(await problem(response), true);
-      return;
+      return null;
     }
-    const accepted = await response.json();
-    await follow(accepted.id, run);
+    return response.json();
   }
 
   async function follow(id, run) {
     let wait = WAIT_QUEUED;
     for (;;) {
-      let response;
-      try {
-        response = await fetch(`/api/v1/jobs/${id}?wait=${wait}&lang=${state.language}`, { headers: headers() });
-      } catch (error) {
-        if (run === state.run) say(t("page.network"), true);
-        return;
-      }
-      if (run !== state.run) return;
-      if (!response.ok) {
-        say(await problem(response), true);
-        return;
-      }
-      const job = await response.json();
+      const job = await call(run, `/api/v1/jobs/${id}?wait=${wait}&lang=${state.language}`, { headers: headers() });
+      if (!job) return;
       if (job.status === "queued") {
         say(said("status.queued", { position: job.position }));
         wait = WAIT_QUEUED;
