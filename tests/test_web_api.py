@@ -37,6 +37,8 @@ TOKEN = "424242:WEB-test-token-not-real"
 KEYS = ("key-one-0123456789", "key-two-0123456789", "key-three-012345678")
 ORIGIN = "https://app.example"
 JOB_DELAY_MS = "300"
+# The keyed web keeps results an hour (DETBOT_ANSWER_TTL), not the queue's day.
+ANSWER_TTL = 3600
 DETECT = "/api/v1/detect"
 
 
@@ -61,7 +63,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     server.url, workdir,
                     open={"DETBOT_WEB_MODELS": "idle", "DETBOT_CLASS_NAMES": str(names)},
                     keyed={"DETBOT_WEB_KEYS": ",".join(KEYS), "DETBOT_WEB_CORS_ORIGINS": ORIGIN,
-                           "TELEGRAM_BOT_TOKEN": TOKEN},
+                           "TELEGRAM_BOT_TOKEN": TOKEN, "DETBOT_ANSWER_TTL": str(ANSWER_TTL)},
                     strict={"DETBOT_WEB_KEYS": "strict-a-0123456789,strict-b-0123456789",
                             "DETBOT_WEB_RATE_LIMIT_KEY": "3", "DETBOT_WEB_RATE_LIMIT_ADDRESS": "5",
                             "DETBOT_WEB_REQUEST_LIMIT": "30"},
@@ -270,6 +272,10 @@ def test_with_keys_every_api_request_needs_one_and_sees_only_its_own_jobs(stack:
         assert error_of(anonymous.get(f"/api/v1/jobs/{job_id}"))[:2] == (401, "key_missing")
         assert finished(one, job_id)["status"] == "done"
         assert error_of(two.get(f"/api/v1/jobs/{job_id}/image"))[:2] == (404, "not_found")
+        # Results expire like answers: DETBOT_ANSWER_TTL from the job's end, the image with them.
+        wait_for(lambda: 0 < stack.redis.ttl(keys.job(job_id)) <= ANSWER_TTL, 30, "the answers' lifetime")
+        assert 0 < stack.redis.ttl(keys.annotated(job_id)) <= ANSWER_TTL
+        assert 0 < one.get(f"/api/v1/jobs/{job_id}").json()["expires_in"] <= ANSWER_TTL
     assert not any(key in stack.keyed.output() for key in KEYS)  # never in a log line
 
 

@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.i18n import ENGLISH, LANGUAGES, RUSSIAN
+from bot import replies
+from bot.i18n import ENGLISH, LANGUAGES, RUSSIAN, catalog
 from tests.conftest import DETBOT, ROOT, detbot_env, free_port
 from tests.test_compose import PASSWORD, TOKEN, compose_config, example_with
-from tests.web_support import START_TIMEOUT
+from tests.web_support import START_TIMEOUT, shapes_png, web_servers
 from tests.workers import wait_for
 from web.access import WEB_LANE_BASE, ApiKeys, Caller, address_number, lane_of
 from web.initdata import MAX_AGE, InitDataError, check_init_data, sign
@@ -180,6 +181,21 @@ def test_a_taken_port_and_a_bad_setting_are_one_line_each() -> None:
     assert result.returncode == 2 and "cannot listen" in result.stderr
     bad = web(DETBOT_WEB_RATE_LIMIT_KEY="-1")
     assert bad.returncode == 2 and "DETBOT_WEB_RATE_LIMIT_KEY" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_without_redis_the_web_says_unavailable_and_its_health_says_why(tmp_path: Path) -> None:
+    with web_servers(f"redis://127.0.0.1:{free_port()}/0", tmp_path, alone={}, wait_healthy=False) as servers:
+        server = servers["alone"]
+        with server.client(**{"Accept-Language": "ru"}) as client:
+            health = client.get("/healthz")
+            upload = client.post("/api/v1/detect", files={"image": ("s.png", shapes_png(1400)[0])})
+            status = client.get("/api/v1/jobs/" + "0" * 32)
+    assert health.status_code == 503 and health.json() == {"ok": False, "redis": "unreachable"}
+    for response in (upload, status):
+        assert response.status_code == 503 and int(response.headers["retry-after"]) > 0
+        assert response.json()["error"] == {"code": "unavailable",
+                                            "message": catalog(RUSSIAN).gettext(replies.UNAVAILABLE)}
+    assert "Traceback" not in server.output()
 
 
 def test_detbot_run_serves_the_page_and_stops_it(tmp_path: Path) -> None:

@@ -49,7 +49,8 @@ class WebServer:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self) -> WebServer:
+    def wait_ready(self, healthy: bool = True) -> WebServer:
+        """Until it listens, and (``healthy``) answers /healthz with 200: its Redis is up."""
         def listening() -> str | None:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"detbot web exited with {self.proc.returncode}:\n{self.output()}")
@@ -57,13 +58,15 @@ class WebServer:
             return found.group(1) if found else None
 
         self.url = wait_for(listening, START_TIMEOUT, "detbot web to listen")
+        if not healthy:
+            return self
 
-        def healthy() -> bool:
+        def answers() -> bool:
             with contextlib.suppress(httpx.HTTPError):
                 return httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200
             return False
 
-        wait_for(healthy, START_TIMEOUT, "detbot web to answer /healthz")
+        wait_for(answers, START_TIMEOUT, "detbot web to answer /healthz")
         return self
 
     @property
@@ -86,12 +89,13 @@ class WebServer:
 
 
 @contextlib.contextmanager
-def web_servers(redis_url: str, log_dir: Path, **configs: dict[str, str]) -> Iterator[dict[str, WebServer]]:
+def web_servers(redis_url: str, log_dir: Path, wait_healthy: bool = True, **configs: dict[str, str],
+                ) -> Iterator[dict[str, WebServer]]:
     """Several web processes at once (each name with its environment), all ready; stopped on exit."""
     servers = {name: WebServer(redis_url, log_dir, name, **env) for name, env in configs.items()}
     try:
         for server in servers.values():
-            server.wait_ready()
+            server.wait_ready(wait_healthy)
         yield servers
     finally:
         for server in servers.values():

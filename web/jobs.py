@@ -78,7 +78,7 @@ class WebQueue:
         """Queue one upload in the caller's lane; returns its job id. A repeated ``idempotency`` token of the
         same caller returns the first submit's job. Raises QueueFullError or QueueUnavailableError."""
         routing = {"kind": KIND, "chat_id": caller.lane, "owner": caller.owner, "model": model,
-                   "language": language, "accepted_at": time.time()}
+                   "language": language, "accepted_at": time.time(), "ttl": self.result_ttl}
         once = keys.web_once(caller.owner or "local", idempotency) if idempotency else None
         try:
             return self.clients[model].submit(image, params, routing=routing, language=language, once=once)
@@ -176,15 +176,17 @@ class Completions:
 
     async def run(self) -> None:
         """Read until cancelled; Redis errors are logged once per outage and retried."""
-        last = {stream: "$" for stream in self.streams}
+        last: dict[str, str] = {}
         failing = False
         while True:
             try:
+                if not last:
+                    last = await self._newest()
                 reply: Any = await self.redis.xread(last, count=100, block=READ_BLOCK_MS)  # type: ignore[arg-type]
                 for stream, entries in reply or []:
                     for event_id, fields in entries:
                         last[stream.decode()] = event_id.decode()
-                        await self._completed(fields.get(b"job_id", b"").decode())
+                        await self._completed(fields)
                 await self._trim()
                 if failing:
                     log.info("completion events readable again")
@@ -196,13 +198,28 @@ class Completions:
                 failing = True
                 await asyncio.sleep(READ_RETRY)
 
-    async def _completed(self, job_id: str) -> None:
+    async def _newest(self) -> dict[str, str]:
+        """Where to read from: after each stream's newest entry. Not "$", which each XREAD takes anew and
+        would skip an event written between two reads."""
+        newest = {}
+        for stream in self.streams:
+            found: Any = await self.redis.xrevrange(stream, count=1)
+            newest[stream] = found[0][0].decode() if found else "0-0"
+        return newest
+
+    async def _completed(self, fields: dict[bytes, bytes]) -> None:
+        job_id = fields.get(b"job_id", b"").decode()
         if not job_id:
             return
-        # Results are kept as long as answers are (DETBOT_ANSWER_TTL), whatever the worker set.
+        # Results are kept as long as answers are (DETBOT_ANSWER_TTL of the web that took the job: every
+        # web process reads every event), whatever the worker set.
+        try:
+            ttl = int(json.loads(fields.get(b"routing") or b"{}").get("ttl") or self.result_ttl)
+        except (ValueError, TypeError, AttributeError):
+            ttl = self.result_ttl
         pipe = self.redis.pipeline(transaction=False)
-        pipe.expire(keys.job(job_id), self.result_ttl)
-        pipe.expire(keys.annotated(job_id), self.result_ttl)
+        pipe.expire(keys.job(job_id), ttl)
+        pipe.expire(keys.annotated(job_id), ttl)
         await pipe.execute()
         for event in self._waiting.get(job_id, ()):
             event.set()
