@@ -85,7 +85,7 @@ class Caller:
     @property
     def buckets(self) -> tuple[int, int]:
         """What the photo limits count (:class:`bot.limits.Limits`' "user" and "chat"): the key and the
-        address; without keys a client is its address, counted by both."""
+        address (without keys the web counts no key: only the address)."""
         address = address_number(self.address)
         return (self.key_index if self.key_index >= 0 else address), address
 

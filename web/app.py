@@ -323,7 +323,8 @@ def build_app(settings: WebSettings, redis: Redis, async_redis: AsyncRedis, bot_
         queue=queue,
         completions=Completions(async_redis, [keys.web_events(m) for m in settings.models()], settings.answer_ttl),
         keys=ApiKeys(settings.keys()),
-        limits=Limits(settings.web_rate_limit_key, settings.web_rate_limit_address),
+        # Without keys there is no key to count: only the address's limit applies.
+        limits=Limits(settings.web_rate_limit_key if settings.keys() else 0, settings.web_rate_limit_address),
         names=names,
         classes={m: PublishedClasses(c.class_names, names.aliases()) for m, c in queue.clients.items()},
         answers=AnswerBook(redis, settings.answer_ttl),
