@@ -1,14 +1,10 @@
 """``build_app()``: the page, the API and the Mini App's answer endpoint on one FastAPI application.
 
 FastAPI because it is a well-kept ASGI framework that gives the OpenAPI schema from the routes' own types
-(``/api/v1/openapi.json``) and pydantic, which detbot uses
-already; uvicorn serves it (:mod:`web.main`). The routes stay thin: the queue is :mod:`web.jobs`, who calls
-is :mod:`web.access`, the checks before any route are :mod:`web.guard`, the words are :mod:`web.texts`.
-
-A submit is checked in the bot's order, cheapest first: the key and the caller's limits before a byte of
-the body is read, the fields, then the image's header (:func:`detector.image.read_header`, off the event
-loop), then the queue's room. Every refusal is a 4xx/5xx with ``{"error": {"code", "message"}}``, the
-message the bot's own sentence where the two say the same thing, and one log line.
+(``/api/v1/openapi.json``) and pydantic, which detbot uses already; uvicorn serves it (:mod:`web.main`).
+The routes stay thin: a submit's checks are :mod:`web.submit`, the queue is :mod:`web.jobs`, who calls is
+:mod:`web.context` and :mod:`web.access`, the checks before any route are :mod:`web.guard`, the words are
+:mod:`web.texts`. Every refusal is a 4xx/5xx with ``{"error": {"code", "message"}}`` and one log line.
 """
 
 from __future__ import annotations
@@ -16,42 +12,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request, Security
+from fastapi import FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import Scope
 
 from bot import replies
 from bot.answers import AnswerBook
-from bot.classes import PublishedClasses, model_params
+from bot.classes import PublishedClasses
 from bot.i18n import LANGUAGES
 from bot.limits import Limits
-from bot.parsing import UsageError, looks_like_confidence, parse_confidence, parse_detect_args
-from detector.errors import ImageError, NotAnImageError, UnsupportedFormatError
-from detector.image import read_header
 from detector.names import ClassNames
-from detector.params import DetectParams
 from jobs import keys
-from jobs.exceptions import QueueFullError, QueueUnavailableError
+from jobs.exceptions import QueueUnavailableError
 from web import schemas
-from web.access import ApiKeys, Caller
+from web.access import ApiKeys
+from web.context import CallerDep, Services, TextsDep, WebError, unavailable
 from web.guard import Guard, error_response
 from web.initdata import InitDataError, check_init_data
 from web.jobs import (
@@ -65,7 +52,8 @@ from web.jobs import (
     result_document,
 )
 from web.settings import MAX_IMAGE_BYTES, WebSettings
-from web.texts import Texts, choose_language, page_catalog, texts
+from web.submit import DETECT_BODY, accept, too_big
+from web.texts import Texts, page_catalog
 
 log = logging.getLogger(__name__)
 
@@ -73,207 +61,19 @@ STATIC_DIR = Path(__file__).with_name("static")
 API = "/api/v1"
 # Every route but the upload reads a few bytes at most: their bodies are capped far lower.
 SMALL_BODY = 64 * 1024
-# A form's text fields (confidence, classes, model) are short; more is not a form of ours.
-MAX_FIELD_BYTES = 4096
-MAX_FIELDS = 8
 # Longest wait a status request may ask for (seconds): below common proxies' 30-60 s idle timeouts.
 MAX_WAIT = 25.0
 # Uploads read and checked at once (each up to 20 MB in memory); the others wait their turn with their body
 # still unread, so a crowd of big uploads costs this many pictures of memory, not one per connection.
 UPLOADS_AT_ONCE = 8
-# How long "busy" and "unavailable" ask a client to stay away (seconds), as the bot's "in a minute".
-BUSY_RETRY = 60
-UNAVAILABLE_RETRY = 10
 JOB_ID = r"^[0-9a-f]{32}$"
 ANSWER_ID = r"^[A-Za-z0-9_-]{8,32}$"
-IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-# Which image errors are "not an image at all" (415); the rest are images we cannot use (422).
-UNSUPPORTED_MEDIA = {NotAnImageError.code, UnsupportedFormatError.code}
 TMA_SCHEME = "tma "
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                              description="One of DETBOT_WEB_KEYS; required when the server has keys.")
-
-
-class WebError(Exception):
-    """A refusal: HTTP status, stable code, the sentence for people, extra headers (Retry-After)."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(f"{status} {code}")
-        self.status, self.code, self.message, self.headers = status, code, message, headers
-
-
-@dataclass
-class Services:
-    """What the routes share, built once in :func:`build_app`."""
-
-    settings: WebSettings
-    queue: WebQueue
-    completions: Completions
-    keys: ApiKeys
-    limits: Limits
-    names: ClassNames
-    classes: dict[str, PublishedClasses]
-    answers: AnswerBook
-    bot_token: str | None
-    uploads: asyncio.Semaphore
-
-    def texts_of(self, scope: Scope) -> Texts:
-        request = Request(scope)
-        language = choose_language(request.query_params.get("lang"), request.headers.get("accept-language"),
-                                   self.settings.default_language)
-        return texts(language)
-
-
-def services(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    return svc
-
-
-def request_texts(request: Request) -> Texts:
-    return services(request).texts_of(request.scope)
-
-
-def caller(request: Request, key: Annotated[str | None, Security(api_key_header)] = None) -> Caller:
-    """Who calls: a valid key when the server has keys (else 401), and the client's address."""
-    svc = services(request)
-    address = request.client.host if request.client else ""
-    if not svc.keys.required:
-        return Caller(-1, "", address)
-    tr = svc.texts_of(request.scope)
-    if not key:
-        log.info("refused %s from %s: no API key", request.url.path, address)
-        raise WebError(401, "key_missing", tr("error.key_missing"), {"www-authenticate": "X-API-Key"})
-    index = svc.keys.match(key)
-    if index is None:
-        log.info("refused %s from %s: a wrong API key", request.url.path, address)
-        raise WebError(401, "key_wrong", tr("error.key_wrong"), {"www-authenticate": "X-API-Key"})
-    return Caller(index, svc.keys.ids[index], address)
-
-
-TextsDep = Annotated[Texts, Depends(request_texts)]
-CallerDep = Annotated[Caller, Depends(caller)]
 JobIdPath = Annotated[str, PathParam(pattern=JOB_ID, description="The id /api/v1/detect answered with.")]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorModel} for code in (400, 401, 403, 404, 413, 415, 422, 429, 503)
 }
-
-DETECT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"multipart/form-data": {"schema": {
-            "type": "object",
-            "required": ["image"],
-            "properties": {
-                "image": {"type": "string", "format": "binary",
-                          "description": "JPEG, PNG, WebP, BMP, TIFF or GIF, at most 20 MB."},
-                "confidence": {"type": "string", "description": "0.4, 40% or 0,4; default DETBOT_DEFAULT_CONFIDENCE."},
-                "classes": {"type": "string", "description": "Only these classes: person,dog (either language); "
-                            "person:0.6 gives a class its own threshold."},
-                "model": {"type": "string", "description": "A model /api/v1/info lists; default: the first."},
-            },
-        }}},
-    },
-}
-
-
-# -- the submit, step by step ------------------------------------------------------------------------------
-
-def take_limits(svc: Services, who: Caller, tr: Texts) -> None:
-    """The caller's photos per minute (per key, per address), counted before the body is read."""
-    refusal = svc.limits.take(*who.buckets)
-    if refusal is None:
-        return
-    retry = max(1, math.ceil(refusal.retry_in))
-    key, scope = ("error.rate_key", "key") if refusal.scope == "user" else ("error.rate_address", "address")
-    log.info("refused a photo from %s (key %s): over %d a minute per %s", who.address, who.key_id or "-",
-             refusal.limit, scope)
-    raise WebError(429, "rate_limited", tr(key, n=refusal.limit, seconds=retry), {"retry-after": str(retry)})
-
-
-def usage_problem(exc: UsageError, tr: Texts) -> WebError:
-    """A usage error as the bot words its problem (without the bot's usage lines: they name commands)."""
-    return WebError(400, "bad_field", UsageError(exc.problem, None, exc.count, **exc.params).text(tr.bot))
-
-
-def asked_params(confidence: str | None, classes: str | None, tr: Texts) -> DetectParams:
-    """The form's ``confidence`` and ``classes`` as the bot reads them from a caption."""
-    try:
-        value = parse_confidence(confidence) if confidence and confidence.strip() else None
-        filtered = parse_detect_args(classes.replace(",", " ")) if classes and classes.strip() else DetectParams()
-    except UsageError as exc:
-        raise usage_problem(exc, tr) from None
-    if filtered.confidence is not None:  # a number among the class names: not a class
-        token = next(t for t in (classes or "").replace(",", " ").split() if looks_like_confidence(t))
-        raise usage_problem(UsageError(replies.NOT_A_CLASS, name=token[:20]), tr)
-    return DetectParams(value, filtered.classes, filtered.class_confidence)
-
-
-async def resolved_params(svc: Services, model: str, asked: DetectParams, tr: Texts) -> DetectParams:
-    """Class names as the model writes them (either language, multi-word), checked against the names the
-    model's workers published; a name no class has is refused with the closest one."""
-    try:
-        index = await asyncio.to_thread(svc.classes[model].index) if asked.classes or asked.class_confidence \
-            else None
-    except QueueUnavailableError:
-        index = None
-    params, unknown = model_params(index, asked, svc.names)
-    if unknown:
-        first = unknown[0]
-        if first.suggestions:
-            suggestion = svc.names.display(None, first.suggestions[0], tr.language)
-            message = tr("error.no_such_class_suggest", name=first.name, suggestion=suggestion)
-        else:
-            message = tr("error.no_such_class", name=first.name)
-        raise WebError(400, "unknown_class", message)
-    return DetectParams.layered(params, DetectParams(svc.settings.default_confidence))
-
-
-def too_big(tr: Texts) -> str:
-    return tr("error.too_big", megabytes=MAX_IMAGE_BYTES // replies.BYTES_PER_MB)
-
-
-async def read_upload(request: Request, tr: Texts) -> tuple[bytes, dict[str, str]]:
-    """The image's bytes and the text fields; the body is capped while it streams (:mod:`web.guard`)."""
-    try:
-        form = await request.form(max_files=1, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES)
-    except StarletteHTTPException as exc:
-        if exc.status_code == 413:
-            raise
-        raise WebError(400, "bad_form", tr("error.bad_form")) from None
-    try:
-        upload = form.get("image")
-        if not isinstance(upload, UploadFile):
-            raise WebError(400, "no_image", tr("error.no_image"))
-        data = await upload.read(MAX_IMAGE_BYTES + 1)
-        fields = {name: value for name, value in form.items() if isinstance(value, str)}
-    finally:
-        await form.close()
-    if len(data) > MAX_IMAGE_BYTES:
-        raise WebError(413, "too_big", too_big(tr))
-    return data, fields
-
-
-async def check_image(svc: Services, data: bytes, tr: Texts) -> None:
-    """The bot's header check (format, size, structure), off the event loop."""
-    try:
-        await asyncio.to_thread(read_header, data, svc.settings.max_pixels)
-    except ImageError as exc:
-        status = 415 if exc.code in UNSUPPORTED_MEDIA else 422
-        raise WebError(status, exc.code, replies.error_reply(tr.bot, exc.code, max_pixels=svc.settings.max_pixels)) \
-            from None
-
-
-async def submit_job(svc: Services, model: str, data: bytes, params: DetectParams, who: Caller, tr: Texts,
-                     idempotency_key: str | None) -> str:
-    try:
-        return await asyncio.to_thread(svc.queue.submit, model, data, params, who, tr.language, idempotency_key)
-    except QueueFullError:
-        log.info("refused a photo from %s: the queue is full", who.address)
-        raise WebError(503, "busy", tr.bot.gettext(replies.BUSY), {"retry-after": str(BUSY_RETRY)}) from None
-    except (QueueUnavailableError, RedisError) as exc:
-        log.warning("refused a photo from %s: Redis unreachable", who.address)
-        raise unavailable(tr) from exc
 
 
 # -- answers -----------------------------------------------------------------------------------------------
@@ -300,10 +100,6 @@ async def job_state(svc: Services, job_id: str, owner: str, tr: Texts) -> JobSta
     if state is None:
         raise WebError(404, "not_found", tr("error.not_found"))
     return state
-
-
-def unavailable(tr: Texts) -> WebError:
-    return WebError(503, "unavailable", tr.bot.gettext(replies.UNAVAILABLE), {"retry-after": str(UNAVAILABLE_RETRY)})
 
 
 def photo_document(svc: Services, base: dict[str, Any], rows: list[list[Any]], index: int) -> dict[str, Any]:
@@ -431,22 +227,7 @@ def add_routes(app: FastAPI, svc: Services) -> None:
                      idempotency_key: Annotated[str | None, Header(description="Retries with the same value get the "
                                                                    "first request's job, never a second one.")] = None,
                      ) -> dict[str, Any]:
-        take_limits(svc, who, tr)
-        if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
-            raise WebError(400, "bad_field", tr("error.bad_field", field="Idempotency-Key"))
-        async with svc.uploads:
-            data, fields = await read_upload(request, tr)
-            model = fields.get("model") or settings.queue
-            if model not in svc.queue.clients:
-                raise WebError(400, "unknown_model", tr("error.unknown_model", model=model[:40],
-                                                        models=", ".join(svc.queue.clients)))
-            asked = asked_params(fields.get("confidence"), fields.get("classes"), tr)
-            params = await resolved_params(svc, model, asked, tr)
-            await check_image(svc, data, tr)
-            job_id = await submit_job(svc, model, data, params, who, tr, idempotency_key)
-        log.info("queued web job %s key=%s from %s: %d bytes conf=%.2f classes=%s model=%s", job_id,
-                 who.key_id or "-", who.address, len(data), params.threshold, ",".join(params.classes or []) or "all",
-                 model)
+        job_id = await accept(request, svc, who, tr, idempotency_key)
         response.headers["location"] = f"{API}/jobs/{job_id}"
         return {"id": job_id, "status": STATUS_QUEUED, "status_url": f"{API}/jobs/{job_id}"}
 
