@@ -253,7 +253,7 @@ def test_the_screenshot_of_the_page(page: Page, tmp_path: Path) -> None:
         pytest.fail(f"the browser could not take a screenshot: {exc}")
     with Image.open(shot) as taken:
         assert taken.size[0] >= WINDOW[0] - 20
-        small = taken.convert("RGB").quantize(colors=128)
+        small = taken.convert("RGB").quantize(colors=48)
         small.save(shot, optimize=True)
     if os.environ.get(UPDATE_SCREENSHOT):
         shutil.copyfile(shot, SCREENSHOT)
