@@ -30,7 +30,7 @@ from bot import replies
 from bot.albums import AlbumCollector
 from bot.buttons import Buttons, answer_press, build_buttons
 from bot.chat_settings import ChatSettings, ChatStore
-from bot.classes import PublishedClasses, Unknown
+from bot.classes import PublishedClasses, Unknown, model_params
 from bot.delivery import Delivery
 from bot.i18n import LANGUAGES, Catalog, catalog, language_for
 from bot.intake import Intake, Request, image_of, sender_of, thread_of
@@ -189,27 +189,15 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
 
 
 async def _model_params(svc: Services, args: DetectParams) -> tuple[DetectParams, list[Unknown]]:
-    """The class names of ``args`` as the model writes them, checked against the names its workers
-    published (multi-word names, either language, a suggestion for a typo). Before any worker has
-    published them, or with Redis away, the names are only translated and the worker checks them."""
+    """The class names of ``args`` as the model writes them (:func:`bot.classes.model_params`); with Redis
+    away the names are only translated and the worker checks them."""
     if not (args.classes or args.class_confidence):
         return args, []
     try:
         index = await asyncio.to_thread(svc.classes.index)
     except QueueUnavailableError:
         index = None
-    if index is None:
-        return _model_names(args, svc.names), []
-    return index.params(args)
-
-
-def _model_names(args: DetectParams, names: ClassNames) -> DetectParams:
-    """A class filter written in any language (``/detect человек``), in the model's own names."""
-    if not (args.classes or args.class_confidence):
-        return args
-    classes = names.model_names(args.classes) if args.classes else None
-    per_class = tuple((names.model_name(name), value) for name, value in args.class_confidence)
-    return DetectParams(args.confidence, classes, per_class)
+    return model_params(index, args, svc.names)
 
 
 def _caption_args(photos: list[Message], username: str) -> DetectParams:

@@ -19,7 +19,7 @@ from bot.albums import (
     album_reply_to,
     queued_album,
 )
-from bot.app import _model_names
+from bot.classes import model_params
 from bot.i18n import ENGLISH, RUSSIAN, catalog
 from bot.intake import sender_of
 from bot.limits import Limits, RateLimiter
@@ -420,10 +420,11 @@ def test_class_index_suggests_the_closest_name_for_a_typo() -> None:
 def test_filters_in_russian_become_the_models_names() -> None:
     names = parse_class_names({"ru": {"circle": "круг"}})
     asked = parse_detect_args("Круг, собака 0.3")
-    assert _model_names(asked, names) == DetectParams(0.3, ("circle", "dog"))
+    # Before any worker published the model's names (no index), the names are only translated.
+    assert model_params(None, asked, names) == (DetectParams(0.3, ("circle", "dog")), [])
     per_class = DetectParams(None, None, (("круг", 0.6),))
-    assert _model_names(per_class, names).per_class == {"circle": 0.6}
-    assert _model_names(DetectParams(0.4), names) == DetectParams(0.4)
+    assert model_params(None, per_class, names)[0].per_class == {"circle": 0.6}
+    assert model_params(None, DetectParams(0.4), names) == (DetectParams(0.4), [])
 
 
 # -- Telegram's flood limits ----------------------------------------------------------------------------
