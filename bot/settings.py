@@ -32,6 +32,8 @@ DEFAULT_WEBHOOK_LISTEN = "0.0.0.0:8443"
 # these characters, up to 256 of them.
 WEBHOOK_SECRET_MIN = 16
 WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")
+# A Mini App's short name as @BotFather takes it (the path of its t.me link).
+MINI_APP_NAME = re.compile(r"[A-Za-z0-9_]{3,30}")
 # A token is "<bot id>:<secret>"; the id names the bot's keys in Redis (never the token itself).
 TOKEN_SHAPE = re.compile(r"(\d+):\S+")
 # The chat action covers an answer's first 5 s; a status message only for a photo still waiting after that
@@ -105,7 +107,45 @@ class FrontEndSettings(BaseSettings):
         return value
 
 
-class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassNamesSettings, FrontEndSettings):
+class MiniAppSettings(BaseSettings):
+    """Where the bot's Telegram Mini App lives (the web face's page): read by the bot, which puts its 🎚
+    button under answers, and by the web, which serves it. Telegram-free."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
+
+    web_public_url: str | None = Field(
+        None, description="Public HTTPS URL of the web page (behind its TLS proxy); set: answers get a 🎚 button "
+        "that opens it as a Telegram Mini App on that answer.",
+    )
+    web_app_name: str | None = Field(
+        None, description="Short name of the Mini App registered with @BotFather (/newapp, its URL "
+        "DETBOT_WEB_PUBLIC_URL): group answers get the 🎚 button as its t.me link (Telegram opens web_app "
+        "buttons only in private chats); unset: only private answers get the button.",
+    )
+
+    @field_validator("web_public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be the page's public https:// URL (Telegram opens Mini Apps over HTTPS only), "
+                             "e.g. https://detbot.example.com/")
+        return value.strip().rstrip("/") + "/"
+
+    @field_validator("web_app_name")
+    @classmethod
+    def _app_name(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        if not MINI_APP_NAME.fullmatch(value.strip()):
+            raise ValueError("must be the Mini App's short name from @BotFather: 3-30 of A-Z a-z 0-9 _")
+        return value.strip()
+
+
+class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassNamesSettings, FrontEndSettings,
+                  MiniAppSettings):
     """Everything ``detbot bot`` can be configured with; see docs/bot.md for the table."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True,

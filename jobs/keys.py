@@ -148,6 +148,11 @@ def migrated(bot_id: int, chat_id: int) -> str:
     return f"{_bot(bot_id)}:migrated:{chat_id}"
 
 
+def mini_app_reply(bot_id: int, request_id: str) -> str:
+    """List the bot pushes its verdict on a Mini App request onto (``bot.mini_app``); the web waits on it."""
+    return f"{_bot(bot_id)}:reply:{request_id}"
+
+
 def album(bot_id: int, album_id: str) -> str:
     """Hash of an album's results read so far by any replica (``bot.assembly``): which one answers it."""
     return f"{_bot(bot_id)}:album:{album_id}"
@@ -270,9 +275,10 @@ LIFETIMES: tuple[Lifetime, ...] = (
     Lifetime(f"{BOTS}:status:*", True, "`STATUS_TTL` (= `RESULT_TTL`); deleted with its status message"),
     Lifetime(f"{BOTS}:answer:*", True, "`DETBOT_ANSWER_TTL` (24 h) from the answer: its buttons work that long"),
     Lifetime(f"{BOTS}:album:*", True, "`bot.assembly.ALBUM_TTL` (24 h) from its latest result"),
+    Lifetime(f"{BOTS}:reply:*", True, "`bot.mini_app.REPLY_TTL` (60 s); deleted when the web reads it"),
     Lifetime(f"{BOTS}:inbox", False,
-             "one stream per bot; at most `bot.inbox.INBOX_LIMIT` (5,000) updates, each deleted when its handler "
-             "finished"),
+             "one stream per bot; at most `bot.inbox.INBOX_LIMIT` (5,000) updates and Mini App requests, each "
+             "deleted when its handler finished"),
     Lifetime(f"{BOTS}:seen", False, "one sorted set per bot: the last `bot.inbox.SEEN_LIMIT` (10,000) update ids"),
     Lifetime(f"{BOTS}:offset", False, "one integer per bot"),
     Lifetime(f"{BOTS}:lease", True, "`bot.lease.LEASE_TTL` (6 s), renewed by the replica that holds it"),

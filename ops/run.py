@@ -334,6 +334,14 @@ def bot_env(env: dict[str, str]) -> dict[str, str]:
     return {"MALLOC_ARENA_MAX": BOT_MALLOC_ARENAS, **env, **secrets}
 
 
+def web_env(env: dict[str, str]) -> dict[str, str]:
+    """The web's environment: the children's, plus the bot's token when it serves as the bot's Mini App
+    (DETBOT_WEB_PUBLIC_URL set): it derives the initData key and the bot's id from it, nothing more."""
+    if not os.environ.get("DETBOT_WEB_PUBLIC_URL", "").strip():
+        return env
+    return {**env, **{name: os.environ[name] for name in BOT_ONLY_ENV if name in os.environ}}
+
+
 def worker_child(plan: Plan, settings: RunSettings, index: int, env: dict[str, str]) -> Child:
     env = dict(env)
     if settings.metrics_port is not None:
@@ -526,7 +534,7 @@ def _run(sup: Supervisor, plan: Plan, settings: RunSettings, telegram: TelegramS
     if plan.bot and not sup.stop_requested.is_set():
         sup.start(Child("bot", [*DETBOT, "bot"], bot_env(env)))
     if plan.web and not sup.stop_requested.is_set():
-        sup.start(Child("web", [*DETBOT, "web"], env))
+        sup.start(Child("web", [*DETBOT, "web"], web_env(env)))
     supervise(sup, plan)
     if sup.fatal:
         sup.out.say(f"stopping everything: {sup.fatal}")

@@ -22,10 +22,10 @@ FORBIDDEN_IN_WEB = (
     "detector.processing", "detector.draw", "detector.labels", "detector.export_cache", "detector.cores",
     "jobs.tasks", "jobs.worker", "jobs.recovery", "ops",
 )
-# What the web face may use of bot/: texts, parsing, class names, limits, settings, kept answers, logging —
-# nothing that talks to Telegram.
+# What the web face may use of bot/: texts, parsing, class names, limits, settings, kept answers, logging, the
+# inbox and the Mini App's requests it puts there — nothing that talks to Telegram.
 BOT_MODULES_FOR_WEB = {"bot", "bot.i18n", "bot.replies", "bot.parsing", "bot.classes", "bot.limits", "bot.settings",
-                       "bot.answers", "bot.logs"}
+                       "bot.answers", "bot.logs", "bot.inbox", "bot.mini_app"}
 
 
 def imported_modules(package: str) -> dict[str, set[str]]:

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 import pytest
@@ -30,10 +30,18 @@ from jobs.client import DetectionClient
 from ops.shapes import iou
 from tests.conftest import RedisServer
 from tests.images import png_header, tiff_many_strips
-from tests.web_support import SHAPES_RU, WebServer, raw_request, shapes_png, status_of, web_servers
+from tests.web_support import (
+    SHAPES_RU,
+    WebServer,
+    init_data,
+    raw_request,
+    shapes_png,
+    status_of,
+    tma,
+    web_servers,
+)
 from tests.workers import running_workers, wait_for
 from web.access import WEB_LANE_BASE, Caller
-from web.initdata import sign
 
 TOKEN = "424242:WEB-test-token-not-real"
 KEYS = ("key-one-0123456789", "key-two-0123456789", "key-three-012345678")
@@ -423,10 +431,8 @@ def test_the_openapi_schema_describes_the_api(stack: Stack) -> None:
 
 # -- the Mini App's answer endpoint ------------------------------------------------------------------------
 
-def init_data(user_id: int, auth_date: int, token: str = TOKEN) -> str:
-    fields = {"auth_date": str(auth_date), "query_id": "AAHdF6IQAAAAAN0XohDhrOrc",
-              "user": json.dumps({"id": user_id, "first_name": "Ann", "language_code": "ru"})}
-    return httpx.QueryParams({**fields, "hash": sign(fields, token)}).__str__()
+def signed(user_id: int, auth_date: float, token: str = TOKEN) -> str:
+    return init_data(user_id, token, auth_date)
 
 
 def save_answer(redis: Redis, answer_id: str, answer: Answer) -> None:
@@ -441,35 +447,51 @@ def save_answer(redis: Redis, answer_id: str, answer: Answer) -> None:
     asyncio.run(save())
 
 
-def test_the_mini_app_shows_an_answer_to_its_asker_and_refuses_anything_unsigned(stack: Stack) -> None:
+def test_the_mini_app_shows_an_answer_to_whom_may_see_it_and_refuses_anything_unsigned(stack: Stack) -> None:
+    """The answer's endpoint (the bot is not needed to read it: tests/test_mini_app.py applies, with one):
+    a private chat's answer to its person only, a group's to whoever opened its link; unsigned, forged,
+    another bot's or day-old initData is 401 before anything is read."""
     boxes = (Box(0, "circle", 0.91, 10, 10, 50, 50), Box(1, "square", 0.12, 60, 10, 90, 40))
     base = {"width": 100, "height": 80, "confidence": 0.25, "model": "shapes.pt", "classes": None,
             "timings": {}, "class_confidence": {}}
-    answer = Answer(chat_id=-100555, thread=None, reply_to=7, asker=777, private=False, language="ru", floor=0.05,
-                    start=DetectParams(0.25).to_dict(), top=["circle"],
-                    photos=[Photo("file-id", 8, base, boxes_to_rows(boxes))])
-    save_answer(stack.redis, "AbCdEfGh123", answer)
+    group = Answer(chat_id=-100555, thread=None, reply_to=7, asker=777, private=False, language="ru", floor=0.05,
+                   start=DetectParams(0.25).to_dict(), top=["circle"], photos=[Photo("file-id", 8, base,
+                                                                                     boxes_to_rows(boxes))])
+    save_answer(stack.redis, "AbCdEfGh123", group)
+    save_answer(stack.redis, "PrIvAtE4567", replace(group, chat_id=777, private=True))
     now = int(time.time())
     path = "/api/v1/answers/AbCdEfGh123"
     with stack.keyed.client() as client:
-        def tma(data: str) -> httpx.Response:
-            return client.get(path, headers={"Authorization": f"tma {data}"})
+        def opened(data: str, where: str = path) -> httpx.Response:
+            return client.get(where, headers=tma(data))
 
-        shown = tma(init_data(777, now))
+        shown = opened(signed(777, now))
         assert shown.status_code == 200, shown.text
         body = shown.json()
         assert [c["class_name"] for c in body["photos"][0]["candidates"]] == ["circle", "square"]
         assert body["floor"] == 0.05 and body["view"] == body["start"]
-        forged = init_data(777, now).replace("hash=", "hash=0")
-        assert error_of(tma(forged))[:2] == (401, "init_data")
-        assert error_of(tma(init_data(777, now, token="424242:another-bot")))[:2] == (401, "init_data")
-        assert error_of(tma(init_data(777, now - 2 * 24 * 3600)))[:2] == (401, "init_data")
+        assert body["asker"] is True and body["private"] is False
+        assert body["photos"][0]["photo_url"] == f"{path}/photos/0"
+        forged = signed(777, now).replace("hash=", "hash=0")
+        assert error_of(opened(forged))[:2] == (401, "init_data")
+        assert error_of(opened(signed(777, now, token="424242:another-bot")))[:2] == (401, "init_data")
+        assert error_of(opened(signed(777, now - 2 * 24 * 3600)))[:2] == (401, "init_data")
         assert error_of(client.get(path))[:2] == (401, "init_data")
-        assert error_of(tma(init_data(778, now)))[:2] == (403, "not_yours")
-        assert error_of(client.get("/api/v1/answers/NoSuchAnswer1", headers={
-            "Authorization": f"tma {init_data(777, now)}"}))[:2] == (404, "not_found")
+        assert error_of(client.post(f"{path}/view", json={"confidence": 0.5}, headers=tma(forged)))[:2] == \
+            (401, "init_data")
+        assert error_of(client.get(f"{path}/photos/0", headers=tma(forged)))[:2] == (401, "init_data")
+        # Someone else of the group sees it (who may apply is the bot's to say); a private chat's, nobody else.
+        assert opened(signed(778, now)).json()["asker"] is False
+        assert error_of(opened(signed(778, now), "/api/v1/answers/PrIvAtE4567"))[:2] == (403, "not_yours")
+        assert error_of(opened(signed(777, now), "/api/v1/answers/NoSuchAnswer1"))[:2] == (404, "not_found")
+        # A view the answer cannot show is refused here, before the bot hears of it.
+        low = client.post(f"{path}/view", json={"confidence": 0.01}, headers=tma(signed(777, now)))
+        assert error_of(low)[:2] == (400, "bad_field")
+        other = client.post(f"{path}/view", json={"confidence": 0.5, "classes": ["dog"]}, headers=tma(signed(777, now)))
+        assert error_of(other)[:2] == (400, "unknown_class")
+        assert not stack.redis.exists(keys.inbox(int(TOKEN.split(":")[0])))
     with stack.open.client() as client:  # a web without the bot's token has no Mini App
-        assert client.get(path, headers={"Authorization": f"tma {init_data(777, now)}"}).status_code == 404
+        assert client.get(path, headers=tma(signed(777, now))).status_code == 404
 
 
 def test_the_keys_and_the_token_never_reach_a_log(stack: Stack) -> None:

@@ -6,6 +6,10 @@ chromium-driver``; .ci/run installs them), handed to Selenium through a ``Servic
 so Selenium Manager never looks for one. The page loads, a shapes picture goes in (picker, drop, paste),
 the answer comes from the worker, and the slider and the class toggles change the boxes on the canvas and
 the rows of the list without a request.
+
+As the bot's Mini App the page is opened the way a Telegram app opens it: the answer's URL with Telegram's
+launch parameters in the fragment (``#tgWebAppData=<initData>&…``), or with ``window.Telegram.WebApp`` put
+in place before the page's script runs, as Telegram's own script would — nothing is fetched from Telegram.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
+from redis import Redis
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
@@ -29,11 +36,15 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from jobs import keys
 from tests.conftest import ROOT, RedisServer
-from tests.web_support import ANSWER_TIMEOUT, SHAPES_RU, WebServer, shapes_png, web_servers
+from tests.telegram_stub import BotProcess, TelegramStub, encode, wait_answer
+from tests.web_support import ANSWER_TIMEOUT, SHAPES_RU, WebServer, init_data, shapes_png, web_servers
 from tests.workers import running_workers, wait_for
 
 SCREENSHOT = ROOT / "docs" / "web-page.png"
+TOKEN = "864209753:PAGE-mini-app-token"
+PUBLIC_URL = "https://detbot.example/"
 # The screenshot in the README is re-taken only on request, so a test run never dirties the checkout.
 UPDATE_SCREENSHOT = "DETBOT_UPDATE_SCREENSHOT"
 WINDOW = (1100, 760)
@@ -46,6 +57,8 @@ class Page:
     web: WebServer
     picture: Path
     downloads: Path
+    stub: TelegramStub
+    redis: Redis
 
     def open(self, language: str = "en") -> None:
         self.driver.get(self.web.url + "/")
@@ -112,15 +125,21 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
     downloads.mkdir()
     server = RedisServer(workdir / "redis")
     server.start()
+    # The bot too (against the Bot API stand-in), whose answers the page opens as its Mini App.
+    stub = TelegramStub(TOKEN).start()
+    mini_app = {"TELEGRAM_BOT_TOKEN": TOKEN, "DETBOT_WEB_PUBLIC_URL": PUBLIC_URL}
     try:
         with running_workers(server.url, log_dir=workdir), \
-                web_servers(server.url, workdir, page={"DETBOT_CLASS_NAMES": str(names)}) as servers:
+                web_servers(server.url, workdir, page={"DETBOT_CLASS_NAMES": str(names), **mini_app}) as servers:
+            bot = BotProcess(stub, server.url, workdir / "bot.log", DETBOT_WEB_PUBLIC_URL=PUBLIC_URL).start()
             driver = chrome(downloads)
             try:
-                yield Page(driver, servers["page"], picture, downloads)
+                yield Page(driver, servers["page"], picture, downloads, stub, Redis.from_url(server.url))
             finally:
                 driver.quit()
+                bot.stop()
     finally:
+        stub.stop()
         server.stop()
 
 
@@ -258,6 +277,79 @@ def test_the_screenshot_of_the_page(page: Page, tmp_path: Path) -> None:
     if os.environ.get(UPDATE_SCREENSHOT):
         shutil.copyfile(shot, SCREENSHOT)
     assert SCREENSHOT.is_file(), "docs/web-page.png is missing: run this test with DETBOT_UPDATE_SCREENSHOT=1"
+
+
+# -- as the bot's Mini App ------------------------------------------------------------------------------------
+
+def answered_in_telegram(page: Page, user: int) -> tuple[int, str]:
+    """A person sends the page's picture to the bot: the answer's message id and the answer's id."""
+    stub = page.stub
+    with Image.open(page.picture) as img:
+        jpeg = encode(np.asarray(img.convert("RGB"))[:, :, ::-1])
+    msg = stub.photo(stub.private_chat(user), user, jpeg)
+    mid = int(wait_answer(stub, user, msg["message_id"]).result["message_id"])
+    data = next(b["callback_data"] for row in stub.keyboard(user, mid) for b in row if "callback_data" in b)
+    answer_id = data.split(":")[1]
+    wait_for(lambda: page.redis.exists(keys.answer(stub.bot_id, answer_id)), 30, "the answer's buttons stored")
+    return mid, answer_id
+
+
+def open_as_mini_app(page: Page, answer_id: str, signed: str) -> None:
+    """The page as a Telegram app opens the 🎚 button's URL: the launch parameters in the fragment."""
+    page.open("en")
+    fragment = urlencode({"tgWebAppData": signed, "tgWebAppVersion": "8.0", "tgWebAppPlatform": "tdesktop"})
+    page.driver.get(f"{page.web.url}/?answer={answer_id}#{fragment}")
+    page.until(lambda d: d.execute_script("return document.body.dataset.ready === 'true'"), "the page to start")
+
+
+def test_as_the_mini_app_the_page_shows_the_answer_slides_and_applies_it_in_the_chat(page: Page) -> None:
+    user = 91_001
+    mid, answer_id = answered_in_telegram(page, user)
+    signed = init_data(user, TOKEN)
+    open_as_mini_app(page, answer_id, signed)
+    driver = page.driver
+    page.until(lambda d: d.find_element(By.ID, "result").get_attribute("data-answer") == answer_id, "the answer")
+    assert not driver.find_element(By.ID, "drop").is_displayed()  # an answer, not an upload
+    assert driver.find_element(By.ID, "apply").is_displayed()
+    shown = httpx.get(f"{page.web.url}/api/v1/answers/{answer_id}", headers={"Authorization": f"tma {signed}"},
+                      timeout=30).json()
+    confidences = [c["confidence"] for c in shown["photos"][0]["candidates"]]
+    page.until(lambda d: page.drawn() == sum(c >= 0.25 for c in confidences) > 0, "the answer's boxes on its photo")
+    assert driver.execute_script("return document.getElementById('canvas').width") > 0
+    page.slide(0.9)
+    page.until(lambda d: page.drawn() == sum(c >= 0.9 for c in confidences), "the boxes at 0.9")
+    assert len(page.rows()) == page.drawn()
+    driver.find_element(By.ID, "apply").click()
+    page.until(lambda d: d.find_element(By.ID, "apply-box").get_attribute("data-status") == "applied", "applied")
+    assert "the answer in the chat shows this now" in driver.find_element(By.ID, "apply-status").text
+    edits = [c for c in page.stub.sent("editMessageMedia", user) if int(c.params["message_id"]) == mid]
+    assert len(edits) == 1 and "≥ 0.90" in str(edits[0].params["media"].get("caption"))
+
+
+def test_as_the_mini_app_forged_init_data_gets_401(page: Page) -> None:
+    """Put in place as Telegram's script would (window.Telegram.WebApp), forged initData: the page says to
+    open it from Telegram, and the API answered 401."""
+    user = 91_002
+    _mid, answer_id = answered_in_telegram(page, user)
+    forged = init_data(user, TOKEN).replace("hash=", "hash=0")
+    source = ("window.Telegram = {WebApp: {initData: " + json.dumps(forged) +
+              ", ready() { window.detbotReady = true; }, expand() {}}};")
+    script = page.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": source})
+    try:
+        page.open("en")
+        page.driver.get(f"{page.web.url}/?answer={answer_id}")
+        page.until(lambda d: d.execute_script("return document.body.dataset.ready === 'true'"), "the page to start")
+        status = page.driver.find_element(By.ID, "status")
+        assert "Open this page from Telegram" in status.text and "error" in (status.get_attribute("class") or "")
+        assert page.driver.execute_script("return window.detbotReady") is True  # told Telegram it is ready
+        code = page.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch('/api/v1/answers/' + arguments[0], {headers: {Authorization: 'tma ' + Telegram.WebApp.initData}})"
+            ".then((r) => done(r.status));", answer_id)
+        assert code == 401
+        assert not page.driver.find_element(By.ID, "result").is_displayed()
+    finally:
+        page.driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
 
 
 def _base64(path: Path) -> str:

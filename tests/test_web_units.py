@@ -241,3 +241,11 @@ def test_the_compose_web_profile_is_published_locally_and_needs_its_keys(tmp_pat
     assert not environment["TELEGRAM_BOT_TOKEN"]  # .env's token is blanked: the web face does not get it
     assert environment["DETBOT_WEB_KEYS"] == "k1,k2" and environment["DETBOT_WEB_LISTEN"] == "0.0.0.0:8080"
     assert ":8080/healthz" in " ".join(service["healthcheck"]["test"])
+    # As the bot's Mini App it gets the token (to check initData), and the bot the same public URL.
+    mini = compose_config(tmp_path, example_with(TELEGRAM_BOT_TOKEN=TOKEN, REDIS_PASSWORD=PASSWORD,
+                                                 DETBOT_WEB_KEYS="k1,k2", DETBOT_WEB_PUBLIC_URL="https://d.example/"),
+                          "--profile", "web")
+    assert mini.returncode == 0, mini.stderr
+    services = json.loads(mini.stdout)["services"]
+    assert services["web"]["environment"]["TELEGRAM_BOT_TOKEN"] == TOKEN
+    assert services["bot"]["environment"]["DETBOT_WEB_PUBLIC_URL"] == "https://d.example/"

@@ -7,11 +7,13 @@ A web process prints ``web listening on http://HOST:PORT`` once its socket is bo
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from ops.shapes import make_images
 from tests.conftest import DETBOT, ROOT, detbot_env
 from tests.images import png_bytes
 from tests.workers import wait_for
+from web.initdata import sign
 
 # `detbot web` imports FastAPI and the bot's catalogs: a second or two, more on a busy CI box.
 START_TIMEOUT = 60.0
@@ -100,6 +103,20 @@ def web_servers(redis_url: str, log_dir: Path, wait_healthy: bool = True, **conf
     finally:
         for server in servers.values():
             server.stop()
+
+
+def init_data(user_id: int, token: str, auth_date: float | None = None, **fields: str) -> str:
+    """initData as Telegram hands it to a Mini App for ``user_id``, signed with ``token`` (Telegram's algorithm,
+    web.initdata.sign); ``auth_date`` now by default; ``fields`` add to it (``start_param``...)."""
+    signed = {"auth_date": str(int(time.time() if auth_date is None else auth_date)),
+              "query_id": f"AAH{user_id}query", **fields,
+              "user": json.dumps({"id": user_id, "first_name": "Ann", "language_code": "en"})}
+    return str(httpx.QueryParams({**signed, "hash": sign(signed, token)}))
+
+
+def tma(data: str) -> dict[str, str]:
+    """The header the page sends initData in."""
+    return {"Authorization": f"tma {data}"}
 
 
 def shapes_png(seed: int, least: int = 1, landscape: bool = False) -> tuple[bytes, list[Any]]:

@@ -1,4 +1,4 @@
-"""``build_app()``: the page, the API and the Mini App's answer endpoint on one FastAPI application.
+"""``build_app()``: the page, the API and the Mini App's routes (:mod:`web.answers`) on one FastAPI application.
 
 FastAPI because it is a well-kept ASGI framework that gives the OpenAPI schema from the routes' own types
 (``/api/v1/openapi.json``) and pydantic, which detbot uses already; uvicorn serves it (:mod:`web.main`).
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,7 +28,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from bot import replies
-from bot.answers import AnswerBook
 from bot.classes import PublishedClasses
 from bot.i18n import LANGUAGES
 from bot.limits import Limits
@@ -38,9 +36,9 @@ from jobs import keys
 from jobs.exceptions import QueueUnavailableError
 from web import schemas
 from web.access import ApiKeys
+from web.answers import add_answer_routes
 from web.context import CallerDep, Services, TextsDep, WebError, unavailable
 from web.guard import Guard, error_response
-from web.initdata import InitDataError, check_init_data
 from web.jobs import (
     STATUS_DONE,
     STATUS_FAILED,
@@ -48,9 +46,9 @@ from web.jobs import (
     Completions,
     JobState,
     WebQueue,
-    boxes_document,
     result_document,
 )
+from web.mini_app import MiniApp
 from web.settings import MAX_IMAGE_BYTES, WebSettings
 from web.submit import DETECT_BODY, accept, too_big
 from web.texts import Texts, page_catalog
@@ -67,8 +65,8 @@ MAX_WAIT = 25.0
 # still unread, so a crowd of big uploads costs this many pictures of memory, not one per connection.
 UPLOADS_AT_ONCE = 8
 JOB_ID = r"^[0-9a-f]{32}$"
-ANSWER_ID = r"^[A-Za-z0-9_-]{8,32}$"
-TMA_SCHEME = "tma "
+# Telegram's web clients show a Mini App in a frame of theirs (its apps use a webview of their own).
+TELEGRAM_WEB_CLIENTS = ("https://web.telegram.org",)
 
 JobIdPath = Annotated[str, PathParam(pattern=JOB_ID, description="The id /api/v1/detect answered with.")]
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -102,16 +100,12 @@ async def job_state(svc: Services, job_id: str, owner: str, tr: Texts) -> JobSta
     return state
 
 
-def photo_document(svc: Services, base: dict[str, Any], rows: list[list[Any]], index: int) -> dict[str, Any]:
-    return {"index": index, "width": int(base.get("width", 0)), "height": int(base.get("height", 0)),
-            **boxes_document(rows, svc.names, LANGUAGES)}
-
-
 # -- the application ---------------------------------------------------------------------------------------
 
-def build_app(settings: WebSettings, redis: Redis, async_redis: AsyncRedis, bot_token: str | None = None,
+def build_app(settings: WebSettings, redis: Redis, async_redis: AsyncRedis, mini_app: MiniApp | None = None,
               names: ClassNames | None = None) -> FastAPI:
-    """The page, the API and their checks; the completion reader runs for the application's lifetime."""
+    """The page, the API and their checks; the completion reader runs for the application's lifetime.
+    ``mini_app``: the bot's Mini App (its answers' routes), when this web has the bot's token."""
     names = names or ClassNames()
     queue = WebQueue(redis, settings.models(), settings.max_queued_jobs, settings.answer_ttl)
     svc = Services(
@@ -123,14 +117,13 @@ def build_app(settings: WebSettings, redis: Redis, async_redis: AsyncRedis, bot_
         limits=Limits(settings.web_rate_limit_key if settings.keys() else 0, settings.web_rate_limit_address),
         names=names,
         classes={m: PublishedClasses(c.class_names, names.aliases()) for m, c in queue.clients.items()},
-        # A bot's answers are under its id (the token's numeric part): only with the token is there a Mini App.
-        answers=AnswerBook(async_redis, settings.answer_ttl, int(bot_token.split(":", 1)[0])) if bot_token else None,
-        bot_token=bot_token,
+        mini_app=mini_app,
         uploads=asyncio.Semaphore(UPLOADS_AT_ONCE),
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        svc.loop = asyncio.get_running_loop()
         reader = asyncio.create_task(svc.completions.run(), name="completions")
         try:
             yield
@@ -148,8 +141,10 @@ def build_app(settings: WebSettings, redis: Redis, async_redis: AsyncRedis, bot_
     app.state.services = svc
     install_error_handlers(app, svc)
     add_routes(app, svc)
+    add_answer_routes(app, svc)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(Guard, texts_of=svc.texts_of, allowed_origins=settings.web_cors_origins,
+                       framed_by=TELEGRAM_WEB_CLIENTS if mini_app is not None else (),
                        request_limit=settings.web_request_limit, body_cap=SMALL_BODY,
                        body_caps={f"{API}/detect": settings.max_body}, too_big=too_big)
     if settings.web_cors_origins:
@@ -257,31 +252,3 @@ def add_routes(app: FastAPI, svc: Services) -> None:
             raise WebError(404, "not_found", tr("error.not_found"))
         return Response(data, media_type="image/jpeg",
                         headers={"content-disposition": f'inline; filename="detbot-{job_id[:8]}.jpg"'})
-
-    @app.get(f"{API}/answers/{{answer_id}}", response_model=schemas.AnswerModel, responses=ERRORS,
-             summary="A chat's answer, for its Mini App (Authorization: tma <initData>)")
-    async def answer(answer_id: Annotated[str, PathParam(pattern=ANSWER_ID)], tr: TextsDep,
-                     authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
-        if not svc.bot_token or svc.answers is None:
-            raise WebError(404, "not_found", tr("error.not_found_page"))
-        if not authorization or not authorization.startswith(TMA_SCHEME):
-            raise WebError(401, "init_data", tr("error.init_data"), {"www-authenticate": "tma"})
-        try:
-            user = check_init_data(authorization[len(TMA_SCHEME):], svc.bot_token, time.time())
-        except InitDataError as exc:
-            log.info("refused answer %s: initData %s", answer_id, exc)
-            raise WebError(401, "init_data", tr("error.init_data"), {"www-authenticate": "tma"}) from None
-        try:
-            found = await svc.answers.load(answer_id)
-        except RedisError as exc:
-            raise unavailable(tr) from exc
-        if found is None:
-            raise WebError(404, "not_found", tr("error.answer_expired"))
-        if user.id != found.asker:  # the group's admins: once "apply" goes through the bot (issue 21)
-            log.info("refused answer %s: user %s did not ask for it", answer_id, user.id)
-            raise WebError(403, "not_yours", tr("error.not_yours"))
-        return {
-            "id": answer_id, "language": found.language, "floor": found.floor, "start": found.start,
-            "view": found.view or found.start,
-            "photos": [photo_document(svc, p.base, p.candidates, p.index) for p in found.photos],
-        }

@@ -13,12 +13,12 @@ from fastapi.security import APIKeyHeader
 from starlette.types import Scope
 
 from bot import replies
-from bot.answers import AnswerBook
 from bot.classes import PublishedClasses
 from bot.limits import Limits
 from detector.names import ClassNames
 from web.access import ApiKeys, Caller
 from web.jobs import Completions, WebQueue
+from web.mini_app import MiniApp
 from web.settings import WebSettings
 from web.texts import Texts, choose_language, texts
 
@@ -50,9 +50,20 @@ class Services:
     limits: Limits
     names: ClassNames
     classes: dict[str, PublishedClasses]
-    answers: AnswerBook | None  # a bot's answers, for its Mini App (None: no token, no Mini App)
-    bot_token: str | None
+    mini_app: MiniApp | None  # the bot's Mini App (None: no token, no Mini App)
     uploads: asyncio.Semaphore
+    loop: asyncio.AbstractEventLoop | None = None  # the application's, once it started
+
+    def stop(self) -> None:
+        """The server stops: what waits (long polls, a Mini App's verdict) answers now."""
+        self.completions.stop()
+        if self.mini_app is not None:
+            self.mini_app.stop()
+
+    def stop_threadsafe(self) -> None:
+        """:meth:`stop` from a signal handler: run on the application's event loop (once it runs)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.stop)
 
     def texts_of(self, scope: Scope) -> Texts:
         request = Request(scope)

@@ -9,7 +9,8 @@
 - API requests per minute per address (``DETBOT_WEB_REQUEST_LIMIT``): floods of any kind, wrong keys tried
   included, get 429 without touching Redis.
 - Every response gets headers that keep the page to itself: a Content-Security-Policy with nothing from
-  elsewhere, no framing, no sniffing, no referrer; API answers are never cached.
+  elsewhere, no framing (but by Telegram's web clients when it is the bot's Mini App), no sniffing, no
+  referrer; API answers are never cached.
 
 - The request body is capped before it is read: a ``Content-Length`` over the route's cap gets 413 at once,
   and a body sent without one (chunked) is counted as it streams and cut off at the cap. (Starlette's own
@@ -40,16 +41,24 @@ SECRET_PARAMETERS = frozenset({"api_key", "apikey", "key", "token", "access_toke
                                "authorization", "password", "init_data", "initdata", "tgwebappdata"})
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors {ancestors}"
 )
 SECURITY_HEADERS = {
-    "content-security-policy": CONTENT_SECURITY_POLICY,
     "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
     "referrer-policy": "no-referrer",
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",
 }
+
+
+def security_headers(framed_by: tuple[str, ...]) -> dict[str, str]:
+    """The headers every response gets. ``framed_by``: the origins that may show the page in a frame (a Mini
+    App's web clients); none: no framing at all (X-Frame-Options too, for browsers without CSP 3)."""
+    ancestors = " ".join(framed_by) if framed_by else "'none'"
+    headers = {"content-security-policy": CONTENT_SECURITY_POLICY.format(ancestors=ancestors), **SECURITY_HEADERS}
+    if not framed_by:
+        headers["x-frame-options"] = "DENY"
+    return headers
 
 class BodyTooLarge(HTTPException):
     """Raised from ``receive`` when a streamed body passes its cap: an HTTPException, so FastAPI's body
@@ -80,9 +89,12 @@ class Guard:
     """The route-free checks and the response headers (see the module's docstring)."""
 
     def __init__(self, app: ASGIApp, *, texts_of: LanguageOf, allowed_origins: tuple[str, ...],
-                 request_limit: int, body_cap: int, body_caps: dict[str, int], too_big: Callable[[Texts], str]) -> None:
-        """``body_cap``: bytes any request may send; ``body_caps``: paths that take more (the upload)."""
+                 request_limit: int, body_cap: int, body_caps: dict[str, int], too_big: Callable[[Texts], str],
+                 framed_by: tuple[str, ...] = ()) -> None:
+        """``body_cap``: bytes any request may send; ``body_caps``: paths that take more (the upload);
+        ``framed_by``: origins that may frame the page (a Mini App's Telegram web clients)."""
         self.app = app
+        self.headers = security_headers(framed_by)
         self.texts_of = texts_of
         self.allowed_origins = frozenset(allowed_origins)
         self.requests = RateLimiter(request_limit)
@@ -159,14 +171,13 @@ class Guard:
             self.requests.hit(bucket)
         return None
 
-    @staticmethod
-    def _with_headers(scope: Scope, send: Send) -> Send:
+    def _with_headers(self, scope: Scope, send: Send) -> Send:
         api = scope["path"].startswith(API_PREFIX)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
+                for name, value in self.headers.items():
                     headers.setdefault(name, value)
                 if api:
                     headers["cache-control"] = "no-store"

@@ -39,15 +39,28 @@ class WebAppUser:
     chat_instance: str = ""
 
 
+def secret_key(bot_token: str) -> bytes:
+    """The key initData is signed with, derived from the bot's token (the web keeps this, not the token)."""
+    return hmac.new(WEB_APP_DATA, bot_token.encode(), hashlib.sha256).digest()
+
+
+def _signature(fields: dict[str, str], key: bytes) -> str:
+    check = "\n".join(f"{name}={value}" for name, value in sorted(fields.items()))
+    return hmac.new(key, check.encode(), hashlib.sha256).hexdigest()
+
+
 def sign(fields: dict[str, str], bot_token: str) -> str:
     """The ``hash`` Telegram puts beside ``fields`` (tests sign their own initData with it)."""
-    check = "\n".join(f"{name}={value}" for name, value in sorted(fields.items()))
-    secret = hmac.new(WEB_APP_DATA, bot_token.encode(), hashlib.sha256).digest()
-    return hmac.new(secret, check.encode(), hashlib.sha256).hexdigest()
+    return _signature(fields, secret_key(bot_token))
 
 
 def check_init_data(init_data: str, bot_token: str, now: float, max_age: int = MAX_AGE) -> WebAppUser:
     """The user ``init_data`` was signed for with ``bot_token``; raises InitDataError otherwise."""
+    return check_signed(init_data, secret_key(bot_token), now, max_age)
+
+
+def check_signed(init_data: str, key: bytes, now: float, max_age: int = MAX_AGE) -> WebAppUser:
+    """:func:`check_init_data` with the token's :func:`secret_key`."""
     if not init_data or len(init_data) > MAX_LENGTH:
         raise InitDataError("missing or too long")
     try:
@@ -58,7 +71,7 @@ def check_init_data(init_data: str, bot_token: str, now: float, max_age: int = M
     if len(fields) != len(pairs):
         raise InitDataError("a field appears twice")
     presented = fields.pop("hash", "")
-    if not hmac.compare_digest(sign(fields, bot_token), presented):
+    if not hmac.compare_digest(_signature(fields, key), presented):
         raise InitDataError("the hash does not match")
     try:
         auth_date = int(fields.get("auth_date", ""))

@@ -155,7 +155,6 @@ class Completions:
         self._waiting: dict[str, set[asyncio.Event]] = {}
         self._trimmed_at = 0.0
         self._stopping = False
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @contextlib.asynccontextmanager
     async def waiter(self, job_id: str) -> AsyncIterator[asyncio.Event]:
@@ -187,14 +186,8 @@ class Completions:
             for event in events:
                 event.set()
 
-    def stop_threadsafe(self) -> None:
-        """:meth:`stop` from a signal handler (or another thread): run on the reader's event loop."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.stop)
-
     async def run(self) -> None:
         """Read until cancelled; Redis errors are logged once per outage and retried."""
-        self._loop = asyncio.get_running_loop()
         last: dict[str, str] = {}
         failing = False
         while True:

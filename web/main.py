@@ -19,6 +19,7 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 from redis import Redis
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 
 from bot import logs
@@ -27,6 +28,7 @@ from detector.names import ClassNamesError, load_class_names
 from jobs.settings import settings_problems
 from web.app import build_app
 from web.jobs import READ_BLOCK_MS
+from web.mini_app import VERDICT_WAIT, MiniApp
 from web.settings import WebSettings, is_loopback, parse_listen
 
 log = logging.getLogger("web")
@@ -73,6 +75,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _mini_app(settings: WebSettings, token: str | None) -> MiniApp | None:
+    """The bot's Mini App when this web has the bot's token (``detbot run`` and compose give it one only
+    with DETBOT_WEB_PUBLIC_URL): Redis connections of its own, whose socket outwaits a verdict's wait, at
+    most one per connection served."""
+    if not token:
+        return None
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.web_max_connections, timeout=REDIS_SOCKET_TIMEOUT,
+        socket_timeout=VERDICT_WAIT + REDIS_SOCKET_TIMEOUT, socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+    )
+    return MiniApp(AsyncRedis(connection_pool=pool), token, settings.answer_ttl)
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="detbot web", description="Serve the page and the HTTP API on the "
                                      "detection queue. Settings come from the environment (README, 'The web face').")
@@ -111,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                            socket_connect_timeout=REDIS_CONNECT_TIMEOUT, health_check_interval=30)
     reader = AsyncRedis.from_url(settings.redis_url, socket_timeout=READER_SOCKET_TIMEOUT,
                                  socket_connect_timeout=REDIS_CONNECT_TIMEOUT)
-    app = build_app(settings, redis, reader, bot_token=token, names=names)
+    app = build_app(settings, redis, reader, mini_app=_mini_app(settings, token), names=names)
     trusted = settings.web_trusted_proxies.strip()
     config = uvicorn.Config(
         app, log_level=settings.log_level.lower(), access_log=False, server_header=False, proxy_headers=bool(trusted),
@@ -120,10 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    log.info("web listening on http://%s:%d (API keys: %s, models: %s)", shown, bound_port,
-             len(settings.keys()) or "none, loopback only", ", ".join(settings.models()))
+    log.info("web listening on http://%s:%d (API keys: %s, models: %s, Mini App: %s)", shown, bound_port,
+             len(settings.keys()) or "none, loopback only", ", ".join(settings.models()),
+             settings.web_public_url or "on" if token else "off (no TELEGRAM_BOT_TOKEN)")
     try:
-        Server(config, app.state.services.completions.stop_threadsafe).run(sockets=[sock])
+        Server(config, app.state.services.stop_threadsafe).run(sockets=[sock])
     finally:
         sock.close()
         redis.close()

@@ -86,8 +86,10 @@ class InfoModel(BaseModel):
 
 class PhotoModel(BaseModel):
     index: int = Field(description="Place in an album (1-based); 0 for a single photo.")
-    width: int
+    width: int = Field(description="The original's width: the boxes are in its pixels.")
     height: int
+    photo_url: str = Field(description="The clean photo (send the same Authorization); it may be a down-scaled "
+                           "copy of the original: scale the boxes by its width over `width`.")
     candidates: list[Box]
     names: dict[str, dict[str, str]]
 
@@ -100,4 +102,23 @@ class AnswerModel(BaseModel):
     floor: float
     start: dict[str, Any] = Field(description="The parameters the answer was first drawn with.")
     view: dict[str, Any] = Field(description="The parameters its buttons show now.")
+    private: bool = Field(description="Whether the answer is in a private chat (else a group's).")
+    asker: bool = Field(description="Whether the signed-in person asked for it (in a group, its admins may "
+                        "apply a view too: the bot decides).")
     photos: list[PhotoModel]
+
+
+class ViewModel(BaseModel):
+    """A view to apply to an answer in its chat, as its buttons would: the threshold, the classes shown."""
+
+    confidence: float = Field(gt=0, le=1, description="The threshold, at least the answer's `floor`.")
+    classes: list[str] | None = Field(None, description="Only these classes (the answer's own); null: every class.")
+    class_confidence: dict[str, float] = Field(default_factory=dict, description="Per-class thresholds.")
+
+
+class AppliedModel(BaseModel):
+    status: Literal["applied", "unchanged", "sent"] = Field(
+        description="applied: the answer in the chat shows it now; unchanged: it showed it already; sent (202): "
+        "the bot has the request and applies it as soon as it can.",
+    )
+    view: dict[str, Any]

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from bot.settings import FrontEndSettings
+from bot.settings import FrontEndSettings, MiniAppSettings
 from detector.settings import ClassNamesSettings, ImageLimitSettings
 from jobs.settings import ENV_PREFIX, QueueSettings
 
@@ -47,7 +47,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class WebSettings(QueueSettings, ImageLimitSettings, ClassNamesSettings, FrontEndSettings):
+class WebSettings(QueueSettings, ImageLimitSettings, ClassNamesSettings, FrontEndSettings, MiniAppSettings):
     """Everything ``detbot web`` can be configured with (README, "The web face")."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)

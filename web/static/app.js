@@ -1,6 +1,13 @@
 // detbot's page: upload a picture (picker, drag-and-drop, paste, phone camera), wait for the queue, then
 // show every box the server kept on a canvas. The confidence slider and the class toggles only filter the
 // kept boxes here, in the browser: no request per move. Plain JavaScript, no build step, no dependencies.
+//
+// Opened by Telegram as the bot's Mini App (the 🎚 button under an answer), the page shows that answer
+// instead: its clean photo, the same slider and toggles, and "apply", which has the bot edit the answer in
+// the chat. Telegram hands a Mini App its launch parameters in the URL's fragment (#tgWebAppData=<initData>
+// &tgWebAppVersion=…); the page reads them there itself (or from window.Telegram.WebApp when a page script
+// of Telegram's put one there), so no script is loaded from elsewhere, and sends initData in the
+// Authorization header ("tma …"): it never travels in a URL.
 "use strict";
 
 (() => {
@@ -28,6 +35,11 @@
     job: null,
     threshold: 0.25,
     enabled: new Set(),
+    mini: null, // as the Mini App: { initData, answerId }
+    answer: null, // the chat's answer the Mini App shows
+    photoIndex: 0,
+    bitmaps: new Map(), // the answer's clean photos, by index
+    classConfidence: {}, // per-class thresholds of the answer's view (the slider drops them, as − / + do)
   };
 
   // -- words ---------------------------------------------------------------------------------------------
@@ -191,6 +203,182 @@
     }
   }
 
+  // -- as the bot's Mini App -------------------------------------------------------------------------------
+
+  function launch() {
+    // initData and the answer it opens: from Telegram's launch parameters, or none (the plain page).
+    const tg = window.Telegram && window.Telegram.WebApp;
+    const fragment = new URLSearchParams(window.location.hash.slice(1));
+    const query = new URLSearchParams(window.location.search);
+    const initData = (tg && tg.initData) || fragment.get("tgWebAppData") || "";
+    if (!initData) return null;
+    // A private chat's web_app button names the answer in the URL; a group's t.me link in start_param.
+    const answerId = query.get("answer") || query.get("tgWebAppStartParam")
+      || new URLSearchParams(initData).get("start_param") || "";
+    return answerId ? { initData, answerId } : null;
+  }
+
+  function telegramEvent(type) {
+    // What telegram-web-app.js would post to the Telegram app showing the page ("ready", "expand").
+    const tg = window.Telegram && window.Telegram.WebApp;
+    if (tg) {
+      if (type === "web_app_ready" && tg.ready) tg.ready();
+      if (type === "web_app_expand" && tg.expand) tg.expand();
+      return;
+    }
+    if (window.TelegramWebviewProxy) {
+      window.TelegramWebviewProxy.postEvent(type, "{}"); // Telegram's phone apps
+    } else if (window.parent !== window) {
+      window.parent.postMessage(JSON.stringify({ eventType: type, eventData: {} }), "https://web.telegram.org");
+    }
+  }
+
+  function signedIn() {
+    return { Authorization: `tma ${state.mini.initData}` };
+  }
+
+  function miniLanguage() {
+    // The person's Telegram language when the page speaks it (their own choice here wins).
+    if (localStorage.getItem("detbot.language")) return preferredLanguage();
+    try {
+      const user = JSON.parse(new URLSearchParams(state.mini.initData).get("user") || "{}");
+      const base = String(user.language_code || "").split("-")[0];
+      if (LANGUAGES.includes(base)) return base;
+    } catch (error) {
+      // not Telegram's: the browser's language
+    }
+    return preferredLanguage();
+  }
+
+  async function openAnswer() {
+    $("drop").hidden = true;
+    $("key-box").hidden = true;
+    $("mini").hidden = false;
+    telegramEvent("web_app_ready");
+    telegramEvent("web_app_expand");
+    const run = ++state.run;
+    const url = `/api/v1/answers/${encodeURIComponent(state.mini.answerId)}?lang=${state.language}`;
+    const answer = await call(run, url, { headers: signedIn() });
+    if (!answer) return;
+    state.answer = answer;
+    const view = answer.view || answer.start;
+    state.threshold = view.confidence;
+    state.classConfidence = { ...(view.class_confidence || {}) };
+    const wanted = view.classes;
+    state.enabled = new Set(allCandidates().map((box) => box.class_name)
+      .filter((name) => !wanted || wanted.includes(classKey(name))));
+    const slider = $("confidence");
+    slider.min = String(Math.min(answer.floor, state.threshold));
+    slider.value = String(state.threshold);
+    const choices = answer.photos.length > 1 ? answer.photos.map((photo) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = String(photo.index);
+      button.dataset.index = String(photo.index);
+      button.addEventListener("click", () => choosePhoto(photo.index));
+      return button;
+    }) : [];
+    $("photos").replaceChildren(...choices);
+    $("apply-box").hidden = false;
+    $("download-png").hidden = true; // a Telegram app has no downloads folder: the JSON opens as a page
+    $("download-json").hidden = true;
+    await choosePhoto(answer.photos[0].index);
+  }
+
+  async function choosePhoto(index) {
+    const photo = state.answer.photos.find((p) => p.index === index);
+    state.photoIndex = index;
+    for (const button of $("photos").querySelectorAll("button")) {
+      button.setAttribute("aria-pressed", String(Number(button.dataset.index) === index));
+    }
+    if (!state.bitmaps.has(index)) {
+      say(t("page.photo_loading"));
+      const run = state.run;
+      let response;
+      try {
+        response = await fetch(photo.photo_url, { headers: signedIn() });
+      } catch (error) {
+        say(t("page.network"), true);
+        return;
+      }
+      if (!response.ok) {
+        say(await problem(response), true);
+        return;
+      }
+      const bitmap = await decode(await response.blob());
+      if (run !== state.run) return;
+      state.bitmaps.set(index, bitmap);
+    }
+    state.bitmap = state.bitmaps.get(index);
+    state.fileName = `answer-${index || 1}`;
+    state.job = {
+      id: state.answer.id, candidates: photo.candidates, names: mergedNames(), floor: state.answer.floor,
+      result: {
+        width: photo.width, height: photo.height, confidence: state.threshold, classes: null,
+        class_confidence: state.classConfidence,
+      },
+    };
+    say("");
+    buildToggles();
+    $("result").hidden = false;
+    $("result").dataset.answer = state.answer.id;
+    $("canvas").hidden = !state.bitmap;
+    $("fallback").hidden = true;
+    render();
+  }
+
+  function mergedNames() {
+    const names = {};
+    for (const photo of state.answer.photos) {
+      for (const [language, table] of Object.entries(photo.names)) names[language] = { ...names[language], ...table };
+    }
+    return names;
+  }
+
+  function allCandidates() {
+    // Every box the toggles cover: the answer's photos together, or the one picture.
+    return state.answer ? state.answer.photos.flatMap((photo) => photo.candidates) : state.job.candidates;
+  }
+
+  function currentView() {
+    // The view "apply" sends: what the page shows now, as DetectParams.to_dict() writes it.
+    const all = new Set(allCandidates().map((box) => box.class_name));
+    const classes = state.enabled.size < all.size ? [...state.enabled].map(classKey).sort() : null;
+    return { confidence: Number(state.threshold.toFixed(4)), classes, class_confidence: state.classConfidence };
+  }
+
+  function applied(text, isError) {
+    $("apply-status").textContent = text;
+    $("apply-status").classList.toggle("error", Boolean(isError));
+  }
+
+  async function apply() {
+    const button = $("apply");
+    button.disabled = true;
+    applied(t("page.applying"));
+    let response;
+    try {
+      response = await fetch(`/api/v1/answers/${encodeURIComponent(state.answer.id)}/view?lang=${state.language}`, {
+        method: "POST", headers: { ...signedIn(), "Content-Type": "application/json" },
+        body: JSON.stringify(currentView()),
+      });
+    } catch (error) {
+      applied(t("page.network"), true);
+      button.disabled = false;
+      return;
+    }
+    if (response.ok) {
+      const body = await response.json();
+      const key = { applied: "page.applied", unchanged: "page.apply_unchanged" }[body.status] || "page.apply_sent";
+      applied(t(key));
+      $("apply-box").dataset.status = body.status;
+    } else {
+      applied(await problem(response), true);
+      $("apply-box").dataset.status = String(response.status);
+    }
+    button.disabled = false;
+  }
+
   async function show(job, run) {
     state.job = job;
     $("result").dataset.job = job.id;
@@ -239,7 +427,7 @@
     const fieldset = $("classes");
     for (const old of fieldset.querySelectorAll("label")) old.remove();
     const counts = new Map();
-    for (const box of state.job.candidates) counts.set(box.class_name, (counts.get(box.class_name) || 0) + 1);
+    for (const box of allCandidates()) counts.set(box.class_name, (counts.get(box.class_name) || 0) + 1);
     const classes = [...counts.keys()].sort((a, b) => counts.get(b) - counts.get(a) || a.localeCompare(b));
     for (const name of classes) {
       const label = document.createElement("label");
@@ -253,7 +441,7 @@
       });
       const swatch = document.createElement("span");
       swatch.className = "swatch";
-      swatch.style.background = colour(state.job.candidates.find((b) => b.class_name === name).class_id);
+      swatch.style.background = colour(allCandidates().find((b) => b.class_name === name).class_id);
       const text = document.createElement("span");
       text.className = "class-name";
       label.append(box, swatch, text);
@@ -264,7 +452,7 @@
   function summary(boxes) {
     const job = state.job;
     let only = "";
-    const all = new Set(job.candidates.map((box) => box.class_name));
+    const all = new Set(allCandidates().map((box) => box.class_name));
     if (state.enabled.size < all.size) {
       const names = [...state.enabled].map((name) => shownName({ class_name: name })).sort();
       only = said("answer.only", { classes: names.join(", ") });
@@ -288,7 +476,7 @@
     $("confidence-value").textContent = formatConfidence(state.threshold);
     for (const toggle of $("classes").querySelectorAll("input")) {
       const name = toggle.dataset.class;
-      const count = state.job.candidates.filter((box) => box.class_name === name && box.confidence >= state.threshold).length;
+      const count = allCandidates().filter((box) => box.class_name === name && box.confidence >= state.threshold).length;
       toggle.parentElement.querySelector(".class-name").textContent = `${shownName({ class_name: name })} (${count})`;
     }
     $("summary").textContent = summary(boxes);
@@ -402,8 +590,15 @@
     });
     $("confidence").addEventListener("input", (event) => {
       state.threshold = Number(event.target.value);
+      if (state.answer) {
+        // One threshold for every class, as the answer's − / + buttons set it: its per-class ones go.
+        state.classConfidence = {};
+        state.job.result.class_confidence = state.classConfidence;
+        state.job.result.confidence = state.threshold;
+      }
       render();
     });
+    $("apply").addEventListener("click", apply);
     $("language").addEventListener("click", () => {
       const next = state.language === "ru" ? "en" : "ru";
       localStorage.setItem("detbot.language", next);
@@ -420,8 +615,10 @@
 
   async function start() {
     wire();
+    state.mini = launch();
     await loadInfo();
-    await setLanguage(preferredLanguage());
+    await setLanguage(state.mini ? miniLanguage() : preferredLanguage());
+    if (state.mini) await openAnswer();
     document.body.dataset.ready = "true";
   }
 
