@@ -244,12 +244,15 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassName
         return value
 
 
-def listen_address(value: str) -> tuple[str, int]:
-    """``host:port`` (``[::]:8443`` for IPv6) as a host and a port; ValueError for anything else."""
+def listen_address(value: str, default_host: str | None = "0.0.0.0", example: str = "0.0.0.0:8443",
+                   ) -> tuple[str, int]:
+    """``host:port`` (``[::]:8443`` for IPv6) as a host and a port (0: any free one); ``default_host`` for
+    ``:port`` (None: a host is required); ValueError for anything else, naming ``example``."""
     host, sep, port = value.strip().rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("must be host:port, e.g. 0.0.0.0:8443")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    host = host.removeprefix("[").removesuffix("]") or (default_host or "")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value.strip()!r} is not host:port (e.g. {example})")
+    return host, int(port)
 
 
 def telegram_if_set() -> TelegramSettings | None:

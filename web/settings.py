@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from bot.settings import FrontEndSettings, MiniAppSettings
+from bot.settings import FrontEndSettings, MiniAppSettings, listen_address
 from detector.settings import ClassNamesSettings, ImageLimitSettings
 from jobs.settings import ENV_PREFIX, QueueSettings
 
@@ -30,11 +30,8 @@ DEFAULT_MAX_CONNECTIONS = 200
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8080`` for IPv6) to its host and port; raises ValueError."""
-    host, sep, port = value.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
-    return host.removeprefix("[").removesuffix("]"), int(port)
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) to its host and port, the host required; raises ValueError."""
+    return listen_address(value, default_host=None, example=DEFAULT_LISTEN)
 
 
 def is_loopback(host: str) -> bool:
