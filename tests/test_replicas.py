@@ -137,18 +137,17 @@ def test_replicas_share_the_answers_and_a_sigkilled_one_loses_none(world: World)
         album_user = new_user()
         album = [photo(world, album_user, n, media_group_id="replica-album") for n in range(3)]
         answered_once(world, sent)
-        stub.wait_for(lambda: stub.sent("sendMediaGroup", album_user), 120, "the album's answer")
-        # Both replicas delivered answers: the completions are shared, not read twice.
-        assert "answered chat=" in a.log() and "answered chat=" in b.log()
-        assert len(stub.sent("sendMediaGroup", album_user)) == 1
 
-        def summaries() -> list[Any]:
+        def summaries() -> list[Call]:
             return [c for c in stub.answers(album_user) if c.method == "sendMessage"
                     and c.reply_to == album[0]["message_id"]]
 
-        # The summary follows the media group in a request of its own: wait for it, then count.
-        stub.wait_for(summaries, 60, "the album's summary")
-        stub.wait_for(lambda: delivered(world.redis, stub.bot_id), 60, "every answer acknowledged")
+        # The album's photos, then its summary with the keyboard (sent after them: waited for, not raced).
+        stub.wait_for(lambda: stub.sent("sendMediaGroup", album_user) and summaries(), 120, "the album's answer")
+        stub.wait_for(lambda: delivered(world.redis, world.stub.bot_id), 60, "every answer acknowledged")
+        # Both replicas delivered answers: the completions are shared, not read twice.
+        assert "answered chat=" in a.log() and "answered chat=" in b.log()
+        assert len(stub.sent("sendMediaGroup", album_user)) == 1
         assert len(summaries()) == 1  # one summary
 
         victim_chat = new_user()
