@@ -90,6 +90,8 @@ class Answer:
     keyboard_message: int = 0
     texts: list[int] = field(default_factory=list)  # follow-up text messages, in order
     view: dict[str, Any] = field(default_factory=dict)  # current parameters; {} = the start
+    # The queue of the model that answered (bot.models): its workers re-draw it. "": the bot's default queue.
+    queue: str = ""
 
     @property
     def album(self) -> bool:

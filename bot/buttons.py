@@ -244,6 +244,7 @@ class Buttons:
             language=str(routing.get("language") or self.default_language),
             floor=min(float((c.detection or {}).get("floor", STEPS[0])) for c in completions),
             start=params_of(dets[0]).to_dict(), top=top_classes(dets, photos), photos=photos,
+            queue=str(routing.get("queue") or ""),
         )
         answer_id = new_id()
         return Offer(answer_id, answer, keyboard(catalog(answer.language), answer_id, answer, self.names))
@@ -418,8 +419,8 @@ class Buttons:
         view, tr = answer.view_params(), catalog(answer.language)
         markup = keyboard(tr, answer_id, answer, self.names)
         dets = [p.shown(view) for p in answer.photos]
-        images = await asyncio.gather(*(self._draw(bot, p, d, answer.language) for p, d in zip(answer.photos, dets,
-                                                                                                strict=True)))
+        images = await asyncio.gather(*(self._draw(bot, p, d, answer) for p, d in zip(answer.photos, dets,
+                                                                                       strict=True)))
         if not answer.album:
             caption, rest = split_caption(replies.detection_lines(tr, dets[0], self.names))
             await self._edit_media(bot, answer, answer.photos[0].message_id, images[0], caption, markup)
@@ -438,9 +439,10 @@ class Buttons:
         await self._edit_text(bot, answer, answer.keyboard_message, first, markup)
         await self._sync_texts(bot, answer_id, answer, rest)
 
-    async def _draw(self, bot: Bot, photo: Photo, det: Detection, language: str) -> bytes:
+    async def _draw(self, bot: Bot, photo: Photo, det: Detection, answer: Answer) -> bytes:
         clean = await self.clean.get(bot, photo)
-        return (await self.renderer.render(KIND_DRAW, clean.data, clean.fit(det.boxes), language))[0]
+        return (await self.renderer.render(KIND_DRAW, clean.data, clean.fit(det.boxes), answer.language,
+                                           answer.queue or None))[0]
 
     @staticmethod
     async def _edit_media(bot: Bot, answer: Answer, message_id: int, image: bytes, caption: str,
@@ -531,7 +533,7 @@ class Buttons:
                     continue
                 clean = await self.clean.get(bot, photo)
                 crops = await self.renderer.render(KIND_CROPS, clean.data, clean.fit([p[2] for p in own]),
-                                                   answer.language)
+                                                   answer.language, answer.queue or None)
                 for (_, i, box), jpeg in zip(own, crops, strict=True):
                     label = f"{i + 1}. {self.names.display(box.class_id, box.class_name, answer.language)} " \
                             f"{box.confidence:.2f}"

@@ -90,9 +90,12 @@ class RenderClient:
         self.list = keys.renders(queue_name)
         self.wait = wait
 
-    async def render(self, kind: str, image: bytes, boxes: Sequence[Box], language: str) -> list[bytes]:
+    async def render(self, kind: str, image: bytes, boxes: Sequence[Box], language: str,
+                     queue_name: str | None = None) -> list[bytes]:
         """The images a worker drew (one for ``draw`` and ``clean``, one per box for ``crops``); raises
-        RenderError (``timeout``, ``redis_full``, the worker's code) or a RedisError."""
+        RenderError (``timeout``, ``redis_full``, the worker's code) or a RedisError. ``queue_name``: whose
+        workers draw it (an answer of another model than the default is drawn by that model's workers)."""
+        requests = keys.renders(queue_name) if queue_name else self.list
         info: Any = await self.redis.info("memory")
         room = photo_memory_left(info)
         if room is not None and len(image) > room:
@@ -102,10 +105,10 @@ class RenderClient:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(keys.render_request(render_id), mapping={"image": image, "spec": spec})
         pipe.expire(keys.render_request(render_id), REQUEST_TTL)
-        pipe.rpush(self.list, render_id)
+        pipe.rpush(requests, render_id)
         # Every id in the list is useless once its request expired: with no worker taking them, the list
         # goes with its last request instead of growing press by press.
-        pipe.expire(self.list, REQUEST_TTL)
+        pipe.expire(requests, REQUEST_TTL)
         await pipe.execute()
         reply: Any = await self.redis.blpop([keys.render_done(render_id)], timeout=self.wait)
         if reply is None:
