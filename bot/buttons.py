@@ -442,7 +442,7 @@ class Buttons:
     async def _draw(self, bot: Bot, photo: Photo, det: Detection, answer: Answer) -> bytes:
         clean = await self.clean.get(bot, photo)
         return (await self.renderer.render(KIND_DRAW, clean.data, clean.fit(det.boxes), answer.language,
-                                           answer.queue or None))[0]
+                                           queue_name=answer.queue or None))[0]
 
     @staticmethod
     async def _edit_media(bot: Bot, answer: Answer, message_id: int, image: bytes, caption: str,
@@ -533,7 +533,7 @@ class Buttons:
                     continue
                 clean = await self.clean.get(bot, photo)
                 crops = await self.renderer.render(KIND_CROPS, clean.data, clean.fit([p[2] for p in own]),
-                                                   answer.language, answer.queue or None)
+                                                   answer.language, queue_name=answer.queue or None)
                 for (_, i, box), jpeg in zip(own, crops, strict=True):
                     label = f"{i + 1}. {self.names.display(box.class_id, box.class_name, answer.language)} " \
                             f"{box.confidence:.2f}"

@@ -90,7 +90,7 @@ class RenderClient:
         self.list = keys.renders(queue_name)
         self.wait = wait
 
-    async def render(self, kind: str, image: bytes, boxes: Sequence[Box], language: str,
+    async def render(self, kind: str, image: bytes, boxes: Sequence[Box], language: str, *,
                      queue_name: str | None = None) -> list[bytes]:
         """The images a worker drew (one for ``draw`` and ``clean``, one per box for ``crops``); raises
         RenderError (``timeout``, ``redis_full``, the worker's code) or a RedisError. ``queue_name``: whose
