@@ -1,8 +1,20 @@
-"""Seeded synthetic "shapes" images: filled circles, squares and triangles with their true boxes.
+"""Seeded synthetic "shapes" images: circles, squares and triangles with their true boxes, outlines and keypoints.
 
-The shipped test model (``tests/assets/shapes.pt``) was trained on ``write_dataset``'s images;
-``detbot bench --accuracy`` and the tests draw fresh ones from other seeds, which the model never saw.
-Same seed, same images, on every machine.
+The shipped test models (``tests/assets/shapes.pt``, ``shapes-seg.pt``, ``shapes-pose.pt``) were trained on
+``write_dataset``'s images; ``detbot bench --accuracy`` and the tests draw fresh ones from other seeds, which the
+models never saw. Same seed, same images, on every machine.
+
+Keypoints (pose): every shape has ``NUM_KEYPOINTS`` slots named ``KEYPOINT_NAMES``, placed by where the point lies
+on the shape, so that a horizontal flip maps slot ``i`` to slot ``FLIP_IDX[i]``:
+
+- square: its four corners in the four corner slots (``top`` absent);
+- triangle (drawn apex up): its apex in ``top``, its base corners in ``bottom-right`` and ``bottom-left``
+  (``top-left`` and ``top-right`` absent);
+- circle: the four points of its rim on the diagonals (45 degrees) in the four corner slots (``top`` absent).
+
+An absent slot is ``(0, 0, 0)``; a present one has visibility 2 (COCO's "labelled and visible"). ``SKELETON``
+joins slots so that, skipping edges with an absent end, a square's and a triangle's outline is drawn (a circle's
+inscribed square) and nothing else.
 """
 
 from __future__ import annotations
@@ -10,11 +22,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 
 CLASSES = ("circle", "square", "triangle")
+
+KEYPOINT_NAMES = ("top-left", "top-right", "bottom-right", "bottom-left", "top")
+NUM_KEYPOINTS = len(KEYPOINT_NAMES)
+# Mirroring swaps left and right corners; the apex stays the apex.
+FLIP_IDX = (1, 0, 3, 2, 4)
+# The square's (and the circle's) four corners in a ring, then the triangle's apex to its two base corners.
+SKELETON = ((0, 1), (1, 2), (2, 3), (3, 0), (2, 4), (4, 3))
+VISIBLE = 2
+ABSENT = (0.0, 0.0, 0)
+# A circle's outline as a polygon: at the largest radius drawn (~105 px) a 64-gon strays < 0.15 px from the rim.
+CIRCLE_POINTS = 64
 
 # Seeds: training and validation images come from these; tests use other seeds so the model never saw them.
 TRAIN_SEED = 1
@@ -22,13 +46,27 @@ VAL_SEED = 2
 TRAIN_IMAGES = 900
 VAL_IMAGES = 120
 
+# What a data set's labels describe, in ultralytics' task names.
+Task = Literal["detect", "segment", "pose"]
+
+
+Point = tuple[float, float]
+Keypoint = tuple[float, float, int]
+
 
 @dataclass(frozen=True)
 class Shape:
-    """One drawn shape: its class name and its tight box in pixels."""
+    """One drawn shape: its class name, its tight box, its outline and its keypoints, in pixels.
+
+    ``polygon`` is the outline as drawn (corners rounded to whole pixels, as OpenCV drew them; a circle as a
+    ``CIRCLE_POINTS``-gon), clockwise on screen; ``keypoints`` holds ``NUM_KEYPOINTS`` ``(x, y, visibility)``
+    slots (see the module's docstring).
+    """
 
     name: str
     box: tuple[float, float, float, float]
+    polygon: tuple[Point, ...] = ()
+    keypoints: tuple[Keypoint, ...] = ()
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -68,21 +106,40 @@ def _overlaps(box: tuple[float, float, float, float], others: list[Shape], margi
     )
 
 
+def _keypoints(slots: dict[int, Point]) -> tuple[Keypoint, ...]:
+    """All ``NUM_KEYPOINTS`` slots: the given ones visible, the others absent."""
+    return tuple((*slots[i], VISIBLE) if i in slots else ABSENT for i in range(NUM_KEYPOINTS))
+
+
 def _draw(
     img: np.ndarray, name: str, cx: float, cy: float, size: float, angle: float, colour: tuple[int, int, int]
-) -> tuple[float, float, float, float]:
-    """Draw one filled shape and return its tight box."""
+) -> Shape:
+    """Draw one filled shape and return it with its tight box, outline and keypoints."""
     if name == "circle":
         r = size / 2
-        cv2.circle(img, (round(cx), round(cy)), round(r), colour, -1, cv2.LINE_AA)
-        return cx - r, cy - r, cx + r, cy + r
+        centre, radius = (round(cx), round(cy)), round(r)
+        cv2.circle(img, centre, radius, colour, -1, cv2.LINE_AA)
+        rim = tuple(
+            (centre[0] + radius * math.cos(a), centre[1] + radius * math.sin(a))
+            for a in (2 * math.pi * k / CIRCLE_POINTS for k in range(CIRCLE_POINTS))
+        )
+        d = radius / math.sqrt(2)
+        diagonals = {0: (-d, -d), 1: (d, -d), 2: (d, d), 3: (-d, d)}
+        kpts = _keypoints({i: (centre[0] + dx, centre[1] + dy) for i, (dx, dy) in diagonals.items()})
+        return Shape(name, (cx - r, cy - r, cx + r, cy + r), rim, kpts)
     n = 4 if name == "square" else 3
     r = size / 2 if n == 3 else size / 2 * math.sqrt(2) * 0.8
     start = angle + (math.pi / 4 if n == 4 else -math.pi / 2)
     angles = [start + 2 * math.pi * k / n for k in range(n)]
     pts = np.array([[cx + r * math.cos(a), cy + r * math.sin(a)] for a in angles])
-    cv2.fillPoly(img, [np.round(pts).astype(np.int32)], colour, cv2.LINE_AA)
-    return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
+    drawn = np.round(pts).astype(np.int32)
+    cv2.fillPoly(img, [drawn], colour, cv2.LINE_AA)
+    corners = [(float(x), float(y)) for x, y in drawn]
+    # Squares turn by at most 0.2 rad and triangles by 0.3, so each vertex stays in its slot's quarter:
+    # the square's corners start at bottom-right (angle ~pi/4, y down) and go clockwise; the triangle's at the apex.
+    slots = dict(zip((2, 3, 0, 1), corners, strict=True)) if n == 4 else dict(zip((4, 2, 3), corners, strict=True))
+    box = (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
+    return Shape(name, box, tuple(corners), _keypoints(slots))
 
 
 def make_image(rng: np.random.Generator) -> tuple[np.ndarray, list[Shape]]:
@@ -101,8 +158,7 @@ def make_image(rng: np.random.Generator) -> tuple[np.ndarray, list[Shape]]:
             probe = (cx - size * 0.6, cy - size * 0.6, cx + size * 0.6, cy + size * 0.6)
             if not _overlaps(probe, shapes, 4):
                 local = img[int(probe[1]) : int(probe[3]), int(probe[0]) : int(probe[2])]
-                box = _draw(img, name, cx, cy, size, angle, _colour(rng, local))
-                shapes.append(Shape(name, box))
+                shapes.append(_draw(img, name, cx, cy, size, angle, _colour(rng, local)))
                 break
     return img, shapes
 
@@ -113,31 +169,45 @@ def make_images(seed: int, count: int) -> list[tuple[np.ndarray, list[Shape]]]:
     return [make_image(rng) for _ in range(count)]
 
 
-def write_split(root: Path, split: str, seed: int, count: int) -> None:
-    """``count`` images of ``seed`` with their YOLO labels under ``root/images/split`` and ``root/labels/split``."""
+def label_line(shape: Shape, w: int, h: int, task: Task = "detect") -> str:
+    """One YOLO label line for ``shape`` in a ``w`` x ``h`` image: class and box (detect), class and outline
+    (segment), or class, box and keypoints (pose), all normalised to 0-1."""
+    cls = CLASSES.index(shape.name)
+    if task == "segment":
+        return f"{cls} " + " ".join(f"{x / w:.6f} {y / h:.6f}" for x, y in shape.polygon)
+    x1, y1, x2, y2 = shape.box
+    line = f"{cls} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+    if task == "pose":
+        line += "".join(f" {x / w:.6f} {y / h:.6f} {v}" for x, y, v in shape.keypoints)
+    return line
+
+
+def write_split(root: Path, split: str, seed: int, count: int, task: Task = "detect") -> None:
+    """``count`` images of ``seed`` with their YOLO labels for ``task`` under ``root/images/split`` and
+    ``root/labels/split``."""
     (root / "images" / split).mkdir(parents=True, exist_ok=True)
     (root / "labels" / split).mkdir(parents=True, exist_ok=True)
     for i, (img, shapes) in enumerate(make_images(seed, count)):
         h, w = img.shape[:2]
         cv2.imwrite(str(root / "images" / split / f"{i:04d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
-        lines = [
-            f"{CLASSES.index(s.name)} {(s.box[0] + s.box[2]) / 2 / w:.6f} {(s.box[1] + s.box[3]) / 2 / h:.6f} "
-            f"{(s.box[2] - s.box[0]) / w:.6f} {(s.box[3] - s.box[1]) / h:.6f}"
-            for s in shapes
-        ]
+        lines = [label_line(s, w, h, task) for s in shapes]
         (root / "labels" / split / f"{i:04d}.txt").write_text("\n".join(lines) + "\n")
 
 
-def write_yaml(root: Path, train: str = "images/train", val: str = "images/val") -> Path:
-    """The dataset YAML ultralytics reads for the folders under ``root``."""
+def write_yaml(root: Path, train: str = "images/train", val: str = "images/val", task: Task = "detect") -> Path:
+    """The dataset YAML ultralytics reads for the folders under ``root`` (with the keypoint layout for pose)."""
     data = root / "shapes.yaml"
     names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASSES))
-    data.write_text(f"path: {root}\ntrain: {train}\nval: {val}\nnames:\n{names}\n")
+    text = f"path: {root}\ntrain: {train}\nval: {val}\nnames:\n{names}\n"
+    if task == "pose":
+        kpt_names = "".join(f"  {i}: [{', '.join(KEYPOINT_NAMES)}]\n" for i in range(len(CLASSES)))
+        text += f"kpt_shape: [{NUM_KEYPOINTS}, 3]\nflip_idx: {list(FLIP_IDX)}\nkpt_names:\n{kpt_names}"
+    data.write_text(text)
     return data
 
 
-def write_dataset(root: Path) -> Path:
-    """Write the YOLO-format train/val sets under ``root`` and return the data YAML's path."""
-    write_split(root, "train", TRAIN_SEED, TRAIN_IMAGES)
-    write_split(root, "val", VAL_SEED, VAL_IMAGES)
-    return write_yaml(root)
+def write_dataset(root: Path, task: Task = "detect") -> Path:
+    """Write the YOLO-format train/val sets for ``task`` under ``root`` and return the data YAML's path."""
+    write_split(root, "train", TRAIN_SEED, TRAIN_IMAGES, task)
+    write_split(root, "val", VAL_SEED, VAL_IMAGES, task)
+    return write_yaml(root, task=task)
