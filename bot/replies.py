@@ -23,7 +23,7 @@ from detector.errors import (
     UnsupportedFormatError,
 )
 from detector.names import ClassNames
-from detector.render import format_confidence
+from detector.render import format_confidence, format_share
 from detector.result import Box, Detection
 from jobs import store
 
@@ -222,13 +222,17 @@ def summary_line(tr: Catalog, det: Detection, names: ClassNames) -> str:
 
 
 def box_lines(tr: Catalog, det: Detection, names: ClassNames) -> list[str]:
-    """``1. собака 0.87 [x1, y1, x2, y2]``, whole pixels; numbered as the labels on the image."""
-    return [_box_line(tr, i, box, _name(names, tr, box)) for i, box in enumerate(det.boxes, 1)]
+    """``1. собака 0.87 [x1, y1, x2, y2]``, whole pixels; numbered as the labels on the image; a mask's part
+    of the image after it (segmentation)."""
+    return [_box_line(tr, i, box, _name(names, tr, box), det) for i, box in enumerate(det.boxes, 1)]
 
 
-def _box_line(tr: Catalog, index: int, box: Box, name: str) -> str:
+def _box_line(tr: Catalog, index: int, box: Box, name: str, det: Detection) -> str:
     confidence = format_confidence(box.confidence)
     coords = ", ".join(str(round(v)) for v in box.xyxy)
+    if box.polygon:
+        return tr.gettext("answer.box.share", index=index, name=name, confidence=confidence, coords=coords,
+                          share=format_share(det.share(box)))
     return tr.gettext("answer.box", index=index, name=name, confidence=confidence, coords=coords)
 
 
