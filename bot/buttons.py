@@ -26,7 +26,7 @@ import datetime as dtm
 import json
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +47,10 @@ from bot import replies
 from bot.albums import album_reply_to
 from bot.answers import SEND_GONE, SEND_RECENT, SEND_REPLAYED, Answer, AnswerBook, Photo, new_id, params_of
 from bot.clean_images import CleanImages
+from bot.cutouts import ADD_STICKER, Cutouts, segmented
 from bot.i18n import N_, Catalog, catalog, language_for
 from bot.press_gate import AdminCache, PressLimits, bound
+from bot.stickers import START_FIRST, StickerSets
 from bot.telegram_io import describe, reply_to
 from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
 from detector.names import ClassNames
@@ -86,8 +88,10 @@ ARRIVAL_POLL = 0.25
 ARRIVAL_WINDOW = 60.0
 
 LOWER, HIGHER, CURRENT, RESET, ALL, CROPS, JSON_DOC, ONLY = "lo", "hi", "nv", "rs", "al", "cr", "js", "c"
+# A segmentation answer's: the objects cut along their masks, the largest as a sticker (bot.cutouts).
+CUTOUTS, STICKER = "co", "st"
 # The actions that post new messages in the chat (the stricter per-person limit, one set per burst).
-SENDS = frozenset({CROPS, JSON_DOC})
+SENDS = frozenset({CROPS, JSON_DOC, CUTOUTS, STICKER})
 
 BUTTON_LOWER = N_("button.lower")
 BUTTON_HIGHER = N_("button.higher")
@@ -97,6 +101,8 @@ BUTTON_ONLY = N_("button.only")
 BUTTON_ALL = N_("button.all")
 BUTTON_CROPS = N_("button.crops")
 BUTTON_JSON = N_("button.json")
+BUTTON_CUTOUTS = N_("button.cutouts")
+BUTTON_STICKER = N_("button.sticker")
 EXPIRED = N_("buttons.expired")
 NOT_YOURS = N_("buttons.not_yours")
 CURRENT_VALUE = N_("buttons.current_value")
@@ -105,6 +111,7 @@ FAILED = N_("buttons.failed")
 TOO_FAST = N_("buttons.too_fast")
 NOT_HERE = N_("buttons.not_here")
 ALREADY_SENT = N_("buttons.already_sent")
+ALREADY_IN_SET = N_("stickers.already")
 
 
 def callback(answer_id: str, action: str) -> str:
@@ -186,8 +193,15 @@ def keyboard(tr: Catalog, answer_id: str, answer: Answer, names: ClassNames) -> 
         classes.append(button(BUTTON_ALL, ALL))
     if classes:
         rows.append(classes)
-    rows.append([button(BUTTON_CROPS, CROPS), button(BUTTON_JSON, JSON_DOC)])
+    rows.append(_sends_row(button, answer))
     return InlineKeyboardMarkup(rows)
+
+
+def _sends_row(button: Callable[..., InlineKeyboardButton], answer: Answer) -> list[InlineKeyboardButton]:
+    """The last row: crops and JSON; a segmentation answer's objects cut along their masks and as a sticker."""
+    if segmented(answer):
+        return [button(BUTTON_CUTOUTS, CUTOUTS), button(BUTTON_STICKER, STICKER), button(BUTTON_JSON, JSON_DOC)]
+    return [button(BUTTON_CROPS, CROPS), button(BUTTON_JSON, JSON_DOC)]
 
 
 @dataclass
@@ -211,6 +225,8 @@ class Buttons:
         self.limits = limits or PressLimits()
         self.admins = admins or AdminCache()
         self.clean = CleanImages(renderer)
+        self.cutouts = Cutouts(renderer, self.clean, names, book, callback)
+        self.sticker_sets = StickerSets()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._dirty: set[str] = set()
@@ -290,13 +306,15 @@ class Buttons:
             if answer is None:
                 await self._expired(bot, query, tr, answer_id)
                 return
-            if not bound(answer, query):
+            if action == ADD_STICKER:
+                pass  # under a sticker, for the presser's own set: checked and done below (_add_sticker)
+            elif not bound(answer, query):
                 log.warning("button of answer %s refused: pressed under message %s of chat %s, not under the "
                             "answer's", answer_id, query.message.message_id if query.message else None,
                             query.message.chat.id if query.message else None)
                 await answer_press(query, tr.gettext(NOT_HERE), show_alert=True)
                 return
-            if not await self._may_press(bot, answer, query.from_user.id):
+            elif not await self._may_press(bot, answer, query.from_user.id):
                 log.info("button of answer %s refused: user %s neither asked nor is an admin of chat %s",
                          answer_id, query.from_user.id, answer.chat_id)
                 await answer_press(query, tr.gettext(NOT_YOURS), show_alert=True)
@@ -306,7 +324,9 @@ class Buttons:
                 view = None  # e.g. "back" when already there: nothing to re-draw
             if view is not None and not await self._set_view(query, answer_id, view):
                 return
-        if view is not None:
+        if action == ADD_STICKER:
+            await self._add_sticker(bot, query, tr, answer_id, answer)
+        elif view is not None:
             await self._redraw_soon(bot, query, tr, answer_id)
         elif action in SENDS:
             await self._send_once(bot, query, tr, answer_id, answer, action)
@@ -492,7 +512,7 @@ class Buttons:
         took the first one, and a press handled again after a stop sends nothing twice (both are decided in
         one step with the answer's Redis hash: :meth:`AnswerBook.claim_send`)."""
         view = answer.view_params()
-        if action == CROPS and not crop_pieces(answer, view):
+        if action in (CROPS, CUTOUTS, STICKER) and not crop_pieces(answer, view):
             await answer_press(query, tr.gettext(NOTHING_TO_CROP))
             return
         try:
@@ -517,10 +537,54 @@ class Buttons:
             await answer_press(query, tr.gettext(TOO_FAST))
             return
         await answer_press(query)
-        sent = await (self._crops(bot, answer, view) if action == CROPS else self._json(bot, answer, view))
+        sent = await self._send(bot, answer_id, answer, view, action)
         if not sent:
             with contextlib.suppress(RedisError):
                 await self.book.unmark_sent(answer_id, action)
+
+    async def _send(self, bot: Bot, answer_id: str, answer: Answer, view: DetectParams, action: str) -> bool:
+        if action == CUTOUTS:
+            return await self.cutouts.cutouts(bot, answer, view)
+        if action == STICKER:
+            return await self.cutouts.sticker(bot, answer_id, answer, view)
+        return await (self._crops(bot, answer, view) if action == CROPS else self._json(bot, answer, view))
+
+    async def _add_sticker(self, bot: Bot, query: CallbackQuery, tr: Catalog, answer_id: str, answer: Answer,
+                           ) -> None:
+        """➕ under a sticker the bot sent: into the presser's own sticker set (:mod:`bot.stickers`). Anyone may:
+        it changes nothing in the chat, only the presser's own set. Bound to the stickers sent for this answer;
+        once per person and sticker (kept with the answer, so a press handled again, or by another replica,
+        adds nothing twice); the per-person limit of sends."""
+        message = query.message
+        sticker = getattr(message, "sticker", None)
+        if message is None or sticker is None or message.chat.id != answer.chat_id or \
+                message.message_id not in answer.stickers:
+            log.warning("sticker button of answer %s refused: not under one of its stickers", answer_id)
+            await answer_press(query, tr.gettext(NOT_HERE), show_alert=True)
+            return
+        person = query.from_user
+        tr = catalog(language_for(None, person.language_code, answer.language))  # the presser's own set
+        mark = f"{ADD_STICKER}{person.id}:{message.message_id}"
+        try:
+            claim = await self.book.claim_send(answer_id, query.id, mark, DetectParams(), self.book.ttl)
+        except RedisError as exc:
+            await self._unavailable(query, answer, answer_id, exc)
+            return
+        if claim in (SEND_REPLAYED, SEND_GONE, SEND_RECENT):
+            await answer_press(query, None if claim == SEND_REPLAYED else tr.gettext(
+                ALREADY_IN_SET if claim == SEND_RECENT else EXPIRED))
+            return
+        if not self.limits.allow_send(person.id):
+            with contextlib.suppress(RedisError):
+                await self.book.unmark_sent(answer_id, mark)
+            await answer_press(query, tr.gettext(TOO_FAST))
+            return
+        outcome = await self.sticker_sets.add(bot, person, sticker.file_id, tr)
+        if not outcome.ok:
+            with contextlib.suppress(RedisError):
+                await self.book.unmark_sent(answer_id, mark)
+        start = f"https://t.me/{bot.username}?start=stickers" if outcome.message == START_FIRST else None
+        await answer_press(query, outcome.text(tr, bot.username), show_alert=True, url=start)
 
     async def _crops(self, bot: Bot, answer: Answer, view: DetectParams) -> bool:
         """The objects shown now cut out, largest first, at most ten, as one media group under the answer."""
@@ -572,11 +636,13 @@ def crop_pieces(answer: Answer, view: DetectParams) -> list[tuple[Photo, int, Bo
     return [every[i] for i in crop_order([box for _, _, box in every])]
 
 
-async def answer_press(query: CallbackQuery, text: str | None = None, show_alert: bool = False) -> None:
+async def answer_press(query: CallbackQuery, text: str | None = None, show_alert: bool = False,
+                       url: str | None = None) -> None:
     """answerCallbackQuery, never raising: a press replayed after a restart is too old to answer (Telegram
-    refuses after about 15 s), and the rest of the press still happens."""
+    refuses after about 15 s), and the rest of the press still happens. ``url``: a ``t.me/<bot>?start=`` link
+    the person's app opens (the bot's chat, to press Start)."""
     try:
-        await query.answer(text, show_alert=show_alert)
+        await query.answer(text, show_alert=show_alert, url=url)
     except TelegramError as exc:
         log.info("press %s not answered: %s", query.id, describe(exc))
 

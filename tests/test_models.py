@@ -124,7 +124,8 @@ def test_a_photo_goes_to_the_default_model_and_segment_to_its_own(world: World) 
     job = re.search(rf"queued photo chat={user} msg=\d+ job=(\w+) conf=0.30 classes=all model=segment",
                     world.bot.log())
     assert job is not None
-    assert f"job {job.group(1)} ok" in world.segment.output()
+    # (the worker logs a job's line right after completing it: a moment after the answer may be out)
+    world.stub.wait_for(lambda: f"job {job.group(1)} ok" in world.segment.output(), 10, "the worker's line")
     assert f"job {job.group(1)}" not in world.detect.output()
 
 
