@@ -90,7 +90,7 @@ class Cutouts:
                                         reply_parameters=reply, message_thread_id=answer.thread,
                                         disable_content_type_detection=True)
             else:
-                group = [InputMediaDocument(InputFile(png, filename=filename), caption=caption,
+                group = [InputMediaDocument(png, filename=filename, caption=caption,
                                             disable_content_type_detection=True)
                          for _, png, filename, caption in files]
                 await bot.send_media_group(answer.chat_id, group, reply_parameters=reply,

@@ -5,6 +5,7 @@ from the answer itself (its JSON names the weights) and from the workers' own lo
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import re
@@ -257,3 +258,178 @@ def test_queue_liveness_follows_its_workers(world: World) -> None:
     redis.zadd(keys.queue_workers("q-test"), {"w1": now - OUTAGE_GRACE - 5})
     assert not models.liveness(redis, "q-test").served
     assert 0 < redis.ttl(keys.queue_workers("q-test")) <= 70
+
+
+# -- cut-outs and stickers of a segmentation answer (issue 19 item 4) ---------------------------------------
+
+def actions(world: World, chat_id: int, message_id: int) -> dict[str, str]:
+    """The buttons of a message: action -> callback_data."""
+    return {b["callback_data"].rsplit(":", 1)[1]: b["callback_data"]
+            for row in world.stub.keyboard(chat_id, message_id) for b in row}
+
+
+def labels(world: World, chat_id: int, message_id: int) -> dict[str, str]:
+    return {b["callback_data"].rsplit(":", 1)[1]: b["text"] for row in world.stub.keyboard(chat_id, message_id)
+            for b in row}
+
+
+def press(world: World, chat_id: int, user: int, message_id: int, action: str) -> Call:
+    """Press a button; the bot's answerCallbackQuery to it."""
+    query = world.stub.press(chat_id, user, message_id, actions(world, chat_id, message_id)[action])
+    return world.stub.wait_for(lambda: [c for c in world.stub.sent("answerCallbackQuery")
+                                        if c.params.get("callback_query_id") == query], 60, f"the press of {action}")[0]
+
+
+def seg_answer(world: World, chat: dict[str, Any], user: int, image: int, caption: str = "/segment 0.3",
+               **fields: Any) -> Call:
+    _, answer = photo_answer(world, chat, user, image, caption=caption, **fields)
+    assert answer.method == "sendPhoto"
+    key = world.stub.wait_for(lambda: _answer_key(world, chat["id"], answer.result["message_id"]), 30, "buttons")
+    world.stub.wait_for(lambda: world.redis.exists(key), 30, "the answer's state")
+    return answer
+
+
+def rgba(data: bytes) -> Any:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return img.format, img.mode, img.size, np.asarray(img.convert("RGBA"))
+
+
+def model_runs(world: World) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{world.seg_metrics}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    found = re.search(r"^detbot_model_runs (\S+)$", text, re.M)
+    assert found, "the worker's model-run gauge"
+    return float(found.group(1))
+
+
+def test_a_segmentation_answer_offers_cutouts_and_a_sticker(world: World) -> None:
+    user = new_user()
+    chat = world.stub.private_chat(user)
+    seg = seg_answer(world, chat, user, 0)
+    assert {"co", "st", "js"} <= set(actions(world, user, seg.result["message_id"]))
+    assert "cr" not in actions(world, user, seg.result["message_id"])  # boxes' crops: a detection answer's
+    _, plain = photo_answer(world, chat, user, 0)
+    assert {"cr", "js"} <= set(actions(world, user, plain.result["message_id"])) and \
+        "co" not in actions(world, user, plain.result["message_id"])
+    ru = new_user()
+    ru_answer = seg_answer(world, world.stub.private_chat(ru), ru, 1, language_code="ru")
+    shown = labels(world, ru, ru_answer.result["message_id"])
+    assert (shown["co"], shown["st"]) == ("✂ по контуру", "стикер")
+
+
+def test_cutouts_are_transparent_pngs_largest_first_and_no_inference(world: World) -> None:
+    stub = world.stub
+    user = new_user()
+    chat = stub.private_chat(user)
+    image = next(i for i, (_, shapes) in enumerate(world.images) if len(shapes) >= 3)
+    seg = seg_answer(world, chat, user, image, caption="/segment 0.2")
+    mid = seg.result["message_id"]
+    objects = len([line for line in seg.text.splitlines()[1:] if re.match(r"^\d+\. ", line)])
+    runs = model_runs(world)
+    assert press(world, user, user, mid, "co").params.get("text") is None
+    sent = stub.wait_for(lambda: [c for c in stub.sent(chat_id=user) if c.method in ("sendMediaGroup", "sendDocument")
+                                  and c.reply_to == mid], 60, "the cut-outs")[0]
+    files = list(sent.files.values())
+    assert len(files) == min(10, objects) >= 2
+    areas = []
+    for data in files:
+        fmt, mode, _size, pixels = rgba(data)
+        assert (fmt, mode) == ("PNG", "RGBA")
+        alpha = pixels[..., 3]
+        assert (alpha == 0).any() and (alpha == 255).any()  # cut along the mask: transparent around it
+        areas.append(int((alpha > 127).sum()))
+    assert areas == sorted(areas, reverse=True)  # the largest object first
+    if sent.method == "sendMediaGroup":
+        assert all(item["type"] == "document" for item in sent.params["media"])  # files, never recompressed
+    assert model_runs(world) == runs  # cut by the worker from what it kept: no second inference
+
+
+def test_a_sticker_is_a_512_px_webp_with_alpha_and_joins_the_persons_own_set(world: World) -> None:
+    stub = world.stub
+    user = new_user()
+    chat = stub.private_chat(user)
+    seg = seg_answer(world, chat, user, 2)
+    mid = seg.result["message_id"]
+    press(world, user, user, mid, "st")
+    sticker = stub.wait_for(lambda: [c for c in stub.sent("sendSticker", user) if c.reply_to == mid], 60,
+                            "the sticker")[0]
+    fmt, mode, size, pixels = rgba(sticker.files["sticker"])
+    assert (fmt, mode) == ("WEBP", "RGBA") and max(size) == 512 and min(size) <= 512
+    assert (pixels[..., 3] == 0).any() and (pixels[..., 3] == 255).any()
+    smid = sticker.result["message_id"]
+    assert set(actions(world, user, smid)) == {"sa"}
+    # The first: the set is made, named after the person and the bot, titled after the bot.
+    first = press(world, user, user, smid, "sa")
+    name = f"u{user}_by_{BOT}"
+    assert "is made" in first.text and f"t.me/addstickers/{name}" in first.text
+    made = stub.sticker_sets[name]
+    assert made["user_id"] == user and made["title"] == "detbot stickers" and len(made["stickers"]) == 1
+    assert [c for c in stub.sent("uploadStickerFile") if int(c.params["user_id"]) == user]
+    link = stub.wait_for(lambda: [c for c in stub.sent("sendMessage", user) if "addstickers" in c.text], 30,
+                         "the set's link in the private chat")[0]
+    assert f"https://t.me/addstickers/{name}" in link.text
+    # The same sticker again: in the set already, nothing added.
+    assert "already" in press(world, user, user, smid, "sa").text
+    assert len(stub.sticker_sets[name]["stickers"]) == 1
+    # Another view's sticker joins the same set.
+    press(world, user, user, mid, "lo")
+    stub.wait_for(lambda: [c for c in stub.sent("editMessageMedia", user) if int(c.params["message_id"]) == mid],
+                  30, "the re-drawn answer")
+    press(world, user, user, mid, "st")
+    second = stub.wait_for(lambda: [c for c in stub.sent("sendSticker", user) if c.reply_to == mid][1:], 60,
+                           "a second sticker")[0]
+    added = press(world, user, user, second.result["message_id"], "sa")
+    assert "(2 of 120)" in added.text
+    assert len(stub.sticker_sets[name]["stickers"]) == 2
+
+
+def test_sticker_set_refusals_are_said_in_words(world: World) -> None:
+    stub = world.stub
+    group = stub.group_chat(-100_000_000_000 - next(_ids))
+    asker, stranger, full, deleted = new_user(), new_user(), new_user(), new_user()
+    seg = seg_answer(world, group, asker, 3)
+    mid = seg.result["message_id"]
+    # The sticker button is the asker's (as crops are); a stranger is refused and nothing is sent.
+    assert "Only the person who asked" in press(world, group["id"], stranger, mid, "st").text
+    press(world, group["id"], asker, mid, "st")
+    sticker = stub.wait_for(lambda: [c for c in stub.sent("sendSticker", group["id"]) if c.reply_to == mid], 60,
+                            "the sticker")[0]
+    smid = sticker.result["message_id"]
+    # Anyone may add it to their own set, but someone who never started the bot is told how.
+    stub.never_started.add(stranger)
+    refused = press(world, group["id"], stranger, smid, "sa")
+    assert "press Start" in refused.text and refused.params.get("url") == f"https://t.me/{BOT}?start=stickers"
+    assert f"u{stranger}_by_{BOT}" not in stub.sticker_sets
+    stub.never_started.discard(stranger)
+    assert "is made" in press(world, group["id"], stranger, smid, "sa").text  # once started, the same press works
+    # A full set.
+    stub.sticker_sets[f"u{full}_by_{BOT}"] = {"user_id": full, "title": "detbot stickers",
+                                             "stickers": ["file1"] * 120}
+    assert "is full (120 stickers)" in press(world, group["id"], full, smid, "sa").text
+    # A name taken (a set deleted since keeps it): the next name.
+    stub.taken_set_names.add(f"u{deleted}_by_{BOT}")
+    assert "is made" in press(world, group["id"], deleted, smid, "sa").text
+    assert f"u{deleted}_2_by_{BOT}" in stub.sticker_sets
+
+
+def test_sticker_buttons_are_bound_and_a_burst_sends_one(world: World) -> None:
+    stub = world.stub
+    user = new_user()
+    chat = stub.private_chat(user)
+    seg = seg_answer(world, chat, user, 4)
+    mid = seg.result["message_id"]
+    data = actions(world, user, mid)["st"]
+    answer_id = data.split(":")[1]
+    queries = [stub.press(user, user, mid, data) for _ in range(4)]
+    stub.wait_for(lambda: len([c for c in stub.sent("answerCallbackQuery")
+                               if c.params.get("callback_query_id") in queries]) == 4, 60, "every press answered")
+    stub.wait_for(lambda: [c for c in stub.sent("sendSticker", user) if c.reply_to == mid], 60, "the sticker")
+    assert len([c for c in stub.sent("sendSticker", user) if c.reply_to == mid]) == 1  # one per burst
+    # "Add" pressed under the answer's photo instead of under a sticker: refused, nothing added.
+    forged = stub.press(user, user, mid, f"a:{answer_id}:sa")
+    reply = stub.wait_for(lambda: [c for c in stub.sent("answerCallbackQuery")
+                                   if c.params.get("callback_query_id") == forged], 30, "the forged press")[0]
+    assert "belong to another message" in reply.text
+    assert f"u{user}_by_{BOT}" not in stub.sticker_sets
