@@ -47,7 +47,7 @@ from bot import replies
 from bot.albums import album_reply_to
 from bot.answers import SEND_GONE, SEND_RECENT, SEND_REPLAYED, Answer, AnswerBook, Photo, new_id, params_of
 from bot.clean_images import CleanImages
-from bot.cutouts import ADD_STICKER, Cutouts, segmented
+from bot.cutouts import ADD_STICKER, Cutouts, chosen_object, segmented
 from bot.i18n import N_, Catalog, catalog, language_for
 from bot.press_gate import AdminCache, PressLimits, bound
 from bot.stickers import START_FIRST, StickerSets
@@ -306,15 +306,16 @@ class Buttons:
             if answer is None:
                 await self._expired(bot, query, tr, answer_id)
                 return
-            if action == ADD_STICKER:
-                pass  # under a sticker, for the presser's own set: checked and done below (_add_sticker)
-            elif not bound(answer, query):
+            # A sticker's own buttons are under the stickers sent for the answer, the others under its keyboard.
+            under_sticker = action == ADD_STICKER or chosen_object(answer, action) is not None
+            if not bound(answer, query, answer.stickers if under_sticker else None):
                 log.warning("button of answer %s refused: pressed under message %s of chat %s, not under the "
                             "answer's", answer_id, query.message.message_id if query.message else None,
                             query.message.chat.id if query.message else None)
                 await answer_press(query, tr.gettext(NOT_HERE), show_alert=True)
                 return
-            elif not await self._may_press(bot, answer, query.from_user.id):
+            # Adding a sticker to one's own set changes nothing in the chat: anyone may.
+            if action != ADD_STICKER and not await self._may_press(bot, answer, query.from_user.id):
                 log.info("button of answer %s refused: user %s neither asked nor is an admin of chat %s",
                          answer_id, query.from_user.id, answer.chat_id)
                 await answer_press(query, tr.gettext(NOT_YOURS), show_alert=True)
@@ -328,7 +329,7 @@ class Buttons:
             await self._add_sticker(bot, query, tr, answer_id, answer)
         elif view is not None:
             await self._redraw_soon(bot, query, tr, answer_id)
-        elif action in SENDS:
+        elif action in SENDS or chosen_object(answer, action) is not None:
             await self._send_once(bot, query, tr, answer_id, answer, action)
         else:
             value = format_confidence(answer.view_params().threshold)
@@ -547,6 +548,9 @@ class Buttons:
             return await self.cutouts.cutouts(bot, answer, view)
         if action == STICKER:
             return await self.cutouts.sticker(bot, answer_id, answer, view)
+        chosen = chosen_object(answer, action)
+        if chosen is not None:  # a sticker of another object, pressed under a sticker
+            return await self.cutouts.sticker(bot, answer_id, answer, view, chosen)
         return await (self._crops(bot, answer, view) if action == CROPS else self._json(bot, answer, view))
 
     async def _add_sticker(self, bot: Bot, query: CallbackQuery, tr: Catalog, answer_id: str, answer: Answer,
@@ -557,9 +561,7 @@ class Buttons:
         adds nothing twice); the per-person limit of sends."""
         message = query.message
         sticker = getattr(message, "sticker", None)
-        if message is None or sticker is None or message.chat.id != answer.chat_id or \
-                message.message_id not in answer.stickers:
-            log.warning("sticker button of answer %s refused: not under one of its stickers", answer_id)
+        if message is None or sticker is None:  # bound to the answer's stickers already (press)
             await answer_press(query, tr.gettext(NOT_HERE), show_alert=True)
             return
         person = query.from_user

@@ -33,7 +33,12 @@ log = logging.getLogger(__name__)
 MAX_CUTOUTS = 10
 # The action of the button under a sticker (``a:<answer id>:sa``): into the presser's own sticker set.
 ADD_STICKER = "sa"
+# The buttons under a sticker that make one of another object (``a:<answer id>:o<photo>.<object>``, the object
+# by its place among the photo's kept boxes): the next largest shown, at most this many.
+OBJECT = "o"
+OTHER_OBJECTS = 4
 BUTTON_ADD = N_("button.add_sticker")
+BUTTON_OBJECT = N_("button.sticker_of")
 
 
 def segmented(answer: Answer) -> bool:
@@ -46,6 +51,24 @@ def pieces(answer: Answer, view: DetectParams, limit: int = MAX_CUTOUTS) -> list
     mask's area) first, at most ``limit``."""
     every = [(photo, i, box) for photo in answer.photos for i, box in enumerate(photo.shown(view).boxes)]
     return sorted(every, key=lambda piece: -piece[2].area)[:limit]
+
+
+def object_action(answer: Answer, photo: Photo, box: Box) -> str | None:
+    """The action of a "sticker of this object" button: the photo's place in the answer, the box's among the
+    photo's kept boxes (they never change, whatever the view); None if it is not among them."""
+    kept = photo.boxes()
+    return f"{OBJECT}{answer.photos.index(photo)}.{kept.index(box)}" if box in kept else None
+
+
+def chosen_object(answer: Answer, action: str) -> tuple[Photo, Box] | None:
+    """The object an ``o<photo>.<object>`` action names, None for anything else (or out of range)."""
+    photo_at, dot, box_at = action[len(OBJECT):].partition(".")
+    if not (action.startswith(OBJECT) and dot and photo_at.isdigit() and box_at.isdigit()):
+        return None
+    if int(photo_at) >= len(answer.photos):
+        return None
+    kept = answer.photos[int(photo_at)].boxes()
+    return (answer.photos[int(photo_at)], kept[int(box_at)]) if int(box_at) < len(kept) else None
 
 
 class Cutouts:
@@ -100,19 +123,21 @@ class Cutouts:
             return False
         return True
 
-    async def sticker(self, bot: Bot, answer_id: str, answer: Answer, view: DetectParams) -> bool:
-        """The largest object shown now as a sticker under the answer, with its "add to my sticker set" button."""
-        chosen = pieces(answer, view, 1)
-        if not chosen:
-            return False
-        photo, _, box = chosen[0]
+    async def sticker(self, bot: Bot, answer_id: str, answer: Answer, view: DetectParams,
+                      chosen: tuple[Photo, Box] | None = None) -> bool:
+        """The largest object shown now (or ``chosen``) as a sticker under the answer, with its buttons: "add to
+        my sticker set", and a sticker of each of the next largest objects shown."""
+        shown = pieces(answer, view, OTHER_OBJECTS + 1)
+        if chosen is None:
+            if not shown:
+                return False
+            chosen = shown[0][0], shown[0][2]
+        photo, box = chosen
         try:
             clean = await self.clean.get(bot, photo)
             (webp,) = await self.renderer.render(KIND_STICKER, clean.data, clean.fit([box]), answer.language, 0,
                                                  queue_name=answer.queue or None)
-            tr = catalog(answer.language)
-            markup = InlineKeyboardMarkup([[InlineKeyboardButton(
-                tr.gettext(BUTTON_ADD), callback_data=self.callback(answer_id, ADD_STICKER))]])
+            markup = self._sticker_keyboard(answer_id, answer, shown, box)
             sent = await bot.send_sticker(answer.chat_id, InputFile(webp, filename="sticker.webp"),
                                           reply_parameters=reply_to(answer.keyboard_message),
                                           message_thread_id=answer.thread, reply_markup=markup)
@@ -124,3 +149,21 @@ class Cutouts:
         except RedisError as exc:  # the sticker is out; only its button will say it belongs elsewhere
             log.warning("sticker %s of answer %s not remembered: %s", sent.message_id, answer_id, describe(exc))
         return True
+
+    def _sticker_keyboard(self, answer_id: str, answer: Answer, shown: list[tuple[Photo, int, Box]],
+                          made: Box) -> InlineKeyboardMarkup:
+        """➕ into the person's set; then "sticker of 2 · circle" for the next largest objects shown (numbered as
+        the answer's list and image number them)."""
+        tr = catalog(answer.language)
+        rows = [[InlineKeyboardButton(tr.gettext(BUTTON_ADD), callback_data=self.callback(answer_id, ADD_STICKER))]]
+        others: list[InlineKeyboardButton] = []
+        for photo, number, box in shown:
+            action = object_action(answer, photo, box)
+            if box == made or action is None or len(others) >= OTHER_OBJECTS:
+                continue
+            name = self.names.display(box.class_id, box.class_name, answer.language)
+            place = f"{photo.index}/{number + 1}" if photo.index else str(number + 1)
+            others.append(InlineKeyboardButton(tr.gettext(BUTTON_OBJECT, number=place, name=name),
+                                               callback_data=self.callback(answer_id, action)))
+        rows += [others[i:i + 2] for i in range(0, len(others), 2)]  # two a row: the labels are long
+        return InlineKeyboardMarkup(rows)

@@ -350,7 +350,8 @@ def test_a_sticker_is_a_512_px_webp_with_alpha_and_joins_the_persons_own_set(wor
     stub = world.stub
     user = new_user()
     chat = stub.private_chat(user)
-    seg = seg_answer(world, chat, user, 2)
+    image = next(i for i, (_, shapes) in enumerate(world.images) if len(shapes) >= 3)
+    seg = seg_answer(world, chat, user, image, caption="/segment 0.2")
     mid = seg.result["message_id"]
     press(world, user, user, mid, "st")
     sticker = stub.wait_for(lambda: [c for c in stub.sent("sendSticker", user) if c.reply_to == mid], 60,
@@ -359,7 +360,16 @@ def test_a_sticker_is_a_512_px_webp_with_alpha_and_joins_the_persons_own_set(wor
     assert (fmt, mode) == ("WEBP", "RGBA") and max(size) == 512 and min(size) <= 512
     assert (pixels[..., 3] == 0).any() and (pixels[..., 3] == 255).any()
     smid = sticker.result["message_id"]
-    assert set(actions(world, user, smid)) == {"sa"}
+    under = actions(world, user, smid)
+    assert "sa" in under
+    # The other objects shown, as buttons: a sticker of the one chosen.
+    others = [a for a in under if a.startswith("o")]
+    objects = len([line for line in seg.text.splitlines()[1:] if re.match(r"^\d+\. ", line)])
+    assert len(others) == min(objects - 1, 4) >= 2
+    press(world, user, user, smid, others[0])
+    chosen = stub.wait_for(lambda: [c for c in stub.sent("sendSticker", user) if c.reply_to == mid][1:], 60,
+                           "the chosen object's sticker")[0]
+    assert chosen.files["sticker"] != sticker.files["sticker"]
     # The first: the set is made, named after the person and the bot, titled after the bot.
     first = press(world, user, user, smid, "sa")
     name = f"u{user}_by_{BOT}"
@@ -377,9 +387,10 @@ def test_a_sticker_is_a_512_px_webp_with_alpha_and_joins_the_persons_own_set(wor
     press(world, user, user, mid, "lo")
     stub.wait_for(lambda: [c for c in stub.sent("editMessageMedia", user) if int(c.params["message_id"]) == mid],
                   30, "the re-drawn answer")
+    before = len([c for c in stub.sent("sendSticker", user) if c.reply_to == mid])
     press(world, user, user, mid, "st")
-    second = stub.wait_for(lambda: [c for c in stub.sent("sendSticker", user) if c.reply_to == mid][1:], 60,
-                           "a second sticker")[0]
+    second = stub.wait_for(lambda: [c for c in stub.sent("sendSticker", user) if c.reply_to == mid][before:], 60,
+                           "a sticker of the new view")[0]
     added = press(world, user, user, second.result["message_id"], "sa")
     assert "(2 of 120)" in added.text
     assert len(stub.sticker_sets[name]["stickers"]) == 2
