@@ -32,7 +32,7 @@ from bot.buttons import Buttons, answer_press, build_buttons
 from bot.chat_settings import ChatSettings, ChatStore
 from bot.classes import PublishedClasses, Unknown
 from bot.delivery import Delivery
-from bot.i18n import LANGUAGES, Catalog, catalog, language_for
+from bot.i18n import LANGUAGES, N_, Catalog, catalog, language_for
 from bot.intake import Intake, Request, image_of, sender_of, thread_of
 from bot.limits import Limits
 from bot.metrics import BotMetrics
@@ -62,6 +62,7 @@ from jobs.models import OUTAGE_GRACE, ModelSpec
 
 log = logging.getLogger(__name__)
 
+STARTED_FOR_STICKERS = N_("stickers.started")
 # Pause before the delivery loop starts over after an unexpected error (it must never stay down).
 DELIVERY_RESTART_DELAY = 2.0
 SERVICES = "detbot"
@@ -368,7 +369,9 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if update.message:
-        await _reply(context, update.message, (await _tr(context, update.message)).gettext(replies.HELP))
+        # ``/start stickers``: opened from a sticker's ➕, which Telegram refused before the person started the bot.
+        key = STARTED_FOR_STICKERS if context.args == ["stickers"] else replies.HELP
+        await _reply(context, update.message, (await _tr(context, update.message)).gettext(key))
 
 
 # -- settings -------------------------------------------------------------------------------------------

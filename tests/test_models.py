@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from redis import Redis
 
+from detector.params import DetectParams
 from jobs import keys, models
 from jobs.client import DetectionClient, make_queue
 from jobs.models import OUTAGE_GRACE
@@ -128,6 +129,15 @@ def test_a_photo_goes_to_the_default_model_and_segment_to_its_own(world: World) 
     # (the worker logs a job's line right after completing it: a moment after the answer may be out)
     world.stub.wait_for(lambda: f"job {job.group(1)} ok" in world.segment.output(), 10, "the worker's line")
     assert f"job {job.group(1)}" not in world.detect.output()
+
+
+def test_a_photo_sent_again_is_answered_once_by_its_model(world: World) -> None:
+    user = new_user()
+    msg, answer = photo_answer(world, world.stub.private_chat(user), user, 5, caption="/segment")
+    world.stub.resend(msg)  # Telegram delivers it again (a crash before the confirmation)
+    again = world.stub.text(world.stub.private_chat(user), user, "/model")
+    wait_answer(world.stub, user, again["message_id"], 30)  # handled after the resent update (one chat, in order)
+    assert len(replies_to(world.stub, user, msg["message_id"])) == 1 and answer.method == "sendPhoto"
 
 
 def test_model_per_chat_and_reset(world: World) -> None:
@@ -250,6 +260,12 @@ def test_queue_liveness_follows_its_workers(world: World) -> None:
     assert DetectionClient(redis, queue_name=POSE_QUEUE).liveness() == models.Liveness(0, 0)
     info = seg.model_info()
     assert info is not None and info.weights == SEG_MODEL_PATH.name
+    assert info.task == "segment"  # what /segment finds a model by when none is named so
+    # The status messages' positions come from the job's own queue, whichever model's client asks.
+    pose = DetectionClient(redis, queue_name=POSE_QUEUE, events_queue="detbot")
+    waiting = pose.submit(encode(world.images[0][0]), DetectParams(0.5), routing={"chat_id": 1})
+    assert DetectionClient(redis).position(waiting) == 1
+    redis.delete(f"rq:queue:{POSE_QUEUE}", keys.job(waiting), keys.image(waiting))
     # A worker that stopped is still "recent" for the grace (a restart), then gone.
     models.beat(redis, "q-test", "w1")
     models.leave(redis, "q-test", "w1")
@@ -414,6 +430,8 @@ def test_sticker_set_refusals_are_said_in_words(world: World) -> None:
     assert "press Start" in refused.text and refused.params.get("url") == f"https://t.me/{BOT}?start=stickers"
     assert f"u{stranger}_by_{BOT}" not in stub.sticker_sets
     stub.never_started.discard(stranger)
+    started = say(world, stub.private_chat(stranger), stranger, "/start stickers")  # the link the button opened
+    assert "press “➕ add to my sticker set” again" in started
     assert "is made" in press(world, group["id"], stranger, smid, "sa").text  # once started, the same press works
     # A full set.
     stub.sticker_sets[f"u{full}_by_{BOT}"] = {"user_id": full, "title": "detbot stickers",
