@@ -47,7 +47,7 @@ from bot import replies
 from bot.albums import album_reply_to
 from bot.answers import SEND_GONE, SEND_RECENT, SEND_REPLAYED, Answer, AnswerBook, Photo, new_id, params_of
 from bot.clean_images import CleanImages
-from bot.cutouts import ADD_STICKER, Cutouts, chosen_object, segmented
+from bot.cutouts import ADD_STICKER, Cutouts, chosen_object, piece_label, segmented
 from bot.i18n import N_, Catalog, catalog, language_for
 from bot.press_gate import AdminCache, PressLimits, bound
 from bot.stickers import START_FIRST, StickerSets
@@ -601,9 +601,7 @@ class Buttons:
                 crops = await self.renderer.render(KIND_CROPS, clean.data, clean.fit([p[2] for p in own]),
                                                    answer.language, queue_name=answer.queue or None)
                 for (_, i, box), jpeg in zip(own, crops, strict=True):
-                    label = f"{i + 1}. {self.names.display(box.class_id, box.class_name, answer.language)} " \
-                            f"{box.confidence:.2f}"
-                    media.append((jpeg, f"{photo.index}/{label}" if photo.index else label))
+                    media.append((jpeg, piece_label(self.names, answer, photo, i, box)))
             reply = reply_to(answer.keyboard_message)
             if len(media) == 1:  # Telegram refuses a media group of one
                 await bot.send_photo(answer.chat_id, media[0][0], caption=media[0][1], reply_parameters=reply,

@@ -53,6 +53,13 @@ def pieces(answer: Answer, view: DetectParams, limit: int = MAX_CUTOUTS) -> list
     return sorted(every, key=lambda piece: -piece[2].area)[:limit]
 
 
+def piece_label(names: ClassNames, answer: Answer, photo: Photo, number: int, box: Box) -> str:
+    """A crop's or cut-out's caption: ``2. circle 0.93`` as the answer's list numbers it (``1/2. …`` in an
+    album)."""
+    label = f"{number + 1}. {names.display(box.class_id, box.class_name, answer.language)} {box.confidence:.2f}"
+    return f"{photo.index}/{label}" if photo.index else label
+
+
 def object_action(answer: Answer, photo: Photo, box: Box) -> str | None:
     """The action of a "sticker of this object" button: the photo's place in the answer, the box's among the
     photo's kept boxes (they never change, whatever the view); None if it is not among them."""
@@ -82,12 +89,6 @@ class Cutouts:
         self.book = book
         self.callback = callback  # (answer id, action) -> callback_data
 
-    def _label(self, answer: Answer, photo: Photo, number: int, box: Box) -> str:
-        """``2. circle 0.93`` as the answer's list numbers it (``1/2. …`` in an album)."""
-        label = f"{number + 1}. {self.names.display(box.class_id, box.class_name, answer.language)} " \
-                f"{box.confidence:.2f}"
-        return f"{photo.index}/{label}" if photo.index else label
-
     async def cutouts(self, bot: Bot, answer: Answer, view: DetectParams) -> bool:
         """The objects shown now, cut along their masks, as PNG documents (one media group) under the answer."""
         chosen = pieces(answer, view)
@@ -104,7 +105,7 @@ class Cutouts:
                 for (number, box), png in zip(own, pngs, strict=True):
                     name = self.names.display(box.class_id, box.class_name, answer.language)
                     files.append((box.area, png, f"{photo.index or 1}-{number + 1}-{name}.png",
-                                  self._label(answer, photo, number, box)))
+                                  piece_label(self.names, answer, photo, number, box)))
             files.sort(key=lambda f: -f[0])
             reply = reply_to(answer.keyboard_message)
             if len(files) == 1:  # a media group needs two

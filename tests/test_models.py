@@ -305,6 +305,12 @@ def seg_answer(world: World, chat: dict[str, Any], user: int, image: int, captio
     return answer
 
 
+def crowded_answer(world: World, user: int) -> Call:
+    """A segmentation answer of a photo with three shapes or more, in the person's private chat."""
+    image = next(i for i, (_, shapes) in enumerate(world.images) if len(shapes) >= 3)
+    return seg_answer(world, world.stub.private_chat(user), user, image, caption="/segment 0.2")
+
+
 def rgba(data: bytes) -> Any:
     from PIL import Image
 
@@ -338,9 +344,7 @@ def test_a_segmentation_answer_offers_cutouts_and_a_sticker(world: World) -> Non
 def test_cutouts_are_transparent_pngs_largest_first_and_no_inference(world: World) -> None:
     stub = world.stub
     user = new_user()
-    chat = stub.private_chat(user)
-    image = next(i for i, (_, shapes) in enumerate(world.images) if len(shapes) >= 3)
-    seg = seg_answer(world, chat, user, image, caption="/segment 0.2")
+    seg = crowded_answer(world, user)
     mid = seg.result["message_id"]
     objects = len([line for line in seg.text.splitlines()[1:] if re.match(r"^\d+\. ", line)])
     runs = model_runs(world)
@@ -365,9 +369,7 @@ def test_cutouts_are_transparent_pngs_largest_first_and_no_inference(world: Worl
 def test_a_sticker_is_a_512_px_webp_with_alpha_and_joins_the_persons_own_set(world: World) -> None:
     stub = world.stub
     user = new_user()
-    chat = stub.private_chat(user)
-    image = next(i for i, (_, shapes) in enumerate(world.images) if len(shapes) >= 3)
-    seg = seg_answer(world, chat, user, image, caption="/segment 0.2")
+    seg = crowded_answer(world, user)
     mid = seg.result["message_id"]
     press(world, user, user, mid, "st")
     sticker = stub.wait_for(lambda: [c for c in stub.sent("sendSticker", user) if c.reply_to == mid], 60,
