@@ -30,16 +30,18 @@ SIMPLIFY_PX = 1.0
 # circle of 100 px radius needs ~22 points at SIMPLIFY_PX; a person's outline 30-60).
 MAX_POLYGON_POINTS = 48
 MIN_POLYGON_POINTS = 8
-# Points one answer's outlines may hold together: with many objects (an answer keeps every box down to the
-# floor) each gets a share, at least MIN_POLYGON_POINTS. Bounds an answer's outlines near 2000 × ~11 bytes.
+# Points one answer's outlines may hold together (an answer keeps every object down to the floor): the most
+# confident objects first, each up to MAX_POLYGON_POINTS, while MIN_POLYGON_POINTS stay kept for every object
+# after it. So an answer's outlines hold at most max(MAX_ANSWER_POINTS, objects × MIN_POLYGON_POINTS) points,
+# ~11 bytes each as kept (detector.render.boxes_to_rows): under 24 KB for the worker's 100 objects.
 MAX_ANSWER_POINTS = 2000
 
 
-def point_budget(objects: int) -> int:
-    """Points each of ``objects`` outlines may keep (see MAX_ANSWER_POINTS)."""
-    if objects <= 0:
-        return MAX_POLYGON_POINTS
-    return max(MIN_POLYGON_POINTS, min(MAX_POLYGON_POINTS, MAX_ANSWER_POINTS // objects))
+def point_cap(used: int, index: int, objects: int) -> int:
+    """The most points the outline of the ``index``-th of ``objects`` (best first) may keep when ``used``
+    points went to those before it (see MAX_ANSWER_POINTS)."""
+    left = MAX_ANSWER_POINTS - used - MIN_POLYGON_POINTS * (objects - index - 1)
+    return max(MIN_POLYGON_POINTS, min(MAX_POLYGON_POINTS, left))
 
 
 def polygons(
@@ -51,7 +53,8 @@ def polygons(
     """Each object's outline in pixels of the original photo (empty when its mask is empty).
 
     ``protos``: ``nm×mh×mw`` prototypes of the letterboxed canvas (``geometry.canvas``); ``coefficients``:
-    ``K×nm``; ``boxes``: ``K×4`` xyxy in the original photo's pixels.
+    ``K×nm``; ``boxes``: ``K×4`` xyxy in the original photo's pixels, best first (the points of the
+    outlines are shared out in that order, see MAX_ANSWER_POINTS).
     """
     if not len(boxes):
         return []
@@ -60,10 +63,12 @@ def polygons(
     # Prototype pixels per original pixel, and where the original's pixel centres land in prototype pixels.
     ratio_x, ratio_y = mw / canvas_w * geometry.gain, mh / canvas_h * geometry.gain
     offset_x, offset_y = mw / canvas_w * geometry.pad_x, mh / canvas_h * geometry.pad_y
-    budget = point_budget(len(boxes))
-    out = []
-    for coeff, box in zip(coefficients, boxes, strict=True):
-        out.append(_outline(protos, coeff, box, (ratio_x, ratio_y), (offset_x, offset_y), budget))
+    out: list[tuple[Point, ...]] = []
+    used = 0
+    for index, (coeff, box) in enumerate(zip(coefficients, boxes, strict=True)):
+        cap = point_cap(used, index, len(boxes))
+        out.append(_outline(protos, coeff, box, (ratio_x, ratio_y), (offset_x, offset_y), cap))
+        used += len(out[-1])
     return out
 
 
