@@ -66,11 +66,13 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[Box], names: Mapping[int, str]
 def draw_masks(image: np.ndarray, boxes: Sequence[Box], alpha: float = MASK_ALPHA) -> None:
     """Each outline filled, translucent, in its class's colour; one blend over the part of the image the masks
     cover, so a photo with many objects costs one pass."""
-    shapes = [(np.round(np.asarray(b.polygon)).astype(np.int32), colour_of(b.class_id)) for b in reversed(boxes)
-              if b.polygon and len(b.polygon) >= 3]
+    h, w = image.shape[:2]
+    # Far outside the image nothing is drawn; clipped there, no coordinate overflows OpenCV's integers.
+    bounds = np.array([-2 * w, -2 * h]), np.array([3 * w, 3 * h])
+    shapes = [(np.clip(np.round(np.asarray(b.polygon)), *bounds).astype(np.int32), colour_of(b.class_id))
+              for b in reversed(boxes) if b.polygon and len(b.polygon) >= 3]
     if not shapes:
         return
-    h, w = image.shape[:2]
     every = np.concatenate([pts for pts, _ in shapes])
     x1, y1 = max(int(every[:, 0].min()), 0), max(int(every[:, 1].min()), 0)
     x2, y2 = min(int(every[:, 0].max()) + 1, w), min(int(every[:, 1].max()) + 1, h)

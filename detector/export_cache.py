@@ -284,6 +284,28 @@ def checkpoint_imgsz(yolo: Any) -> int | None:
     return None
 
 
+def exported_imgsz(path: Path) -> int | None:
+    """The size an ultralytics export was made at, from its metadata (an ONNX file's, an OpenVINO folder's
+    ``metadata.yaml``), for an export given as the weights; None when it does not say."""
+    import ast
+
+    try:
+        if path.suffix == ".onnx":
+            import onnxruntime as ort
+
+            meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+            sizes: Any = ast.literal_eval(meta.custom_metadata_map.get("imgsz", "None"))
+        else:
+            from ultralytics.utils import YAML
+
+            sizes = YAML.load((path if path.is_dir() else path.parent) / "metadata.yaml").get("imgsz")
+    except Exception:  # no runtime, no metadata, another layout: the caller's default applies
+        return None
+    if isinstance(sizes, int):
+        return sizes
+    return int(max(sizes)) if isinstance(sizes, (list, tuple)) and sizes else None
+
+
 class _Exported(NamedTuple):
     """What ultralytics made: the file to load and what running it needs."""
 

@@ -199,7 +199,8 @@ def test_a_redrawing_at_another_threshold_comes_from_what_the_worker_kept(
     (redrawn,) = render(wredis, queue, KIND_DRAW, data, higher)
     assert redrawn != first.annotated and decoded(redrawn).shape == img.shape
 
-    assert metric(port, "detbot_renders_total") == renders + 2
+    # (The render thread counts a render just after handing it back.)
+    wait_for(lambda: metric(port, "detbot_renders_total") == renders + 2, 10, "the renders counted")
     assert metric(port, "detbot_model_runs") == runs  # no inference for either re-drawing
 
 
