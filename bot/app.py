@@ -715,7 +715,7 @@ def build_application(
         await _migrated(svc, old, new)
 
     svc.delivery.migrated = migrated
-    metrics.watch_queue(client.queued)
+    metrics.watch_queue(lambda: sum(model.client.queued() for model in models.all))  # every model's queue
     application.bot_data[SERVICES] = svc
 
     _add_handlers(application)
