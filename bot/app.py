@@ -188,11 +188,12 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
             await svc.intake.refuse(photos[0], "usage", exc.text(tr), len(photos))
             return
     try:
-        model = await _serving_model(svc, photos[0], command, chat_settings, tr, len(photos))
+        model = await _serving_model(svc, command, chat_settings, tr)
     except QueueUnavailableError:
         await svc.intake.refuse(photos[0], "redis_unreachable", tr.gettext(replies.UNAVAILABLE), len(photos))
         return
-    if model is None:
+    if isinstance(model, str):
+        await _model_refused(svc, photos, asked_by, model)
         return
     params, unknown = await _model_params(svc, args, model)
     if unknown:
@@ -207,18 +208,16 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
     await svc.intake.handle(request)
 
 
-async def _serving_model(svc: Services, message: Message, command: str, chat: ChatSettings, tr: Catalog,
-                         count: int) -> Model | None:
-    """The model that answers: the command's (``/segment``), else the chat's (``/model``). None when there
-    is none to answer (replied: the deployment has no such model, or none of its workers runs). Raises
-    QueueUnavailableError."""
+async def _serving_model(svc: Services, command: str, chat: ChatSettings, tr: Catalog) -> Model | str:
+    """The model that answers: the command's (``/segment``), else the chat's (``/model``); or, when there is
+    none to answer (the deployment has no such model, or none of its workers runs), what to tell the person.
+    Raises QueueUnavailableError."""
     models = svc.models
     if command:
-        model = await asyncio.to_thread(models.for_command, command, chat.model)
-        if model is None:
-            await svc.intake.refuse(message, "model_unavailable", replies.no_model(tr, command,
-                                                                                 _listed_models(models)), count)
-            return None
+        found = await asyncio.to_thread(models.for_command, command, chat.model)
+        if found is None:
+            return replies.no_model(tr, command, _listed_models(models))
+        model = found
     else:
         model = models.for_chat(chat.model)
     if model.default:
@@ -226,10 +225,17 @@ async def _serving_model(svc: Services, message: Message, command: str, chat: Ch
     alive = await asyncio.to_thread(models.liveness, model)
     if not alive.served:
         log.warning("model %s has no live worker (none alive in the last %d s)", model.name, OUTAGE_GRACE)
-        await svc.intake.refuse(message, "model_unavailable", replies.model_not_running(
-            tr, model.name, models.default.name), count)
-        return None
+        return replies.model_not_running(tr, model.name, models.default.name)
     return model
+
+
+async def _model_refused(svc: Services, photos: list[Message], asked_by: Message, text: str) -> None:
+    """A photo no model can answer: said once (an update sent again, or replayed, says nothing twice)."""
+    ids = [asked_by.message_id, *(p.message_id for p in photos)]
+    if await asyncio.to_thread(svc.chats.was_handled, asked_by.chat_id, asked_by.message_id):
+        return
+    await svc.intake.refuse(photos[0], "model_unavailable", text, len(photos))
+    await asyncio.to_thread(svc.chats.mark_handled, asked_by.chat_id, ids)
 
 
 def _listed_models(models: Models) -> list[str]:

@@ -189,6 +189,10 @@ def test_a_model_with_no_worker_gets_an_honest_reply_at_once(world: World) -> No
     assert reply.method == "sendMessage"
     assert "The pose model is not running right now" in reply.text and "/detect" in reply.text
     assert make_queue(world.redis, POSE_QUEUE).count == 0  # nothing queued to wait for ever
+    stub.resend(msg)  # delivered again: said once
+    later = stub.text(stub.private_chat(user), user, "/model")
+    wait_answer(stub, user, later["message_id"], 30)
+    assert len(replies_to(stub, user, msg["message_id"])) == 1
     assert not world.redis.keys(f"{keys.lane_in_flight(POSE_QUEUE, user)}*")
     # In Russian for a Russian speaker, and for a chat whose model it is as well.
     ru = new_user()
