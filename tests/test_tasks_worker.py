@@ -45,14 +45,6 @@ MAX_STORED_BYTES = 16_000
 
 
 @pytest.fixture(scope="module")
-def wredis(redis_server: RedisServer) -> Iterator[Redis]:
-    client = Redis.from_url(redis_server.url)
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def ports() -> tuple[int, int]:
     return free_port(), free_port()
 
