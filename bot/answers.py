@@ -28,6 +28,9 @@ from jobs import keys
 # Presses remembered per answer, so one handled again (its bot replica stopped half-way and another took it
 # over) changes nothing twice: far more than anyone presses within a take-over's seconds.
 PRESSES_KEPT = 32
+# Sticker messages remembered per answer (their "add to my set" button works under these): more than anyone
+# makes of one photo; the oldest's button then says it belongs to another message.
+STICKERS_KEPT = 20
 # What a press's one step in Redis (:data:`_PRESS`) found.
 SEND_GONE, SEND_FRESH, SEND_REPLAYED, SEND_RECENT = 0, 1, 2, 3
 # Hash field prefix of what an action sent last: ``<view JSON>|<unix time>``.
@@ -90,6 +93,11 @@ class Answer:
     keyboard_message: int = 0
     texts: list[int] = field(default_factory=list)  # follow-up text messages, in order
     view: dict[str, Any] = field(default_factory=dict)  # current parameters; {} = the start
+    # The queue of the model that answered (bot.models): its workers re-draw it. "": the bot's default queue.
+    queue: str = ""
+    # Stickers sent for this answer (message ids, the latest STICKERS_KEPT): their own button (add to my sticker
+    # set) is bound to them as the keyboard's are to ``keyboard_message``.
+    stickers: list[int] = field(default_factory=list)
 
     @property
     def album(self) -> bool:
@@ -116,6 +124,7 @@ class AnswerBook:
     async def save(self, answer_id: str, answer: Answer) -> None:
         fixed = asdict(answer)
         view, texts = fixed.pop("view"), fixed.pop("texts")
+        fixed.pop("stickers")  # added one by one as they are sent (add_sticker)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self._key(answer_id), mapping={
             "answer": json.dumps(fixed, separators=(",", ":")), "view": json.dumps(view), "texts": json.dumps(texts),
@@ -130,7 +139,8 @@ class AnswerBook:
             return None
         data = json.loads(raw[b"answer"])
         data["photos"] = [Photo(**p) for p in data["photos"]]
-        return Answer(**data, view=json.loads(raw.get(b"view") or b"{}"), texts=json.loads(raw.get(b"texts") or b"[]"))
+        return Answer(**data, view=json.loads(raw.get(b"view") or b"{}"), texts=json.loads(raw.get(b"texts") or b"[]"),
+                      stickers=json.loads(raw.get(b"stickers") or b"[]"))
 
     async def set_view(self, answer_id: str, view: DetectParams, press: str = "") -> bool:
         """The view a press set; ``press`` (the callback query's id) makes it happen once: False when that
@@ -158,6 +168,10 @@ class AnswerBook:
                      repeat: float = 0.0) -> int:
         return int(await self.redis.eval(_PRESS, 1, self._key(answer_id), press, PRESSES_KEPT, view, sent, value,
                                          time.time(), repeat))
+
+    async def add_sticker(self, answer_id: str, message_id: int) -> None:
+        """A sticker of the answer went out as ``message_id``: its button is bound to it."""
+        await self.redis.eval(_ADD_STICKER, 1, self._key(answer_id), message_id, STICKERS_KEPT)
 
     async def set_texts(self, answer_id: str, texts: list[int]) -> None:
         await self._update(answer_id, "texts", json.dumps(texts))
@@ -192,6 +206,15 @@ if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], ARGV[4], ARGV[5] .. '|' .. ARGV[6])
 end
 return 1
+"""
+
+# KEYS[1]: the answer; ARGV: a sticker's message id, how many to keep. Only while the answer exists.
+_ADD_STICKER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local kept = cjson.decode(redis.call('HGET', KEYS[1], 'stickers') or '[]')
+table.insert(kept, tonumber(ARGV[1]))
+while #kept > tonumber(ARGV[2]) do table.remove(kept, 1) end
+return redis.call('HSET', KEYS[1], 'stickers', cjson.encode(kept))
 """
 
 _UPDATE = """

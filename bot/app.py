@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis import Redis
@@ -34,18 +34,21 @@ from bot.buttons import Buttons, answer_press, build_buttons
 from bot.chat_settings import ChatSettings, ChatStore
 from bot.classes import PublishedClasses, Unknown, model_params
 from bot.delivery import Delivery
-from bot.i18n import LANGUAGES, Catalog, catalog, language_for
+from bot.i18n import LANGUAGES, N_, Catalog, catalog, language_for
 from bot.intake import Intake, Request, image_of, sender_of, thread_of
 from bot.limits import Limits
 from bot.metrics import BotMetrics
 from bot.mini_app import MiniAppLinks, MiniAppRequest
+from bot.models import Model, Models
 from bot.parsing import (
+    DETECT_COMMANDS,
     UsageError,
     mentions,
     parse_auto,
     parse_caption,
     parse_detect_args,
     parse_language,
+    parse_model,
     parse_threshold,
     split_command,
 )
@@ -58,9 +61,11 @@ from detector.names import ClassNames, load_class_names
 from detector.params import MAX_CLASSES, DetectParams
 from jobs.client import DetectionClient, consumer_name
 from jobs.exceptions import JobsError, QueueUnavailableError
+from jobs.models import OUTAGE_GRACE, ModelSpec
 
 log = logging.getLogger(__name__)
 
+STARTED_FOR_STICKERS = N_("stickers.started")
 # Pause before the delivery loop starts over after an unexpected error (it must never stay down).
 DELIVERY_RESTART_DELAY = 2.0
 SERVICES = "detbot"
@@ -89,6 +94,7 @@ class Services:
     names: ClassNames
     classes: PublishedClasses
     buttons: Buttons
+    models: Models
     replica: str  # this process's name among the bot's replicas: its consumer name, its lease's value
     albums: AlbumCollector = field(default_factory=AlbumCollector)
     # Supergroups accepted by the allow-list because the group they were is in it (see ChatStore.migrate).
@@ -106,10 +112,11 @@ def _replied_to_bot(message: Message, bot: Bot) -> bool:
     return bool(replied and replied.from_user and replied.from_user.id == bot.id)
 
 
-def _addressed(message: Message, bot: Bot) -> bool:
-    """A message other than a photo counts as meant for the bot: /detect caption, mention, reply to it."""
+def _addressed(message: Message, bot: Bot, commands: frozenset[str] = DETECT_COMMANDS) -> bool:
+    """A message other than a photo counts as meant for the bot: /detect caption (or another model's
+    command), mention, reply to it."""
     command, _rest, other_bot = split_command(message.caption or "", bot.username)
-    return (command == "detect" and not other_bot) or mentions(message.caption, bot.username) \
+    return (command in commands and not other_bot) or mentions(message.caption, bot.username) \
         or _replied_to_bot(message, bot)
 
 
@@ -146,10 +153,11 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     caption = message.caption or ""
     command, _rest, other_bot = split_command(caption, context.bot.username)
-    if other_bot and command == "detect":
+    asks = command is not None and command in services(context).models.commands()
+    if other_bot and asks:
         return
     mentioned = mentions(caption, context.bot.username)
-    explicit = _private(message) or command == "detect" or mentioned or _replied_to_bot(message, context.bot)
+    explicit = _private(message) or asks or mentioned or _replied_to_bot(message, context.bot)
     if message.media_group_id:
         # The album's first update answers the whole album once it is complete; the others stop here.
         album = await services(context).albums.collect(message, explicit)
@@ -160,8 +168,9 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], asked_by: Message, explicit: bool,
-                   args: DetectParams | None) -> None:
-    """Read the chat's settings, decide whether to answer, parse the arguments, hand over to the intake."""
+                   args: DetectParams | None, command: str = "") -> None:
+    """Read the chat's settings, decide whether to answer, parse the arguments, choose the model (the
+    command's, else the chat's), hand over to the intake."""
     svc = services(context)
     try:
         chat_settings = await asyncio.to_thread(svc.chats.get, asked_by.chat_id)
@@ -177,41 +186,93 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
     tr = _catalog(svc, asked_by, chat_settings)
     if args is None:
         try:
-            args = _caption_args(photos, context.bot.username)
+            args, command = _caption_args(photos, context.bot.username, svc.models.commands())
         except UsageError as exc:
             await svc.intake.refuse(photos[0], "usage", exc.text(tr), len(photos))
             return
-    params, unknown = await _model_params(svc, args)
+    try:
+        model = await _serving_model(svc, command, chat_settings, tr)
+    except QueueUnavailableError:
+        await svc.intake.refuse(photos[0], "redis_unreachable", tr.gettext(replies.UNAVAILABLE), len(photos))
+        return
+    if isinstance(model, str):
+        await _model_refused(svc, photos, asked_by, model)
+        return
+    params, unknown = await _model_params(svc, args, model)
     if unknown:
         text = replies.no_such_class(tr, unknown[0].name, unknown[0].suggestions, svc.names)
         await svc.intake.refuse(photos[0], "unknown_class", text, len(photos))
         return
+    # The chat's per-class thresholds this model applies (those of classes it knows).
+    chat_settings = replace(chat_settings, class_thresholds=svc.models.thresholds_for(
+        model, chat_settings.class_thresholds))
     request = Request(asked_by.chat, sender_of(asked_by), photos, asked_by, params,
-                      chat_settings, tr)
+                      chat_settings, tr, model)
     await svc.intake.handle(request)
 
 
-async def _model_params(svc: Services, args: DetectParams) -> tuple[DetectParams, list[Unknown]]:
-    """The class names of ``args`` as the model writes them (:func:`bot.classes.model_params`); with Redis
-    away the names are only translated and the worker checks them."""
+async def _serving_model(svc: Services, command: str, chat: ChatSettings, tr: Catalog) -> Model | str:
+    """The model that answers: the command's (``/segment``), else the chat's (``/model``); or, when there is
+    none to answer (the deployment has no such model, or none of its workers runs), what to tell the person.
+    Raises QueueUnavailableError."""
+    models = svc.models
+    if command:
+        found = await asyncio.to_thread(models.for_command, command, chat.model)
+        if found is None:
+            return replies.no_model(tr, command, _listed_models(models))
+        model = found
+    else:
+        model = models.for_chat(chat.model)
+    if model.default:
+        return model  # the bot's own service: its photos wait through a worker outage, as they always did
+    alive = await asyncio.to_thread(models.liveness, model)
+    if not alive.served:
+        log.warning("model %s has no live worker (none alive in the last %d s)", model.name, OUTAGE_GRACE)
+        return replies.model_not_running(tr, model.name, models.default.name)
+    return model
+
+
+async def _model_refused(svc: Services, photos: list[Message], asked_by: Message, text: str) -> None:
+    """A photo no model can answer: said once (an update sent again, or replayed, says nothing twice)."""
+    ids = [asked_by.message_id, *(p.message_id for p in photos)]
+    if await asyncio.to_thread(svc.chats.was_handled, asked_by.chat_id, asked_by.message_id):
+        return
+    await svc.intake.refuse(photos[0], "model_unavailable", text, len(photos))
+    await asyncio.to_thread(svc.chats.mark_handled, asked_by.chat_id, ids)
+
+
+def _listed_models(models: Models) -> list[str]:
+    """The names of DETBOT_MODELS, in order (none for the lone DETBOT_MODEL)."""
+    return [m.name for m in models.all if m.name]
+
+
+async def _model_params(svc: Services, args: DetectParams, model: Model | None = None,
+                        ) -> tuple[DetectParams, list[Unknown]]:
+    """The class names of ``args`` as the model writes them (:func:`bot.classes.model_params`), checked
+    against ``model``'s published names (None: every model's; a chat's per-class threshold serves every
+    model); with Redis away the names are only translated and the worker checks them."""
     if not (args.classes or args.class_confidence):
         return args, []
     try:
-        index = await asyncio.to_thread(svc.classes.index)
+        index = await asyncio.to_thread(svc.models.class_index, model) if model is not None else \
+            await asyncio.to_thread(svc.models.every_class)
     except QueueUnavailableError:
         index = None
     return model_params(index, args, svc.names)
 
 
-def _caption_args(photos: list[Message], username: str) -> DetectParams:
+def _caption_args(photos: list[Message], username: str, commands: frozenset[str]) -> tuple[DetectParams, str]:
+    """The arguments of the first caption of the photos, and the model command it starts with ("" none)."""
     for photo in photos:
         if photo.caption:
-            return parse_caption(photo.caption, username).args
-    return DetectParams()
+            caption = parse_caption(photo.caption, username, commands)
+            return caption.args, caption.name
+    return DetectParams(), ""
 
 
 async def on_detect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """``/detect [classes] [confidence]`` sent as a reply to a photo (a caption /detect goes to on_image)."""
+    """``/detect [classes] [confidence]`` sent as a reply to a photo (a caption /detect goes to on_image);
+    ``/segment``, ``/pose``, ``/<model>`` likewise, with that model."""
     message = update.message
     if message is None:
         return
@@ -226,7 +287,8 @@ async def on_detect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     except UsageError as exc:
         await _reply(context, message, exc.text(await _tr(context, message)))
         return
-    await _process(context, [target], message, True, args)
+    command, _rest, _other = split_command(message.text or "", context.bot.username)
+    await _process(context, [target], message, True, args, command or "")
 
 
 # -- other messages -------------------------------------------------------------------------------------
@@ -236,7 +298,7 @@ async def on_other_media(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     message = update.message
     if message is None:
         return
-    asked = _addressed(message, context.bot)
+    asked = _addressed(message, context.bot, services(context).models.commands())
     if _private(message) or asked:
         log.info("refused media chat=%s msg=%s: not a photo", message.chat_id, message.message_id)
         services(context).metrics.refuse("not_a_photo")
@@ -248,7 +310,7 @@ async def on_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     message = update.message
     if message is None:
         return
-    asked = _addressed(message, context.bot)
+    asked = _addressed(message, context.bot, services(context).models.commands())
     if _private(message) or asked:
         mime = message.document.mime_type if message.document else None
         log.info("refused document chat=%s msg=%s: %s", message.chat_id, message.message_id, mime or "no type")
@@ -267,17 +329,33 @@ async def on_classes(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     if message is None:
         return
     svc = services(context)
-    tr = await _tr(context, message)
     try:
-        index = await asyncio.to_thread(svc.classes.index)
+        chat = await asyncio.to_thread(svc.chats.get, message.chat_id)
+        tr = _catalog(svc, message, chat)
+        model, asked = _classes_model(svc, context.args or [], chat)
+        index = await asyncio.to_thread(svc.models.class_index, model) if model is not None else None
     except QueueUnavailableError:
-        await _reply(context, message, tr.gettext(replies.UNAVAILABLE))
+        await _reply(context, message, (await _tr(context, message)).gettext(replies.UNAVAILABLE))
+        return
+    if model is None:
+        await _reply(context, message, replies.no_model(tr, asked, _listed_models(svc.models)))
         return
     if index is None:
         await _reply(context, message, tr.gettext(replies.CLASSES_UNKNOWN))
         return
-    for chunk in pack_lines(replies.class_list(tr, index.names, svc.names), MESSAGE_LIMIT):
+    lines = replies.class_list(tr, index.names, svc.names)
+    if svc.models.several:
+        lines.insert(0, replies.classes_of(tr, model.name))
+    for chunk in pack_lines(lines, MESSAGE_LIMIT):
         await _reply(context, message, chunk)
+
+
+def _classes_model(svc: Services, args: list[str], chat: ChatSettings) -> tuple[Model | None, str]:
+    """``/classes`` shows the chat's model's classes; ``/classes <model>`` another model's (None: no such)."""
+    if not args:
+        return svc.models.for_chat(chat.model), ""
+    asked = args[0].lower().lstrip("/")
+    return svc.models.named(asked), asked
 
 
 async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -318,7 +396,9 @@ def _chat_allowed(svc: Services, chat_id: int) -> bool:
 
 async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if update.message:
-        await _reply(context, update.message, (await _tr(context, update.message)).gettext(replies.HELP))
+        # ``/start stickers``: opened from a sticker's ➕, which Telegram refused before the person started the bot.
+        key = STARTED_FOR_STICKERS if context.args == ["stickers"] else replies.HELP
+        await _reply(context, update.message, (await _tr(context, update.message)).gettext(key))
 
 
 # -- settings -------------------------------------------------------------------------------------------
@@ -428,6 +508,44 @@ async def on_language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     await _settings_command(update, context, parse_language, _language)
 
 
+async def _model(svc: Services, message: Message, value: Any, current: ChatSettings, tr: Catalog) -> str:
+    """``/model``: show the chat's model and the others (with whether each runs now), set it, or reset it."""
+    models = svc.models
+    if value is None or not models.several:
+        return await asyncio.to_thread(_model_status, models, current, tr, value is not None)
+    if value == "reset":
+        await asyncio.to_thread(svc.chats.set_model, message.chat_id, None)
+        log.info("model reset chat=%s", message.chat_id)
+        return replies.model_set(tr, models.default.name, True)
+    chosen = models.named(str(value))
+    if chosen is None:
+        return replies.no_model(tr, str(value), _listed_models(models))
+    await asyncio.to_thread(svc.chats.set_model, message.chat_id, None if chosen.default else chosen.name)
+    log.info("model %s chat=%s", chosen.name, message.chat_id)
+    text = replies.model_set(tr, chosen.name, chosen.default)
+    if not chosen.default and not (await asyncio.to_thread(models.liveness, chosen)).served:
+        text += "\n" + replies.model_not_running(tr, chosen.name, models.default.name)
+    return text
+
+
+def _model_status(models: Models, current: ChatSettings, tr: Catalog, asked_to_set: bool) -> str:
+    """The chat's model and every other, each with its weights, task and whether a worker runs it (blocking)."""
+    if not models.several:
+        info = models.info(models.default)
+        return replies.one_model(tr, info.weights if info else "", info.task if info else "", asked_to_set)
+    chosen = models.for_chat(current.model)
+    rows = []
+    for model in models.all:
+        info = models.info(model)
+        rows.append(replies.ModelRow(model.name, info.weights if info else "", info.task if info else "",
+                                     models.liveness(model).live > 0, model is chosen, model.default))
+    return replies.model_status(tr, rows)
+
+
+async def on_model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await _settings_command(update, context, parse_model, _model)
+
+
 # -- cross-cutting --------------------------------------------------------------------------------------
 
 async def check_allowed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -522,12 +640,13 @@ async def _run_delivery(svc: Services) -> None:
             await asyncio.sleep(DELIVERY_RESTART_DELAY)
 
 
-async def _register_commands(bot: Bot, default_language: str) -> None:
+async def _register_commands(bot: Bot, default_language: str, models: list[str]) -> None:
     """The command menu in every language: the default for everyone, the others for Telegram apps set to
     them (``language_code`` scope), so the menu reads in each person's language."""
     for language in sorted(LANGUAGES, key=lambda lang: lang != default_language):
         tr = catalog(language)
         commands = [BotCommand(name, tr.gettext(key)) for name, key in replies.COMMANDS]
+        commands[1:1] = [BotCommand(name, text) for name, text in replies.model_commands(tr, models)]
         try:
             await bot.set_my_commands(commands, language_code=None if language == default_language else language)
         except TelegramError as exc:
@@ -539,7 +658,7 @@ async def _post_init(application: Application) -> None:
     settings = svc.settings
     if settings.web_public_url:  # the 🎚 button's group link names the bot: known once getMe answered
         svc.buttons.links = MiniAppLinks(settings.web_public_url, settings.web_app_name, application.bot.username)
-    await _register_commands(application.bot, svc.settings.default_language)
+    await _register_commands(application.bot, svc.settings.default_language, _listed_models(svc.models))
     svc.delivery_task = asyncio.create_task(_run_delivery(svc))
     svc.status_task = asyncio.create_task(svc.status.keep_retrying())
     log.info("bot @%s started", application.bot.username)
@@ -587,10 +706,11 @@ def build_application(
     metrics = metrics or BotMetrics()
     bot_id = settings.bot_id
     replica = replica or consumer_name()
-    client = DetectionClient(redis, queue_name=settings.queue, max_queued=settings.max_queued_jobs, bot_id=bot_id)
-    chats = ChatStore(redis, bot_id)
     if names is None:
         names = load_class_names(settings.class_names)
+    models = _models(settings, redis, names)
+    client = models.default.client
+    chats = ChatStore(redis, bot_id)
     status = StatusBoard(application.bot, client, chats, settings.test_status_delay_ms / 1000,
                          near_limit=telegram_limits.near_limit,
                          check_interval=settings.test_status_check_ms / 1000)
@@ -613,7 +733,8 @@ def build_application(
                           retry_delay=settings.test_retry_delay_ms / 1000,
                           album_check=settings.test_album_check_ms / 1000),
         names=names,
-        classes=PublishedClasses(client.class_names, names.aliases()),
+        classes=models.default.classes,
+        models=models,
         replica=replica,
         buttons=build_buttons(settings.redis_url, settings.queue, settings.answer_ttl, bot_id, names,
                               settings.default_language),
@@ -624,11 +745,23 @@ def build_application(
         await _migrated(svc, old, new)
 
     svc.delivery.migrated = migrated
-    metrics.watch_queue(client.queued)
+    metrics.watch_queue(lambda: sum(model.client.queued() for model in models.all))  # every model's queue
     application.bot_data[SERVICES] = svc
 
     _add_handlers(application)
     return application
+
+
+def _models(settings: BotSettings, redis: Redis, names: ClassNames) -> Models:
+    """The deployment's models (``DETBOT_MODELS``), each with a client of its queue; every model's
+    completions come to the default queue's stream of this bot, read by one reader (``bot.delivery``)."""
+    specs = settings.deployment()
+
+    def make_client(spec: ModelSpec) -> DetectionClient:
+        return DetectionClient(redis, queue_name=spec.queue, max_queued=settings.max_queued_jobs,
+                               bot_id=settings.bot_id, events_queue=specs[0].queue)
+
+    return Models(specs, make_client, names.aliases())
 
 
 def _add_handlers(application: Application) -> None:
@@ -642,7 +775,9 @@ def _add_handlers(application: Application) -> None:
     application.add_handler(CommandHandler("threshold", on_threshold, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("auto", on_auto, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("language", on_language, filters=NEW_MESSAGE))
-    application.add_handler(CommandHandler("detect", on_detect, filters=NEW_MESSAGE))
+    application.add_handler(CommandHandler("model", on_model, filters=NEW_MESSAGE))
+    commands = sorted(application.bot_data[SERVICES].models.commands())
+    application.add_handler(CommandHandler(commands, on_detect, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("classes", on_classes, filters=NEW_MESSAGE))
     application.add_handler(MessageHandler(NEW_MESSAGE & PHOTO, on_image))
     application.add_handler(MessageHandler(NEW_MESSAGE & OTHER_MEDIA, on_other_media))

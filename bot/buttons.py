@@ -48,9 +48,11 @@ from bot import mini_app, replies
 from bot.albums import album_reply_to
 from bot.answers import SEND_GONE, SEND_RECENT, SEND_REPLAYED, Answer, AnswerBook, Photo, new_id, params_of
 from bot.clean_images import CleanImages
+from bot.cutouts import ADD_STICKER, Cutouts, chosen_object, piece_label, segmented
 from bot.i18n import N_, Catalog, catalog, language_for
 from bot.mini_app import MiniAppLinks, MiniAppRequest
 from bot.press_gate import AdminCache, PressLimits, bound
+from bot.stickers import START_FIRST, StickerSets
 from bot.telegram_io import describe, reply_to
 from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
 from detector.errors import DetectorError
@@ -89,8 +91,10 @@ ARRIVAL_POLL = 0.25
 ARRIVAL_WINDOW = 60.0
 
 LOWER, HIGHER, CURRENT, RESET, ALL, CROPS, JSON_DOC, ONLY = "lo", "hi", "nv", "rs", "al", "cr", "js", "c"
+# A segmentation answer's: the objects cut along their masks, the largest as a sticker (bot.cutouts).
+CUTOUTS, STICKER = "co", "st"
 # The actions that post new messages in the chat (the stricter per-person limit, one set per burst).
-SENDS = frozenset({CROPS, JSON_DOC})
+SENDS = frozenset({CROPS, JSON_DOC, CUTOUTS, STICKER})
 
 BUTTON_LOWER = N_("button.lower")
 BUTTON_HIGHER = N_("button.higher")
@@ -101,6 +105,8 @@ BUTTON_ALL = N_("button.all")
 BUTTON_CROPS = N_("button.crops")
 BUTTON_JSON = N_("button.json")
 BUTTON_MINI_APP = N_("button.mini_app")
+BUTTON_CUTOUTS = N_("button.cutouts")
+BUTTON_STICKER = N_("button.sticker")
 EXPIRED = N_("buttons.expired")
 NOT_YOURS = N_("buttons.not_yours")
 CURRENT_VALUE = N_("buttons.current_value")
@@ -109,6 +115,7 @@ FAILED = N_("buttons.failed")
 TOO_FAST = N_("buttons.too_fast")
 NOT_HERE = N_("buttons.not_here")
 ALREADY_SENT = N_("buttons.already_sent")
+ALREADY_IN_SET = N_("stickers.already")
 
 
 # What :meth:`Buttons._change` came to.
@@ -217,7 +224,7 @@ def keyboard(tr: Catalog, answer_id: str, answer: Answer, names: ClassNames,
         classes.append(button(BUTTON_ALL, ALL))
     if classes:
         rows.append(classes)
-    last = [button(BUTTON_CROPS, CROPS), button(BUTTON_JSON, JSON_DOC)]
+    last = _sends_row(button, answer)
     slider = mini_app_button(tr, answer_id, answer, links)
     rows.append(last if slider is None else [*last, slider])
     return InlineKeyboardMarkup(rows)
@@ -235,6 +242,13 @@ def mini_app_button(tr: Catalog, answer_id: str, answer: Answer, links: MiniAppL
         return InlineKeyboardButton(text, web_app=WebAppInfo(links.page(answer_id)))
     direct = links.direct(answer_id)
     return InlineKeyboardButton(text, url=direct) if direct else None
+
+
+def _sends_row(button: Callable[..., InlineKeyboardButton], answer: Answer) -> list[InlineKeyboardButton]:
+    """The last row: crops and JSON; a segmentation answer's objects cut along their masks and as a sticker."""
+    if segmented(answer):
+        return [button(BUTTON_CUTOUTS, CUTOUTS), button(BUTTON_STICKER, STICKER), button(BUTTON_JSON, JSON_DOC)]
+    return [button(BUTTON_CROPS, CROPS), button(BUTTON_JSON, JSON_DOC)]
 
 
 @dataclass
@@ -260,6 +274,8 @@ class Buttons:
         self.clean = CleanImages(renderer)
         # The 🎚 button's links (DETBOT_WEB_PUBLIC_URL); set once the bot knows its username (post_init).
         self.links: MiniAppLinks | None = None
+        self.cutouts = Cutouts(renderer, self.clean, names, book, callback)
+        self.sticker_sets = StickerSets()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._dirty: set[str] = set()
@@ -293,6 +309,7 @@ class Buttons:
             language=str(routing.get("language") or self.default_language),
             floor=min(float((c.detection or {}).get("floor", STEPS[0])) for c in completions),
             start=params_of(dets[0]).to_dict(), top=top_classes(dets, photos), photos=photos,
+            queue=str(routing.get("queue") or ""),
         )
         answer_id = new_id()
         return Offer(answer_id, answer, keyboard(catalog(answer.language), answer_id, answer, self.names, self.links))
@@ -324,7 +341,7 @@ class Buttons:
             return
         answer_id, action = parsed
         change = await self._change(bot, answer_id, query.from_user.id, query.id,
-                                    lambda answer: apply(action, answer), query)
+                                    lambda answer: apply(action, answer), query, action)
         answer = change.answer
         tr = self._catalog(answer, query)
         if change.outcome == TOO_FAST_OUTCOME:
@@ -340,7 +357,9 @@ class Buttons:
         elif change.outcome == CHANGED_OUTCOME:
             drawn = await self._redraw_soon(bot, answer_id)
             await answer_press(query, None if drawn else tr.gettext(FAILED))
-        elif action in SENDS and answer is not None:
+        elif answer is not None and action == ADD_STICKER:
+            await self._add_sticker(bot, query, tr, answer_id, answer)
+        elif answer is not None and (action in SENDS or chosen_object(answer, action) is not None):
             await self._send_once(bot, query, tr, answer_id, answer, action)
         elif answer is not None:
             value = format_confidence(answer.view_params().threshold)
@@ -389,11 +408,14 @@ class Buttons:
         return mini_app.SENT, clean.data
 
     async def _change(self, bot: Bot, answer_id: str, user_id: int, press_id: str,
-                      decide: Callable[[Answer], DetectParams | None], query: CallbackQuery | None = None) -> Change:
+                      decide: Callable[[Answer], DetectParams | None], query: CallbackQuery | None = None,
+                      action: str = "") -> Change:
         """What a press or a Mini App's apply does to an answer's view, checked before it costs anything:
         the person's limit, the answer (waited for while another replica still sends it, for a press), the
         place (a press's: under the answer's own message), the person (the asker, or a group's admin); then
-        ``decide`` gives the new view (None: none) and it is written once, keyed by ``press_id``."""
+        ``decide`` gives the new view (None: none) and it is written once, keyed by ``press_id``. ``action``: the
+        press's (a sticker's own buttons are under the stickers sent for the answer, and anyone may add one to
+        their own set)."""
         if not self.limits.allow_press(user_id):
             return Change(TOO_FAST_OUTCOME)
         async with self._lock(answer_id):
@@ -406,12 +428,14 @@ class Buttons:
                 return Change(UNAVAILABLE_OUTCOME)
             if answer is None:
                 return Change(GONE_OUTCOME)
-            if query is not None and not bound(answer, query):
+            under_sticker = action == ADD_STICKER or (action != "" and chosen_object(answer, action) is not None)
+            if query is not None and not bound(answer, query, answer.stickers if under_sticker else None):
                 log.warning("button of answer %s refused: pressed under message %s of chat %s, not under the "
                             "answer's", answer_id, query.message.message_id if query.message else None,
                             query.message.chat.id if query.message else None)
                 return Change(NOT_HERE_OUTCOME, answer)
-            if not await self._may_press(bot, answer, user_id):
+            # Adding a sticker to one's own set changes nothing in the chat: anyone may.
+            if action != ADD_STICKER and not await self._may_press(bot, answer, user_id):
                 log.info("%s of answer %s refused: user %s neither asked nor is an admin of chat %s",
                          "button" if query is not None else "Mini App view", answer_id, user_id, answer.chat_id)
                 return Change(NOT_YOURS_OUTCOME, answer)
@@ -527,8 +551,8 @@ class Buttons:
         view, tr = answer.view_params(), catalog(answer.language)
         markup = keyboard(tr, answer_id, answer, self.names, self.links)
         dets = [p.shown(view) for p in answer.photos]
-        images = await asyncio.gather(*(self._draw(bot, p, d, answer.language) for p, d in zip(answer.photos, dets,
-                                                                                                strict=True)))
+        images = await asyncio.gather(*(self._draw(bot, p, d, answer) for p, d in zip(answer.photos, dets,
+                                                                                       strict=True)))
         if not answer.album:
             caption, rest = split_caption(replies.detection_lines(tr, dets[0], self.names))
             await self._edit_media(bot, answer, answer.photos[0].message_id, images[0], caption, markup)
@@ -547,9 +571,10 @@ class Buttons:
         await self._edit_text(bot, answer, answer.keyboard_message, first, markup)
         await self._sync_texts(bot, answer_id, answer, rest)
 
-    async def _draw(self, bot: Bot, photo: Photo, det: Detection, language: str) -> bytes:
+    async def _draw(self, bot: Bot, photo: Photo, det: Detection, answer: Answer) -> bytes:
         clean = await self.clean.get(bot, photo)
-        return (await self.renderer.render(KIND_DRAW, clean.data, clean.fit(det.boxes), language))[0]
+        return (await self.renderer.render(KIND_DRAW, clean.data, clean.fit(det.boxes), answer.language,
+                                           queue_name=answer.queue or None))[0]
 
     @staticmethod
     async def _edit_media(bot: Bot, answer: Answer, message_id: int, image: bytes, caption: str,
@@ -599,7 +624,7 @@ class Buttons:
         took the first one, and a press handled again after a stop sends nothing twice (both are decided in
         one step with the answer's Redis hash: :meth:`AnswerBook.claim_send`)."""
         view = answer.view_params()
-        if action == CROPS and not crop_pieces(answer, view):
+        if action in (CROPS, CUTOUTS, STICKER) and not crop_pieces(answer, view):
             await answer_press(query, tr.gettext(NOTHING_TO_CROP))
             return
         try:
@@ -624,10 +649,55 @@ class Buttons:
             await answer_press(query, tr.gettext(TOO_FAST))
             return
         await answer_press(query)
-        sent = await (self._crops(bot, answer, view) if action == CROPS else self._json(bot, answer, view))
+        sent = await self._send(bot, answer_id, answer, view, action)
         if not sent:
             with contextlib.suppress(RedisError):
                 await self.book.unmark_sent(answer_id, action)
+
+    async def _send(self, bot: Bot, answer_id: str, answer: Answer, view: DetectParams, action: str) -> bool:
+        if action == CUTOUTS:
+            return await self.cutouts.cutouts(bot, answer, view)
+        if action == STICKER:
+            return await self.cutouts.sticker(bot, answer_id, answer, view)
+        chosen = chosen_object(answer, action)
+        if chosen is not None:  # a sticker of another object, pressed under a sticker
+            return await self.cutouts.sticker(bot, answer_id, answer, view, chosen)
+        return await (self._crops(bot, answer, view) if action == CROPS else self._json(bot, answer, view))
+
+    async def _add_sticker(self, bot: Bot, query: CallbackQuery, tr: Catalog, answer_id: str, answer: Answer,
+                           ) -> None:
+        """➕ under a sticker the bot sent: into the presser's own sticker set (:mod:`bot.stickers`). Anyone may:
+        it changes nothing in the chat, only the presser's own set. Bound to the stickers sent for this answer;
+        once per person and sticker (kept with the answer, so a press handled again, or by another replica,
+        adds nothing twice); the per-person limit of sends."""
+        message = query.message
+        sticker = getattr(message, "sticker", None)
+        if message is None or sticker is None:  # bound to the answer's stickers already (press)
+            await answer_press(query, tr.gettext(NOT_HERE), show_alert=True)
+            return
+        person = query.from_user
+        tr = catalog(language_for(None, person.language_code, answer.language))  # the presser's own set
+        mark = f"{ADD_STICKER}{person.id}:{message.message_id}"
+        try:
+            claim = await self.book.claim_send(answer_id, query.id, mark, DetectParams(), self.book.ttl)
+        except RedisError as exc:
+            await self._unavailable(query, answer, answer_id, exc)
+            return
+        if claim in (SEND_REPLAYED, SEND_GONE, SEND_RECENT):
+            await answer_press(query, None if claim == SEND_REPLAYED else tr.gettext(
+                ALREADY_IN_SET if claim == SEND_RECENT else EXPIRED))
+            return
+        if not self.limits.allow_send(person.id):
+            with contextlib.suppress(RedisError):
+                await self.book.unmark_sent(answer_id, mark)
+            await answer_press(query, tr.gettext(TOO_FAST))
+            return
+        outcome = await self.sticker_sets.add(bot, person, sticker.file_id, tr)
+        if not outcome.ok:
+            with contextlib.suppress(RedisError):
+                await self.book.unmark_sent(answer_id, mark)
+        start = f"https://t.me/{bot.username}?start=stickers" if outcome.message == START_FIRST else None
+        await answer_press(query, outcome.text(tr, bot.username), show_alert=True, url=start)
 
     async def _crops(self, bot: Bot, answer: Answer, view: DetectParams) -> bool:
         """The objects shown now cut out, largest first, at most ten, as one media group under the answer."""
@@ -640,11 +710,9 @@ class Buttons:
                     continue
                 clean = await self.clean.get(bot, photo)
                 crops = await self.renderer.render(KIND_CROPS, clean.data, clean.fit([p[2] for p in own]),
-                                                   answer.language)
+                                                   answer.language, queue_name=answer.queue or None)
                 for (_, i, box), jpeg in zip(own, crops, strict=True):
-                    label = f"{i + 1}. {self.names.display(box.class_id, box.class_name, answer.language)} " \
-                            f"{box.confidence:.2f}"
-                    media.append((jpeg, f"{photo.index}/{label}" if photo.index else label))
+                    media.append((jpeg, piece_label(self.names, answer, photo, i, box)))
             reply = reply_to(answer.keyboard_message)
             if len(media) == 1:  # Telegram refuses a media group of one
                 await bot.send_photo(answer.chat_id, media[0][0], caption=media[0][1], reply_parameters=reply,
@@ -679,11 +747,13 @@ def crop_pieces(answer: Answer, view: DetectParams) -> list[tuple[Photo, int, Bo
     return [every[i] for i in crop_order([box for _, _, box in every])]
 
 
-async def answer_press(query: CallbackQuery, text: str | None = None, show_alert: bool = False) -> None:
+async def answer_press(query: CallbackQuery, text: str | None = None, show_alert: bool = False,
+                       url: str | None = None) -> None:
     """answerCallbackQuery, never raising: a press replayed after a restart is too old to answer (Telegram
-    refuses after about 15 s), and the rest of the press still happens."""
+    refuses after about 15 s), and the rest of the press still happens. ``url``: a ``t.me/<bot>?start=`` link
+    the person's app opens (the bot's chat, to press Start)."""
     try:
-        await query.answer(text, show_alert=show_alert)
+        await query.answer(text, show_alert=show_alert, url=url)
     except TelegramError as exc:
         log.info("press %s not answered: %s", query.id, describe(exc))
 

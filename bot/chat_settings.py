@@ -1,4 +1,4 @@
-"""Per-chat settings (default threshold, auto mode, language) and the bot's own bookkeeping, in Redis.
+"""Per-chat settings (default threshold, auto mode, language, model) and the bot's own bookkeeping, in Redis.
 
 The keys are named in :mod:`jobs.keys`, with every other key detbot writes. Sync redis-py: callers on the
 event loop run these through ``asyncio.to_thread``.
@@ -41,6 +41,8 @@ class ChatSettings:
     language: str | None = None
     # (model's class name, threshold) set with /threshold <class> <value>, sorted by name.
     class_thresholds: tuple[tuple[str, float], ...] = ()
+    # The model chosen with /model (a name of DETBOT_MODELS); None: the deployment's default.
+    model: str | None = None
 
     @property
     def params(self) -> DetectParams:
@@ -68,6 +70,7 @@ class ChatStore:
         threshold = data.get(b"threshold")
         auto = data.get(b"auto")
         language = data.get(b"language")
+        model = data.get(b"model")
         per_class = sorted((k.decode()[len(CLASS_FIELD):], float(v)) for k, v in data.items()
                            if k.startswith(CLASS_FIELD.encode()))
         return ChatSettings(
@@ -75,6 +78,7 @@ class ChatStore:
             auto=auto == b"1" if auto is not None else None,
             language=language.decode() if language else None,
             class_thresholds=tuple(per_class),
+            model=model.decode() if model else None,
         )
 
     def _set(self, chat_id: int, field: str, value: str | None) -> None:
@@ -107,6 +111,10 @@ class ChatStore:
     def set_language(self, chat_id: int, language: str | None) -> None:
         """None: back to each person's own language."""
         self._set(chat_id, "language", language)
+
+    def set_model(self, chat_id: int, name: str | None) -> None:
+        """None: back to the deployment's default model."""
+        self._set(chat_id, "model", name)
 
     def was_handled(self, chat_id: int, message_id: int) -> bool:
         """True if this message was answered or queued before (the update is a redelivery)."""

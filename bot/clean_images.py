@@ -14,7 +14,7 @@ import io
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from PIL import Image
 from telegram import Bot
@@ -44,8 +44,7 @@ class Clean:
         """``boxes`` in this image's pixels."""
         if (self.scale_x, self.scale_y) == (1.0, 1.0):
             return tuple(boxes)
-        sx, sy = self.scale_x, self.scale_y
-        return tuple(replace(b, x1=b.x1 * sx, y1=b.y1 * sy, x2=b.x2 * sx, y2=b.y2 * sy) for b in boxes)
+        return tuple(b.scaled(self.scale_x, self.scale_y) for b in boxes)  # outlines and keypoints too
 
 
 def _size(data: bytes) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from bot.chat_settings import ChatSettings, ChatStore
 from bot.i18n import ENGLISH, Catalog, catalog
 from bot.limits import Limits, Refusal
 from bot.metrics import BotMetrics
+from bot.models import Model
 from bot.settings import BotSettings
 from bot.status import StatusBoard
 from bot.telegram_io import describe, fetch_file, say
@@ -85,6 +86,8 @@ class Request:
     settings: ChatSettings = field(default_factory=ChatSettings)
     # The language of every reply to this request, and of the answer (it travels with the jobs).
     tr: Catalog = field(default_factory=lambda: catalog(ENGLISH))
+    # The model that answers it (bot.models): its queue takes the jobs. None: the intake's own client.
+    model: Model | None = None
 
 
 class Intake:
@@ -164,11 +167,17 @@ class Intake:
                  first.message_id, reason)
         self.metrics.refuse(reason, len(request.photos))
 
-    async def _room(self, chat_id: int) -> tuple[int, bool]:
+    def _client(self, request: Request) -> DetectionClient:
+        """The queue of the request's model (each model has its own queue, lanes and limits)."""
+        return request.model.client if request.model is not None else self.client
+
+    async def _room(self, request: Request) -> tuple[int, bool]:
         """How many photos the queue takes from this chat now, and whether the chat's own limit is what
         bounds it (``jobs.fair.chat_limit``). Raises QueueUnavailableError."""
+        client, chat_id = self._client(request), request.chat.id
+
         def rooms() -> tuple[int, int]:
-            return self.client.room(), self.client.chat_room(chat_id)
+            return client.room(), client.chat_room(chat_id)
 
         queue_room, chat_room = await asyncio.to_thread(rooms)
         return min(queue_room, chat_room), chat_room < queue_room
@@ -178,7 +187,7 @@ class Intake:
         others get one reply. False when none is left."""
         first = request.photos[0]
         try:
-            room, chat_bound = await self._room(request.chat.id)
+            room, chat_bound = await self._room(request)
         except QueueUnavailableError:
             await self.refuse(first, "redis_unreachable", request.tr.gettext(replies.UNAVAILABLE), len(request.photos))
             return False
@@ -253,7 +262,7 @@ class Intake:
         chat_bound = False
         try:
             # Checked before the downloads too; other photos may have taken the room meanwhile.
-            room, chat_bound = await self._room(request.chat.id)
+            room, chat_bound = await self._room(request)
             fits, left_out = images[:room], images[room:]
             unit, job_ids = await self._queue(request, fits, params, len(images) > 1) if fits else ("", [])
         except AlreadyQueuedError:
@@ -289,12 +298,13 @@ class Intake:
         if album:
             album_id, routings = queued_album(routings, reply_to=images[0][0].message_id, job_ids=job_ids)
         once = self.chats.handled_key(request.chat.id, request.asked_by.message_id)
-        job_ids = await asyncio.to_thread(self.client.submit_many, [data for _, data in images], params, routings,
-                                          request.tr.language, once=once, job_ids=job_ids)
+        job_ids = await asyncio.to_thread(self._client(request).submit_many, [data for _, data in images], params,
+                                          routings, request.tr.language, once=once, job_ids=job_ids)
         for (message, _), job_id in zip(images, job_ids, strict=True):
             self.metrics.received.inc()
-            log.info("queued photo chat=%s msg=%s job=%s conf=%.2f classes=%s", request.chat.id, message.message_id,
-                     job_id, params.threshold, ",".join(params.classes or []) or "all")
+            log.info("queued photo chat=%s msg=%s job=%s conf=%.2f classes=%s%s", request.chat.id,
+                     message.message_id, job_id, params.threshold, ",".join(params.classes or []) or "all",
+                     f" model={request.model.name}" if request.model is not None and request.model.name else "")
         return album_id or job_ids[0], job_ids
 
     @staticmethod
@@ -311,4 +321,6 @@ class Intake:
             "language": request.tr.language,
             # The clean photo on Telegram: the answer's buttons fetch it again to re-draw it.
             "file_id": ref.file_id if (ref := image_of(message)) else "",
+            # Which model answers (bot.models): its queue's workers re-draw and cut out the answer later.
+            **({"model": request.model.name, "queue": request.model.queue} if request.model is not None else {}),
         }

@@ -25,6 +25,7 @@ REFUSED_REASONS = frozenset({
     "not_a_photo", "not_an_image", "usage", "unknown_class", "rate_limit_user", "rate_limit_chat", "too_big",
     "download_failed", "queue_full", "redis_unreachable", "internal", *IMAGE_REFUSALS,
     "chat_queue_full",
+    "model_unavailable",  # a model of DETBOT_MODELS the deployment lacks, or with no worker running (bot.models)
 })
 DELIVERY_FAILURES = frozenset({"gave_up", "uncertain", "chat_gone", "forbidden", "bad_request", "refused"})
 # Metric (family) name -> label -> its values: what tests/test_bounded_state.py checks a scrape against.

@@ -27,6 +27,8 @@ _CONF_LIKE = re.compile(r"^(?:conf(?:idence)?[=:].*|[-+]?[\d.,]+%?)$", re.IGNORE
 _COUNT = re.compile(r"^0*[1-9]\d*$", re.ASCII)
 _COMMAND = re.compile(r"^/(\w+)(?:@(\w+))?(?=\s|$)", re.IGNORECASE)
 _CLASS_NAME = re.compile(r"^\w[\w\-]*$")
+# A model's name as written after /model (a Telegram command's characters).
+_COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
 
 # Words that mean "back to the default" in /threshold and /language, in both languages.
 RESET_WORDS = ("reset", "default", "clear", AUTO, "сброс", "сбросить", "авто")
@@ -66,6 +68,8 @@ class Caption:
     """A photo caption, read for group triggers and arguments."""
 
     command: bool = False
+    # Which command started it (``detect``, or a model's: ``segment``, ``pose``, a model's own name).
+    name: str = ""
     mentioned: bool = False
     other_bot: bool = False
     args: DetectParams = field(default_factory=DetectParams)
@@ -151,18 +155,23 @@ def split_command(text: str, username: str) -> tuple[str | None, str, bool]:
     return m.group(1).lower(), text.strip()[m.end():].strip(), other
 
 
-def parse_caption(caption: str | None, username: str) -> Caption:
-    """A photo's caption: a /detect command, a mention of the bot, a bare confidence, or free text.
+# The commands that ask for an answer to a photo when nothing else is configured.
+DETECT_COMMANDS = frozenset({"detect"})
+
+
+def parse_caption(caption: str | None, username: str, commands: frozenset[str] = DETECT_COMMANDS) -> Caption:
+    """A photo's caption: a /detect command (or another of ``commands``: a model's, ``/segment``), a mention
+    of the bot, a bare confidence, or free text.
 
     Free words are allowed (``my cat 0.4``) but a token meant as a confidence must be a valid one.
     """
     text = (caption or "").strip()
     command, rest, other = split_command(text, username)
-    if command == "detect":
+    if command is not None and command in commands:
         if other:
             return Caption(other_bot=True)
         rest, mentioned = _strip_mentions(rest, username)
-        return Caption(command=True, mentioned=mentioned, args=parse_detect_args(rest))
+        return Caption(command=True, name=command, mentioned=mentioned, args=parse_detect_args(rest))
     rest, mentioned = _strip_mentions(text, username)
     confidence: float | None = None
     tokens = rest.split()
@@ -202,6 +211,18 @@ def parse_auto(args: list[str]) -> bool | None:
     if len(args) == 1 and args[0].lower() in OFF_WORDS:
         return False
     raise UsageError(None, replies.USAGE_AUTO)
+
+
+def parse_model(args: list[str]) -> str | None:
+    """``/model`` arguments: None (show), ``"reset"`` (the default model again), or a model's name (checked
+    against the deployment's by the command)."""
+    if not args:
+        return None
+    if len(args) == 1 and args[0].lower() in RESET_WORDS:
+        return "reset"
+    if len(args) == 1 and _COMMAND_NAME.fullmatch(args[0].lower().lstrip("/")):
+        return args[0].lower().lstrip("/")
+    raise UsageError(None, replies.USAGE_MODEL)
 
 
 def parse_language(args: list[str]) -> str | None:

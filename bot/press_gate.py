@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from telegram import Bot, CallbackQuery
 from telegram.constants import ChatMemberStatus
@@ -43,11 +43,12 @@ ADMIN_TTL = 60.0
 ADMIN_MEMORY = 10_000
 
 
-def bound(answer: Answer, query: CallbackQuery) -> bool:
-    """Whether the press came from the answer's own keyboard: the message it is on is the answer's."""
+def bound(answer: Answer, query: CallbackQuery, messages: Sequence[int] | None = None) -> bool:
+    """Whether the press came from the answer's own keyboard: the message it is on is the answer's (or one of
+    ``messages``: a sticker's own buttons are under the stickers sent for the answer)."""
     message = query.message
-    return message is not None and message.chat.id == answer.chat_id and \
-        message.message_id == answer.keyboard_message
+    allowed = (answer.keyboard_message,) if messages is None else messages
+    return message is not None and message.chat.id == answer.chat_id and message.message_id in allowed
 
 
 class AdminCache:

@@ -9,6 +9,7 @@ type back into ``/threshold`` and ``/detect``, and the parser accepts ``0,35`` a
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from bot.i18n import ENGLISH, N_, RUSSIAN, Catalog
 from detector.errors import (
@@ -22,7 +23,7 @@ from detector.errors import (
     UnsupportedFormatError,
 )
 from detector.names import ClassNames
-from detector.render import format_confidence
+from detector.render import format_confidence, format_share
 from detector.result import Box, Detection
 from jobs import store
 
@@ -231,13 +232,17 @@ def summary_line(tr: Catalog, det: Detection, names: ClassNames) -> str:
 
 
 def box_lines(tr: Catalog, det: Detection, names: ClassNames) -> list[str]:
-    """``1. собака 0.87 [x1, y1, x2, y2]``, whole pixels; numbered as the labels on the image."""
-    return [_box_line(tr, i, box, _name(names, tr, box)) for i, box in enumerate(det.boxes, 1)]
+    """``1. собака 0.87 [x1, y1, x2, y2]``, whole pixels; numbered as the labels on the image; a mask's part
+    of the image after it (segmentation)."""
+    return [_box_line(tr, i, box, _name(names, tr, box), det) for i, box in enumerate(det.boxes, 1)]
 
 
-def _box_line(tr: Catalog, index: int, box: Box, name: str) -> str:
+def _box_line(tr: Catalog, index: int, box: Box, name: str, det: Detection) -> str:
     confidence = format_confidence(box.confidence)
     coords = ", ".join(str(round(v)) for v in box.xyxy)
+    if box.polygon:
+        return tr.gettext("answer.box.share", index=index, name=name, confidence=confidence, coords=coords,
+                          share=format_share(det.share(box)))
     return tr.gettext("answer.box", index=index, name=name, confidence=confidence, coords=coords)
 
 
@@ -269,3 +274,84 @@ def too_many_classes(tr: Catalog, limit: int) -> str:
 def usage(tr: Catalog, problem: str | None, how: str | None, **params: object) -> str:
     """A refusal of what someone wrote: what is wrong (``problem``), then how to write it (``how``)."""
     return "\n".join(tr.gettext(key, **params) for key in (problem, how) if key)
+
+
+# -- models (DETBOT_MODELS, bot.models) -----------------------------------------------------------------
+
+USAGE_MODEL = N_("usage.model")
+# What each task is called in a sentence ("the segmentation model"); a task not listed is shown as it is.
+TASK_NAMES = {"detect": N_("task.detect"), "segment": N_("task.segment"), "pose": N_("task.pose")}
+
+
+def task_name(tr: Catalog, task: str) -> str:
+    return tr.gettext(TASK_NAMES[task]) if task in TASK_NAMES else task
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One model in ``/model``'s list."""
+
+    name: str
+    weights: str  # "" before any of its workers started
+    task: str  # ""  likewise
+    live: bool
+    chosen: bool  # the chat's model
+    default: bool
+
+
+def _about(tr: Catalog, weights: str, task: str) -> str:
+    """``yolo11n-seg.pt, segmentation``; what the workers published, or that none has started yet."""
+    if not weights and not task:
+        return tr.gettext("model.unknown")
+    return ", ".join(part for part in (weights, task_name(tr, task) if task else "") if part)
+
+
+def model_status(tr: Catalog, rows: Iterable[ModelRow]) -> str:
+    """``/model``: every model, the chat's marked, each with what it runs and whether a worker is up."""
+    lines = [tr.gettext("model.header")]
+    for row in rows:
+        marks = [tr.gettext("model.mark_chosen")] if row.chosen else []
+        if row.default:
+            marks.append(tr.gettext("model.mark_default"))
+        if not row.live:
+            marks.append(tr.gettext("model.mark_down"))
+        tail = f" — {'; '.join(marks)}" if marks else ""
+        lines.append(f"{'▸' if row.chosen else '•'} {row.name}: {_about(tr, row.weights, row.task)}{tail}")
+    lines.append(tr.gettext("model.how"))
+    return "\n".join(lines)
+
+
+def one_model(tr: Catalog, weights: str, task: str, asked_to_set: bool) -> str:
+    """``/model`` on a bot with one model: which, and (when someone tried to choose) that there is no choice."""
+    text = tr.gettext("model.only_one", model=_about(tr, weights, task))
+    return text + ("\n" + tr.gettext("model.nothing_to_choose") if asked_to_set else "")
+
+
+def model_set(tr: Catalog, name: str, default: bool) -> str:
+    return tr.gettext("model.reset", name=name) if default else tr.gettext("model.set", name=name)
+
+
+def no_model(tr: Catalog, asked: str, names: Iterable[str]) -> str:
+    """``/pose`` on a bot without a pose model, ``/model foo`` for a name it does not have; then the list."""
+    first = tr.gettext("model.no_task", task=task_name(tr, asked)) if asked in TASK_NAMES else \
+        tr.gettext("model.no_such", name=asked)
+    listed = list(names)
+    return first + ("\n" + tr.gettext("model.available", models=", ".join(listed)) if listed else "")
+
+
+def model_not_running(tr: Catalog, name: str, default: str) -> str:
+    """The model has no live worker (none for a while): said at once, the photo is not queued."""
+    return tr.gettext("model.not_running", name=name, default=default)
+
+
+def classes_of(tr: Catalog, name: str) -> str:
+    return tr.gettext("model.classes_of", name=name)
+
+
+def model_commands(tr: Catalog, names: Iterable[str]) -> list[tuple[str, str]]:
+    """The command menu's lines for several models: ``/model`` and each model's own command."""
+    listed = [n for n in names if n != "detect"]  # /detect is in the menu anyway
+    if not listed:
+        return []
+    return [("model", tr.gettext("command.model")),
+            *((name, tr.gettext("command.use_model", name=name)) for name in listed)]

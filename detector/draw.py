@@ -26,6 +26,11 @@ PALETTE = tuple(
 )
 # Line width per pixel of the image's mean side, as ultralytics' plots (at least 2 px).
 LINE_WIDTH_PER_PX = 0.003
+# How opaque a mask is drawn: the object's colour shows and the object itself still shows through (as
+# ultralytics' plots).
+MASK_ALPHA = 0.45
+# Keypoints drawn: those the model gives at least this confidence (the others are hidden or absent).
+KEYPOINT_VISIBLE = 0.5
 
 
 def line_width(image: np.ndarray) -> int:
@@ -38,21 +43,68 @@ def colour_of(class_id: int) -> tuple[int, int, int]:
 
 
 def draw_boxes(image: np.ndarray, boxes: Sequence[Box], names: Mapping[int, str] | None = None,
-               font: LabelFont | None = None) -> np.ndarray:
-    """Draw each box and its label onto ``image`` (in place): ``3 собака 0.87`` — the box's number in the
-    text list, its class as ``names`` gives it (class id -> name in the reader's language; by default the
-    model's own), its confidence. Boxes first, then labels, so no box line crosses a label; the most
-    confident box's label is drawn last, on top."""
+               font: LabelFont | None = None, skeleton: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
+    """Draw each object onto ``image`` (in place): its mask, translucent in its class's colour (segmentation),
+    its keypoints joined by ``skeleton`` (pose), its box, and its label ``3 собака 0.87`` — the box's number in
+    the text list, its class as ``names`` gives it (class id -> name in the reader's language; by default the
+    model's own), its confidence. Masks first, then keypoints and boxes, then labels, so nothing crosses a
+    label; the most confident object's mask and label are drawn last, on top."""
     font = font or default_font()
     lw = line_width(image)
+    draw_masks(image, boxes)
     for box in boxes:
         cv2.rectangle(image, (int(box.x1), int(box.y1)), (int(box.x2), int(box.y2)), colour_of(box.class_id), lw,
                       cv2.LINE_AA)
+    draw_keypoints(image, boxes, skeleton, lw)
     names = names or {}
     for number, box in reversed(list(enumerate(boxes, 1))):
         name = names.get(box.class_id, box.class_name)
         draw_label(image, font, [str(number), name, f"{box.confidence:.2f}"], box.xyxy, colour_of(box.class_id), lw)
     return image
+
+
+def draw_masks(image: np.ndarray, boxes: Sequence[Box], alpha: float = MASK_ALPHA) -> None:
+    """Each outline filled, translucent, in its class's colour; one blend over the part of the image the masks
+    cover, so a photo with many objects costs one pass."""
+    h, w = image.shape[:2]
+    # Far outside the image nothing is drawn; clipped there, no coordinate overflows OpenCV's integers.
+    bounds = np.array([-2 * w, -2 * h]), np.array([3 * w, 3 * h])
+    shapes = [(np.clip(np.round(np.asarray(b.polygon)), *bounds).astype(np.int32), colour_of(b.class_id))
+              for b in reversed(boxes) if b.polygon and len(b.polygon) >= 3]
+    if not shapes:
+        return
+    every = np.concatenate([pts for pts, _ in shapes])
+    x1, y1 = max(int(every[:, 0].min()), 0), max(int(every[:, 1].min()), 0)
+    x2, y2 = min(int(every[:, 0].max()) + 1, w), min(int(every[:, 1].max()) + 1, h)
+    if x2 <= x1 or y2 <= y1:
+        return
+    region = image[y1:y2, x1:x2]
+    painted = region.copy()
+    covered = np.zeros(region.shape[:2], np.uint8)
+    for pts, colour in shapes:
+        cv2.fillPoly(painted, [pts - (x1, y1)], colour, cv2.LINE_8)
+        cv2.fillPoly(covered, [pts - (x1, y1)], 1, cv2.LINE_8)
+    blended = cv2.addWeighted(painted, alpha, region, 1 - alpha, 0)
+    np.copyto(region, blended, where=covered[..., None].astype(bool))
+
+
+def draw_keypoints(image: np.ndarray, boxes: Sequence[Box], skeleton: Sequence[tuple[int, int]] | None,
+                   lw: int) -> None:
+    """Each object's keypoints the model is sure of (confidence ≥ KEYPOINT_VISIBLE) as dots, joined by
+    ``skeleton`` where both ends are, in its class's colour; a dark rim keeps dots visible on any photo."""
+    radius = max(lw + 1, 3)
+    for box in reversed(boxes):
+        if not box.keypoints:
+            continue
+        colour = colour_of(box.class_id)
+        points = [(round(x), round(y)) if c >= KEYPOINT_VISIBLE else None for x, y, c in box.keypoints]
+        for a, b in skeleton or ():
+            if a < len(points) and b < len(points) and points[a] is not None and points[b] is not None:
+                cv2.line(image, points[a], points[b], colour, lw, cv2.LINE_AA)  # type: ignore[arg-type]
+        for point in points:
+            if point is not None:
+                cv2.circle(image, point, radius + 1, (32, 32, 32), -1, cv2.LINE_AA)
+                cv2.circle(image, point, radius, colour, -1, cv2.LINE_AA)
 
 
 def encode_jpeg(image: np.ndarray, max_side: int = MAX_ANNOTATED_SIDE, quality: int = JPEG_QUALITY) -> bytes:

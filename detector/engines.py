@@ -305,15 +305,22 @@ class TorchEngine(AnyShape):
     def __call__(self, image: np.ndarray) -> Outputs:
         with self._torch.inference_mode():
             out = self._model(self._blob(image))
-        # A detection head returns (decoded boxes, raw feature maps): the first is what an export outputs.
+        # A head returns (what an export outputs, raw feature maps); what an export outputs is the decoded
+        # candidates, and for a segmentation head a pair: the candidates and the mask prototypes.
         out = out[0] if isinstance(out, (list, tuple)) else out
-        return (np.asarray(out.float().cpu().numpy()),)
+        tensors = out if isinstance(out, (list, tuple)) else (out,)
+        return tuple(np.asarray(t.float().cpu().numpy()) for t in tensors)
+
+
+# The tasks whose PyTorch models run behind the shared post-processing (the exports' too).
+TORCH_TASKS = ("detect", "segment", "pose")
 
 
 def torch_engine(yolo: Any, device: str) -> TorchEngine | None:
-    """A TorchEngine for a PyTorch detection model; None for anything else (an export given as weights)."""
+    """A TorchEngine for a PyTorch detection, segmentation or pose model; None for anything else (an export
+    given as weights)."""
     model = getattr(yolo, "model", None)
-    if getattr(yolo, "task", None) != "detect" or not hasattr(model, "fuse") or not hasattr(model, "stride"):
+    if getattr(yolo, "task", None) not in TORCH_TASKS or not hasattr(model, "fuse") or not hasattr(model, "stride"):
         return None
     return TorchEngine(yolo, device)
 

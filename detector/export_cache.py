@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 EXPORTED_BACKENDS = ("onnx", "openvino")
 # Bump when the layout of a cache entry or the way it is exported changes: old entries are then ignored.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 MANIFEST = "detbot-export.json"
 # A worker waits this long for another worker's export of the same model, then gives up and runs PyTorch;
 # a nano model exports in seconds, a large one in a few minutes on a slow CPU.
@@ -43,6 +43,15 @@ EXPORT_LOCK_TIMEOUT = 600.0
 LOCK_POLL_INTERVAL = 0.1
 # The size ultralytics' own detection models are trained at; used only when a checkpoint does not say.
 FALLBACK_IMGSZ = 640
+# The tasks detbot serves: a model of another (classify, obb, semantic) is refused with one line.
+SERVED_TASKS = ("detect", "segment", "pose")
+# COCO's 17 body keypoints joined as ultralytics draws a person (its Annotator's skeleton, 0-based): the
+# skeleton of a 17-keypoint model that declares none of its own.
+COCO_SKELETON = (
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8), (7, 9), (8, 10),
+    (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
+)
+COCO_KEYPOINTS = 17
 
 _export_count = 0
 
@@ -104,6 +113,44 @@ class ExportSpec:
 
 
 @dataclass(frozen=True)
+class ModelTask:
+    """What a model does, as its weights say: the task, and for pose the keypoints and how they join."""
+
+    task: str = "detect"
+    keypoints: int = 0  # keypoints per object (pose)
+    skeleton: tuple[tuple[int, int], ...] | None = None  # pairs of keypoint indexes drawn joined (pose)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "keypoints": self.keypoints,
+                "skeleton": [list(p) for p in self.skeleton] if self.skeleton is not None else None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelTask:
+        skeleton = data.get("skeleton")
+        return cls(str(data.get("task") or "detect"), int(data.get("keypoints") or 0),
+                   tuple((int(a), int(b)) for a, b in skeleton) if skeleton is not None else None)
+
+
+def model_task(yolo: Any) -> ModelTask:
+    """The task an ultralytics model was trained for (``model.task``; an export keeps it in its metadata), its
+    keypoints per object (``kpt_shape``) and their skeleton: the model's own (a ``skeleton`` list of index
+    pairs in its architecture YAML, kept in the checkpoint), COCO's for 17 keypoints, else none."""
+    task = str(getattr(yolo, "task", None) or "detect")
+    model = getattr(yolo, "model", None)
+    keypoints, skeleton = 0, None
+    if task == "pose":
+        # (An exported file given as weights is not loaded until it runs: its keypoints are known from its results.)
+        kpt_shape = getattr(model, "kpt_shape", None) or (getattr(model, "yaml", None) or {}).get("kpt_shape")
+        keypoints = int(kpt_shape[0]) if kpt_shape else 0
+        declared = (getattr(model, "yaml", None) or {}).get("skeleton")
+        if declared:
+            skeleton = tuple((int(a), int(b)) for a, b in declared if 0 <= a < keypoints and 0 <= b < keypoints)
+        elif keypoints == COCO_KEYPOINTS:
+            skeleton = COCO_SKELETON
+    return ModelTask(task, keypoints, skeleton)
+
+
+@dataclass(frozen=True)
 class Export:
     """A usable cache entry: the model file and what is needed to run it without ultralytics."""
 
@@ -114,6 +161,7 @@ class Export:
     stride: int
     reused: bool
     seconds: float
+    task: ModelTask = ModelTask()
 
 
 def _manifest_export(entry: Path, manifest: dict[str, Any], reused: bool, seconds: float) -> Export:
@@ -125,6 +173,7 @@ def _manifest_export(entry: Path, manifest: dict[str, Any], reused: bool, second
         stride=int(manifest["stride"]),
         reused=reused,
         seconds=seconds,
+        task=ModelTask.from_dict(manifest.get("task") or {}),
     )
 
 
@@ -235,6 +284,28 @@ def checkpoint_imgsz(yolo: Any) -> int | None:
     return None
 
 
+def exported_imgsz(path: Path) -> int | None:
+    """The size an ultralytics export was made at, from its metadata (an ONNX file's, an OpenVINO folder's
+    ``metadata.yaml``), for an export given as the weights; None when it does not say."""
+    import ast
+
+    try:
+        if path.suffix == ".onnx":
+            import onnxruntime as ort
+
+            meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+            sizes: Any = ast.literal_eval(meta.custom_metadata_map.get("imgsz", "None"))
+        else:
+            from ultralytics.utils import YAML
+
+            sizes = YAML.load((path if path.is_dir() else path.parent) / "metadata.yaml").get("imgsz")
+    except Exception:  # no runtime, no metadata, another layout: the caller's default applies
+        return None
+    if isinstance(sizes, int):
+        return sizes
+    return int(max(sizes)) if isinstance(sizes, (list, tuple)) and sizes else None
+
+
 class _Exported(NamedTuple):
     """What ultralytics made: the file to load and what running it needs."""
 
@@ -242,6 +313,7 @@ class _Exported(NamedTuple):
     imgsz: int
     stride: int
     names: dict[int, str]
+    task: ModelTask
 
 
 def export_model(spec: ExportSpec, out: Path, weights_sha256: str) -> dict[str, Any]:
@@ -252,7 +324,7 @@ def export_model(spec: ExportSpec, out: Path, weights_sha256: str) -> dict[str, 
     manifest = {
         "format": CACHE_FORMAT, "backend": spec.backend, "model_file": made.model_file, "files": files,
         "weights_sha256": weights_sha256, "weights_name": spec.weights.name, "imgsz": made.imgsz,
-        "stride": made.stride, "int8": spec.int8, "names": made.names,
+        "stride": made.stride, "int8": spec.int8, "names": made.names, "task": made.task.to_dict(),
         "versions": runtime_versions(spec.backend),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -273,14 +345,15 @@ def _export_into(spec: ExportSpec, out: Path) -> _Exported:
     source = work / "model.pt"  # ultralytics writes its export beside the weights: keep that inside ``out``
     shutil.copyfile(spec.weights, source)
     try:
-        yolo = YOLO(str(source), task="detect")
-        if yolo.task != "detect":
-            raise ExportError(f"{spec.weights.name} is a {yolo.task} model, not a detection model")
+        yolo = YOLO(str(source))
+        task = model_task(yolo)
+        if task.task not in SERVED_TASKS:
+            raise ExportError(f"{spec.weights.name} is a {task.task} model, not one of {', '.join(SERVED_TASKS)}")
         imgsz = spec.imgsz or checkpoint_imgsz(yolo) or FALLBACK_IMGSZ
         produced = _run_exporter(yolo, spec, imgsz)
         names = {int(k): str(v) for k, v in yolo.names.items()}
         stride = int(max(getattr(yolo.model, "stride", [32])))
-        made = _Exported(_collect(produced, out), imgsz, stride, names)
+        made = _Exported(_collect(produced, out), imgsz, stride, names, task)
     except ExportError:
         raise
     except Exception as exc:  # ultralytics and the exporters raise anything; the caller falls back

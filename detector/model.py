@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from detector import engines, export_cache
+from detector import engines, export_cache, masks
 from detector.cores import CoreLocks, open_core_locks, usable_cores
 from detector.draw import draw_boxes, encode_jpeg
 from detector.errors import ModelLoadError, UnknownClassError
@@ -30,7 +30,7 @@ from detector.image import ImageInput, decode
 from detector.params import DetectParams, class_key
 from detector.processing import Letterbox, cover, letterbox, postprocess, rect_shape
 from detector.render import select
-from detector.result import Box, Detection, Timings
+from detector.result import TASK_POSE, TASK_SEGMENT, Box, Detection, Keypoint, Point, Timings
 from detector.runtime import configure_threads, disable_analytics, quiet_ultralytics
 from detector.settings import DEFAULT_MAX_DETECTIONS, DEFAULT_MAX_PIXELS, DetectorSettings
 
@@ -60,14 +60,29 @@ def _resolve_device(device: str) -> str:
     return "mps" if mps is not None and mps.is_available() else "cpu"
 
 
+@dataclasses.dataclass
+class Found:
+    """What the model found in one image, best first: ``K×6`` rows (x1, y1, x2, y2, confidence, class) in
+    pixels of the image, and per row its outline (segmentation) or its ``nk×3`` keypoints (pose)."""
+
+    rows: np.ndarray
+    polygons: list[tuple[Point, ...]] | None = None
+    keypoints: np.ndarray | None = None
+
+    def take(self, index: np.ndarray) -> Found:
+        polygons = [self.polygons[i] for i in index] if self.polygons is not None else None
+        return Found(self.rows[index], polygons, self.keypoints[index] if self.keypoints is not None else None)
+
+
 def load_yolo(weights: str) -> Any:
-    """Load YOLO weights (path or ultralytics name) or fail with one line saying how to fix it."""
+    """Load YOLO weights (path or ultralytics name) or fail with one line saying how to fix it. The task
+    (detect, segment, pose) is the weights' own: ``model.task``, an export's metadata."""
     quiet_ultralytics()
     from ultralytics import YOLO
 
     disable_analytics()
     try:
-        return YOLO(weights, task="detect")
+        yolo = YOLO(weights)
     except Exception as exc:  # ultralytics raises anything from FileNotFoundError to ConnectionError
         path = Path(weights)
         if path.exists():
@@ -80,6 +95,12 @@ def load_yolo(weights: str) -> Any:
             f"Cannot load the YOLO model {weights!r}: {where}. Set DETBOT_MODEL to the path of YOLO weights "
             f"(e.g. DETBOT_MODEL=/models/best.pt) or to an ultralytics model name such as yolo26n.pt."
         ) from exc
+    if yolo.task not in export_cache.SERVED_TASKS:
+        raise ModelLoadError(
+            f"The YOLO model {weights!r} is a {yolo.task} model; detbot serves detection, segmentation (-seg) and "
+            f"pose (-pose) models. Set DETBOT_MODEL to one of those, e.g. yolo26n.pt or yolo26n-seg.pt."
+        )
+    return yolo
 
 
 def _export_failed(spec: export_cache.ExportSpec, exc: Exception) -> None:
@@ -133,6 +154,7 @@ class Detector:
 
     names: dict[int, str]
     imgsz: int
+    model_task: export_cache.ModelTask
 
     def __init__(
         self,
@@ -168,6 +190,8 @@ class Detector:
         self._wide_threads = self.threads
         self._cores: CoreLocks | None = None
         self.last_threads = self.threads
+        # Model runs since start (warm-up included): a re-drawing from kept results never adds one.
+        self.model_runs = 0
         self._widen = False
         self._stride = 32
         self._yolo: Any = None
@@ -228,6 +252,7 @@ class Detector:
         log.info("%s: %s model %s %s in %.1f s", spec.weights.name, self.backend, how, self._cache, export.seconds)
         self.names = dict(export.names)
         self.imgsz = export.imgsz
+        self.model_task = export.task
 
     def _export_in_background(self, spec: export_cache.ExportSpec) -> None:
         """Export, compile and warm the exported model while PyTorch answers, then switch to it under the
@@ -255,7 +280,9 @@ class Detector:
         if str(self.device) == "cpu":
             configure_threads(self.threads)
         self.names = {int(k): str(v) for k, v in self._yolo.names.items()}
-        self.imgsz = imgsz or export_cache.checkpoint_imgsz(self._yolo) or export_cache.FALLBACK_IMGSZ
+        self.imgsz = (imgsz or export_cache.checkpoint_imgsz(self._yolo)
+                      or export_cache.exported_imgsz(Path(self.weights)) or export_cache.FALLBACK_IMGSZ)
+        self.model_task = export_cache.model_task(self._yolo)
         engine = engines.torch_engine(self._yolo, self.device)
         if engine is not None:  # else (an exported file given as weights) ultralytics' predictor runs it
             self._engine, self._stride = engine, engine.stride
@@ -311,6 +338,16 @@ class Detector:
     def model_name(self) -> str:
         return Path(self.weights).name
 
+    @property
+    def task(self) -> str:
+        """``detect``, ``segment`` or ``pose``: what the model does, as its weights say."""
+        return self.model_task.task
+
+    @property
+    def skeleton(self) -> tuple[tuple[int, int], ...] | None:
+        """Pose: the pairs of keypoint indexes drawn joined (see :func:`detector.export_cache.model_task`)."""
+        return self.model_task.skeleton
+
     def warmup(self) -> None:
         """One photo's whole path on a blank image, so the first real photos do not pay for lazy
         initialisation: letterbox, the engines (an exported model's canvases compile on their own), NMS,
@@ -318,6 +355,7 @@ class Detector:
         side = self.imgsz
         blank = np.full((side, side * 3 // 4, 3), 114, np.uint8)
         self._predict(blank, np.full(len(self.names), 0.5, np.float32), 1)
+        self.model_runs = 0  # the warm-up is not an answer
         if self._wide_engine is not None:  # run now too, whether or not the neighbours are busy
             self._letterboxed(self._wide_engine, blank)
         # The label font is opened and its digits rendered now, not on the first photo (~20 ms).
@@ -345,21 +383,32 @@ class Detector:
             out[np.setdiff1d(np.arange(len(self.names)), wanted)] = np.inf
         return out
 
-    def _predict(self, image: np.ndarray, thresholds: np.ndarray, max_det: int) -> np.ndarray:
-        """``K×6`` rows (x1, y1, x2, y2, confidence, class) in pixels of ``image``, best first: boxes at or
-        above their class's threshold (``thresholds[class id]``), at most ``max_det``."""
+    def _predict(self, image: np.ndarray, thresholds: np.ndarray, max_det: int) -> Found:
+        """What the model finds in ``image`` (pixels of ``image``), best first: objects at or above their class's
+        threshold (``thresholds[class id]``), at most ``max_det``, with their outlines or keypoints."""
         with self._lock:
+            self.model_runs += 1
             if self._engine is not None:
                 outputs, geometry = self._infer(image)
-                return postprocess(outputs[0], geometry, image.shape[:2], thresholds, max_det)
+                return self._found(outputs, geometry, image.shape[:2], thresholds, max_det)
             ids = np.flatnonzero(np.isfinite(thresholds)).tolist()
             result = self._yolo.predict(
                 image, conf=float(thresholds.min()), classes=ids, max_det=len(self.names) * max_det,
                 imgsz=self.imgsz, device=self.device, verbose=False,
             )[0]
-        data = result.boxes.data.cpu().numpy() if result.boxes is not None else np.zeros((0, 6))
-        rows = np.asarray(data[:, :6], dtype=np.float32)
-        return rows[rows[:, 4] >= thresholds[rows[:, 5].astype(np.int64)]][:max_det]
+        return _ultralytics_found(result, thresholds, max_det)
+
+    def _found(self, outputs: engines.Outputs, geometry: Letterbox, shape: tuple[int, int], thresholds: np.ndarray,
+               max_det: int) -> Found:
+        """The shared post-processing of every engine's outputs: merge NMS, then the masks' outlines from the
+        prototypes (segmentation) or the keypoints (pose), all in the photo's pixels."""
+        keypoints = self.model_task.keypoints if self.task == TASK_POSE else 0
+        rows = postprocess(outputs[0], geometry, shape, thresholds, max_det, keypoints)
+        if self.task == TASK_SEGMENT and len(outputs) > 1:
+            return Found(rows[:, :6], masks.polygons(outputs[1][0], rows[:, 6:], rows[:, :4], geometry))
+        if keypoints:
+            return Found(rows[:, :6], keypoints=rows[:, 6:6 + 3 * keypoints].reshape(len(rows), keypoints, 3))
+        return Found(rows[:, :6])
 
     def neighbours(self) -> int:
         """Other processes on this machine sharing its cores with this one (0 when cores are not shared)."""
@@ -401,11 +450,11 @@ class Detector:
         t0 = time.perf_counter()
         array = decode(image, self.max_pixels)
         t1 = time.perf_counter()
-        rows = self._predict(array, thresholds, max_detections or self.max_detections)
+        found = self._predict(array, thresholds, max_detections or self.max_detections)
         t2 = time.perf_counter()
         ids = self.class_ids(params.classes)
         det = Detection(
-            boxes=self._boxes(rows),
+            boxes=self._boxes(found),
             width=int(array.shape[1]),
             height=int(array.shape[0]),
             confidence=params.threshold,
@@ -413,14 +462,18 @@ class Detector:
             model=self.model_name,
             timings=Timings(decode_ms=(t1 - t0) * 1e3, inference_ms=(t2 - t1) * 1e3, threads=self.last_threads),
             class_confidence=params.per_class,
+            task=self.task,
+            skeleton=self.skeleton,
         )
         return array, det
 
-    def _boxes(self, rows: np.ndarray) -> tuple[Box, ...]:
-        boxes = [
-            Box(int(c), self.names[int(c)], round(float(p), 4), *(round(float(v), 1) for v in (x1, y1, x2, y2)))
-            for x1, y1, x2, y2, p, c in rows[:, :6]
-        ]
+    def _boxes(self, found: Found) -> tuple[Box, ...]:
+        boxes = []
+        for i, (x1, y1, x2, y2, p, c) in enumerate(found.rows[:, :6]):
+            polygon = found.polygons[i] if found.polygons is not None else None
+            keypoints = _keypoints(found.keypoints[i]) if found.keypoints is not None else None
+            boxes.append(Box(int(c), self.names[int(c)], round(float(p), 4), round(float(x1), 1), round(float(y1), 1),
+                             round(float(x2), 1), round(float(y2), 1), polygon=polygon, keypoints=keypoints))
         return tuple(sorted(boxes, key=lambda b: -b.confidence))
 
     def detect(
@@ -454,7 +507,7 @@ class Detector:
             t0 = time.perf_counter()
             # The caller's own array is never drawn on; a freshly decoded one is ours to reuse.
             canvas = array.copy() if isinstance(image, np.ndarray) else array
-            jpeg = encode_jpeg(draw_boxes(canvas, det.boxes, labels))
+            jpeg = encode_jpeg(draw_boxes(canvas, det.boxes, labels, skeleton=self.skeleton))
             annotate_ms = (time.perf_counter() - t0) * 1e3
         timings = Timings(det.timings.decode_ms, det.timings.inference_ms, annotate_ms, det.timings.threads)
         return dataclasses.replace(det, timings=timings), jpeg
@@ -481,7 +534,30 @@ class Detector:
             det = select(every.boxes, every, params, tuple(self.names[i] for i in ids) if ids else None)
             t0 = time.perf_counter()
             canvas = array.copy() if isinstance(image, np.ndarray) else array
-            jpeg = encode_jpeg(draw_boxes(canvas, det.boxes, labels))
+            jpeg = encode_jpeg(draw_boxes(canvas, det.boxes, labels, skeleton=self.skeleton))
             annotate_ms = (time.perf_counter() - t0) * 1e3
         timings = Timings(det.timings.decode_ms, det.timings.inference_ms, annotate_ms, det.timings.threads)
         return dataclasses.replace(det, timings=timings), jpeg, every.boxes
+
+
+def _keypoints(points: np.ndarray) -> tuple[Keypoint, ...]:
+    """A pose's ``nk×3`` keypoints as kept: positions in whole pixels (the model places them to a pixel of its
+    input at best), confidences to two decimals — so that an answer's 100 objects of 17 keypoints stay ~22 KB."""
+    return tuple((round(float(x)), round(float(y)), round(float(c), 2)) for x, y, c in points)
+
+
+def _ultralytics_found(result: Any, thresholds: np.ndarray, max_det: int) -> Found:
+    """ultralytics' own result (an exported file given as weights runs through its predictor) as
+    :class:`Found`, with the same thresholds and cap as the shared post-processing."""
+    data = result.boxes.data.cpu().numpy() if result.boxes is not None else np.zeros((0, 6))
+    rows = np.asarray(data[:, :6], dtype=np.float32).reshape(-1, 6)
+    polygons = keypoints = None
+    if getattr(result, "masks", None) is not None:
+        polygons = [masks.simplify_outline(np.asarray(xy)) for xy in result.masks.xy]
+    if getattr(result, "keypoints", None) is not None:
+        keypoints = np.asarray(result.keypoints.data.cpu().numpy(), np.float32)
+        if keypoints.shape[-1] == 2:  # a model without visibility: every keypoint is as sure as its box
+            keypoints = np.concatenate([keypoints, np.ones((*keypoints.shape[:2], 1), np.float32)], axis=-1)
+    found = Found(rows, polygons, keypoints)
+    keep = np.flatnonzero(rows[:, 4] >= thresholds[rows[:, 5].astype(np.int64)])[:max_det]
+    return found.take(keep)

@@ -45,6 +45,9 @@ class Letterbox:
     gain: float
     pad_x: int
     pad_y: int
+    # The model input's (height, width): the letterboxed photo's canvas (a segmentation head's mask
+    # prototypes cover it at a fraction of its resolution).
+    canvas: Shape = (0, 0)
 
 
 def _fit(h: int, w: int, imgsz: int) -> tuple[float, int, int]:
@@ -109,7 +112,7 @@ def letterbox(image: np.ndarray, imgsz: int, stride: int, rect: bool = True,
     if top or bottom or left or right:
         pad = (PAD_VALUE, PAD_VALUE, PAD_VALUE)
         image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=pad)
-    return np.ascontiguousarray(image), Letterbox(gain, left, top)
+    return np.ascontiguousarray(image), Letterbox(gain, left, top, canvas)
 
 
 def _iou(a: np.ndarray, b: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:
@@ -124,18 +127,20 @@ def _areas(boxes: np.ndarray) -> np.ndarray:
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
-def merge_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-              iou: float) -> tuple[np.ndarray, np.ndarray]:
+def merge_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float,
+              values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Class-aware greedy NMS on xyxy boxes sorted by descending score, as ultralytics/torchvision do it;
-    returns the kept indices (best first) and, for each, the score-weighted mean box of it and the
-    candidates it suppressed. A candidate overlapping several kept boxes belongs to the first (best)."""
+    returns the kept indices (best first) and, for each, the score-weighted mean of ``values`` (default: the
+    boxes; with mask coefficients or keypoints beside them, those too) over it and the candidates it
+    suppressed. A candidate overlapping several kept boxes belongs to the first (best)."""
+    values = boxes if values is None else values
     if len(boxes) <= NMS_MATRIX_LIMIT:
-        return _merge_nms_matrix(boxes, scores, classes, iou)
+        return _merge_nms_matrix(boxes, scores, classes, iou, values)
     kept_parts, merged_parts = [], []  # thousands of candidates (evaluation floors): class by class
     for c in np.unique(classes):
         idx = np.flatnonzero(classes == c)
         one = _merge_nms_matrix if len(idx) <= NMS_MATRIX_LIMIT else _merge_nms_loop
-        kept, merged = one(boxes[idx], scores[idx], classes[idx], iou)
+        kept, merged = one(boxes[idx], scores[idx], classes[idx], iou, values[idx])
         kept_parts.append(idx[kept])
         merged_parts.append(merged)
     kept, merged = np.concatenate(kept_parts), np.concatenate(merged_parts)
@@ -143,8 +148,8 @@ def merge_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
     return kept[order], merged[order]
 
 
-def _merge_nms_matrix(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                      iou: float) -> tuple[np.ndarray, np.ndarray]:
+def _merge_nms_matrix(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float,
+                      values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`merge_nms` with every pair compared at once (n×n), then one greedy pass over rows of booleans:
     microseconds per candidate instead of a dozen NumPy calls per kept box."""
     areas = _areas(boxes)
@@ -159,14 +164,14 @@ def _merge_nms_matrix(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray
     kept = np.asarray(keep, dtype=np.int64)
     owner = overlap[kept].argmax(axis=0)  # the first kept box overlapping each candidate (a kept one: itself)
     weights = scores.astype(np.float64)
-    sums = np.zeros((len(kept), 4))
-    np.add.at(sums, owner, boxes * weights[:, None])
+    sums = np.zeros((len(kept), values.shape[1]))
+    np.add.at(sums, owner, values * weights[:, None])
     merged = sums / np.bincount(owner, weights=weights, minlength=len(kept))[:, None]
     return kept, merged.astype(np.float32)
 
 
-def _merge_nms_loop(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                    iou: float) -> tuple[np.ndarray, np.ndarray]:
+def _merge_nms_loop(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float,
+                    values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`merge_nms` for one class, one kept box at a time against the candidates still left: no n×n
     matrix, for the rare class with thousands of candidates."""
     areas = _areas(boxes)
@@ -178,27 +183,35 @@ def _merge_nms_loop(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
         group = np.concatenate([[i], rest[overlap]])
         weights = scores[group, None].astype(np.float64)
         keep.append(i)
-        merged.append((boxes[group] * weights).sum(axis=0) / weights.sum())
+        merged.append((values[group] * weights).sum(axis=0) / weights.sum())
         order = rest[~overlap]
-    return np.asarray(keep, dtype=np.int64), np.asarray(merged, dtype=np.float32).reshape(-1, 4)
+    return np.asarray(keep, dtype=np.int64), np.asarray(merged, dtype=np.float32).reshape(-1, values.shape[1])
 
 
-def decode_raw(output: np.ndarray, confidence: float) -> np.ndarray:
-    """A raw head's ``1×(4+nc)×N`` output (xywh, class scores) to ``K×6`` rows (x1, y1, x2, y2, conf,
-    class) after merge NMS, best first."""
+def decode_raw(output: np.ndarray, confidence: float, nc: int | None = None) -> np.ndarray:
+    """A raw head's ``1×(4+nc+E)×N`` output (xywh, class scores, then E extra values per candidate: a
+    segmentation head's mask coefficients, a pose head's keypoints) to ``K×(6+E)`` rows (x1, y1, x2, y2, conf,
+    class, extras) after merge NMS, best first. ``nc``: the number of classes (default: every row after the
+    box is a class score, a detection head)."""
     pred = output[0]
-    scores = pred[4:].max(axis=0)  # along the contiguous axis: a fraction of a millisecond for 80×8400
+    nc = pred.shape[0] - 4 if nc is None else nc
+    scores = pred[4:4 + nc].max(axis=0)  # along the contiguous axis: a fraction of a millisecond for 80×8400
     keep = scores > confidence
     if not keep.any():
-        return np.zeros((0, 6), np.float32)
+        return np.zeros((0, 6 + pred.shape[0] - 4 - nc), np.float32)
     cand = pred[:, keep].T
-    conf, cls = scores[keep], cand[:, 4:].argmax(axis=1)
+    conf, cls = scores[keep], cand[:, 4:4 + nc].argmax(axis=1)
     xy, wh = cand[:, :2], cand[:, 2:4] / 2
-    rows = np.concatenate([xy - wh, xy + wh, conf[:, None], cls[:, None].astype(np.float32)], axis=1)
+    rows = np.concatenate([xy - wh, xy + wh, conf[:, None], cls[:, None].astype(np.float32), cand[:, 4 + nc:]],
+                          axis=1)
     rows = rows[np.argsort(-conf, kind="stable")][:MAX_NMS_CANDIDATES]
-    kept, merged = merge_nms(rows[:, :4], rows[:, 4], rows[:, 5], NMS_IOU)
+    # Merged: the box and whatever the head gives beside it (mask coefficients, keypoints), so every part of
+    # an object moves smoothly with the scores, as its box does.
+    values = np.concatenate([rows[:, :4], rows[:, 6:]], axis=1)
+    kept, merged = merge_nms(rows[:, :4], rows[:, 4], rows[:, 5], NMS_IOU, values)
     out = rows[kept]
-    out[:, :4] = merged
+    out[:, :4] = merged[:, :4]
+    out[:, 6:] = merged[:, 4:]
     return out
 
 
@@ -208,13 +221,21 @@ def postprocess(
     shape: tuple[int, int],
     thresholds: np.ndarray,
     max_det: int,
+    keypoints: int = 0,
 ) -> np.ndarray:
-    """Raw model output to ``K×6`` rows in pixels of the original image, best first, at most ``max_det``:
-    the boxes whose confidence reaches their class's threshold (``thresholds[class id]``; +inf: left out)."""
-    rows = decode_raw(output, float(thresholds.min()))
+    """Raw model output to ``K×(6+E)`` rows in pixels of the original image, best first, at most ``max_det``:
+    the boxes whose confidence reaches their class's threshold (``thresholds[class id]``; +inf: left out; one
+    per class, so ``len(thresholds)`` is the number of classes). ``keypoints``: how many keypoints follow the
+    class (pose): they are scaled back too; other extras (mask coefficients) stay as the head gave them."""
+    rows = decode_raw(output, float(thresholds.min()), len(thresholds))
     rows = rows[rows[:, 4] >= thresholds[rows[:, 5].astype(np.int64)]]
     rows = rows[np.argsort(-rows[:, 4], kind="stable")][:max_det].astype(np.float32)
     h, w = shape
     rows[:, [0, 2]] = np.clip((rows[:, [0, 2]] - geometry.pad_x) / geometry.gain, 0, w)
     rows[:, [1, 3]] = np.clip((rows[:, [1, 3]] - geometry.pad_y) / geometry.gain, 0, h)
+    if keypoints:
+        points = rows[:, 6:6 + 3 * keypoints].reshape(len(rows), keypoints, 3)
+        points[..., 0] = np.clip((points[..., 0] - geometry.pad_x) / geometry.gain, 0, w)
+        points[..., 1] = np.clip((points[..., 1] - geometry.pad_y) / geometry.gain, 0, h)
+        rows[:, 6:6 + 3 * keypoints] = points.reshape(len(rows), 3 * keypoints)
     return rows

@@ -20,12 +20,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import now as utcnow
 
 from detector.params import DetectParams
-from jobs import fair, keys, store
+from jobs import fair, keys, models, store
 from jobs.defaults import (
     DELIVERED_TTL,
     EVENTS_GROUP,
@@ -142,12 +142,15 @@ class DetectionClient:
         chat_limit: int | None = None,
         bot_id: int | None = None,
         events: str | None = None,
+        events_queue: str | None = None,
     ) -> None:
         """``per_chat``: jobs of one chat in RQ's list at once; its other photos are held (``jobs.fair``).
         ``chat_limit``: photos one chat may have waiting at once (default: ``fair.chat_limit(max_queued)``).
         ``bot_id``: the bot whose jobs these are: their completions go to the bot's own stream, which no other
         bot on the queue reads (None: the queue's stream, for a bench or a tool). ``events``: another stream
-        for them, which no bot reads (the web face's, :func:`jobs.keys.web_events`)."""
+        for them, which no bot reads (the web face's, :func:`jobs.keys.web_events`). ``events_queue``: the
+        queue whose completion stream these jobs' completions go to (default: this one): a bot with several
+        models (``jobs.models``) reads every model's completions from its default queue's stream, with one reader."""
         self.redis = redis
         self.queue = make_queue(redis, queue_name)
         self.max_queued = max_queued
@@ -158,11 +161,12 @@ class DetectionClient:
         self.bot_id = bot_id
         # Every group sees every completion: only the bot's group may deliver to chats (a bench uses its own).
         self.group = group
-        # The completion stream of this client's jobs on this queue: other queues and other bots never see them.
-        self.events = events or keys.events(queue_name, bot_id)
+        # The completion stream of this client's jobs: other queues and other bots never see them.
+        events_queue = events_queue or queue_name
+        self.events = events or keys.events(events_queue, bot_id)
         # Read too: the queue's stream of before bots had namespaces, where jobs queued by an older bot (an
         # upgrade, a rolling restart) complete; it empties once they are answered.
-        self.streams = [self.events] + ([keys.events(queue_name)] if bot_id is not None and events is None else [])
+        self.streams = [self.events] + ([keys.events(events_queue)] if bot_id is not None and events is None else [])
         self._group_ready = False
 
     def submit(self, image: bytes, params: DetectParams, *, routing: dict[str, Any] | None = None,
@@ -274,11 +278,19 @@ class DetectionClient:
         """1-based position in the queue, or None once a worker has taken the job. A held photo (its chat
         has others in the queue) counts as behind the whole queue and its chat's earlier held photos."""
         with _redis_errors():
-            pos = self.queue.get_job_position(job_id)
+            queue = self._queue_of(job_id)
+            pos = queue.get_job_position(job_id)
             if pos is not None:
                 return pos + 1
             held = fair.held_position(self.redis, job_id)
-            return None if held is None else self.queue.count + held + 1
+            return None if held is None else queue.count + held + 1
+
+    def _queue_of(self, job_id: str) -> Queue:
+        """The queue a job was put on (RQ's ``origin``): another model's queue than this client's, for a bot
+        with several models (``jobs.models``) whose status messages one client follows."""
+        origin: Any = self.redis.hget(Job.key_for(job_id), "origin")
+        name = origin.decode() if isinstance(origin, bytes) else origin
+        return self.queue if not name or name == self.queue.name else make_queue(self.redis, name)
 
     def missing(self, job_ids: list[str]) -> list[str]:
         """The jobs of ``job_ids`` whose record Redis no longer has (it lost its data, or they expired)."""
@@ -295,6 +307,16 @@ class DetectionClient:
         """The class names the queue's workers published at start (None before any worker ran)."""
         with _redis_errors():
             return store.class_names(self.redis, self.queue.name)
+
+    def liveness(self) -> models.Liveness:
+        """Whether the queue's model has a live worker now, or had one a moment ago (``jobs.models``)."""
+        with _redis_errors():
+            return models.liveness(self.redis, self.queue.name)
+
+    def model_info(self) -> models.ModelInfo | None:
+        """The task and weights the queue's workers published at start (None before any worker ran)."""
+        with _redis_errors():
+            return models.read_info(self.redis, self.queue.name)
 
     def queued(self) -> int:
         """Photos waiting for a worker: in RQ's list, and held back behind their chat's (``jobs.fair``)."""

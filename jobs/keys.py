@@ -79,6 +79,19 @@ def class_names(queue_name: str) -> str:
     return f"{KEY_PREFIX}:classes:{queue_name}"
 
 
+def model_info(queue_name: str) -> str:
+    """JSON of what the queue's workers run (task, weights' file name), written by each worker at start.
+
+    One key per queue, no TTL, like :func:`class_names`: the bot reads it to find ``/segment``'s model.
+    """
+    return f"{KEY_PREFIX}:model:{queue_name}"
+
+
+def queue_workers(queue_name: str) -> str:
+    """Sorted set of a queue's workers: name -> the Redis time its liveness lapses (``jobs.models``)."""
+    return f"{KEY_PREFIX}:workers:{queue_name}"
+
+
 # -- the bot ---------------------------------------------------------------------------------------------
 # Every key of a bot carries its id (the numeric part of its token, never the token): two bots on one Redis
 # and one queue never see each other's updates, completions, answers or settings.
@@ -263,6 +276,10 @@ LIFETIMES: tuple[Lifetime, ...] = (
     Lifetime(orphan("*", "*"), True, "`ORPHAN_MARK_TTL` (20 s)"),
     Lifetime(running("*"), False, "one hash per queue; one field per job being run now (≤ one per worker)"),
     Lifetime(class_names("*"), False, "one short string per queue, rewritten at each worker's start"),
+    Lifetime(model_info("*"), False, "one short string per queue (a model of `DETBOT_MODELS`), rewritten at each "
+                                     "worker's start"),
+    Lifetime(queue_workers("*"), True, "`LIVENESS_TTL` + `jobs.models.OUTAGE_GRACE` (70 s) from its workers' "
+                                       "latest heartbeat; one member per worker of the queue"),
     Lifetime(f"{KEY_PREFIX}:events*", False,
              "one stream per queue (jobs queued before bots had namespaces, and benches); answered events deleted, "
              "at most `EVENTS_MAXLEN` (10,000) entries"),

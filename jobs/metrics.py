@@ -127,7 +127,13 @@ class WorkerMetrics:
                                  registry=r)
         self.ready = Gauge("detbot_worker_ready", "1 once the model is loaded and one inference passed.",
                            registry=r)
+        self.model_runs = Gauge("detbot_model_runs", "Times this worker's model ran since start (the warm-up "
+                                "left out); re-drawings for buttons never add one.", registry=r)
         self._server: ThreadingHTTPServer | None = None
+
+    def watch_model_runs(self, count: Callable[[], int]) -> None:
+        """Read the model's own run counter at every scrape."""
+        self.model_runs.set_function(count)
 
     def set_ready(self, ready: bool) -> None:
         self.ready.set(1 if ready else 0)

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job
 
-from jobs import fair, keys, store, tasks
+from jobs import fair, keys, models, store, tasks
 from jobs.defaults import HEARTBEAT_INTERVAL, LIVENESS_TTL, ORPHAN_GRACE, REAP_INTERVAL, RESULT_TTL, WEDGED_GRACE
 
 if TYPE_CHECKING:
@@ -62,15 +62,20 @@ def is_alive(redis: Redis, worker_name: str) -> bool:
     return bool(redis.exists(keys.alive(worker_name)))
 
 
-def mark_alive(redis: Redis, worker_name: str) -> None:
-    """Renew the worker's liveness; the value tells an operator which process on which host holds the name."""
+def mark_alive(redis: Redis, worker_name: str, queue_name: str | None = None) -> None:
+    """Renew the worker's liveness; the value tells an operator which process on which host holds the name.
+    With ``queue_name``, its queue's view too (:mod:`jobs.models`: whether a model has a live worker)."""
     redis.set(keys.alive(worker_name), f"{os.getpid()}@{socket.gethostname()}", ex=LIVENESS_TTL)
+    if queue_name is not None:
+        models.beat(redis, queue_name, worker_name)
 
 
-def mark_gone(redis: Redis, worker_name: str) -> None:
+def mark_gone(redis: Redis, worker_name: str, queue_name: str | None = None) -> None:
     """Drop the liveness key now; best effort, since its TTL says the same a few seconds later."""
     with contextlib.suppress(RedisError):
         redis.delete(keys.alive(worker_name))
+        if queue_name is not None:
+            models.leave(redis, queue_name, worker_name)
 
 
 def wait_until_gone(redis: Redis, worker_name: str, stopping: Callable[[], bool] = lambda: False) -> bool:
@@ -305,7 +310,7 @@ class Heartbeat(threading.Thread):
 
     def tick(self) -> None:
         try:
-            mark_alive(self.redis, self.worker_name)
+            mark_alive(self.redis, self.worker_name, self.queue.name)
             recovered = try_reap(self.redis, self.queue, max_attempts=self.max_attempts, holder=self.worker_name)
             recovered = (recovered or []) + self.reclaim_own()
             if recovered and self.metrics is not None:
@@ -351,5 +356,5 @@ class Heartbeat(threading.Thread):
             "job %s still running %.0f s past its %.0f s timeout: worker stuck, exiting so it is retried",
             current.job_id, time.monotonic() - current.started - current.timeout, current.timeout,
         )
-        mark_gone(self.redis, self.worker_name)
+        mark_gone(self.redis, self.worker_name, self.queue.name)
         os._exit(EXIT_WEDGED)

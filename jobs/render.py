@@ -25,7 +25,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
@@ -45,7 +45,13 @@ KIND_CROPS = "crops"
 # The clean image itself, down-scaled to CLEAN_MAX_SIDE and re-encoded under CLEAN_MAX_BYTES: what the
 # bot re-draws from when the person's file is larger than that.
 KIND_CLEAN = "clean"
-KINDS = (KIND_DRAW, KIND_CROPS, KIND_CLEAN)
+# The objects cut along their masks, transparent around them: PNGs, largest first, at most 10
+# (detector.cutout.cutouts); objects without a mask come out as their whole box.
+KIND_CUTOUTS = "cutouts"
+# One object as a Telegram sticker (WebP, 512 px, transparent; detector.cutout.sticker): the box at the
+# request's ``index`` among the boxes sent, or the largest without one.
+KIND_STICKER = "sticker"
+KINDS = (KIND_DRAW, KIND_CROPS, KIND_CLEAN, KIND_CUTOUTS, KIND_STICKER)
 # The long side of the clean image a re-drawing starts from: the annotated answer's own cap
 # (detector.settings.MAX_ANNOTATED_SIDE), so an adjusted image has the size of the first answer. Telegram's
 # own photos are never larger; images sent as files may be.
@@ -70,8 +76,14 @@ SERVE_BLOCK = 1
 # Outcome of a render that failed for a reason other than the image (an operator's log line says which).
 FAILED_INTERNAL = "internal_error"
 
-# What a worker runs per request: (kind, clean image bytes, boxes, language) -> images (JPEG bytes).
-Renderer = Callable[[str, bytes, tuple[Box, ...], str], list[bytes]]
+
+
+class Renderer(Protocol):
+    """What a worker runs per request: (kind, clean image bytes, boxes, language, the chosen box's index)
+    -> images (JPEG, PNG or WebP bytes)."""
+
+    def __call__(self, kind: str, image: bytes, boxes: tuple[Box, ...], language: str,
+                 index: int | None = None) -> list[bytes]: ...
 
 
 class RenderError(Exception):
@@ -98,20 +110,27 @@ class RenderClient:
         self.list = keys.renders(queue_name)
         self.wait = wait
 
-    async def render(self, kind: str, image: bytes, boxes: Sequence[Box], language: str) -> list[bytes]:
-        """The images a worker drew (one for ``draw`` and ``clean``, one per box for ``crops``); raises
-        RenderError (``timeout``, ``redis_full``, the worker's code) or a RedisError."""
+    async def render(self, kind: str, image: bytes, boxes: Sequence[Box], language: str,
+                     index: int | None = None, *, queue_name: str | None = None) -> list[bytes]:
+        """The images a worker drew (one for ``draw``, ``clean`` and ``sticker``, one per box for ``crops``, up
+        to 10 for ``cutouts``); ``index``: the box a ``sticker`` is made of (default: the largest). Raises
+        RenderError (``timeout``, ``redis_full``, the worker's code) or a RedisError. ``queue_name``: whose
+        workers draw it (an answer of another model than the default is drawn by that model's workers)."""
+        requests = keys.renders(queue_name) if queue_name else self.list
         if not await room_for(self.redis, len(image)):
             raise RenderError(REFUSED_MEMORY)
         render_id = uuid.uuid4().hex
-        spec = json.dumps({"kind": kind, "boxes": boxes_to_rows(list(boxes)), "language": language})
+        fields: dict[str, Any] = {"kind": kind, "boxes": boxes_to_rows(list(boxes)), "language": language}
+        if index is not None:
+            fields["index"] = index
+        spec = json.dumps(fields)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(keys.render_request(render_id), mapping={"image": image, "spec": spec})
         pipe.expire(keys.render_request(render_id), REQUEST_TTL)
-        pipe.rpush(self.list, render_id)
+        pipe.rpush(requests, render_id)
         # Every id in the list is useless once its request expired: with no worker taking them, the list
         # goes with its last request instead of growing press by press.
-        pipe.expire(self.list, REQUEST_TTL)
+        pipe.expire(requests, REQUEST_TTL)
         await pipe.execute()
         reply: Any = await self.redis.blpop([keys.render_done(render_id)], timeout=self.wait)
         if reply is None:
@@ -166,8 +185,11 @@ class RenderServer(threading.Thread):
             kind = str(spec["kind"])
             if kind not in KINDS:
                 raise ValueError(f"unknown render kind {kind!r}")
-            images = self.renderer(kind, bytes(request[b"image"]), rows_to_boxes(spec["boxes"]),
-                                   str(spec.get("language") or ""))
+            index = spec.get("index")
+            if index is not None and not isinstance(index, int):
+                raise ValueError(f"box index {index!r} is not a number")
+            args = (kind, bytes(request[b"image"]), rows_to_boxes(spec["boxes"]), str(spec.get("language") or ""))
+            images = self.renderer(*args) if index is None else self.renderer(*args, index)
             status = "ok"
         except DetectorError as exc:
             status = exc.code

@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.settings import DetectorSettings
 from jobs.defaults import DETECTION_FLOOR, JOB_TIMEOUT, MAX_ATTEMPTS, QUEUE_NAME
+from jobs.models import ModelSpec, deployment, parse_models
 
 # Where a process looks for Redis when REDIS_URL is not set: a Redis on the same machine.
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -37,6 +38,11 @@ class QueueSettings(BaseSettings):
         description="Redis's password, any characters (@ / : too); put into REDIS_URL for you (compose sets it).",
     )
     queue: str = Field(QUEUE_NAME, min_length=1, description="Name of the RQ queue (bot and workers must agree).")
+    models: str | None = Field(
+        None, description="Several models in one deployment: name=weights, comma-separated (e.g. "
+        "detect=yolo26n.pt,segment=yolo26n-seg.pt,pose=yolo26n-pose.pt), each on a queue of its own; the first "
+        "is every chat's default. Unset: DETBOT_MODEL alone. Bot, workers and `detbot run` get the same list.",
+    )
     log_level: str = Field("INFO", description="Python logging level: DEBUG, INFO, WARNING or ERROR.")
 
     @model_validator(mode="before")
@@ -52,6 +58,19 @@ class QueueSettings(BaseSettings):
             secret = password.get_secret_value() if isinstance(password, SecretStr) else str(password)
             data = {**data, url_key: with_password(str(data[url_key]), secret)}
         return data
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_models(value)  # a mistake stops the process at start, with the line saying what is wrong
+        return value.strip()
+
+    def deployment(self, model: str = "") -> tuple[ModelSpec, ...]:
+        """Every model served, the default first (``jobs.models.deployment``); ``model``: DETBOT_MODEL, the one
+        model when DETBOT_MODELS is unset (the bot knows it only from what the workers publish)."""
+        return deployment(self.models, model, self.queue)
 
     @property
     def redis_url_set(self) -> bool:
@@ -88,6 +107,10 @@ class WorkerSettings(QueueSettings, WorkerMetricsSettings, DetectorSettings):
         MAX_ATTEMPTS, ge=1, description="A job whose worker died this many times ends with failed_after_retries."
     )
     worker_name: str | None = Field(None, description="Unique worker name; default: a random one.")
+    worker_model: str | None = Field(
+        None, description="Which model of DETBOT_MODELS this worker serves (its name); default: the first. "
+        "One process = one model: its weights and its queue.",
+    )
     detection_floor: float = Field(
         DETECTION_FLOOR, gt=0, le=1,
         description="Boxes are kept down to this confidence, so the answer's buttons re-draw any threshold above it.",
@@ -95,6 +118,26 @@ class WorkerSettings(QueueSettings, WorkerMetricsSettings, DetectorSettings):
     test_job_delay_ms: int = Field(
         0, ge=0, description="FOR TESTS ONLY: sleep this long inside every job, to catch a worker mid-job."
     )
+
+
+    def served(self) -> ModelSpec:
+        """The model this worker serves: DETBOT_WORKER_MODEL's entry of DETBOT_MODELS (the first when unset),
+        or the one DETBOT_MODEL. ValueError for a name the list does not have."""
+        specs = self.deployment(self.model)
+        if not self.worker_model:
+            return specs[0]
+        if not self.models:
+            raise ValueError("DETBOT_WORKER_MODEL names a model of DETBOT_MODELS, which is not set")
+        chosen = next((spec for spec in specs if spec.name == self.worker_model.strip().lower()), None)
+        if chosen is None:
+            raise ValueError(f"DETBOT_WORKER_MODEL={self.worker_model} is not in DETBOT_MODELS (it has: "
+                             f"{', '.join(spec.name for spec in specs)})")
+        return chosen
+
+    def serving(self) -> WorkerSettings:
+        """These settings with the served model's weights and queue (:meth:`served`)."""
+        spec = self.served()
+        return self.model_copy(update={"model": spec.weights, "queue": spec.queue})
 
 
 def load_settings() -> WorkerSettings:

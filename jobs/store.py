@@ -151,7 +151,9 @@ def complete(
     events = stream.decode() if isinstance(stream, bytes) else keys.EVENTS_STREAM
     script_keys = [keys.job(job_id), keys.annotated(job_id), keys.image(job_id), events]
     args: list[str | bytes | int] = [
-        STATUS_OK if ok else STATUS_ERROR, code, message, json.dumps(detection) if detection else "",
+        # Compact JSON: a segmentation or pose answer's outlines and keypoints are most of its bytes.
+        STATUS_OK if ok else STATUS_ERROR, code, message,
+        json.dumps(detection, separators=(",", ":")) if detection else "",
         annotated or b"", RESULT_TTL, EVENTS_MAXLEN, job_id, json.dumps(details) if details else "",
     ]
     return bool(redis.eval(_COMPLETE, len(script_keys), *script_keys, *args))

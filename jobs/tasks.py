@@ -24,7 +24,15 @@ from detector.render import boxes_to_rows
 from detector.result import Box
 from jobs import keys, store
 from jobs.defaults import DETECTION_FLOOR
-from jobs.render import CLEAN_MAX_BYTES, CLEAN_MAX_SIDE, CLEAN_QUALITIES, KIND_CLEAN, KIND_CROPS
+from jobs.render import (
+    CLEAN_MAX_BYTES,
+    CLEAN_MAX_SIDE,
+    CLEAN_QUALITIES,
+    KIND_CLEAN,
+    KIND_CROPS,
+    KIND_CUTOUTS,
+    KIND_STICKER,
+)
 
 if TYPE_CHECKING:
     from jobs.metrics import WorkerMetrics
@@ -63,6 +71,10 @@ class WorkerContext:
     # Boxes down to this confidence are kept in every result (DETBOT_DETECTION_FLOOR): buttons re-draw them.
     floor: float = DETECTION_FLOOR
     _labels: dict[str, dict[int, str]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.metrics is not None:  # the model's own count: a re-drawing that ran it would show
+            self.metrics.watch_model_runs(lambda: self.detector.model_runs)
 
     def labels(self, language: str) -> dict[int, str] | None:
         """The name drawn for each of the model's classes in ``language`` (built once per language);
@@ -158,10 +170,13 @@ def run_detection(ctx: WorkerContext, job_id: str) -> Outcome:
     return _finish(ctx.redis, job_id, outcome, detection=detection, annotated=jpeg)
 
 
-def render(ctx: WorkerContext, kind: str, image: bytes, boxes: tuple[Box, ...], language: str) -> list[bytes]:
+def render(ctx: WorkerContext, kind: str, image: bytes, boxes: tuple[Box, ...], language: str,
+           index: int | None = None) -> list[bytes]:
     """A render request (:mod:`jobs.render`): the clean photo decoded as a first answer decodes it, then the
-    boxes drawn with the same renderer (labels in ``language``), or cut out, or the clean photo itself
-    down-scaled (``clean``). Never the model."""
+    kept objects drawn with the same renderer (labels in ``language``; masks and keypoints as the rows carry
+    them), or cut out (boxes, or along their masks: ``cutouts``, a ``sticker`` of the box at ``index``, else of
+    the largest), or the clean photo itself down-scaled (``clean``). Never the model."""
+    from detector.cutout import cutouts, largest_first, sticker
     from detector.draw import crop_jpegs, draw_boxes, encode_jpeg
     from detector.image import decode
 
@@ -170,7 +185,15 @@ def render(ctx: WorkerContext, kind: str, image: bytes, boxes: tuple[Box, ...], 
         return crop_jpegs(array, boxes)
     if kind == KIND_CLEAN:
         return [clean_copy(array, encode_jpeg)]
-    return [encode_jpeg(draw_boxes(array, boxes, ctx.labels(language)))]
+    if kind == KIND_CUTOUTS:
+        return cutouts(array, boxes)
+    if kind == KIND_STICKER:
+        if not boxes:
+            raise ValueError("a sticker needs a box")
+        if index is not None and not 0 <= index < len(boxes):
+            raise ValueError(f"no box {index} among {len(boxes)}")
+        return [sticker(array, boxes[index] if index is not None else largest_first(boxes, 1)[0])]
+    return [encode_jpeg(draw_boxes(array, boxes, ctx.labels(language), skeleton=ctx.detector.skeleton))]
 
 
 def clean_copy(array: Any, encode: Callable[..., bytes]) -> bytes:

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
@@ -38,7 +39,7 @@ from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
 from detector.names import ClassNames, ClassNamesError, load_class_names
-from jobs import recovery, store, tasks
+from jobs import models, recovery, store, tasks
 from jobs.client import DETECT_JOB, make_queue
 from jobs.defaults import RESULT_TTL
 from jobs.recovery import CurrentJob, Heartbeat
@@ -201,7 +202,7 @@ class DetbotWorker(SimpleWorker):
 
     def teardown(self) -> None:
         self.heartbeat_thread.stop()
-        recovery.mark_gone(self.connection, self.name)
+        recovery.mark_gone(self.connection, self.name, self.queues[0].name)
         try:
             super().teardown()  # RQ: its death record and the command channel
         except RedisError as exc:  # RQ's worker record expires by itself; the stop must not fail on it
@@ -403,7 +404,10 @@ def _configure_logging(level: str) -> None:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="detbot worker", description="Run a YOLO worker on the Redis queue.")
     parser.add_argument("--name", help="unique worker name (default: $DETBOT_WORKER_NAME or a random one)")
-    parser.add_argument("--queue", help="queue to listen on (default: $DETBOT_QUEUE or 'detbot')")
+    parser.add_argument("--queue", help="queue to listen on (default: the served model's, see DETBOT_MODELS; "
+                        "$DETBOT_QUEUE or 'detbot' for a single model)")
+    parser.add_argument("--model-name", help="which model of DETBOT_MODELS to serve (default: "
+                        "$DETBOT_WORKER_MODEL or the first)")
     parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     return parser.parse_args(argv)
 
@@ -415,6 +419,13 @@ def _settings(args: argparse.Namespace) -> WorkerSettings | None:
     try:
         settings = load_settings()
     except ValidationError as exc:
+        print(f"detbot worker: invalid settings: {exc}", file=sys.stderr)
+        return None
+    if args.model_name:
+        settings = settings.model_copy(update={"worker_model": args.model_name})
+    try:
+        settings = settings.serving()  # one process = one model: its weights and its queue
+    except ValueError as exc:
         print(f"detbot worker: invalid settings: {exc}", file=sys.stderr)
         return None
     overrides = {k: v for k, v in (("worker_name", args.name), ("queue", args.queue)) if v}
@@ -484,6 +495,8 @@ def _work(redis: Redis, settings: WorkerSettings, detector: Any, metrics: Worker
     """Take jobs until stopped; the job function finds the model in the context set here."""
     queue = make_queue(redis, settings.queue)
     store.publish_class_names(redis, queue.name, detector.names)
+    # The task names the model for `/segment` and `/pose` when DETBOT_MODELS does not (jobs.models).
+    models.publish_info(redis, queue.name, str(getattr(detector, "task", "detect")), Path(settings.model).name)
     context = tasks.WorkerContext(redis, detector, metrics, settings.test_job_delay_ms, queue.key,
                                   class_names=names, floor=settings.detection_floor)
     tasks.set_context(context)

@@ -11,7 +11,9 @@ Offline by design: without real weights the COCO-sized model is built from its a
 ``--accuracy`` checks, on the shapes test model, that every backend finds what PyTorch finds.
 
 ``detbot bench queue ...`` measures the queue instead (see ``ops.bench_queue``), ``detbot bench accuracy
---model M --data DATASET.yaml`` mAP50 and mAP50-95 per backend on a dataset (see ``ops.accuracy``).
+--model M --data DATASET.yaml`` mAP50 and mAP50-95 per backend on a dataset (see ``ops.accuracy``; masks and
+keypoints too), ``detbot bench tasks`` a segmentation and a pose answer against a detection answer (see
+``ops.bench_tasks``).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ ALL_BACKENDS = ("torch", "onnx", "openvino")
 # What ``--images FOLDER`` times: the photo formats people send.
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # ``detbot bench NAME ...``: the benchmarks with their own arguments, imported only when asked for.
-SUBBENCHES = {"queue": "ops.bench_queue", "accuracy": "ops.accuracy"}
+SUBBENCHES = {"queue": "ops.bench_queue", "accuracy": "ops.accuracy", "tasks": "ops.bench_tasks"}
 
 
 # --- the child: one worker process ---------------------------------------------------------------------
@@ -78,9 +80,13 @@ class ChildSpec:
     floor: bool = False
     # Told apart by their precision when one run times several (``--precision bf16,f32``).
     tagged: bool = False
+    # The variant's own name (several models in one run, ``detbot bench tasks``); default: from the backend.
+    name: str = ""
 
     @property
     def label(self) -> str:
+        if self.name:
+            return self.name
         name = f"{self.backend}-int8" if self.int8 else self.backend
         name += f"-{self.precision}" if self.tagged else ""
         return f"{FLOOR}-{name}" if self.floor else name
@@ -115,6 +121,7 @@ def _baseline_runner(spec: ChildSpec) -> Any:
 def _detbot_runner(spec: ChildSpec) -> Any:
     from detector.model import Detector
     from detector.params import DetectParams
+    from detector.render import boxes_to_rows
     from detector.runtime import configure_threads
     from jobs.defaults import DETECTION_FLOOR
 
@@ -126,10 +133,14 @@ def _detbot_runner(spec: ChildSpec) -> Any:
     params = DetectParams()
 
     def run(data: bytes, waiting: int) -> dict[str, float]:
-        # What detbot worker does with a photo (jobs.tasks): every box down to the floor, the answer drawn.
-        det, _, _ = detector.detect_adjustable(data, params, DETECTION_FLOOR, waiting=waiting)
+        # What detbot worker does with a photo (jobs.tasks): every box down to the floor (outlines, keypoints),
+        # the answer drawn, the result to store serialised.
+        det, jpeg, kept = detector.detect_adjustable(data, params, DETECTION_FLOOR, waiting=waiting)
+        stored = json.dumps({**det.to_dict(), "candidates": boxes_to_rows(kept), "floor": DETECTION_FLOOR},
+                            separators=(",", ":"))  # as the result and the answer are kept in Redis
         t = det.timings
-        return {"decode_ms": t.decode_ms, "inference_ms": t.inference_ms, "annotate_ms": t.annotate_ms}
+        return {"decode_ms": t.decode_ms, "inference_ms": t.inference_ms, "annotate_ms": t.annotate_ms,
+                "objects": len(kept), "stored_bytes": len(stored), "jpeg_bytes": len(jpeg)}
 
     export = detector.export
     info = {

@@ -486,8 +486,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     load_dotenv()
     try:
-        settings, telegram = WorkerSettings(), telegram_if_set()
-    except ValueError as exc:  # pydantic's ValidationError: a malformed DETBOT_* value
+        # With DETBOT_MODELS, the model this machine's worker serves (DETBOT_WORKER_MODEL, else the first).
+        settings, telegram = WorkerSettings().serving(), telegram_if_set()
+    except ValueError as exc:  # pydantic's ValidationError: a malformed DETBOT_* value (or DETBOT_WORKER_MODEL)
         print(f"FAIL  settings  {_error(exc)}\n{'':<15} fix: correct the variable named above", flush=True)
         return 1
     ctx = Context(settings, telegram, args.offline, _secrets(settings, telegram))

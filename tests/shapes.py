@@ -16,7 +16,7 @@ from pathlib import Path
 
 import cv2
 
-from ops.shapes import Task, make_images, write_dataset
+from ops.shapes import SKELETON, Task, make_images, write_dataset
 
 ASSETS = Path(__file__).parent / "assets"
 MODEL_PATH = ASSETS / "shapes.pt"
@@ -43,6 +43,10 @@ def train(workdir: Path, epochs: int = EPOCHS, task: Task = "detect", workers: i
     name = "shapes" if task == "detect" else f"shapes-{task}"
     data = write_dataset(workdir / name, task)
     model = YOLO(architecture)
+    if task == "pose":
+        # The skeleton rides in the architecture's YAML, which the checkpoint keeps: detbot draws it
+        # (detector.export_cache.model_task); ultralytics ignores the key.
+        model.model.yaml["skeleton"] = [list(pair) for pair in SKELETON]
     model.train(
         data=str(data), imgsz=IMGSZ, epochs=epochs, batch=16, workers=workers, device="cpu", seed=0,
         deterministic=True, project=str(workdir / "runs"), name=name, exist_ok=True, plots=False,

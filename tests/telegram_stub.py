@@ -2,7 +2,9 @@
 
 It implements what the bot calls (getMe, getUpdates long polling, getFile and file downloads, sendPhoto,
 sendDocument, sendMessage, sendMediaGroup, editMessageText, deleteMessage, sendChatAction, getChatMember,
-setMyCommands, setWebhook/deleteWebhook/getWebhookInfo, ...), records every call, and lets a test push
+setMyCommands, setWebhook/deleteWebhook/getWebhookInfo, sendSticker, uploadStickerFile and the sticker sets
+(getStickerSet, createNewStickerSet, addStickerToSet, with Telegram's refusals: a set full, a name taken, a
+person who never started the bot), ...), records every call, and lets a test push
 updates (photos, documents, commands) and make calls fail. Tests wait for what they expect by polling a
 condition with a deadline.
 
@@ -156,6 +158,12 @@ class TelegramStub:
         self._limit_refusals = 0
         # 429s by the limit that refused: "overall", "private", "group".
         self.limit_refusals_by: dict[str, int] = {}
+        # Sticker sets the bot made (name -> owner, title, format, the stickers' file ids), people who never
+        # started the bot (Telegram makes no set for them), names taken by sets gone, a set's size limit.
+        self.sticker_sets: dict[str, dict[str, Any]] = {}
+        self.never_started: set[int] = set()
+        self.taken_set_names: set[str] = set()
+        self.sticker_set_limit = STATIC_SET_LIMIT
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="telegram-stub", daemon=True)
@@ -654,6 +662,8 @@ class TelegramStub:
             media = params.get("media") or []
             if not 2 <= len(media) <= 10:
                 raise _ApiError(400, "Bad Request: media group must have 2-10 items")
+            if len({item.get("type") for item in media}) > 1:
+                raise _ApiError(400, "Bad Request: documents can't be mixed with other media types")
             group_id = str(next(self._message_ids))
             out = []
             for item in media:
@@ -661,8 +671,12 @@ class TelegramStub:
                 if name not in files:
                     raise _ApiError(400, "Bad Request: wrong file attachment")
                 fields = {"caption": item["caption"]} if item.get("caption") else {}
-                out.append(self._new_message(int(chat_id), photo=self._photo_sizes(files[name]),  # type: ignore[arg-type]
-                                             media_group_id=group_id, **fields, **common))
+                if item.get("type") == "document":  # a group of files (cut-outs): documents, never recompressed
+                    file_id = self.add_file(files[name])
+                    fields["document"] = {"file_id": file_id, "file_unique_id": f"u{file_id}"}
+                else:
+                    fields["photo"] = self._photo_sizes(files[name])
+                out.append(self._new_message(int(chat_id), media_group_id=group_id, **fields, **common))  # type: ignore[arg-type]
             return out
         if method == "editMessageText":
             key = (int(chat_id), int(params["message_id"]))  # type: ignore[arg-type]
@@ -720,7 +734,74 @@ class TelegramStub:
             if self.webhook.get("allowed_updates"):
                 info["allowed_updates"] = self.webhook["allowed_updates"]
             return info
+        if method in STICKER_METHODS:
+            return self._sticker_method(method, params, files, common)
         raise _ApiError(404, "Not Found: method not found")
+
+    # -- stickers: sendSticker, uploadStickerFile and the sticker sets, with Telegram's refusals -------------
+
+    def _sticker_method(self, method: str, params: dict[str, Any], files: dict[str, bytes],
+                        common: dict[str, Any]) -> Any:
+        if method == "sendSticker":
+            data = files.get("sticker")
+            if data is None:
+                raise _ApiError(400, "Bad Request: there is no sticker in the request")
+            file_id = self.add_file(data)
+            w, h = _image_size(data)
+            sticker = {"file_id": file_id, "file_unique_id": f"u{file_id}", "type": "regular", "width": w,
+                       "height": h, "is_animated": False, "is_video": False, "file_size": len(data)}
+            return self._new_message(int(params["chat_id"]), sticker=sticker, **common)
+        user_id = int(params.get("user_id") or 0)
+        if method in ("uploadStickerFile", "createNewStickerSet", "addStickerToSet") and user_id in self.never_started:
+            raise _ApiError(400, "Bad Request: PEER_ID_INVALID")
+        if method == "uploadStickerFile":
+            data = files.get("sticker")
+            if data is None or params.get("sticker_format") not in ("static", "animated", "video"):
+                raise _ApiError(400, "Bad Request: sticker file or format is missing")
+            file_id = self.add_file(data)
+            return {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_size": len(data)}
+        name = str(params.get("name") or "")
+        if method == "getStickerSet":
+            found = self.sticker_sets.get(name)
+            if found is None:
+                raise _ApiError(400, "Bad Request: STICKERSET_INVALID")
+            stickers = [{"file_id": f, "file_unique_id": f"u{f}", "type": "regular", "width": 512, "height": 512,
+                         "is_animated": False, "is_video": False} for f in found["stickers"]]
+            return {"name": name, "title": found["title"], "sticker_type": "regular", "stickers": stickers}
+        if method == "createNewStickerSet":
+            if not name.endswith(f"_by_{self.username}") or "__" in name or not name[:1].isalpha():
+                raise _ApiError(400, "Bad Request: sticker set name invalid")
+            if name in self.sticker_sets or name in self.taken_set_names:
+                raise _ApiError(400, "Bad Request: sticker set name is already occupied")
+            stickers = params.get("stickers") or []
+            if not 1 <= len(stickers) <= 50:
+                raise _ApiError(400, "Bad Request: wrong number of stickers")
+            title = str(params.get("title") or "")
+            if not 1 <= len(title) <= 64:
+                raise _ApiError(400, "Bad Request: sticker set title invalid")
+            self.sticker_sets[name] = {"user_id": user_id, "title": title, "stickers": []}
+            for sticker in stickers:
+                self._add_to_set(name, sticker)
+            return True
+        if method == "addStickerToSet":
+            found = self.sticker_sets.get(name)
+            if found is None or found["user_id"] != user_id:
+                raise _ApiError(400, "Bad Request: STICKERSET_INVALID")
+            if len(found["stickers"]) >= self.sticker_set_limit:
+                raise _ApiError(400, "Bad Request: STICKERS_TOO_MUCH")
+            self._add_to_set(name, params.get("sticker") or {})
+            return True
+        raise _ApiError(404, "Not Found: method not found")
+
+    def _add_to_set(self, name: str, sticker: Any) -> None:
+        """One InputSticker into a set: a known file id (an uploaded one), static format, 1-20 emoji."""
+        if not isinstance(sticker, dict) or sticker.get("format") != "static" or \
+                not 1 <= len(sticker.get("emoji_list") or []) <= 20:
+            raise _ApiError(400, "Bad Request: wrong sticker format or emoji")
+        file_id = str(sticker.get("sticker") or "")
+        if file_id not in self.files:
+            raise _ApiError(400, "Bad Request: wrong file identifier/HTTP URL specified")
+        self.sticker_sets[name]["stickers"].append(file_id)
 
     def _request(self, method: str, params: dict[str, Any], files: dict[str, bytes],
                  arrived: float | None = None) -> tuple[int, dict[str, Any]]:
@@ -921,6 +1002,10 @@ class BotProcess:
 # -- helpers for the bot's tests -------------------------------------------------------------------------
 
 STATUS_PREFIX = "⏳"
+# Static stickers a set takes (Telegram's limit).
+STATIC_SET_LIMIT = 120
+STICKER_METHODS = frozenset({"sendSticker", "uploadStickerFile", "getStickerSet", "createNewStickerSet",
+                             "addStickerToSet"})
 _BOX_LINE = r"^(\d+)\. (\w+) (\d\.\d\d) \[(-?\d+), (-?\d+), (-?\d+), (-?\d+)\]$"
 
 

@@ -8,10 +8,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from detector.params import DetectParams
 from ops.agreement import AGREEMENT_FLOOR, compare, map50
 from ops.shapes import iou, make_images, write_split, write_yaml
 from tests.conftest import DETBOT, ROOT, TEST_EXPORT_DIR, detbot_env
+from tests.shapes import POSE_MODEL_PATH, SEG_MODEL_PATH
 
 # Seeds of fresh images: the model's own train/val seeds are 1 and 2, the other tests use 1000-1999.
 SEED = 3000
@@ -70,3 +73,30 @@ def test_bench_accuracy_reports_every_backend_against_ultralytics(shapes_model: 
         assert abs(rows[name]["map50"] - predict["map50"]) <= MAX_POINTS_FROM_PREDICT
         assert abs(rows[name]["map50_95"] - predict["map50_95"]) <= MAX_POINTS_FROM_PREDICT
         assert rows[name]["delta_map50"] == round(rows[name]["map50"] - rows["ultralytics val()"]["map50"], 2)
+
+
+@pytest.mark.parametrize("task", ["segment", "pose"])
+def test_bench_accuracy_scores_masks_and_keypoints(task: str, tmp_path: Path) -> None:
+    """A segmentation model is scored on its masks, a pose model on its keypoints, beside its boxes: detbot's
+    path (outlines from the prototypes, merged keypoints) against ultralytics' val() and predict()."""
+    model = SEG_MODEL_PATH if task == "segment" else POSE_MODEL_PATH
+    write_split(tmp_path, "val", DATASET_SEED, DATASET_IMAGES, task)
+    data = write_yaml(tmp_path, train="images/val", task=task)
+    out = tmp_path / "accuracy.json"
+    cmd = [*DETBOT, "bench", "accuracy", "--model", str(model), "--data", str(data), "--backends", "onnx",
+           "--cache", str(TEST_EXPORT_DIR), "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=detbot_env(), capture_output=True, text=True,
+                          timeout=ACCURACY_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {r["variant"]: r for r in json.loads(out.read_text())}
+    assert list(rows) == ["ultralytics val()", "ultralytics predict()", "detbot onnx"]
+    metric = "mask" if task == "segment" else "pose"
+    assert f"| {metric} mAP50 | {metric} mAP50-95 |" in proc.stdout
+    for row in rows.values():
+        assert row["task_metric"] == metric
+        assert f"| {row['task_map50']:.2f} | {row['task_map50_95']:.2f} |" in proc.stdout
+        assert MIN_SHAPES_MAP50 <= row["task_map50"] <= 100 and 0 < row["task_map50_95"] <= row["task_map50"]
+    ours, predict = rows["detbot onnx"], rows["ultralytics predict()"]
+    assert abs(ours["task_map50"] - predict["task_map50"]) <= MAX_POINTS_FROM_PREDICT
+    assert abs(ours["task_map50_95"] - predict["task_map50_95"]) <= MAX_POINTS_FROM_PREDICT
+    assert ours["delta_task_map50_95"] == round(ours["task_map50_95"] - rows["ultralytics val()"]["task_map50_95"], 2)

@@ -303,7 +303,9 @@ def test_application_has_rate_limiter_error_handler_and_commands() -> None:
     assert len(app.error_handlers) == 1
     commands = {c for handlers in app.handlers.values() for h in handlers if isinstance(h, CommandHandler)
                 for c in h.commands}
-    assert commands == {"start", "help", "threshold", "auto", "detect", "language", "classes"}
+    # /segment and /pose are there with one model too: they say honestly when it cannot serve them.
+    assert commands == {"start", "help", "threshold", "auto", "detect", "language", "classes", "model", "segment",
+                        "pose"}
     assert app.bot.base_url == "http://127.0.0.1:9/bot1:abc"
 
 

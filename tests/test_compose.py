@@ -322,3 +322,31 @@ def test_bots_scale_and_the_webhook_profile_puts_tls_in_front_of_every_replica(t
     assert services["worker"]["environment"]["DETBOT_WEBHOOK_SECRET"] == ""
     plain = compose_config(tmp_path, example_with(TELEGRAM_BOT_TOKEN=TOKEN))
     assert "proxy" not in json.loads(plain.stdout)["services"]  # only with its profile
+
+
+def test_the_models_profile_runs_a_worker_service_per_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--profile models` with DETBOT_MODELS in .env: `worker` serves the first model, `worker-segment` and
+    `worker-pose` the others, each on its own queue, with the same caches, health check and no token."""
+    models = "detect=/models/yolo26n.pt,segment=/models/yolo26n-seg.pt,pose=/models/yolo26n-pose.pt"
+    result = compose_config(tmp_path, example_with(TELEGRAM_BOT_TOKEN=TOKEN, DETBOT_MODELS=models),
+                            "--profile", "models")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    served = {}
+    for name in ("worker", "worker-segment", "worker-pose"):
+        service = services[name]
+        assert service["command"] == ["detbot", "worker"] and not service["environment"]["TELEGRAM_BOT_TOKEN"]
+        assert {v["target"] for v in service["volumes"]} == {"/models", "/exports"}
+        assert "container_name" not in service and "ports" not in service  # each scales
+        for key in list(os.environ):
+            if key.startswith(("DETBOT_", "REDIS_", "TELEGRAM_")):
+                monkeypatch.delenv(key)
+        for key, value in service["environment"].items():
+            if value is not None:
+                monkeypatch.setenv(key, value)
+        settings = WorkerSettings().serving()  # type: ignore[call-arg]
+        served[name] = (settings.model, settings.queue)
+    assert served == {"worker": ("/models/yolo26n.pt", "detbot"),
+                      "worker-segment": ("/models/yolo26n-seg.pt", "detbot-segment"),
+                      "worker-pose": ("/models/yolo26n-pose.pt", "detbot-pose")}
+    assert services["bot"]["environment"]["DETBOT_MODELS"] == models  # the bot reads the same list

@@ -57,7 +57,8 @@ def serving(redis: Redis) -> Iterator[list[str]]:
     """A render thread whose renderer echoes what it was asked; yields the kinds it rendered."""
     done: list[str] = []
 
-    def renderer(kind: str, image: bytes, boxes: tuple[Box, ...], language: str) -> list[bytes]:
+    def renderer(kind: str, image: bytes, boxes: tuple[Box, ...], language: str,
+                 index: int | None = None) -> list[bytes]:
         if image == b"broken":
             raise CorruptImageError("damaged")
         if image == b"bug":
@@ -96,7 +97,7 @@ def test_without_a_worker_the_bot_gives_up_and_the_request_goes(redis: Redis) ->
     # A worker that comes later finds the request id but no request: it draws nothing and answers nothing.
     assert not list(redis.scan_iter(match="detbot:render:req:*"))
     rendered: list[str] = []
-    echo: Renderer = lambda kind, image, boxes, language: [image]  # noqa: E731
+    echo: Renderer = lambda kind, image, boxes, language, index=None: [image]  # noqa: E731
     server = RenderServer(redis, "q", echo, rendered.append)
     waiting: list[bytes] = redis.lrange(keys.renders("q"), 0, -1)  # type: ignore[assignment]
     (render_id,) = [i.decode() for i in waiting]

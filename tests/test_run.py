@@ -300,3 +300,27 @@ def test_the_one_command_answers_a_photo_in_a_chat(tmp_path: Path, runs: list[Ru
     out = run.output()
     assert "token 777000111:***" in out  # the summary names the bot, masked
     assert "secret-token-value" not in out
+
+
+def test_several_models_share_the_workers_each_on_its_own_queue(tmp_path: Path, runs: list[Run]) -> None:
+    """DETBOT_MODELS: the workers shared out among the models (3 workers, 2 models: 2 + 1), each serving its
+    model on its queue; a photo queued on each queue is answered by that model."""
+    from tests.shapes import MODEL_PATH, SEG_MODEL_PATH
+
+    port = free_port()
+    models = f"detect={MODEL_PATH},segment={SEG_MODEL_PATH}"
+    run = start(runs, tmp_path, "--no-bot", "--workers", "3", "--redis-port", str(port), DETBOT_MODELS=models)
+    run.wait_output("ready: 3 worker(s) listening on queues 'detbot', 'detbot-segment'")
+    out = run.output()
+    assert f"2 x detect: {MODEL_PATH}, queue 'detbot'" in out and f"1 x segment: {SEG_MODEL_PATH}" in out
+    redis = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+    img, _ = make_images(1002, 1)[0]
+    submitted = {}
+    for queue in ("detbot", "detbot-segment"):
+        client = DetectionClient(redis, queue_name=queue, consumer="test", events_queue="detbot")
+        submitted[client.submit(png_bytes(img), DetectParams(0.5), routing={"queue": queue})] = queue
+    done = collect(DetectionClient(redis, consumer="test"), 2)  # one stream for both: the default queue's
+    weights = {submitted[c.job_id]: (c.detection or {}).get("model") for c in done}
+    assert weights == {"detbot": MODEL_PATH.name, "detbot-segment": SEG_MODEL_PATH.name}
+    redis.close()
+    assert run.stop() == 0

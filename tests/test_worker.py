@@ -38,15 +38,6 @@ SEED = 1000
 
 
 @pytest.fixture(scope="module")
-def wredis(redis_server: RedisServer) -> Iterator[Redis]:
-    """A Redis client for this module; flushed once, as the worker shares the database across tests."""
-    client = Redis.from_url(redis_server.url)
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def metrics_port() -> int:
     return free_port()
 

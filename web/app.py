@@ -107,11 +107,12 @@ def build_app(settings: WebSettings, redis: Redis, async_redis: AsyncRedis, mini
     """The page, the API and their checks; the completion reader runs for the application's lifetime.
     ``mini_app``: the bot's Mini App (its answers' routes), when this web has the bot's token."""
     names = names or ClassNames()
-    queue = WebQueue(redis, settings.models(), settings.max_queued_jobs, settings.answer_ttl)
+    queue = WebQueue(redis, settings.served(), settings.max_queued_jobs, settings.answer_ttl)
     svc = Services(
         settings=settings,
         queue=queue,
-        completions=Completions(async_redis, [keys.web_events(m) for m in settings.models()], settings.answer_ttl),
+        completions=Completions(async_redis, [keys.web_events(q) for q in settings.served().values()],
+                                settings.answer_ttl),
         keys=ApiKeys(settings.keys()),
         # Without keys there is no key to count: only the address's limit applies.
         limits=Limits(settings.web_rate_limit_key if settings.keys() else 0, settings.web_rate_limit_address),

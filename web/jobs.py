@@ -65,13 +65,15 @@ class JobState:
 class WebQueue:
     """Submit and read web jobs on the queues (models) the web serves. Blocking: call it in a thread."""
 
-    def __init__(self, redis: Redis, models: tuple[str, ...], max_queued: int, result_ttl: int) -> None:
+    def __init__(self, redis: Redis, models: dict[str, str], max_queued: int, result_ttl: int) -> None:
+        """``models``: each model's name (what the API's ``model`` field says) and queue, the default first."""
         self.redis = redis
         self.result_ttl = result_ttl
         self.clients = {
-            model: DetectionClient(redis, queue_name=model, max_queued=max_queued, events=keys.web_events(model))
-            for model in models
+            model: DetectionClient(redis, queue_name=queue, max_queued=max_queued, events=keys.web_events(queue))
+            for model, queue in models.items()
         }
+        self.default = next(iter(models))
 
     def submit(self, model: str, image: bytes, params: DetectParams, caller: Caller, language: str,
                idempotency: str | None = None) -> str:

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     log.info("web listening on http://%s:%d (API keys: %s, models: %s, Mini App: %s)", shown, bound_port,
-             len(settings.keys()) or "none, loopback only", ", ".join(settings.models()),
+             len(settings.keys()) or "none, loopback only", ", ".join(settings.served()),
              settings.web_public_url or "on" if token else "off (no TELEGRAM_BOT_TOKEN)")
     try:
         Server(config, app.state.services.stop_threadsafe).run(sockets=[sock])

@@ -57,7 +57,7 @@ class WebSettings(QueueSettings, ImageLimitSettings, ClassNamesSettings, FrontEn
     )
     web_models: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Queues the API's `model` field may name, comma-separated (each queue's workers run one "
-        "model); empty: DETBOT_QUEUE only.",
+        "model) besides the models of DETBOT_MODELS, which it names as the bot does; empty: none.",
     )
     web_cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Origins (https://app.example.com) whose pages may call the API; empty: none (CORS closed).",
@@ -103,9 +103,11 @@ class WebSettings(QueueSettings, ImageLimitSettings, ClassNamesSettings, FrontEn
     def max_body(self) -> int:
         return MAX_IMAGE_BYTES + FORM_OVERHEAD_BYTES
 
-    def models(self) -> tuple[str, ...]:
-        """The queues the API serves, DETBOT_QUEUE first (the default model)."""
-        return tuple(dict.fromkeys((self.queue, *self.web_models)))
+    def served(self) -> dict[str, str]:
+        """The models the API's ``model`` field may name and each one's queue, the default first: the models of
+        DETBOT_MODELS by name (DETBOT_MODEL alone: named after DETBOT_QUEUE), then DETBOT_WEB_MODELS' queues."""
+        named = {spec.name or spec.queue: spec.queue for spec in self.deployment()}
+        return {**named, **{queue: queue for queue in self.web_models if queue not in named.values()}}
 
     def keys(self) -> tuple[str, ...]:
         return tuple(k.get_secret_value() for k in self.web_keys if k.get_secret_value())

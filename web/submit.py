@@ -69,7 +69,7 @@ async def accept(request: Request, svc: Services, who: Caller, tr: Texts, idempo
         raise WebError(400, "bad_field", tr("error.bad_field", field="Idempotency-Key"))
     async with svc.uploads:
         data, fields = await read_upload(request, tr)
-        model = fields.get("model") or svc.settings.queue
+        model = fields.get("model") or svc.queue.default
         if model not in svc.queue.clients:
             raise WebError(400, "unknown_model", tr("error.unknown_model", model=model[:40],
                                                     models=", ".join(svc.queue.clients)))
