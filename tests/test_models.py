@@ -127,7 +127,7 @@ def test_a_photo_goes_to_the_default_model_and_segment_to_its_own(world: World) 
                     world.bot.log())
     assert job is not None
     # (the worker logs a job's line right after completing it: a moment after the answer may be out)
-    world.stub.wait_for(lambda: f"job {job.group(1)} ok" in world.segment.output(), 10, "the worker's line")
+    world.stub.wait_for(lambda: f"job {job.group(1)} ok" in world.segment.output(), 30, "the worker's line")
     assert f"job {job.group(1)}" not in world.detect.output()
 
 

@@ -25,6 +25,10 @@ class TimingsModel(BaseModel):
 class DetectionModel(BaseModel):
     """The ``detbot detect --json`` object: the boxes at the asked threshold, best first."""
 
+    task: Literal["detect", "segment", "pose"] = Field(
+        "detect", description="The model's task: a segment answer's boxes carry `polygon`, a pose answer's "
+        "`keypoints`.",
+    )
     boxes: list[Box]
     width: int
     height: int
@@ -33,6 +37,7 @@ class DetectionModel(BaseModel):
     model: str = ""
     timings: TimingsModel = Field(default_factory=TimingsModel)
     class_confidence: dict[str, float] = Field(default_factory=dict, description="Per-class thresholds.")
+    skeleton: list[list[int]] | None = Field(None, description="Pose: the keypoint pairs joined in the drawing.")
 
 
 class ErrorBody(BaseModel):
