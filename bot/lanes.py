@@ -30,21 +30,27 @@ class Lanes(Generic[T]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._size = 0
         self._changed = asyncio.Event()
+        self._closed = False
 
     def __len__(self) -> int:
         """Items waiting or being delivered, over all chats."""
         return self._size
 
-    def add(self, chat_id: int, item: T) -> None:
+    def add(self, chat_id: int, item: T) -> bool:
+        """Queue ``item`` in its chat's lane; False once closed (a stopping process sends nothing new: a send
+        cut off by its own shutdown could reach Telegram unseen, and the next holder would send it again)."""
+        if self._closed:
+            return False
         self._size += 1
         queue = self._queues.get(chat_id)
         if queue is not None:
             queue.append(item)
-            return
+            return True
         queue = self._queues[chat_id] = deque([item])
         task = asyncio.ensure_future(self._lane(chat_id, queue))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return True
 
     async def _lane(self, chat_id: int, queue: deque[T]) -> None:
         try:
@@ -83,7 +89,8 @@ class Lanes(Generic[T]):
 
     async def close(self, timeout: float) -> None:
         """Forget what has not started (unacknowledged, the next start sends it) and give the items being
-        delivered ``timeout`` seconds to finish."""
+        delivered ``timeout`` seconds to finish; nothing is added after it."""
+        self._closed = True
         for queue in self._queues.values():
             self._size -= len(queue)
             queue.clear()

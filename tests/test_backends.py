@@ -298,7 +298,7 @@ def test_bench_command_measures_every_figure(shapes_model: Path, tmp_path: Path)
     assert ov["rss_mb"] > 0 and ov["first_answer_warm_s"] > 0 and ov["first_answer_cold_s"] > 0
     assert report["image"] == str(folder) and "photos" in proc.stdout
     assert report["auto"].startswith("auto picks: openvino") and report["auto"] in proc.stdout
-    assert set(ov["stages_ms"]) == {"decode_ms", "inference_ms", "annotate_ms"}
+    assert set(ov["stages_ms"]) == {"decode_ms", "inference_ms", "annotate_ms", "objects", "stored_bytes", "jpeg_bytes"}
     assert rows["baseline"]["ratios"]["p50"] == pytest.approx(1.0)
     assert ov["ratios"]["p50"] == pytest.approx(rows["baseline"]["p50_ms"] / ov["p50_ms"])
     # The engine's floor, measured in the same run, beside detbot's cost per photo and its img/s.

@@ -25,6 +25,7 @@ from bot.buttons import keyboard, viewable
 from bot.classes import model_params
 from bot.i18n import ENGLISH, RUSSIAN, catalog
 from bot.intake import sender_of
+from bot.lanes import Lanes
 from bot.limits import Limits, RateLimiter
 from bot.logs import REDACTED, RedactFilter
 from bot.mini_app import MiniAppLinks, MiniAppRequest
@@ -555,3 +556,30 @@ def test_the_public_url_must_be_https(url: str, ok: bool, monkeypatch: pytest.Mo
     else:
         with pytest.raises(ValueError):
             MiniAppSettings()
+
+
+def test_lanes_take_nothing_new_once_closed() -> None:
+    """A stopping replica starts no send after its lanes closed (one cut off by its own shutdown could reach
+    Telegram unseen, and the replica taking the answer over would send it a second time); a send in flight
+    is waited for."""
+    sent: list[str] = []
+    release = asyncio.Event()
+
+    async def run(item: str) -> None:
+        await release.wait()
+        sent.append(item)
+
+    async def scenario() -> tuple[bool, bool, int]:
+        lanes: Lanes[str] = Lanes(run)
+        assert lanes.add(1, "in flight")
+        await asyncio.sleep(0)  # its lane starts: the send is under way
+        closing = asyncio.create_task(lanes.close(5.0))
+        await asyncio.sleep(0)
+        late = lanes.add(2, "after the stop")
+        release.set()
+        await closing
+        return late, lanes.add(3, "later still"), len(lanes)
+
+    late, later, waiting = asyncio.run(scenario())
+    assert (late, later, waiting) == (False, False, 0)
+    assert sent == ["in flight"]
