@@ -61,9 +61,10 @@ def test_keypoints_are_scaled_back_like_boxes() -> None:
 
 
 def disc_protos(cx: float, cy: float, r: float, shape: tuple[int, int]) -> np.ndarray:
-    """One prototype: positive inside a disc (prototype pixels, centres at integers), negative outside."""
+    """One prototype, channels-last as the engines give them: positive inside a disc (prototype pixels, centres
+    at integers), negative outside."""
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
-    return (r - np.hypot(xx - cx, yy - cy))[None]
+    return (r - np.hypot(xx - cx, yy - cy))[..., None]
 
 
 @pytest.mark.parametrize(("size", "imgsz"), [((480, 640), 640), ((900, 1200), 640), ((300, 200), 256)])
@@ -104,7 +105,7 @@ def test_an_answers_outlines_are_bounded_in_points_and_bytes() -> None:
     keeps its MIN_POLYGON_POINTS), best objects first: its rows stay within a few tens of KB."""
     rng = np.random.default_rng(0)
     geometry = Letterbox(640 / 4000, 0, 80, (640, 640))  # a 4000×3000 photo
-    protos = rng.normal(size=(32, 160, 160)).astype(np.float32)
+    protos = rng.normal(size=(160, 160, 32)).astype(np.float32)
     for objects in (10, 100):
         xy = rng.uniform(0, 3000, (objects, 2))
         boxes = np.concatenate([xy, xy + rng.uniform(300, 1000, (objects, 2))], axis=1).clip(0, 3000)
