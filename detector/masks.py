@@ -104,7 +104,7 @@ def _outline(protos: np.ndarray, coeff: np.ndarray, box: np.ndarray, ratio: tupl
     warp = np.array([[ax, 0, bx - px0], [0, ay, by - py0]], np.float64)
     sampled = cv2.warpAffine(logits, warp, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                              borderMode=cv2.BORDER_REPLICATE)
-    mask = cv2.compare(sampled, 0.0, cv2.CMP_GT)  # 255 inside: one pass, no float-to-bool-to-uint8 copies
+    mask = np.greater(sampled, 0).view(np.uint8)  # 1 inside: one pass, the booleans' bytes as they are
     # Cut to the box, as ultralytics does: samples whose centre lies outside it are not the object. The centres
     # grow along each axis, so those are a run of columns (rows) at each end: slices, not boolean indexing.
     left, right = np.searchsorted(ox + (np.arange(width) + 0.5) / scale, (x1, x2))
