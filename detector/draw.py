@@ -65,7 +65,8 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[Box], names: Mapping[int, str]
 
 def draw_masks(image: np.ndarray, boxes: Sequence[Box], alpha: float = MASK_ALPHA) -> None:
     """Each outline filled, translucent, in its class's colour; one blend over the part of the image the masks
-    cover, so a photo with many objects costs one pass."""
+    cover, so a photo with many objects costs one pass. Where no mask was painted the blend gives the pixel back
+    unchanged (``x·alpha + x·(1-alpha)`` rounds to ``x``), so no separate coverage mask is needed."""
     h, w = image.shape[:2]
     # Far outside the image nothing is drawn; clipped there, no coordinate overflows OpenCV's integers.
     bounds = np.array([-2 * w, -2 * h]), np.array([3 * w, 3 * h])
@@ -80,12 +81,9 @@ def draw_masks(image: np.ndarray, boxes: Sequence[Box], alpha: float = MASK_ALPH
         return
     region = image[y1:y2, x1:x2]
     painted = region.copy()
-    covered = np.zeros(region.shape[:2], np.uint8)
     for pts, colour in shapes:
         cv2.fillPoly(painted, [pts - (x1, y1)], colour, cv2.LINE_8)
-        cv2.fillPoly(covered, [pts - (x1, y1)], 1, cv2.LINE_8)
-    blended = cv2.addWeighted(painted, alpha, region, 1 - alpha, 0)
-    np.copyto(region, blended, where=covered[..., None].astype(bool))
+    region[:] = cv2.addWeighted(painted, alpha, region, 1 - alpha, 0)
 
 
 def draw_keypoints(image: np.ndarray, boxes: Sequence[Box], skeleton: Sequence[tuple[int, int]] | None,

@@ -4,7 +4,11 @@ model on the same photos — time per photo, objects, bytes kept per answer, RSS
 Each task's model runs in a worker process of its own, as ``detbot worker`` runs it (``detect_adjustable``:
 every object down to the floor, outlines or keypoints included, the answer drawn and encoded, and the stored
 result serialised), on a warm export cache; the photos go one per task in turn, so a busy moment of the machine
-hits every task alike, and the ratios come from one run.
+hits every task alike, and the ratios come from one run. Beside each task's worker runs its *floor*
+(:mod:`ops.floor`: decoding the photo, the engine alone on its input, encoding a JPEG — same runtime and
+precision, on every core as a worker with idle neighbours infers): the floor's ratio is what an answer's ratio
+would be if everything around the network cost nothing, so a ratio above the target that the floor shares is
+the network's, not the pipeline's.
 
 Models: the shapes test models by default (``tests/assets/shapes.pt``, ``shapes-seg.pt``, ``shapes-pose.pt``:
 YOLO26n of each task, trained) on fresh shapes photos; or ``--coco DETECTION.pt`` (e.g. the official
@@ -22,7 +26,7 @@ import os
 import statistics
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,9 @@ class TaskRow:
     jpeg_bytes_mean: float = 0.0
     rss_mb: float = 0.0  # peak RSS of the worker on a warm cache
     ratios: dict[str, float] = field(default_factory=dict)
+    # The task's floor (ops.floor): decode + the engine alone + encode, per photo, and its ratio to detect's.
+    floor_mean_ms: float = 0.0
+    floor_p50_ms: float = 0.0
 
 
 def transplant(detection: Path, task: str, out: Path) -> Path:
@@ -111,13 +118,25 @@ def models(args: argparse.Namespace, work: Path) -> dict[str, Path]:
     return {"detect": root / "shapes.pt", "segment": root / "shapes-seg.pt", "pose": root / "shapes-pose.pt"}
 
 
+def floor_label(task: str) -> str:
+    return f"{task}-floor"
+
+
 def measure(specs: dict[str, ChildSpec], runs: int, log_dir: Path) -> dict[str, TaskRow]:
-    """Every task's worker on the warm cache, one photo each in turn (each round starting one task later)."""
+    """Every task's worker and its floor on the warm cache, one photo each in turn (each round starting one
+    worker later)."""
+    from detector.engines import resolve_backend
+
     workers: list[Worker] = []
     try:
         for task, spec in specs.items():
-            print(f"  starting the {task} worker ({Path(spec.weights).name}) ...", flush=True)
+            print(f"  starting the {task} worker ({Path(spec.weights).name}) and its floor ...", flush=True)
             workers += start_pool(spec, 1, log_dir)
+            # On every core: a worker whose neighbours are idle infers on every core too (detector.cores), and
+            # here the workers take turns, so each answer does.
+            floor = replace(spec, backend=resolve_backend(spec.backend, "cpu"), threads=os.cpu_count() or 1,
+                            floor=True, name=floor_label(task))
+            workers += start_pool(floor, 1, log_dir)
         latencies: dict[str, list[float]] = {w.label: [] for w in workers}
         stages: dict[str, list[dict[str, float]]] = {w.label: [] for w in workers}
         for i in range(runs):
@@ -125,9 +144,11 @@ def measure(specs: dict[str, ChildSpec], runs: int, log_dir: Path) -> dict[str, 
                 block = run_block([worker], 1)
                 latencies[worker.label] += block.latencies_ms
                 stages[worker.label] += block.stages
+        by_label = {w.label: w for w in workers}
         rows = {}
-        for worker, (task, spec) in zip(workers, specs.items(), strict=True):
-            lat, st = latencies[worker.label], stages[worker.label]
+        for task, spec in specs.items():
+            worker, lat, st = by_label[task], latencies[task], stages[task]
+            floor_ms = latencies[floor_label(task)]
             rows[task] = TaskRow(
                 task, Path(spec.weights).name, worker.ready.get("backend", ""), worker.ready.get("precision", ""),
                 mean_ms=statistics.fmean(lat), p50_ms=statistics.median(lat), p95_ms=percentile(lat, 0.95),
@@ -138,6 +159,7 @@ def measure(specs: dict[str, ChildSpec], runs: int, log_dir: Path) -> dict[str, 
                 stored_bytes_max=int(max(s["stored_bytes"] for s in st)),
                 jpeg_bytes_mean=statistics.fmean(s["jpeg_bytes"] for s in st),
                 rss_mb=worker.finish()["peak_rss_mb"],
+                floor_mean_ms=statistics.fmean(floor_ms), floor_p50_ms=statistics.median(floor_ms),
             )
         return rows
     finally:
@@ -147,14 +169,16 @@ def measure(specs: dict[str, ChildSpec], runs: int, log_dir: Path) -> dict[str, 
 def table(rows: dict[str, TaskRow]) -> str:
     head = ("| task | model | backend | ms/photo mean | p50 | p95 | ×detect mean | ×detect p50 | inference ms "
             "(p50, outlines incl.) | drawing + JPEG ms | objects kept | stored answer bytes (mean, max) "
-            "| worker RSS MB |")
+            "| worker RSS MB | floor ms (mean, p50) | floor ×detect (mean, p50) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows.values():
         lines.append(
             f"| {r.task} | {r.model} | {r.backend}{f', {r.precision}' if r.precision else ''} | {r.mean_ms:.1f} "
             f"| {r.p50_ms:.1f} | {r.p95_ms:.1f} | {r.ratios.get('mean', 0):.2f}× | {r.ratios.get('p50', 0):.2f}× "
             f"| {r.stages_ms['inference_ms']:.1f} | {r.stages_ms['annotate_ms']:.1f} | {r.objects_mean:.1f} "
-            f"| {r.stored_bytes_mean:.0f}, {r.stored_bytes_max} | {r.rss_mb:.0f} |")
+            f"| {r.stored_bytes_mean:.0f}, {r.stored_bytes_max} | {r.rss_mb:.0f} "
+            f"| {r.floor_mean_ms:.1f}, {r.floor_p50_ms:.1f} "
+            f"| {r.ratios.get('floor_mean', 0):.2f}×, {r.ratios.get('floor_p50', 0):.2f}× |")
     return "\n".join(lines)
 
 
@@ -199,13 +223,19 @@ def main(argv: list[str] | None = None) -> int:
     base = rows.get("detect")
     for row in rows.values():
         if base is not None:
-            row.ratios = {"mean": row.mean_ms / base.mean_ms, "p50": row.p50_ms / base.p50_ms}
+            row.ratios = {"mean": row.mean_ms / base.mean_ms, "p50": row.p50_ms / base.p50_ms,
+                          "floor_mean": row.floor_mean_ms / base.floor_mean_ms,
+                          "floor_p50": row.floor_p50_ms / base.floor_p50_ms}
     print(table(rows))
     segment = rows.get("segment")
     if base is not None and segment is not None:
         verdict = "within" if segment.ratios["mean"] <= MAX_SEGMENT_RATIO else "ABOVE"
         print(f"segment answer: {segment.ratios['mean']:.2f}× a detection answer (mean; p50 "
-              f"{segment.ratios['p50']:.2f}×): {verdict} the {MAX_SEGMENT_RATIO}× target")
+              f"{segment.ratios['p50']:.2f}×): {verdict} the {MAX_SEGMENT_RATIO}× target; its floor (decode, the "
+              f"network alone, encode) {segment.ratios['floor_mean']:.2f}× detect's (p50 "
+              f"{segment.ratios['floor_p50']:.2f}×)")
+        extra = (segment.p50_ms - segment.floor_p50_ms) - (base.p50_ms - base.floor_p50_ms)
+        print(f"segment's answer beyond its floor costs {extra:+.1f} ms/photo more than detect's (p50)")
     print(f"load after: {os.getloadavg()[0]:.2f}")
     report: dict[str, Any] = {"cpu": cpu_summary(), "photos": str(folder), "runs": runs, "imgsz": imgsz,
                               "load_after": os.getloadavg()[0], "rows": [asdict(r) for r in rows.values()]}

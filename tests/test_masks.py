@@ -16,7 +16,7 @@ from PIL import Image
 
 from detector import masks, processing
 from detector.cutout import MAX_CUTOUTS, STICKER_MAX_BYTES, STICKER_SIDE, cutouts, largest_first, sticker
-from detector.draw import KEYPOINT_VISIBLE, colour_of, draw_boxes
+from detector.draw import KEYPOINT_VISIBLE, colour_of, draw_boxes, draw_masks
 from detector.errors import ModelLoadError
 from detector.params import DetectParams
 from detector.processing import Letterbox
@@ -61,9 +61,10 @@ def test_keypoints_are_scaled_back_like_boxes() -> None:
 
 
 def disc_protos(cx: float, cy: float, r: float, shape: tuple[int, int]) -> np.ndarray:
-    """One prototype: positive inside a disc (prototype pixels, centres at integers), negative outside."""
+    """One prototype, channels-last as the engines give them: positive inside a disc (prototype pixels, centres
+    at integers), negative outside."""
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
-    return (r - np.hypot(xx - cx, yy - cy))[None]
+    return (r - np.hypot(xx - cx, yy - cy))[..., None]
 
 
 @pytest.mark.parametrize(("size", "imgsz"), [((480, 640), 640), ((900, 1200), 640), ((300, 200), 256)])
@@ -104,7 +105,7 @@ def test_an_answers_outlines_are_bounded_in_points_and_bytes() -> None:
     keeps its MIN_POLYGON_POINTS), best objects first: its rows stay within a few tens of KB."""
     rng = np.random.default_rng(0)
     geometry = Letterbox(640 / 4000, 0, 80, (640, 640))  # a 4000×3000 photo
-    protos = rng.normal(size=(32, 160, 160)).astype(np.float32)
+    protos = rng.normal(size=(160, 160, 32)).astype(np.float32)
     for objects in (10, 100):
         xy = rng.uniform(0, 3000, (objects, 2))
         boxes = np.concatenate([xy, xy + rng.uniform(300, 1000, (objects, 2))], axis=1).clip(0, 3000)
@@ -209,6 +210,21 @@ def test_masks_are_drawn_translucent_in_the_class_colour_and_keypoints_with_thei
     assert list(drawn[120, 240]) == [128, 128, 128]  # below KEYPOINT_VISIBLE: not drawn, nor its edges
     assert list(drawn[180, 150]) != [128, 128, 128]  # the edge 0-2 (both visible) is drawn
     assert list(drawn[120, 180]) == [128, 128, 128]  # 0-1 is not
+
+
+def test_drawing_masks_leaves_every_pixel_outside_them_exactly_as_it_was() -> None:
+    """The masks are blended over the whole region they span in one pass: a pixel no mask covers comes back
+    bit for bit, whatever its value (every byte value occurs in the noise photo)."""
+    photo = np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    square = Box(0, "square", 0.9, 50, 50, 150, 150, polygon=((50, 50), (150, 50), (150, 150), (50, 150)))
+    triangle = Box(1, "triangle", 0.8, 120, 100, 350, 280, polygon=((120, 280), (235, 100), (350, 280)))
+    drawn = photo.copy()
+    draw_masks(drawn, [square, triangle])
+    covered = np.zeros(photo.shape[:2], np.uint8)
+    for box in (square, triangle):
+        cv2.fillPoly(covered, [np.asarray(box.polygon, np.int32)], 1)
+    assert np.array_equal(drawn[covered == 0], photo[covered == 0])
+    assert (drawn[covered == 1] != photo[covered == 1]).any(axis=1).mean() > 0.9  # painted where covered
 
 
 # -- cut-outs and stickers -----------------------------------------------------------------------------
