@@ -19,44 +19,7 @@ from detector.draw import draw_boxes
 from detector.params import DetectParams
 from detector.result import Box
 from detector.tracking import ID_PREFIX, TRACK_FLOOR, ClipSummary, ClipTracker, summarize
-from detector.video import ClipInfo, SegmentEncoder, VideoLimits
-
-# Sampled frames per span (one queue job each): about what one large photo costs a worker (detbot bench
-# --video measures both), so a clip holds other chats' photos back no more than a photo would.
-SPAN_FRAMES = 8
-
-
-@dataclass(frozen=True)
-class ClipPlan:
-    """How a clip is answered: its header, the sampling rate and times, the answer's size and kind."""
-
-    info: ClipInfo
-    rate: float
-    times: tuple[float, ...]
-    size: tuple[int, int]
-    note: bool = False
-
-    def spans(self, span_frames: int = SPAN_FRAMES) -> list[tuple[int, int]]:
-        """``(first frame, frame count)`` of each span, in order."""
-        total = len(self.times)
-        return [(first, min(span_frames, total - first)) for first in range(0, total, span_frames)]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"info": asdict(self.info), "rate": self.rate, "frames": len(self.times), "size": list(self.size),
-                "note": self.note}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ClipPlan:
-        info = ClipInfo(**data["info"])
-        rate = float(data["rate"])
-        return cls(info, rate, tuple(i / rate for i in range(int(data["frames"]))),
-                   (int(data["size"][0]), int(data["size"][1])), bool(data.get("note", False)))
-
-
-def plan(info: ClipInfo, limits: VideoLimits, note: bool = False) -> ClipPlan:
-    """The plan of a probed clip (``note``: a round video note, answered as a square)."""
-    return ClipPlan(info, info.sampling(limits.sample_fps), tuple(info.frame_times(limits.sample_fps)),
-                    info.answer_size(note), note)
+from detector.video import SPAN_FRAMES, ClipPlan, SegmentEncoder, VideoLimits, plan
 
 
 @dataclass

@@ -20,8 +20,8 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -58,6 +58,9 @@ CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "gif", "mjpeg"
 X264_OPTIONS = {"preset": "veryfast", "crf": "25", "maxrate": "4M", "bufsize": "8M", "profile": "high"}
 # The answer's frames carry millisecond timestamps: any sampling rate's times are exact enough.
 TIME_BASE = Fraction(1, 1000)
+# Sampled frames per span (one queue job each): about what one large photo costs a worker (detbot bench
+# --video measures both), so a clip holds other chats' photos back no more than a photo would.
+SPAN_FRAMES = 8
 # A header that FFmpeg cannot read within this many bytes is not a clip (probing stops there).
 PROBE_SIZE = 2 * 1024 * 1024
 # How long FFmpeg may analyse streams when opening: bounds the work a hostile header can ask for.
@@ -215,6 +218,39 @@ def probe(data: bytes, limits: VideoLimits | None = None) -> ClipInfo:
 
 
 @dataclass(frozen=True)
+class ClipPlan:
+    """How a clip is answered: its header, the sampling rate and times, the answer's size and kind."""
+
+    info: ClipInfo
+    rate: float
+    times: tuple[float, ...]
+    size: tuple[int, int]
+    note: bool = False
+
+    def spans(self, span_frames: int = SPAN_FRAMES) -> list[tuple[int, int]]:
+        """``(first frame, frame count)`` of each span, in order."""
+        total = len(self.times)
+        return [(first, min(span_frames, total - first)) for first in range(0, total, span_frames)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"info": asdict(self.info), "rate": self.rate, "frames": len(self.times), "size": list(self.size),
+                "note": self.note}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClipPlan:
+        info = ClipInfo(**data["info"])
+        rate = float(data["rate"])
+        return cls(info, rate, tuple(i / rate for i in range(int(data["frames"]))),
+                   (int(data["size"][0]), int(data["size"][1])), bool(data.get("note", False)))
+
+
+def plan(info: ClipInfo, limits: VideoLimits, note: bool = False) -> ClipPlan:
+    """The plan of a probed clip (``note``: a round video note, answered as a square)."""
+    return ClipPlan(info, info.sampling(limits.sample_fps), tuple(info.frame_times(limits.sample_fps)),
+                    info.answer_size(note), note)
+
+
+@dataclass(frozen=True)
 class Frame:
     """One sampled frame: its index in the sampling, when it is shown, and its pixels (BGR, answer size)."""
 
@@ -339,7 +375,7 @@ def join(segments: list[bytes]) -> bytes:
         with av.open(path, mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
             target: Any = None
             for segment in segments:
-                with av.open(io.BytesIO(segment)) as part:
+                with av.open(io.BytesIO(segment), mode="r") as part:
                     source = part.streams.video[0]
                     if target is None:
                         target = out.add_stream_from_template(source)
