@@ -37,7 +37,7 @@ from jobs.exceptions import AlreadyQueuedError, QueueFullError
 
 # The span job function, by dotted path (:mod:`jobs.video_spans`: the producer never imports the detector).
 VIDEO_SPAN_JOB = "jobs.video_spans.video_span_job"
-SPAN_SEPARATOR = "."
+SPAN_SEPARATOR = "-"
 # The error code of a clip cancelled by the person who sent it.
 CODE_CANCELLED = "cancelled"
 

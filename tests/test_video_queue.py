@@ -1,0 +1,148 @@
+"""Clips on the real queue: span jobs on real ``detbot worker`` processes (the shapes model), taking turns
+with photos, answered exactly once, resumed after a SIGKILL mid-clip, cancelled on request.
+
+Workers are started once for the module (their model load is the slow part); each test flushes Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter
+from collections.abc import Iterator
+
+import cv2
+import pytest
+from redis import Redis
+
+from detector.params import DetectParams
+from detector.video import VideoLimits, plan, probe
+from jobs import keys, store, video
+from jobs.client import DetectionClient
+from ops.shapes import encode_clip, make_clip, make_images
+from tests.conftest import RedisServer
+from tests.workers import WorkerProcess, running_workers, start_worker, wait_for
+
+CHAT = 4242
+# A span of the test clip takes this much longer (the worker sleeps inside it): a test can act mid-clip.
+SLOW_SPAN_MS = "700"
+
+
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis-video"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def workers(module_redis: RedisServer) -> Iterator[list[WorkerProcess]]:
+    with running_workers(module_redis.url, count=2) as found:
+        yield found
+
+
+@pytest.fixture
+def redis(module_redis: RedisServer, workers: list[WorkerProcess]) -> Iterator[Redis]:
+    client = Redis.from_url(module_redis.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+def clip_bytes(seconds: float = 3.0) -> bytes:
+    return encode_clip(make_clip(seconds=seconds))
+
+
+def submit(redis: Redis, data: bytes, chat: int = CHAT, **routing: object) -> str:
+    limits = VideoLimits()
+    client = DetectionClient(redis)
+    return video.submit(client, data, plan(probe(data, limits), limits), limits, DetectParams(0.25),
+                        {"chat_id": chat, **routing})
+
+
+def events(redis: Redis) -> Counter[str]:
+    return Counter(f[b"job_id"].decode() for _, f in redis.xrange(keys.EVENTS_STREAM))
+
+
+def completion(redis: Redis, video_id: str, timeout: float = 120.0) -> store.Completion:
+    found = wait_for(lambda: store.read_completion(redis, video_id), timeout, f"clip {video_id}'s answer")
+    assert found is not None
+    return found
+
+
+def test_a_clip_is_answered_once_with_its_unique_objects(redis: Redis) -> None:
+    data = clip_bytes()
+    video_id = submit(redis, data)
+    done = completion(redis, video_id)
+    assert done.ok, done.code
+    assert done.detection is not None and done.annotated is not None
+    assert done.detection["counts"] == make_clip().counts()
+    assert probe(done.annotated).codec == "h264"
+    wait_for(lambda: not redis.exists(keys.video_parts(video_id)), 10, "the spans' parts to go")
+    assert events(redis) == Counter({video_id: 1})
+
+
+def test_spans_take_turns_with_photos_of_other_chats(redis: Redis, workers: list[WorkerProcess]) -> None:
+    """While a clip is worked on, another chat's photo waits behind at most one span per worker."""
+    video_id = submit(redis, clip_bytes(6.0))
+    wait_for(lambda: int(redis.hget(keys.job(video_id), "done") or 0) > 0, 60, "the clip's first span")
+    ok, jpeg = cv2.imencode(".jpg", make_images(1500, 1)[0][0])
+    photo = DetectionClient(redis).submit(jpeg.tobytes(), DetectParams(), routing={"chat_id": CHAT + 1})
+    photo_done = completion(redis, photo)
+    clip_done = completion(redis, video_id)
+    assert photo_done.ok and clip_done.ok
+    # The photo was answered before the clip's last span: it did not wait for the whole clip.
+    order = [f[b"job_id"].decode() for _, f in redis.xrange(keys.EVENTS_STREAM)]
+    assert order.index(photo) < order.index(video_id)
+
+
+def test_a_worker_killed_mid_clip_leaves_it_to_another_answered_once(module_redis: RedisServer,
+                                                                     redis: Redis,
+                                                                     workers: list[WorkerProcess]) -> None:
+    slow = start_worker(module_redis.url, env={"DETBOT_TEST_JOB_DELAY_MS": SLOW_SPAN_MS})
+    try:
+        for w in workers:  # only the slow worker takes the clip's spans until it is killed
+            w.proc.send_signal(signal.SIGSTOP)
+        video_id = submit(redis, clip_bytes())
+        wait_for(lambda: int(redis.hget(keys.job(video_id), "done") or 0) > 0, 60, "a finished span")
+        span = slow.wait_busy()
+        assert span.startswith(video_id)
+        slow.kill()
+    finally:
+        for w in workers:
+            w.proc.send_signal(signal.SIGCONT)
+        slow.close()
+    done = completion(redis, video_id, timeout=120)
+    assert done.ok
+    assert done.detection is not None and done.detection["counts"] == make_clip().counts()
+    assert int(redis.hget(keys.job(span), "attempts") or 0) == 1  # that span ran again, not the clip
+    assert events(redis)[video_id] == 1
+
+
+def test_a_cancelled_clip_is_answered_as_cancelled(module_redis: RedisServer, redis: Redis,
+                                                   workers: list[WorkerProcess]) -> None:
+    for w in workers:
+        w.proc.send_signal(signal.SIGSTOP)
+    try:
+        video_id = submit(redis, clip_bytes())
+        assert video.cancel(redis, video_id)
+    finally:
+        for w in workers:
+            w.proc.send_signal(signal.SIGCONT)
+    done = completion(redis, video_id)
+    assert not done.ok and done.code == video.CODE_CANCELLED
+    assert not video.cancel(redis, video_id)  # over: nothing to cancel
+
+
+def test_a_corrupt_clip_gets_an_error_answer(redis: Redis) -> None:
+    data = clip_bytes()
+    broken = data[:len(data) // 2]  # the header probes; the frames stop half-way
+    limits = VideoLimits()
+    info = probe(data, limits)
+    client = DetectionClient(redis)
+    video_id = video.submit(client, broken, plan(info, limits), limits, DetectParams(), {"chat_id": CHAT})
+    done = completion(redis, video_id)
+    # A cut-off clip is answered with what decodes (its last frame held) or, with nothing, an error.
+    assert done.ok or done.code in ("corrupt_video", "not_a_video")
+    assert json.loads(json.dumps(done.details)) == done.details
