@@ -51,6 +51,8 @@ from bot.settings import BotSettings
 from bot.status import StatusBoard
 from bot.telegram_io import describe, say
 from bot.text import MESSAGE_LIMIT, pack_lines
+from bot.video import CALLBACK_PREFIX as VIDEO_CALLBACK
+from bot.video import Videos, video_of
 from detector.names import ClassNames, load_class_names
 from detector.params import MAX_CLASSES, DetectParams
 from jobs.client import DetectionClient, consumer_name
@@ -63,7 +65,9 @@ DELIVERY_RESTART_DELAY = 2.0
 SERVICES = "detbot"
 
 PHOTO = filters.PHOTO | filters.Document.IMAGE
-OTHER_MEDIA = filters.Sticker.ALL | filters.ANIMATION | filters.VIDEO | filters.VIDEO_NOTE
+OTHER_MEDIA = filters.Sticker.ALL
+# Clips (bot/video.py): videos, animations (GIFs), round video notes, videos sent as files.
+VIDEO = filters.VIDEO | filters.ANIMATION | filters.VIDEO_NOTE | filters.Document.VIDEO
 NEW_MESSAGE = filters.UpdateType.MESSAGE
 # The updates the bot asks Telegram for (one list, whoever polls): messages; my_chat_member (the bot blocked,
 # kicked or added back: its chat's pending answers follow that); callback_query (the answers' buttons).
@@ -88,6 +92,7 @@ class Services:
     buttons: Buttons
     replica: str  # this process's name among the bot's replicas: its consumer name, its lease's value
     albums: AlbumCollector = field(default_factory=AlbumCollector)
+    videos: Videos | None = None  # clips: their intake, progress, answers' words and buttons
     # Supergroups accepted by the allow-list because the group they were is in it (see ChatStore.migrate).
     migrated_allowed: set[int] = field(default_factory=set)
     delivery_task: asyncio.Task[None] | None = None
@@ -185,6 +190,9 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
         return
     request = Request(asked_by.chat, sender_of(asked_by), photos, asked_by, params,
                       chat_settings, tr)
+    if svc.videos is not None and video_of(photos[0]) is not None:
+        await svc.videos.handle(request)
+        return
     await svc.intake.handle(request)
 
 
@@ -225,8 +233,8 @@ async def on_detect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if message is None:
         return
     target = message.reply_to_message
-    if target is None or image_of(target) is None:
-        other_media = target is not None and bool(target.sticker or target.animation or target.video)
+    if target is None or (image_of(target) is None and video_of(target) is None):
+        other_media = target is not None and bool(target.sticker)
         tr = await _tr(context, message)
         await _reply(context, message, tr.gettext(replies.SEND_A_PHOTO if other_media else replies.DETECT_NEEDS_PHOTO))
         return
@@ -238,10 +246,31 @@ async def on_detect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await _process(context, [target], message, True, args)
 
 
+async def on_video(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A video, animation or round video note: under the photos' rules (private, /detect, /auto on)."""
+    message = update.message
+    if message is None:
+        return
+    caption = message.caption or ""
+    command, _rest, other_bot = split_command(caption, context.bot.username)
+    if other_bot and command == "detect":
+        return
+    explicit = _private(message) or command == "detect" or mentions(caption, context.bot.username) \
+        or _replied_to_bot(message, context.bot)
+    await _process(context, [message], message, explicit, None)
+
+
+async def on_video_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A press under a clip's progress message (cancel) or answer (JSON)."""
+    videos = services(context).videos
+    if update.callback_query is not None and videos is not None:
+        await videos.press(context.bot, update.callback_query)
+
+
 # -- other messages -------------------------------------------------------------------------------------
 
 async def on_other_media(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Stickers, GIFs, videos: a short hint in private chats, in groups only when addressed."""
+    """Stickers: a short hint in private chats, in groups only when addressed."""
     message = update.message
     if message is None:
         return
@@ -595,6 +624,7 @@ def build_application(
                               settings.default_language),
     )
     svc.delivery.buttons = svc.buttons
+    svc.videos = svc.delivery.videos = Videos(application.bot, settings, svc.intake, redis, svc.buttons, names)
 
     async def migrated(old: int, new: int) -> None:
         await _migrated(svc, old, new)
@@ -612,6 +642,7 @@ def _add_handlers(application: Application) -> None:
     application.add_handler(TypeHandler(Update, note_chat), group=-2)
     application.add_handler(TypeHandler(Update, check_allowed), group=-1)
     application.add_handler(ChatMemberHandler(on_my_member, ChatMemberHandler.MY_CHAT_MEMBER))
+    application.add_handler(CallbackQueryHandler(on_video_button, pattern=f"^{VIDEO_CALLBACK}:"))
     application.add_handler(CallbackQueryHandler(on_button))
     application.add_handler(CommandHandler(["start", "help"], on_help, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("threshold", on_threshold, filters=NEW_MESSAGE))
@@ -620,6 +651,7 @@ def _add_handlers(application: Application) -> None:
     application.add_handler(CommandHandler("detect", on_detect, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("classes", on_classes, filters=NEW_MESSAGE))
     application.add_handler(MessageHandler(NEW_MESSAGE & PHOTO, on_image))
+    application.add_handler(MessageHandler(NEW_MESSAGE & VIDEO, on_video))
     application.add_handler(MessageHandler(NEW_MESSAGE & OTHER_MEDIA, on_other_media))
     application.add_handler(MessageHandler(NEW_MESSAGE & filters.Document.ALL, on_document))
     application.add_handler(MessageHandler(NEW_MESSAGE & filters.ChatType.PRIVATE & filters.TEXT, on_private_text))

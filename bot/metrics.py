@@ -25,6 +25,8 @@ REFUSED_REASONS = frozenset({
     "not_a_photo", "not_an_image", "usage", "unknown_class", "rate_limit_user", "rate_limit_chat", "too_big",
     "download_failed", "queue_full", "redis_unreachable", "internal", *IMAGE_REFUSALS,
     "chat_queue_full",
+    # Clips (bot/video.py): refused from Telegram's metadata or their header (detector.video's codes).
+    "video_too_long", "video_too_large", "not_a_video", "corrupt_video", "bad_video",
 })
 DELIVERY_FAILURES = frozenset({"gave_up", "uncertain", "chat_gone", "forbidden", "bad_request", "refused"})
 # Metric (family) name -> label -> its values: what tests/test_bounded_state.py checks a scrape against.
