@@ -77,6 +77,7 @@ VIDEO_NOT_A_VIDEO = N_("video.not_a_video")
 VIDEO_CORRUPT = N_("video.corrupt")
 VIDEO_NOT_YOURS = N_("video.not_yours")
 VIDEO_OVER = N_("video.over")
+VIDEO_DOWNLOAD_FAILED = N_("video.download_failed")
 _ERRORS = {
     "video_too_long": VIDEO_TOO_LONG, "video_too_large": VIDEO_TOO_LARGE, "not_a_video": VIDEO_NOT_A_VIDEO,
     "corrupt_video": VIDEO_CORRUPT, "bad_video": VIDEO_CORRUPT, clips.CODE_CANCELLED: VIDEO_CANCELLED,
@@ -265,11 +266,11 @@ class Videos:
         except BadRequest as exc:
             too_big = "too big" in str(exc).lower()
             text = tr.gettext(VIDEO_TOO_BIG, megabytes=MAX_VIDEO_BYTES // replies.BYTES_PER_MB) if too_big else \
-                tr.gettext(replies.DOWNLOAD_FAILED)
+                tr.gettext(VIDEO_DOWNLOAD_FAILED)
             await self.intake.refuse(message, "download_failed", text, detail=describe(exc))
             return None
         except TelegramError as exc:
-            await self.intake.refuse(message, "download_failed", tr.gettext(replies.DOWNLOAD_FAILED),
+            await self.intake.refuse(message, "download_failed", tr.gettext(VIDEO_DOWNLOAD_FAILED),
                                      detail=describe(exc))
             return None
         return data

@@ -171,9 +171,17 @@ def _open(data: bytes) -> Any:
         return av.open(io.BytesIO(data), mode="r", options={"probesize": str(PROBE_SIZE),
                                                             "analyzeduration": str(ANALYZE_US)})
     except av.error.InvalidDataError as exc:
+        if _looks_like_a_clip(data):  # an MP4 cut before its index, a WebM cut in its header
+            raise CorruptVideoError("The video could not be read: it may be damaged or cut off.") from exc
         raise NotAVideoError("The file is not a video detbot can read.") from exc
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise CorruptVideoError("The video could not be read: it may be damaged or cut off.") from exc
+
+
+def _looks_like_a_clip(data: bytes) -> bool:
+    """Whether the bytes start as a container detbot reads does (MP4/MOV, Matroska/WebM, GIF, AVI)."""
+    return data[4:8] == b"ftyp" or data[:4] == b"\x1a\x45\xdf\xa3" or data[:4] == b"GIF8" or \
+        (data[:4] == b"RIFF" and data[8:12] == b"AVI ")
 
 
 def _duration(container: Any, stream: Any) -> float:

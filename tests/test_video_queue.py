@@ -87,7 +87,7 @@ def test_spans_take_turns_with_photos_of_other_chats(redis: Redis, workers: list
     """While a clip is worked on, another chat's photo waits behind at most one span per worker."""
     video_id = submit(redis, clip_bytes(6.0))
     wait_for(lambda: int(redis.hget(keys.job(video_id), "done") or 0) > 0, 60, "the clip's first span")
-    ok, jpeg = cv2.imencode(".jpg", make_images(1500, 1)[0][0])
+    _, jpeg = cv2.imencode(".jpg", make_images(1500, 1)[0][0])
     photo = DetectionClient(redis).submit(jpeg.tobytes(), DetectParams(), routing={"chat_id": CHAT + 1})
     photo_done = completion(redis, photo)
     clip_done = completion(redis, video_id)
