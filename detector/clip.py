@@ -17,6 +17,7 @@ from typing import Any
 from detector import video
 from detector.draw import draw_boxes
 from detector.params import DetectParams
+from detector.render import format_confidence
 from detector.result import Box
 from detector.tracking import ID_PREFIX, TRACK_FLOOR, ClipSummary, ClipTracker, summarize
 from detector.video import SPAN_FRAMES, ClipPlan, SegmentEncoder, VideoLimits, plan
@@ -138,3 +139,29 @@ def annotate_clip(detector: Any, data: bytes, params: DetectParams, limits: Vide
     summary, answer = finish(clip, tracker, segments)
     times.encode_ms += (time.perf_counter() - t0) * 1e3
     return clip, summary, answer, times
+
+
+# Files ``detbot detect`` reads as clips (by name): the rest are images (a GIF too: its first frame).
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi"})
+
+
+def clip_report(clip: ClipPlan, summary: ClipSummary, params: DetectParams, model: str, times: StageTimes,
+                ) -> tuple[str, dict[str, Any]]:
+    """A clip's answer as ``detbot detect`` prints it: text (the summary, the busiest moment, one line per
+    track) and JSON (``tracks``, ``counts``, the clip's size, length, sampling and time per stage)."""
+    counts = summary.counts()
+    n = len(summary.tracks)
+    at = f"at confidence ≥ {format_confidence(params.threshold)}"
+    if n:
+        head = f"{n} object{'s' if n != 1 else ''} over {summary.duration:.1f} s {at}: " + \
+            ", ".join(f"{name} ×{count}" for name, count in counts.items())
+        lines = [head, f"Most at once: {summary.busiest_count} at {summary.busiest_time:.1f} s"]
+        lines += [f"{ID_PREFIX}{t.id} {t.class_name}: {t.first_seen_s:.1f}–{t.last_seen_s:.1f} s, best "
+                  f"{t.confidence:.2f}" for t in summary.tracks]
+    else:
+        lines = [f"No objects found over {summary.duration:.1f} s {at}. Try a lower threshold, e.g. 0.15."]
+    data = {**summary.to_dict(), "width": clip.info.width, "height": clip.info.height,
+            "answer_size": list(clip.size), "confidence": params.threshold,
+            "classes": list(params.classes) if params.classes else None, "model": model,
+            "timings": {**asdict(times), "total_ms": times.total_ms}}
+    return "\n".join(lines), data

@@ -117,7 +117,7 @@ class VideoLimits:
         if seconds > self.max_seconds + 0.5:  # Telegram rounds durations to whole seconds
             raise VideoTooLongError(f"The video is {seconds:.0f} s long; the limit is {self.max_seconds:.0f} s.",
                                     seconds=round(seconds), limit=round(self.max_seconds))
-        frames = self.sampled_frames(seconds, source_fps)
+        frames = self.sampled_frames(min(seconds, self.max_seconds), source_fps)
         if frames > self.max_frames:
             limit = self.max_frames / self.sample_fps
             raise VideoTooLongError(f"The video would take {frames} frames; the limit is {self.max_frames} "
@@ -283,7 +283,6 @@ def sample(data: bytes, info: ClipInfo, limits: VideoLimits, first: int, count: 
     if not wanted:
         return
     budget = int(MAX_DECODED_FPS * (limits.max_seconds + 1))
-    width, height = size
     with _open(data) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame threads: decoding keeps up with a 1080p60 clip on 2 cores
@@ -292,40 +291,76 @@ def sample(data: bytes, info: ClipInfo, limits: VideoLimits, first: int, count: 
             with contextlib.suppress(av.error.FFmpegError):
                 container.seek(start_pts + int(wanted[0] / stream.time_base), stream=stream, backward=True)
         latest: Any = None
-        decoded = 0
         index = 0
-        try:
-            for frame in container.decode(stream):
-                decoded += 1
-                if decoded > budget:
-                    raise VideoTooLongError("The video has far more frames than its length allows.",
-                                            seconds=round(info.duration), limit=round(limits.max_seconds))
-                t = _time(frame, stream, start_pts)
-                if t > limits.max_seconds + 1:
-                    raise VideoTooLongError(f"The video is longer than {limits.max_seconds:.0f} s.",
-                                            seconds=round(t), limit=round(limits.max_seconds))
-                while index < len(wanted) and t > wanted[index] + 1e-6:
-                    if latest is not None:  # the frame on screen at that time is the one before this one
-                        yield Frame(first + index, wanted[index], latest)
-                    index += 1
+        for t, frame in _decoded(container, stream, start_pts, budget, info, limits):
+            while index < len(wanted) and t > wanted[index] + 1e-6:
+                # The frame on screen at that time is the one before this one (or this one, for the first).
+                yield Frame(first + index, wanted[index], latest if latest is not None else _bgr(frame, size))
+                index += 1
+            if index >= len(wanted):
+                return
+            latest = _bgr(frame, size)
+            if abs(t - wanted[index]) <= 1e-6:
+                yield Frame(first + index, wanted[index], latest)
+                index += 1
                 if index >= len(wanted):
                     return
-                latest = frame.reformat(width=width, height=height, format="bgr24").to_ndarray()
-                if abs(t - wanted[index]) <= 1e-6:
-                    yield Frame(first + index, wanted[index], latest)
-                    index += 1
-                    if index >= len(wanted):
-                        return
-        except av.error.FFmpegError as exc:
-            if latest is None:
-                raise CorruptVideoError("The video could not be read: it may be damaged or cut off.") from exc
-            log.info("video breaks off at frame %d of its span (%s); the frames before it are kept",
-                     first + index, type(exc).__name__)
         if latest is None:
             raise CorruptVideoError("The video could not be read: no frame of it decodes.")
         while index < len(wanted):  # the clip ended (or broke off) early: its last frame stays on screen
             yield Frame(first + index, wanted[index], latest)
             index += 1
+
+
+# A clip whose packets fail to decode this many times in a row is broken off there (a damaged tail).
+MAX_BAD_PACKETS = 25
+
+
+def _flush(stream: Any) -> list[Any]:
+    """The frames the decoder still holds (its threads hold a few) once no packet is left."""
+    import av
+
+    try:
+        return list(stream.codec_context.decode(None))
+    except av.error.FFmpegError:
+        return []
+
+
+def _bgr(frame: Any, size: tuple[int, int]) -> np.ndarray:
+    return frame.reformat(width=size[0], height=size[1], format="bgr24").to_ndarray()
+
+
+def _decoded(container: Any, stream: Any, start_pts: int, budget: int, info: ClipInfo, limits: VideoLimits,
+             ) -> Iterator[tuple[float, Any]]:
+    """Every frame of the stream from where the container stands, with its time; a packet that does not
+    decode is skipped (a damaged stretch), a run of them or a broken container ends the clip there."""
+    import av
+
+    decoded = bad = 0
+    packets = container.demux(stream)
+    ended = False
+    while not ended:
+        try:
+            frames = next(packets).decode()
+            bad = 0
+        except (StopIteration, av.error.EOFError):
+            frames, ended = _flush(stream), True
+        except av.error.FFmpegError as exc:
+            bad += 1
+            if bad < MAX_BAD_PACKETS:
+                continue
+            log.info("video breaks off after %d frames (%s)", decoded, type(exc).__name__)
+            frames, ended = _flush(stream), True
+        for frame in frames:
+            decoded += 1
+            if decoded > budget:
+                raise VideoTooLongError("The video has far more frames than its length allows.",
+                                        seconds=round(info.duration), limit=round(limits.max_seconds))
+            t = _time(frame, stream, start_pts)
+            if t > limits.max_seconds + 1:
+                raise VideoTooLongError(f"The video is longer than {limits.max_seconds:.0f} s.",
+                                        seconds=round(t), limit=round(limits.max_seconds))
+            yield t, frame
 
 
 def _first_pts(stream: Any) -> int:
