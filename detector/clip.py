@@ -20,7 +20,7 @@ from detector.params import DetectParams
 from detector.render import format_confidence
 from detector.result import Box
 from detector.tracking import ID_PREFIX, TRACK_FLOOR, ClipSummary, ClipTracker, summarize
-from detector.video import SPAN_FRAMES, ClipPlan, SegmentEncoder, VideoLimits, plan
+from detector.video import SPAN_FRAMES, ClipPlan, ClipReader, SegmentEncoder, VideoLimits, plan
 
 
 @dataclass
@@ -70,11 +70,23 @@ def tracker_at(clip: ClipPlan, params: DetectParams, first: int, earlier: Sequen
     return tracker
 
 
+def reader_at(data: bytes, clip: ClipPlan, limits: VideoLimits, first: int, reader: ClipReader | None = None,
+              ) -> ClipReader:
+    """A decoder that gives frame ``first`` next: ``reader`` (kept from an earlier span) when it is not past
+    it, else a new one that seeks there."""
+    if reader is not None and reader.next <= first and reader.size == clip.size:
+        return reader
+    if reader is not None:
+        reader.close()
+    return ClipReader(data, clip.info, limits, clip.size, first)
+
+
 def run_span(detector: Any, data: bytes, clip: ClipPlan, limits: VideoLimits, first: int, count: int,
              params: DetectParams, tracker: ClipTracker, labels: Mapping[int, str] | None = None,
-             waiting: int = 0) -> SpanResult:
-    """Frames ``first`` .. ``first + count - 1``: decoded, detected, tracked (``tracker`` has tracked every
-    frame before ``first``: :func:`tracker_at`), drawn and encoded as one segment. ``detector`` is a
+             waiting: int = 0, reader: ClipReader | None = None) -> SpanResult:
+    """Frames ``first`` .. ``first + count - 1``: decoded (by ``reader``, a decoder at or before ``first``:
+    :func:`reader_at`; by a seek without one), detected, tracked (``tracker`` has tracked every frame before
+    ``first``: :func:`tracker_at`), drawn and encoded as one segment. ``detector`` is a
     :class:`detector.model.Detector` (typed loosely: this module must not import it)."""
     if tracker.frames != first:
         raise ValueError(f"span at frame {first} needs a tracker at frame {first}, not {tracker.frames}")
@@ -84,7 +96,9 @@ def run_span(detector: Any, data: bytes, clip: ClipPlan, limits: VideoLimits, fi
     images = []
     detections: list[list[Box]] = []
     started = time.perf_counter()
-    for frame in video.sample(data, clip.info, limits, first, count, clip.size):
+    frames = reader.take(first, count) if reader is not None else video.sample(data, clip.info, limits, first,
+                                                                                 count, clip.size)
+    for frame in frames:
         decoded = time.perf_counter()
         times.decode_ms += (decoded - started) * 1e3
         detections.append(list(detector.detect(frame.image, wide, waiting=waiting).boxes))
@@ -129,12 +143,16 @@ def annotate_clip(detector: Any, data: bytes, params: DetectParams, limits: Vide
     limits = limits or VideoLimits()
     clip = plan(video.probe(data, limits), limits, note)
     tracker = ClipTracker(clip.rate, params, len(clip.times))
+    reader = ClipReader(data, clip.info, limits, clip.size)
     segments = []
     times = StageTimes()
-    for first, count in clip.spans(span_frames):
-        span = run_span(detector, data, clip, limits, first, count, params, tracker, labels)
-        segments.append(span.segment)
-        times.add(span.times)
+    try:
+        for first, count in clip.spans(span_frames):
+            span = run_span(detector, data, clip, limits, first, count, params, tracker, labels, reader=reader)
+            segments.append(span.segment)
+            times.add(span.times)
+    finally:
+        reader.close()
     t0 = time.perf_counter()
     summary, answer = finish(clip, tracker, segments)
     times.encode_ms += (time.perf_counter() - t0) * 1e3

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
@@ -55,7 +55,7 @@ FORMATS = frozenset({"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm
 CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "gif", "mjpeg", "h263"})
 # x264: fast enough for a 2-core worker to encode 720p far quicker than real time; the quality (CRF) keeps
 # boxes and labels crisp; the rate cap keeps a minute under ~30 MB, far below Telegram's 50 MB.
-X264_OPTIONS = {"preset": "veryfast", "crf": "25", "maxrate": "4M", "bufsize": "8M", "profile": "high"}
+X264_OPTIONS = {"preset": "superfast", "crf": "25", "maxrate": "4M", "bufsize": "8M", "profile": "high"}
 # The answer's frames carry millisecond timestamps: any sampling rate's times are exact enough.
 TIME_BASE = Fraction(1, 1000)
 # Sampled frames per span (one queue job each): about what one large photo costs a worker (detbot bench
@@ -272,14 +272,47 @@ def sample(data: bytes, info: ClipInfo, limits: VideoLimits, first: int, count: 
     """Frames ``first`` .. ``first + count - 1`` of the clip sampled at ``limits.sample_fps``, each the
     clip's latest frame at its time, scaled to ``size`` (width, height).
 
-    Decoding starts at the key frame before the span (a seek), so any span costs about its own length.
-    Every decoded frame counts against the clip's decoding budget (``MAX_DECODED_FPS`` per second of the
-    clip's allowed length), and a clip that turns out longer than the limits, or breaks off, raises.
-    """
+    Decoding starts at the key frame before the span (a seek). Every decoded frame counts against the
+    clip's decoding budget (``MAX_DECODED_FPS`` per second of the clip's allowed length), and a clip that
+    turns out longer than the limits raises; one that breaks off holds its last frame to its end."""
+    with contextlib.closing(_sampled(data, info, limits, first, size)) as frames:
+        for _, frame in zip(range(count), frames, strict=False):
+            yield frame
+
+
+class ClipReader:
+    """A clip's decoder kept open between its spans (a worker keeps it): the next span continues where the
+    last one ended, instead of seeking back to a key frame and decoding from there again — with a phone's
+    key frames seconds apart, that was most of a span's time."""
+
+    def __init__(self, data: bytes, info: ClipInfo, limits: VideoLimits, size: tuple[int, int], first: int = 0,
+                 ) -> None:
+        self.size = size
+        self.next = first  # the sampled frame the reader gives next
+        self._frames = _sampled(data, info, limits, first, size)
+
+    def take(self, first: int, count: int) -> Iterator[Frame]:
+        """Frames ``first`` .. ``first + count - 1``; ``first`` must not be behind :attr:`next`."""
+        if first < self.next:
+            raise ValueError(f"the reader is at frame {self.next}, past {first}")
+        for frame in self._frames:
+            self.next = frame.index + 1
+            if frame.index >= first:
+                yield frame
+            if self.next >= first + count:
+                return
+
+    def close(self) -> None:
+        self._frames.close()
+
+
+def _sampled(data: bytes, info: ClipInfo, limits: VideoLimits, first: int, size: tuple[int, int],
+             ) -> Generator[Frame, None, None]:
+    """Every sampled frame from ``first`` to the clip's end (see :func:`sample`)."""
     import av
 
     rate = info.sampling(limits.sample_fps)
-    wanted = [(first + i) / rate for i in range(count)]
+    wanted = [i / rate for i in range(first, len(info.frame_times(limits.sample_fps)))]
     if not wanted:
         return
     budget = int(MAX_DECODED_FPS * (limits.max_seconds + 1))

@@ -12,13 +12,13 @@ from typing import Any
 from redis import Redis
 from rq.timeouts import JobTimeoutException
 
-from detector.clip import finish, run_span, tracker_at
+from detector.clip import finish, reader_at, run_span, tracker_at
 from detector.errors import DetectorError
 from detector.params import DetectParams
 from detector.render import boxes_to_rows, rows_to_boxes
 from detector.result import Box
 from detector.tracking import ClipTracker
-from detector.video import ClipPlan, VideoLimits
+from detector.video import ClipPlan, ClipReader, VideoLimits
 from jobs import fair, keys, store
 from jobs.client import DetectionClient
 from jobs.defaults import DELIVERED_TTL, QUEUE_NAME, RESULT_TTL
@@ -27,20 +27,33 @@ from jobs.video import CODE_CANCELLED, SPAN_DONE, parse_span_id, queue_span_reco
 
 log = logging.getLogger("detbot.worker")
 
-# Clips whose tracker a worker keeps between their spans (a span of a clip not kept replays the detections
-# of the spans before it: the same ids, a few ms per frame).
-KEPT_TRACKERS = 8
+# Clips whose tracker and decoder a worker keeps between their spans (a span of a clip not kept replays the
+# detections of the spans before it — the same ids, a few ms per frame — and seeks its decoder; a kept
+# decoder holds the clip's bytes: at most 20 MB each).
+KEPT_CLIPS = 4
 # RQ's list of a queue is this prefix and the queue's name (``Queue.key``).
 RQ_QUEUE_PREFIX = "rq:queue:"
 
 _trackers: OrderedDict[str, ClipTracker] = OrderedDict()
+_readers: OrderedDict[str, ClipReader] = OrderedDict()
 
 
-def _kept_tracker(video_id: str, tracker: ClipTracker) -> None:
+def _kept_tracker(video_id: str, tracker: ClipTracker, reader: ClipReader) -> None:
     _trackers[video_id] = tracker
     _trackers.move_to_end(video_id)
-    while len(_trackers) > KEPT_TRACKERS:
+    _readers[video_id] = reader
+    _readers.move_to_end(video_id)
+    while len(_trackers) > KEPT_CLIPS:
         _trackers.popitem(last=False)
+    while len(_readers) > KEPT_CLIPS:
+        _readers.popitem(last=False)[1].close()
+
+
+def _forget(video_id: str) -> None:
+    _trackers.pop(video_id, None)
+    reader = _readers.pop(video_id, None)
+    if reader is not None:
+        reader.close()
 
 
 def _frames_of(raw: Any) -> list[list[Box]]:
@@ -82,13 +95,14 @@ def run_span_job(job_id: str) -> Outcome:
     try:
         earlier = [frame for raw in earlier_raw for frame in _frames_of(raw)]
         tracker = tracker_at(clip, params, first, earlier, _trackers.get(video_id))
+        reader = reader_at(data, clip, limits, first, _readers.pop(video_id, None))
         span = run_span(ctx.detector, data, clip, limits, first, count, params, tracker,
-                        ctx.labels(language.decode() if language else ""), waiting=0)
+                        ctx.labels(language.decode() if language else ""), waiting=0, reader=reader)
     except DetectorError as exc:
         _complete(redis, video_id, ok=False, code=exc.code, message=str(exc), details=exc.details)
         _span_done(redis, job_id, None)
         return Outcome(OUTCOME_ERROR, exc.code)
-    _kept_tracker(video_id, tracker)
+    _kept_tracker(video_id, tracker, reader)
     pipe = redis.pipeline(transaction=True)
     pipe.hset(parts, mapping={f"det:{index}": json.dumps([boxes_to_rows(f) for f in span.detections]),
                               f"seg:{index}": span.segment})
@@ -120,7 +134,7 @@ def _answer(redis: Redis, video_id: str, job_id: str, clip: ClipPlan, tracker: C
     first = _complete(redis, video_id, ok=True, detection=detection, annotated=answer)
     redis.delete(parts)
     _span_done(redis, job_id, None)
-    _trackers.pop(video_id, None)
+    _forget(video_id)
     if not first:
         return Outcome(OUTCOME_DUPLICATE)
     return Outcome(OUTCOME_OK, boxes=len(summary.tracks), classes=tuple(t.class_name for t in summary.tracks))
