@@ -60,7 +60,7 @@ X264_OPTIONS = {"preset": "superfast", "crf": "25", "maxrate": "4M", "bufsize": 
 TIME_BASE = Fraction(1, 1000)
 # Sampled frames per span (one queue job each): about what one large photo costs a worker (detbot bench
 # --video measures both), so a clip holds other chats' photos back no more than a photo would.
-SPAN_FRAMES = 8
+SPAN_FRAMES = 4
 # A header that FFmpeg cannot read within this many bytes is not a clip (probing stops there).
 PROBE_SIZE = 2 * 1024 * 1024
 # How long FFmpeg may analyse streams when opening: bounds the work a hostile header can ask for.
