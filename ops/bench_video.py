@@ -47,7 +47,8 @@ def panning_clip(photo: np.ndarray, seconds: float, fps: float, size: tuple[int,
             cw, ch = min(w, h * width / height) * scale, min(h, w * height / width) * scale
             x0, y0 = (w - cw) * (0.5 + 0.3 * np.sin(2 * np.pi * i / frames)), (h - ch) / 2
             crop = photo[int(y0):int(y0 + ch), int(x0):int(x0 + cw)]
-            frame = av.VideoFrame.from_ndarray(cv2.resize(crop, size, interpolation=cv2.INTER_AREA), format="bgr24")
+            scaled: Any = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+            frame = av.VideoFrame.from_ndarray(scaled, format="bgr24")
             frame.pts = i
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -87,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     detector = Detector.from_settings(settings)
     detector.warmup()
     photo_path = args.photo or _default_image()
-    photo = cv2.imread(str(photo_path))
+    photo: Any = cv2.imread(str(photo_path))
+    if photo is None:
+        print(f"detbot bench video: cannot read {photo_path}", file=sys.stderr)
+        return 2
     data = panning_clip(photo, args.seconds, 30.0, (width, height))
     limits = VideoLimits(sample_fps=args.fps)
     params = DetectParams(0.25)
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             best = row
     # One span (what a worker holds at a time) against one photo (the same photo, as a JPEG).
     clip = plan(probe(data, limits), limits)
-    first, count = clip.spans()[len(clip.spans()) // 2]
+    count = clip.spans()[0][1]
     span_s = []
     for _ in range(3):
         tracker = tracker_at(clip, params, 0, [])
