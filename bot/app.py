@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -142,7 +143,7 @@ async def _tr(context: ContextTypes.DEFAULT_TYPE, message: Message) -> Catalog:
 # -- photos ---------------------------------------------------------------------------------------------
 
 async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A photo or image document: answered in private chats, in groups only when asked (or /auto on)."""
+    """A photo, image document or clip: answered in private chats, in groups only when asked (or /auto on)."""
     message = update.message
     if message is None:
         return
@@ -190,10 +191,14 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
         return
     request = Request(asked_by.chat, sender_of(asked_by), photos, asked_by, params,
                       chat_settings, tr)
-    if svc.videos is not None and video_of(photos[0]) is not None:
-        await svc.videos.handle(request)
-        return
-    await svc.intake.handle(request)
+    videos = svc.videos
+    clips = [m for m in photos if video_of(m) is not None] if videos is not None else []
+    for clip in clips:  # each clip on its own, as its own request in an album (which may mix photos and clips)
+        await videos.handle(dataclasses.replace(  # type: ignore[union-attr]
+            request, photos=[clip], asked_by=clip if len(photos) > 1 else asked_by))
+    request.photos = [m for m in photos if m not in clips]
+    if request.photos:
+        await svc.intake.handle(request)
 
 
 async def _model_params(svc: Services, args: DetectParams) -> tuple[DetectParams, list[Unknown]]:
@@ -244,20 +249,6 @@ async def on_detect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await _reply(context, message, exc.text(await _tr(context, message)))
         return
     await _process(context, [target], message, True, args)
-
-
-async def on_video(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A video, animation or round video note: under the photos' rules (private, /detect, /auto on)."""
-    message = update.message
-    if message is None:
-        return
-    caption = message.caption or ""
-    command, _rest, other_bot = split_command(caption, context.bot.username)
-    if other_bot and command == "detect":
-        return
-    explicit = _private(message) or command == "detect" or mentions(caption, context.bot.username) \
-        or _replied_to_bot(message, context.bot)
-    await _process(context, [message], message, explicit, None)
 
 
 async def on_video_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -651,7 +642,7 @@ def _add_handlers(application: Application) -> None:
     application.add_handler(CommandHandler("detect", on_detect, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("classes", on_classes, filters=NEW_MESSAGE))
     application.add_handler(MessageHandler(NEW_MESSAGE & PHOTO, on_image))
-    application.add_handler(MessageHandler(NEW_MESSAGE & VIDEO, on_video))
+    application.add_handler(MessageHandler(NEW_MESSAGE & VIDEO, on_image))  # clips follow the photos' rules
     application.add_handler(MessageHandler(NEW_MESSAGE & OTHER_MEDIA, on_other_media))
     application.add_handler(MessageHandler(NEW_MESSAGE & filters.Document.ALL, on_document))
     application.add_handler(MessageHandler(NEW_MESSAGE & filters.ChatType.PRIVATE & filters.TEXT, on_private_text))

@@ -942,7 +942,9 @@ class BotProcess:
 
 # -- helpers for the bot's tests -------------------------------------------------------------------------
 
-STATUS_PREFIX = ("⏳", "🎞")  # "queued" status messages, and a video's progress message
+STATUS_PREFIX = "⏳"
+# A video's progress message (bot/video.py): a status message too, never an answer.
+PROGRESS_PREFIX = "🎞"
 _BOX_LINE = r"^(\d+)\. (\w+) (\d\.\d\d) \[(-?\d+), (-?\d+), (-?\d+), (-?\d+)\]$"
 
 
@@ -981,7 +983,8 @@ def encode(img: Any, ext: str = ".jpg") -> bytes:
 
 def answers_to(stub: TelegramStub, chat_id: int, message_id: int) -> list[Call]:
     """The bot's answers (photos, albums, texts; not status messages) replying to one message."""
-    return [c for c in stub.answers(chat_id) if c.reply_to == message_id and not c.text.startswith(STATUS_PREFIX)]
+    return [c for c in stub.answers(chat_id)
+            if c.reply_to == message_id and not c.text.startswith((STATUS_PREFIX, PROGRESS_PREFIX))]
 
 
 def wait_answer(stub: TelegramStub, chat_id: int, message_id: int, timeout: float = 90.0) -> Call:
