@@ -137,6 +137,11 @@ class AnswerBook:
         press was applied already (handled again after its bot replica stopped half-way) or the answer expired."""
         return await self._press(answer_id, press, view=json.dumps(view.to_dict())) == SEND_FRESH
 
+    async def pressed(self, answer_id: str, press: str) -> bool:
+        """Whether the press ``press`` was applied to the answer already (it is handled again)."""
+        raw = await self.redis.hget(self._key(answer_id), "presses")
+        return bool(press) and press in json.loads(raw or b"[]")
+
     async def claim_send(self, answer_id: str, press: str, action: str, view: DetectParams, repeat: float) -> int:
         """Whether ``action`` (crops, JSON) of ``view`` goes out for this press, noted in the same step:
         SEND_FRESH (it does: now noted as sent), SEND_RECENT (the same view went out less than ``repeat``

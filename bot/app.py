@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from telegram import Bot, BotCommand, Message, Update
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
@@ -27,16 +29,17 @@ from telegram.ext import (
     filters,
 )
 
-from bot import replies
+from bot import mini_app, replies
 from bot.albums import AlbumCollector
 from bot.buttons import Buttons, answer_press, build_buttons
 from bot.chat_settings import ChatSettings, ChatStore
-from bot.classes import PublishedClasses, Unknown
+from bot.classes import PublishedClasses, Unknown, model_params
 from bot.delivery import Delivery
 from bot.i18n import LANGUAGES, Catalog, catalog, language_for
 from bot.intake import Intake, Request, image_of, sender_of, thread_of
 from bot.limits import Limits
 from bot.metrics import BotMetrics
+from bot.mini_app import MiniAppLinks, MiniAppRequest
 from bot.parsing import (
     UsageError,
     mentions,
@@ -202,27 +205,15 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
 
 
 async def _model_params(svc: Services, args: DetectParams) -> tuple[DetectParams, list[Unknown]]:
-    """The class names of ``args`` as the model writes them, checked against the names its workers
-    published (multi-word names, either language, a suggestion for a typo). Before any worker has
-    published them, or with Redis away, the names are only translated and the worker checks them."""
+    """The class names of ``args`` as the model writes them (:func:`bot.classes.model_params`); with Redis
+    away the names are only translated and the worker checks them."""
     if not (args.classes or args.class_confidence):
         return args, []
     try:
         index = await asyncio.to_thread(svc.classes.index)
     except QueueUnavailableError:
         index = None
-    if index is None:
-        return _model_names(args, svc.names), []
-    return index.params(args)
-
-
-def _model_names(args: DetectParams, names: ClassNames) -> DetectParams:
-    """A class filter written in any language (``/detect человек``), in the model's own names."""
-    if not (args.classes or args.class_confidence):
-        return args
-    classes = names.model_names(args.classes) if args.classes else None
-    per_class = tuple((names.model_name(name), value) for name, value in args.class_confidence)
-    return DetectParams(args.confidence, classes, per_class)
+    return model_params(index, args, svc.names)
 
 
 def _caption_args(photos: list[Message], username: str) -> DetectParams:
@@ -313,6 +304,36 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A press on a button under an answer (bot.buttons)."""
     if update.callback_query is not None:
         await services(context).buttons.press(context.bot, update.callback_query)
+
+
+async def on_mini_app(request: MiniAppRequest, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A Mini App's request from the web face (bot.mini_app): applied like a press, or its photo fetched;
+    the verdict goes back to the web waiting for it."""
+    svc = services(context)
+    buttons = svc.buttons
+    data = b""
+    if request.stale(time.time()):
+        log.warning("Mini App request %s on answer %s dropped: it waited %.0f s (the bot was away)",
+                    request.request_id, request.answer_id, time.time() - request.at)
+        verdict = mini_app.STALE
+    elif not _chat_allowed(svc, request.chat_id):
+        log.info("Mini App request on answer %s refused: chat %s not in DETBOT_ALLOWED_CHATS", request.answer_id,
+                 request.chat_id)
+        verdict = mini_app.NOT_YOURS
+    elif request.kind == mini_app.KIND_VIEW:
+        verdict = await buttons.apply_view(context.bot, request)
+        log.info("Mini App view on answer %s by user %s: %s", request.answer_id, request.user_id, verdict)
+    else:
+        verdict, data = await buttons.clean_photo(context.bot, request)
+    try:
+        await mini_app.give_verdict(buttons.book.redis, svc.settings.bot_id, request.request_id, verdict, data)
+    except RedisError as exc:  # the web times out and says so; the change itself is made
+        log.warning("verdict on Mini App request %s not given: %s", request.request_id, describe(exc))
+
+
+def _chat_allowed(svc: Services, chat_id: int) -> bool:
+    allowed = svc.settings.allowed_chats
+    return not allowed or chat_id in allowed or chat_id in svc.migrated_allowed
 
 
 async def on_help(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -434,7 +455,7 @@ async def check_allowed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     svc = services(context)
     allowed = svc.settings.allowed_chats
     chat = update.effective_chat
-    if not allowed or chat is None or chat.id in allowed or chat.id in svc.migrated_allowed:
+    if chat is None or _chat_allowed(svc, chat.id):
         return
     if await asyncio.to_thread(svc.chats.migrated_from, chat.id) in allowed:
         svc.migrated_allowed.add(chat.id)  # an allowed group that became a supergroup
@@ -535,6 +556,9 @@ async def _register_commands(bot: Bot, default_language: str) -> None:
 
 async def _post_init(application: Application) -> None:
     svc: Services = application.bot_data[SERVICES]
+    settings = svc.settings
+    if settings.web_public_url:  # the 🎚 button's group link names the bot: known once getMe answered
+        svc.buttons.links = MiniAppLinks(settings.web_public_url, settings.web_app_name, application.bot.username)
     await _register_commands(application.bot, svc.settings.default_language)
     svc.delivery_task = asyncio.create_task(_run_delivery(svc))
     svc.status_task = asyncio.create_task(svc.status.keep_retrying())
@@ -635,6 +659,7 @@ def _add_handlers(application: Application) -> None:
     application.add_handler(ChatMemberHandler(on_my_member, ChatMemberHandler.MY_CHAT_MEMBER))
     application.add_handler(CallbackQueryHandler(on_video_button, pattern=f"^{VIDEO_CALLBACK}:"))
     application.add_handler(CallbackQueryHandler(on_button))
+    application.add_handler(TypeHandler(MiniAppRequest, on_mini_app))
     application.add_handler(CommandHandler(["start", "help"], on_help, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("threshold", on_threshold, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("auto", on_auto, filters=NEW_MESSAGE))

@@ -26,7 +26,7 @@ import datetime as dtm
 import json
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,22 +40,25 @@ from telegram import (
     InlineKeyboardMarkup,
     InputFile,
     InputMediaPhoto,
+    WebAppInfo,
 )
 from telegram.error import BadRequest, TelegramError
 
-from bot import replies
+from bot import mini_app, replies
 from bot.albums import album_reply_to
 from bot.answers import SEND_GONE, SEND_RECENT, SEND_REPLAYED, Answer, AnswerBook, Photo, new_id, params_of
 from bot.clean_images import CleanImages
 from bot.i18n import N_, Catalog, catalog, language_for
+from bot.mini_app import MiniAppLinks, MiniAppRequest
 from bot.press_gate import AdminCache, PressLimits, bound
 from bot.telegram_io import describe, reply_to
 from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
+from detector.errors import DetectorError
 from detector.names import ClassNames
 from detector.params import DetectParams, class_key
 from detector.render import crop_order, format_confidence
 from detector.result import Box, Detection
-from jobs.render import KIND_CROPS, KIND_DRAW, RENDER_WAIT, RenderClient, RenderError
+from jobs.render import KIND_CROPS, KIND_DRAW, RENDER_WAIT, RenderClient, RenderError, room_for
 from jobs.store import Completion
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,7 @@ BUTTON_ONLY = N_("button.only")
 BUTTON_ALL = N_("button.all")
 BUTTON_CROPS = N_("button.crops")
 BUTTON_JSON = N_("button.json")
+BUTTON_MINI_APP = N_("button.mini_app")
 EXPIRED = N_("buttons.expired")
 NOT_YOURS = N_("buttons.not_yours")
 CURRENT_VALUE = N_("buttons.current_value")
@@ -105,6 +109,23 @@ FAILED = N_("buttons.failed")
 TOO_FAST = N_("buttons.too_fast")
 NOT_HERE = N_("buttons.not_here")
 ALREADY_SENT = N_("buttons.already_sent")
+
+
+# What :meth:`Buttons._change` came to.
+CHANGED_OUTCOME, KEPT_OUTCOME, GONE_OUTCOME, NOT_HERE_OUTCOME, NOT_YOURS_OUTCOME, TOO_FAST_OUTCOME, \
+    UNAVAILABLE_OUTCOME = "changed", "kept", "gone", "not_here", "not_yours", "too_fast", "unavailable"
+# A Mini App's verdict for each (a change is re-drawn first: applied, or failed).
+MINI_APP_VERDICTS = {KEPT_OUTCOME: mini_app.UNCHANGED, GONE_OUTCOME: mini_app.GONE, NOT_HERE_OUTCOME: mini_app.BAD,
+                     NOT_YOURS_OUTCOME: mini_app.NOT_YOURS, TOO_FAST_OUTCOME: mini_app.TOO_FAST,
+                     UNAVAILABLE_OUTCOME: mini_app.UNAVAILABLE}
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a press or a Mini App's apply did to an answer's view (the answer, once it was read)."""
+
+    outcome: str
+    answer: Answer | None = None
 
 
 def callback(answer_id: str, action: str) -> str:
@@ -152,6 +173,15 @@ def apply(action: str, answer: Answer) -> DetectParams | None:
     return None
 
 
+def viewable(asked: DetectParams, answer: Answer) -> DetectParams:
+    """A Mini App's view as the answer can show it: the threshold no lower than the floor its boxes were
+    kept to, the class filter only classes the answer has (nothing else could be shown)."""
+    present = {class_key(b.class_name) for p in answer.photos for b in p.boxes()}
+    classes = None if asked.classes is None else [c for c in asked.classes if c in present] or None
+    per_class = tuple((c, max(v, answer.floor)) for c, v in asked.class_confidence if c in present)
+    return DetectParams(max(asked.threshold, answer.floor), classes, per_class)
+
+
 def top_classes(dets: Sequence[Detection], photos: Sequence[Photo]) -> list[str]:
     """The classes of the "only" buttons: the most frequent in the answer; from every box kept when the
     answer shows none (so a too-high threshold still offers its classes)."""
@@ -162,7 +192,8 @@ def top_classes(dets: Sequence[Detection], photos: Sequence[Photo]) -> list[str]
     return [name for name, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:MAX_CLASS_BUTTONS]
 
 
-def keyboard(tr: Catalog, answer_id: str, answer: Answer, names: ClassNames) -> InlineKeyboardMarkup:
+def keyboard(tr: Catalog, answer_id: str, answer: Answer, names: ClassNames,
+             links: MiniAppLinks | None = None) -> InlineKeyboardMarkup:
     view, start = answer.view_params(), answer.start_params()
 
     def button(key: str, action: str, **params: object) -> InlineKeyboardButton:
@@ -186,8 +217,24 @@ def keyboard(tr: Catalog, answer_id: str, answer: Answer, names: ClassNames) -> 
         classes.append(button(BUTTON_ALL, ALL))
     if classes:
         rows.append(classes)
-    rows.append([button(BUTTON_CROPS, CROPS), button(BUTTON_JSON, JSON_DOC)])
+    last = [button(BUTTON_CROPS, CROPS), button(BUTTON_JSON, JSON_DOC)]
+    slider = mini_app_button(tr, answer_id, answer, links)
+    rows.append(last if slider is None else [*last, slider])
     return InlineKeyboardMarkup(rows)
+
+
+def mini_app_button(tr: Catalog, answer_id: str, answer: Answer, links: MiniAppLinks | None,
+                    ) -> InlineKeyboardButton | None:
+    """The 🎚 button that opens the answer in the Mini App (:class:`bot.mini_app.MiniAppLinks`): a
+    ``web_app`` button in a private chat, the registered app's direct link in a group (Telegram allows
+    ``web_app`` buttons only in private chats), none without a public URL."""
+    if links is None:
+        return None
+    text = tr.gettext(BUTTON_MINI_APP)
+    if answer.private:
+        return InlineKeyboardButton(text, web_app=WebAppInfo(links.page(answer_id)))
+    direct = links.direct(answer_id)
+    return InlineKeyboardButton(text, url=direct) if direct else None
 
 
 @dataclass
@@ -211,6 +258,8 @@ class Buttons:
         self.limits = limits or PressLimits()
         self.admins = admins or AdminCache()
         self.clean = CleanImages(renderer)
+        # The 🎚 button's links (DETBOT_WEB_PUBLIC_URL); set once the bot knows its username (post_init).
+        self.links: MiniAppLinks | None = None
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._dirty: set[str] = set()
@@ -246,7 +295,7 @@ class Buttons:
             start=params_of(dets[0]).to_dict(), top=top_classes(dets, photos), photos=photos,
         )
         answer_id = new_id()
-        return Offer(answer_id, answer, keyboard(catalog(answer.language), answer_id, answer, self.names))
+        return Offer(answer_id, answer, keyboard(catalog(answer.language), answer_id, answer, self.names, self.links))
 
     def holding(self, offer: Offer) -> asyncio.Lock:
         """The answer's lock, held by the delivery while the answer goes out: a press waits for its state."""
@@ -274,57 +323,119 @@ class Buttons:
             await answer_press(query)
             return
         answer_id, action = parsed
-        if not self.limits.allow_press(query.from_user.id):
-            await answer_press(query, self._catalog(None, query).gettext(TOO_FAST))
-            return
-        async with self._lock(answer_id):
-            try:
-                answer = await self.book.load(answer_id)
-                if answer is None and self._just_sent(query):
-                    answer = await self._arriving(answer_id)
-            except RedisError as exc:
-                await self._unavailable(query, None, answer_id, exc)
-                return
-            tr = self._catalog(answer, query)
-            if answer is None:
-                await self._expired(bot, query, tr, answer_id)
-                return
-            if not bound(answer, query):
-                log.warning("button of answer %s refused: pressed under message %s of chat %s, not under the "
-                            "answer's", answer_id, query.message.message_id if query.message else None,
-                            query.message.chat.id if query.message else None)
-                await answer_press(query, tr.gettext(NOT_HERE), show_alert=True)
-                return
-            if not await self._may_press(bot, answer, query.from_user.id):
-                log.info("button of answer %s refused: user %s neither asked nor is an admin of chat %s",
-                         answer_id, query.from_user.id, answer.chat_id)
-                await answer_press(query, tr.gettext(NOT_YOURS), show_alert=True)
-                return
-            view = apply(action, answer)
-            if view == answer.view_params():
-                view = None  # e.g. "back" when already there: nothing to re-draw
-            if view is not None and not await self._set_view(query, answer_id, view):
-                return
-        if view is not None:
-            await self._redraw_soon(bot, query, tr, answer_id)
-        elif action in SENDS:
+        change = await self._change(bot, answer_id, query.from_user.id, query.id,
+                                    lambda answer: apply(action, answer), query)
+        answer = change.answer
+        tr = self._catalog(answer, query)
+        if change.outcome == TOO_FAST_OUTCOME:
+            await answer_press(query, tr.gettext(TOO_FAST))
+        elif change.outcome == UNAVAILABLE_OUTCOME:
+            await answer_press(query, self._catalog(None, query).gettext(replies.UNAVAILABLE))
+        elif change.outcome == GONE_OUTCOME:
+            await self._expired(bot, query, tr, answer_id)
+        elif change.outcome == NOT_HERE_OUTCOME:
+            await answer_press(query, tr.gettext(NOT_HERE), show_alert=True)
+        elif change.outcome == NOT_YOURS_OUTCOME:
+            await answer_press(query, tr.gettext(NOT_YOURS), show_alert=True)
+        elif change.outcome == CHANGED_OUTCOME:
+            drawn = await self._redraw_soon(bot, answer_id)
+            await answer_press(query, None if drawn else tr.gettext(FAILED))
+        elif action in SENDS and answer is not None:
             await self._send_once(bot, query, tr, answer_id, answer, action)
-        else:
+        elif answer is not None:
             value = format_confidence(answer.view_params().threshold)
             await answer_press(query, tr.gettext(CURRENT_VALUE, value=value))
 
-    async def _set_view(self, query: CallbackQuery, answer_id: str, view: DetectParams) -> bool:
-        """The press's view into Redis, once; False when the press ends here (Redis unreachable: answered)."""
+    async def apply_view(self, bot: Bot, request: MiniAppRequest) -> str:
+        """A Mini App's "apply": the view it asks for, through the same steps as a press (the limit, the
+        asker-or-admin rule, applied once by the request's id, the coalesced re-drawing and the edit of the
+        answer in the chat); returns the verdict (:mod:`bot.mini_app`). Only the place check is a press's
+        alone: a request names its answer, and the answer's own messages are the ones edited."""
         try:
-            if not await self.book.set_view(answer_id, view, query.id):
-                # Handled again after its replica stopped half-way: re-drawn as it is, the view stays where
-                # that press put it (or the answer expired: the re-drawing finds nothing).
-                log.info("press %s on answer %s was applied before (handled again after a stop)", query.id,
-                         answer_id)
+            asked = DetectParams.from_dict(request.view)
+        except DetectorError:
+            return mini_app.BAD
+        change = await self._change(bot, request.answer_id, request.user_id, request.request_id,
+                                    lambda answer: viewable(asked, answer))
+        if change.outcome != CHANGED_OUTCOME:
+            return MINI_APP_VERDICTS[change.outcome]
+        return mini_app.APPLIED if await self._redraw_soon(bot, request.answer_id) else mini_app.FAILED
+
+    async def clean_photo(self, bot: Bot, request: MiniAppRequest) -> tuple[str, bytes]:
+        """A Mini App's photo: the answer's clean image (as the re-drawings start from it: at most
+        CLEAN_MAX_BYTES, :mod:`bot.clean_images`) for the person who may open the answer, and the verdict."""
+        try:
+            answer = await self.book.load(request.answer_id)
         except RedisError as exc:
-            await self._unavailable(query, None, answer_id, exc)
-            return False
-        return True
+            log.warning("photo of answer %s for the Mini App: Redis unreachable (%s)", request.answer_id,
+                        describe(exc))
+            return mini_app.UNAVAILABLE, b""
+        if answer is None:
+            return mini_app.GONE, b""
+        if not mini_app.may_view(answer, request.user_id):
+            return mini_app.NOT_YOURS, b""
+        photo = next((p for p in answer.photos if p.index == request.index), None)
+        if photo is None:
+            return mini_app.BAD, b""
+        try:
+            clean = await self.clean.get(bot, photo)
+            if not await room_for(self.book.redis, len(clean.data)):
+                log.warning("photo of answer %s for the Mini App refused: Redis is near its maxmemory",
+                            request.answer_id)
+                return mini_app.UNAVAILABLE, b""
+        except (RenderError, TelegramError, RedisError, OSError) as exc:
+            log.warning("photo of answer %s for the Mini App not fetched: %s", request.answer_id, describe(exc))
+            return mini_app.UNAVAILABLE, b""
+        return mini_app.SENT, clean.data
+
+    async def _change(self, bot: Bot, answer_id: str, user_id: int, press_id: str,
+                      decide: Callable[[Answer], DetectParams | None], query: CallbackQuery | None = None) -> Change:
+        """What a press or a Mini App's apply does to an answer's view, checked before it costs anything:
+        the person's limit, the answer (waited for while another replica still sends it, for a press), the
+        place (a press's: under the answer's own message), the person (the asker, or a group's admin); then
+        ``decide`` gives the new view (None: none) and it is written once, keyed by ``press_id``."""
+        if not self.limits.allow_press(user_id):
+            return Change(TOO_FAST_OUTCOME)
+        async with self._lock(answer_id):
+            try:
+                answer = await self.book.load(answer_id)
+                if answer is None and query is not None and self._just_sent(query):
+                    answer = await self._arriving(answer_id)
+            except RedisError as exc:
+                log.warning("button of answer %s: Redis unreachable (%s)", answer_id, describe(exc))
+                return Change(UNAVAILABLE_OUTCOME)
+            if answer is None:
+                return Change(GONE_OUTCOME)
+            if query is not None and not bound(answer, query):
+                log.warning("button of answer %s refused: pressed under message %s of chat %s, not under the "
+                            "answer's", answer_id, query.message.message_id if query.message else None,
+                            query.message.chat.id if query.message else None)
+                return Change(NOT_HERE_OUTCOME, answer)
+            if not await self._may_press(bot, answer, user_id):
+                log.info("%s of answer %s refused: user %s neither asked nor is an admin of chat %s",
+                         "button" if query is not None else "Mini App view", answer_id, user_id, answer.chat_id)
+                return Change(NOT_YOURS_OUTCOME, answer)
+            view = decide(answer)
+            try:
+                if view is None:
+                    return Change(KEPT_OUTCOME, answer)  # crops, JSON, the current value: no view to set
+                if view == answer.view_params():
+                    # "Back" when already there: nothing to re-draw, unless this very press set that view and
+                    # its replica stopped before the answer was re-drawn (it is handled again).
+                    if not await self.book.pressed(answer_id, press_id):
+                        return Change(KEPT_OUTCOME, answer)
+                    applied_before = True
+                else:
+                    applied_before = not await self.book.set_view(answer_id, view, press_id)
+                if applied_before:
+                    # Handled again after its replica stopped half-way: re-drawn as it is, the view stays where
+                    # that press put it (or the answer expired: the re-drawing finds nothing).
+                    log.info("press %s on answer %s was applied before (handled again after a stop)", press_id,
+                             answer_id)
+            except RedisError as exc:
+                log.warning("button of answer %s: Redis unreachable (%s)", answer_id, describe(exc))
+                return Change(UNAVAILABLE_OUTCOME, answer)
+            return Change(CHANGED_OUTCOME, answer)
 
     async def _unavailable(self, query: CallbackQuery, answer: Answer | None, answer_id: str, exc: Exception,
                            ) -> None:
@@ -379,17 +490,15 @@ class Buttons:
 
     # -- re-drawing -------------------------------------------------------------------------------------
 
-    async def _redraw_soon(self, bot: Bot, query: CallbackQuery, tr: Catalog, answer_id: str) -> None:
-        """One re-drawing per answer in flight; a press meanwhile is answered at once and makes it run once
-        more at the end. The press that starts it is answered when its first drawing is out (the button
-        shows progress meanwhile), with a short notice if that failed."""
+    async def _redraw_soon(self, bot: Bot, answer_id: str) -> bool:
+        """One re-drawing per answer in flight; a change meanwhile is told True at once and makes it run once
+        more at the end. The change that starts it waits for its first drawing: whether it went out."""
         if answer_id in self._running:
             self._dirty.add(answer_id)
-            await answer_press(query)
-            return
+            return True
         first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._running[answer_id] = asyncio.create_task(self._redraw_loop(bot, answer_id, first))
-        await answer_press(query, None if await first else tr.gettext(FAILED))
+        return await first
 
     async def _redraw_loop(self, bot: Bot, answer_id: str, first: asyncio.Future[bool]) -> None:
         try:
@@ -416,7 +525,7 @@ class Buttons:
 
     async def _redraw(self, bot: Bot, answer_id: str, answer: Answer) -> None:
         view, tr = answer.view_params(), catalog(answer.language)
-        markup = keyboard(tr, answer_id, answer, self.names)
+        markup = keyboard(tr, answer_id, answer, self.names, self.links)
         dets = [p.shown(view) for p in answer.photos]
         images = await asyncio.gather(*(self._draw(bot, p, d, answer.language) for p, d in zip(answer.photos, dets,
                                                                                                 strict=True)))

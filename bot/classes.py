@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from detector.names import lookup_key
+from detector.names import ClassNames, lookup_key
 from detector.params import DetectParams
 
 # How close a typo must be to a class name to be suggested (difflib's ratio; "dgo" ~ "dog" is 0.67).
@@ -102,3 +102,17 @@ class PublishedClasses:
             self._index = ClassIndex(names, self.aliases) if names else None
             self._read_at = self.clock()
         return self._index
+
+
+def model_params(index: ClassIndex | None, asked: DetectParams, names: ClassNames,
+                 ) -> tuple[DetectParams, list[Unknown]]:
+    """The class names of ``asked`` as the model writes them, checked against the names its workers
+    published (``index``: multi-word names, either language, a suggestion for a typo). Before any worker
+    has published them (``index`` None) the names are only translated, and the worker checks them."""
+    if not (asked.classes or asked.class_confidence):
+        return asked, []
+    if index is not None:
+        return index.params(asked)
+    classes = names.model_names(asked.classes) if asked.classes else None
+    per_class = tuple((names.model_name(name), value) for name, value in asked.class_confidence)
+    return DetectParams(asked.confidence, classes, per_class), []

@@ -6,6 +6,9 @@ no one else. Two exceptions keep what must run together together: the updates of
 side (its first photo's handler gathers the others), and so do button presses (they coalesce on their
 answer, and re-drawing one must not hold the next press back); a message after presses still waits for them.
 
+The Mini App's requests in the inbox (:mod:`bot.mini_app`) run the same way, as presses of their answer's
+chat: PTB hands them to their own handler (a custom update type).
+
 An entry leaves the inbox once its handler finished; an album's entries all together, once its last
 handler is done (the first answers the whole album), so a stop half-way replays the album, never a part.
 Updates the poller could not put into Redis (Redis away) run the same way, without an entry.
@@ -24,6 +27,7 @@ from telegram.ext import Application
 
 from bot.inbox import MAX_REPLAYS, Entry, Inbox
 from bot.lease import REDIS_ERRORS
+from bot.mini_app import MiniAppRequest
 from bot.telegram_io import describe
 
 log = logging.getLogger(__name__)
@@ -42,14 +46,21 @@ IN_FLIGHT_LIMIT = 5000
 MESSAGE, PRESS = "message", "press"
 
 
-def _chat_key(update: Update) -> int:
+# What the handlers take: Telegram's updates and the Mini App's requests.
+Work = Update | MiniAppRequest
+
+
+def _chat_key(update: Work) -> int:
+    if isinstance(update, MiniAppRequest):
+        return update.chat_id
     chat = update.effective_chat
     return chat.id if chat is not None else 0
 
 
-def _kind(update: Update) -> str:
-    """``press``, ``album:<id>`` or ``message``: updates of one kind other than ``message`` may run side by side."""
-    if update.callback_query is not None:
+def _kind(update: Work) -> str:
+    """``press``, ``album:<id>`` or ``message``: updates of one kind other than ``message`` may run side by side
+    (a Mini App's request is a press on its answer)."""
+    if isinstance(update, MiniAppRequest) or update.callback_query is not None:
         return PRESS
     message = update.message
     if message is not None and message.media_group_id:
@@ -57,9 +68,15 @@ def _kind(update: Update) -> str:
     return MESSAGE
 
 
+def _name(update: Work) -> str:
+    if isinstance(update, MiniAppRequest):
+        return f"mini-app-{update.request_id}"
+    return f"update-{update.update_id}"
+
+
 @dataclass
 class _Item:
-    update: Update
+    update: Work
     entry: Entry | None  # None: not in the inbox (Redis was away)
     kind: str
 
@@ -147,7 +164,8 @@ class Dispatcher:
         if entry.entry_id in self._in_flight:
             return
         try:
-            update = Update.de_json(entry.raw, self.application.bot)
+            update: Work = MiniAppRequest.from_dict(entry.raw) if entry.request else \
+                Update.de_json(entry.raw, self.application.bot)
         except Exception as exc:  # a stored entry this version cannot read: never a crash loop
             log.error("update %s dropped: cannot read it back (%s)", entry.update_id, describe(exc))
             self.application.create_task(self._remove([entry.entry_id]))
@@ -155,7 +173,7 @@ class Dispatcher:
         self._in_flight.add(entry.entry_id)
         self.submit(update, entry)
 
-    def submit(self, update: Update, entry: Entry | None = None) -> None:
+    def submit(self, update: Work, entry: Entry | None = None) -> None:
         """Queue ``update`` behind its chat's earlier ones; it starts as soon as its chat allows."""
         chat = self._chats.setdefault(_chat_key(update), _Chat())
         chat.waiting.append(_Item(update, entry, _kind(update)))
@@ -169,7 +187,7 @@ class Dispatcher:
         while chat.waiting and chat.may_start(chat.waiting[0].kind):
             item = chat.waiting.popleft()
             chat.running[item.kind] = chat.running.get(item.kind, 0) + 1
-            task = asyncio.create_task(self._handle(chat_id, item), name=f"update-{item.update.update_id}")
+            task = asyncio.create_task(self._handle(chat_id, item), name=_name(item.update))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if not chat.waiting and not chat.running:

@@ -9,6 +9,10 @@ the inbox's replay belongs to one replica at a time.
 
 An update id is let in once (a sorted set of the latest ``SEEN_LIMIT`` ids): Telegram sends an update
 again when it did not see the webhook's 200, and two pollers racing at a handover would add it twice.
+
+Beside Telegram's updates the inbox takes the Mini App's requests (:mod:`bot.mini_app`), which the web face
+adds (:meth:`Inbox.add_request`): a request to change an answer is handled like a press on its buttons, with
+the same promises — in Redis before the web answers, one replica at a time, taken over when it dies.
 """
 
 from __future__ import annotations
@@ -60,14 +64,28 @@ return added
 """.replace("SEEN_LIMIT", str(SEEN_LIMIT))
 
 
+# KEYS: inbox; ARGV: the limit, the request's JSON. Adds a Mini App request unless the inbox is full (0).
+_ADD_REQUEST = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[1], '*', 'request', ARGV[2])
+return 1
+"""
+
+
+class InboxFull(Exception):
+    """The inbox holds INBOX_LIMIT entries: the bot's handlers fell behind; try again later."""
+
+
 @dataclass(frozen=True)
 class Entry:
-    """An update in the inbox: its stream entry id, the raw update, and how often a replica took it."""
+    """An entry of the inbox: its stream entry id, the raw update (or, for a Mini App request, the request:
+    ``update_id`` 0), and how often a replica took it."""
 
     entry_id: str
     update_id: int
     raw: dict[str, Any]
     deliveries: int = 1
+    request: bool = False
 
     @property
     def replays(self) -> int:
@@ -81,6 +99,8 @@ def _text(value: Any) -> str:
 
 def _entry(entry_id: Any, fields: dict[Any, Any], deliveries: int = 1) -> Entry | None:
     try:
+        if b"request" in fields:
+            return Entry(_text(entry_id), 0, json.loads(fields[b"request"]), deliveries, request=True)
         raw = json.loads(fields[b"update"])
         return Entry(_text(entry_id), int(fields[b"id"]), raw, deliveries)
     except (KeyError, ValueError, TypeError):
@@ -108,6 +128,11 @@ class Inbox:
         script_keys = [self.key, keys.inbox_seen(self.bot_id), keys.inbox_offset(self.bot_id),
                        keys.lease(self.bot_id)]
         return int(await self.redis.eval(_ADD, len(script_keys), *script_keys, *args))
+
+    async def add_request(self, request: dict[str, Any]) -> None:
+        """A Mini App's request, for whichever replica holds the lease; raises InboxFull."""
+        if not int(await self.redis.eval(_ADD_REQUEST, 1, self.key, INBOX_LIMIT, json.dumps(request))):
+            raise InboxFull(f"the inbox holds {INBOX_LIMIT} entries")
 
     async def offset(self) -> int | None:
         raw = await self.redis.get(keys.inbox_offset(self.bot_id))

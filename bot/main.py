@@ -30,7 +30,7 @@ from bot.settings import BotSettings
 from bot.telegram_io import describe
 from detector.names import ClassNamesError, load_class_names
 from jobs.client import MIN_REDIS, redis_version_ok
-from jobs.settings import env_names
+from jobs.settings import settings_problems
 from jobs.shutdown import end_process
 
 log = logging.getLogger("bot")
@@ -58,14 +58,8 @@ def _old_redis(redis: Redis) -> str | None:
 
 
 def _settings_error(exc: ValidationError) -> str:
-    """One line naming each wrong variable as a person sets it (pydantic reports a field or its alias)."""
-    names = env_names(BotSettings)
-    problems = []
-    for err in exc.errors():
-        loc = str(err["loc"][0]) if err["loc"] else ""
-        env = names.get(loc, loc.upper() or "settings")
-        problems.append(f"{env}: {'not set' if err['type'] == 'missing' else err['msg']}")
-    return "detbot bot: invalid settings: " + "; ".join(problems)
+    """One line naming each wrong variable as a person sets it."""
+    return "detbot bot: invalid settings: " + settings_problems(BotSettings, exc)
 
 
 async def run(application: Application, settings: BotSettings) -> None:

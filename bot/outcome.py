@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from bot import replies
 from bot.i18n import ENGLISH, Catalog, catalog
 from bot.telegram_io import describe
-from detector.errors import UnknownClassError
 from detector.names import ClassNames
 from detector.result import Detection
 from jobs.store import Completion
@@ -48,9 +47,4 @@ class Wording:
 
     def error_text(self, c: Completion) -> str:
         """The friendly sentence for a failed job; the worker's own words never reach the person."""
-        tr = self.catalog(c)
-        unknown, known = c.details.get("unknown"), c.details.get("known")
-        if c.code == UnknownClassError.code and isinstance(unknown, list) and isinstance(known, list):
-            return replies.unknown_class(tr, [self.names.display(None, str(n), tr.language) for n in unknown],
-                                         [self.names.display(None, str(n), tr.language) for n in known])
-        return replies.error_reply(tr, c.code or "internal_error")
+        return replies.completion_error(self.catalog(c), c.code, c.details, self.names)

@@ -98,6 +98,16 @@ def unknown_class(tr: Catalog, unknown: Iterable[str], known: Iterable[str]) -> 
     return tr.gettext("error.unknown_class_list", unknown=", ".join(unknown), known=", ".join(sorted(known)))
 
 
+def completion_error(tr: Catalog, code: str, details: dict[str, object], names: ClassNames) -> str:
+    """The friendly sentence for a failed job (its code and particulars); the worker's own words never
+    reach the person. Class names are said in ``tr``'s language."""
+    unknown, known = details.get("unknown"), details.get("known")
+    if code == UnknownClassError.code and isinstance(unknown, list) and isinstance(known, list):
+        return unknown_class(tr, [names.display(None, str(n), tr.language) for n in unknown],
+                             [names.display(None, str(n), tr.language) for n in known])
+    return error_reply(tr, code or store.CODE_INTERNAL)
+
+
 def no_such_class(tr: Catalog, name: str, suggestions: Iterable[str], names: ClassNames) -> str:
     """A filter named a class the model does not have (checked at intake): the closest one, if any."""
     shown = [names.display(None, s, tr.language) for s in suggestions]

@@ -6,7 +6,7 @@ import re
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.i18n import ENGLISH, LANGUAGES
@@ -33,6 +33,8 @@ DEFAULT_WEBHOOK_LISTEN = "0.0.0.0:8443"
 # these characters, up to 256 of them.
 WEBHOOK_SECRET_MIN = 16
 WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")
+# A Mini App's short name as @BotFather takes it (the path of its t.me link).
+MINI_APP_NAME = re.compile(r"[A-Za-z0-9_]{3,30}")
 # A token is "<bot id>:<secret>"; the id names the bot's keys in Redis (never the token itself).
 TOKEN_SHAPE = re.compile(r"(\d+):\S+")
 # The chat action covers an answer's first 5 s; a status message only for a photo still waiting after that
@@ -77,8 +79,9 @@ class TelegramSettings(BaseSettings):
         return f"{self.telegram_api_base_url.rstrip('/')}/file/bot"
 
 
-class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassNamesSettings):
-    """Everything ``detbot bot`` can be configured with; see docs/bot.md for the table."""
+class FrontEndSettings(BaseSettings):
+    """What every front end that takes photos for the queue shares (the bot, the web face): the default
+    threshold and language, the queue's room, how long an answer can be adjusted. Telegram-free."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True,
                                       hide_input_in_errors=True)  # a token or a secret never in an error
@@ -86,22 +89,78 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassName
     default_confidence: float = Field(
         DEFAULT_CONFIDENCE, gt=0, le=1, description="Threshold when neither caption nor chat sets one."
     )
+    max_queued_jobs: int = Field(MAX_QUEUED_JOBS, ge=0, description="Jobs waiting beyond this get 'busy'.")
+    answer_ttl: int = Field(
+        DEFAULT_ANSWER_TTL, ge=1, description="Seconds the buttons under an answer work (a later press says so), "
+        "and a web result stays readable.",
+    )
+    default_language: str = Field(
+        ENGLISH, description="Language for people whose Telegram (or browser) language detbot does not speak: en "
+        "or ru."
+    )
+
+    @field_validator("default_language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in LANGUAGES:
+            raise ValueError(f"must be one of {', '.join(LANGUAGES)}")
+        return value
+
+
+class MiniAppSettings(BaseSettings):
+    """Where the bot's Telegram Mini App lives (the web face's page): read by the bot, which puts its 🎚
+    button under answers, and by the web, which serves it. Telegram-free."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
+
+    web_public_url: str | None = Field(
+        None, description="Public HTTPS URL of the web page (behind its TLS proxy); set: answers get a 🎚 button "
+        "that opens it as a Telegram Mini App on that answer.",
+    )
+    web_app_name: str | None = Field(
+        None, description="Short name of the Mini App registered with @BotFather (/newapp, its URL "
+        "DETBOT_WEB_PUBLIC_URL): group answers get the 🎚 button as its t.me link (Telegram opens web_app "
+        "buttons only in private chats); unset: only private answers get the button.",
+    )
+
+    @field_validator("web_public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be the page's public https:// URL (Telegram opens Mini Apps over HTTPS only), "
+                             "e.g. https://detbot.example.com/")
+        return value.strip().rstrip("/") + "/"
+
+    @field_validator("web_app_name")
+    @classmethod
+    def _app_name(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        if not MINI_APP_NAME.fullmatch(value.strip()):
+            raise ValueError("must be the Mini App's short name from @BotFather: 3-30 of A-Z a-z 0-9 _")
+        return value.strip()
+
+
+class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassNamesSettings, FrontEndSettings,
+                  MiniAppSettings):
+    """Everything ``detbot bot`` can be configured with; see docs/bot.md for the table."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True,
+                                      hide_input_in_errors=True)  # a token or a secret never in an error
+
     rate_limit_user: int = Field(DEFAULT_USER_RATE, ge=0, description="Photos per user per minute; 0: no limit.")
     rate_limit_chat: int = Field(DEFAULT_CHAT_RATE, ge=0, description="Photos per chat per minute; 0: no limit.")
     allowed_chats: Annotated[frozenset[int], NoDecode] = Field(
         frozenset(), description="Comma-separated chat ids; empty: every chat may use the bot."
     )
-    max_queued_jobs: int = Field(MAX_QUEUED_JOBS, ge=0, description="Jobs waiting beyond this get 'busy'.")
     bot_metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Port of /metrics and /healthz on 127.0.0.1; unset: off."
     )
     bot_metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint listens on.")
-    answer_ttl: int = Field(
-        DEFAULT_ANSWER_TTL, ge=1, description="Seconds the buttons under an answer work; a later press says so.",
-    )
-    default_language: str = Field(
-        ENGLISH, description="Language for people whose Telegram language the bot does not speak: en or ru."
-    )
     max_video_seconds: float = Field(
         DEFAULT_MAX_SECONDS, gt=0, le=600, description="Longest video, animation or video note accepted, seconds.",
     )
@@ -163,13 +222,6 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassName
         """The path of DETBOT_WEBHOOK_URL: a proxy passes requests on with it unchanged."""
         return urlsplit(self.webhook_url or "").path or "/"
 
-    @field_validator("default_language")
-    @classmethod
-    def _known_language(cls, value: str) -> str:
-        value = value.strip().lower()
-        if value not in LANGUAGES:
-            raise ValueError(f"must be one of {', '.join(LANGUAGES)}")
-        return value
     test_status_check_ms: int = Field(
         60_000, ge=1, description="FOR TESTS ONLY: how often the bot retries status-message deletions Telegram "
         "missed and looks for queued photos whose job Redis lost, so a test sees it quickly.",
@@ -202,9 +254,24 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassName
         return value
 
 
-def listen_address(value: str) -> tuple[str, int]:
-    """``host:port`` (``[::]:8443`` for IPv6) as a host and a port; ValueError for anything else."""
+def listen_address(value: str, default_host: str | None = "0.0.0.0", example: str = "0.0.0.0:8443",
+                   ) -> tuple[str, int]:
+    """``host:port`` (``[::]:8443`` for IPv6) as a host and a port (0: any free one); ``default_host`` for
+    ``:port`` (None: a host is required); ValueError for anything else, naming ``example``."""
     host, sep, port = value.strip().rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("must be host:port, e.g. 0.0.0.0:8443")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    host = host.removeprefix("[").removesuffix("]") or (default_host or "")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value.strip()!r} is not host:port (e.g. {example})")
+    return host, int(port)
+
+
+def telegram_if_set() -> TelegramSettings | None:
+    """The bot's Telegram settings when TELEGRAM_BOT_TOKEN is set and not empty, else None (the doctor,
+    ``detbot run --no-bot`` and the web face work without a token)."""
+    try:
+        settings = TelegramSettings()
+    except ValidationError as exc:
+        if all(err["type"] == "missing" for err in exc.errors()):
+            return None
+        raise
+    return settings if settings.telegram_bot_token.get_secret_value() else None

@@ -141,11 +141,13 @@ class DetectionClient:
         per_chat: int = fair.MAX_IN_FLIGHT_PER_CHAT,
         chat_limit: int | None = None,
         bot_id: int | None = None,
+        events: str | None = None,
     ) -> None:
         """``per_chat``: jobs of one chat in RQ's list at once; its other photos are held (``jobs.fair``).
         ``chat_limit``: photos one chat may have waiting at once (default: ``fair.chat_limit(max_queued)``).
         ``bot_id``: the bot whose jobs these are: their completions go to the bot's own stream, which no other
-        bot on the queue reads (None: the queue's stream, for a bench or a tool)."""
+        bot on the queue reads (None: the queue's stream, for a bench or a tool). ``events``: another stream
+        for them, which no bot reads (the web face's, :func:`jobs.keys.web_events`)."""
         self.redis = redis
         self.queue = make_queue(redis, queue_name)
         self.max_queued = max_queued
@@ -156,11 +158,11 @@ class DetectionClient:
         self.bot_id = bot_id
         # Every group sees every completion: only the bot's group may deliver to chats (a bench uses its own).
         self.group = group
-        # The completion stream of this bot's jobs on this queue: other queues and other bots never see them.
-        self.events = keys.events(queue_name, bot_id)
+        # The completion stream of this client's jobs on this queue: other queues and other bots never see them.
+        self.events = events or keys.events(queue_name, bot_id)
         # Read too: the queue's stream of before bots had namespaces, where jobs queued by an older bot (an
         # upgrade, a rolling restart) complete; it empties once they are answered.
-        self.streams = [self.events] + ([keys.events(queue_name)] if bot_id is not None else [])
+        self.streams = [self.events] + ([keys.events(queue_name)] if bot_id is not None and events is None else [])
         self._group_ready = False
 
     def submit(self, image: bytes, params: DetectParams, *, routing: dict[str, Any] | None = None,

@@ -148,6 +148,11 @@ def migrated(bot_id: int, chat_id: int) -> str:
     return f"{_bot(bot_id)}:migrated:{chat_id}"
 
 
+def mini_app_reply(bot_id: int, request_id: str) -> str:
+    """List the bot pushes its verdict on a Mini App request onto (``bot.mini_app``); the web waits on it."""
+    return f"{_bot(bot_id)}:reply:{request_id}"
+
+
 def album(bot_id: int, album_id: str) -> str:
     """Hash of an album's results read so far by any replica (``bot.assembly``): which one answers it."""
     return f"{_bot(bot_id)}:album:{album_id}"
@@ -229,6 +234,20 @@ def video_answer(bot_id: int, video_id: str) -> str:
     return f"{_bot(bot_id)}:video:{video_id}"
 
 
+# -- the web face (web/) ---------------------------------------------------------------------------------
+
+def web_events(queue_name: str) -> str:
+    """The completion stream of the web face's jobs on one queue: the bot never reads it, so a web job is
+    never delivered to a chat; its result stays in the job's record, which the web reads. The web only
+    listens to it to answer a waiting request at once, and trims it to the last minutes."""
+    return f"{KEY_PREFIX}:web:events:{queue_name}"
+
+
+def web_once(owner: str, token: str) -> str:
+    """A web submit's ``Idempotency-Key`` (per API key): a retried request gets the first one's job."""
+    return f"{KEY_PREFIX}:web:once:{owner}:{token}"
+
+
 # -- every key's lifetime --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -248,9 +267,10 @@ class Lifetime:
 # checks the two are the same) and tests/test_bounded_state.py checks a Redis after a realistic run
 # against it: a key matching no row, or one that should expire and does not, fails it.
 LIFETIMES: tuple[Lifetime, ...] = (
-    Lifetime(job("*"), True, "`RESULT_TTL` (24 h) from submit; `DELIVERED_TTL` (10 min) once answered"),
+    Lifetime(job("*"), True, "`RESULT_TTL` (24 h) from submit; `DELIVERED_TTL` (10 min) once answered; a web "
+                             "job's `DETBOT_ANSWER_TTL` from its end"),
     Lifetime(image("*"), True, "`IMAGE_TTL` (1 h); deleted when the job completes"),
-    Lifetime(annotated("*"), True, "`RESULT_TTL`; deleted once answered"),
+    Lifetime(annotated("*"), True, "`RESULT_TTL`; deleted once answered; a web job's `DETBOT_ANSWER_TTL`"),
     Lifetime(alive("*"), True, "`LIVENESS_TTL` (10 s), renewed by the worker's heartbeat"),
     Lifetime(reaper_lock("*"), True, "`REAP_INTERVAL` (5 s)"),
     Lifetime(orphan("*", "*"), True, "`ORPHAN_MARK_TTL` (20 s)"),
@@ -259,15 +279,19 @@ LIFETIMES: tuple[Lifetime, ...] = (
     Lifetime(f"{KEY_PREFIX}:events*", False,
              "one stream per queue (jobs queued before bots had namespaces, and benches); answered events deleted, "
              "at most `EVENTS_MAXLEN` (10,000) entries"),
+    Lifetime(web_events("*"), False, "one stream per queue the web face submits to; trimmed by the web to the "
+                                      "last `web.jobs.EVENTS_KEPT` (10 min), at most `EVENTS_MAXLEN` entries"),
+    Lifetime(web_once("*", "*"), True, "`ONCE_TTL` (24 h)"),
     Lifetime(f"{BOTS}:events:*", False,
              "one stream per bot and queue; answered events deleted, at most `EVENTS_MAXLEN` (10,000) entries"),
     Lifetime(f"{BOTS}:handled:*", True, "`HANDLED_TTL` (24 h): Telegram re-sends updates for less"),
     Lifetime(f"{BOTS}:status:*", True, "`STATUS_TTL` (= `RESULT_TTL`); deleted with its status message"),
     Lifetime(f"{BOTS}:answer:*", True, "`DETBOT_ANSWER_TTL` (24 h) from the answer: its buttons work that long"),
     Lifetime(f"{BOTS}:album:*", True, "`bot.assembly.ALBUM_TTL` (24 h) from its latest result"),
+    Lifetime(f"{BOTS}:reply:*", True, "`bot.mini_app.REPLY_TTL` (60 s); deleted when the web reads it"),
     Lifetime(f"{BOTS}:inbox", False,
-             "one stream per bot; at most `bot.inbox.INBOX_LIMIT` (5,000) updates, each deleted when its handler "
-             "finished"),
+             "one stream per bot; at most `bot.inbox.INBOX_LIMIT` (5,000) updates and Mini App requests, each "
+             "deleted when its handler finished"),
     Lifetime(f"{BOTS}:seen", False, "one sorted set per bot: the last `bot.inbox.SEEN_LIMIT` (10,000) update ids"),
     Lifetime(f"{BOTS}:offset", False, "one integer per bot"),
     Lifetime(f"{BOTS}:lease", True, "`bot.lease.LEASE_TTL` (6 s), renewed by the replica that holds it"),

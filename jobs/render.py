@@ -82,6 +82,14 @@ class RenderError(Exception):
         self.code = code
 
 
+async def room_for(redis: AsyncRedis, size: int) -> bool:
+    """Whether ``size`` more bytes of image fit the photos' share of Redis's maxmemory (the memory guard of
+    every submit, ``jobs.client.photo_memory_left``)."""
+    info: Any = await redis.info("memory")
+    room = photo_memory_left(info)
+    return room is None or size <= room
+
+
 class RenderClient:
     """The bot's side: one request, one wait (awaited, never in a thread), the images back."""
 
@@ -93,9 +101,7 @@ class RenderClient:
     async def render(self, kind: str, image: bytes, boxes: Sequence[Box], language: str) -> list[bytes]:
         """The images a worker drew (one for ``draw`` and ``clean``, one per box for ``crops``); raises
         RenderError (``timeout``, ``redis_full``, the worker's code) or a RedisError."""
-        info: Any = await self.redis.info("memory")
-        room = photo_memory_left(info)
-        if room is not None and len(image) > room:
+        if not await room_for(self.redis, len(image)):
             raise RenderError(REFUSED_MEMORY)
         render_id = uuid.uuid4().hex
         spec = json.dumps({"kind": kind, "boxes": boxes_to_rows(list(boxes)), "language": language})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.settings import DetectorSettings
@@ -125,3 +125,15 @@ def with_password(url: str, password: str) -> str:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     netloc = f"{user}:{quote(password, safe='')}@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def settings_problems(cls: type[BaseSettings], exc: ValidationError) -> str:
+    """What is wrong, naming each variable as a person sets it (pydantic reports a field or its alias):
+    ``DETBOT_X: not set; DETBOT_Y: <why>``, for a process's one line at start."""
+    names = env_names(cls)
+    problems = []
+    for err in exc.errors():
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        env = names.get(loc, loc.upper() or "settings")
+        problems.append(f"{env}: {'not set' if err['type'] == 'missing' else err['msg']}")
+    return "; ".join(problems)

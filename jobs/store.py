@@ -162,12 +162,17 @@ def incr_attempts(redis: Redis, job_id: str) -> int:
     return int(redis.hincrby(keys.job(job_id), "attempts", 1))
 
 
-def read_completion(redis: Redis, job_id: str, event_id: str = "", stream: str = "") -> Completion | None:
-    """The stored outcome of a job, or None if its record expired or it has not completed."""
+def read_completion(redis: Redis, job_id: str, event_id: str = "", stream: str = "", *,
+                    image: bool = True) -> Completion | None:
+    """The stored outcome of a job, or None if its record expired or it has not completed. ``stream``: the
+    one its event came on. ``image=False`` leaves the annotated JPEG in Redis (``annotated`` is None): the web
+    reads results more often than images."""
     pipe = redis.pipeline(transaction=False)  # one round trip: the bot reads every completion this way
     pipe.hgetall(keys.job(job_id))
-    pipe.get(keys.annotated(job_id))
-    data, annotated = pipe.execute()
+    if image:
+        pipe.get(keys.annotated(job_id))
+    data, *found = pipe.execute()
+    annotated = found[0] if found else None
     status = data.get(b"status", b"").decode()
     if status not in (STATUS_OK, STATUS_ERROR):
         return None

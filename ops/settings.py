@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.settings import BotSettings, TelegramSettings
+from bot.settings import BotSettings
+from bot.settings import telegram_if_set as telegram_if_set  # re-exported: the tools read it here
 from detector.settings import DetectorSettings
 from jobs.settings import ENV_PREFIX, QueueSettings, WorkerMetricsSettings, WorkerSettings
+from web.settings import WebSettings
 
 # The embedded Redis's port when none is set: the port workers and bots use by default, so a
 # `detbot worker` started by hand on this machine finds it without any setting.
@@ -46,16 +48,5 @@ class RunSettings(QueueSettings, WorkerMetricsSettings):
 
 
 # Every settings class of a detbot process: together they read every environment variable detbot knows.
-ALL_SETTINGS: tuple[type[BaseSettings], ...] = (DetectorSettings, WorkerSettings, BotSettings, RunSettings)
-
-
-def telegram_if_set() -> TelegramSettings | None:
-    """The bot's Telegram settings when TELEGRAM_BOT_TOKEN is set and not empty, else None (the doctor and
-    ``detbot run --no-bot`` work without a token)."""
-    try:
-        settings = TelegramSettings()
-    except ValidationError as exc:
-        if all(err["type"] == "missing" for err in exc.errors()):
-            return None
-        raise
-    return settings if settings.telegram_bot_token.get_secret_value() else None
+ALL_SETTINGS: tuple[type[BaseSettings], ...] = (DetectorSettings, WorkerSettings, BotSettings, RunSettings,
+                                                WebSettings)

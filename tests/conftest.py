@@ -115,6 +115,8 @@ def detbot_env(**extra: str) -> dict[str, str]:
     env.update({
         "DETBOT_MODEL": str(MODEL_PATH), "DETBOT_EXPORT_DIR": str(TEST_EXPORT_DIR),
         "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+        # `detbot run` starts `detbot web`: on any free port, so test runs never fight over 8080.
+        "DETBOT_WEB_LISTEN": "127.0.0.1:0",
     })
     env.update(extra)
     return env

@@ -618,8 +618,27 @@ class TelegramStub:
                 self._cond.wait(remaining)
             return list(self._updates[:limit])
 
+    @staticmethod
+    def _check_markup(params: dict[str, Any]) -> None:
+        """Telegram's rules for inline buttons the bot relies on: a ``web_app`` button only in a private chat
+        (a group's gets BUTTON_TYPE_INVALID) and only with an HTTPS URL; a ``url`` button with a URL."""
+        markup = params.get("reply_markup")
+        rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+        for button in (b for row in rows or [] for b in row):
+            web_app = button.get("web_app")
+            if web_app is not None:
+                if int(params.get("chat_id") or 0) < 0:
+                    raise _ApiError(400, "Bad Request: BUTTON_TYPE_INVALID")
+                if not str(web_app.get("url", "")).startswith("https://"):
+                    raise _ApiError(400, "Bad Request: inline keyboard button Web App URL is invalid: Only HTTPS "
+                                         "links are allowed")
+            if "url" in button and not str(button["url"]).startswith(("https://", "http://", "tg://")):
+                raise _ApiError(400, "Bad Request: inline keyboard button URL is invalid")
+
     def _dispatch(self, method: str, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         chat_id = params.get("chat_id")
+        if method.startswith(("send", "edit")):
+            self._check_markup(params)
         reply = params.get("reply_parameters")
         common: dict[str, Any] = {}
         replied = (chat_id, reply.get("message_id")) if isinstance(reply, dict) else None

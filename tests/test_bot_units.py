@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import datetime, timezone
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from telegram import Chat, Message, User
 
-from bot import logs, replies
+from bot import logs, mini_app, replies
 from bot.albums import (
     AlbumCollector,
     AssembledAlbum,
@@ -19,11 +20,14 @@ from bot.albums import (
     album_reply_to,
     queued_album,
 )
-from bot.app import _model_names
+from bot.answers import Answer, Photo
+from bot.buttons import keyboard, viewable
+from bot.classes import model_params
 from bot.i18n import ENGLISH, RUSSIAN, catalog
 from bot.intake import sender_of
 from bot.limits import Limits, RateLimiter
 from bot.logs import REDACTED, RedactFilter
+from bot.mini_app import MiniAppLinks, MiniAppRequest
 from bot.outcome import Wording
 from bot.parsing import (
     UsageError,
@@ -34,11 +38,11 @@ from bot.parsing import (
     parse_detect_args,
     parse_threshold,
 )
-from bot.settings import BotSettings
+from bot.settings import BotSettings, MiniAppSettings
 from bot.text import CAPTION_LIMIT, MESSAGE_LIMIT, pack_lines, split_caption, utf16_len
 from detector.names import ClassNames, parse_class_names
 from detector.params import DetectParams
-from detector.render import format_confidence
+from detector.render import boxes_to_rows, format_confidence
 from detector.result import Box, Detection
 from jobs.store import Completion
 
@@ -420,10 +424,11 @@ def test_class_index_suggests_the_closest_name_for_a_typo() -> None:
 def test_filters_in_russian_become_the_models_names() -> None:
     names = parse_class_names({"ru": {"circle": "круг"}})
     asked = parse_detect_args("Круг, собака 0.3")
-    assert _model_names(asked, names) == DetectParams(0.3, ("circle", "dog"))
+    # Before any worker published the model's names (no index), the names are only translated.
+    assert model_params(None, asked, names) == (DetectParams(0.3, ("circle", "dog")), [])
     per_class = DetectParams(None, None, (("круг", 0.6),))
-    assert _model_names(per_class, names).per_class == {"circle": 0.6}
-    assert _model_names(DetectParams(0.4), names) == DetectParams(0.4)
+    assert model_params(None, per_class, names)[0].per_class == {"circle": 0.6}
+    assert model_params(None, DetectParams(0.4), names) == (DetectParams(0.4), [])
 
 
 # -- Telegram's flood limits ----------------------------------------------------------------------------
@@ -492,3 +497,59 @@ def test_per_class_thresholds_parse_in_detect_and_threshold() -> None:
             parse_detect_args(bad)
     with pytest.raises(UsageError):
         parse_threshold(["person", "lots"])
+
+
+# -- the Mini App's button and requests --------------------------------------------------------------------
+
+def mini_app_answer(private: bool) -> Answer:
+    base = {"width": 100, "height": 80, "confidence": 0.4, "model": "m", "classes": None, "timings": {},
+            "class_confidence": {}}
+    rows = boxes_to_rows([Box(0, "circle", 0.9, 1, 1, 20, 20), Box(1, "square", 0.3, 30, 30, 60, 60)])
+    return Answer(7 if private else -1007, None, 1, 7, private, "en", 0.05, DetectParams(0.4).to_dict(), ["circle"],
+                  [Photo("f", 2, base, rows)], keyboard_message=2)
+
+
+def slider_of(markup: Any) -> Any:
+    found = [b for row in markup.inline_keyboard for b in row if b.text.startswith("🎚")]
+    return found[0] if found else None
+
+
+def test_the_slider_button_is_a_web_app_in_private_chats_and_the_apps_link_in_groups() -> None:
+    tr, names = catalog(ENGLISH), ClassNames()
+    links = MiniAppLinks("https://d.example/", "slider", "detbot_bot")
+    private = slider_of(keyboard(tr, "AnsWer123", mini_app_answer(True), names, links))
+    assert private.web_app.url == "https://d.example/?answer=AnsWer123" and private.url is None
+    group = slider_of(keyboard(tr, "AnsWer123", mini_app_answer(False), names, links))
+    assert group.url == "https://t.me/detbot_bot/slider?startapp=AnsWer123" and group.web_app is None
+    # Without a registered app a group gets no button (a web_app one would be refused), nor without a URL.
+    bare = MiniAppLinks("https://d.example/", None, "detbot_bot")
+    assert slider_of(keyboard(tr, "AnsWer123", mini_app_answer(False), names, bare)) is None
+    assert slider_of(keyboard(tr, "AnsWer123", mini_app_answer(True), names, None)) is None
+    assert slider_of(keyboard(catalog(RUSSIAN), "AnsWer123", mini_app_answer(True), names, links)).text == "🎚 ползунок"
+
+
+def test_a_mini_app_view_is_what_the_answer_can_show() -> None:
+    answer = mini_app_answer(True)
+    view = viewable(DetectParams(0.01, ["circle", "dog"], (("square", 0.02),)), answer)
+    assert (view.threshold, view.classes, view.class_confidence) == (0.05, ("circle",), (("square", 0.05),))
+    assert viewable(DetectParams(0.5, ["dog"]), answer).classes is None  # nothing it has: every class
+
+
+def test_mini_app_requests_cross_redis_and_grow_stale() -> None:
+    request = MiniAppRequest.new(mini_app.KIND_VIEW, "AnsWer123", -1007, 7, view={"confidence": 0.5})
+    back = MiniAppRequest.from_dict(json.loads(json.dumps(request.to_dict())))
+    assert back == request and not back.stale(request.at + 60) and back.stale(request.at + mini_app.REQUEST_MAX_AGE + 1)
+    for bad in ({}, {"kind": "delete"}, {**request.to_dict(), "chat_id": "x"}):
+        with pytest.raises(ValueError):
+            MiniAppRequest.from_dict(bad)
+
+
+@pytest.mark.parametrize(("url", "ok"), [("https://d.example", True), ("http://d.example/", False),
+                                         ("https://d.example/?x=1", False), ("", True)])
+def test_the_public_url_must_be_https(url: str, ok: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DETBOT_WEB_PUBLIC_URL", url)
+    if ok:
+        assert MiniAppSettings().web_public_url in (None, "https://d.example/")
+    else:
+        with pytest.raises(ValueError):
+            MiniAppSettings()

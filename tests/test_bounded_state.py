@@ -470,7 +470,7 @@ def test_detbot_run_starts_its_redis_with_the_maxmemory_setting(
             monkeypatch.delenv(name)
     monkeypatch.setenv("DETBOT_REDIS_MAXMEMORY", "64mb")
     plan = make_plan(RunSettings(), None, argparse.Namespace(no_bot=True, workers=0, data_dir=tmp_path,
-                                                              redis_port=0))
+                                                              redis_port=0, no_web=True))
     assert isinstance(plan, Plan) and plan.embedded_redis and plan.data_dir
     plan.data_dir.mkdir(parents=True)
     proc = subprocess.Popen(plan.embedded_redis, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -40,6 +40,7 @@ COMPOSE_ONLY = {
     "RQ_DASHBOARD_PORT": "host port (127.0.0.1) of the optional rq-dashboard",
     "RQ_DASHBOARD_USERNAME": "rq-dashboard's own basic-auth user",
     "RQ_DASHBOARD_PASSWORD": "rq-dashboard's own basic-auth password",
+    "WEB_PORT": "host port (127.0.0.1) of the web face (profile web)",
 }
 # Fixed values compose gives a service that are not detbot settings (no .env line: nothing to choose).
 SERVICE_ONLY = {"MALLOC_ARENA_MAX": "glibc's: the bot runs on two malloc arenas (README, soak)"}

@@ -137,12 +137,18 @@ def test_replicas_share_the_answers_and_a_sigkilled_one_loses_none(world: World)
         album_user = new_user()
         album = [photo(world, album_user, n, media_group_id="replica-album") for n in range(3)]
         answered_once(world, sent)
-        stub.wait_for(lambda: stub.sent("sendMediaGroup", album_user), 120, "the album's answer")
+
+        def summaries() -> list[Call]:
+            return [c for c in stub.answers(album_user) if c.method == "sendMessage"
+                    and c.reply_to == album[0]["message_id"]]
+
+        # The album's photos, then its summary with the keyboard (sent after them: waited for, not raced).
+        stub.wait_for(lambda: stub.sent("sendMediaGroup", album_user) and summaries(), 120, "the album's answer")
+        stub.wait_for(lambda: delivered(world.redis, world.stub.bot_id), 60, "every answer acknowledged")
         # Both replicas delivered answers: the completions are shared, not read twice.
         assert "answered chat=" in a.log() and "answered chat=" in b.log()
         assert len(stub.sent("sendMediaGroup", album_user)) == 1
-        assert len([c for c in stub.answers(album_user) if c.method == "sendMessage"
-                    and c.reply_to == album[0]["message_id"]]) == 1  # one summary
+        assert len(summaries()) == 1  # one summary
 
         victim_chat = new_user()
         stub.fail("sendPhoto", 502, "Bad Gateway", chat_id=victim_chat)
@@ -253,6 +259,8 @@ def test_a_rolling_restart_loses_nothing(world: World) -> None:
         third = world.bot("roll-3").start(ready=STANDBY)
         bots.append(third)
         assert second.stop() == 0
+        # The lease passes to the standby started before, not to a replica started after the stop.
+        stub.wait_for(lambda: LEADS in third.log(), TAKEOVER_LIMIT, "the third replica taking the lease")
         some(3)
         fourth = world.bot("roll-4").start(ready=STANDBY)
         bots.append(fourth)

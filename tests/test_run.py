@@ -168,7 +168,8 @@ def test_queued_photos_survive_a_stop_and_a_crashed_worker_is_replaced(
     assert (data / "redis" / "appendonly.aof").is_file()
 
     # 2. Same data folder, one worker: the queued photos are answered.
-    second = start(runs, tmp_path, "--no-bot", "--workers", "1", "--data-dir", str(data), "--redis-port", str(port))
+    second = start(runs, tmp_path, "--no-bot", "--no-web", "--workers", "1", "--data-dir", str(data),
+                   "--redis-port", str(port))
     second.wait_output("ready: 1 worker(s)")
     redis = Redis.from_url(f"redis://127.0.0.1:{port}/0")
     client = DetectionClient(redis, consumer="test")
@@ -223,7 +224,7 @@ def test_an_existing_redis_is_used_as_it_is_and_left_running(tmp_path: Path, run
         admin = Redis.from_url(redis.url)
         admin.config_set("requirepass", "run-redis-password-77")
         url = f"redis://:run-redis-password-77@127.0.0.1:{redis.port}/0"
-        run = start(runs, tmp_path, "--no-bot", "--workers", "0", REDIS_URL=url)
+        run = start(runs, tmp_path, "--no-bot", "--no-web", "--workers", "0", REDIS_URL=url)
         run.wait_output("ready: 0 worker(s)")
         assert run.children() == []  # no embedded redis-server
         assert run.stop() == 0
@@ -239,7 +240,7 @@ def test_an_existing_redis_is_used_as_it_is_and_left_running(tmp_path: Path, run
 
 def test_killing_the_supervisor_outright_leaves_no_orphans(tmp_path: Path, runs: list[Run]) -> None:
     port = free_port()
-    run = start(runs, tmp_path, "--no-bot", "--workers", "0", "--redis-port", str(port))
+    run = start(runs, tmp_path, "--no-bot", "--no-web", "--workers", "0", "--redis-port", str(port))
     run.wait_output("ready: 0 worker(s)")
     (redis_pid,) = run.children()
     run.proc.kill()  # SIGKILL: no handler runs; the kernel tells the children (PR_SET_PDEATHSIG)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from redis import Redis
 from rq.exceptions import StopRequested
@@ -247,6 +248,43 @@ def test_run_stopped_right_after_its_workers_are_ready_stops_everything(
     run.wait_output("ready: 2 worker(s)")
     assert run.stop_within(STOP_BOUND) == 0
     assert "killing" not in run.output()
+
+
+def test_run_stops_its_web_within_the_bound_while_a_request_waits_for_a_job(
+    tmp_path: Path, commands: list[Command]
+) -> None:
+    """`detbot web` is one more child of the same stop: a long poll waiting for a job (no worker: it stays
+    queued) is answered at once with the job's state, and the web is gone within the bound."""
+    port = free_port()
+    run = start(commands, ["run", "--no-bot", "--workers", "0", "--redis-port", str(free_port()),
+                           "--data-dir", str(tmp_path / "data")], tmp_path / "run.log",
+                DETBOT_WEB_LISTEN=f"127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}"
+
+    def health() -> dict[str, object] | None:
+        assert run.proc.poll() is None, run.output()
+        try:
+            answer = httpx.get(f"{base}/healthz", timeout=5)
+        except httpx.HTTPError:
+            return None
+        return dict(answer.json()) if answer.status_code == 200 else None
+
+    wait_for(health, READY_TIMEOUT, "the web of detbot run")
+    img, _ = make_images(3400, 1)[0]
+    job_id = httpx.post(f"{base}/api/v1/detect", files={"image": ("s.png", png_bytes(img), "image/png")},
+                        timeout=30).json()["id"]
+    polled: list[httpx.Response] = []
+    poll = threading.Thread(target=lambda: polled.append(
+        httpx.get(f"{base}/api/v1/jobs/{job_id}", params={"wait": 25}, timeout=60)))
+    poll.start()
+    wait_for(lambda: (health() or {}).get("waiting") == 1, READY_TIMEOUT, "the long poll to wait for the job")
+    (web,) = run.tree.children(run.proc.pid, "web")
+    sent = terminate(run.proc)
+    assert run.stop_within(STOP_BOUND, since=sent) == 0
+    poll.join(STOP_BOUND)
+    assert run.tree.gone_at[web] - sent <= STOP_BOUND
+    assert polled and polled[0].status_code == 200 and polled[0].json()["status"] == "queued"
+    assert "killing" not in run.output() and "Traceback" not in run.output()
 
 
 def test_run_with_a_photo_in_hand_answers_it_once_and_stops_redis_last(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-PRODUCT = ("bot", "detector", "jobs", "ops")
+PRODUCT = ("bot", "detector", "jobs", "ops", "web")
 
 
 def product_modules() -> dict[str, Path]:
