@@ -137,7 +137,7 @@ class Intake:
             return
         refusal = self.limits.take(request.user_id, chat_id, len(request.photos))
         if refusal is not None:
-            await self._slow_down(request, refusal)
+            await self.slow_down(request, refusal)
             return
         if not await self._admit(request):
             await asyncio.to_thread(self.chats.mark_handled, chat_id, ids)
@@ -151,7 +151,7 @@ class Intake:
         await self._submit(request, images, params)
         await asyncio.to_thread(self.chats.mark_handled, chat_id, ids)
 
-    async def _slow_down(self, request: Request, refusal: Refusal) -> None:
+    async def slow_down(self, request: Request, refusal: Refusal) -> None:
         """One "slow down" per chat per minute: a flood's other refused photos are only logged and counted,
         so the refusals never use up the budget the chat's answers need."""
         first = request.photos[0]
@@ -187,11 +187,11 @@ class Intake:
             if room:
                 log.warning("album in chat %s: room for %d of %d photos; the others refused before download",
                             request.chat.id, room, len(request.photos))
-            await self._no_room(request, left_out[0], len(left_out), chat_bound)
+            await self.no_room(request, left_out[0], len(left_out), chat_bound)
             request.photos = request.photos[:room]
         return bool(request.photos)
 
-    async def _no_room(self, request: Request, message: Message, count: int, chat_bound: bool) -> None:
+    async def no_room(self, request: Request, message: Message, count: int, chat_bound: bool) -> None:
         """"Busy" when the queue is full; when it is this chat that has as many photos waiting as it may, a
         reply saying so, once per chat per minute (a flood's other refusals are logged and counted only)."""
         if not chat_bound:
@@ -263,7 +263,7 @@ class Intake:
             return
         except QueueFullError as exc:
             # Other photos took the room between the check and the submit: nothing of these was queued.
-            await self._no_room(request, first, len(images), isinstance(exc, ChatQueueFullError))
+            await self.no_room(request, first, len(images), isinstance(exc, ChatQueueFullError))
             return
         except QueueUnavailableError:
             await self.refuse(first, "redis_unreachable", request.tr.gettext(replies.UNAVAILABLE), len(images))
@@ -272,7 +272,7 @@ class Intake:
             # One reply for the photos left out; an album's queued photos are answered as a smaller album.
             if job_ids:
                 log.warning("album in chat %s: %d of %d photos queued", request.chat.id, len(job_ids), len(images))
-            await self._no_room(request, left_out[0][0], len(left_out), chat_bound)
+            await self.no_room(request, left_out[0][0], len(left_out), chat_bound)
         if job_ids:
             self.spawn(self.status.show_later(unit, job_ids[0], request.chat.id, thread_of(first),
                                               first.message_id, request.tr))
@@ -283,7 +283,7 @@ class Intake:
 
         An album's size is decided here, before submitting: it is the number of photos queued.
         """
-        routings = [self._routing(request, message) for message, _ in images]
+        routings = [self.routing_of(request, message) for message, _ in images]
         album_id = ""
         job_ids = new_job_ids(len(images))
         if album:
@@ -298,7 +298,7 @@ class Intake:
         return album_id or job_ids[0], job_ids
 
     @staticmethod
-    def _routing(request: Request, message: Message) -> dict[str, Any]:
+    def routing_of(request: Request, message: Message) -> dict[str, Any]:
         """Where the answer goes; it travels with the job, so any bot process can deliver it."""
         return {
             "chat_id": request.chat.id,

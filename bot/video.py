@@ -222,7 +222,7 @@ class Videos:
         units = photo_units(ref.duration, self.settings.rate_limit_user, self.settings.rate_limit_chat)
         refusal = intake.limits.take(request.user_id, chat_id, units)
         if refusal is not None:
-            await intake._slow_down(request, refusal)
+            await intake.slow_down(request, refusal)
             return
         refused = await self._before_download(request, message, ref)
         if refused:
@@ -243,7 +243,7 @@ class Videos:
             await self.intake.refuse(message, "redis_unreachable", tr.gettext(replies.UNAVAILABLE))
             return True
         if min(room, chat_room) < 1:
-            await self.intake._no_room(request, message, 1, chat_room < room)
+            await self.intake.no_room(request, message, 1, chat_room < room)
             return True
         if ref.file_size is not None and ref.file_size > MAX_VIDEO_BYTES:
             await self.intake.refuse(message, "too_big", tr.gettext(VIDEO_TOO_BIG, megabytes=MAX_VIDEO_BYTES //
@@ -286,7 +286,7 @@ class Videos:
             return
         clip = plan(info, self.limits, note=ref.kind == KIND_NOTE)
         params = DetectParams.layered(request.args, request.settings.params, self.intake.default_params)
-        routing = {**self.intake._routing(request, message), "kind": ref.kind}
+        routing = {**self.intake.routing_of(request, message), "kind": ref.kind}
         once = self.intake.chats.handled_key(request.chat.id, request.asked_by.message_id)
         try:
             video_id = await asyncio.to_thread(clips.submit, self.intake.client, data, clip, self.limits, params,
@@ -296,7 +296,7 @@ class Videos:
                      request.asked_by.message_id)
             return
         except QueueFullError as exc:
-            await self.intake._no_room(request, message, 1, isinstance(exc, ChatQueueFullError))
+            await self.intake.no_room(request, message, 1, isinstance(exc, ChatQueueFullError))
             return
         except QueueUnavailableError:
             await self.intake.refuse(message, "redis_unreachable", tr.gettext(replies.UNAVAILABLE))
