@@ -10,6 +10,7 @@ from collections import OrderedDict
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import WatchError
 from rq.timeouts import JobTimeoutException
 
 from detector.clip import finish, reader_at, run_span, tracker_at
@@ -33,6 +34,16 @@ log = logging.getLogger("detbot.worker")
 KEPT_CLIPS = 4
 # RQ's list of a queue is this prefix and the queue's name (``Queue.key``).
 RQ_QUEUE_PREFIX = "rq:queue:"
+
+# A span's record once it completed (``SPAN_DONE``).
+SPAN_OVER = (store.STATUS_OK.encode(), store.STATUS_ERROR.encode())
+# The clip's frames done only ever grow: a span that runs again (its worker killed before it completed) does
+# not move the progress message back.
+RAISE_DONE = """
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'done') or '0') then
+  redis.call('HSET', KEYS[1], 'done', ARGV[1])
+end
+"""
 
 _trackers: OrderedDict[str, ClipTracker] = OrderedDict()
 _readers: OrderedDict[str, ClipReader] = OrderedDict()
@@ -66,8 +77,15 @@ def run_span_job(job_id: str) -> Outcome:
     redis = ctx.redis
     video_id, index = parse_span_id(job_id)
     record = keys.job(video_id)
-    fields: list[Any] = redis.hmget(record, ["status", "params", "language", "video", "limits", "spans", "cancel"])
+    pipe = redis.pipeline(transaction=False)
+    pipe.hmget(record, ["status", "params", "language", "video", "limits", "spans", "cancel"])
+    pipe.hget(keys.job(job_id), "status")
+    fields, span_status = pipe.execute()
     status, raw_params, language, raw_plan, raw_limits, spans, cancelled = fields
+    if span_status in SPAN_OVER:
+        # A second copy of a span that completed (a worker thought dead, or one paused while Redis handed it
+        # the span, that came back): its clip has moved on; running it again would move the progress back.
+        return Outcome(OUTCOME_DUPLICATE)
     if status is None:
         _span_done(redis, job_id, None)
         return Outcome(OUTCOME_ERROR, store.CODE_IMAGE_EXPIRED)
@@ -107,7 +125,7 @@ def run_span_job(job_id: str) -> Outcome:
     pipe.hset(parts, mapping={f"det:{index}": json.dumps([boxes_to_rows(f) for f in span.detections]),
                               f"seg:{index}": span.segment})
     pipe.expire(parts, RESULT_TTL)
-    pipe.hset(record, "done", first + count)
+    pipe.eval(RAISE_DONE, 1, record, first + count)
     pipe.execute()
     if index + 1 < int(spans or len(spans_list)):
         _queue_next(redis, job_id, span_id(video_id, index + 1))
@@ -162,9 +180,18 @@ def _queue_next(redis: Redis, job_id: str, next_id: str) -> None:
     routing = json.loads(redis.hget(keys.job(job_id), "routing") or b"{}")
     routing = {k: v for k, v in routing.items() if k not in ("video_id", "span")}
     with redis.pipeline(transaction=True) as pipe:
-        queue_span_record(pipe, client, next_id, routing, fair.lane_of([routing]) if in_lane else None)
-        rq_job(client, next_id).save(pipeline=pipe)
-        pipe.execute()
+        try:
+            # Watched: a copy of this span that completed meanwhile queued the next one, which may have run
+            # already; its record is not rewritten as waiting.
+            pipe.watch(keys.job(job_id))
+            if pipe.hget(keys.job(job_id), "status") in SPAN_OVER:
+                return
+            pipe.multi()
+            queue_span_record(pipe, client, next_id, routing, fair.lane_of([routing]) if in_lane else None)
+            rq_job(client, next_id).save(pipeline=pipe)
+            pipe.execute()
+        except WatchError:
+            return
     _span_done(redis, job_id, next_id, client)
 
 

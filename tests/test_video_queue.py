@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import cv2
 import pytest
 from redis import Redis
+from rq import Queue
 
 from detector.params import DetectParams
 from detector.video import VideoLimits, plan, probe
@@ -112,12 +113,24 @@ def test_a_worker_killed_mid_clip_leaves_it_to_another_answered_once(module_redi
         slow.kill()
     finally:
         slow.close()
+    # A finished span handed out again (as to a worker the reaper took for dead that comes back): a no-op.
+    first_span = video.span_id(video_id, 0)
+    redis.rpush(Queue(queue, connection=redis).key, first_span)
+    progress: list[int] = []
+
+    def answered() -> store.Completion | None:
+        progress.append(int(redis.hget(keys.job(video_id), "done") or 0))
+        return store.read_completion(redis, video_id)
+
     rescuer = start_worker(module_redis.url, queue=queue)
     try:
-        done = completion(redis, video_id, timeout=120)
+        done = wait_for(answered, 120, f"clip {video_id}'s answer")
+        wait_for(lambda: f"span {first_span} duplicate" in rescuer.output(), 30, "the first span's second copy")
     finally:
         rescuer.close()
     assert done.ok
+    assert progress == sorted(progress)  # the progress never went back
+    assert redis.hget(keys.job(video.span_id(video_id, 1)), "status") == b"ok"  # not rewritten as waiting
     assert done.detection is not None and done.detection["counts"] == make_clip().counts()
     # The span that was running ran again (one start lost to the kill); the spans finished before it did not.
     assert redis.hget(keys.job(span), "attempts") == b"1"
