@@ -1,7 +1,8 @@
 """Clips through the real bot (``detbot bot``), the Bot API stand-in, a real Redis and real workers on
 shapes.pt: a video, a GIF and a round video note answered in kind with their unique objects, the JSON
 button, the progress message and its cancel button, limits before the download, damaged files, groups,
-Russian, and a worker SIGKILLed mid-clip. One bot and one worker serve the module; each test has its chats.
+Russian, a video sent as a file, clips counted by length against the minute, progress edits at most every 3 s,
+and a worker SIGKILLed mid-clip. One bot and one worker serve the module; each test has its chats.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from bot.video import PROGRESS_EVERY
 from detector.video import probe
 from ops.shapes import encode_clip, make_clip
 from tests.conftest import RedisServer
@@ -137,6 +139,31 @@ def test_russian_summary(world: World, clips: dict[str, bytes]) -> None:
     assert answer.text.splitlines()[0].startswith("За 3.0 с найдено 4 объекта с уверенностью ≥ 0.25")
 
 
+def test_a_video_sent_as_a_file_is_answered_as_a_video(world: World, clips: dict[str, bytes]) -> None:
+    """A clip sent as a document (no duration from Telegram): limited by its header, answered as a video."""
+    stub = world.stub
+    user = new_user()
+    msg = stub.document(stub.private_chat(user), user, clips["mp4"], "video/mp4", "clip.mp4")
+    answer = clip_answer(stub, user, msg["message_id"])
+    assert answer.method == "sendVideo"
+    assert answer.text.splitlines()[0] == SUMMARY
+
+
+def test_a_clip_counts_against_the_minute_by_its_length(world: World, clips: dict[str, bytes]) -> None:
+    """Five 20 s clips count two photos each (one per 10 s begun): the person's minute (10) is spent, so the
+    next clip hears "slow down" — before the size check that refused the five (nothing is downloaded)."""
+    stub = world.stub
+    user = new_user()
+    chat = stub.private_chat(user)
+    for _ in range(5):
+        big = stub.video(chat, user, clips["mp4"], duration=20, file_size=25 * 1024 * 1024)
+        assert "too big" in wait_answer(stub, user, big["message_id"], 30).text
+    last = stub.video(chat, user, clips["mp4"], duration=SECONDS, file_size=25 * 1024 * 1024)
+    refused = wait_answer(stub, user, last["message_id"], 30)
+    assert "Slow down a little: 10 photos per minute per person." in refused.text
+    assert all(c.params.get("file_id") != last["video"]["file_id"] for c in stub.sent("getFile", ok=None))
+
+
 def test_limits_before_the_download_and_damaged_files(world: World, clips: dict[str, bytes]) -> None:
     stub = world.stub
     user = new_user()
@@ -164,6 +191,10 @@ def test_groups_follow_the_photo_rules(world: World, clips: dict[str, bytes]) ->
     answer = clip_answer(stub, group["id"], asked["message_id"])
     assert answer.text.splitlines()[0] == "2 objects over 3.0 s at confidence ≥ 0.25: circle ×2"
     assert not answers_to(stub, group["id"], quiet["message_id"])
+    # /detect in reply to the quiet clip: that clip is answered (in reply to it, as a photo would be).
+    stub.text(group, user, "/detect square", reply_to=quiet)
+    replied = clip_answer(stub, group["id"], quiet["message_id"])
+    assert replied.text.splitlines()[0] == "1 object over 3.0 s at confidence ≥ 0.25: square ×1"
 
 
 def pause(workers: list[WorkerProcess]) -> None:
@@ -215,6 +246,16 @@ def test_a_worker_killed_mid_clip_answer_comes_once(world: World, clips: dict[st
     answer = clip_answer(stub, user, msg["message_id"], 180)
     assert answer.text.splitlines()[0] == SUMMARY
     wait_for(lambda: delivered(world.redis, stub.bot_id), 60, "every answer acknowledged")
+    # One progress message, edited with a growing percent, never more often than every PROGRESS_EVERY s
+    # (each edit waits that long after the previous one came back), its cancel button kept.
+    progress = progress_messages(stub, user, msg["message_id"])
+    assert len(progress) == 1
+    edits = [c for c in stub.sent("editMessageText", user, ok=None)
+             if str(c.params.get("message_id")) == str(progress[0].result["message_id"])]
+    percents = [int(c.text.split("%")[0].split()[-1]) for c in edits if "%" in c.text]
+    assert percents and percents == sorted(percents) and all(0 < p < 100 for p in percents)
+    assert all(later.at - earlier.at >= PROGRESS_EVERY for earlier, later in itertools.pairwise(edits))
+    assert all(c.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"].endswith(":x") for c in edits)
     assert len([c for c in answers_to(stub, user, msg["message_id"]) if c.method in VIDEO_METHODS]) == 1
 
 
