@@ -5,6 +5,11 @@ at 30 fps, 1280×720, H.264, as a phone records it; it is answered span by span 
 (:func:`detector.clip.annotate_clip`, one process, the Detector's idle-core sharing on). Printed: frames/s,
 milliseconds per stage, the answer's time against the clip's length (the target: 1.5×), and one span's time
 against one photo's (a span holds a worker about as long as a photo does, or the queue's turns are uneven).
+
+``--queue N``: then the same clip through the real queue — a throwaway redis-server, N ``detbot worker``
+processes, the clip submitted as the bot submits it (:func:`jobs.video.submit`) — timed from submit to its
+completion; and a photo of another chat submitted while the clip is worked on, its latency against the same
+photo on idle workers (what a clip costs other chats).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import numpy as np
 
 # The issue's target: a 10 s clip answered within 1.5 times its length.
 TARGET_RATIO = 1.5
+# Through the queue, another chat sends a photo this often while the clip is worked on (a busy group's pace).
+PHOTO_EVERY = 1.0
 
 
 def panning_clip(photo: np.ndarray, seconds: float, fps: float, size: tuple[int, int]) -> bytes:
@@ -65,8 +72,96 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fps", type=float, default=10.0, help="frames per second sampled (DETBOT_VIDEO_FPS)")
     parser.add_argument("--size", default="1280x720", help="the clip's size (default 1280x720)")
     parser.add_argument("--runs", type=int, default=2, help="times the clip is answered (the best counts)")
+    parser.add_argument("--queue", type=int, default=0, metavar="N",
+                        help="also through the queue with N workers (1 inference thread each, at least the cores "
+                             "over N); 0: off")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
+
+
+def _wait_done(redis: Any, job_id: str, timeout: float = 600.0) -> tuple[float, Any]:
+    """Poll a job's completion (the bench reads the record, not the stream): when it came, and what."""
+    from jobs import store
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = store.read_completion(redis, job_id, image=False)
+        if done is not None:
+            return time.perf_counter(), done
+        time.sleep(0.01)
+    raise SystemExit(f"detbot bench video: job {job_id} not done in {timeout:.0f} s")
+
+
+def queue_runs(model: str, data: bytes, jpeg: bytes, limits: Any, params: Any, workers: int, runs: int,
+               seconds: float) -> dict[str, Any]:
+    """The clip through the real queue and workers: its answer time; a photo of another chat meanwhile."""
+    import tempfile
+
+    from redis import Redis
+
+    from detector.video import plan, probe
+    from jobs.client import DetectionClient
+    from ops.bench_queue import redis_url, start_workers, stop_workers
+
+    clip = plan(probe(data, limits), limits)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with redis_url(None) as url, tempfile.TemporaryDirectory(prefix="detbot-bench-video-") as logs:
+        redis = Redis.from_url(url)
+        client = DetectionClient(redis, queue_name="bench-video")
+        procs = start_workers(url, "bench-video", workers, model, threads, Path(logs))
+        try:
+            alone = []
+            for i in range(3):  # the photo on idle workers (the first warms the path)
+                t0 = time.perf_counter()
+                job = client.submit(jpeg, params, routing={"chat_id": 2, "n": i})
+                alone.append(_wait_done(redis, job)[0] - t0)
+            rows = [one_clip(redis, client, data, clip, limits, params, jpeg, photos=False) for _ in range(runs)]
+            busy = one_clip(redis, client, data, clip, limits, params, jpeg, photos=True)
+        finally:
+            stop_workers(procs)
+            redis.close()
+    best = min(rows, key=lambda r: r["wall_s"])
+    for row in (*rows, busy):
+        print(f"  queue ({workers} worker(s), {threads} thread(s) each){' with photos' if row['photos'] else ''}: "
+              f"answered in {row['wall_s']:.2f} s = {row['wall_s'] / seconds:.2f}× the clip's length, "
+              f"{row['fps']:.1f} frames/s" + (f"; {row['photos']} photos of other chats meanwhile: median "
+                                              f"{row['photo_median_s']:.2f} s, max {row['photo_max_s']:.2f} s"
+                                              if row["photos"] else ""), flush=True)
+    return {**best, "ratio": best["wall_s"] / seconds, "workers": workers, "threads": threads,
+            "photo_alone_s": min(alone[1:]), "with_photos": busy}
+
+
+def one_clip(redis: Any, client: Any, data: bytes, clip: Any, limits: Any, params: Any, jpeg: bytes,
+             photos: bool) -> dict[str, Any]:
+    """The clip submitted as the bot does and timed to its completion; with ``photos``, another chat sends a
+    photo every PHOTO_EVERY s meanwhile (at any point of a span, not only between two), each timed."""
+    from jobs import store, video
+
+    t0 = time.perf_counter()
+    video_id = video.submit(client, data, clip, limits, params, {"chat_id": 1})
+    waiting: dict[str, float] = {}
+    latencies: list[float] = []
+    next_photo, done = t0, None
+    while done is None:
+        now = time.perf_counter()
+        if photos and now >= next_photo:
+            chat = 3 + len(latencies) + len(waiting)
+            waiting[client.submit(jpeg, params, routing={"chat_id": chat})] = now
+            next_photo = now + PHOTO_EVERY
+        for job, at in list(waiting.items()):
+            if store.read_completion(redis, job, image=False) is not None:
+                latencies.append(time.perf_counter() - at)
+                del waiting[job]
+        done = store.read_completion(redis, video_id, image=False)
+        time.sleep(0.005)
+    wall = time.perf_counter() - t0
+    latencies += [_wait_done(redis, job)[0] - at for job, at in waiting.items()]
+    if not done.ok:
+        raise SystemExit(f"detbot bench video: the clip failed: {done.code} {done.message}")
+    latencies.sort()
+    return {"wall_s": wall, "fps": len(clip.times) / wall, "photos": len(latencies),
+            "photo_median_s": latencies[len(latencies) // 2] if latencies else 0.0,
+            "photo_max_s": latencies[-1] if latencies else 0.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,9 +232,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{best['ratio']:.2f}× its length (target ≤ {TARGET_RATIO}×: {verdict})\n"
           f"one span ({count} frames): {span * 1e3:.0f} ms; one photo ({photo.shape[1]}×{photo.shape[0]} JPEG): "
           f"{one_photo * 1e3:.0f} ms — a span holds a worker {span / one_photo:.1f}× as long as a photo")
+    queued: dict[str, Any] = {}
+    if args.queue > 0:
+        queued = queue_runs(str(settings.model), data, jpeg, limits, params, args.queue, args.runs, args.seconds)
+        verdict = "met" if queued["ratio"] <= TARGET_RATIO else "NOT met"
+        print(f"through the queue ({args.queue} worker(s)): best {queued['wall_s']:.1f} s = {queued['ratio']:.2f}× "
+              f"the clip's length ({verdict}), {queued['fps']:.1f} frames/s; another chat's photo: "
+              f"{queued['photo_alone_s']:.2f} s on idle workers; while the clip is worked on, median "
+              f"{queued['with_photos']['photo_median_s']:.2f} s, max {queued['with_photos']['photo_max_s']:.2f} s; "
+              f"load {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"best": best, "span_ms": span * 1e3, "photo_ms": one_photo * 1e3,
-                                         "cpu": cpu_summary(), "precision": precision.name,
+                                         "queue": queued, "cpu": cpu_summary(), "precision": precision.name,
                                          "load": os.getloadavg()[0]}, indent=1))
     return 0
 
