@@ -20,6 +20,7 @@ inscribed square) and nothing else.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -289,20 +290,28 @@ def make_clip(seed: int = 0, width: int = 320, height: int = 240, seconds: float
 
 def encode_clip(clip: ShapesClip, kind: Literal["mp4", "gif", "webm"] = "mp4") -> bytes:
     """The clip as a file: H.264 MP4 (as phones and Telegram send), an animated GIF, or VP9 WebM."""
+    return encode_frames(clip.frames, clip.fps, kind)
+
+
+def encode_frames(frames: Iterable[np.ndarray], fps: float, kind: Literal["mp4", "gif", "webm"] = "mp4",
+                  crf: int = 18) -> bytes:
+    """BGR frames (one size; a generator is encoded as it goes) as a clip file: H.264 MP4 at ``crf``, an
+    animated GIF, or VP9 WebM."""
     import io
     from fractions import Fraction
 
     import av
 
     buffer = io.BytesIO()
-    codec, pix_fmt, options = {"mp4": ("libx264", "yuv420p", {"crf": "18", "preset": "veryfast"}),
+    codec, pix_fmt, options = {"mp4": ("libx264", "yuv420p", {"crf": str(crf), "preset": "veryfast"}),
                                "gif": ("gif", "rgb8", {}),
                                "webm": ("libvpx-vp9", "yuv420p", {"crf": "30", "b": "0"})}[kind]
     with av.open(buffer, mode="w", format=kind) as container:
-        stream: Any = container.add_stream(codec, rate=Fraction(clip.fps).limit_denominator(1000), options=options)
-        stream.height, stream.width = clip.frames[0].shape[:2]
-        stream.pix_fmt = pix_fmt
-        for i, image in enumerate(clip.frames):
+        stream: Any = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000), options=options)
+        for i, image in enumerate(frames):
+            if i == 0:
+                stream.height, stream.width = image.shape[:2]
+                stream.pix_fmt = pix_fmt
             frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format=pix_fmt)
             frame.pts = i
             for packet in stream.encode(frame):
