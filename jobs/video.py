@@ -50,20 +50,12 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'ok' or status == 'error' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'ok')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-local lane = redis.call('HMGET', KEYS[1], 'lane_in_flight', 'lane_held', 'held', 'rq_queue')
-if lane[1] and lane[2] and lane[3] and lane[4] then
+""" + fair.LANE_OF_JOB + f"if {fair.HAS_LANE} then" + """
   if ARGV[2] ~= '' then
     redis.call('RPUSH', lane[2], ARGV[2])
     redis.call('SADD', lane[3], ARGV[2])
   end
-  redis.call('SREM', lane[1], ARGV[1])
-  local next_id = redis.call('LPOP', lane[2])
-  if next_id then
-    redis.call('SADD', lane[1], next_id)
-    redis.call('SREM', lane[3], next_id)
-    redis.call('RPUSH', lane[4], next_id)
-  end
-elseif ARGV[2] ~= '' then
+""" + fair.lane_release("ARGV[1]") + """elseif ARGV[2] ~= '' then
   redis.call('RPUSH', KEYS[2], ARGV[2])
 end
 return 1
