@@ -31,22 +31,14 @@ SLOW_SPAN_MS = "700"
 
 
 @pytest.fixture(scope="module")
-def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis-video"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def workers(module_redis: RedisServer) -> Iterator[list[WorkerProcess]]:
-    with running_workers(module_redis.url, count=2) as found:
+def workers(redis_server: RedisServer) -> Iterator[list[WorkerProcess]]:
+    with running_workers(redis_server.url, count=2) as found:
         yield found
 
 
 @pytest.fixture
-def redis(module_redis: RedisServer, workers: list[WorkerProcess]) -> Iterator[Redis]:
-    client = Redis.from_url(module_redis.url)
+def redis(redis_server: RedisServer, workers: list[WorkerProcess]) -> Iterator[Redis]:
+    client = Redis.from_url(redis_server.url)
     client.flushall()
     yield client
     client.close()
@@ -99,12 +91,12 @@ def test_spans_take_turns_with_photos_of_other_chats(redis: Redis, workers: list
     assert order.index(photo) < order.index(video_id)
 
 
-def test_a_worker_killed_mid_clip_leaves_it_to_another_answered_once(module_redis: RedisServer,
+def test_a_worker_killed_mid_clip_leaves_it_to_another_answered_once(redis_server: RedisServer,
                                                                      redis: Redis) -> None:
     """On a queue of its own, so that the clip's spans reach only the slow worker until it is killed (idle
     workers merely paused would still take a span off the queue inside Redis, and the reaper would count it)."""
     queue = "video-kill"
-    slow = start_worker(module_redis.url, queue=queue, env={"DETBOT_TEST_JOB_DELAY_MS": SLOW_SPAN_MS})
+    slow = start_worker(redis_server.url, queue=queue, env={"DETBOT_TEST_JOB_DELAY_MS": SLOW_SPAN_MS})
     try:
         video_id = submit(redis, clip_bytes(), queue=queue)
         wait_for(lambda: int(redis.hget(keys.job(video_id), "done") or 0) > 0, 60, "a finished span")
@@ -122,7 +114,7 @@ def test_a_worker_killed_mid_clip_leaves_it_to_another_answered_once(module_redi
         progress.append(int(redis.hget(keys.job(video_id), "done") or 0))
         return store.read_completion(redis, video_id)
 
-    rescuer = start_worker(module_redis.url, queue=queue)
+    rescuer = start_worker(redis_server.url, queue=queue)
     try:
         done = wait_for(answered, 120, f"clip {video_id}'s answer")
         wait_for(lambda: f"span {first_span} duplicate" in rescuer.output(), 30, "the first span's second copy")
@@ -139,7 +131,7 @@ def test_a_worker_killed_mid_clip_leaves_it_to_another_answered_once(module_redi
     assert events(redis, queue)[video_id] == 1
 
 
-def test_a_cancelled_clip_is_answered_as_cancelled(module_redis: RedisServer, redis: Redis,
+def test_a_cancelled_clip_is_answered_as_cancelled(redis_server: RedisServer, redis: Redis,
                                                    workers: list[WorkerProcess]) -> None:
     for w in workers:
         w.proc.send_signal(signal.SIGSTOP)
