@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,8 @@ from bot.settings import BotSettings
 from bot.status import StatusBoard
 from bot.telegram_io import describe, say
 from bot.text import MESSAGE_LIMIT, pack_lines
+from bot.video import CALLBACK_PREFIX as VIDEO_CALLBACK
+from bot.video import Videos, video_of
 from detector.names import ClassNames, load_class_names
 from detector.params import MAX_CLASSES, DetectParams
 from jobs.client import DetectionClient, consumer_name
@@ -71,7 +74,9 @@ DELIVERY_RESTART_DELAY = 2.0
 SERVICES = "detbot"
 
 PHOTO = filters.PHOTO | filters.Document.IMAGE
-OTHER_MEDIA = filters.Sticker.ALL | filters.ANIMATION | filters.VIDEO | filters.VIDEO_NOTE
+OTHER_MEDIA = filters.Sticker.ALL
+# Clips (bot/video.py): videos, animations (GIFs), round video notes, videos sent as files.
+VIDEO = filters.VIDEO | filters.ANIMATION | filters.VIDEO_NOTE | filters.Document.VIDEO
 NEW_MESSAGE = filters.UpdateType.MESSAGE
 # The updates the bot asks Telegram for (one list, whoever polls): messages; my_chat_member (the bot blocked,
 # kicked or added back: its chat's pending answers follow that); callback_query (the answers' buttons).
@@ -97,6 +102,7 @@ class Services:
     models: Models
     replica: str  # this process's name among the bot's replicas: its consumer name, its lease's value
     albums: AlbumCollector = field(default_factory=AlbumCollector)
+    videos: Videos | None = None  # clips: their intake, progress, answers' words and buttons
     # Supergroups accepted by the allow-list because the group they were is in it (see ChatStore.migrate).
     migrated_allowed: set[int] = field(default_factory=set)
     delivery_task: asyncio.Task[None] | None = None
@@ -147,7 +153,7 @@ async def _tr(context: ContextTypes.DEFAULT_TYPE, message: Message) -> Catalog:
 # -- photos ---------------------------------------------------------------------------------------------
 
 async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A photo or image document: answered in private chats, in groups only when asked (or /auto on)."""
+    """A photo, image document or clip: answered in private chats, in groups only when asked (or /auto on)."""
     message = update.message
     if message is None:
         return
@@ -208,7 +214,14 @@ async def _process(context: ContextTypes.DEFAULT_TYPE, photos: list[Message], as
         model, chat_settings.class_thresholds))
     request = Request(asked_by.chat, sender_of(asked_by), photos, asked_by, params,
                       chat_settings, tr, model)
-    await svc.intake.handle(request)
+    videos = svc.videos
+    clips = [m for m in photos if video_of(m) is not None] if videos is not None else []
+    for clip in clips:  # each clip on its own, as its own request in an album (which may mix photos and clips)
+        await videos.handle(dataclasses.replace(  # type: ignore[union-attr]
+            request, photos=[clip], asked_by=clip if len(photos) > 1 else asked_by))
+    request.photos = [m for m in photos if m not in clips]
+    if request.photos:
+        await svc.intake.handle(request)
 
 
 async def _serving_model(svc: Services, command: str, chat: ChatSettings, tr: Catalog) -> Model | str:
@@ -277,8 +290,8 @@ async def on_detect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if message is None:
         return
     target = message.reply_to_message
-    if target is None or image_of(target) is None:
-        other_media = target is not None and bool(target.sticker or target.animation or target.video)
+    if target is None or (image_of(target) is None and video_of(target) is None):
+        other_media = target is not None and bool(target.sticker)
         tr = await _tr(context, message)
         await _reply(context, message, tr.gettext(replies.SEND_A_PHOTO if other_media else replies.DETECT_NEEDS_PHOTO))
         return
@@ -291,10 +304,17 @@ async def on_detect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await _process(context, [target], message, True, args, command or "")
 
 
+async def on_video_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A press under a clip's progress message (cancel) or answer (JSON)."""
+    videos = services(context).videos
+    if update.callback_query is not None and videos is not None:
+        await videos.press(context.bot, update.callback_query)
+
+
 # -- other messages -------------------------------------------------------------------------------------
 
 async def on_other_media(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Stickers, GIFs, videos: a short hint in private chats, in groups only when addressed."""
+    """Stickers: a short hint in private chats, in groups only when addressed."""
     message = update.message
     if message is None:
         return
@@ -740,6 +760,7 @@ def build_application(
                               settings.default_language),
     )
     svc.delivery.buttons = svc.buttons
+    svc.videos = svc.delivery.videos = Videos(application.bot, settings, svc.intake, redis, svc.buttons, names)
 
     async def migrated(old: int, new: int) -> None:
         await _migrated(svc, old, new)
@@ -769,6 +790,7 @@ def _add_handlers(application: Application) -> None:
     application.add_handler(TypeHandler(Update, note_chat), group=-2)
     application.add_handler(TypeHandler(Update, check_allowed), group=-1)
     application.add_handler(ChatMemberHandler(on_my_member, ChatMemberHandler.MY_CHAT_MEMBER))
+    application.add_handler(CallbackQueryHandler(on_video_button, pattern=f"^{VIDEO_CALLBACK}:"))
     application.add_handler(CallbackQueryHandler(on_button))
     application.add_handler(TypeHandler(MiniAppRequest, on_mini_app))
     application.add_handler(CommandHandler(["start", "help"], on_help, filters=NEW_MESSAGE))
@@ -780,6 +802,7 @@ def _add_handlers(application: Application) -> None:
     application.add_handler(CommandHandler(commands, on_detect, filters=NEW_MESSAGE))
     application.add_handler(CommandHandler("classes", on_classes, filters=NEW_MESSAGE))
     application.add_handler(MessageHandler(NEW_MESSAGE & PHOTO, on_image))
+    application.add_handler(MessageHandler(NEW_MESSAGE & VIDEO, on_image))  # clips follow the photos' rules
     application.add_handler(MessageHandler(NEW_MESSAGE & OTHER_MEDIA, on_other_media))
     application.add_handler(MessageHandler(NEW_MESSAGE & filters.Document.ALL, on_document))
     application.add_handler(MessageHandler(NEW_MESSAGE & filters.ChatType.PRIVATE & filters.TEXT, on_private_text))

@@ -51,6 +51,7 @@ from bot.telegram_io import (
     with_retry,
 )
 from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
+from bot.video import Videos
 from detector.names import ClassNames
 from jobs import store
 from jobs.client import CLAIM_IDLE_MS, DetectionClient
@@ -129,6 +130,8 @@ class Delivery:
         self.migrated = migrated
         # The buttons under answers (set by the application; None: answers without buttons).
         self.buttons: Buttons | None = None
+        # Clips' answers (bot.video; set by the application).
+        self.videos: Videos | None = None
         self.retry_delay = retry_delay
         self._moved: dict[int, int] = {}
         self._gone: dict[int, None] = {}
@@ -372,6 +375,8 @@ class Delivery:
             await self._discard([unit])
         elif unit.album is not None:
             await self._deliver_album(unit.album)
+        elif unit.completions[0].routing.get("video") and self.videos is not None:
+            await self._deliver_video(unit.completions[0], self.videos)
         elif isinstance(chat, int):
             await self._deliver_single(unit.completions[0])
         else:
@@ -395,6 +400,26 @@ class Delivery:
             await self._dropped(target, c.job_id, exc)
         self.metrics.answer("ok" if det else "error")
         await self._status_done(target, c.job_id)
+        await self._ack([c])
+
+    async def _deliver_video(self, c: Completion, videos: Videos) -> None:
+        """A clip's answer (bot.video): the annotated clip with its caption and JSON button, the rest of its
+        tracks in text; or the sentence for its error (a span's failure answers the clip)."""
+        target = self._target(c.routing)
+        answer = videos.answer(c, self.wording.default_language)
+        try:
+            if answer.clip is not None:
+                sent = await self._call(target, lambda t: videos.send(t.chat_id, t.thread, t.reply, answer), "video")
+                await self._send_chunks(target, answer.caption_and_rest()[1])
+                await videos.keep(answer, c.routing, sent)
+            else:
+                await self._send_text(target, answer.lines)
+            log.info("answered video chat=%s msg=%s job=%s %s", target.chat_id, target.reply, answer.unit,
+                     "ok" if answer.clip else f"error={c.code}")
+        except PermanentSendError as exc:
+            await self._dropped(target, answer.unit, exc)
+        self.metrics.answer("ok" if answer.clip else "error")
+        await self._status_done(target, answer.unit)
         await self._ack([c])
 
     async def _deliver_album(self, album: AssembledAlbum) -> None:

@@ -140,7 +140,7 @@ class Intake:
             return
         refusal = self.limits.take(request.user_id, chat_id, len(request.photos))
         if refusal is not None:
-            await self._slow_down(request, refusal)
+            await self.slow_down(request, refusal)
             return
         if not await self._admit(request):
             await asyncio.to_thread(self.chats.mark_handled, chat_id, ids)
@@ -154,7 +154,7 @@ class Intake:
         await self._submit(request, images, params)
         await asyncio.to_thread(self.chats.mark_handled, chat_id, ids)
 
-    async def _slow_down(self, request: Request, refusal: Refusal) -> None:
+    async def slow_down(self, request: Request, refusal: Refusal) -> None:
         """One "slow down" per chat per minute: a flood's other refused photos are only logged and counted,
         so the refusals never use up the budget the chat's answers need."""
         first = request.photos[0]
@@ -167,14 +167,14 @@ class Intake:
                  first.message_id, reason)
         self.metrics.refuse(reason, len(request.photos))
 
-    def _client(self, request: Request) -> DetectionClient:
+    def client_for(self, request: Request) -> DetectionClient:
         """The queue of the request's model (each model has its own queue, lanes and limits)."""
         return request.model.client if request.model is not None else self.client
 
     async def _room(self, request: Request) -> tuple[int, bool]:
         """How many photos the queue takes from this chat now, and whether the chat's own limit is what
         bounds it (``jobs.fair.chat_limit``). Raises QueueUnavailableError."""
-        client, chat_id = self._client(request), request.chat.id
+        client, chat_id = self.client_for(request), request.chat.id
 
         def rooms() -> tuple[int, int]:
             return client.room(), client.chat_room(chat_id)
@@ -196,11 +196,11 @@ class Intake:
             if room:
                 log.warning("album in chat %s: room for %d of %d photos; the others refused before download",
                             request.chat.id, room, len(request.photos))
-            await self._no_room(request, left_out[0], len(left_out), chat_bound)
+            await self.no_room(request, left_out[0], len(left_out), chat_bound)
             request.photos = request.photos[:room]
         return bool(request.photos)
 
-    async def _no_room(self, request: Request, message: Message, count: int, chat_bound: bool) -> None:
+    async def no_room(self, request: Request, message: Message, count: int, chat_bound: bool) -> None:
         """"Busy" when the queue is full; when it is this chat that has as many photos waiting as it may, a
         reply saying so, once per chat per minute (a flood's other refusals are logged and counted only)."""
         if not chat_bound:
@@ -272,7 +272,7 @@ class Intake:
             return
         except QueueFullError as exc:
             # Other photos took the room between the check and the submit: nothing of these was queued.
-            await self._no_room(request, first, len(images), isinstance(exc, ChatQueueFullError))
+            await self.no_room(request, first, len(images), isinstance(exc, ChatQueueFullError))
             return
         except QueueUnavailableError:
             await self.refuse(first, "redis_unreachable", request.tr.gettext(replies.UNAVAILABLE), len(images))
@@ -281,7 +281,7 @@ class Intake:
             # One reply for the photos left out; an album's queued photos are answered as a smaller album.
             if job_ids:
                 log.warning("album in chat %s: %d of %d photos queued", request.chat.id, len(job_ids), len(images))
-            await self._no_room(request, left_out[0][0], len(left_out), chat_bound)
+            await self.no_room(request, left_out[0][0], len(left_out), chat_bound)
         if job_ids:
             self.spawn(self.status.show_later(unit, job_ids[0], request.chat.id, thread_of(first),
                                               first.message_id, request.tr))
@@ -292,13 +292,13 @@ class Intake:
 
         An album's size is decided here, before submitting: it is the number of photos queued.
         """
-        routings = [self._routing(request, message) for message, _ in images]
+        routings = [self.routing_of(request, message) for message, _ in images]
         album_id = ""
         job_ids = new_job_ids(len(images))
         if album:
             album_id, routings = queued_album(routings, reply_to=images[0][0].message_id, job_ids=job_ids)
         once = self.chats.handled_key(request.chat.id, request.asked_by.message_id)
-        job_ids = await asyncio.to_thread(self._client(request).submit_many, [data for _, data in images], params,
+        job_ids = await asyncio.to_thread(self.client_for(request).submit_many, [data for _, data in images], params,
                                           routings, request.tr.language, once=once, job_ids=job_ids)
         for (message, _), job_id in zip(images, job_ids, strict=True):
             self.metrics.received.inc()
@@ -308,7 +308,7 @@ class Intake:
         return album_id or job_ids[0], job_ids
 
     @staticmethod
-    def _routing(request: Request, message: Message) -> dict[str, Any]:
+    def routing_of(request: Request, message: Message) -> dict[str, Any]:
         """Where the answer goes; it travels with the job, so any bot process can deliver it."""
         return {
             "chat_id": request.chat.id,

@@ -26,6 +26,8 @@ REFUSED_REASONS = frozenset({
     "download_failed", "queue_full", "redis_unreachable", "internal", *IMAGE_REFUSALS,
     "chat_queue_full",
     "model_unavailable",  # a model of DETBOT_MODELS the deployment lacks, or with no worker running (bot.models)
+    # Clips (bot/video.py): refused from Telegram's metadata or their header (detector.video's codes).
+    "video_too_long", "video_too_large", "not_a_video", "corrupt_video", "bad_video",
 })
 DELIVERY_FAILURES = frozenset({"gave_up", "uncertain", "chat_gone", "forbidden", "bad_request", "refused"})
 # Metric (family) name -> label -> its values: what tests/test_bounded_state.py checks a scrape against.

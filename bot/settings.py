@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.i18n import ENGLISH, LANGUAGES
 from detector.settings import DEFAULT_CONFIDENCE, ClassNamesSettings, ImageLimitSettings
+from detector.video import DEFAULT_MAX_FRAMES, DEFAULT_MAX_SECONDS, DEFAULT_SAMPLE_FPS
 from jobs.defaults import MAX_QUEUED_JOBS
 from jobs.settings import ENV_PREFIX, QueueSettings
 
@@ -160,6 +161,15 @@ class BotSettings(QueueSettings, TelegramSettings, ImageLimitSettings, ClassName
         None, ge=0, le=65535, description="Port of /metrics and /healthz on 127.0.0.1; unset: off."
     )
     bot_metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint listens on.")
+    max_video_seconds: float = Field(
+        DEFAULT_MAX_SECONDS, gt=0, le=600, description="Longest video, animation or video note accepted, seconds.",
+    )
+    video_fps: float = Field(
+        DEFAULT_SAMPLE_FPS, gt=0, le=30, description="Frames per second of a video detected, tracked and drawn.",
+    )
+    max_video_frames: int = Field(
+        DEFAULT_MAX_FRAMES, ge=1, le=18_000, description="Most frames of one video detected (at DETBOT_VIDEO_FPS).",
+    )
 
     webhook_url: str | None = Field(
         None, description="Public HTTPS URL Telegram posts updates to; set: webhook mode, unset: long polling.",

@@ -1,4 +1,4 @@
-"""``detbot detect IMAGE [IMAGE ...]``: detection from the command line, no Telegram, no queue."""
+"""``detbot detect IMAGE|CLIP [...]``: detection from the command line, no Telegram, no queue."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
+from detector.clip import VIDEO_SUFFIXES
 from detector.errors import DetectorError, InvalidConfidenceError, ModelLoadError
 from detector.params import DetectParams, check_confidence
 from detector.render import format_text
@@ -32,7 +34,8 @@ def confidence_arg(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                        help="images, or clips (.mp4 .mov .webm .mkv .avi): objects tracked over the clip")
     parser.add_argument("--confidence", "-c", type=confidence_arg, default=DEFAULT_CONFIDENCE)
     parser.add_argument("--classes", help="comma-separated class names to keep, e.g. person,dog")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
@@ -61,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     status = 0
     for path in args.images:
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            status = _clip(detector, path, params, args) or status
+            continue
         try:
             det, jpeg = detector.detect_annotated(path, params)
         except DetectorError as exc:
@@ -74,6 +80,22 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{path}: {format_text(det)}")
     return status
+
+
+def _clip(detector: Any, path: Path, params: DetectParams, args: argparse.Namespace) -> int:
+    """A video file: tracked objects over the clip (:mod:`detector.clip`), the annotated clip to ``--out``."""
+    from detector.clip import annotate_clip, clip_report
+
+    try:
+        clip, summary, answer, times = annotate_clip(detector, path.read_bytes(), params)
+    except (DetectorError, OSError) as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.out:
+        (args.out / f"{path.stem}.mp4").write_bytes(answer)
+    text, data = clip_report(clip, summary, params, detector.model_name, times)
+    print(json.dumps({"video": str(path), **data}, ensure_ascii=False) if args.json else f"{path}: {text}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,12 +43,14 @@ def colour_of(class_id: int) -> tuple[int, int, int]:
 
 
 def draw_boxes(image: np.ndarray, boxes: Sequence[Box], names: Mapping[int, str] | None = None,
-               font: LabelFont | None = None, skeleton: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
+               font: LabelFont | None = None, skeleton: Sequence[tuple[int, int]] | None = None,
+               tags: Sequence[str] | None = None) -> np.ndarray:
     """Draw each object onto ``image`` (in place): its mask, translucent in its class's colour (segmentation),
     its keypoints joined by ``skeleton`` (pose), its box, and its label ``3 собака 0.87`` — the box's number in
     the text list, its class as ``names`` gives it (class id -> name in the reader's language; by default the
     model's own), its confidence. Masks first, then keypoints and boxes, then labels, so nothing crosses a
-    label; the most confident object's mask and label are drawn last, on top."""
+    label; the most confident object's mask and label are drawn last, on top. ``tags``: what each label starts
+    with instead of the box's number (a video's track ids, ``#3``)."""
     font = font or default_font()
     lw = line_width(image)
     draw_masks(image, boxes)
@@ -59,7 +61,8 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[Box], names: Mapping[int, str]
     names = names or {}
     for number, box in reversed(list(enumerate(boxes, 1))):
         name = names.get(box.class_id, box.class_name)
-        draw_label(image, font, [str(number), name, f"{box.confidence:.2f}"], box.xyxy, colour_of(box.class_id), lw)
+        tag = tags[number - 1] if tags is not None else str(number)
+        draw_label(image, font, [tag, name, f"{box.confidence:.2f}"], box.xyxy, colour_of(box.class_id), lw)
     return image
 
 

@@ -50,20 +50,29 @@ FIELD_HELD = "lane_held"
 FIELD_ALL_HELD = "held"
 FIELD_RQ_QUEUE = "rq_queue"
 
-# Appended to the completion script (KEYS[1] is the job's hash, ARGV[8] its id): the job leaves its chat's
-# in-flight set, and the chat's next held job (if any) takes its place at the back of RQ's list.
-RELEASE_ON_COMPLETE = """
+# Lua: ``lane``, the chat's lane of the job whose hash is KEYS[1] (its in-flight set, held list, every held
+# job, RQ's list), and the test that the job has one.
+LANE_OF_JOB = """
 local lane = redis.call('HMGET', KEYS[1], 'lane_in_flight', 'lane_held', 'held', 'rq_queue')
-if lane[1] and lane[2] and lane[3] and lane[4] then
-  redis.call('SREM', lane[1], ARGV[8])
+"""
+HAS_LANE = "lane[1] and lane[2] and lane[3] and lane[4]"
+
+
+def lane_release(job_id_arg: str) -> str:
+    """Lua, where ``lane`` is known (:data:`LANE_OF_JOB`): the job (its id in ``job_id_arg``) leaves its chat's
+    in-flight set, and the chat's next held job (if any) takes its place at the back of RQ's list."""
+    return f"""  redis.call('SREM', lane[1], {job_id_arg})
   local next_id = redis.call('LPOP', lane[2])
   if next_id then
     redis.call('SADD', lane[1], next_id)
     redis.call('SREM', lane[3], next_id)
     redis.call('RPUSH', lane[4], next_id)
   end
-end
 """
+
+
+# Appended to the completion script (KEYS[1] is the job's hash, ARGV[8] its id).
+RELEASE_ON_COMPLETE = LANE_OF_JOB + f"if {HAS_LANE} then\n" + lane_release("ARGV[8]") + "end\n"
 
 # KEYS: in-flight set, held list, every held job, RQ's list; ARGV: job hash key prefix, the per-chat cap.
 _SWEEP = """

@@ -234,6 +234,19 @@ def render_output(render_id: str) -> str:
     return f"{KEY_PREFIX}:render:out:{render_id}"
 
 
+# -- video (jobs.video) -----------------------------------------------------------------------------------
+
+def video_parts(video_id: str) -> str:
+    """Hash of a clip's finished spans while the clip is worked on: ``det:<span>`` (its frames' detections,
+    JSON) and ``seg:<span>`` (its H.264 segment). Deleted when the clip completes; ``RESULT_TTL`` meanwhile."""
+    return f"{KEY_PREFIX}:video:{video_id}"
+
+
+def video_answer(bot_id: int, video_id: str) -> str:
+    """Hash of a video answer's buttons (where it is, who asked, its tracks as JSON): ``DETBOT_ANSWER_TTL``."""
+    return f"{_bot(bot_id)}:video:{video_id}"
+
+
 # -- the web face (web/) ---------------------------------------------------------------------------------
 
 def web_events(queue_name: str) -> str:
@@ -307,6 +320,8 @@ LIFETIMES: tuple[Lifetime, ...] = (
     Lifetime(render_done("*"), True, "`jobs.render.OUTPUT_TTL` (30 s)"),
     Lifetime(render_output("*"), True, "`jobs.render.OUTPUT_TTL` (30 s); deleted when read"),
     Lifetime(renders("*"), True, "`jobs.render.REQUEST_TTL` (30 s) from the last press; emptied by the workers"),
+    Lifetime(video_parts("*"), True, "`RESULT_TTL` (24 h) from a clip's submit; deleted when the clip completes"),
+    Lifetime(f"{BOTS}:video:*", True, "`DETBOT_ANSWER_TTL` (24 h) from a video answer: its buttons work that long"),
     Lifetime(f"{KEY_PREFIX}:lane:*", False,
              "per chat with photos waiting: its in-flight set (≤ `fair.MAX_IN_FLIGHT_PER_CHAT`) and its held "
              "list (≤ `MAX_QUEUED_JOBS`); Redis deletes each when it empties, as the chat's jobs complete"),

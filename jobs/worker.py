@@ -46,11 +46,15 @@ from jobs.recovery import CurrentJob, Heartbeat
 from jobs.render import SERVE_BLOCK, RenderServer
 from jobs.settings import WorkerSettings, load_settings
 from jobs.shutdown import end_process
+from jobs.video import VIDEO_SPAN_JOB
 
 if TYPE_CHECKING:
     from jobs.metrics import WorkerMetrics
 
 log = logging.getLogger("detbot.worker")
+
+# The job functions a worker runs; anything else is refused unrun (RQ would import any function by name).
+ALLOWED_JOBS = frozenset({DETECT_JOB, VIDEO_SPAN_JOB})
 
 # Exit statuses of `detbot worker` besides 0 (stopped on request); 70, stuck in native code, is
 # recovery.EXIT_WEDGED, where the watchdog exits.
@@ -252,7 +256,7 @@ class DetbotWorker(SimpleWorker):
             return "its payload is not JSON (pickle is refused)"
         except Exception as exc:
             return f"its payload is unreadable ({type(exc).__name__})"
-        if func_name != DETECT_JOB:
+        if func_name not in ALLOWED_JOBS:
             return f"function {func_name!r} is not allowed"
         if job.kwargs or len(args) != 1 or not isinstance(args[0], str):
             return "unexpected arguments"

@@ -55,7 +55,8 @@ ALL_BACKENDS = ("torch", "onnx", "openvino")
 # What ``--images FOLDER`` times: the photo formats people send.
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # ``detbot bench NAME ...``: the benchmarks with their own arguments, imported only when asked for.
-SUBBENCHES = {"queue": "ops.bench_queue", "accuracy": "ops.accuracy", "tasks": "ops.bench_tasks"}
+SUBBENCHES = {"queue": "ops.bench_queue", "accuracy": "ops.accuracy", "tasks": "ops.bench_tasks",
+              "video": "ops.bench_video"}
 
 
 # --- the child: one worker process ---------------------------------------------------------------------

@@ -20,9 +20,10 @@ inscribed square) and nothing else.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -211,3 +212,110 @@ def write_dataset(root: Path, task: Task = "detect") -> Path:
     write_split(root, "train", TRAIN_SEED, TRAIN_IMAGES, task)
     write_split(root, "val", VAL_SEED, VAL_IMAGES, task)
     return write_yaml(root, task=task)
+
+
+# -- clips: shapes that move, enter and leave (the video tests and ``detbot bench --video``) ---------------
+
+@dataclass(frozen=True)
+class Mover:
+    """One shape of a clip: on screen from ``enter`` to ``leave`` (seconds), moving in a straight line from
+    ``start`` to ``end`` (its centre, pixels) meanwhile. Every mover is one object: a clip's true unique count."""
+
+    name: str
+    size: float
+    start: Point
+    end: Point
+    enter: float
+    leave: float
+    colour: tuple[int, int, int] = (40, 40, 220)
+    angle: float = 0.0
+
+    def centre(self, t: float) -> Point | None:
+        """Where the shape is at ``t``, None when it is not on screen."""
+        if not self.enter <= t < self.leave:
+            return None
+        k = (t - self.enter) / (self.leave - self.enter)
+        return self.start[0] + (self.end[0] - self.start[0]) * k, self.start[1] + (self.end[1] - self.start[1]) * k
+
+
+@dataclass(frozen=True)
+class ShapesClip:
+    """A synthetic clip: its frames (BGR), frame rate and the movers drawn in it."""
+
+    frames: tuple[np.ndarray, ...]
+    fps: float
+    movers: tuple[Mover, ...]
+
+    def counts(self) -> dict[str, int]:
+        """Unique objects per class: what a tracker must find."""
+        counts: dict[str, int] = {}
+        for m in self.movers:
+            counts[m.name] = counts.get(m.name, 0) + 1
+        return counts
+
+
+def default_movers(width: int = 320, height: int = 240, seconds: float = 3.0) -> tuple[Mover, ...]:
+    """Four objects in three lanes (top, middle, bottom): a circle crossing the whole clip, a square that
+    enters a quarter in, a triangle that leaves half-way and a second circle that enters after it left, in its
+    lane. Unique counts: circle 2, square 1, triangle 1."""
+    size = min(width, height) * 0.23
+    lanes = [height * (i + 0.5) / 3 for i in range(3)]
+    return (
+        Mover("circle", size, (width * 0.14, lanes[0]), (width * 0.86, lanes[0]), 0.0, seconds, (40, 40, 220)),
+        Mover("square", size, (width * 0.8, lanes[1]), (width * 0.35, lanes[1]), seconds * 0.27, seconds,
+              (220, 60, 40), 0.1),
+        Mover("triangle", size, (width * 0.2, lanes[2]), (width * 0.5, lanes[2]), 0.0, seconds * 0.53,
+              (30, 200, 230)),
+        Mover("circle", size, (width * 0.62, lanes[2]), (width * 0.86, lanes[2]), seconds * 0.67, seconds,
+              (200, 40, 200)),
+    )
+
+
+def make_clip(seed: int = 0, width: int = 320, height: int = 240, seconds: float = 3.0, fps: float = 10.0,
+              movers: tuple[Mover, ...] | None = None) -> ShapesClip:
+    """A clip of ``movers`` (default :func:`default_movers`) over one noisy gradient background of ``seed``."""
+    rng = np.random.default_rng(seed)
+    background = _background(rng, height, width)
+    movers = movers if movers is not None else default_movers(width, height, seconds)
+    frames = []
+    for i in range(round(seconds * fps)):
+        img = background.copy()
+        for m in movers:
+            at = m.centre(i / fps)
+            if at is not None:
+                _draw(img, m.name, at[0], at[1], m.size, m.angle, m.colour)
+        frames.append(img)
+    return ShapesClip(tuple(frames), fps, movers)
+
+
+def encode_clip(clip: ShapesClip, kind: Literal["mp4", "gif", "webm"] = "mp4") -> bytes:
+    """The clip as a file: H.264 MP4 (as phones and Telegram send), an animated GIF, or VP9 WebM."""
+    return encode_frames(clip.frames, clip.fps, kind)
+
+
+def encode_frames(frames: Iterable[np.ndarray], fps: float, kind: Literal["mp4", "gif", "webm"] = "mp4",
+                  crf: int = 18) -> bytes:
+    """BGR frames (one size; a generator is encoded as it goes) as a clip file: H.264 MP4 at ``crf``, an
+    animated GIF, or VP9 WebM."""
+    import io
+    from fractions import Fraction
+
+    import av
+
+    buffer = io.BytesIO()
+    codec, pix_fmt, options = {"mp4": ("libx264", "yuv420p", {"crf": str(crf), "preset": "veryfast"}),
+                               "gif": ("gif", "rgb8", {}),
+                               "webm": ("libvpx-vp9", "yuv420p", {"crf": "30", "b": "0"})}[kind]
+    with av.open(buffer, mode="w", format=kind) as container:
+        stream: Any = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000), options=options)
+        for i, image in enumerate(frames):
+            if i == 0:
+                stream.height, stream.width = image.shape[:2]
+                stream.pix_fmt = pix_fmt
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format=pix_fmt)
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()

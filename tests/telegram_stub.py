@@ -101,6 +101,12 @@ class Failure:
     migrate_to: int | None = None
 
 
+# How a bot sends clips: a video, an animation (GIF), a round video note.
+VIDEO_METHODS = ("sendVideo", "sendAnimation", "sendVideoNote")
+# A bot may upload files of up to 50 MB (sendVideo, sendDocument, ...).
+UPLOAD_LIMIT = 50 * 1024 * 1024
+
+
 def _parse_value(key: str, raw: str) -> Any:
     if key in TEXT_FIELDS:
         return raw
@@ -276,6 +282,25 @@ class TelegramStub:
             fields["caption"] = caption
         return self.send(chat, user_id, document=doc, **fields)
 
+    def video(self, chat: dict[str, Any], user_id: int, data: bytes, kind: str = "video", *, duration: int = 3,
+              size: tuple[int, int] = (320, 240), caption: str | None = None, file_size: int | None = None,
+              **fields: Any) -> dict[str, Any]:
+        """A clip message as Telegram sends it: ``kind`` is ``video``, ``animation`` (a GIF: Telegram sets
+        ``document`` too) or ``video_note`` (round, square, no caption); ``duration`` is Telegram's whole
+        seconds, ``file_size`` may claim more than ``data`` holds."""
+        file_id = self.add_file(data, file_size)
+        media: dict[str, Any] = {"file_id": file_id, "file_unique_id": f"u{file_id}", "duration": duration,
+                                 "file_size": self.file_sizes[file_id]}
+        if kind == "video_note":
+            media["length"] = size[0]
+        else:
+            media.update(width=size[0], height=size[1], mime_type="video/mp4")
+        if kind == "animation":
+            fields["document"] = {k: v for k, v in media.items() if k not in ("duration", "width", "height")}
+        if caption is not None:
+            fields["caption"] = caption
+        return self.send(chat, user_id, **{kind: media}, **fields)
+
     def resend(self, message: dict[str, Any]) -> None:
         """Deliver a message again in a new update, as Telegram does when a bot died before confirming it."""
         with self._cond:
@@ -373,7 +398,7 @@ class TelegramStub:
     def answers(self, chat_id: int) -> list[Call]:
         """What a person in ``chat_id`` saw: photos, albums and text messages, in order."""
         return [c for c in self.sent(chat_id=chat_id) if c.method in ("sendPhoto", "sendMessage", "sendMediaGroup",
-                                                                       "sendDocument")]
+                                                                       "sendDocument", *VIDEO_METHODS)]
 
     def wait_for(self, condition: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
         """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
@@ -658,6 +683,22 @@ class TelegramStub:
             file_id = self.add_file(doc)
             return self._new_message(int(chat_id), document={"file_id": file_id, "file_unique_id": f"u{file_id}"},  # type: ignore[arg-type]
                                      **common)
+        if method in ("sendVideo", "sendAnimation", "sendVideoNote"):
+            field = {"sendVideo": "video", "sendAnimation": "animation", "sendVideoNote": "video_note"}[method]
+            clip = files.get(field)
+            if clip is None:
+                raise _ApiError(400, f"Bad Request: there is no {field} in the request")
+            if len(clip) > UPLOAD_LIMIT:
+                raise _ApiError(413, "Request Entity Too Large")
+            file_id = self.add_file(clip)
+            media = {"file_id": file_id, "file_unique_id": f"u{file_id}", "duration": int(params.get("duration") or 0),
+                     "file_size": len(clip)}
+            if field == "video_note":
+                media["length"] = int(params.get("length") or 0)
+            else:
+                media.update(width=int(params.get("width") or 0), height=int(params.get("height") or 0))
+            fields = {"caption": params["caption"]} if params.get("caption") else {}
+            return self._new_message(int(chat_id), **{field: media}, **fields, **common)  # type: ignore[arg-type]
         if method == "sendMediaGroup":
             media = params.get("media") or []
             if not 2 <= len(media) <= 10:
@@ -1006,6 +1047,8 @@ STATUS_PREFIX = "⏳"
 STATIC_SET_LIMIT = 120
 STICKER_METHODS = frozenset({"sendSticker", "uploadStickerFile", "getStickerSet", "createNewStickerSet",
                              "addStickerToSet"})
+# A video's progress message (bot/video.py): a status message too, never an answer.
+PROGRESS_PREFIX = "🎞"
 _BOX_LINE = r"^(\d+)\. (\w+) (\d\.\d\d) \[(-?\d+), (-?\d+), (-?\d+), (-?\d+)\]$"
 
 
@@ -1044,7 +1087,8 @@ def encode(img: Any, ext: str = ".jpg") -> bytes:
 
 def answers_to(stub: TelegramStub, chat_id: int, message_id: int) -> list[Call]:
     """The bot's answers (photos, albums, texts; not status messages) replying to one message."""
-    return [c for c in stub.answers(chat_id) if c.reply_to == message_id and not c.text.startswith(STATUS_PREFIX)]
+    return [c for c in stub.answers(chat_id)
+            if c.reply_to == message_id and not c.text.startswith((STATUS_PREFIX, PROGRESS_PREFIX))]
 
 
 def wait_answer(stub: TelegramStub, chat_id: int, message_id: int, timeout: float = 90.0) -> Call:
