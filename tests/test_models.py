@@ -22,10 +22,10 @@ from detector.params import DetectParams
 from jobs import keys, models
 from jobs.client import DetectionClient, make_queue
 from jobs.models import OUTAGE_GRACE
-from ops.shapes import Shape, make_images
+from ops.shapes import Shape, encode_clip, make_clip, make_images
 from tests.conftest import RedisServer, free_port
 from tests.shapes import MODEL_PATH, POSE_MODEL_PATH, SEG_MODEL_PATH
-from tests.telegram_stub import BotProcess, Call, TelegramStub, encode, wait_answer
+from tests.telegram_stub import VIDEO_METHODS, BotProcess, Call, TelegramStub, answers_to, encode, wait_answer
 from tests.workers import WorkerProcess, running_workers
 
 TOKEN = "555666777:AAH-test-models-token_abc"
@@ -468,3 +468,17 @@ def test_sticker_buttons_are_bound_and_a_burst_sends_one(world: World) -> None:
                                    if c.params.get("callback_query_id") == forged], 30, "the forged press")[0]
     assert "belong to another message" in reply.text
     assert f"u{user}_by_{BOT}" not in stub.sticker_sets
+
+
+def test_a_clip_goes_to_the_model_its_caption_names(world: World) -> None:
+    """``/segment`` on a clip: its spans run on the segmentation model's workers, like a photo's job."""
+    user = new_user()
+    msg = world.stub.video(world.stub.private_chat(user), user, encode_clip(make_clip()), caption="/segment",
+                           duration=3)
+    answer = world.stub.wait_for(lambda: [c for c in answers_to(world.stub, user, msg["message_id"])
+                                          if c.method in VIDEO_METHODS], 120, "the clip's answer")[0]
+    assert answer.method == "sendVideo"
+    video = re.search(rf"queued video chat={user} msg={msg['message_id']} job=(\w+)", world.bot.log())
+    assert video is not None
+    world.stub.wait_for(lambda: f"span {video.group(1)}" in world.segment.output(), 30, "the segment worker's spans")
+    assert f"span {video.group(1)}" not in world.detect.output()
