@@ -117,6 +117,9 @@ def test_a_worker_killed_mid_clip_leaves_it_to_another_answered_once(redis_serve
     rescuer = start_worker(redis_server.url, queue=queue)
     try:
         done = wait_for(answered, 120, f"clip {video_id}'s answer")
+        # (the clip may have been answered before the kill: the rescuer then only has the copy to take, once
+        # it has started, which takes a while on a loaded machine)
+        rescuer.wait_ready()
         wait_for(lambda: f"span {first_span} duplicate" in rescuer.output(), 30, "the first span's second copy")
     finally:
         rescuer.close()
