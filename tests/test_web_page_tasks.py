@@ -40,7 +40,7 @@ MODELS = f"detect={MODEL_PATH},segment={SEG_MODEL_PATH},pose={POSE_MODEL_PATH}"
 BLEND_TOLERANCE = 3
 CLEAN_TOLERANCE = 2
 # Pixels this close to an outline are anti-aliased: neither inside nor outside.
-EDGE = 3
+EDGE = 2
 # A label is at most this wide (px) at the picture's size: "12 triangle 0.87" in the page's font.
 LABEL_WIDTH = 260
 SHARE = re.compile(r"· (<?\d+\.\d)% of the image$")
@@ -115,7 +115,7 @@ def decorations(shape: tuple[int, ...], boxes: list[dict[str, Any]]) -> np.ndarr
     out = np.zeros(shape[:2], np.uint8)
     for b in boxes:
         x1, y1, x2, y2 = (round(b[k]) for k in ("x1", "y1", "x2", "y2"))
-        cv2.rectangle(out, (x1, y1), (x2, y2), 1, 2 * (lw + EDGE))
+        cv2.rectangle(out, (x1, y1), (x2, y2), 1, 2 * lw + 2)
         cv2.rectangle(out, (x1 - lw - EDGE, round(y1 - label)), (x1 + LABEL_WIDTH, round(y1 + label)), 1, -1)
     return out.astype(bool)
 
@@ -145,7 +145,7 @@ def check_masks(drawn: np.ndarray, clean: np.ndarray, boxes: list[dict[str, Any]
         if not box.get("polygon") or inside.sum() < 30:
             continue  # no mask, or one hidden under others' labels and outlines
         close = (np.abs(drawn[inside] - blended[inside]) <= BLEND_TOLERANCE).all(axis=1).mean()
-        assert close > 0.95, f"mask {i + 1} ({box['class_name']}): {close:.1%} of its pixels show it"
+        assert close > 0.98, f"mask {i + 1} ({box['class_name']}): {close:.1%} of its pixels show it"
     outside = free & (owner < 0)
     assert outside.sum() > clean.shape[0] * clean.shape[1] / 4
     same = (np.abs(drawn[outside] - clean[outside]) <= CLEAN_TOLERANCE).all(axis=1).mean()

@@ -192,7 +192,10 @@ class BrowserPage:
         return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(condition, what)  # type: ignore[arg-type]
 
     def rows(self) -> list[str]:
-        return [row.text for row in self.driver.find_elements(By.CSS_SELECTOR, "#boxes li")]
+        """The list's rows, read in one script: a render replacing them mid-read cannot leave a stale one."""
+        rows: list[str] = self.driver.execute_script(
+            "return [...document.querySelectorAll('#boxes li')].map((row) => row.textContent);")
+        return rows
 
     def drawn(self) -> int:
         return int(self.driver.find_element(By.ID, "canvas").get_attribute("data-boxes") or -1)
