@@ -92,7 +92,7 @@ def test_a_picture_is_answered_and_the_slider_shows_and_hides_boxes_without_a_re
     state = page.answer()
     candidates = state["candidates"]
     assert isinstance(candidates, list) and len(candidates) >= 4
-    assert not any("polygon" in c or "keypoints" in c for c in candidates)
+    assert not any(c.get("polygon") or c.get("keypoints") for c in candidates)
     assert page.driver.find_element(By.ID, "canvas").get_attribute("data-masks") == "0"
     confidences = sorted((c["confidence"] for c in candidates), reverse=True)
     requests_before = page.driver.execute_script("return performance.getEntriesByType('resource').length")
