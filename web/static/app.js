@@ -156,11 +156,13 @@
   }
 
   function labelModels() {
-    // "segment (masks)": the model's name as the API takes it, and what it finds in the page's language.
+    // "segment (masks)": the model's name as the API takes it, and what it finds in the page's language
+    // once its workers said (a model no worker has started yet: its name alone).
+    const finds = { detect: "page.task_detect", segment: "page.task_segment", pose: "page.task_pose" };
     for (const option of $("model").options) {
       const model = state.models.find((m) => m.name === option.value);
-      option.textContent = model && model.task
-        ? t("page.model_option", { name: model.name, task: t(`page.task.${model.task}`) }) : option.value;
+      const task = model && finds[model.task];
+      option.textContent = task ? `${model.name} (${t(task)})` : option.value;
     }
   }
 
