@@ -246,3 +246,8 @@ def test_a_pose_answer_draws_the_sure_keypoints_and_the_slider_takes_them_away(p
     page.until(lambda d: page.drawn() == 0, "no boxes")
     assert page.count("keypoints") == 0
     check_masks(page.canvas(), clean, [])
+    # Another model chosen: the same picture goes to it, and its answer replaces this one.
+    Select(page.driver.find_element(By.ID, "model")).select_by_value("segment")
+    page.until(lambda d: d.find_element(By.ID, "result").get_attribute("data-job") != job["id"], "a new job")
+    assert page.answer()["result"]["task"] == "segment"
+    page.until(lambda d: page.count("masks") > 0 and page.count("keypoints") == 0, "masks instead of keypoints")
