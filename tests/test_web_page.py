@@ -34,7 +34,7 @@ from selenium.webdriver.common.keys import Keys
 from jobs import keys
 from tests.conftest import ROOT, RedisServer
 from tests.telegram_stub import BotProcess, TelegramStub, encode, wait_answer
-from tests.web_support import SHAPES_RU, WINDOW, BrowserPage, chrome, init_data, shapes_png, web_servers
+from tests.web_support import SHAPES_RU, WINDOW, BrowserPage, chrome, init_data, page_folders, web_servers
 from tests.workers import running_workers, wait_for
 
 SCREENSHOT = ROOT / "docs" / "web-page.png"
@@ -53,14 +53,9 @@ class Page(BrowserPage):
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
-    workdir = tmp_path_factory.mktemp("web-page")
+    workdir, picture, downloads = page_folders(tmp_path_factory, "web-page", 2000)
     names = workdir / "names.json"
     names.write_text(SHAPES_RU, encoding="utf-8")
-    image, _ = shapes_png(2000, least=4, landscape=True)
-    picture = workdir / "shapes.png"
-    picture.write_bytes(image)
-    downloads = workdir / "downloads"
-    downloads.mkdir()
     server = RedisServer(workdir / "redis")
     server.start()
     # The bot too (against the Bot API stand-in), whose answers the page opens as its Mini App.

@@ -32,7 +32,7 @@ from detector.render import format_share
 from detector.result import polygon_area
 from tests.conftest import RedisServer
 from tests.shapes import MODEL_PATH, POSE_MODEL_PATH, SEG_MODEL_PATH
-from tests.web_support import BrowserPage, chrome, shapes_png, web_servers
+from tests.web_support import BrowserPage, chrome, page_folders, web_servers
 from tests.workers import running_workers, wait_for
 
 MODELS = f"detect={MODEL_PATH},segment={SEG_MODEL_PATH},pose={POSE_MODEL_PATH}"
@@ -72,12 +72,7 @@ class TasksPage(BrowserPage):
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TasksPage]:
-    workdir = tmp_path_factory.mktemp("web-page-tasks")
-    image, _ = shapes_png(2100, least=4, landscape=True)
-    picture = workdir / "shapes.png"
-    picture.write_bytes(image)
-    downloads = workdir / "downloads"
-    downloads.mkdir()
+    workdir, picture, downloads = page_folders(tmp_path_factory, "web-page-tasks", 2100)
     server = RedisServer(workdir / "redis")
     server.start()
     common = {"DETBOT_MODELS": MODELS}

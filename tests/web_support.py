@@ -215,6 +215,18 @@ class BrowserPage:
             "s.dispatchEvent(new Event('input', {bubbles: true}));", str(value))
 
 
+def page_folders(factory: pytest.TempPathFactory, name: str, seed: int) -> tuple[Path, Path, Path]:
+    """A browser test module's folder, a fresh landscape shapes picture in it (at least 4 shapes, from ``seed``)
+    and the folder the browser downloads into."""
+    workdir = factory.mktemp(name)
+    image, _ = shapes_png(seed, least=4, landscape=True)
+    picture = workdir / "shapes.png"
+    picture.write_bytes(image)
+    downloads = workdir / "downloads"
+    downloads.mkdir()
+    return workdir, picture, downloads
+
+
 def system_browser() -> tuple[str, str]:
     browser = next((found for name in BROWSERS if (found := shutil.which(name))), None)
     driver = shutil.which("chromedriver")
