@@ -20,7 +20,6 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -28,18 +27,14 @@ import numpy as np
 import pytest
 from PIL import Image
 from redis import Redis
-from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
 
 from jobs import keys
 from tests.conftest import ROOT, RedisServer
 from tests.telegram_stub import BotProcess, TelegramStub, encode, wait_answer
-from tests.web_support import ANSWER_TIMEOUT, SHAPES_RU, WebServer, init_data, shapes_png, web_servers
+from tests.web_support import SHAPES_RU, WINDOW, BrowserPage, chrome, init_data, page_folders, web_servers
 from tests.workers import running_workers, wait_for
 
 SCREENSHOT = ROOT / "docs" / "web-page.png"
@@ -47,82 +42,20 @@ TOKEN = "864209753:PAGE-mini-app-token"
 PUBLIC_URL = "https://detbot.example/"
 # The screenshot in the README is re-taken only on request, so a test run never dirties the checkout.
 UPDATE_SCREENSHOT = "DETBOT_UPDATE_SCREENSHOT"
-WINDOW = (1100, 760)
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
 @dataclass
-class Page:
-    driver: WebDriver
-    web: WebServer
+class Page(BrowserPage):
     picture: Path
-    downloads: Path
     stub: TelegramStub
     redis: Redis
-
-    def open(self, language: str = "en") -> None:
-        self.driver.get(self.web.url + "/")
-        self.driver.execute_script("localStorage.setItem('detbot.language', arguments[0]);", language)
-        self.driver.get(self.web.url + "/")
-        self.until(lambda d: d.execute_script("return document.body.dataset.ready === 'true'"), "the page to start")
-
-    def until(self, condition: object, what: str, timeout: float = ANSWER_TIMEOUT) -> object:
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(condition, what)  # type: ignore[arg-type]
-
-    def rows(self) -> list[str]:
-        return [row.text for row in self.driver.find_elements(By.CSS_SELECTOR, "#boxes li")]
-
-    def drawn(self) -> int:
-        return int(self.driver.find_element(By.ID, "canvas").get_attribute("data-boxes") or -1)
-
-    def answer(self) -> dict[str, Any]:
-        """The job the page shows, as the API gives it to anyone (the page drew it from the same)."""
-        self.until(lambda d: d.find_element(By.ID, "result").is_displayed(), "the answer")
-        job_id = self.driver.find_element(By.ID, "result").get_attribute("data-job")
-        job: dict[str, Any] = httpx.get(f"{self.web.url}/api/v1/jobs/{job_id}", timeout=30).json()
-        assert job["status"] == "done", job
-        return job
-
-    def slide(self, value: float) -> None:
-        """Put the slider at ``value`` as a drag ends there: the value, then the input event."""
-        self.driver.execute_script(
-            "const s = document.getElementById('confidence'); s.value = arguments[0];"
-            "s.dispatchEvent(new Event('input', {bubbles: true}));", str(value))
-
-
-def system_browser() -> tuple[str, str]:
-    browser = next((found for name in BROWSERS if (found := shutil.which(name))), None)
-    driver = shutil.which("chromedriver")
-    if not browser or not driver:
-        pytest.fail("the browser tests need Debian's chromium and chromium-driver: "
-                    "apt-get install -y chromium chromium-driver (.ci/run does)")
-    return browser, driver
-
-
-def chrome(downloads: Path) -> WebDriver:
-    browser, driver = system_browser()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-default-apps", "--lang=en-US",
-                 f"--window-size={WINDOW[0]},{WINDOW[1]}"):
-        options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
-    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
-    workdir = tmp_path_factory.mktemp("web-page")
+    workdir, picture, downloads = page_folders(tmp_path_factory, "web-page", 2000)
     names = workdir / "names.json"
     names.write_text(SHAPES_RU, encoding="utf-8")
-    image, _ = shapes_png(2000, least=4, landscape=True)
-    picture = workdir / "shapes.png"
-    picture.write_bytes(image)
-    downloads = workdir / "downloads"
-    downloads.mkdir()
     server = RedisServer(workdir / "redis")
     server.start()
     # The bot too (against the Bot API stand-in), whose answers the page opens as its Mini App.
@@ -134,7 +67,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
             bot = BotProcess(stub, server.url, workdir / "bot.log", DETBOT_WEB_PUBLIC_URL=PUBLIC_URL).start()
             driver = chrome(downloads)
             try:
-                yield Page(driver, servers["page"], picture, downloads, stub, Redis.from_url(server.url))
+                yield Page(driver, servers["page"], downloads, picture, stub, Redis.from_url(server.url))
             finally:
                 driver.quit()
                 bot.stop()
@@ -149,10 +82,13 @@ def upload_with_the_picker(page: Page) -> None:
 
 def test_a_picture_is_answered_and_the_slider_shows_and_hides_boxes_without_a_request(page: Page) -> None:
     page.open()
+    assert not page.driver.find_element(By.ID, "model-box").is_displayed()  # one model: no choice offered
     upload_with_the_picker(page)
     state = page.answer()
     candidates = state["candidates"]
     assert isinstance(candidates, list) and len(candidates) >= 4
+    assert not any(c.get("polygon") or c.get("keypoints") for c in candidates)
+    assert page.driver.find_element(By.ID, "canvas").get_attribute("data-masks") == "0"
     confidences = sorted((c["confidence"] for c in candidates), reverse=True)
     requests_before = page.driver.execute_script("return performance.getEntriesByType('resource').length")
     # At the asked threshold (the default 0.25): the boxes above it, drawn and listed.

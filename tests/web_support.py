@@ -1,4 +1,5 @@
-"""Real ``detbot web`` processes for the web tests: started on a free port, stopped at the end, raw HTTP.
+"""Real ``detbot web`` processes for the web tests: started on a free port, stopped at the end, raw HTTP; and
+the page in a real browser (Debian's headless Chromium driven by Selenium) for the page's tests.
 
 A web process prints ``web listening on http://HOST:PORT`` once its socket is bound (``--listen
 127.0.0.1:0`` takes a free port); it answers ``/healthz`` once the application has started.
@@ -9,16 +10,24 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 from ops.shapes import make_images
 from tests.conftest import DETBOT, ROOT, detbot_env
@@ -156,3 +165,86 @@ def raw_request(port: int, head: str, body_chunks: Iterator[bytes] | None = None
 
 def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/") else 0
+
+
+# -- the page in a real browser (Debian's chromium, driven by Selenium) ------------------------------------
+
+# The browser's window: wide enough for the picture beside its list.
+WINDOW = (1100, 760)
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+@dataclass
+class BrowserPage:
+    """The page in a real browser, against one ``detbot web``; ``downloads``: where the browser saves files."""
+
+    driver: WebDriver
+    web: WebServer
+    downloads: Path
+
+    def open(self, language: str = "en") -> None:
+        self.driver.get(self.web.url + "/")
+        self.driver.execute_script("localStorage.setItem('detbot.language', arguments[0]);", language)
+        self.driver.get(self.web.url + "/")
+        self.until(lambda d: d.execute_script("return document.body.dataset.ready === 'true'"), "the page to start")
+
+    def until(self, condition: object, what: str, timeout: float = ANSWER_TIMEOUT) -> object:
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(condition, what)  # type: ignore[arg-type]
+
+    def rows(self) -> list[str]:
+        """The list's rows, read in one script: a render replacing them mid-read cannot leave a stale one."""
+        rows: list[str] = self.driver.execute_script(
+            "return [...document.querySelectorAll('#boxes li')].map((row) => row.textContent);")
+        return rows
+
+    def drawn(self) -> int:
+        return int(self.driver.find_element(By.ID, "canvas").get_attribute("data-boxes") or -1)
+
+    def answer(self) -> dict[str, Any]:
+        """The job the page shows, as the API gives it to anyone (the page drew it from the same)."""
+        self.until(lambda d: d.find_element(By.ID, "result").is_displayed(), "the answer")
+        job_id = self.driver.find_element(By.ID, "result").get_attribute("data-job")
+        job: dict[str, Any] = httpx.get(f"{self.web.url}/api/v1/jobs/{job_id}", timeout=30).json()
+        assert job["status"] == "done", job
+        return job
+
+    def slide(self, value: float) -> None:
+        """Put the slider at ``value`` as a drag ends there: the value, then the input event."""
+        self.driver.execute_script(
+            "const s = document.getElementById('confidence'); s.value = arguments[0];"
+            "s.dispatchEvent(new Event('input', {bubbles: true}));", str(value))
+
+
+def page_folders(factory: pytest.TempPathFactory, name: str, seed: int) -> tuple[Path, Path, Path]:
+    """A browser test module's folder, a fresh landscape shapes picture in it (at least 4 shapes, from ``seed``)
+    and the folder the browser downloads into."""
+    workdir = factory.mktemp(name)
+    image, _ = shapes_png(seed, least=4, landscape=True)
+    picture = workdir / "shapes.png"
+    picture.write_bytes(image)
+    downloads = workdir / "downloads"
+    downloads.mkdir()
+    return workdir, picture, downloads
+
+
+def system_browser() -> tuple[str, str]:
+    browser = next((found for name in BROWSERS if (found := shutil.which(name))), None)
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.fail("the browser tests need Debian's chromium and chromium-driver: "
+                    "apt-get install -y chromium chromium-driver (.ci/run does)")
+    return browser, driver
+
+
+def chrome(downloads: Path) -> WebDriver:
+    browser, driver = system_browser()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-default-apps", "--lang=en-US",
+                 f"--window-size={WINDOW[0]},{WINDOW[1]}"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)

@@ -206,10 +206,10 @@ def add_routes(app: FastAPI, svc: Services) -> None:
             out = []
             for name, client in svc.queue.clients.items():
                 try:
-                    classes = client.class_names()
+                    classes, published = client.class_names(), client.model_info()
                 except QueueUnavailableError:
-                    classes = None
-                out.append({"name": name, "classes": classes})
+                    classes, published = None, None
+                out.append({"name": name, "classes": classes, "task": published.task if published else None})
             return out
 
         return {

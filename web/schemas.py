@@ -77,6 +77,10 @@ class JobModel(BaseModel):
 class ModelInfo(BaseModel):
     name: str = Field(description="What the `model` field of /api/v1/detect takes.")
     classes: list[str] | None = Field(None, description="The model's classes; null until a worker started.")
+    task: str | None = Field(
+        None, description="What it finds: `detect` (boxes), `segment` (boxes with masks: `polygon`) or `pose` (boxes "
+        "with `keypoints`); null until a worker started.",
+    )
 
 
 class InfoModel(BaseModel):

@@ -21,8 +21,8 @@ from bot.i18n import DOMAIN, ENGLISH, LANGUAGES, LOCALE_DIR, RUSSIAN, Catalog, c
 WEB_LOCALE_DIR = Path(__file__).with_name("locales")
 
 # The bot's messages the page words its answer and its waiting with (the rest it gets from the API).
-PAGE_BOT_MESSAGES = ("answer.box", "answer.count", "answer.nothing", "answer.only", "answer.per_class",
-                     "status.queued", "status.working", "reply.unavailable", "reply.busy")
+PAGE_BOT_MESSAGES = ("answer.box", "answer.box.share", "answer.count", "answer.nothing", "answer.only",
+                     "answer.per_class", "status.queued", "status.working", "reply.unavailable", "reply.busy")
 PAGE_BOT_PLURALS = (("answer.summary", "answer.summary.plural"),)
 # A number that falls in each of the browser's plural categories (Intl.PluralRules) per language, to pick
 # the matching gettext form: the page chooses by category, gettext by number.

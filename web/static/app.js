@@ -1,6 +1,8 @@
 // detbot's page: upload a picture (picker, drag-and-drop, paste, phone camera), wait for the queue, then
-// show every box the server kept on a canvas. The confidence slider and the class toggles only filter the
-// kept boxes here, in the browser: no request per move. Plain JavaScript, no build step, no dependencies.
+// show every box the server kept on a canvas — with its mask (segmentation) or its keypoints and skeleton
+// (pose) when the model gives them. The confidence slider and the class toggles only filter the kept boxes
+// here, in the browser: no request per move. Where the server has several models (/api/v1/info), a choice
+// of them sends `model` with the upload. Plain JavaScript, no build step, no dependencies.
 //
 // Opened by Telegram as the bot's Mini App (the 🎚 button under an answer), the page shows that answer
 // instead: its clean photo, the same slider and toggles, and "apply", which has the bot edit the answer in
@@ -22,6 +24,11 @@
   const MAX_SIDE = 2560;
   const LINE_WIDTH_PER_PX = 0.003;
   const DARK_TEXT_ABOVE = 3 * 160;
+  // As detector/draw.py: how opaque a mask is (the object still shows through), and the keypoints drawn
+  // (those the model is at least this sure of), each dot with a dark rim that shows on any photo.
+  const MASK_ALPHA = 0.45;
+  const KEYPOINT_VISIBLE = 0.5;
+  const KEYPOINT_RIM = "#202020";
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -29,6 +36,8 @@
     catalog: null,
     keysRequired: false,
     resultTtl: 86400,
+    models: [], // the server's models ({name, task}), the first the default
+    file: null, // the last picture uploaded: sent again when another model is chosen
     run: 0, // each upload's number: an older upload's answer arriving late is ignored
     fileName: "",
     bitmap: null,
@@ -91,6 +100,7 @@
     document.title = t("page.title");
     for (const node of document.querySelectorAll("[data-t]")) node.textContent = t(node.dataset.t);
     $("privacy").textContent = t("page.privacy", { hours: Math.round(state.resultTtl / 3600) });
+    labelModels();
     if (state.job) render();
   }
 
@@ -122,11 +132,43 @@
       const info = await response.json();
       state.keysRequired = info.keys_required;
       state.resultTtl = info.result_ttl;
+      state.models = info.models || [];
     } catch (error) {
       say(t("page.network"), true);
     }
     $("key-box").hidden = !state.keysRequired;
     $("api-key").value = sessionStorage.getItem("detbot.key") || "";
+    offerModels();
+  }
+
+  // -- the model choice (only where the server has more than one) -------------------------------------------
+
+  function offerModels() {
+    const select = $("model");
+    select.replaceChildren(...state.models.map((model) => {
+      const option = document.createElement("option");
+      option.value = model.name;
+      return option;
+    }));
+    const remembered = localStorage.getItem("detbot.model");
+    if (state.models.some((model) => model.name === remembered)) select.value = remembered;
+    $("model-box").hidden = state.models.length < 2;
+  }
+
+  function labelModels() {
+    // "segment (masks)": the model's name as the API takes it, and what it finds in the page's language
+    // once its workers said (a model no worker has started yet: its name alone).
+    const finds = { detect: "page.task_detect", segment: "page.task_segment", pose: "page.task_pose" };
+    for (const option of $("model").options) {
+      const model = state.models.find((m) => m.name === option.value);
+      const task = model && finds[model.task];
+      option.textContent = task ? `${model.name} (${t(task)})` : option.value;
+    }
+  }
+
+  function chosenModel() {
+    // The model to send: none with one model (the server's default), else the one chosen.
+    return state.models.length > 1 ? $("model").value : "";
   }
 
   async function decode(file) {
@@ -150,11 +192,13 @@
     if (!file) return;
     const run = ++state.run;
     state.job = null;
+    state.file = file;
     state.fileName = file.name || "picture";
     $("result").hidden = true;
     say(t("page.sending"));
     const form = new FormData();
     form.append("image", file, state.fileName);
+    if (chosenModel()) form.append("model", chosenModel());
     const url = `/api/v1/detect?lang=${state.language}`;
     const [bitmap, accepted] = await Promise.all([
       decode(file), call(run, url, { method: "POST", body: form, headers: headers() }),
@@ -484,29 +528,60 @@
     const list = $("boxes");
     list.replaceChildren(...boxes.map((box, i) => {
       const row = document.createElement("li");
-      row.textContent = said("answer.box", {
+      const line = {
         index: i + 1, name: shownName(box), confidence: box.confidence.toFixed(2),
         coords: [box.x1, box.y1, box.x2, box.y2].map(Math.round).join(", "),
-      });
+      };
+      // A mask's part of the image after it, as the bot's list says it.
+      row.textContent = hasMask(box) ? said("answer.box.share", { ...line, share: formatShare(share(box)) })
+        : said("answer.box", line);
       return row;
     }));
-    if (state.bitmap) draw($("canvas"), boxes, state.bitmap.width / state.job.result.width);
+    const drawn = state.bitmap ? draw($("canvas"), boxes, state.bitmap.width / state.job.result.width)
+      : { masks: 0, keypoints: 0 };
     $("canvas").dataset.boxes = String(boxes.length);
+    $("canvas").dataset.masks = String(drawn.masks);
+    $("canvas").dataset.keypoints = String(drawn.keypoints);
+  }
+
+  function hasMask(box) {
+    return Boolean(box.polygon && box.polygon.length >= 3);
+  }
+
+  function share(box) {
+    // Detection.share: the outline's area (the shoelace formula) over the original image's.
+    const { width, height } = state.job.result;
+    const points = box.polygon;
+    let twice = 0;
+    points.forEach(([x, y], i) => {
+      const [nx, ny] = points[(i + 1) % points.length];
+      twice += x * ny - nx * y;
+    });
+    return width > 0 && height > 0 ? Math.min(Math.abs(twice) / 2 / (width * height), 1) : 0;
+  }
+
+  function formatShare(value) {
+    // detector.render.format_share: "12.5%", a sliver as "<0.1%", never a misleading "0.0%".
+    const percent = value * 100;
+    return percent > 0 && percent < 0.05 ? "<0.1%" : `${percent.toFixed(1)}%`;
   }
 
   function draw(canvas, boxes, scale) {
-    // As detector/draw.py draws: boxes first, then labels ("3 circle 0.87"), the most confident on top.
+    // As detector/draw.py draws: masks first, then boxes and keypoints, then labels ("3 circle 0.87"), the
+    // most confident object's mask and label on top. Returns how many masks and keypoints it drew.
     const bitmap = state.bitmap;
     canvas.width = bitmap.width;
     canvas.height = bitmap.height;
     const g = canvas.getContext("2d");
     g.drawImage(bitmap, 0, 0);
     const lw = Math.max(Math.round((canvas.width + canvas.height) / 2 * LINE_WIDTH_PER_PX), 2);
+    const masks = drawMasks(g, boxes, scale);
     g.lineWidth = lw;
     for (const box of boxes) {
       g.strokeStyle = colour(box.class_id);
       g.strokeRect(box.x1 * scale, box.y1 * scale, (box.x2 - box.x1) * scale, (box.y2 - box.y1) * scale);
     }
+    const keypoints = drawKeypoints(g, boxes, scale, lw);
     const size = Math.max(11, lw * 8);
     g.font = `${size}px system-ui, "DejaVu Sans", sans-serif`;
     g.textBaseline = "top";
@@ -525,6 +600,70 @@
       g.fillStyle = sum > DARK_TEXT_ABOVE ? "#000" : "#fff";
       g.fillText(text, x + pad, y + pad);
     });
+    return { masks, keypoints };
+  }
+
+  let maskLayer = null; // one off-screen canvas the masks are painted on, kept between renders
+
+  function drawMasks(g, boxes, scale) {
+    // Every outline filled opaque on a layer, then the layer blended once: where masks overlap, the more
+    // confident one shows (painted last), never a darker mix of both — as draw_masks' single blend.
+    const shaped = boxes.filter(hasMask);
+    if (!shaped.length) return 0;
+    const { width, height } = g.canvas;
+    if (!maskLayer) maskLayer = document.createElement("canvas");
+    if (maskLayer.width !== width || maskLayer.height !== height) {
+      maskLayer.width = width;
+      maskLayer.height = height;
+    }
+    const layer = maskLayer.getContext("2d");
+    layer.clearRect(0, 0, width, height);
+    for (const box of [...shaped].reverse()) {
+      layer.fillStyle = colour(box.class_id);
+      layer.beginPath();
+      box.polygon.forEach(([x, y], i) => (i ? layer.lineTo(x * scale, y * scale) : layer.moveTo(x * scale, y * scale)));
+      layer.closePath();
+      layer.fill();
+    }
+    g.save();
+    g.globalAlpha = MASK_ALPHA;
+    g.drawImage(maskLayer, 0, 0);
+    g.restore();
+    return shaped.length;
+  }
+
+  function drawKeypoints(g, boxes, scale, lw) {
+    // The keypoints the model is sure of as dots, joined by the result's skeleton where both ends are.
+    const skeleton = state.job.result.skeleton || [];
+    const radius = Math.max(lw + 1, 3);
+    let drawn = 0;
+    for (const box of [...boxes].reverse()) {
+      if (!box.keypoints) continue;
+      const points = box.keypoints.map(([x, y, c]) => (c >= KEYPOINT_VISIBLE ? [x * scale, y * scale] : null));
+      g.strokeStyle = colour(box.class_id);
+      g.lineWidth = lw;
+      g.lineCap = "round";
+      for (const [a, b] of skeleton) {
+        if (!points[a] || !points[b]) continue;
+        g.beginPath();
+        g.moveTo(...points[a]);
+        g.lineTo(...points[b]);
+        g.stroke();
+      }
+      for (const point of points.filter(Boolean)) {
+        dot(g, point, radius + 1, KEYPOINT_RIM);
+        dot(g, point, radius, colour(box.class_id));
+        drawn += 1;
+      }
+    }
+    return drawn;
+  }
+
+  function dot(g, [x, y], radius, fill) {
+    g.fillStyle = fill;
+    g.beginPath();
+    g.arc(x, y, radius, 0, 2 * Math.PI);
+    g.fill();
   }
 
   // -- downloads -------------------------------------------------------------------------------------------
@@ -599,6 +738,10 @@
       render();
     });
     $("apply").addEventListener("click", apply);
+    $("model").addEventListener("change", (event) => {
+      localStorage.setItem("detbot.model", event.target.value);
+      if (state.file && !state.mini) upload(state.file); // the same picture, to the model chosen
+    });
     $("language").addEventListener("click", () => {
       const next = state.language === "ru" ? "en" : "ru";
       localStorage.setItem("detbot.language", next);
