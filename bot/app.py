@@ -60,6 +60,8 @@ from bot.telegram_io import describe, say
 from bot.text import MESSAGE_LIMIT, pack_lines
 from bot.video import CALLBACK_PREFIX as VIDEO_CALLBACK
 from bot.video import Videos, video_of
+from bot.video_answers import VideoAnswers
+from bot.video_presses import VideoPresses
 from detector.names import ClassNames, load_class_names
 from detector.params import MAX_CLASSES, DetectParams
 from jobs.client import DetectionClient, consumer_name
@@ -102,7 +104,8 @@ class Services:
     models: Models
     replica: str  # this process's name among the bot's replicas: its consumer name, its lease's value
     albums: AlbumCollector = field(default_factory=AlbumCollector)
-    videos: Videos | None = None  # clips: their intake, progress, answers' words and buttons
+    videos: Videos | None = None  # clips: their intake and progress message
+    video_presses: VideoPresses | None = None  # clips' buttons: cancel, JSON
     # Supergroups accepted by the allow-list because the group they were is in it (see ChatStore.migrate).
     migrated_allowed: set[int] = field(default_factory=set)
     delivery_task: asyncio.Task[None] | None = None
@@ -306,9 +309,9 @@ async def on_detect(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def on_video_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A press under a clip's progress message (cancel) or answer (JSON)."""
-    videos = services(context).videos
-    if update.callback_query is not None and videos is not None:
-        await videos.press(context.bot, update.callback_query)
+    presses = services(context).video_presses
+    if update.callback_query is not None and presses is not None:
+        await presses.press(context.bot, update.callback_query)
 
 
 # -- other messages -------------------------------------------------------------------------------------
@@ -760,7 +763,9 @@ def build_application(
                               settings.default_language),
     )
     svc.delivery.buttons = svc.buttons
-    svc.videos = svc.delivery.videos = Videos(application.bot, settings, svc.intake, redis, svc.buttons, names)
+    svc.videos = Videos(application.bot, settings, svc.intake, redis)
+    svc.delivery.videos = VideoAnswers(application.bot, settings, redis, names)
+    svc.video_presses = VideoPresses(settings, redis, svc.buttons, svc.delivery.videos)
 
     async def migrated(old: int, new: int) -> None:
         await _migrated(svc, old, new)

@@ -51,7 +51,7 @@ from bot.telegram_io import (
     with_retry,
 )
 from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
-from bot.video import Videos
+from bot.video_answers import VideoAnswers
 from detector.names import ClassNames
 from jobs import store
 from jobs.client import CLAIM_IDLE_MS, DetectionClient
@@ -130,8 +130,8 @@ class Delivery:
         self.migrated = migrated
         # The buttons under answers (set by the application; None: answers without buttons).
         self.buttons: Buttons | None = None
-        # Clips' answers (bot.video; set by the application).
-        self.videos: Videos | None = None
+        # Clips' answers (bot.video_answers; set by the application).
+        self.videos: VideoAnswers | None = None
         self.retry_delay = retry_delay
         self._moved: dict[int, int] = {}
         self._gone: dict[int, None] = {}
@@ -402,8 +402,8 @@ class Delivery:
         await self._status_done(target, c.job_id)
         await self._ack([c])
 
-    async def _deliver_video(self, c: Completion, videos: Videos) -> None:
-        """A clip's answer (bot.video): the annotated clip with its caption and JSON button, the rest of its
+    async def _deliver_video(self, c: Completion, videos: VideoAnswers) -> None:
+        """A clip's answer (bot.video_answers): the annotated clip with its caption and JSON button, the rest of its
         tracks in text; or the sentence for its error (a span's failure answers the clip)."""
         target = self._target(c.routing)
         answer = videos.answer(c, self.wording.default_language)

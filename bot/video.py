@@ -1,5 +1,6 @@
-"""Videos, animations (GIFs) and round video notes: a message to a queued clip, its progress message with a
-cancel button, its answer (the annotated clip, the objects it held, a JSON button).
+"""Videos, animations (GIFs) and round video notes until they are answered: a message to a queued clip, its
+progress message with a cancel button; and what the clip's modules share (its kinds, its buttons' data, its
+refusals' and failures' words). The answer is :mod:`bot.video_answers`, the presses :mod:`bot.video_presses`.
 
 - **Intake** (:meth:`Videos.handle`), in the photos' order: the per-minute limits (a clip counts one photo per
   ``SECONDS_PER_PHOTO`` begun), the queue's and the chat's room, then Telegram's own metadata (size, length,
@@ -8,18 +9,11 @@ cancel button, its answer (the annotated clip, the objects it held, a JSON butto
 - **Progress:** one status message, sent at once, edited at most every ``PROGRESS_EVERY`` seconds with the
   share done, with a cancel button for the person who sent the clip (or a group's admin); the answer deletes
   it (:class:`bot.status.StatusBoard`, which keeps its id in Redis for any replica).
-- **The answer** (:meth:`Videos.answer`, sent by :mod:`bot.delivery`): an animation answers an animation, a
-  round note a round note, any other clip a video; the caption counts unique objects per class over the clip
-  and its busiest moment; the tracks follow in text, and a JSON button sends them as a file.
-- **Presses** (cancel, JSON) go through the same gate as the photos' buttons (:mod:`bot.press_gate`): bound to
-  their message, the per-person limits, the person who asked or an admin.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -27,26 +21,18 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from telegram import Bot, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.error import BadRequest, TelegramError
 
 from bot import replies
-from bot.buttons import BUTTON_JSON, Buttons, answer_press
-from bot.i18n import N_, Catalog, catalog, language_for
+from bot.i18n import N_, Catalog
 from bot.intake import Intake, Request, thread_of
-from bot.press_gate import PressLimits
 from bot.settings import BotSettings
 from bot.telegram_io import describe, fetch_file, reply_to
-from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
-from detector.names import ClassNames
 from detector.params import DetectParams
-from detector.render import format_confidence
-from detector.tracking import ID_PREFIX
 from detector.video import MAX_VIDEO_BYTES, VideoError, VideoLimits, plan, probe
-from jobs import keys
 from jobs import video as clips
 from jobs.exceptions import AlreadyQueuedError, ChatQueueFullError, JobsError, QueueFullError, QueueUnavailableError
-from jobs.store import Completion
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +50,13 @@ KIND_VIDEO, KIND_ANIMATION, KIND_NOTE = "video", "animation", "note"
 
 VIDEO_QUEUED = N_("video.queued")
 VIDEO_PROGRESS = N_("video.progress")
-VIDEO_CANCELLING = N_("video.cancelling")
 VIDEO_CANCELLED = N_("video.cancelled")
 BUTTON_CANCEL = N_("video.button.cancel")
-VIDEO_NOTHING = N_("video.nothing")
-VIDEO_BUSIEST = N_("video.busiest")
-VIDEO_TRACK = N_("video.track")
 VIDEO_TOO_LONG = N_("video.too_long")
 VIDEO_TOO_BIG = N_("video.too_big")
 VIDEO_TOO_LARGE = N_("video.too_large")
 VIDEO_NOT_A_VIDEO = N_("video.not_a_video")
 VIDEO_CORRUPT = N_("video.corrupt")
-VIDEO_NOT_YOURS = N_("video.not_yours")
-VIDEO_OVER = N_("video.over")
 VIDEO_DOWNLOAD_FAILED = N_("video.download_failed")
 _ERRORS = {
     "video_too_long": VIDEO_TOO_LONG, "video_too_large": VIDEO_TOO_LARGE, "not_a_video": VIDEO_NOT_A_VIDEO,
@@ -150,49 +130,15 @@ def parse_callback(data: str | None) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-def seconds_text(value: float) -> str:
-    """Times in a clip, as people read them: ``7.5``."""
-    return f"{value:.1f}"
-
-
-@dataclass
-class VideoAnswer:
-    """What delivery sends for a clip's completion: the clip (None for an error) and its words."""
-
-    unit: str  # the clip's id: its status message, its buttons
-    kind: str
-    clip: bytes | None
-    lines: list[str]
-    markup: InlineKeyboardMarkup | None = None
-    width: int = 0
-    height: int = 0
-    duration: int = 0
-    document: dict[str, Any] | None = None  # the JSON of the JSON button
-
-    def caption_and_rest(self) -> tuple[str, list[str]]:
-        """The media's caption and the text after it (a round note takes no caption: all of it follows)."""
-        if self.kind == KIND_NOTE:
-            return "", pack_lines(self.lines, MESSAGE_LIMIT)
-        return split_caption(self.lines)
-
-
 class Videos:
-    """Clips from intake to answer; shares the photos' intake checks, status board and press gate."""
+    """Clips from intake until their answer: the photos' intake checks, the queue, the progress message."""
 
-    def __init__(self, bot: Bot, settings: BotSettings, intake: Intake, redis: Redis, buttons: Buttons,
-                 names: ClassNames) -> None:
+    def __init__(self, bot: Bot, settings: BotSettings, intake: Intake, redis: Redis) -> None:
         self.bot = bot
         self.settings = settings
         self.intake = intake
         self.redis = redis
-        self.buttons = buttons
-        self.names = names
         self.limits = video_limits(settings)
-        self.bot_id = settings.bot_id
-
-    @property
-    def presses(self) -> PressLimits:
-        return self.buttons.limits
 
     # -- intake -----------------------------------------------------------------------------------------
 
@@ -354,166 +300,3 @@ class Videos:
                     return  # deleted: the answer is out
             except TelegramError as exc:
                 log.info("progress of %s not shown: %s", video_id, describe(exc))
-
-    # -- the answer -------------------------------------------------------------------------------------
-
-    def answer(self, c: Completion, default_language: str) -> VideoAnswer:
-        """The answer to a clip's completion (its own, or a span's that failed)."""
-        tr = catalog(str(c.routing.get("language") or default_language))
-        unit = str(c.routing.get("video_id") or c.job_id)
-        kind = str(c.routing.get("kind") or KIND_VIDEO)
-        if not (c.ok and c.detection and c.annotated):
-            return VideoAnswer(unit, kind, None, [error_text(tr, c.code or "internal_error", c.details)])
-        det = c.detection
-        lines = self.summary_lines(tr, det)
-        plan_ = det.get("video") or {}
-        size = plan_.get("size") or [0, 0]
-        document = {"video": f"{kind} {unit}", **{k: v for k, v in det.items() if k != "video"},
-                    "width": size[0], "height": size[1]}
-        markup = InlineKeyboardMarkup([[InlineKeyboardButton(tr.gettext(BUTTON_JSON),
-                                                             callback_data=callback(unit, JSON_DOC))]])
-        return VideoAnswer(unit, kind, c.annotated, lines, markup, int(size[0]), int(size[1]),
-                           round(float(det.get("duration_s") or 0)), document)
-
-    def summary_lines(self, tr: Catalog, det: dict[str, Any]) -> list[str]:
-        """The caption's lines (unique objects per class, the busiest moment), then one line per track."""
-        tracks = det.get("tracks") or []
-        seconds = seconds_text(float(det.get("duration_s") or 0))
-        params = DetectParams.from_dict(det.get("confidence") or {})
-        if not tracks:
-            return [tr.gettext(VIDEO_NOTHING, seconds=seconds, confidence=format_confidence(params.threshold))]
-        counts = det.get("counts") or {}
-        classes = ", ".join(f"{self._name(tr, name)} ×{n}" for name, n in counts.items())
-        lines = [tr.ngettext("video.summary", "video.summary.plural", len(tracks), seconds=seconds, classes=classes,
-                             confidence=format_confidence(params.threshold))]
-        busiest = det.get("busiest") or {}
-        lines.append(tr.gettext(VIDEO_BUSIEST, objects=int(busiest.get("objects") or 0),
-                                time=seconds_text(float(busiest.get("time_s") or 0))))
-        for t in tracks:
-            lines.append(tr.gettext(VIDEO_TRACK, id=f"{ID_PREFIX}{t['id']}",
-                                    name=self.names.display(t.get("class_id"), str(t["class_name"]), tr.language),
-                                    first=seconds_text(float(t["first_seen_s"])),
-                                    last=seconds_text(float(t["last_seen_s"])),
-                                    confidence=f"{float(t['confidence']):.2f}"))
-        return lines
-
-    def _name(self, tr: Catalog, name: str) -> str:
-        return self.names.display(None, name, tr.language)
-
-    async def send(self, chat_id: int, thread: int | None, reply: int | None, answer: VideoAnswer) -> Message:
-        """The clip, as what it answers: an animation, a round video note, or a video (streamable)."""
-        assert answer.clip is not None
-        caption, _ = answer.caption_and_rest()
-        common: dict[str, Any] = {"reply_parameters": reply_to(reply), "message_thread_id": thread,
-                                  "reply_markup": answer.markup}
-        if answer.kind == KIND_NOTE:
-            return await self.bot.send_video_note(chat_id, answer.clip, duration=answer.duration,
-                                                  length=answer.width, **common)
-        if answer.kind == KIND_ANIMATION:
-            return await self.bot.send_animation(chat_id, answer.clip, caption=caption, duration=answer.duration,
-                                                 width=answer.width, height=answer.height,
-                                                 filename="detbot.mp4", **common)
-        return await self.bot.send_video(chat_id, answer.clip, caption=caption, duration=answer.duration,
-                                         width=answer.width, height=answer.height, supports_streaming=True,
-                                         filename="detbot.mp4", **common)
-
-    async def keep(self, answer: VideoAnswer, routing: dict[str, Any], message: Message) -> None:
-        """The answer is out: what its JSON button needs, for DETBOT_ANSWER_TTL (a failure costs the button)."""
-        state = {"chat": message.chat.id, "message": message.message_id, "thread": routing.get("thread_id"),
-                 "asker": routing.get("user_id"), "private": routing.get("chat_type") == "private",
-                 "language": routing.get("language") or "", "document": json.dumps(answer.document, ensure_ascii=False)}
-        key = keys.video_answer(self.bot_id, answer.unit)
-
-        def save() -> None:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(key, mapping={k: json.dumps(v) for k, v in state.items()})
-            pipe.expire(key, self.settings.answer_ttl)
-            pipe.execute()
-
-        try:
-            await asyncio.to_thread(save)
-        except (RedisError, OSError) as exc:
-            log.warning("JSON button of video %s not stored: %s", answer.unit, describe(exc))
-
-    # -- presses ----------------------------------------------------------------------------------------
-
-    async def press(self, bot: Bot, query: CallbackQuery) -> None:
-        """Cancel (under the progress message) or JSON (under the answer): checked like any press first."""
-        parsed = parse_callback(query.data)
-        if parsed is None:
-            await answer_press(query)
-            return
-        video_id, action = parsed
-        fallback = catalog(language_for(None, query.from_user.language_code, self.settings.default_language))
-        if not self.presses.allow_press(query.from_user.id):
-            await answer_press(query, fallback.gettext("buttons.too_fast"))
-            return
-        try:
-            place = await asyncio.to_thread(self._place, video_id, action)
-        except (RedisError, OSError) as exc:
-            log.warning("button of video %s: Redis unreachable (%s)", video_id, describe(exc))
-            await answer_press(query, fallback.gettext(replies.UNAVAILABLE))
-            return
-        if place is None:
-            await answer_press(query, fallback.gettext(VIDEO_OVER))
-            return
-        tr = catalog(str(place.get("language") or fallback.language))
-        message = query.message
-        if message is None or (message.chat.id, message.message_id) != (place.get("chat"), place.get("message")):
-            log.warning("button of video %s refused: pressed under another message", video_id)
-            await answer_press(query, tr.gettext("buttons.not_here"), show_alert=True)
-            return
-        user = query.from_user.id
-        if not (place.get("private") or user == place.get("asker") or
-                await self.buttons.admins.is_admin(bot, int(place["chat"]), user)):
-            await answer_press(query, tr.gettext(VIDEO_NOT_YOURS), show_alert=True)
-            return
-        if action == CANCEL:
-            await self._cancel(bot, query, tr, video_id, place)
-        else:
-            await self._json(bot, query, tr, video_id, place)
-
-    def _place(self, video_id: str, action: str) -> dict[str, Any] | None:
-        """Where a press may come from, who may press and in which language: the progress message (cancel,
-        from the clip's record and its status message) or the answer (JSON, from its stored state)."""
-        if action == JSON_DOC:
-            raw: dict[bytes, bytes] = self.redis.hgetall(keys.video_answer(self.bot_id, video_id))  # type: ignore[assignment]
-            return {k.decode(): json.loads(v) for k, v in raw.items()} if raw else None
-        found: list[Any] = self.redis.mget([keys.status(self.bot_id, video_id)])
-        routing_raw: Any = self.redis.hget(keys.job(video_id), "routing")
-        if not found[0] or not routing_raw:
-            return None
-        chat, _, message_id = found[0].decode().partition(":")
-        routing = json.loads(routing_raw)
-        return {"chat": int(chat), "message": int(message_id), "asker": routing.get("user_id"),
-                "private": routing.get("chat_type") == "private", "language": routing.get("language") or ""}
-
-    async def _cancel(self, bot: Bot, query: CallbackQuery, tr: Catalog, video_id: str, place: dict[str, Any],
-                      ) -> None:
-        try:
-            cancelled = await asyncio.to_thread(clips.cancel, self.redis, video_id)
-        except (RedisError, OSError) as exc:
-            log.warning("video %s not cancelled: %s", video_id, describe(exc))
-            await answer_press(query, tr.gettext(replies.UNAVAILABLE))
-            return
-        if not cancelled:
-            await answer_press(query, tr.gettext(VIDEO_OVER))
-            return
-        log.info("video %s cancelled by user %s", video_id, query.from_user.id)
-        await answer_press(query, tr.gettext(VIDEO_CANCELLING))
-        with contextlib.suppress(TelegramError):
-            await bot.edit_message_text(tr.gettext(VIDEO_CANCELLING), chat_id=int(place["chat"]),
-                                        message_id=int(place["message"]))
-
-    async def _json(self, bot: Bot, query: CallbackQuery, tr: Catalog, video_id: str, place: dict[str, Any]) -> None:
-        if not self.presses.allow_send(query.from_user.id):
-            await answer_press(query, tr.gettext("buttons.too_fast"))
-            return
-        await answer_press(query)
-        data = str(place.get("document") or "{}").encode()
-        try:
-            await bot.send_document(int(place["chat"]), InputFile(data, filename="tracks.json"),
-                                    reply_parameters=reply_to(int(place["message"])),
-                                    message_thread_id=place.get("thread"))
-        except TelegramError as exc:
-            log.warning("JSON of video %s not sent: %s", video_id, describe(exc))
