@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dtm
 import json
 import logging
 import weakref
@@ -51,7 +50,7 @@ from bot.clean_images import CleanImages
 from bot.cutouts import ADD_STICKER, Cutouts, chosen_object, piece_label, segmented
 from bot.i18n import N_, Catalog, catalog, language_for
 from bot.mini_app import MiniAppLinks, MiniAppRequest
-from bot.press_gate import AdminCache, PressLimits, bound
+from bot.press_gate import ARRIVAL_WINDOW, AdminCache, PressLimits, arriving, bound, just_sent
 from bot.stickers import START_FIRST, StickerSets
 from bot.telegram_io import describe, reply_to
 from bot.text import MESSAGE_LIMIT, pack_lines, split_caption
@@ -83,12 +82,6 @@ REDIS_CONNECT_TIMEOUT = 3.0
 # open thousands of connections.
 REDIS_CONNECTIONS = 32
 CALLBACK_PREFIX = "a"
-# A press on an answer still being sent by another bot replica (its state is stored once its follow-up
-# messages are out) waits for that state up to ARRIVAL_WAIT, looking every ARRIVAL_POLL; only for a message
-# younger than ARRIVAL_WINDOW (older ones are stored or expired).
-ARRIVAL_WAIT = 10.0
-ARRIVAL_POLL = 0.25
-ARRIVAL_WINDOW = 60.0
 
 LOWER, HIGHER, CURRENT, RESET, ALL, CROPS, JSON_DOC, ONLY = "lo", "hi", "nv", "rs", "al", "cr", "js", "c"
 # A segmentation answer's: the objects cut along their masks, the largest as a sticker (bot.cutouts).
@@ -421,8 +414,9 @@ class Buttons:
         async with self._lock(answer_id):
             try:
                 answer = await self.book.load(answer_id)
-                if answer is None and query is not None and self._just_sent(query):
-                    answer = await self._arriving(answer_id)
+                window = min(ARRIVAL_WINDOW, self.book.ttl)  # an older answer's state is stored, or expired
+                if answer is None and query is not None and just_sent(query, window):
+                    answer = await arriving(lambda: self.book.load(answer_id))
             except RedisError as exc:
                 log.warning("button of answer %s: Redis unreachable (%s)", answer_id, describe(exc))
                 return Change(UNAVAILABLE_OUTCOME)
@@ -465,25 +459,6 @@ class Buttons:
                            ) -> None:
         log.warning("button of answer %s: Redis unreachable (%s)", answer_id, describe(exc))
         await answer_press(query, self._catalog(answer, query).gettext(replies.UNAVAILABLE))
-
-    def _just_sent(self, query: CallbackQuery) -> bool:
-        """The pressed message is seconds old (younger than the answers' TTL): its state may still be on its
-        way from the bot replica sending the answer's follow-up messages."""
-        date = getattr(query.message, "date", None)
-        if not isinstance(date, dtm.datetime):
-            return False
-        age = (dtm.datetime.now(dtm.timezone.utc) - date).total_seconds()
-        return age < min(ARRIVAL_WINDOW, self.book.ttl)
-
-    async def _arriving(self, answer_id: str) -> Answer | None:
-        """The answer's state once the replica delivering it has stored it (None if it never comes)."""
-        deadline = asyncio.get_running_loop().time() + ARRIVAL_WAIT
-        while asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(ARRIVAL_POLL)
-            answer = await self.book.load(answer_id)
-            if answer is not None:
-                return answer
-        return None
 
     def _lock(self, answer_id: str) -> asyncio.Lock:
         lock = self._locks.get(answer_id)

@@ -13,10 +13,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dtm
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from telegram import Bot, CallbackQuery
 from telegram.constants import ChatMemberStatus
@@ -49,6 +52,34 @@ def bound(answer: Answer, query: CallbackQuery, messages: Sequence[int] | None =
     message = query.message
     allowed = (answer.keyboard_message,) if messages is None else messages
     return message is not None and message.chat.id == answer.chat_id and message.message_id in allowed
+
+
+# A press on a message a replica has only just sent (its state follows the message by a moment: stored once
+# Telegram accepted it) waits for that state up to ARRIVAL_WAIT, looking every ARRIVAL_POLL; only for a message
+# younger than ARRIVAL_WINDOW (an older one's state is stored, or expired).
+ARRIVAL_WAIT = 10.0
+ARRIVAL_POLL = 0.25
+ARRIVAL_WINDOW = 60.0
+T = TypeVar("T")
+
+
+def just_sent(query: CallbackQuery, window: float = ARRIVAL_WINDOW) -> bool:
+    """The pressed message is younger than ``window`` seconds: its state may still be on its way."""
+    date = getattr(query.message, "date", None)
+    if not isinstance(date, dtm.datetime):
+        return False
+    return (dtm.datetime.now(dtm.timezone.utc) - date).total_seconds() < window
+
+
+async def arriving(load: Callable[[], Awaitable[T | None]]) -> T | None:
+    """What ``load`` finds once the replica sending the message has stored it (None if it never comes)."""
+    deadline = asyncio.get_running_loop().time() + ARRIVAL_WAIT
+    while asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(ARRIVAL_POLL)
+        found = await load()
+        if found is not None:
+            return found
+    return None
 
 
 class AdminCache:

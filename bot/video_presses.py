@@ -19,7 +19,7 @@ from telegram.error import TelegramError
 from bot import replies
 from bot.buttons import Buttons, answer_press
 from bot.i18n import N_, Catalog, catalog, language_for
-from bot.press_gate import PressLimits
+from bot.press_gate import PressLimits, arriving, just_sent
 from bot.settings import BotSettings
 from bot.telegram_io import describe, reply_to
 from bot.video import CANCEL, JSON_DOC, parse_callback
@@ -61,6 +61,8 @@ class VideoPresses:
             return
         try:
             place = await asyncio.to_thread(self._place, video_id, action)
+            if place is None and just_sent(query):  # its state follows the message by a moment
+                place = await arriving(lambda: asyncio.to_thread(self._place, video_id, action))
         except (RedisError, OSError) as exc:
             log.warning("button of video %s: Redis unreachable (%s)", video_id, describe(exc))
             await answer_press(query, fallback.gettext(replies.UNAVAILABLE))

@@ -202,6 +202,6 @@ class RenderServer(threading.Thread):
             pipe.expire(keys.render_output(render_id), OUTPUT_TTL)
         pipe.rpush(keys.render_done(render_id), status)
         pipe.expire(keys.render_done(render_id), OUTPUT_TTL)
-        pipe.execute()
         if status == "ok" and self.done is not None:
-            self.done(kind)
+            self.done(kind)  # counted before the bot can see it: whoever reads the count after the answer finds it
+        pipe.execute()
