@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from jobs.metrics import WorkerMetrics
 
 log = logging.getLogger("detbot.worker")
+# The packages whose loggers a worker writes (``detbot.worker``, ``detector.model`` ...).
+OWN_LOGGERS = ("detbot", "detector", "jobs")
 
 # The job functions a worker runs; anything else is refused unrun (RQ would import any function by name).
 ALLOWED_JOBS = frozenset({DETECT_JOB, VIDEO_SPAN_JOB})
@@ -394,10 +396,15 @@ class DetbotWorker(SimpleWorker):
             log.error("job %s: cannot record its failure: %s: %s", job.id, type(redis_exc).__name__, redis_exc)
 
 
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str) -> None:
+    """One line per record on stdout; detbot's own loggers at ``level`` whatever the root logger says:
+    OpenVINO's model conversion (a worker's first export) sets the root to ERROR while it runs, and every
+    "job ... ok" line of the photos answered meanwhile went missing."""
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout
     )
+    for own in OWN_LOGGERS:
+        logging.getLogger(own).setLevel(level.upper())
     # RQ logs several lines per job and a traceback per failure; detbot logs one line per job instead.
     for noisy in ("rq.worker", "rq.job", "rq.queue", "rq.registry"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -547,7 +554,7 @@ def _start(args: argparse.Namespace, stop: StopRequest) -> int:
     settings = _settings(args)
     if settings is None:
         return EXIT_CONFIG
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     names = _class_names(settings)
     if names is None:
         return EXIT_CONFIG

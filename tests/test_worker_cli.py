@@ -36,3 +36,24 @@ def test_missing_model_exits_3_saying_how_to_fix_it(redis: Redis, redis_server: 
     assert "Traceback" not in output
     assert redis.keys("detbot:alive:*") == []  # never announced itself ready
     assert redis.keys("rq:worker:*") == []  # never registered with RQ
+
+
+def test_worker_lines_are_written_while_openvino_quiets_the_root_logger() -> None:
+    """OpenVINO's converter sets the root logger to ERROR during a worker's first export; the photos answered
+    meanwhile still get their line."""
+    import logging
+
+    from jobs.worker import configure_logging
+
+    root = logging.getLogger()
+    saved = root.level, list(root.handlers)
+    try:
+        configure_logging("INFO")
+        root.setLevel(logging.ERROR)  # what openvino.tools.ovc.logger.init_logger does
+        assert logging.getLogger("detbot.worker").isEnabledFor(logging.INFO)
+        assert logging.getLogger("detector.model").isEnabledFor(logging.INFO)
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        for own in ("detbot", "detector", "jobs"):
+            logging.getLogger(own).setLevel(logging.NOTSET)
