@@ -167,8 +167,6 @@ class Delivery:
                 await self._room()
                 batch = await self._read(lambda r: r.wait(WAIT_BLOCK_MS))
                 for completion in batch or []:
-                    if self._stopping.is_set():
-                        break  # left pending: handed over with the rest (:meth:`stop`), never half-sent here
                     await self._accept(completion)
                 await self._albums_due()
         finally:
@@ -261,7 +259,7 @@ class Delivery:
     async def _accept(self, completion: Completion, reclaimed: bool = False) -> None:
         key = (completion.stream, completion.event_id)
         if key in self._held or self._stopping.is_set():
-            return
+            return  # stopping: left pending, handed over with the rest (:meth:`stop`), never half-sent here
         self._held[key] = completion
         if not isinstance(completion.routing.get("chat_id"), int):
             # Not one of the bot's jobs (no chat to answer): nothing to deliver, acknowledge it away.

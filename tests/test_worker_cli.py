@@ -43,7 +43,7 @@ def test_worker_lines_are_written_while_openvino_quiets_the_root_logger() -> Non
     meanwhile still get their line."""
     import logging
 
-    from jobs.worker import configure_logging
+    from jobs.worker import OWN_LOGGERS, configure_logging
 
     root = logging.getLogger()
     saved = root.level, list(root.handlers)
@@ -55,5 +55,5 @@ def test_worker_lines_are_written_while_openvino_quiets_the_root_logger() -> Non
     finally:
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
-        for own in ("detbot", "detector", "jobs"):
+        for own in OWN_LOGGERS:
             logging.getLogger(own).setLevel(logging.NOTSET)
